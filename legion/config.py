@@ -1,0 +1,291 @@
+"""Configuration: the seed's `monitoring_config.json`, loaded once into frozen dataclasses.
+
+The seed's keys (`collection_interval`, `analysis_interval`, `alert_thresholds`, `ai_settings`,
+`dashboard_config`, `security`) keep their meaning and defaults; new settings live in new sections
+(`agent`, `aggregator`, `storage`, `analytics`). Unknown keys and bad values are errors; every
+problem is reported with its key path, all at once. Relative paths are resolved against the
+directory of the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from legion.errors import ConfigError
+
+CONFIG_FILENAME = "monitoring_config.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertThresholds:
+    cpu_usage: float = 80.0
+    memory_usage: float = 85.0
+    disk_usage: float = 90.0
+    agent_response_time: float = 5000.0
+    agent_success_rate: float = 85.0
+
+
+@dataclass(frozen=True, slots=True)
+class AISettings:
+    anomaly_detection_enabled: bool = True
+    predictive_analytics_enabled: bool = True
+    ml_threshold_adjustment: bool = True
+    model_retrain_interval: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    websocket_port: int = 8765
+    update_interval_ms: int = 1000
+    max_history_points: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    enable_tls: bool = True
+    certificate_path: str = "./certs/server.crt"
+    private_key_path: str = "./certs/server.key"
+    allowed_origins: tuple[str, ...] = ("tauri://localhost",)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Node agent: where to send, which keys, where to keep state and the spool."""
+
+    aggregator_endpoint: str = "tcp://127.0.0.1:5555"
+    ack_endpoint: str = "tcp://127.0.0.1:5556"
+    server_public_key_path: str = "keys/aggregator.key"
+    keys_dir: str = "keys/agents"
+    state_dir: str = "state"
+    monitor_endpoint: str = "ipc://run/agent-monitor.sock"
+    collectors: tuple[str, ...] = ()
+    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_sync_interval_ms: int = 500
+    resend_timeout_secs: float = 5.0
+    heartbeat_interval_secs: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorConfig:
+    """Aggregator: Curve server sockets, allowlist, ingest queue and commit policy, API."""
+
+    ingest_bind: str = "tcp://127.0.0.1:5555"
+    ack_bind: str = "tcp://127.0.0.1:5556"
+    secret_key_path: str = "keys/aggregator.key_secret"
+    authorized_keys_dir: str = "keys/authorized"
+    max_message_bytes: int = 8 * 1024 * 1024
+    queue_max_batches: int = 10_000
+    commit_interval_ms: int = 100
+    commit_max_points: int = 200_000
+    api_host: str = "127.0.0.1"
+    tokens_path: str = "tokens.json"
+    audit_log_path: str = "audit.log"
+    heartbeat_interval_secs: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    db_path: str = "legion.duckdb"
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionTarget:
+    horizon_hours: float
+    alert_threshold: float
+
+
+def _default_predictions() -> dict[str, PredictionTarget]:
+    return {
+        "cpu_usage": PredictionTarget(6, 80),
+        "memory_usage": PredictionTarget(12, 85),
+        "response_time": PredictionTarget(3, 5000),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsConfig:
+    jobs_bind: str = "tcp://127.0.0.1:5558"
+    results_bind: str = "tcp://127.0.0.1:5559"
+    keys_dir: str = "keys/workers"
+    workers: int = 2
+    window_size: int = 200
+    contamination: float = 0.05
+    models_dir: str = "models"
+    prediction_config: dict[str, PredictionTarget] = field(default_factory=_default_predictions)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration tree. `base_dir` is where relative paths were resolved."""
+
+    collection_interval: float = 1.0
+    analysis_interval: float = 5.0
+    alert_thresholds: AlertThresholds = field(default_factory=AlertThresholds)
+    ai_settings: AISettings = field(default_factory=AISettings)
+    dashboard_config: DashboardConfig = field(default_factory=DashboardConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    base_dir: str = "."
+
+    def path(self, p: str) -> Path:
+        """Resolve a configured path against the config file's directory."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else (Path(self.base_dir) / q).resolve()
+
+    def endpoint(self, ep: str) -> str:
+        """Resolve a ZeroMQ endpoint; relative ipc:// paths are taken from `base_dir`."""
+        if ep.startswith("ipc://") and not ep.startswith("ipc:///"):
+            return "ipc://" + str(self.path(ep[len("ipc://"):]))
+        return ep
+
+
+# ---- validation rules beyond types: (key path, predicate, message) -------------------------
+_POSITIVE = "must be > 0"
+_RULES: list[tuple[str, Any, str]] = [
+    ("collection_interval", lambda v: v > 0, _POSITIVE),
+    ("analysis_interval", lambda v: v > 0, _POSITIVE),
+    ("ai_settings.model_retrain_interval", lambda v: v > 0, _POSITIVE),
+    ("dashboard_config.websocket_port", lambda v: 0 <= v <= 65535, "must be a port (0-65535)"),
+    ("dashboard_config.update_interval_ms", lambda v: v >= 50, "must be >= 50"),
+    ("dashboard_config.max_history_points", lambda v: v >= 1, _POSITIVE),
+    ("agent.spool_max_bytes", lambda v: v >= 1024 * 1024, "must be >= 1 MiB"),
+    ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
+    ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),
+    ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
+    ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
+    ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
+    ("aggregator.commit_max_points", lambda v: v >= 1, _POSITIVE),
+    ("analytics.workers", lambda v: v >= 0, "must be >= 0"),
+    ("analytics.window_size", lambda v: v >= 10, "must be >= 10"),
+    ("analytics.contamination", lambda v: 0 < v < 0.5, "must be in (0, 0.5)"),
+]
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and freeze a config file; raise `ConfigError` listing every problem."""
+    p = Path(path).expanduser().resolve()
+    try:
+        raw = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: file not found (create one with `legionctl init --dir DIR`)"])
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError([f"{p}: {exc}"]) from exc
+    return config_from_dict(raw, base_dir=p.parent)
+
+
+def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
+    """Build a `Config` from parsed JSON; raise `ConfigError` listing every problem."""
+    problems: list[str] = []
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a JSON object"])
+    raw = dict(raw)
+    raw.pop("base_dir", None)
+    values = _build(Config, raw, "", problems)
+    for key, ok, msg in _RULES:
+        v: Any = values
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else getattr(v, part, None)
+        if v is not None and not ok(v):
+            problems.append(f"{key}: {msg} (got {v!r})")
+    if problems:
+        raise ConfigError(problems)
+    return _freeze(Config, values, str(Path(base_dir).resolve()))
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """The JSON form of a config (what `init` writes), without `base_dir`."""
+    out = _plain(cfg)
+    out.pop("base_dir", None)
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (dict, types.MappingProxyType)):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)} - {"base_dir"}
+    for key in raw:
+        if key not in names:
+            problems.append(f"{prefix}{key}: unknown key")
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            out[f.name] = _coerce(hints[f.name], raw[f.name], f"{prefix}{f.name}", problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{prefix}{f.name}: missing required key")
+    return out
+
+
+def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(val, dict):
+            problems.append(f"{path}: must be an object")
+            return None
+        return _build(tp, val, path + ".", problems)
+    if origin is tuple:
+        if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+            problems.append(f"{path}: must be a list of strings")
+            return None
+        return tuple(val)
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(val, dict):
+            problems.append(f"{path}: must be an object")
+            return None
+        return {k: _coerce(vt, v, f"{path}.{k}", problems) for k, v in val.items()}
+    if tp is bool:
+        if not isinstance(val, bool):
+            problems.append(f"{path}: must be true or false (got {val!r})")
+        return val
+    if tp is float:
+        if isinstance(val, bool) or not isinstance(val, (int, float)):
+            problems.append(f"{path}: must be a number (got {val!r})")
+            return None
+        return float(val)
+    if tp is int:
+        if isinstance(val, bool) or not isinstance(val, int):
+            problems.append(f"{path}: must be an integer (got {val!r})")
+            return None
+        return val
+    if tp is str:
+        if not isinstance(val, str) or not val:
+            problems.append(f"{path}: must be a non-empty string (got {val!r})")
+            return None
+        return val
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
+
+
+def _freeze(cls: type, values: dict[str, Any], base_dir: str | None = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, val in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            val = _freeze(tp, val)
+        elif typing.get_origin(tp) is dict:
+            _, vt = typing.get_args(tp)
+            if dataclasses.is_dataclass(vt):
+                val = {k: _freeze(vt, v) for k, v in val.items()}
+            val = types.MappingProxyType(dict(val))
+        kwargs[name] = val
+    if base_dir is not None:
+        kwargs["base_dir"] = base_dir
+    return cls(**kwargs)

@@ -1,0 +1,206 @@
+"""msgpack codec for wire schema v1: the only module that imports msgpack.
+
+`decode` is bounded (frame size, string, array and map lengths are capped before allocation) and
+validating: it either returns an `Envelope` or raises `WireError` with a `Reason`. Nothing else
+escapes it, whatever the bytes (a hypothesis fuzz test holds it to that).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Protocol
+
+import msgpack
+import numpy as np
+
+from legion.proto import limits as L
+from legion.proto.errors import Reason, WireError
+from legion.proto.messages import (
+    ACK_LEVELS,
+    KIND_ACK,
+    KIND_METRICS,
+    Ack,
+    Envelope,
+    Labels,
+    MetricsBatch,
+)
+
+NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+LABEL_KEY_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+
+_UINT32 = np.dtype("<u4")
+_FLOAT64 = np.dtype("<f8")
+_INT64 = np.dtype("<i8")
+
+
+class Codec(Protocol):
+    """Turns envelopes into frames and back."""
+
+    def encode(self, env: Envelope) -> bytes: ...
+
+    def decode(self, frame: bytes, now_ms: int | None = None) -> Envelope: ...
+
+
+class MsgpackCodec:
+    """The v1 codec (stateless; module functions `encode`/`decode` use one instance)."""
+
+    def encode(self, env: Envelope) -> bytes:
+        return encode(env)
+
+    def decode(self, frame: bytes, now_ms: int | None = None) -> Envelope:
+        return decode(frame, now_ms)
+
+
+def encode(env: Envelope) -> bytes:
+    """Encode an envelope to one msgpack frame."""
+    if isinstance(env.body, MetricsBatch):
+        b = env.body
+        body: dict[str, Any] = {
+            "names": list(b.names),
+            "labels": [dict(ls) for ls in b.label_sets],
+            "name_idx": b.name_idx.astype(_UINT32, copy=False).tobytes(),
+            "label_idx": b.label_idx.astype(_UINT32, copy=False).tobytes(),
+            "values": b.values.astype(_FLOAT64, copy=False).tobytes(),
+            "ts": b.ts_ms.astype(_INT64, copy=False).tobytes(),
+        }
+    elif isinstance(env.body, Ack):
+        body = {"level": env.body.level, "epoch": env.body.epoch,
+                "ranges": [list(r) for r in env.body.ranges]}
+    else:  # pragma: no cover - programming error, not input
+        raise TypeError(f"cannot encode body {type(env.body).__name__}")
+    return msgpack.packb(
+        {"v": env.v, "kind": env.kind, "node": env.node, "epoch": env.epoch,
+         "seq": env.seq, "ts": env.ts_ms, "body": body},
+        use_bin_type=True,
+    )
+
+
+def decode(frame: bytes, now_ms: int | None = None) -> Envelope:
+    """Decode and validate one frame; raise `WireError` on anything wrong."""
+    if not isinstance(frame, (bytes, bytearray, memoryview)):
+        raise WireError(Reason.MISTYPED_FIELD, "frame is not bytes")
+    if len(frame) > L.MAX_FRAME_BYTES:
+        raise WireError(Reason.FRAME_TOO_LARGE, f"{len(frame)} bytes")
+    try:
+        obj = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=max(L.MAX_LABEL_VALUE_LEN, L.MAX_NAME_LEN, 1024),
+            max_bin_len=L.MAX_FRAME_BYTES,
+            max_array_len=L.MAX_SERIES_PER_BATCH,
+            max_map_len=L.MAX_SERIES_PER_BATCH,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, Unicode...)
+        raise WireError(Reason.BAD_MSGPACK, type(exc).__name__) from None
+    if not isinstance(obj, dict):
+        raise WireError(Reason.MISTYPED_FIELD, "top level is not a map")
+    v = _field(obj, "v", int)
+    if v != L.SCHEMA_VERSION:
+        raise WireError(Reason.UNSUPPORTED_VERSION, f"v={v!r}")
+    kind = _field(obj, "kind", str)
+    if kind not in _BODY_DECODERS:
+        raise WireError(Reason.UNKNOWN_KIND, repr(kind)[:64])
+    node = _field(obj, "node", str)
+    if len(node) > L.MAX_NODE_LEN or not NODE_RE.match(node):
+        raise WireError(Reason.BAD_NODE, repr(node)[:64])
+    epoch = _field(obj, "epoch", int)
+    seq = _field(obj, "seq", int)
+    if not 0 <= epoch <= L.MAX_EPOCH or not 0 <= seq <= L.MAX_SEQ:
+        raise WireError(Reason.MISTYPED_FIELD, "epoch/seq out of range")
+    ts = _field(obj, "ts", int)
+    body = _field(obj, "body", dict)
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return Envelope(kind=kind, node=node, epoch=epoch, seq=seq, ts_ms=ts,
+                    body=_BODY_DECODERS[kind](body, now), v=v)
+
+
+def _field(obj: dict[str, Any], key: str, typ: type) -> Any:
+    if key not in obj:
+        raise WireError(Reason.MISSING_FIELD, key)
+    val = obj[key]
+    # bool is an int subclass; a bool where an int belongs is a type error on the wire
+    if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+        raise WireError(Reason.MISTYPED_FIELD, key)
+    return val
+
+
+def _array(body: dict[str, Any], key: str, dtype: np.dtype) -> np.ndarray:
+    raw = _field(body, key, bytes)
+    if len(raw) % dtype.itemsize:
+        raise WireError(Reason.LENGTH_MISMATCH, f"{key} is not a whole number of items")
+    arr = np.frombuffer(raw, dtype=dtype)
+    return arr  # frombuffer over immutable bytes is read-only already
+
+
+def _labels(obj: Any) -> Labels:
+    if not isinstance(obj, dict):
+        raise WireError(Reason.MISTYPED_FIELD, "labels entry is not a map")
+    if len(obj) > L.MAX_LABELS:
+        raise WireError(Reason.TOO_MANY_LABELS, str(len(obj)))
+    for k, val in obj.items():
+        if not isinstance(val, str):
+            raise WireError(Reason.MISTYPED_FIELD, "label value is not a string")
+        if len(k) > L.MAX_LABEL_KEY_LEN or len(val) > L.MAX_LABEL_VALUE_LEN:
+            raise WireError(Reason.LABEL_TOO_LONG, k[:64])
+        if not LABEL_KEY_RE.match(k):
+            raise WireError(Reason.BAD_LABEL, repr(k)[:64])
+    return tuple(sorted(obj.items()))
+
+
+def _decode_metrics(body: dict[str, Any], now_ms: int) -> MetricsBatch:
+    names = _field(body, "names", list)
+    label_list = _field(body, "labels", list)
+    for n in names:
+        if not isinstance(n, str):
+            raise WireError(Reason.MISTYPED_FIELD, "metric name is not a string")
+        if len(n) > L.MAX_NAME_LEN:
+            raise WireError(Reason.NAME_TOO_LONG, n[:64])
+        if not NAME_RE.match(n):
+            raise WireError(Reason.BAD_NAME, repr(n)[:64])
+    label_sets = tuple(_labels(x) for x in label_list)
+    name_idx = _array(body, "name_idx", _UINT32)
+    label_idx = _array(body, "label_idx", _UINT32)
+    values = _array(body, "values", _FLOAT64)
+    ts = _array(body, "ts", _INT64)
+    n = values.shape[0]
+    if n > L.MAX_POINTS_PER_BATCH:
+        raise WireError(Reason.TOO_MANY_POINTS, str(n))
+    if not name_idx.shape[0] == label_idx.shape[0] == ts.shape[0] == n:
+        raise WireError(Reason.LENGTH_MISMATCH, "columns differ in length")
+    if n:
+        if int(name_idx.max()) >= len(names) or int(label_idx.max()) >= len(label_sets):
+            raise WireError(Reason.INDEX_OUT_OF_RANGE, "point refers past names/labels")
+        if not np.isfinite(values).all():
+            raise WireError(Reason.NON_FINITE_VALUE, "NaN or Inf in values")
+        if int(ts.min()) < now_ms - L.MAX_PAST_MS or int(ts.max()) > now_ms + L.MAX_FUTURE_MS:
+            raise WireError(Reason.TIMESTAMP_OUT_OF_RANGE, "point timestamp too far from now")
+    return MetricsBatch(
+        names=tuple(names), label_sets=label_sets, name_idx=name_idx,
+        label_idx=label_idx, values=values, ts_ms=ts,
+    )
+
+
+def _decode_ack(body: dict[str, Any], now_ms: int) -> Ack:
+    level = _field(body, "level", str)
+    if level not in ACK_LEVELS:
+        raise WireError(Reason.MISTYPED_FIELD, "ack level")
+    epoch = _field(body, "epoch", int)
+    ranges = _field(body, "ranges", list)
+    out: list[tuple[int, int]] = []
+    for r in ranges:
+        if (not isinstance(r, list) or len(r) != 2
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in r)
+                or not 0 <= r[0] <= r[1] <= L.MAX_SEQ):
+            raise WireError(Reason.MISTYPED_FIELD, "ack range")
+        out.append((r[0], r[1]))
+    return Ack(level=level, epoch=epoch, ranges=tuple(out))
+
+
+_BODY_DECODERS = {
+    KIND_METRICS: _decode_metrics,
+    KIND_ACK: _decode_ack,
+}
