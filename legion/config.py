@@ -44,6 +44,7 @@ class DashboardConfig:
     websocket_port: int = 8765
     update_interval_ms: int = 1000
     max_history_points: int = 1000
+    max_ws_clients: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("dashboard_config.websocket_port", lambda v: 0 <= v <= 65535, "must be a port (0-65535)"),
     ("dashboard_config.update_interval_ms", lambda v: v >= 50, "must be >= 50"),
     ("dashboard_config.max_history_points", lambda v: v >= 1, _POSITIVE),
+    ("dashboard_config.max_ws_clients", lambda v: v >= 1, _POSITIVE),
     ("agent.spool_max_bytes", lambda v: v >= 1024 * 1024, "must be >= 1 MiB"),
     ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
     ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),

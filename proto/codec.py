@@ -114,8 +114,12 @@ def decode(frame: bytes, now_ms: int | None = None) -> Envelope:
     ts = _field(obj, "ts", int)
     body = _field(obj, "body", dict)
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    return Envelope(kind=kind, node=node, epoch=epoch, seq=seq, ts_ms=ts,
-                    body=_BODY_DECODERS[kind](body, now), v=v)
+    try:
+        decoded = _BODY_DECODERS[kind](body, now)
+    except WireError as exc:
+        exc.header = (kind, node, epoch, seq)
+        raise
+    return Envelope(kind=kind, node=node, epoch=epoch, seq=seq, ts_ms=ts, body=decoded, v=v)
 
 
 def _field(obj: dict[str, Any], key: str, typ: type) -> Any:

@@ -39,4 +39,7 @@ class WireError(LegionError):
     def __init__(self, reason: Reason, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
+        # (kind, node, epoch, seq) when the envelope header was valid and only the body was not,
+        # so the receiver can tell that sender to stop resending a batch it will never accept.
+        self.header: tuple[str, str, int, int] | None = None
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)

@@ -1,0 +1,294 @@
+"""Ingest: a receive loop that only receives, and one writer that decodes, stores and acks.
+
+    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [Writer thread]
+                                                      decode · identity check · group ~100 ms
+                                                      Store.write (one transaction)
+                                                      ◀──PUB acks (topic = node)── committed
+                                                      checkpoint → checkpointed acks
+
+Identity comes from Curve: the ZAP handler sets each message's `User-Id` to the sender's public
+key, and the writer accepts a batch only when that key is (still) authorized and bound to the
+batch's `node`. When a key is removed from the allowlist the receiver re-binds its socket, so every
+peer re-handshakes and the revoked one is cut off (ZAP alone only checks at connect time).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import zmq
+
+from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.telemetry import IngestTelemetry
+from legion.config import Config
+from legion.curve import server_socket
+from legion.proto import (
+    ACK_CHECKPOINTED,
+    ACK_COMMITTED,
+    ACK_REJECTED,
+    KIND_ACK,
+    KIND_METRICS,
+    Ack,
+    Envelope,
+    MetricsBatch,
+    Reason,
+    WireError,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("legion.aggregator.ingest")
+
+AGGREGATOR_NODE = "aggregator"
+ALLOWLIST_POLL_SECS = 1.0
+SELF_METRICS_SECS = 5.0
+CHECKPOINT_SECS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One received message: its bytes, the sender's Curve key (z85) and when it arrived."""
+
+    data: bytes
+    sender: bytes
+    received_ms: int
+
+
+def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Compress integers into sorted inclusive (first, last) runs."""
+    out: list[list[int]] = []
+    for s in sorted(set(seqs)):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return tuple((a, b) for a, b in out)
+
+
+class Receiver(threading.Thread):
+    """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
+
+    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+                 registry: KeyRegistry, out: queue.Queue[Frame], telemetry: IngestTelemetry):
+        super().__init__(name="legion-ingest-recv", daemon=True)
+        self._ctx, self._cfg, self._keypair = ctx, config, keypair
+        self._registry, self._out, self._tm = registry, out, telemetry
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.bind_error: Exception | None = None
+
+    def _bind(self) -> zmq.Socket:
+        sock = server_socket(self._ctx, zmq.SUB, self._keypair)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._cfg.aggregator.max_message_bytes)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.bind(self._cfg.endpoint(self._cfg.aggregator.ingest_bind))
+        return sock
+
+    def run(self) -> None:
+        try:
+            sock = self._bind()
+        except zmq.ZMQError as exc:
+            self.bind_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        known = set(self._registry.nodes())
+        next_scan = time.monotonic() + ALLOWLIST_POLL_SECS
+        try:
+            while not self._stop.is_set():
+                if sock.poll(100):
+                    # Drain what is there; each hand-off waits when the writer is behind, which
+                    # pushes back into ZeroMQ's HWM and finally the agents' spools (never RAM).
+                    for _ in range(1000):
+                        try:
+                            msg = sock.recv(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        frame = Frame(msg.bytes, (msg.get("User-Id") or "").encode(),
+                                      int(time.time() * 1000))
+                        self._tm.add(frames_received=1)
+                        while not self._stop.is_set():
+                            try:
+                                self._out.put(frame, timeout=0.1)
+                                break
+                            except queue.Full:
+                                self._tm.add(queue_full_waits=1)
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + ALLOWLIST_POLL_SECS
+                    self._registry.refresh()
+                    current = set(self._registry.nodes())
+                    if known - current:
+                        log.info("event=key_revoked count=%d action=rebind", len(known - current))
+                        sock.close(linger=0)
+                        sock = self._bind()
+                        self._tm.add(socket_rebinds=1)
+                    known = current
+        finally:
+            sock.close(linger=0)
+
+    def stop(self) -> None:
+        """Ask the loop to end (idempotent)."""
+        self._stop.set()
+
+
+class Writer(threading.Thread):
+    """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
+
+    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+                 registry: KeyRegistry, inbox: queue.Queue[Frame], store: object,
+                 telemetry: IngestTelemetry):
+        super().__init__(name="legion-ingest-writer", daemon=True)
+        self._ctx, self._cfg, self._keypair = ctx, config, keypair
+        self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
+        self._stop = threading.Event()
+        self._ack_seq = 0
+        self._epoch = int(time.time() * 1000)
+        self._self_seq = 0
+        # (node, epoch) -> seqs committed since the last checkpoint: not yet safe to free.
+        self._uncheckpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        self.ready = threading.Event()
+        self.bind_error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            acks = server_socket(self._ctx, zmq.PUB, self._keypair)
+            acks.setsockopt(zmq.SNDHWM, 100_000)
+            acks.bind(self._cfg.endpoint(self._cfg.aggregator.ack_bind))
+        except zmq.ZMQError as exc:
+            self.bind_error = exc
+            self.ready.set()
+            return
+        self._acks = acks
+        self.ready.set()
+        from legion.aggregator.store import IncomingBatch  # the store is this thread's alone
+        self._Incoming = IncomingBatch
+        interval = self._cfg.aggregator.commit_interval_ms / 1000
+        max_points = self._cfg.aggregator.commit_max_points
+        next_self = time.monotonic() + SELF_METRICS_SECS
+        next_ckpt = time.monotonic() + CHECKPOINT_SECS
+        try:
+            while not self._stop.is_set() or not self._in.empty():
+                group: list = []
+                rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
+                points = 0
+                deadline = time.monotonic() + interval
+                while points < max_points:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        break
+                    try:
+                        frame = self._in.get(timeout=timeout)
+                    except queue.Empty:
+                        break
+                    item = self._accept(frame, rejected_acks)
+                    if item is not None:
+                        group.append(item)
+                        points += len(item.batch)
+                self._tm.set(queue_depth=self._in.qsize())
+                now = time.monotonic()
+                if now >= next_self:
+                    next_self = now + SELF_METRICS_SECS
+                    group.append(self._self_batch())
+                if group:
+                    self._commit(group)
+                for (node, epoch), seqs in rejected_acks.items():
+                    self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
+                if now >= next_ckpt:
+                    next_ckpt = now + CHECKPOINT_SECS
+                    self.checkpoint()
+        finally:
+            self.checkpoint()
+            acks.close(linger=200)
+
+    def _accept(self, frame: Frame, rejected_acks: dict) -> object | None:
+        node = self._registry.node_for(frame.sender)
+        if node is None:
+            self._tm.reject(Reason.UNKNOWN_KEY.value)
+            return None
+        try:
+            env = decode(frame.data)
+        except WireError as exc:
+            self._tm.reject(exc.reason.value)
+            if exc.header and exc.header[0] == KIND_METRICS and exc.header[1] == node:
+                rejected_acks[(node, exc.header[2])].add(exc.header[3])
+            return None
+        if env.node != node:
+            self._tm.reject(Reason.NODE_MISMATCH.value)
+            log.warning("event=node_mismatch key_node=%s claimed=%s", node, env.node)
+            return None
+        if env.kind != KIND_METRICS:
+            self._tm.reject(Reason.UNKNOWN_KIND.value)
+            return None
+        assert isinstance(env.body, MetricsBatch)
+        if len(env.body):
+            lag = frame.received_ms / 1000 - float(env.body.ts_ms.max()) / 1000
+            self._tm.set(ingest_lag_seconds=max(0.0, lag))
+        return self._Incoming(env.node, env.epoch, env.seq, env.body, frame.received_ms)
+
+    def _commit(self, group: list) -> None:
+        t0 = time.perf_counter()
+        try:
+            result = self._store.write(group)
+        except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
+            self._tm.add(commit_errors=1)
+            log.error("event=commit_failed batches=%d error=%s", len(group), exc)
+            return  # nothing acked: agents resend, and the store keeps nothing half-written
+        dt = time.perf_counter() - t0
+        stored_points = sum(len(b.batch) for b in group if (b.node, b.epoch, b.seq)
+                            in set(result.stored))
+        self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
+                     points_accepted=stored_points, batches_duplicate=len(result.duplicates))
+        self._tm.set(commit_seconds_last=dt)
+        committed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        checkpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for node, epoch, seq in result.stored:
+            self._uncheckpointed[(node, epoch)].add(seq)
+            committed[(node, epoch)].add(seq)
+        for node, epoch, seq in result.duplicates:
+            if seq in self._uncheckpointed.get((node, epoch), ()):
+                committed[(node, epoch)].add(seq)
+            else:
+                checkpointed[(node, epoch)].add(seq)
+        for (node, epoch), seqs in committed.items():
+            if node != AGGREGATOR_NODE:
+                self._publish(node, Ack(ACK_COMMITTED, epoch, ranges_of(seqs)))
+        for (node, epoch), seqs in checkpointed.items():
+            self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+
+    def checkpoint(self) -> None:
+        """Checkpoint the database, then tell agents which batches they may free."""
+        if not self._uncheckpointed:
+            return
+        try:
+            self._store.checkpoint()
+        except Exception as exc:  # noqa: BLE001
+            log.error("event=checkpoint_failed error=%s", exc)
+            return
+        self._tm.add(checkpoints=1)
+        done, self._uncheckpointed = self._uncheckpointed, defaultdict(set)
+        for (node, epoch), seqs in done.items():
+            if node != AGGREGATOR_NODE:
+                self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+
+    def _publish(self, node: str, ack: Ack) -> None:
+        self._ack_seq += 1
+        env = Envelope(KIND_ACK, node, self._epoch, self._ack_seq, int(time.time() * 1000), ack)
+        self._acks.send_multipart([node.encode() + b"\0", encode(env)])
+        self._tm.add(acks_sent=1)
+
+    def _self_batch(self) -> object:
+        self._self_seq += 1
+        now = int(time.time() * 1000)
+        batch = MetricsBatch.from_samples(self._tm.samples(now))
+        return self._Incoming(AGGREGATOR_NODE, self._epoch, self._self_seq, batch, now)
+
+    def stop(self) -> None:
+        """Finish the current group, checkpoint, and end (idempotent)."""
+        self._stop.set()

@@ -1,0 +1,125 @@
+"""The aggregator process: one code path wiring store, allowlist, ingest and gateway.
+
+`legionctl aggregator run` and `legionctl demo` both call `run_aggregator`, so the demo runs
+exactly what production runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from legion.aggregator.auth import KeyRegistry, start_authenticator
+from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.telemetry import IngestTelemetry
+from legion.config import Config
+from legion.curve import load_secret, require_curve
+from legion.errors import TransportError
+
+log = logging.getLogger("legion.aggregator")
+
+
+class Aggregator:
+    """Ingest threads plus the store; `start()`/`stop()` are idempotent, stop is safe first."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.telemetry = IngestTelemetry()
+        self.store: Any = None
+        self._ctx: zmq.Context | None = None
+        self._auth: Any = None
+        self._receiver: Receiver | None = None
+        self._writer: Writer | None = None
+        self.started_at = time.time()
+
+    def start(self) -> None:
+        """Open the store, load the allowlist, bind the sockets and start ingest."""
+        if self._ctx is not None:
+            return
+        require_curve()
+        cfg = self.config
+        keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
+        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir))
+        from legion.aggregator.store import Store
+
+        self.store = Store(cfg.path(cfg.storage.db_path))
+        self.store.checkpoint()  # whatever the WAL replayed is now in the main file
+        self._ctx = zmq.Context()
+        self._auth = start_authenticator(self._ctx, registry)
+        inbox: queue.Queue[Frame] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
+        self._writer = Writer(self._ctx, cfg, keypair, registry, inbox, self.store,
+                              self.telemetry)
+        self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
+        for t in (self._writer, self._receiver):
+            t.start()
+            t.ready.wait(10)
+            if t.bind_error is not None:
+                self.stop()
+                raise TransportError(f"cannot bind: {t.bind_error}")
+        self.registry = registry
+
+    def status(self) -> dict[str, Any]:
+        """Ingest counters and uptime, for the API's status route and `legionctl status`."""
+        out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
+        out["ingest"] = self.telemetry.snapshot()
+        return out
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop receiving, let the writer commit and checkpoint, close everything."""
+        if self._receiver is not None:
+            self._receiver.stop()
+            self._receiver.join(timeout)
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer.join(timeout)
+        if self._auth is not None:
+            self._auth.stop()
+        if self.store is not None:
+            self.store.close()
+        if self._ctx is not None:
+            self._ctx.term()
+        self._receiver = self._writer = self._auth = self.store = self._ctx = None
+
+
+async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
+    from legion.aggregator.gateway.app import create_app, start_gateway, stop_gateway
+    from legion.aggregator.gateway.tokens import TokenStore
+
+    cfg = agg.config
+    tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
+    app = create_app(cfg, agg.store, agg.status, tokens)
+    runner = await start_gateway(app, cfg)
+    scheme = "https" if cfg.security.enable_tls else "http"
+    log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",
+             cfg.aggregator.ingest_bind, cfg.aggregator.ack_bind, scheme,
+             cfg.aggregator.api_host, cfg.dashboard_config.websocket_port, cfg.storage.db_path)
+    try:
+        await stop.wait()
+    finally:
+        await stop_gateway(runner)
+
+
+def run_aggregator(config: Config) -> None:
+    """Run the aggregator in the foreground until SIGINT/SIGTERM."""
+    agg = Aggregator(config)
+    agg.start()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await _serve(agg, stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        agg.stop()
+        log.info("event=stopped")

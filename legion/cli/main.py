@@ -1,0 +1,69 @@
+"""`legionctl`: the one command for running the parts, querying and administering.
+
+    legionctl init --dir D                      # config, keys, admin token, TLS cert
+    legionctl keys add-agent NODE --config F    # agent keypair bound to NODE, authorized
+    legionctl aggregator run --config F         # ingest + store + API (foreground)
+    legionctl agent run --config F --node NODE  # node agent (foreground)
+    legionctl nodes|query|status --config F --format table|json|csv
+    legionctl demo                              # everything on this machine, embedded defaults
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from legion.errors import ConfigError, LegionError
+
+
+class LegionGroup(click.Group):
+    """A click group that turns our errors into one stderr line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except LegionError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=LegionGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.version_option(package_name="legion-monitor")
+def cli(verbose: bool) -> None:
+    """Legion Monitor: fleet and agent monitoring over CurveZMQ, stored in DuckDB."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
+def _register() -> None:
+    from legion.cli import query_cmds, run_cmds, setup_cmds
+
+    for mod in (setup_cmds, run_cmds, query_cmds):
+        for cmd in mod.COMMANDS:
+            cli.add_command(cmd)
+    # Commands owned by other components, added when present.
+    for name in ("users_cmds", "certs_cmds", "analytics_cmds", "storage_cmds", "demo_cmds"):
+        try:
+            mod = __import__(f"legion.cli.{name}", fromlist=["COMMANDS"])
+        except ModuleNotFoundError as exc:
+            if exc.name != f"legion.cli.{name}":
+                raise
+            continue
+        for cmd in getattr(mod, "COMMANDS", ()):
+            cli.add_command(cmd)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="legionctl")

@@ -1,0 +1,168 @@
+"""`legionctl init` and `legionctl keys`: a complete setup directory and agent key management."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import click
+
+from legion.cli.common import config_option, load
+from legion.cli.output import format_option, render
+from legion.config import (
+    CONFIG_FILENAME,
+    AgentConfig,
+    AggregatorConfig,
+    AnalyticsConfig,
+    Config,
+    SecurityConfig,
+    StorageConfig,
+    config_to_dict,
+)
+from legion.curve import create_keypair, read_node_binding, require_curve
+from legion.errors import LegionError
+from legion.proto.codec import NODE_RE
+
+AGGREGATOR_KEY = "aggregator"
+
+
+def default_config(d: Path) -> Config:
+    """The embedded defaults with every path inside `d` and everything on loopback."""
+    p = lambda *parts: str(d.joinpath(*parts))  # noqa: E731
+    return Config(
+        security=SecurityConfig(enable_tls=True, certificate_path=p("certs", "server.crt"),
+                                private_key_path=p("certs", "server.key")),
+        agent=dataclasses.replace(
+            AgentConfig(), server_public_key_path=p("keys", "aggregator.key"),
+            keys_dir=p("keys", "agents"), state_dir=p("state"),
+            monitor_endpoint="ipc://" + p("run", "agent-monitor.sock")),
+        aggregator=dataclasses.replace(
+            AggregatorConfig(), secret_key_path=p("keys", "aggregator.key_secret"),
+            authorized_keys_dir=p("keys", "authorized"), tokens_path=p("tokens.json"),
+            audit_log_path=p("audit.log")),
+        storage=dataclasses.replace(StorageConfig(), db_path=p("legion.duckdb")),
+        analytics=dataclasses.replace(AnalyticsConfig(), keys_dir=p("keys", "workers"),
+                                      models_dir=p("models")),
+        base_dir=str(d),
+    )
+
+
+def write_setup(d: Path, force: bool = False, port: int | None = None) -> dict[str, str]:
+    """Create a complete setup in `d`; return what was made (paths and the admin token)."""
+    require_curve()
+    d = d.expanduser().resolve()
+    cfg_path = d / CONFIG_FILENAME
+    if cfg_path.exists() and not force:
+        raise LegionError(f"{cfg_path} exists; refusing to overwrite (use --force)")
+    cfg = default_config(d)
+    if port is not None:
+        cfg = dataclasses.replace(
+            cfg, dashboard_config=dataclasses.replace(cfg.dashboard_config, websocket_port=port))
+    for sub in ("keys/authorized", "keys/agents", "keys/workers", "state", "run", "certs",
+                "models"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(d / "keys", 0o700)
+    public, secret = create_keypair(d / "keys", AGGREGATOR_KEY)
+    cfg_path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+
+    from legion.aggregator.gateway.certs import create_self_signed
+    from legion.aggregator.gateway.tokens import TokenStore
+
+    create_self_signed(Path(cfg.security.certificate_path), Path(cfg.security.private_key_path))
+    tokens_path = Path(cfg.aggregator.tokens_path)
+    if force and tokens_path.exists():
+        tokens_path.unlink()
+    token = TokenStore(tokens_path).add("admin", "admin")
+    token_file = d / "admin.token"
+    token_file.write_text(token + "\n")
+    os.chmod(token_file, 0o600)
+    return {"config": str(cfg_path), "aggregator_public_key": str(public),
+            "aggregator_secret_key": str(secret), "certificate": cfg.security.certificate_path,
+            "tokens": str(tokens_path), "admin_token_file": str(token_file),
+            "admin_token": token}
+
+
+def add_agent_key(cfg: Config, node: str, force: bool = False) -> tuple[Path, Path]:
+    """Create a keypair bound to `node` and authorize its public key."""
+    if not NODE_RE.match(node) or len(node) > 128:
+        raise LegionError(f"invalid node name {node!r} (letters, digits, '.', '_', '-')")
+    keys_dir = cfg.path(cfg.agent.keys_dir)
+    auth_dir = cfg.path(cfg.aggregator.authorized_keys_dir)
+    if (keys_dir / f"{node}.key_secret").exists() and not force:
+        raise LegionError(f"a key for node {node!r} exists already (use --force to replace)")
+    public, secret = create_keypair(keys_dir, node, node=node)
+    auth_dir.mkdir(parents=True, exist_ok=True)
+    authorized = auth_dir / f"{node}.key"
+    tmp = authorized.with_suffix(".tmp")
+    tmp.write_bytes(public.read_bytes())
+    tmp.replace(authorized)  # atomic: the aggregator never reads half a certificate
+    return secret, authorized
+
+
+@click.command("init")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), required=True,
+              help="Directory to create the setup in.")
+@click.option("--force", is_flag=True, help="Overwrite an existing setup.")
+@click.option("--port", type=int, default=None, help="Gateway port (default 8765).")
+def init_cmd(directory: str, force: bool, port: int | None) -> None:
+    """Create a setup: config, Curve keys, admin token, TLS certificate."""
+    made = write_setup(Path(directory), force=force, port=port)
+    click.echo(f"created {made['config']}")
+    click.echo(f"  aggregator keys   {made['aggregator_public_key']} (+ _secret, mode 0600)")
+    click.echo(f"  TLS certificate   {made['certificate']} (self-signed, 127.0.0.1/localhost)")
+    click.echo(f"  admin token       {made['admin_token']}")
+    click.echo(f"                    (stored hashed in {made['tokens']}; a copy for legionctl in "
+               f"{made['admin_token_file']}, mode 0600)")
+    cfg = made["config"]
+    click.echo("next:")
+    click.echo(f"  legionctl keys add-agent $(hostname) --config {cfg}")
+    click.echo(f"  legionctl aggregator run --config {cfg} &")
+    click.echo(f"  legionctl agent run --config {cfg} --node $(hostname) &")
+    click.echo(f"  legionctl query system_cpu_usage_percent --since 5m --config {cfg}")
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage agent Curve keys (the aggregator's allowlist)."""
+
+
+@keys.command("add-agent")
+@click.argument("node")
+@config_option
+@click.option("--force", is_flag=True, help="Replace an existing key for NODE.")
+def keys_add_agent(node: str, config_path: str, force: bool) -> None:
+    """Create a keypair bound to NODE and authorize it."""
+    secret, authorized = add_agent_key(load(config_path), node, force)
+    click.echo(f"agent secret key  {secret} (mode 0600; copy it to the host of {node})")
+    click.echo(f"authorized        {authorized} (the aggregator picks it up without restart)")
+
+
+@keys.command("revoke")
+@click.argument("node")
+@config_option
+def keys_revoke(node: str, config_path: str) -> None:
+    """Remove NODE's key from the allowlist (its connection is cut within seconds)."""
+    cfg = load(config_path)
+    path = cfg.path(cfg.aggregator.authorized_keys_dir) / f"{node}.key"
+    if not path.exists():
+        raise LegionError(f"no authorized key for node {node!r}")
+    path.unlink()
+    click.echo(f"revoked {node} ({path} removed)")
+
+
+@keys.command("list")
+@config_option
+@format_option
+def keys_list(config_path: str, fmt: str) -> None:
+    """List authorized agent keys and the node each is bound to."""
+    cfg = load(config_path)
+    rows = []
+    for f in sorted(cfg.path(cfg.aggregator.authorized_keys_dir).glob("*.key")):
+        public, node = read_node_binding(f)
+        rows.append({"node": node, "public_key": public.decode(), "file": str(f)})
+    click.echo(render(rows, fmt, ["node", "public_key", "file"]))
+
+
+COMMANDS = [init_cmd, keys]

@@ -1,0 +1,204 @@
+"""The node agent process: collectors → batch → spool → CurveZMQ PUB, acks → spool release.
+
+One thread (`_loop`) owns every socket. Per collection tick it builds one batch from the
+collectors' samples, the in-app `AgentMonitor` samples received since the last tick and its own
+self-metrics, gives it the next seq, appends it to the spool *before* sending, and sends it.
+Acks arrive on a SUB socket subscribed to this node's topic; unacknowledged batches are resent
+oldest first, a bounded number per tick, so a backlog drains without starving live data.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from legion.config import Config
+from legion.curve import client_socket, load_public, load_secret, require_curve
+from legion.errors import TransportError
+from legion.node_agent.collectors import COLLECTORS, available_collectors
+from legion.node_agent.delivery import Delivery
+from legion.node_agent.monitor_receiver import MonitorReceiver
+from legion.node_agent.scheduler import Scheduler
+from legion.node_agent.spool import Spool
+from legion.node_agent.state import AgentState
+from legion.proto import (
+    KIND_ACK,
+    KIND_METRICS,
+    Ack,
+    Envelope,
+    MetricsBatch,
+    Sample,
+    WireError,
+    canonical_labels,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("legion.node_agent")
+
+MAX_RESENDS_PER_TICK = 50
+
+
+class NodeAgent:
+    """A node agent for one node name; `start()`/`stop()` idempotent, stop safe before start."""
+
+    def __init__(self, config: Config, node: str) -> None:
+        require_curve()
+        self.config = config
+        self.node = node
+        acfg = config.agent
+        self._server_public = load_public(config.path(acfg.server_public_key_path))
+        secret_path = config.path(acfg.keys_dir) / f"{node}.key_secret"
+        if not secret_path.exists():
+            raise TransportError(
+                f"no key for node {node!r} at {secret_path} "
+                f"(create one with `legionctl keys add-agent {node} --config F`)")
+        self._keypair = load_secret(secret_path)
+        state_dir = config.path(acfg.state_dir) / node
+        self.state = AgentState.open(state_dir)
+        self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms)
+        self.delivery = Delivery(self.spool, resend_timeout=acfg.resend_timeout_secs)
+        names = acfg.collectors or tuple(COLLECTORS)
+        collectors = available_collectors(names)
+        self._ticks: queue.Queue[list[Sample]] = queue.Queue(maxsize=1000)
+        self.scheduler = Scheduler(collectors, config.collection_interval, self._on_tick)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def _on_tick(self, samples: list[Sample]) -> None:
+        try:
+            self._ticks.put_nowait(samples)
+        except queue.Full:  # the loop is stuck; collection must never block
+            log.warning("event=tick_dropped reason=loop_behind")
+
+    def start(self) -> None:
+        """Start the socket loop and the collection scheduler."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="legion-agent", daemon=True)
+        self._thread.start()
+        self.scheduler.start()
+        log.info("event=started node=%s epoch=%d aggregator=%s collectors=%d",
+                 self.node, self.state.epoch, self.config.agent.aggregator_endpoint,
+                 len(self.scheduler.collectors))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop collecting, flush the spool to disk, close sockets."""
+        self.scheduler.stop(timeout)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.spool.close()
+
+    def _loop(self) -> None:
+        cfg = self.config
+        ctx = zmq.Context()
+        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair)
+        pub.setsockopt(zmq.SNDHWM, 10_000)
+        pub.connect(cfg.agent.aggregator_endpoint)
+        acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair)
+        acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
+        acks.connect(cfg.agent.ack_endpoint)
+        monitor = self._open_monitor(ctx)
+        try:
+            while not self._stop.is_set():
+                if acks.poll(50):
+                    self._drain_acks(acks)
+                try:
+                    samples = self._ticks.get_nowait()
+                except queue.Empty:
+                    continue
+                if monitor is not None:
+                    samples += monitor.drain(100_000)
+                samples += self._self_metrics(samples[0].ts_ms if samples else None, monitor)
+                self._send_live(pub, samples)
+                now = time.monotonic()
+                for seq, frame in self.delivery.due_resends(now, MAX_RESENDS_PER_TICK):
+                    self._send(pub, frame)
+                    self.delivery.on_sent(seq, now)
+        finally:
+            if monitor is not None:
+                monitor.close()
+            pub.close(linger=500)
+            acks.close(linger=0)
+            ctx.term()
+
+    def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
+        ep = self.config.endpoint(self.config.agent.monitor_endpoint)
+        if ep.startswith("ipc://"):
+            Path(ep[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return MonitorReceiver(ctx, ep)
+        except zmq.ZMQError as exc:
+            log.warning("event=monitor_endpoint_unavailable endpoint=%s error=%s", ep, exc)
+            return None
+
+    def _send_live(self, pub: zmq.Socket, samples: list[Sample]) -> None:
+        if not samples:
+            return
+        seq = self.state.next_seq()
+        now_ms = int(time.time() * 1000)
+        env = Envelope(KIND_METRICS, self.node, self.state.epoch, seq, now_ms,
+                       MetricsBatch.from_samples(samples))
+        frame = encode(env)
+        self.spool.append(seq, frame)  # durable first, then on the wire
+        self._send(pub, frame)
+        self.delivery.on_sent(seq, time.monotonic())
+
+    def _send(self, pub: zmq.Socket, frame: bytes) -> None:
+        try:
+            pub.send(frame, zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:  # HWM reached: the spool still holds it and resend will retry
+            pass
+
+    def _drain_acks(self, sock: zmq.Socket) -> None:
+        for _ in range(1000):
+            try:
+                _topic, data = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                env = decode(data)
+            except WireError as exc:
+                log.warning("event=bad_ack reason=%s", exc.reason.value)
+                continue
+            if env.kind == KIND_ACK and env.node == self.node and isinstance(env.body, Ack) \
+                    and env.body.epoch == self.state.epoch:
+                self.delivery.on_ack(env.body)
+
+    def _self_metrics(self, ts_ms: int | None, monitor: MonitorReceiver | None) -> list[Sample]:
+        ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
+        stats = dict(self.delivery.stats())
+        if monitor is not None:
+            stats.update({f"monitor_{k}": v for k, v in monitor.stats().items()})
+        out = []
+        for key, value in stats.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out.append(Sample(f"legion_agent_{key}", canonical_labels(None), float(value), ts))
+        return out
+
+
+def run_agent(config: Config, node: str) -> None:
+    """Run a node agent in the foreground until SIGINT/SIGTERM."""
+    import signal
+
+    agent = NodeAgent(config, node)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        agent.stop()
+        log.info("event=stopped node=%s", node)
