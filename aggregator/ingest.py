@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import server_socket
@@ -142,7 +143,7 @@ class Writer(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
     def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, inbox: queue.Queue[Frame], store: object,
+                 registry: KeyRegistry, inbox: queue.Queue[Frame], store: Store,
                  telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
@@ -167,15 +168,13 @@ class Writer(threading.Thread):
             return
         self._acks = acks
         self.ready.set()
-        from legion.aggregator.store import IncomingBatch  # the store is this thread's alone
-        self._Incoming = IncomingBatch
         interval = self._cfg.aggregator.commit_interval_ms / 1000
         max_points = self._cfg.aggregator.commit_max_points
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
             while not self._stop.is_set() or not self._in.empty():
-                group: list = []
+                group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
                 points = 0
                 deadline = time.monotonic() + interval
@@ -207,7 +206,7 @@ class Writer(threading.Thread):
             self.checkpoint()
             acks.close(linger=200)
 
-    def _accept(self, frame: Frame, rejected_acks: dict) -> object | None:
+    def _accept(self, frame: Frame, rejected_acks: dict) -> IncomingBatch | None:
         node = self._registry.node_for(frame.sender)
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)
@@ -230,9 +229,9 @@ class Writer(threading.Thread):
         if len(env.body):
             lag = frame.received_ms / 1000 - float(env.body.ts_ms.max()) / 1000
             self._tm.set(ingest_lag_seconds=max(0.0, lag))
-        return self._Incoming(env.node, env.epoch, env.seq, env.body, frame.received_ms)
+        return IncomingBatch(env.node, env.epoch, env.seq, env.body, frame.received_ms)
 
-    def _commit(self, group: list) -> None:
+    def _commit(self, group: list[IncomingBatch]) -> None:
         t0 = time.perf_counter()
         try:
             result = self._store.write(group)
@@ -241,10 +240,8 @@ class Writer(threading.Thread):
             log.error("event=commit_failed batches=%d error=%s", len(group), exc)
             return  # nothing acked: agents resend, and the store keeps nothing half-written
         dt = time.perf_counter() - t0
-        stored_points = sum(len(b.batch) for b in group if (b.node, b.epoch, b.seq)
-                            in set(result.stored))
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
-                     points_accepted=stored_points, batches_duplicate=len(result.duplicates))
+                     points_accepted=result.points, batches_duplicate=len(result.duplicates))
         self._tm.set(commit_seconds_last=dt)
         committed: dict[tuple[str, int], set[int]] = defaultdict(set)
         checkpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
@@ -283,11 +280,11 @@ class Writer(threading.Thread):
         self._acks.send_multipart([node.encode() + b"\0", encode(env)])
         self._tm.add(acks_sent=1)
 
-    def _self_batch(self) -> object:
+    def _self_batch(self) -> IncomingBatch:
         self._self_seq += 1
         now = int(time.time() * 1000)
         batch = MetricsBatch.from_samples(self._tm.samples(now))
-        return self._Incoming(AGGREGATOR_NODE, self._epoch, self._self_seq, batch, now)
+        return IncomingBatch(AGGREGATOR_NODE, self._epoch, self._self_seq, batch, now)
 
     def stop(self) -> None:
         """Finish the current group, checkpoint, and end (idempotent)."""

@@ -18,6 +18,7 @@ import zmq
 
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.store import Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import load_secret, require_curve
@@ -47,9 +48,7 @@ class Aggregator:
         cfg = self.config
         keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
         registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir))
-        from legion.aggregator.store import Store
-
-        self.store = Store(cfg.path(cfg.storage.db_path))
+        self.store = Store(cfg.path(cfg.storage.db_path), cfg.storage)
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)

@@ -30,12 +30,28 @@ def require_curve() -> None:
 
 
 def create_keypair(directory: Path, name: str, node: str | None = None) -> tuple[Path, Path]:
-    """Create NAME.key / NAME.key_secret in `directory`; bind to `node` if given."""
+    """Create NAME.key / NAME.key_secret (zcert format) in `directory`; bind to `node` if given.
+
+    Written here rather than by `zmq.auth.create_certificates`, which puts metadata only into
+    the secret file, while the binding must travel with the public certificate.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"node": node} if node else None
-    public, secret = zmq.auth.create_certificates(str(directory), name, metadata=meta)
-    os.chmod(secret, 0o600)
-    return Path(public), Path(secret)
+    public, secret = zmq.curve_keypair()
+    meta = f'    node = "{node}"\n' if node else ""
+    body = f"metadata\n{meta}curve\n    public-key = \"{public.decode()}\"\n"
+    pub_path, sec_path = directory / f"{name}.key", directory / f"{name}.key_secret"
+    _write_private(pub_path, "#   ZeroMQ CURVE Public Certificate (Legion Monitor)\n" + body, 0o644)
+    _write_private(sec_path, "#   ZeroMQ CURVE **Secret** Certificate (Legion Monitor)\n" + body
+                   + f"    secret-key = \"{secret.decode()}\"\n", 0o600)
+    return pub_path, sec_path
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    # created with its final mode, so a secret is never readable by others, even briefly
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, mode)
 
 
 def load_public(path: Path) -> bytes:

@@ -130,7 +130,7 @@ class NodeAgent:
             ctx.term()
 
     def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
-        ep = self.config.endpoint(self.config.agent.monitor_endpoint)
+        ep = self.config.endpoint(self.config.agent.monitor_endpoint.replace("{node}", self.node))
         if ep.startswith("ipc://"):
             Path(ep[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
         try:

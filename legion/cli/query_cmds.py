@@ -1,0 +1,62 @@
+"""`legionctl nodes|query|status`: read verbs, always through the gateway API."""
+
+from __future__ import annotations
+
+import click
+
+from legion.cli.common import api, config_option, token_option
+from legion.cli.output import format_option, render
+
+AGGS = ("avg", "min", "max", "sum", "count", "last")
+
+
+@click.command("nodes")
+@config_option
+@token_option
+@format_option
+def nodes_cmd(config_path: str, token: str | None, fmt: str) -> None:
+    """List nodes: last seen, points stored, epoch, last seq, missing, dropped."""
+    rows = api(config_path, token).get("/api/v1/nodes")
+    click.echo(render(rows, fmt, None if fmt == "json" else
+                      ["node", "last_seen", "points", "epoch", "last_seq", "missing", "dropped"]))
+
+
+@click.command("query")
+@click.argument("metric")
+@click.option("--node", default=None, help="Only this node.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Label filter (repeat).")
+@click.option("--since", default="15m", show_default=True,
+              help="Start: duration ago (30s, 5m, 2h, 7d), ISO 8601, or ms since epoch.")
+@click.option("--until", default=None, help="End (same forms as --since); default now.")
+@click.option("--step", default=None, help="Bucket width (e.g. 1m); aggregate per bucket.")
+@click.option("--agg", type=click.Choice(AGGS), default="avg", show_default=True,
+              help="Aggregation per step bucket.")
+@config_option
+@token_option
+@format_option
+def query_cmd(metric: str, node: str | None, labels: tuple[str, ...], since: str,
+              until: str | None, step: str | None, agg: str, config_path: str,
+              token: str | None, fmt: str) -> None:
+    """Points of METRIC over a time range, raw or aggregated per step."""
+    for lb in labels:
+        if "=" not in lb:
+            raise click.BadParameter(f"{lb!r} is not K=V", param_hint="--label")
+    rows = api(config_path, token).get(
+        "/api/v1/query", metric=metric, node=node, since=since, until=until, step=step,
+        agg=agg if step else None, label=list(labels) or None)
+    if isinstance(rows, dict):  # a planner note (e.g. tier) travels beside the points
+        rows = rows.get("points", [])
+    click.echo(render(rows, fmt, None if fmt == "json" else
+                      ["ts", "node", "metric", "labels", "value"]))
+
+
+@click.command("status")
+@config_option
+@token_option
+@format_option
+def status_cmd(config_path: str, token: str | None, fmt: str) -> None:
+    """Aggregator health: ingest counters, rejections by reason, commit latency."""
+    click.echo(render(api(config_path, token).get("/api/v1/status"), fmt))
+
+
+COMMANDS = [nodes_cmd, query_cmd, status_cmd]

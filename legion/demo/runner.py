@@ -1,0 +1,156 @@
+"""`legionctl demo`: the whole stack on this machine, as real processes, with embedded defaults.
+
+The demo runs exactly the production code paths: it writes a setup with `write_setup`, then starts
+`legionctl aggregator run`, one `legionctl agent run` per simulated host, the analytics workers
+and the Enterprise Legion simulator as child processes, and stops all of them on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from legion.config import CONFIG_FILENAME, Config, load_config
+from legion.errors import LegionError
+
+DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
+STOP_TIMEOUT_SECS = 10.0
+
+
+@dataclass
+class Child:
+    """One child process of the demo."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Demo:
+    """A running demo: its directory, config and children."""
+
+    directory: Path
+    config: Config
+    token: str
+    hosts: tuple[str, ...]
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.security.enable_tls else "http"
+        return (f"{scheme}://{self.config.aggregator.api_host}:"
+                f"{self.config.dashboard_config.websocket_port}/#token={self.token}")
+
+    def start(self, argv: list[str], name: str) -> Child:
+        """Start one child (its own process group, output in DIR/logs/NAME.log)."""
+        logs = self.directory / "logs"
+        logs.mkdir(exist_ok=True)
+        log = logs / f"{name}.log"
+        with open(log, "ab") as fh:
+            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        child = Child(name, p, log)
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        """SIGTERM every child (newest first), wait, SIGKILL what is left: nothing survives."""
+        for c in reversed(self.children):
+            if c.popen.poll() is None:
+                _signal_group(c.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECS
+        for c in self.children:
+            try:
+                c.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(c.popen.pid, signal.SIGKILL)  # also reaps grandchildren
+            c.popen.wait()
+
+    def dead(self) -> list[Child]:
+        """Children that exited."""
+        return [c for c in self.children if c.popen.poll() is not None]
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) -> Demo:
+    """Create (or reuse) the demo directory with keys for every simulated host."""
+    from legion.cli.client import TOKEN_FILENAME
+    from legion.cli.setup_cmds import add_agent_key, write_setup
+
+    d = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="legion-demo-"))
+    d = d.expanduser().resolve()
+    cfg_path = d / CONFIG_FILENAME
+    if not cfg_path.exists():
+        write_setup(d, port=port)
+        raw = json.loads(cfg_path.read_text())
+        # one monitor socket per simulated host, since the demo runs several on one machine
+        raw["agent"]["monitor_endpoint"] = "ipc://" + str(d / "run" / "{node}-monitor.sock")
+        cfg_path.write_text(json.dumps(raw, indent=2) + "\n")
+    config = load_config(cfg_path)
+    for host in hosts:
+        if not (config.path(config.agent.keys_dir) / f"{host}.key_secret").exists():
+            add_agent_key(config, host)
+    token = (d / TOKEN_FILENAME).read_text().strip()
+    return Demo(d, config, token, hosts)
+
+
+def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
+    """Start aggregator, node agents, analytics workers and the simulator."""
+    py = [sys.executable, "-m", "legion.cli"]
+    cfg = str(demo.directory / CONFIG_FILENAME)
+    demo.start(py + ["aggregator", "run", "--config", cfg], "aggregator")
+    for host in demo.hosts:
+        demo.start(py + ["agent", "run", "--config", cfg, "--node", host], f"agent-{host}")
+    if workers > 0 and _has_analytics_worker():
+        demo.start(py + ["analytics", "run", "--config", cfg, "--workers", str(workers)],
+                   "analytics")
+    if simulate:
+        endpoints = [demo.config.endpoint(demo.config.agent.monitor_endpoint.replace(
+            "{node}", h)) for h in demo.hosts]
+        demo.start([sys.executable, "-m", "legion.demo.simulator", "--endpoints",
+                    ",".join(endpoints)], "simulator")
+
+
+def _has_analytics_worker() -> bool:
+    try:
+        import legion.analytics.worker  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def status_line(get: Callable[[str], Any], last: dict[str, float]) -> str:
+    """One compact line: points/s, hosts, agents, alerts, rejections."""
+    st = get("/api/v1/status")
+    ingest = st.get("ingest", {})
+    now = time.monotonic()
+    pts = float(ingest.get("points_accepted", 0))
+    rate = (pts - last.get("points", pts)) / max(1e-9, now - last.get("t", now)) \
+        if "t" in last else 0.0
+    last.update(points=pts, t=now)
+    try:
+        fleet = get("/api/v1/fleet")
+        summary = fleet.get("summary", {})
+        hosts, agents = summary.get("hosts", 0), summary.get("agents", 0)
+        alerts = sum(1 for _ in fleet.get("alerts", [])) or summary.get("critical", 0)
+    except LegionError:
+        hosts = agents = alerts = 0
+    return (f"points/s {rate:8.0f} | stored {int(pts):>10,} | hosts {hosts} | agents {agents:>2} "
+            f"| alerts {alerts} | rejected {ingest.get('rejected_total', 0)}")

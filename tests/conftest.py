@@ -1,0 +1,115 @@
+"""Shared fixtures: a complete setup on free loopback ports, and real subprocesses cleaned up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LEGIONCTL = [sys.executable, "-m", "legion.cli"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll `pred` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s (last value {last!r})")
+
+
+def make_setup(directory: Path, **overrides: Any) -> Path:
+    """`legionctl init` into `directory` with every port free; return the config path."""
+    from legion.cli.setup_cmds import write_setup
+
+    made = write_setup(directory, force=True, port=free_port())
+    path = Path(made["config"])
+    cfg = json.loads(path.read_text())
+    ingest, ack = free_port(), free_port()
+    cfg["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
+    cfg["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{ack}"
+    cfg["agent"]["aggregator_endpoint"] = f"tcp://127.0.0.1:{ingest}"
+    cfg["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{ack}"
+    cfg["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
+    cfg["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            cfg[section].update(values)
+        else:
+            cfg[section] = values
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+class Proc:
+    """A real `legionctl` subprocess with its output in a log file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.log = log
+        self._fh = open(log, "wb")
+        self.p = subprocess.Popen(LEGIONCTL + args, stdout=self._fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        """SIGKILL the process (and its group), for real."""
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.p.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGINT, wait, and SIGKILL if it did not stop in time; return the exit code."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._fh.close()
+        return self.p.returncode
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
+    """Start `legionctl` subprocesses; every one is stopped when the test ends."""
+    started: list[Proc] = []
+
+    def start(*args: str, name: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        log = tmp_path / f"{name or args[0]}-{len(started)}.log"
+        p = Proc(list(args), log, env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture
+def setup_dir(tmp_path: Path) -> Path:
+    """A fresh, complete setup (config path returned) on free loopback ports."""
+    return make_setup(tmp_path / "legion")
