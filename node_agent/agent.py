@@ -131,11 +131,9 @@ class NodeAgent:
 
     def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
         ep = self.config.endpoint(self.config.agent.monitor_endpoint.replace("{node}", self.node))
-        if ep.startswith("ipc://"):
-            Path(ep[len("ipc://"):]).parent.mkdir(parents=True, exist_ok=True)
         try:
             return MonitorReceiver(ctx, ep)
-        except zmq.ZMQError as exc:
+        except TransportError as exc:
             log.warning("event=monitor_endpoint_unavailable endpoint=%s error=%s", ep, exc)
             return None
 

@@ -125,7 +125,7 @@ def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
         endpoints = [demo.config.endpoint(demo.config.agent.monitor_endpoint.replace(
             "{node}", h)) for h in demo.hosts]
         demo.start([sys.executable, "-m", "legion.demo.simulator", "--endpoints",
-                    ",".join(endpoints)], "simulator")
+                    ",".join(endpoints), "--demo-faults"], "simulator")
 
 
 def _has_analytics_worker() -> bool:
