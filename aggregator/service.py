@@ -93,7 +93,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
-    app = create_app(cfg, agg.store, agg.status, tokens)
+    app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry)
     runner = await start_gateway(app, cfg)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",

@@ -92,7 +92,23 @@ class AggregatorConfig:
 
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
+    """Aggregator storage: DuckDB file, rollups, retention per tier, disk cap, archive, key."""
+
     db_path: str = "legion.duckdb"
+    rollups_enabled: bool = True
+    rollup_interval_ms: int = 5_000
+    maintenance_interval_secs: float = 60.0
+    maintenance_budget_ms: int = 100
+    raw_retention_hours: float = 48.0
+    rollup_1m_retention_days: float = 30.0
+    rollup_1h_retention_days: float = 400.0
+    rollup_1d_retention_days: float = 0.0  # 0 = keep forever
+    max_disk_bytes: int = 0  # 0 = no cap; else oldest raw (then 1m, 1h) deleted to stay under
+    archive_enabled: bool = False  # export raw to Parquet before retention deletes it
+    archive_dir: str = "archive"
+    encryption_enabled: bool = False
+    encryption_key_path: str = "keys/storage.key"
+    encryption_key_env: str = "LEGION_STORAGE_KEY"  # read first; the file is the fallback
 
 
 @dataclass(frozen=True, slots=True)

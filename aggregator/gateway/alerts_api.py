@@ -1,0 +1,95 @@
+"""Alert routes: list (read), acknowledge and silence (write), delegated to the alerting engine.
+
+The gateway owns the role check, validation and audit; the engine plugs in through
+`create_app(..., alert_actions=engine)`. Without one, the write routes answer 501 (after the
+role check, so a viewer still gets 403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Protocol
+
+from aiohttp import web
+from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
+from legion.aggregator.gateway.hub import Hub
+
+MAX_SILENCE_S = 30 * 86400
+_MATCHER_KEY = re.compile(r"^[a-zA-Z_]\w{0,63}$")
+
+
+class AlertActions(Protocol):
+    """What the alerting engine offers the gateway (called in a worker thread)."""
+
+    def ack(self, alert_id: str, user: str) -> dict[str, Any]:
+        """Acknowledge one alert; KeyError when unknown."""
+        ...
+
+    def silence(self, matchers: dict[str, str], duration_s: float, comment: str,
+                user: str) -> dict[str, Any]:
+        """Create a silence; returns it (with its `id`)."""
+        ...
+
+
+def make_alert_routes(hub: Hub, actions: AlertActions | None) -> list[web.RouteDef]:
+    """GET /api/v1/alerts, POST /api/v1/alerts/{id}/ack, POST /api/v1/silences."""
+
+    @requires("read")
+    async def alerts_list(request: web.Request) -> web.Response:
+        return web.json_response(hub.state["alerts"].get("alerts", []))
+
+    @requires("write")
+    async def alert_ack(request: web.Request) -> web.Response:
+        alert_id = request.match_info["alert_id"]
+        request[AUDIT_DETAILS_KEY] = {"alert_id": alert_id}
+        if actions is None:
+            return json_error(501, "the alerting engine is not running")
+        p = principal_of(request)
+        assert p is not None
+        try:
+            out = await asyncio.to_thread(actions.ack, alert_id, p.name)
+        except KeyError:
+            return json_error(404, f"no alert {alert_id!r}")
+        return web.json_response(out)
+
+    @requires("write")
+    async def silence_add(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_error(400, "body must be JSON")
+        problem = _check_silence(body)
+        if problem:
+            return json_error(400, problem)
+        request[AUDIT_DETAILS_KEY] = {"matchers": body["matchers"],
+                                      "duration_s": body["duration_s"]}
+        if actions is None:
+            return json_error(501, "the alerting engine is not running")
+        p = principal_of(request)
+        assert p is not None
+        out = await asyncio.to_thread(actions.silence, dict(body["matchers"]),
+                                      float(body["duration_s"]), str(body.get("comment", "")),
+                                      p.name)
+        return web.json_response(out, status=201)
+
+    return [web.get("/api/v1/alerts", alerts_list),
+            web.post("/api/v1/alerts/{alert_id}/ack", alert_ack),
+            web.post("/api/v1/silences", silence_add)]
+
+
+def _check_silence(body: Any) -> str | None:
+    if not isinstance(body, dict) or set(body) - {"matchers", "duration_s", "comment"}:
+        return "body must be {\"matchers\": {...}, \"duration_s\": N, \"comment\": \"...\"}"
+    m = body.get("matchers")
+    if not isinstance(m, dict) or not m or len(m) > 16 or not all(
+            isinstance(k, str) and _MATCHER_KEY.match(k) and isinstance(v, str) and len(v) <= 256
+            for k, v in m.items()):
+        return "'matchers' must be a non-empty object of label -> string"
+    d = body.get("duration_s")
+    if isinstance(d, bool) or not isinstance(d, (int, float)) or not 60 <= d <= MAX_SILENCE_S:
+        return f"'duration_s' must be a number of seconds in [60, {MAX_SILENCE_S}]"
+    c = body.get("comment", "")
+    if not isinstance(c, str) or len(c) > 500:
+        return "'comment' must be a string of at most 500 characters"
+    return None

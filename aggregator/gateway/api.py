@@ -1,0 +1,250 @@
+"""JSON API routes under /api/v1 (see docs/api.md); every handler declares its action."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
+from legion.aggregator.gateway.hub import Hub
+from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
+from legion.aggregator.gateway.tokens import ROLES, TokenStore
+
+from legion.errors import AuthError, LegionError
+
+AGGS = ("avg", "min", "max", "sum", "count", "last")
+QUERY_MAX_POINTS = 200_000
+QUERY_MAX_BUCKETS = 100_000
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_METRIC_RE = re.compile(r"^[a-zA-Z_:*?][a-zA-Z0-9_:*?]{0,199}$")
+_LABEL_KEY_RE = re.compile(r"^[a-zA-Z_]\w{0,63}$")
+
+
+class BadRequest(Exception):
+    """A query parameter or body failed validation (-> 400)."""
+
+    status = 400
+
+
+def _params(request: web.Request, allowed: Iterable[str]) -> None:
+    allowed = set(allowed)
+    for k in request.query:
+        if k not in allowed:
+            hint = " (send the token as 'Authorization: Bearer')" if k == "token" else ""
+            raise BadRequest(f"unknown parameter {k!r}{hint}; allowed: "
+                             f"{', '.join(sorted(allowed)) or 'none'}")
+    for k in allowed - {"label"}:
+        if len(request.query.getall(k, [])) > 1:
+            raise BadRequest(f"parameter {k!r} given more than once")
+
+
+def _opt(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
+    v = request.query.get(name)
+    if v is None or v == "":
+        return None
+    if not pattern.match(v):
+        raise BadRequest(f"invalid {name} {v!r}")
+    return v
+
+
+def parse_query(request: web.Request, now: int) -> dict[str, Any]:
+    """Validate /api/v1/query parameters into `Store.query` keyword arguments."""
+    _params(request, ("metric", "node", "since", "until", "step", "agg", "label"))
+    metric = _opt(request, "metric", _METRIC_RE)
+    if metric is None:
+        raise BadRequest("missing required parameter 'metric'")
+    args: dict[str, Any] = {"metric": metric, "node": _opt(request, "node", _NODE_RE)}
+    for name in ("since", "until"):
+        v = request.query.get(name)
+        try:
+            args[f"{name}_ms"] = parse_time_ms(v, now) if v else None
+        except ValueError as exc:
+            raise BadRequest(f"invalid {name}: {exc}") from None
+    if args["since_ms"] is not None and args["until_ms"] is not None \
+            and args["until_ms"] <= args["since_ms"]:
+        raise BadRequest("'until' must be after 'since'")
+    step = request.query.get("step")
+    args["step_ms"] = None
+    if step:
+        try:
+            args["step_ms"] = parse_duration_ms(step)
+        except ValueError as exc:
+            raise BadRequest(f"invalid step: {exc}") from None
+        if args["step_ms"] < 1000:
+            raise BadRequest("step must be at least 1s")
+        lo = args["since_ms"]
+        if lo is not None and ((args["until_ms"] or now) - lo) // args["step_ms"] \
+                > QUERY_MAX_BUCKETS:
+            raise BadRequest(f"too many buckets (max {QUERY_MAX_BUCKETS}): use a larger step")
+    agg = request.query.get("agg", "avg")
+    if agg not in AGGS:
+        raise BadRequest(f"invalid agg {agg!r}: one of {', '.join(AGGS)}")
+    if agg != "avg" and not step:
+        raise BadRequest("'agg' needs 'step'")
+    args["agg"] = agg
+    labels: dict[str, str] = {}
+    for item in request.query.getall("label", []):
+        k, sep, v = item.partition("=")
+        if not sep or not _LABEL_KEY_RE.match(k):
+            raise BadRequest(f"invalid label {item!r}: use label=key=value")
+        if k in labels:
+            raise BadRequest(f"label {k!r} given more than once")
+        labels[k] = v
+    args["labels"] = labels or None
+    return args
+
+
+def _iso_rows(rows: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        r = dict(r)
+        for f in fields:
+            if f"{f}_ms" in r:
+                r[f] = iso_ms(r[f"{f}_ms"])
+        out.append(r)
+    return out
+
+
+def make_routes(store: Any, hub: Hub, tokens: TokenStore,
+                status: Callable[[], dict[str, Any]]) -> list[web.RouteDef]:
+    """The /api/v1 route table."""
+
+    async def call_store(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    @requires("read")
+    async def whoami(request: web.Request) -> web.Response:
+        p = principal_of(request)
+        assert p is not None
+        _params(request, ())
+        return web.json_response({"user": p.name, "role": p.role,
+                                  "permissions": list(p.permissions)})
+
+    @requires("read")
+    async def nodes(request: web.Request) -> web.Response:
+        _params(request, ())
+        rows = await call_store(store.nodes)
+        return web.json_response(_iso_rows(rows, "first_seen", "last_seen"))
+
+    @requires("read")
+    async def series(request: web.Request) -> web.Response:
+        _params(request, ("node", "metric"))
+        metric = _opt(request, "metric", _METRIC_RE)
+        glob = metric is not None and any(c in metric for c in "*?")
+        rows = await call_store(store.series, node=_opt(request, "node", _NODE_RE),
+                                metric=None if glob else metric)
+        if glob:
+            rows = [r for r in rows if fnmatch.fnmatchcase(r["metric"], metric)]
+        return web.json_response(rows)
+
+    @requires("read")
+    async def query(request: web.Request) -> web.Response:
+        args = parse_query(request, now_ms())
+        rows = await call_store(store.query, **args)
+        if len(rows) > QUERY_MAX_POINTS:
+            raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
+                             "narrow 'since'/'until' or add a 'step'")
+        return web.json_response(_iso_rows(rows, "ts"))
+
+    @requires("read")
+    async def status_route(request: web.Request) -> web.Response:
+        _params(request, ())
+        body = dict(await asyncio.to_thread(status))
+        body["gateway"] = request.app[GATEWAY_STATUS_KEY]()
+        return web.json_response(body)
+
+    @requires("read")
+    async def fleet(request: web.Request) -> web.Response:
+        _params(request, ())
+        f = hub.fleet
+        if f is None or now_ms() - f["ts_ms"] > 2 * hub.interval_s * 1000 + 1000:
+            f = await hub.refresh()
+        return web.json_response(f)
+
+    @requires("configure")
+    async def users_list(request: web.Request) -> web.Response:
+        _params(request, ())
+        return web.json_response(_iso_rows(tokens.list(), "created"))
+
+    @requires("configure")
+    async def users_add(request: web.Request) -> web.Response:
+        _params(request, ())
+        try:
+            body = await request.json()
+        except ValueError:
+            raise BadRequest("body must be JSON: {\"name\": ..., \"role\": ...}") from None
+        if not isinstance(body, dict) or set(body) - {"name", "role"}:
+            raise BadRequest("body must be {\"name\": ..., \"role\": ...}")
+        name, role = body.get("name"), body.get("role", "viewer")
+        if not isinstance(name, str) or not isinstance(role, str):
+            raise BadRequest("'name' and 'role' must be strings")
+        if role not in ROLES:
+            raise BadRequest(f"invalid role {role!r}: one of {', '.join(ROLES)}")
+        request[AUDIT_DETAILS_KEY] = {"user": name, "role": role}
+        try:
+            token = await asyncio.to_thread(tokens.add, name, role)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        except AuthError as exc:
+            return json_error(409, str(exc))
+        created: dict[str, Any] = next((u for u in tokens.list() if u["name"] == name), {})
+        return web.json_response({"name": name, "role": role, "token": token,
+                                  "created_ms": created.get("created_ms"),
+                                  "created": iso_ms(created.get("created_ms"))}, status=201)
+
+    @requires("delete")
+    async def users_revoke(request: web.Request) -> web.Response:
+        _params(request, ())
+        name = request.match_info["name"]
+        request[AUDIT_DETAILS_KEY] = {"user": name}
+        try:
+            ok = await asyncio.to_thread(tokens.revoke, name)
+        except AuthError as exc:
+            return json_error(409, str(exc))
+        if not ok:
+            return json_error(404, f"no user {name!r}")
+        return web.json_response({"revoked": name})
+
+    return [
+        web.get("/api/v1/whoami", whoami),
+        web.get("/api/v1/nodes", nodes),
+        web.get("/api/v1/series", series),
+        web.get("/api/v1/query", query),
+        web.get("/api/v1/status", status_route),
+        web.get("/api/v1/fleet", fleet),
+        web.get("/api/v1/users", users_list),
+        web.post("/api/v1/users", users_add),
+        web.delete("/api/v1/users/{name}", users_revoke),
+    ]
+
+
+GATEWAY_STATUS_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("legion_gateway_status")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Map errors to JSON `{"error": ...}` responses; never leak a traceback."""
+    try:
+        response = await handler(request)
+        if response.status >= 400 and not response.prepared \
+                and response.content_type != "application/json":
+            return json_error(response.status, response.reason or "error")
+        return response
+    except BadRequest as exc:
+        return json_error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return json_error(exc.status, exc.reason)
+    except LegionError as exc:
+        request.app.logger.warning("event=api_error path=%s error=%s", request.path, exc)
+        return json_error(500, f"{type(exc).__name__}: {exc}")
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        request.app.logger.exception("event=api_internal_error path=%s", request.path)
+        return json_error(500, "internal error")

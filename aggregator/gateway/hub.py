@@ -1,0 +1,314 @@
+"""The live state behind the WebSocket: polls the store, diffs, keeps history, fans out updates.
+
+Every `dashboard_config.update_interval_ms` the hub reads the latest points (in a thread: DuckDB
+blocks), rebuilds the fleet, and hands each subscribed client only what changed. Topics
+`anomalies` and `forecasts` (and extra `alerts`) come from `sources` callables polled the same
+way, or are pushed with `push()`. Memory is bounded: history keeps `max_history_points` per
+series, event lists the same number of newest items.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.timefmt import iso_ms, now_ms
+
+from legion.config import Config
+
+log = logging.getLogger("legion.aggregator.gateway.hub")
+
+TOPICS = ("agent_metrics", "system_health", "alerts", "anomalies", "forecasts")
+LIST_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "agents": lambda e: e["agent_id"], "hosts": lambda e: e["node"],
+    "departments": lambda e: e["name"], "alerts": lambda e: e["id"],
+    "anomalies": lambda e: e["id"], "forecasts": lambda e: e["id"],
+    "links": lambda e: (e["source"], e["target"]),
+}
+"""Each list field of topic data and how its items are keyed (updates replace by key)."""
+EVENT_FIELDS = frozenset({"anomalies"})
+Source = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+HISTORY_BUDGET_POINTS = 2_000_000
+"""All chart series together keep at most this many points (16 bytes each, ~32 MB)."""
+SNAPSHOT_HISTORY_MAX_POINTS = 200_000
+"""One snapshot carries at most this many history points (the newest of each series)."""
+
+
+class Ring:
+    """Newest (ts_ms, value) points of one series in two flat arrays (16 bytes per point)."""
+
+    __slots__ = ("ts", "values")
+
+    def __init__(self) -> None:
+        self.ts = array("q")
+        self.values = array("d")
+
+    def append(self, ts_ms: int, value: float, keep: int) -> None:
+        """Add a point; trim to `keep` points when twice that many accumulated (amortized)."""
+        self.ts.append(int(ts_ms))
+        self.values.append(float(value))
+        if len(self.ts) > 2 * keep:
+            del self.ts[:-keep]
+            del self.values[:-keep]
+
+    def last_ts(self) -> int | None:
+        """Timestamp of the newest point, if any."""
+        return self.ts[-1] if self.ts else None
+
+    def points(self, limit: int) -> list[list[float]]:
+        """The newest `limit` points, oldest first, as `[ts_ms, value]` pairs."""
+        n = min(limit, len(self.ts))
+        if n <= 0:
+            return []
+        return [[t, v] for t, v in zip(self.ts[-n:], self.values[-n:])]
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a WebSocket client."""
+
+    topics: set[str]
+
+    def offer(self, topic: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class LatestReader(Protocol):
+    """The part of `Store` the hub uses."""
+
+    def latest(self, metric_glob: str = "*", node: str | None = None) -> list[dict[str, Any]]: ...
+
+
+def merge_update(base: dict[str, Any], update: Mapping[str, Any],
+                 max_events: int) -> dict[str, Any]:
+    """A new dict: `update`'s keyed items replace `base`'s, other fields overwrite; no mutation."""
+    out = dict(base)
+    out.pop("resolved", None)
+    resolved = set(base.get("resolved", ())) | set(update.get("resolved", ()))
+    for field, value in update.items():
+        if field == "resolved":
+            continue
+        keyf = LIST_KEYS.get(field)
+        if keyf is None or field not in base:
+            out[field] = value
+            continue
+        items = {keyf(e): e for e in base[field]}
+        for e in value:
+            items[keyf(e)] = e
+            resolved.discard(keyf(e))
+        merged = list(items.values())
+        if field in EVENT_FIELDS and len(merged) > max_events:
+            merged = merged[-max_events:]
+        out[field] = merged
+    if "alerts" in out and resolved:
+        out["alerts"] = [a for a in out["alerts"] if a["id"] not in resolved]
+    if resolved:
+        out["resolved"] = sorted(resolved)
+    return out
+
+
+class Hub:
+    """Live topic state for every WebSocket client; `start()`/`stop()` are idempotent."""
+
+    def __init__(self, config: Config, store: LatestReader, *,
+                 sources: Mapping[str, Source] | None = None,
+                 on_tick: Callable[[], None] | None = None) -> None:
+        dc = config.dashboard_config
+        self.interval_s = dc.update_interval_ms / 1000
+        self.max_history = dc.max_history_points
+        self.store = store
+        self.builder = FleetBuilder(config)
+        self.sources = dict(sources or {})
+        unknown = set(self.sources) - {"alerts", "anomalies", "forecasts"}
+        if unknown:
+            raise ValueError(f"unknown hub sources {sorted(unknown)}")
+        self.on_tick = on_tick
+        self.fleet: dict[str, Any] | None = None
+        self.state: dict[str, dict[str, Any]] = {
+            "system_health": {"hosts": [], "departments": [], "summary": {}},
+            "agent_metrics": {"agents": [], "links": []}, "alerts": {"alerts": []},
+            "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
+        self.history: dict[str, dict[str, dict[str, Ring]]] = {
+            "system_health": {}, "agent_metrics": {}}
+        self.clients: set[Subscriber] = set()
+        self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0}
+        self._pushed: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in TOPICS}
+        self._alert_since: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the polling loop (no-op when running)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="legion-gateway-hub")
+
+    async def stop(self) -> None:
+        """Stop the polling loop (safe before start, safe twice)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never crash after start-up; count and retry next tick
+                self.stats["tick_errors"] += 1
+                if self.stats["tick_errors"] in (1, 10, 100) or self.stats["tick_errors"] % 1000 == 0:
+                    log.warning("event=hub_tick_failed errors=%d error=%r",
+                                self.stats["tick_errors"], exc)
+            if self.on_tick is not None:
+                self.on_tick()
+            next_at += self.interval_s
+            next_at = max(next_at, loop.time())  # overran: skip, don't burst
+            await asyncio.sleep(next_at - loop.time())
+
+    # -- state ----------------------------------------------------------------------------------
+    async def refresh(self) -> dict[str, Any]:
+        """Poll the store and sources once, publish what changed; return the fleet."""
+        async with self._lock:
+            system_rows, agent_rows, extra = await asyncio.to_thread(self._read)
+            now = now_ms()
+            fleet = self.builder.build(system_rows, agent_rows, now)
+            self.fleet = fleet
+            self._apply(fleet, extra, now)
+            self.stats["ticks"] += 1
+            self.stats["last_tick_ms"] = now
+            return fleet
+
+    def _read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Any]]]:
+        system_rows = self.store.latest("system_*")
+        agent_rows = self.store.latest("agent_*")
+        extra = {t: [dict(i) for i in src()] for t, src in self.sources.items()}
+        return system_rows, agent_rows, extra
+
+    def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int) -> None:
+        alerts = self.builder.breaches(fleet) + extra.get("alerts", [])
+        alerts += list(self._pushed["alerts"].values())
+        for a in alerts:
+            a.setdefault("since_ms", self._alert_since.setdefault(a["id"], now))
+            a.setdefault("since", iso_ms(a["since_ms"]))
+        active = {a["id"] for a in alerts}
+        for gone in set(self._alert_since) - active:
+            del self._alert_since[gone]
+        events = {t: extra.get(t, []) + list(self._pushed[t].values())
+                  for t in ("anomalies", "forecasts")}
+        anomalies = sorted(events["anomalies"], key=lambda e: e.get("ts_ms", 0))
+        new_state = {
+            "system_health": {"hosts": fleet["hosts"], "departments": fleet["departments"],
+                              "summary": fleet["summary"]},
+            "agent_metrics": {"agents": fleet["agents"], "links": fleet["links"]},
+            "alerts": {"alerts": alerts},
+            "anomalies": {"anomalies": anomalies[-self.max_history:]},
+            "forecasts": {"forecasts": events["forecasts"]},
+        }
+        self._record_history(fleet)
+        for topic, data in new_state.items():
+            diff = self._diff(topic, self.state[topic], data)
+            self.state[topic] = data
+            if diff:
+                self.publish(topic, diff)
+
+    @staticmethod
+    def _diff(topic: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field, value in new.items():
+            keyf = LIST_KEYS.get(field)
+            if keyf is None:
+                continue
+            before = {keyf(e): e for e in old.get(field, ())}
+            changed = [e for e in value if before.get(keyf(e)) != e]
+            if changed:
+                out[field] = changed
+            if field == "alerts":
+                now_ids = {keyf(e) for e in value}
+                resolved = sorted(k for k in before if k not in now_ids)
+                if resolved:
+                    out["resolved"] = resolved
+        if out and "summary" in new:
+            out["summary"] = new["summary"]
+        return out
+
+    def history_limit(self) -> int:
+        """Points kept per series: `max_history_points`, lowered when the fleet is huge."""
+        n = sum(len(s) for h in self.history.values() for s in h.values())
+        return min(self.max_history, max(10, HISTORY_BUDGET_POINTS // max(1, n)))
+
+    def _record_history(self, fleet: Mapping[str, Any]) -> None:
+        keep = self.history_limit()
+        for topic, items, idkey, keys in (
+                ("system_health", fleet["hosts"], "node", HOST_CHART_KEYS),
+                ("agent_metrics", fleet["agents"], "agent_id", AGENT_CHART_KEYS)):
+            hist = self.history[topic]
+            for e in items:
+                series = hist.setdefault(e[idkey], {})
+                for k in keys:
+                    v = e["metrics"].get(k)
+                    if v is None:
+                        continue
+                    ring = series.setdefault(k, Ring())
+                    last = ring.last_ts()
+                    if last is None or last < e["ts_ms"]:
+                        ring.append(e["ts_ms"], v, keep)
+
+    def snapshot(self, topic: str, history: bool = True) -> dict[str, Any]:
+        """The full current data of `topic` (plus per-series history for the two metric topics)."""
+        data = dict(self.state[topic])
+        if history and topic in self.history:
+            hist = self.history[topic]
+            n_series = sum(len(s) for s in hist.values())
+            limit = min(self.history_limit(),
+                        max(10, SNAPSHOT_HISTORY_MAX_POINTS // max(1, n_series)))
+            data["history"] = {ent: {k: ring.points(limit) for k, ring in series.items()}
+                               for ent, series in hist.items()}
+        return data
+
+    # -- fan-out --------------------------------------------------------------------------------
+    def publish(self, topic: str, data: dict[str, Any]) -> None:
+        """Offer an update of `topic` to every subscribed client (never blocks)."""
+        self.stats["updates"] += 1
+        for c in list(self.clients):
+            if topic in c.topics:
+                c.offer(topic, "update", data)
+
+    def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:
+        """Add or replace items (by `id`) of alerts/anomalies/forecasts; call on the event loop."""
+        if topic not in ("alerts", "anomalies", "forecasts"):
+            raise ValueError(f"cannot push to topic {topic!r}")
+        store = self._pushed[topic]
+        new = [dict(i) for i in items]
+        for i in new:
+            store[i["id"]] = i
+        while len(store) > self.max_history:
+            store.pop(next(iter(store)))
+        self.state[topic] = merge_update(self.state[topic], {topic: new}, self.max_history)
+        self.publish(topic, {topic: new})
+
+    def resolve(self, alert_ids: Iterable[str]) -> None:
+        """Mark pushed alerts resolved (removes them and tells subscribers)."""
+        ids = [i for i in alert_ids if self._pushed["alerts"].pop(i, None) is not None]
+        if ids:
+            self.state["alerts"] = merge_update(self.state["alerts"], {"resolved": ids},
+                                                self.max_history)
+            self.state["alerts"].pop("resolved", None)
+            self.publish("alerts", {"resolved": ids})
+
+    def status(self) -> dict[str, Any]:
+        """Counters for /api/v1/status and /metrics."""
+        return {**self.stats, "clients": len(self.clients)}
