@@ -80,7 +80,7 @@ class Receiver(threading.Thread):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._out, self._tm = registry, out, telemetry
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -103,7 +103,7 @@ class Receiver(threading.Thread):
         known = set(self._registry.nodes())
         next_scan = time.monotonic() + ALLOWLIST_POLL_SECS
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 if sock.poll(100):
                     # Drain what is there; each hand-off waits when the writer is behind, which
                     # pushes back into ZeroMQ's HWM and finally the agents' spools (never RAM).
@@ -115,7 +115,7 @@ class Receiver(threading.Thread):
                         frame = Frame(msg.bytes, (msg.get("User-Id") or "").encode(),
                                       int(time.time() * 1000))
                         self._tm.add(frames_received=1)
-                        while not self._stop.is_set():
+                        while not self._stopping.is_set():
                             try:
                                 self._out.put(frame, timeout=0.1)
                                 break
@@ -136,7 +136,7 @@ class Receiver(threading.Thread):
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
-        self._stop.set()
+        self._stopping.set()
 
 
 class Writer(threading.Thread):
@@ -148,7 +148,7 @@ class Writer(threading.Thread):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._ack_seq = 0
         self._epoch = int(time.time() * 1000)
         self._self_seq = 0
@@ -173,7 +173,7 @@ class Writer(threading.Thread):
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
-            while not self._stop.is_set() or not self._in.empty():
+            while not self._stopping.is_set() or not self._in.empty():
                 group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
                 points = 0
@@ -288,4 +288,4 @@ class Writer(threading.Thread):
 
     def stop(self) -> None:
         """Finish the current group, checkpoint, and end (idempotent)."""
-        self._stop.set()
+        self._stopping.set()

@@ -1,0 +1,39 @@
+"""Shared pieces of the collectors: the reading type, collector errors, label bounding."""
+
+from __future__ import annotations
+
+import math
+
+from legion.proto import Labels
+from legion.proto.limits import MAX_LABEL_VALUE_LEN
+
+from legion.errors import LegionError
+
+Reading = tuple[str, Labels, float]
+"""One collected value: (metric name, canonical labels, value); the scheduler adds the time."""
+
+
+class CollectorUnavailable(LegionError):
+    """The collector's source does not exist on this host (no NVML, no GPU): do not schedule it."""
+
+
+class CollectorError(LegionError):
+    """A collector could not read its source this tick; the scheduler counts it by class name."""
+
+
+def label_value(value: object) -> str:
+    """Bound a label value to the wire limit (mount paths can be long)."""
+    s = str(value)
+    return s if len(s) <= MAX_LABEL_VALUE_LEN else s[:MAX_LABEL_VALUE_LEN]
+
+
+def add(out: list[Reading], name: str, labels: Labels, value: object) -> None:
+    """Append a reading if `value` is a finite number; a missing reading is omitted, never 0."""
+    if value is None or isinstance(value, bool):
+        return
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return
+    if math.isfinite(v):
+        out.append((name, labels, v))
