@@ -13,14 +13,13 @@ import logging
 import queue
 import threading
 import time
-from pathlib import Path
 
 import zmq
 
 from legion.config import Config
 from legion.curve import client_socket, load_public, load_secret, require_curve
 from legion.errors import TransportError
-from legion.node_agent.collectors import COLLECTORS, available_collectors
+from legion.node_agent.collectors import COLLECTORS, available_collectors, close_collectors
 from legion.node_agent.delivery import Delivery
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
@@ -34,7 +33,6 @@ from legion.proto import (
     MetricsBatch,
     Sample,
     WireError,
-    canonical_labels,
     decode,
     encode,
 )
@@ -61,7 +59,8 @@ class NodeAgent:
         self._keypair = load_secret(secret_path)
         state_dir = config.path(acfg.state_dir) / node
         self.state = AgentState.open(state_dir)
-        self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms)
+        self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms,
+                           epoch=self.state.epoch)
         self.delivery = Delivery(self.spool, resend_timeout=acfg.resend_timeout_secs)
         names = acfg.collectors or tuple(COLLECTORS)
         collectors = available_collectors(names)
@@ -94,7 +93,9 @@ class NodeAgent:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        close_collectors(self.scheduler.collectors)
         self.spool.close()
+        self.state.close()
 
     def _loop(self) -> None:
         cfg = self.config
@@ -106,22 +107,25 @@ class NodeAgent:
         acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
         acks.connect(cfg.agent.ack_endpoint)
         monitor = self._open_monitor(ctx)
+        interval = cfg.collection_interval
         try:
             while not self._stop.is_set():
-                if acks.poll(50):
-                    self._drain_acks(acks)
+                # Wake once per tick, not on a timer: acks only steer resends, which are
+                # decided per tick anyway, so draining them here costs no delivery latency.
                 try:
-                    samples = self._ticks.get_nowait()
+                    samples = self._ticks.get(timeout=interval)
                 except queue.Empty:
+                    samples = None
+                self._drain_acks(acks)
+                if samples is None:
                     continue
                 if monitor is not None:
                     samples += monitor.drain(100_000)
                 samples += self._self_metrics(samples[0].ts_ms if samples else None, monitor)
                 self._send_live(pub, samples)
-                now = time.monotonic()
-                for seq, frame in self.delivery.due_resends(now, MAX_RESENDS_PER_TICK):
+                for _seq, frame in self.delivery.due_resends(limit=MAX_RESENDS_PER_TICK):
                     self._send(pub, frame)
-                    self.delivery.on_sent(seq, now)
+                self.spool.sync_if_due()
         finally:
             if monitor is not None:
                 monitor.close()
@@ -145,9 +149,9 @@ class NodeAgent:
         env = Envelope(KIND_METRICS, self.node, self.state.epoch, seq, now_ms,
                        MetricsBatch.from_samples(samples))
         frame = encode(env)
-        self.spool.append(seq, frame)  # durable first, then on the wire
+        self.spool.append(seq, frame)  # on disk first, then on the wire
         self._send(pub, frame)
-        self.delivery.on_sent(seq, time.monotonic())
+        self.delivery.on_sent(seq)
 
     def _send(self, pub: zmq.Socket, frame: bytes) -> None:
         try:
@@ -169,19 +173,16 @@ class NodeAgent:
             except WireError as exc:
                 log.warning("event=bad_ack reason=%s", exc.reason.value)
                 continue
-            if env.kind == KIND_ACK and env.node == self.node and isinstance(env.body, Ack) \
-                    and env.body.epoch == self.state.epoch:
-                self.delivery.on_ack(env.body)
+            if env.kind == KIND_ACK and env.node == self.node and isinstance(env.body, Ack):
+                self.delivery.on_ack(env.body)  # any epoch: older epochs may still be spooled
 
     def _self_metrics(self, ts_ms: int | None, monitor: MonitorReceiver | None) -> list[Sample]:
         ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
-        stats = dict(self.delivery.stats())
+        out = [Sample(f"legion_agent_{key}", (), float(value), ts)
+               for key, value in self.delivery.stats().items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)]
         if monitor is not None:
-            stats.update({f"monitor_{k}": v for k, v in monitor.stats().items()})
-        out = []
-        for key, value in stats.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out.append(Sample(f"legion_agent_{key}", canonical_labels(None), float(value), ts))
+            out += monitor.self_samples(ts)
         return out
 
 

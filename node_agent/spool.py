@@ -1,0 +1,466 @@
+"""Bounded on-disk spool of encoded batches: the agent's last copy until the aggregator checkpoints.
+
+Layout of the spool directory::
+
+    seg-0000000000000001.log ...   segment files of records (format: spool_records.py)
+    released.log                   seq ranges released since the last compaction
+    meta.json                      lifetime counters: dropped batches and ranges, quarantine
+    quarantine/                    bad bytes found at open, one file per bad region
+
+Durability: `append` writes each record with one unbuffered ``write()``, so once it returns the
+record survives ``kill -9`` of the process (it is in the page cache). ``fsync`` runs at most every
+``sync_interval_ms`` (0: after every append); a power loss or kernel crash can lose the records
+appended since the last fsync, i.e. up to ``sync_interval_ms`` of the newest batches (plus the
+time until the next `append`/`sync_if_due` call). Those batches were still sent from memory, so
+the aggregator acknowledges what it got.
+
+Overflow: when a record does not fit under ``max_bytes``, whole oldest segments are deleted; every
+record in them that was not released counts as a dropped batch and its seq joins
+`dropped_ranges()`. A bad region at open (torn tail, flipped bytes) is copied to ``quarantine/``,
+counted, and skipped; start-up never fails on spool contents. Not thread-safe by design beyond a
+lock that makes each call atomic: one thread (the agent loop) owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from legion.node_agent import spool_records as R
+from legion.node_agent.spool_ledger import Ledger
+from legion.node_agent.state import atomic_write, fsync_dir
+
+from legion.errors import LegionError
+
+log = logging.getLogger("legion.node_agent.spool")
+
+Key = tuple[int, int]  # (epoch, seq)
+_RELEASE_LOG_COMPACT_BYTES = 1 << 20
+
+
+@dataclass(slots=True)
+class _Segment:
+    id: int
+    path: Path
+    size: int = 0
+    keys: list[Key] = field(default_factory=list)
+    bounds: dict[int, list[int]] = field(default_factory=dict)  # epoch -> [min seq, max seq]
+    pending: int = 0
+    fd: int | None = None
+
+    def add(self, key: Key) -> None:
+        self.keys.append(key)
+        self.pending += 1
+        b = self.bounds.get(key[0])
+        if b is None:
+            self.bounds[key[0]] = [key[1], key[1]]
+        else:
+            b[0], b[1] = min(b[0], key[1]), max(b[1], key[1])
+
+
+class Spool:
+    """Bounded segment spool; `append`, `release`, `pending`, `read`, `stats`, `close`.
+
+    `epoch` (required) tags every record appended by this instance: records are keyed by
+    (epoch, seq), so batches of an earlier epoch found at open stay pending and releasable.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int = 256 * 1024 * 1024,
+                 sync_interval_ms: int = 500, *, epoch: int, segment_bytes: int | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] | None = None) -> None:
+        if max_bytes < R.HEADER.size + 1 or sync_interval_ms < 0:
+            raise LegionError(f"bad spool limits max_bytes={max_bytes} "
+                              f"sync_interval_ms={sync_interval_ms}")
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.sync_interval_s = sync_interval_ms / 1000.0
+        self.epoch = epoch
+        self.segment_bytes = segment_bytes or min(16 << 20, max(4096, max_bytes // 16))
+        self._clock = clock
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._lock = threading.RLock()
+        self._segments: list[_Segment] = []
+        self._active: _Segment | None = None
+        self._index: dict[Key, tuple[_Segment, int, int, int]] = {}  # seg, offset, len, ts_ms
+        self._committed: set[Key] = set()
+        self._bytes = 0
+        self._dirty = False
+        self._release_dirty = False
+        self._dir_dirty = False
+        self._last_sync = clock()
+        self._closed = False
+        self._recovering = True
+        self._next_id = 1
+        self.syncs = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "quarantine").mkdir(exist_ok=True)
+        self._release_fd = -1
+        self._release_log_bytes = 0
+        self._ledger = Ledger(self.directory / "meta.json")
+        self._counters = self._ledger.counters
+        self._recover()
+
+    # ---------------------------------------------------------------- writing
+    def append(self, seq: int, frame: bytes, *, epoch: int | None = None,
+               ts_ms: int | None = None) -> bool:
+        """Write one record (durable against kill -9 on return); False if it was not stored.
+
+        Not stored (counted as a dropped batch, never raised): a record larger than the whole
+        spool, or a disk error (ENOSPC, EIO) while writing it.
+        """
+        ep = self.epoch if epoch is None else epoch
+        ts = self._wall_ms() if ts_ms is None else ts_ms
+        rec = R.pack_record(ep, seq, ts, frame)
+        key = (ep, seq)
+        with self._lock:
+            self._check_open()
+            if key in self._index:  # seqs are never reused: a repeat is the same batch
+                return True
+            if len(rec) > self.max_bytes:  # larger than the whole spool: lost, and said so
+                self._ledger.note_dropped([(ep, seq)], events=1)
+                self._ledger.save()
+                return False
+            seg = None
+            try:
+                self._make_room(len(rec))
+                seg = self._active
+                if seg is None or (seg.size > 0 and seg.size + len(rec) > self.segment_bytes):
+                    seg = self._roll()
+                assert seg.fd is not None
+                offset = seg.size
+                done = os.write(seg.fd, rec)
+                while done < len(rec):  # short write (rare): finish it or raise
+                    done += os.write(seg.fd, rec[done:])
+            except OSError as exc:
+                self._write_failed(seg, (ep, seq), exc)
+                return False
+            seg.size += len(rec)
+            seg.add(key)
+            self._bytes += len(rec)
+            self._index[key] = (seg, offset + R.HEADER.size, len(frame), ts)
+            self._dirty = True
+            if self.sync_interval_s == 0:
+                self._sync()
+            else:
+                self._sync_if_due(self._clock())
+            return True
+
+    def sync_if_due(self, now: float | None = None) -> bool:
+        """fsync if there are unsynced appends and the sync interval has passed; True if it did."""
+        with self._lock:
+            if self._closed:
+                return False
+            return self._sync_if_due(self._clock() if now is None else now)
+
+    def sync(self) -> None:
+        """fsync now (segment, release log and directory)."""
+        with self._lock:
+            if not self._closed:
+                self._sync()
+
+    def release(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> int:
+        """Free records whose (epoch, seq) fall in the inclusive ranges; returns how many."""
+        merged = R.merge_ranges(list(ranges))
+        with self._lock:
+            if self._closed:
+                return 0
+            n = 0
+            for first, last in merged:
+                n += self._release_range(epoch, first, last)
+            if n:
+                entries = b"".join(R.pack_release(epoch, a, b) for a, b in merged)
+                try:
+                    os.write(self._release_fd, entries)
+                    self._release_log_bytes += len(entries)
+                except OSError as exc:  # only costs a resend after a crash
+                    self._counters["spool_write_errors_total"] += 1
+                    log.warning("event=spool_release_log_failed error=%s", exc)
+                self._dirty = self._release_dirty = True
+                if not self._collect_released() \
+                        and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
+                    self._compact_release_log()
+            return n
+
+    def mark_committed(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> None:
+        """Note records the aggregator committed: evicting them later is not counted as a drop."""
+        with self._lock:
+            for first, last in R.merge_ranges(list(ranges)):
+                for key in self._keys_in(epoch, first, last):
+                    self._committed.add(key)
+
+    # ---------------------------------------------------------------- reading
+    def pending(self) -> Iterator[tuple[int, bytes]]:
+        """(seq, frame) of every unreleased record, oldest first (each frame names its epoch)."""
+        for epoch, seq, _ts in self.pending_keys():
+            frame = self.read(epoch, seq)
+            if frame is not None:
+                yield seq, frame
+
+    def pending_keys(self) -> list[tuple[int, int, int]]:
+        """(epoch, seq, ts_ms) of every unreleased record, oldest first."""
+        with self._lock:
+            return [(k[0], k[1], self._index[k][3])
+                    for seg in self._segments for k in seg.keys if k in self._index]
+
+    def read(self, epoch: int, seq: int) -> bytes | None:
+        """The frame of a pending record, or None if released, dropped or found corrupt."""
+        with self._lock:
+            entry = self._index.get((epoch, seq))
+            if entry is None or self._closed:
+                return None
+            seg, off, length, _ts = entry
+            try:
+                raw = os.pread(self._fd(seg), R.HEADER.size + length, off - R.HEADER.size)
+            except OSError:
+                raw = b""
+            header, payload = raw[:R.HEADER.size], raw[R.HEADER.size:]
+            if not R.check_payload(header, payload):
+                self._counters["spool_corrupt_reads_total"] += 1
+                self._ledger.note_dropped([(epoch, seq)], events=0)
+                self._forget((epoch, seq))
+                self._ledger.save()
+                log.warning("event=spool_corrupt_read epoch=%d seq=%d", epoch, seq)
+                return None
+            return payload
+
+    @property
+    def drop_generation(self) -> int:
+        """Bumps whenever records are dropped (overflow, disk error, corrupt read)."""
+        return self._ledger.generation
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def dropped_ranges(self) -> tuple[tuple[int, int, int], ...]:
+        """(epoch, first, last) seq runs dropped by overflow or corruption, oldest first (bounded)."""
+        with self._lock:
+            return tuple(self._ledger.dropped)
+
+    def stats(self) -> dict[str, int]:
+        """Gauges and lifetime counters, named as `legion_agent_<key>` self-metrics."""
+        with self._lock:
+            return {"spool_bytes": self._bytes, "spool_records": len(self._index),
+                    "spool_segments": len(self._segments), **self._counters}
+
+    def close(self) -> None:
+        """fsync, write counters and close files (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._sync()
+            self._ledger.save()
+            for seg in self._segments:
+                self._close_fd(seg)
+            os.close(self._release_fd)
+            self._closed = True
+
+    # ---------------------------------------------------------------- internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LegionError("spool is closed")
+
+    def _fd(self, seg: _Segment) -> int:
+        if seg.fd is None:
+            seg.fd = os.open(seg.path, os.O_RDONLY)
+        return seg.fd
+
+    def _close_fd(self, seg: _Segment) -> None:
+        if seg.fd is not None:
+            os.close(seg.fd)
+            seg.fd = None
+
+    def _roll(self) -> _Segment:
+        old = self._active
+        if old is not None and old.fd is not None:
+            os.fsync(old.fd)  # once per segment: the old one is complete on disk
+            self._close_fd(old)
+        self._active = None
+        seg_id, self._next_id = self._next_id, self._next_id + 1
+        seg = _Segment(seg_id, self.directory / f"seg-{seg_id:016d}.log")
+        seg.fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self._segments.append(seg)
+        self._active = seg
+        self._dir_dirty = True
+        return seg
+
+    def _make_room(self, need: int) -> None:
+        dropped = False
+        while self._segments and self._bytes + need > self.max_bytes:
+            self._drop_segment(self._segments[0])
+            dropped = True
+        if dropped:
+            self._compact_release_log()
+
+    def _drop_segment(self, seg: _Segment) -> None:
+        live = [k for k in seg.keys if self._owner(k) is seg]
+        lost = [k for k in live if k not in self._committed]
+        evicted = len(live) - len(lost)
+        self._counters["spool_committed_evicted_total"] += evicted
+        self._delete_segment(seg)
+        if lost:
+            self._ledger.note_dropped(lost, events=1)
+            log.warning("event=spool_overflow dropped_batches=%d first_seq=%d last_seq=%d",
+                        len(lost), lost[0][1], lost[-1][1])
+            self._ledger.save()
+
+    def _delete_segment(self, seg: _Segment) -> None:
+        for k in seg.keys:
+            if self._owner(k) is seg:
+                del self._index[k]
+                self._committed.discard(k)
+        self._close_fd(seg)
+        self._segments.remove(seg)
+        if self._active is seg:
+            self._active = None
+        self._bytes -= seg.size
+        try:
+            seg.path.unlink(missing_ok=True)
+        except OSError as exc:  # its records come back at the next open: resent, deduplicated
+            log.warning("event=spool_unlink_failed segment=%s error=%s", seg.path.name, exc)
+        self._dir_dirty = True
+
+    def _write_failed(self, seg: _Segment | None, key: Key, exc: OSError) -> None:
+        """A failed write may leave part of a record: cut it off so offsets stay true."""
+        self._counters["spool_write_errors_total"] += 1
+        if seg is not None and seg.fd is not None:
+            try:
+                os.ftruncate(seg.fd, seg.size)
+            except OSError:
+                pass  # the scan at the next open quarantines whatever is left
+        self._ledger.note_dropped([key], events=1)
+        log.warning("event=spool_write_failed seq=%d error=%s", key[1], exc)
+
+    def _owner(self, key: Key) -> _Segment | None:
+        entry = self._index.get(key)
+        return entry[0] if entry is not None else None
+
+    def _forget(self, key: Key) -> None:
+        entry = self._index.pop(key, None)
+        self._committed.discard(key)
+        if entry is not None:
+            entry[0].pending -= 1
+
+    def _keys_in(self, epoch: int, first: int, last: int) -> Iterator[Key]:
+        if last - first < 4096:  # a small range: probe seq by seq
+            for s in range(first, last + 1):
+                if (epoch, s) in self._index:
+                    yield (epoch, s)
+            return
+        for seg in list(self._segments):  # a huge range: walk the overlapping segments
+            b = seg.bounds.get(epoch)
+            if b is not None and b[0] <= last and b[1] >= first:
+                yield from [k for k in seg.keys
+                            if k[0] == epoch and first <= k[1] <= last and k in self._index]
+
+    def _release_range(self, epoch: int, first: int, last: int) -> int:
+        keys = list(self._keys_in(epoch, first, last))
+        for k in keys:
+            self._forget(k)
+        return len(keys)
+
+    def _collect_released(self) -> bool:
+        done = [s for s in self._segments if s.pending <= 0 and s.keys]
+        for seg in done:
+            self._delete_segment(seg)
+        if done:
+            self._compact_release_log()
+        return bool(done)
+
+    def _sync_if_due(self, now: float) -> bool:
+        if self._dirty and now - self._last_sync >= self.sync_interval_s:
+            self._sync()
+            return True
+        return False
+
+    def _sync(self) -> None:
+        try:
+            if self._active is not None and self._active.fd is not None:
+                os.fsync(self._active.fd)
+            if self._release_dirty:
+                os.fsync(self._release_fd)
+                self._release_dirty = False
+            if self._dir_dirty:
+                fsync_dir(self.directory)
+                self._dir_dirty = False
+        except OSError as exc:  # the data is still in the page cache; try again next time
+            self._counters["spool_write_errors_total"] += 1
+            log.warning("event=spool_sync_failed error=%s", exc)
+            return
+        self._dirty = False
+        self._last_sync = self._clock()
+        self.syncs += 1
+
+    # ---------------------------------------------------------------- recovery
+    def _recover(self) -> None:
+        for tmp in self.directory.glob("*.tmp"):
+            tmp.unlink(missing_ok=True)
+        quarantined = 0
+        for path in sorted(self.directory.glob("seg-*.log")):
+            try:
+                seg_id = int(path.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            self._next_id = max(self._next_id, seg_id + 1)
+            try:
+                good, size, q_bytes, q_events = R.recover_segment(
+                    path, self.directory / "quarantine", max(self.max_bytes // 8, 1 << 20))
+            except OSError as exc:  # unreadable: leave it for a human, start anyway
+                log.warning("event=spool_segment_unreadable segment=%s error=%s", path.name, exc)
+                continue
+            self._counters["spool_quarantined_bytes_total"] += q_bytes
+            self._counters["spool_quarantine_events_total"] += q_events
+            quarantined += q_events
+            if not good:
+                continue
+            seg = _Segment(seg_id, path, size=size)
+            for rec in good:
+                key = (rec.epoch, rec.seq)
+                if key in self._index:  # never written twice by us; keep the first copy
+                    continue
+                seg.add(key)
+                self._index[key] = (seg, rec.offset + R.HEADER.size, rec.length, rec.ts_ms)
+            self._segments.append(seg)
+            self._bytes += size
+        self._dir_dirty = True
+        rpath = self.directory / "released.log"
+        if rpath.exists():
+            for epoch, first, last in R.parse_releases(rpath.read_bytes()):
+                self._release_range(epoch, first, last)
+        for seg in [s for s in self._segments if s.pending <= 0]:
+            self._delete_segment(seg)
+        self._recovering = False
+        self._compact_release_log()
+        self._sync()
+        if quarantined:
+            self._ledger.save()
+
+    def _compact_release_log(self) -> None:
+        """Rewrite released.log with only the released seqs of live segments."""
+        if self._recovering:
+            return  # done once at the end of recovery
+        by_epoch: dict[int, list[int]] = {}
+        for seg in self._segments:
+            for k in seg.keys:
+                if k not in self._index:
+                    by_epoch.setdefault(k[0], []).append(k[1])
+        data = b"".join(R.pack_release(ep, a, b) for ep, seqs in by_epoch.items()
+                        for a, b in R.to_ranges(seqs))
+        path = self.directory / "released.log"
+        try:
+            atomic_write(path, data)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND, 0o600)
+        except OSError as exc:  # keep appending to the old log; compaction retries later
+            log.warning("event=spool_release_log_compact_failed error=%s", exc)
+            if self._release_fd < 0:
+                self._release_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            return
+        if self._release_fd >= 0:
+            os.close(self._release_fd)
+        self._release_fd = fd
+        self._release_log_bytes = len(data)

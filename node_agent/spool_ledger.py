@@ -1,0 +1,68 @@
+"""The spool's lifetime counters and dropped seq ranges, kept in ``meta.json`` across restarts.
+
+``batches_dropped_total`` is what the aggregator reports as a node's ``dropped`` (it reads the
+latest ``legion_agent_batches_dropped_total`` sample), so it must not reset when the agent
+restarts; it resets only with a wiped state directory, which also starts a new epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from legion.node_agent.spool_records import to_ranges
+from legion.node_agent.state import atomic_write
+
+log = logging.getLogger("legion.node_agent.spool")
+
+MAX_DROPPED_RANGES = 1000
+COUNTERS = ("batches_dropped_total", "spool_drop_events_total",
+            "spool_quarantined_bytes_total", "spool_quarantine_events_total",
+            "spool_committed_evicted_total", "spool_corrupt_reads_total",
+            "spool_write_errors_total")
+
+
+class Ledger:
+    """Counters plus the last `MAX_DROPPED_RANGES` dropped (epoch, first, last) seq runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self.dropped: list[tuple[int, int, int]] = []
+        self.generation = 0  # bumps on every drop, so `Delivery` knows to look
+        try:
+            obj = json.loads(path.read_bytes())
+            for k in COUNTERS:
+                if isinstance(obj.get(k), int):
+                    self.counters[k] = obj[k]
+            self.dropped = [(int(r[0]), int(r[1]), int(r[2]))
+                            for r in obj.get("dropped_ranges", [])
+                            if isinstance(r, list) and len(r) == 3][-MAX_DROPPED_RANGES:]
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass  # missing or unreadable counters start at zero; never block start-up
+
+    def note_dropped(self, keys: list[tuple[int, int]], events: int) -> None:
+        """Count dropped (epoch, seq) batches and merge them into the dropped ranges."""
+        self.counters["batches_dropped_total"] += len(keys)
+        self.counters["spool_drop_events_total"] += events
+        by_epoch: dict[int, list[int]] = {}
+        for ep, seq in keys:
+            by_epoch.setdefault(ep, []).append(seq)
+        for ep, seqs in by_epoch.items():
+            for a, b in to_ranges(seqs):
+                last = self.dropped[-1] if self.dropped else None
+                if last is not None and last[0] == ep and last[2] + 1 == a:
+                    self.dropped[-1] = (ep, last[1], b)
+                else:
+                    self.dropped.append((ep, a, b))
+        del self.dropped[:-MAX_DROPPED_RANGES]
+        self.generation += 1
+
+    def save(self) -> None:
+        """Write meta.json atomically; a disk error is logged, the next save retries."""
+        body = {**self.counters, "dropped_ranges": [list(r) for r in self.dropped]}
+        try:
+            atomic_write(self.path, json.dumps(body).encode())
+        except OSError as exc:
+            log.warning("event=spool_meta_write_failed error=%s", exc)
