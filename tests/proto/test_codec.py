@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 
 import legion.proto
 from legion.proto import (
-    Ack, Envelope, MetricsBatch, Reason, Sample, WireError, canonical_labels, decode, encode,
+    Ack,
+    Envelope,
+    MetricsBatch,
+    Reason,
+    Sample,
+    WireError,
+    canonical_labels,
+    decode,
+    encode,
 )
 from legion.proto import limits as L
 

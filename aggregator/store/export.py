@@ -1,0 +1,98 @@
+"""Parquet archive: raw points, hive-partitioned by UTC date, readable by plain DuckDB or pandas.
+
+Layout: ``OUT/date=YYYY-MM-DD/<metric-or-all>-<from_ms>-<until_ms>.parquet`` with columns
+``ts_ms`` (int64), ``ts`` (timestamp, UTC), ``node``, ``metric``, ``labels`` (map<string,string>),
+``value`` (double), sorted by node, metric, labels, ts. Re-exporting a range writes the same
+file names, so an export is idempotent. Read back with
+``duckdb.sql("SELECT * FROM read_parquet('OUT/**/*.parquet', hive_partitioning = true)")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from legion.errors import StoreError
+
+if TYPE_CHECKING:
+    from legion.aggregator.store.store import Store
+
+DAY_MS = 86_400_000
+
+_SELECT = """
+SELECT p.ts AS ts_ms, make_timestamp(p.ts * 1000) AS ts, s.node, s.name AS metric,
+       s.labels, p.value
+FROM points p JOIN series s ON p.series_id = s.id
+WHERE p.ts >= {lo} AND p.ts < {hi} {metric}
+ORDER BY s.node, s.name, s.labels_key, p.ts"""
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
+def _copy(con: duckdb.DuckDBPyConnection, out_dir: Path, lo: int, hi: int,
+          metric: str | None, stem: str, key: str | None = None) -> int:
+    """Write the points of [lo, hi) (inside one UTC day) to one Parquet file; returns rows."""
+    cond = "" if metric is None else "AND s.name = $metric"
+    params = {} if metric is None else {"metric": metric}
+    n = con.execute(f"SELECT count(*) FROM ({_SELECT.format(lo=lo, hi=hi, metric=cond)})",
+                    params).fetchall()[0][0]
+    if not n:
+        return 0
+    part = out_dir / f"date={_day(lo)}"
+    part.mkdir(parents=True, exist_ok=True)
+    target = part / f"{stem}-{lo}-{hi}.parquet"
+    tmp = target.with_suffix(".parquet.tmp")
+    enc = "" if key is None else f", ENCRYPTION_CONFIG {{footer_key: '{key}'}}"
+    con.execute(f"COPY ({_SELECT.format(lo=lo, hi=hi, metric=cond)}) TO '{tmp}' "
+                f"(FORMAT parquet, COMPRESSION zstd{enc})", params)
+    tmp.replace(target)  # a crash never leaves a half file under the final name
+    return int(n)
+
+
+def day_chunks(since_ms: int, until_ms: int) -> list[tuple[int, int]]:
+    """Split [since, until) at UTC midnights."""
+    out = []
+    lo = since_ms
+    while lo < until_ms:
+        hi = min(until_ms, (lo // DAY_MS + 1) * DAY_MS)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+def archive_chunk(con: duckdb.DuckDBPyConnection, out_dir: Path, lo: int, hi: int,
+                  key: str | None = None) -> int:
+    """Archive every raw point of [lo, hi) before retention deletes it; returns rows written.
+
+    With `key` (a name given to `PRAGMA add_parquet_key`) the files are Parquet-encrypted
+    (AES-GCM, footer and columns); read them with
+    `read_parquet(..., encryption_config = {footer_key: 'legion_archive'})` after adding the key.
+    """
+    return sum(_copy(con, out_dir, a, b, None, "archive", key) for a, b in day_chunks(lo, hi))
+
+
+def export_parquet(store: Store, since_ms: int, until_ms: int, metric: str | None = None,
+                   out_dir: str | Path = "export",
+                   progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Export raw points of [since, until) to Parquet under out_dir, one file per day."""
+    if until_ms <= since_ms:
+        raise StoreError(f"empty export range: since {since_ms} >= until {until_ms}")
+    out = Path(out_dir)
+    chunks = day_chunks(since_ms, until_ms)
+    stem = "all" if metric is None else "".join(c if c.isalnum() or c in "_:" else "_"
+                                               for c in metric)
+    rows = files = 0
+    with store._cursor() as cur:  # noqa: SLF001 - same package
+        for i, (lo, hi) in enumerate(chunks):
+            n = _copy(cur, out, lo, hi, metric, stem)
+            rows += n
+            files += 1 if n else 0
+            if progress is not None:
+                progress(i + 1, len(chunks))
+    return {"rows": rows, "files": files, "days": len(chunks)}

@@ -1,0 +1,208 @@
+"""The read path: series selection, query planning over raw and the rollup tiers, top-k.
+
+Stepped queries work on whole step buckets: `since` is rounded down and `until` up to a multiple
+of the step (bucket timestamps are bucket starts, aligned to the Unix epoch, so 1d buckets are UTC
+days). That makes a tier exact whenever the step is a multiple of its width, so the planner reads
+the coarsest such tier that still holds the range, and raw otherwise. Minutes whose rollups are
+not yet recomputed (`dirty_minutes`) are read from raw in the same snapshot, so a tier answer is
+never stale. A range that starts before the chosen source's retention horizon is refused with a
+StoreError that says what is kept, never answered with a silent gap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from legion.aggregator.store.rollup import _COMBINE, _PARTIAL
+from legion.aggregator.store.schema import TIERS
+from legion.errors import StoreError
+
+BASIC_AGGS = ("avg", "min", "max", "sum", "count", "last")
+PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+AGGS = BASIC_AGGS + tuple(PERCENTILES)
+
+_FINAL = {"avg": "sum(sum) / sum(count)", "min": "min(min)", "max": "max(max)",
+          "sum": "sum(sum)", "count": "sum(count)", "last": "arg_max(last, last_ts)"}
+_RAW = {"avg": "avg(value)", "min": "min(value)", "max": "max(value)", "sum": "sum(value)",
+        "count": "count(*)", "last": "arg_max(value, ts)",
+        **{k: f"quantile_cont(value, {q})" for k, q in PERCENTILES.items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    """One series' identity."""
+
+    id: int
+    node: str
+    metric: str
+    labels: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a query reads: `source` is 'raw' or a tier name; [lo, hi) in ms (None = open)."""
+
+    source: str
+    lo: int | None
+    hi: int | None
+
+
+def select_series(cur: duckdb.DuckDBPyConnection, metric: str | None = None,
+                  node: str | None = None, labels: Mapping[str, str] | None = None,
+                  glob: str | None = None) -> list[SeriesRow]:
+    """Series matching an exact metric (or a glob), a node and label equalities."""
+    where, args = ["TRUE"], []
+    if metric is not None:
+        where.append("name = ?")
+        args.append(metric)
+    if glob is not None and glob != "*":
+        where.append("name GLOB ?")
+        args.append(glob)
+    if node is not None:
+        where.append("node = ?")
+        args.append(node)
+    for k, v in (labels or {}).items():
+        where.append("labels[?] = ?")
+        args += [str(k), str(v)]
+    rows = cur.execute(f"SELECT id, node, name, labels FROM series WHERE {' AND '.join(where)} "
+                       "ORDER BY node, name, labels_key", args).fetchall()
+    return [SeriesRow(int(r[0]), r[1], r[2], dict(r[3])) for r in rows]
+
+
+def plan(step_ms: int | None, agg: str, lo: int | None, hi: int | None,
+         kept: Mapping[str, int], whole: bool = False, tiers: bool = True) -> Plan:
+    """Choose the coarsest source that answers exactly and still holds [lo, hi)."""
+    if agg not in AGGS:
+        raise StoreError(f"unknown aggregation {agg!r}; use one of {', '.join(AGGS)}")
+    if agg in BASIC_AGGS and tiers:
+        for tier in ("1d", "1h", "1m"):
+            width = TIERS[tier]
+            exact = (all(x is None or x % width == 0 for x in (lo, hi)) if whole
+                     else step_ms is not None and step_ms % width == 0)
+            if not exact:
+                continue
+            if lo is not None and lo < kept.get(tier, 0):
+                # Finer tiers keep less, so none of them holds the start either.
+                raise StoreError(
+                    f"range starts at {lo} ms but the {tier} tier keeps data only since "
+                    f"{kept.get(tier, 0)} ms; use a coarser step or a later since")
+            return Plan(tier, lo, hi)
+    if lo is not None and lo < kept.get("raw", 0):
+        hint = ("percentiles need raw points" if agg in PERCENTILES
+                else "use a step that is a multiple of 1m, 1h or 1d to read the rollups")
+        raise StoreError(f"range starts at {lo} ms but raw points are kept only since "
+                         f"{kept['raw']} ms; {hint}")
+    return Plan("raw", lo, hi)
+
+
+def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int | None,
+            agg: str, since_ms: int | None, until_ms: int | None, kept: Mapping[str, int],
+            group_by: str | None = None, tiers: bool = True
+            ) -> tuple[Plan, list[tuple[Any, int, float]]]:
+    """Aggregate per (series or group, step bucket); step None = one bucket for the range."""
+    whole = step_ms is None
+    if whole:
+        lo, hi = since_ms, until_ms
+    else:
+        assert step_ms is not None
+        if step_ms <= 0:
+            raise StoreError(f"step must be positive (got {step_ms} ms)")
+        lo = None if since_ms is None else since_ms // step_ms * step_ms
+        hi = None if until_ms is None else -(-until_ms // step_ms) * step_ms
+    p = plan(step_ms, agg, lo, hi, kept, whole=whole, tiers=tiers)
+    if not sel:
+        return p, []
+    grp = pa.table({"sid": pa.array([s.id for s in sel], pa.int32()),
+                    "g": [_group_key(s, group_by) for s in sel]})
+    bucket = "0" if whole else f"{{t}} // {step_ms} * {step_ms}"
+    rng = _range_sql(lo, hi)
+    if p.source == "raw":
+        sql = f"""
+            SELECT g.g, {bucket.format(t='p.ts')} AS b, {_RAW[agg]} AS v
+            FROM points p JOIN _q_grp g ON p.series_id = g.sid
+            WHERE {rng.format(t='p.ts')}
+            GROUP BY g.g, b ORDER BY g.g, b"""
+    else:
+        sql = _tier_sql(p.source, bucket, rng, agg)
+    cur.register("_q_grp", grp)
+    try:
+        rows = cur.execute(sql).fetchall()
+    except duckdb.Error as exc:
+        raise StoreError(f"query failed: {exc}") from exc
+    finally:
+        cur.unregister("_q_grp")
+    return p, [(r[0], int(r[1]), float(r[2])) for r in rows if r[2] is not None]
+
+
+def _tier_sql(tier: str, bucket: str, rng: str, agg: str) -> str:
+    width = TIERS[tier]
+    parts = [f"""
+        SELECT g.g, {bucket.format(t='r.bucket')} AS b, {_COMBINE}
+        FROM rollup_{tier} r JOIN _q_grp g ON r.series_id = g.sid
+        WHERE {rng.format(t='r.bucket')}
+          AND r.bucket NOT IN (SELECT DISTINCT minute * 60000 // {width} * {width} FROM dm)
+        GROUP BY ALL"""]
+    if tier != "1m":
+        parts.append(f"""
+        SELECT g.g, {bucket.format(t='r.bucket')} AS b, {_COMBINE}
+        FROM rollup_1m r JOIN _q_grp g ON r.series_id = g.sid
+        WHERE {rng.format(t='r.bucket')}
+          AND r.bucket // {width} * {width} IN
+              (SELECT DISTINCT minute * 60000 // {width} * {width} FROM dm)
+          AND r.bucket // 60000 NOT IN (SELECT minute FROM dm)
+        GROUP BY ALL""")
+    parts.append(f"""
+        SELECT g.g, {bucket.format(t='p.ts')} AS b, {_PARTIAL.format(v='p.value', t='p.ts')}
+        FROM points p JOIN _q_grp g ON p.series_id = g.sid
+        WHERE {rng.format(t='p.ts')} AND p.ts // 60000 IN (SELECT minute FROM dm)
+        GROUP BY ALL""")
+    return f"""
+        WITH dm AS (SELECT DISTINCT minute FROM dirty_minutes),
+        parts AS ({' UNION ALL '.join(parts)})
+        SELECT g, b, {_FINAL[agg]} AS v FROM parts GROUP BY g, b ORDER BY g, b"""
+
+
+def _range_sql(lo: int | None, hi: int | None) -> str:
+    conds = ["TRUE"]
+    if lo is not None:
+        conds.append(f"{{t}} >= {int(lo)}")
+    if hi is not None:
+        conds.append(f"{{t}} < {int(hi)}")
+    return " AND ".join(conds)
+
+
+def _group_key(s: SeriesRow, group_by: str | None) -> str:
+    if group_by is None:
+        return str(s.id)
+    if group_by == "node":
+        return s.node
+    if group_by == "*":
+        return "*"
+    return s.labels.get(group_by, "")
+
+
+def raw_points(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], since_ms: int | None,
+               until_ms: int | None, kept_raw: int) -> list[tuple[int, int, float]]:
+    """Raw (series_id, ts, value) rows in range, ordered by series then time."""
+    if since_ms is not None and since_ms < kept_raw:
+        raise StoreError(f"range starts at {since_ms} ms but raw points are kept only since "
+                         f"{kept_raw} ms; add a step (1m, 1h or 1d) to read the rollups")
+    if not sel:
+        return []
+    grp = pa.table({"sid": pa.array([s.id for s in sel], pa.int32())})
+    cur.register("_q_grp", grp)
+    try:
+        return [(int(a), int(b), float(c)) for a, b, c in cur.execute(
+            f"SELECT series_id, ts, value FROM points WHERE series_id IN "
+            f"(SELECT sid FROM _q_grp) AND {_range_sql(since_ms, until_ms).format(t='ts')} "
+            "ORDER BY series_id, ts").fetchall()]
+    except duckdb.Error as exc:
+        raise StoreError(f"query failed: {exc}") from exc
+    finally:
+        cur.unregister("_q_grp")
+

@@ -1,0 +1,129 @@
+"""Rollup tiers (1m, 1h, 1d): min, max, sum, count, last per series and bucket.
+
+Maintained incrementally: each write records the minutes it touched in `dirty_minutes` (same
+transaction as the points). A pass recomputes those minutes (once they have settled) from raw, then the hours and
+days that contain them from the tier below, and clears the dirty rows, in one transaction. So late
+and resent batches are handled by construction (resends never reach the points; late points make
+their minute dirty), a crash between write and pass only delays the pass, and history is never
+rescanned. Points older than the raw horizon (raw already deleted by retention) cannot be
+recomputed from raw: they are merged into each tier as extra partial rows instead, which readers
+combine per bucket like any other row.
+"""
+
+from __future__ import annotations
+
+import time
+
+import duckdb
+import pyarrow as pa
+
+from legion.aggregator.store.schema import TIERS
+
+MINUTE_MS = 60_000
+
+_PARTIAL = ("min({v}) AS min, max({v}) AS max, sum({v}) AS sum, count(*) AS count, "
+            "max({t}) AS last_ts, arg_max({v}, {t}) AS last")
+_COMBINE = ("min(min) AS min, max(max) AS max, sum(sum) AS sum, sum(count) AS count, "
+            "max(last_ts) AS last_ts, arg_max(last, last_ts) AS last")
+
+
+def kept_since(con: duckdb.DuckDBPyConnection, tier: str) -> int:
+    """The retention horizon of a tier ('raw', '1m', ...): data before it was deleted (ms)."""
+    row = con.execute("SELECT max(kept_since_ms) FROM tier_state WHERE tier = ?",
+                      [tier]).fetchall()
+    return int(row[0][0] or 0) if row else 0
+
+
+def set_kept_since(con: duckdb.DuckDBPyConnection, tier: str, ms: int) -> None:
+    """Record a tier's retention horizon (inside the caller's transaction)."""
+    con.execute("DELETE FROM tier_state WHERE tier = ?", [tier])
+    con.execute("INSERT INTO tier_state VALUES (?, ?)", [tier, int(ms)])
+
+
+def merge_partials(con: duckdb.DuckDBPyConnection, points: pa.Table) -> None:
+    """Add late points (older than the raw horizon) to every tier as partial rows."""
+    con.register("_late_points", points)
+    try:
+        for tier, width in TIERS.items():
+            con.execute(f"""
+                INSERT INTO rollup_{tier}
+                SELECT series_id, ts // {width} * {width} AS bucket,
+                       {_PARTIAL.format(v='value', t='ts')}
+                FROM _late_points
+                WHERE ts >= coalesce((SELECT max(kept_since_ms) FROM tier_state
+                                      WHERE tier = '{tier}'), 0)
+                GROUP BY ALL""")
+    finally:
+        con.unregister("_late_points")
+
+
+def pending_minutes(con: duckdb.DuckDBPyConnection) -> int:
+    """How many distinct minutes wait for a rollup pass."""
+    return int(con.execute("SELECT count(DISTINCT minute) FROM dirty_minutes").fetchall()[0][0])
+
+
+SETTLE_MINUTES = 2
+"""A minute is rolled up once data two minutes newer has arrived: the open minute (written
+every commit) is read from raw by queries instead of being recomputed on every pass."""
+
+
+def run_pass(con: duckdb.DuckDBPyConnection, budget_s: float = 0.1,
+             max_minutes: int = 120, include_open: bool = False) -> int:
+    """Recompute settled dirty minutes (and their hours and days), oldest first; returns count."""
+    done = 0
+    deadline = time.monotonic() + budget_s
+    settle = 0 if include_open else SETTLE_MINUTES
+    while True:
+        rows = con.execute(
+            "SELECT DISTINCT minute FROM dirty_minutes WHERE minute <= "
+            "(SELECT max(minute) FROM dirty_minutes) - ? ORDER BY minute LIMIT ?",
+            [settle, max_minutes]).fetchall()
+        if not rows:
+            return done
+        minutes = [int(r[0]) for r in rows]
+        # One run of nearby minutes per transaction keeps each raw scan in a narrow ts range.
+        run = [minutes[0]]
+        for m in minutes[1:]:
+            if m - run[-1] > 24 * 60:
+                break
+            run.append(m)
+        _recompute(con, run)
+        done += len(run)
+        if time.monotonic() >= deadline:
+            return done
+
+
+def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
+    lo, hi = minutes[0] * MINUTE_MS, (minutes[-1] + 1) * MINUTE_MS
+    dirty = "(" + ", ".join(str(int(m)) for m in minutes) + ")"  # ints only: safe inline
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
+                    f"bucket // 60000 IN {dirty}")
+        con.execute(f"""
+            INSERT INTO rollup_1m
+            SELECT series_id, ts // 60000 * 60000 AS bucket, {_PARTIAL.format(v='value', t='ts')}
+            FROM points
+            WHERE ts >= {lo} AND ts < {hi} AND ts // 60000 IN {dirty}
+            GROUP BY ALL ORDER BY series_id, bucket""")
+        prev = "1m"
+        for tier in ("1h", "1d"):
+            width = TIERS[tier]
+            buckets = sorted({m * MINUTE_MS // width * width for m in minutes})
+            blo, bhi = buckets[0], buckets[-1] + width
+            in_list = "(" + ", ".join(map(str, buckets)) + ")"
+            con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {blo} AND bucket < {bhi} "
+                        f"AND bucket IN {in_list}")
+            con.execute(f"""
+                INSERT INTO rollup_{tier}
+                SELECT series_id, bucket // {width} * {width} AS b, {_COMBINE}
+                FROM rollup_{prev}
+                WHERE bucket >= {blo} AND bucket < {bhi}
+                  AND bucket // {width} * {width} IN {in_list}
+                GROUP BY series_id, b ORDER BY series_id, b""")
+            prev = tier
+        con.execute(f"DELETE FROM dirty_minutes WHERE minute IN {dirty}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

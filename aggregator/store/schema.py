@@ -1,0 +1,165 @@
+"""Fixed, versioned DDL of the one DuckDB file, and opening it.
+
+Why this shape:
+
+* ``series(id, node, name, labels_key, labels)``: a series is the canonical (node, name, sorted
+  labels). Its identity is stored once, so a point costs a 4-byte ``series_id`` instead of three
+  strings; ``labels_key`` (canonical JSON of the sorted pairs) makes the identity unique and
+  hashable, ``labels`` (``MAP(VARCHAR, VARCHAR)``) keeps them filterable in SQL (``labels['cpu']``).
+* ``points(series_id, ts, value)``: no index and no key (an ART index would cost more than the
+  data). Each commit is inserted in bulk from Arrow, sorted by (series_id, ts), so a row group
+  holds long runs of one series with increasing ``ts``: RLE on ``series_id``, bit-packed deltas on
+  ``ts``, ALP on ``value``, and zone maps (min/max per row group) prune range scans.
+* ``batches(node, epoch, seq, points, received_ms)``: written in the same transaction as the
+  points, so a batch is stored exactly once even across crashes; loaded as seq ranges at open.
+* ``nodes``: per-node bookkeeping (first/last seen, points, current epoch, last seq, dropped as
+  reported by the agent), rewritten for the touched nodes in each commit.
+* ``dirty_minutes``: minutes whose raw points changed since the last rollup pass, written in the
+  same transaction as the points, so rollups are recomputed after a crash too.
+* ``rollup_1m|1h|1d(series_id, bucket, min, max, sum, count, last_ts, last)``: the tiers. A bucket
+  may hold several partial rows (late points older than the raw horizon are merged in as partial
+  rows); readers always combine rows per (series_id, bucket).
+* ``tier_state(tier, kept_since_ms)``: retention horizon per tier (and the archive's progress).
+
+Changing any of this means a new ``SCHEMA_VERSION`` and a migration in ``MIGRATIONS``; a file
+written by a newer version is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+
+from legion.errors import StoreError
+
+SCHEMA_VERSION = 1
+TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
+"""Rollup tiers, finest first: name -> bucket width in ms."""
+
+_ROLLUP_DDL = """
+CREATE TABLE rollup_{tier} (
+    series_id INTEGER NOT NULL, bucket BIGINT NOT NULL,
+    min DOUBLE NOT NULL, max DOUBLE NOT NULL, sum DOUBLE NOT NULL, count BIGINT NOT NULL,
+    last_ts BIGINT NOT NULL, last DOUBLE NOT NULL
+)"""
+
+DDL_V1: tuple[str, ...] = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_ms BIGINT NOT NULL)",
+    """CREATE TABLE series (
+        id INTEGER PRIMARY KEY, node VARCHAR NOT NULL, name VARCHAR NOT NULL,
+        labels_key VARCHAR NOT NULL, labels MAP(VARCHAR, VARCHAR) NOT NULL,
+        created_ms BIGINT NOT NULL, UNIQUE (node, name, labels_key))""",
+    "CREATE TABLE points (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, value DOUBLE NOT NULL)",
+    """CREATE TABLE batches (node VARCHAR NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+        points INTEGER NOT NULL, received_ms BIGINT NOT NULL)""",
+    """CREATE TABLE nodes (node VARCHAR NOT NULL, first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL, points BIGINT NOT NULL, epoch BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL, dropped BIGINT NOT NULL)""",
+    "CREATE TABLE dirty_minutes (minute BIGINT NOT NULL)",
+    *(_ROLLUP_DDL.format(tier=t) for t in TIERS),
+    "CREATE TABLE tier_state (tier VARCHAR NOT NULL, kept_since_ms BIGINT NOT NULL)",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+"""from_version -> statements that bring a file to from_version + 1 (none yet)."""
+
+
+DB_ALIAS = "legion"
+"""The file is attached under this name to an in-memory catalog (the same path with or without
+encryption); every connection and cursor `USE`s it."""
+
+
+def open_database(path: Path | str, key: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open (creating if needed) the database file, encrypted with `key` if given, at
+    SCHEMA_VERSION."""
+    con = duckdb.connect()
+    try:
+        if key is not None:
+            load_crypto(con)
+            con.execute(f"ATTACH {_quote(str(path))} AS {DB_ALIAS} (ENCRYPTION_KEY {_quote(key)})")
+        else:
+            con.execute(f"ATTACH {_quote(str(path))} AS {DB_ALIAS}")
+        con.execute(f"USE {DB_ALIAS}")
+    except duckdb.Error as exc:
+        con.close()
+        msg = str(exc)
+        if "Wrong encryption key" in msg:
+            raise StoreError(f"wrong encryption key for {path}") from exc
+        if "without a key" in msg:
+            raise StoreError(f"{path} is encrypted: set storage.encryption_enabled and its key"
+                             ) from exc
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    try:
+        ensure_schema(con, str(path))
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def load_crypto(con: duckdb.DuckDBPyConnection) -> None:
+    """Load the httpfs extension (OpenSSL), without which DuckDB cannot write encrypted files."""
+    candidates: list[str] = []
+    try:
+        import duckdb_extension_httpfs  # type: ignore[import-not-found]
+
+        root = Path(duckdb_extension_httpfs.__file__).parent / "extensions"
+        candidates = [str(p) for p in sorted(root.glob("*/httpfs.duckdb_extension"))]
+    except ImportError:
+        pass
+    for ext in candidates + ["httpfs"]:
+        try:
+            con.execute(f"LOAD {_quote(ext)}" if ext != "httpfs" else "LOAD httpfs")
+            return
+        except duckdb.Error:
+            continue
+    raise StoreError(
+        f"storage.encryption_enabled needs DuckDB's httpfs extension (OpenSSL) and DuckDB "
+        f"{duckdb.__version__} has none installed: install legion-monitor[encryption] "
+        "(duckdb 1.5.5 + duckdb-extension-httpfs 1.5.5) or keep the database on an encrypted "
+        "volume instead (docs/storage.md)")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, label: str) -> int:
+    """Create the schema in an empty file, migrate an older one, refuse a newer one."""
+    try:
+        tables = {r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_catalog = current_database()").fetchall()}
+        if "schema_version" not in tables:
+            if tables:
+                raise StoreError(f"{label} is not a Legion Monitor database "
+                                 f"(tables {sorted(tables)}, no schema_version)")
+            _apply(con, DDL_V1, SCHEMA_VERSION)
+            return SCHEMA_VERSION
+        row = con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
+        version = int(row[0] or 0)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{label} has schema version {version}, newer than this build's "
+                             f"{SCHEMA_VERSION}; upgrade Legion Monitor to open it")
+        while version < SCHEMA_VERSION:
+            if version not in MIGRATIONS:
+                raise StoreError(f"{label}: no migration from schema version {version}")
+            _apply(con, MIGRATIONS[version], version + 1)
+            version += 1
+        return version
+    except duckdb.Error as exc:
+        raise StoreError(f"{label}: schema check failed: {exc}") from exc
+
+
+def _apply(con: duckdb.DuckDBPyConnection, statements: tuple[str, ...], version: int) -> None:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for stmt in statements:
+            con.execute(stmt)
+        con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, int(time.time() * 1000)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

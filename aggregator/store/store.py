@@ -1,0 +1,290 @@
+"""`Store`: the one DuckDB file of the aggregator, one writer thread, queries from any thread."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from legion.aggregator.store import query as q
+from legion.aggregator.store import retention, rollup
+from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
+from legion.aggregator.store.types import IncomingBatch, WriteResult
+from legion.aggregator.store.writer import StoreWriter
+from legion.config import StorageConfig
+from legion.errors import StoreError
+
+log = logging.getLogger("legion.aggregator.store")
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Store:
+    """DuckDB storage: exactly-once batches, series, raw points, rollup tiers, retention.
+
+    One thread calls `write` (and `maintain`, `checkpoint`); any thread may call the query
+    methods, each of which uses its own cursor. Timestamps in and out are ms since the epoch::
+
+        store = Store("legion.duckdb")
+        result = store.write([IncomingBatch("web-1", 1, 1, batch, now_ms)])
+        store.query("system_cpu_usage_percent", node="web-1", step_ms=60_000, agg="max")
+    """
+
+    def __init__(self, db_path: str | Path, config: StorageConfig | None = None, *,
+                 clock_ms: Callable[[], int] = _wall_ms) -> None:
+        self.path = Path(db_path)
+        self.config = config or StorageConfig()
+        self._clock = clock_ms
+        self._lock = threading.Lock()
+        self._cursor_lock = threading.Lock()
+        key = self._encryption_key()
+        self._con: duckdb.DuckDBPyConnection | None = open_database(self.path, key)
+        self._archive_key: str | None = None
+        if key is not None:  # the archive's Parquet files get a key derived from the same one
+            self._archive_key = "legion_archive"
+            derived = base64.b64encode(hashlib.sha256(b"legion-archive:" + key.encode()).digest())
+            self._con.execute(f"PRAGMA add_parquet_key('legion_archive', '{derived.decode()}')")
+        self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
+        try:
+            self._writer.load()
+        except BaseException:
+            self._con.close()
+            raise
+        now = time.monotonic()
+        self._next_rollup = now + self.config.rollup_interval_ms / 1000
+        self._next_maintenance = now + self.config.maintenance_interval_secs
+        self.rollup_errors = 0
+
+    # ---- writing (the writer thread) -------------------------------------------------------
+    def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
+        """Store every batch whose (node, epoch, seq) is new, in one transaction."""
+        self._open()
+        result = self._writer.write(batches)
+        now = time.monotonic()
+        if now >= self._next_maintenance:
+            self._next_maintenance = now + self.config.maintenance_interval_secs
+            self._guarded(self.maintain)
+        elif self.config.rollups_enabled and now >= self._next_rollup:
+            self._next_rollup = now + self.config.rollup_interval_ms / 1000
+            self._guarded(self.roll_up)
+        return result
+
+    def roll_up(self, budget_s: float | None = None, include_open: bool = False) -> int:
+        """Recompute rollups of settled minutes written since the last pass (all of them with
+        include_open); returns minutes done. Queries are exact either way."""
+        con = self._open()
+        if not self.config.rollups_enabled:
+            return 0
+        budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
+        try:
+            return rollup.run_pass(con, budget, include_open=include_open)
+        except duckdb.Error as exc:
+            raise StoreError(f"rollup pass failed: {exc}") from exc
+
+    def maintain(self, budget_s: float | None = None) -> dict[str, Any]:
+        """One bounded maintenance round: rollups, archive, retention per tier, disk cap."""
+        con = self._open()
+        budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
+        minutes = self.roll_up(budget)
+        report = retention.run(con, self.config, self.path, self._clock(), budget,
+                               archive_dir=self._archive_dir(), archive_key=self._archive_key)
+        self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
+        report["rolled_up_minutes"] = minutes
+        return report
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (what the `checkpointed` ack level promises)."""
+        con = self._open()
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Checkpoint and close (idempotent)."""
+        con, self._con = self._con, None
+        if con is None:
+            return
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.warning("event=checkpoint_on_close_failed error=%s", exc)
+        finally:
+            con.close()
+
+    # ---- reading (any thread) --------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        """Per-node info: first/last seen, points, epoch, last_seq, missing, dropped."""
+        with self._lock:
+            infos = sorted(self._writer.nodes.values(), key=lambda n: n.node)
+            missing = {n.node: self._writer.seqs.missing(n.node, n.epoch, n.last_seq)
+                       for n in infos}
+        return [{"node": n.node, "first_seen_ms": n.first_seen_ms, "last_seen_ms": n.last_seen_ms,
+                 "points": n.points, "epoch": n.epoch, "last_seq": n.last_seq,
+                 "missing": missing[n.node], "dropped": n.dropped} for n in infos]
+
+    def stored_ranges(self, node: str, epoch: int) -> list[tuple[int, int]]:
+        """Inclusive (first, last) runs of stored seqs for one node and epoch."""
+        with self._lock:
+            return self._writer.seqs.ranges(node, epoch)
+
+    def series(self, node: str | None = None, metric: str | None = None) -> list[dict[str, Any]]:
+        """Series: id, node, metric, labels (dict)."""
+        with self._cursor() as cur:
+            return [{"id": s.id, "node": s.node, "metric": s.metric, "labels": s.labels}
+                    for s in q.select_series(cur, metric=metric, node=node)]
+
+    def query(self, metric: str, node: str | None = None,
+              labels: Mapping[str, str] | None = None, since_ms: int | None = None,
+              until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",
+              group_by: str | None = None) -> list[dict[str, Any]]:
+        """Raw points, or with a step one value per series (or group) per step bucket.
+
+        `group_by` (needs a step): a label key, "node", or "*" (all matching series together).
+        `agg`: avg|min|max|sum|count|last, or p50|p95|p99 (computed from raw points).
+        """
+        if group_by is not None and step_ms is None:
+            raise StoreError("group_by needs a step")
+        with self._cursor() as cur:
+            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            if step_ms is None:
+                rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
+                meta = {s.id: s for s in sel}
+                return [{"ts_ms": t, "node": meta[i].node, "metric": metric,
+                         "labels": meta[i].labels, "value": v} for i, t, v in rows]
+            _, rows2 = q.stepped(cur, sel, step_ms, agg, since_ms, until_ms, self._kept(cur),
+                                 group_by, tiers=self.config.rollups_enabled)
+        return self._shape(metric, sel, group_by, rows2)
+
+    def plan(self, step_ms: int | None, agg: str = "avg", since_ms: int | None = None,
+             until_ms: int | None = None) -> str:
+        """Which source ('raw', '1m', '1h', '1d') a stepped query would read."""
+        with self._cursor() as cur:
+            kept = self._kept(cur)
+        lo = None if since_ms is None or step_ms is None else since_ms // step_ms * step_ms
+        hi = None if until_ms is None or step_ms is None else -(-until_ms // step_ms) * step_ms
+        if step_ms is None:
+            lo, hi = since_ms, until_ms
+        return q.plan(step_ms, agg, lo, hi, kept, whole=step_ms is None,
+                      tiers=self.config.rollups_enabled).source
+
+    def topk(self, metric: str, k: int = 10, agg: str = "avg", node: str | None = None,
+             labels: Mapping[str, str] | None = None, since_ms: int | None = None,
+             until_ms: int | None = None, bottom: bool = False) -> list[dict[str, Any]]:
+        """The k series with the highest (or lowest) `agg` over the range."""
+        with self._cursor() as cur:
+            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            _, rows = q.stepped(cur, sel, None, agg, since_ms, until_ms, self._kept(cur),
+                                tiers=self.config.rollups_enabled)
+        shaped = self._shape(metric, sel, None, rows)
+        shaped.sort(key=lambda r: r["value"], reverse=not bottom)
+        for r in shaped:
+            r.pop("ts_ms", None)
+        return shaped[:max(0, k)]
+
+    def latest(self, metric_glob: str = "*", node: str | None = None) -> list[dict[str, Any]]:
+        """Newest point of every series whose metric matches the glob."""
+        with self._cursor() as cur:
+            sel = q.select_series(cur, node=node, glob=metric_glob)
+        with self._lock:
+            newest = {s.id: self._writer.latest(s.id) for s in sel}
+        return [{"ts_ms": p[0], "node": s.node, "metric": s.metric, "labels": s.labels,
+                 "value": p[1]} for s in sel if (p := newest[s.id]) is not None
+                and fnmatch.fnmatchcase(s.metric, metric_glob)]
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes and horizons: rows per table, bytes on disk, kept_since per tier."""
+        with self._cursor() as cur:
+            rows = {t: int(cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
+                    for t in ("series", "points", "batches", "dirty_minutes",
+                              *(f"rollup_{t}" for t in TIERS))}
+            kept = self._kept(cur)
+        return {"rows": rows, "kept_since_ms": kept, "bytes": retention.disk_bytes(self.path),
+                "rollup_errors": self.rollup_errors}
+
+    # ---- helpers ---------------------------------------------------------------------------
+    def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
+               rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
+        if group_by is None:
+            meta = {str(s.id): s for s in sel}
+            return [{"ts_ms": b, "node": meta[g].node, "metric": metric,
+                     "labels": meta[g].labels, "value": v} for g, b, v in rows]
+        return [{"ts_ms": b, "node": g if group_by == "node" else None, "metric": metric,
+                 "labels": {} if group_by in ("node", "*") else {group_by: g}, "value": v}
+                for g, b, v in rows]
+
+    def _kept(self, cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        rows = cur.execute("SELECT tier, max(kept_since_ms) FROM tier_state GROUP BY tier")
+        kept = {"raw": 0, **{t: 0 for t in TIERS}}
+        kept.update({t: int(v) for t, v in rows.fetchall()})
+        return kept
+
+    def _encryption_key(self) -> str | None:
+        cfg = self.config
+        if not cfg.encryption_enabled:
+            return None
+        key = os.environ.get(cfg.encryption_key_env, "").strip()
+        if not key:
+            path = self._resolve(cfg.encryption_key_path)
+            try:
+                key = path.read_text().strip()
+            except OSError as exc:
+                raise StoreError(f"storage.encryption_key_path: cannot read {path} and "
+                                 f"${cfg.encryption_key_env} is not set ({exc})") from exc
+        if len(key) < 16:
+            raise StoreError("storage encryption key: use at least 16 characters "
+                             "(e.g. `openssl rand -base64 32`)")
+        return key
+
+    def _resolve(self, p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else self.path.parent / q
+
+    def _archive_dir(self) -> Path | None:
+        if not self.config.archive_enabled:
+            return None
+        return self._resolve(self.config.archive_dir)
+
+    def _guarded(self, fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except StoreError as exc:  # the commit before it stands; the next round retries
+            self.rollup_errors += 1
+            log.error("event=maintenance_failed error=%s", exc)
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError(f"store {self.path} is closed")
+        return self._con
+
+    def _cursor(self) -> _Cursor:
+        with self._cursor_lock:
+            cur = self._open().cursor()
+        cur.execute(f"USE {DB_ALIAS}")
+        return _Cursor(cur)
+
+
+class _Cursor:
+    """A per-query cursor, closed on exit; duckdb errors become StoreError."""
+
+    def __init__(self, cur: duckdb.DuckDBPyConnection) -> None:
+        self.cur = cur
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        return self.cur
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.cur.close()
+        if isinstance(exc, duckdb.Error):
+            raise StoreError(f"query failed: {exc}") from exc
