@@ -175,7 +175,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("dashboard_config.update_interval_ms", lambda v: v >= 50, "must be >= 50"),
     ("dashboard_config.max_history_points", lambda v: v >= 1, _POSITIVE),
     ("dashboard_config.max_ws_clients", lambda v: v >= 1, _POSITIVE),
-    ("agent.spool_max_bytes", lambda v: v >= 1024 * 1024, "must be >= 1 MiB"),
+    ("agent.spool_max_bytes", lambda v: v >= 64 * 1024, "must be >= 64 KiB"),
     ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
     ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),
     ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),

@@ -79,7 +79,9 @@ class Delivery:
         for epoch, seq, ts_ms in spool.pending_keys():
             age = max(0.0, (wall_now - ts_ms) / 1000.0) if ts_ms else 0.0
             key = (epoch, seq)
-            self._entries[key] = _Unacked(now - age, now - age, 0, 0)
+            # level -1: the first send after a restart often meets a socket still connecting,
+            # so it does not count towards the backoff
+            self._entries[key] = _Unacked(now - age, now - age, -1, 0)
             self._ready.append((key, 0))
             self._oldest.append(key)
         heapq.heapify(self._ready)
@@ -88,12 +90,12 @@ class Delivery:
     def on_sent(self, seq: int, now: float | None = None, *, epoch: int | None = None) -> None:
         """Record a live send of a spooled batch; a repeat call for a tracked batch is a no-op."""
         key = (self.spool.epoch if epoch is None else epoch, seq)
-        if key in self._entries or key not in self.spool:  # not spooled: nothing to resend from
-            return
+        if key in self._entries or key in self._awaiting or key not in self.spool:
+            return  # already tracked, or not spooled (nothing to resend from)
         t = self.clock() if now is None else now
-        e = _Unacked(t, t, 0, 0)
-        self._entries[key] = e
-        heapq.heappush(self._waiting, (t + self._delay(0), 0, key))
+        gen = next(self._gens)
+        self._entries[key] = _Unacked(t, t, 0, gen)
+        heapq.heappush(self._waiting, (t + self._delay(0), gen, key))
         heapq.heappush(self._oldest, key)
 
     def on_ack(self, ack: Ack, now: float | None = None) -> int:

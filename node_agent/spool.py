@@ -28,39 +28,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from legion.errors import LegionError
 from legion.node_agent import spool_records as R
 from legion.node_agent.spool_ledger import Ledger
+from legion.node_agent.spool_records import Key, Segment
 from legion.node_agent.state import atomic_write, fsync_dir
-
-from legion.errors import LegionError
 
 log = logging.getLogger("legion.node_agent.spool")
 
-Key = tuple[int, int]  # (epoch, seq)
 _RELEASE_LOG_COMPACT_BYTES = 1 << 20
-
-
-@dataclass(slots=True)
-class _Segment:
-    id: int
-    path: Path
-    size: int = 0
-    keys: list[Key] = field(default_factory=list)
-    bounds: dict[int, list[int]] = field(default_factory=dict)  # epoch -> [min seq, max seq]
-    pending: int = 0
-    fd: int | None = None
-
-    def add(self, key: Key) -> None:
-        self.keys.append(key)
-        self.pending += 1
-        b = self.bounds.get(key[0])
-        if b is None:
-            self.bounds[key[0]] = [key[1], key[1]]
-        else:
-            b[0], b[1] = min(b[0], key[1]), max(b[1], key[1])
 
 
 class Spool:
@@ -85,9 +63,9 @@ class Spool:
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._lock = threading.RLock()
-        self._segments: list[_Segment] = []
-        self._active: _Segment | None = None
-        self._index: dict[Key, tuple[_Segment, int, int, int]] = {}  # seg, offset, len, ts_ms
+        self._segments: list[Segment] = []
+        self._active: Segment | None = None
+        self._index: dict[Key, tuple[Segment, int, int, int]] = {}  # seg, offset, len, ts_ms
         self._committed: set[Key] = set()
         self._bytes = 0
         self._dirty = False
@@ -238,7 +216,7 @@ class Spool:
         return key in self._index
 
     def dropped_ranges(self) -> tuple[tuple[int, int, int], ...]:
-        """(epoch, first, last) seq runs dropped by overflow or corruption, oldest first (bounded)."""
+        """(epoch, first, last) runs of dropped seqs, oldest first (overflow, disk, corruption)."""
         with self._lock:
             return tuple(self._ledger.dropped)
 
@@ -265,24 +243,24 @@ class Spool:
         if self._closed:
             raise LegionError("spool is closed")
 
-    def _fd(self, seg: _Segment) -> int:
+    def _fd(self, seg: Segment) -> int:
         if seg.fd is None:
             seg.fd = os.open(seg.path, os.O_RDONLY)
         return seg.fd
 
-    def _close_fd(self, seg: _Segment) -> None:
+    def _close_fd(self, seg: Segment) -> None:
         if seg.fd is not None:
             os.close(seg.fd)
             seg.fd = None
 
-    def _roll(self) -> _Segment:
+    def _roll(self) -> Segment:
         old = self._active
         if old is not None and old.fd is not None:
             os.fsync(old.fd)  # once per segment: the old one is complete on disk
             self._close_fd(old)
         self._active = None
         seg_id, self._next_id = self._next_id, self._next_id + 1
-        seg = _Segment(seg_id, self.directory / f"seg-{seg_id:016d}.log")
+        seg = Segment(seg_id, self.directory / f"seg-{seg_id:016d}.log")
         seg.fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._segments.append(seg)
         self._active = seg
@@ -297,7 +275,7 @@ class Spool:
         if dropped:
             self._compact_release_log()
 
-    def _drop_segment(self, seg: _Segment) -> None:
+    def _drop_segment(self, seg: Segment) -> None:
         live = [k for k in seg.keys if self._owner(k) is seg]
         lost = [k for k in live if k not in self._committed]
         evicted = len(live) - len(lost)
@@ -309,7 +287,7 @@ class Spool:
                         len(lost), lost[0][1], lost[-1][1])
             self._ledger.save()
 
-    def _delete_segment(self, seg: _Segment) -> None:
+    def _delete_segment(self, seg: Segment) -> None:
         for k in seg.keys:
             if self._owner(k) is seg:
                 del self._index[k]
@@ -325,7 +303,7 @@ class Spool:
             log.warning("event=spool_unlink_failed segment=%s error=%s", seg.path.name, exc)
         self._dir_dirty = True
 
-    def _write_failed(self, seg: _Segment | None, key: Key, exc: OSError) -> None:
+    def _write_failed(self, seg: Segment | None, key: Key, exc: OSError) -> None:
         """A failed write may leave part of a record: cut it off so offsets stay true."""
         self._counters["spool_write_errors_total"] += 1
         if seg is not None and seg.fd is not None:
@@ -336,7 +314,7 @@ class Spool:
         self._ledger.note_dropped([key], events=1)
         log.warning("event=spool_write_failed seq=%d error=%s", key[1], exc)
 
-    def _owner(self, key: Key) -> _Segment | None:
+    def _owner(self, key: Key) -> Segment | None:
         entry = self._index.get(key)
         return entry[0] if entry is not None else None
 
@@ -400,33 +378,19 @@ class Spool:
     def _recover(self) -> None:
         for tmp in self.directory.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
-        quarantined = 0
-        for path in sorted(self.directory.glob("seg-*.log")):
-            try:
-                seg_id = int(path.stem.split("-", 1)[1])
-            except ValueError:
-                continue
-            self._next_id = max(self._next_id, seg_id + 1)
-            try:
-                good, size, q_bytes, q_events = R.recover_segment(
-                    path, self.directory / "quarantine", max(self.max_bytes // 8, 1 << 20))
-            except OSError as exc:  # unreadable: leave it for a human, start anyway
-                log.warning("event=spool_segment_unreadable segment=%s error=%s", path.name, exc)
-                continue
-            self._counters["spool_quarantined_bytes_total"] += q_bytes
-            self._counters["spool_quarantine_events_total"] += q_events
-            quarantined += q_events
-            if not good:
-                continue
-            seg = _Segment(seg_id, path, size=size)
-            for rec in good:
+        segments, self._next_id, q_bytes, quarantined = R.load_segments(
+            self.directory, max(self.max_bytes // 8, 1 << 20))
+        self._counters["spool_quarantined_bytes_total"] += q_bytes
+        self._counters["spool_quarantine_events_total"] += quarantined
+        for seg, records in segments:
+            for rec in records:
                 key = (rec.epoch, rec.seq)
                 if key in self._index:  # never written twice by us; keep the first copy
                     continue
                 seg.add(key)
                 self._index[key] = (seg, rec.offset + R.HEADER.size, rec.length, rec.ts_ms)
             self._segments.append(seg)
-            self._bytes += size
+            self._bytes += seg.size
         self._dir_dirty = True
         rpath = self.directory / "released.log"
         if rpath.exists():

@@ -18,13 +18,14 @@ import logging
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from legion.node_agent.state import atomic_write
 
 log = logging.getLogger("legion.node_agent.spool")
 
+Key = tuple[int, int]  # (epoch, seq)
 MAGIC = b"LSP1"
 HEADER = struct.Struct("<4sIIQQQ")
 MAX_RECORD_BYTES = 1 << 30
@@ -40,6 +41,28 @@ class RecordPos:
     epoch: int
     seq: int
     ts_ms: int
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment file as the spool tracks it: keys in append order, seq bounds, live count."""
+
+    id: int
+    path: Path
+    size: int = 0
+    keys: list[Key] = field(default_factory=list)
+    bounds: dict[int, list[int]] = field(default_factory=dict)  # epoch -> [min seq, max seq]
+    pending: int = 0
+    fd: int | None = None
+
+    def add(self, key: Key) -> None:
+        self.keys.append(key)
+        self.pending += 1
+        b = self.bounds.get(key[0])
+        if b is None:
+            self.bounds[key[0]] = [key[1], key[1]]
+        else:
+            b[0], b[1] = min(b[0], key[1]), max(b[1], key[1])
 
 
 def pack_record(epoch: int, seq: int, ts_ms: int, payload: bytes) -> bytes:
@@ -122,6 +145,30 @@ def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
             total -= files[0].stat().st_size
             files.pop(0).unlink()
     return good, size, sum(e - s for s, e in bad), len(bad)
+
+
+def load_segments(directory: Path, quarantine_max_bytes: int
+                  ) -> tuple[list[tuple[Segment, list[RecordPos]]], int, int, int]:
+    """Recover every segment file at open: (segments with their good records, next segment id,
+    bytes quarantined, bad regions). An unreadable file is logged and left alone."""
+    out: list[tuple[Segment, list[RecordPos]]] = []
+    next_id, q_bytes, q_events = 1, 0, 0
+    for path in sorted(directory.glob("seg-*.log")):
+        try:
+            seg_id = int(path.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        next_id = max(next_id, seg_id + 1)
+        try:
+            good, size, qb, qe = recover_segment(path, directory / "quarantine",
+                                                 quarantine_max_bytes)
+        except OSError as exc:
+            log.warning("event=spool_segment_unreadable segment=%s error=%s", path.name, exc)
+            continue
+        q_bytes, q_events = q_bytes + qb, q_events + qe
+        if good:
+            out.append((Segment(seg_id, path, size=size), good))
+    return out, next_id, q_bytes, q_events
 
 
 def _resync(data: bytes, start: int) -> int | None:

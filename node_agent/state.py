@@ -39,7 +39,7 @@ _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 def _boot_id() -> bytes:
-    """The kernel's boot id (16 bytes), or zeros where unknown (then the cursor is never trusted)."""
+    """The kernel's boot id (16 bytes); zeros where unknown (then the cursor is never trusted)."""
     try:
         text = Path(_BOOT_ID_PATH).read_text().strip().replace("-", "")
         return bytes.fromhex(text)[:16].ljust(16, b"\0")
@@ -92,7 +92,7 @@ class AgentState:
     @classmethod
     def open(cls, directory: str | os.PathLike[str], block: int = DEFAULT_BLOCK,
              clock_ms: Callable[[], int] | None = None) -> AgentState:
-        """Load (or create) the state in `directory`; a wiped or unreadable state starts a new epoch."""
+        """Load or create the state in `directory`; a wiped or unreadable one starts a new epoch."""
         if block < 1:
             raise LegionError(f"seq block must be >= 1, got {block}")
         d = Path(directory)
