@@ -26,6 +26,11 @@ from legion.errors import TransportError
 
 log = logging.getLogger("legion.aggregator")
 
+AGENT_HEALTH_KEYS = frozenset({
+    "spool_bytes", "spool_records", "unacked_batches", "uncheckpointed_batches",
+    "oldest_unacked_age_seconds", "resends_total", "batches_dropped_total",
+    "spool_quarantine_events_total"})
+
 
 class Aggregator:
     """Ingest threads plus the store; `start()`/`stop()` are idempotent, stop is safe first."""
@@ -68,7 +73,19 @@ class Aggregator:
         """Ingest counters and uptime, for the API's status route and `legionctl status`."""
         out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
         out["ingest"] = self.telemetry.snapshot()
+        out["agents"] = self._agent_health()
         return out
+
+    def _agent_health(self) -> dict[str, dict[str, float]]:
+        """Each node agent's latest delivery self-metrics (spool, unacked, resends, dropped)."""
+        if self.store is None:
+            return {}
+        agents: dict[str, dict[str, float]] = {}
+        for row in self.store.latest("legion_agent_*"):
+            key = row["metric"].removeprefix("legion_agent_")
+            if key in AGENT_HEALTH_KEYS and not row["labels"]:
+                agents.setdefault(row["node"], {})[key] = row["value"]
+        return agents
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop receiving, let the writer commit and checkpoint, close everything."""
