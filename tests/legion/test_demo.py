@@ -1,0 +1,73 @@
+"""`legionctl demo` as a real subprocess: all 18 agents and the hosts stored; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from legion.cli.client import ApiClient
+from legion.config import load_config
+from tests.conftest import LEGIONCTL, free_port, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def demo_processes(directory: Path) -> list[psutil.Process]:
+    """Processes whose command line names the demo directory."""
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(directory) in part for part in (p.info["cmdline"] or [])):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def test_demo_stores_all_agents_and_stops_cleanly(tmp_path: Path) -> None:
+    d = tmp_path / "demo"
+    log = open(tmp_path / "demo.log", "wb")
+    demo = subprocess.Popen(LEGIONCTL + ["demo", "--dir", str(d), "--port", str(free_port()),
+                                         "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        cfg_path = wait_for(lambda: (d / "monitoring_config.json").exists() and
+                            (d / "admin.token").exists() and d / "monitoring_config.json",
+                            timeout=60)
+        time.sleep(0.5)
+        cfg = load_config(cfg_path)
+        client = ApiClient(cfg, (d / "admin.token").read_text().strip(), timeout=5)
+
+        def agents_seen() -> set[str]:
+            try:
+                rows = client.get("/api/v1/query", metric="agent_tasks_total", since="2m")
+            except Exception:  # noqa: BLE001 - not up yet
+                return set()
+            return {r["labels"]["agent_id"] for r in rows}
+
+        agents = wait_for(lambda: len(agents_seen()) >= 18 and agents_seen(), timeout=90,
+                          interval=2)
+        assert len(agents) == 18
+        hosts = {r["node"] for r in client.get(
+            "/api/v1/query", metric="system_cpu_usage_percent", since="2m")}
+        assert {"legion-hq", "gpu-node-1", "vps-eu-1"} <= hosts
+        assert len(demo_processes(d)) >= 5  # aggregator, 3 agents, simulator (+ workers)
+        text = (tmp_path / "demo.log").read_text()
+        assert "#token=" in text and "dashboard" in text
+    finally:
+        demo.send_signal(signal.SIGINT)
+        try:
+            demo.wait(40)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+        log.close()
+    assert demo.returncode == 0, (tmp_path / "demo.log").read_text()[-2000:]
+    left = wait_for(lambda: not demo_processes(d) or None, timeout=5) if demo_processes(d) \
+        else True
+    assert left and not demo_processes(d)
+    assert "stopped: no demo process left running" in (tmp_path / "demo.log").read_text()
