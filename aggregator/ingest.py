@@ -143,7 +143,7 @@ class Writer(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
     def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, inbox: queue.Queue[Frame], store: Store,
+                 registry: KeyRegistry, inbox: queue.Queue[Frame | IncomingBatch], store: Store,
                  telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
@@ -206,7 +206,10 @@ class Writer(threading.Thread):
             self.checkpoint()
             acks.close(linger=200)
 
-    def _accept(self, frame: Frame, rejected_acks: dict) -> IncomingBatch | None:
+    def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
+                ) -> IncomingBatch | None:
+        if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
+            return frame
         node = self._registry.node_for(frame.sender)
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)

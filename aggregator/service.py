@@ -7,6 +7,7 @@ exactly what production runs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import queue
 import signal
@@ -16,9 +17,10 @@ from typing import Any
 
 import zmq
 
+from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, Dispatcher, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
-from legion.aggregator.store import Store
+from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import load_secret, require_curve
@@ -43,6 +45,7 @@ class Aggregator:
         self._auth: Any = None
         self._receiver: Receiver | None = None
         self._writer: Writer | None = None
+        self.dispatcher: Dispatcher | None = None
         self.started_at = time.time()
 
     def start(self) -> None:
@@ -68,12 +71,48 @@ class Aggregator:
                 self.stop()
                 raise TransportError(f"cannot bind: {t.bind_error}")
         self.registry = registry
+        self._inbox = inbox
+        self.dispatcher = self._start_analytics(keypair)
+
+    def _start_analytics(self, keypair: tuple[bytes, bytes]) -> Dispatcher | None:
+        ai = self.config.ai_settings
+        if not (ai.anomaly_detection_enabled or ai.predictive_analytics_enabled):
+            log.info("event=analytics_off reason=disabled_in_ai_settings")
+            return None
+        workers = worker_registry(self.config)
+        if workers is None:
+            return None
+        assert self._auth is not None
+        self._auth.configure_curve_callback(domain=WORKER_DOMAIN.decode(),
+                                            credentials_provider=workers)
+        d = Dispatcher(self._ctx, self.config, keypair, self.store, self._submit_internal)
+        d.start()
+        d.ready.wait(10)
+        if d.bind_error is not None:
+            log.warning("event=analytics_bind_failed error=%s", d.bind_error)
+            return None
+        return d
+
+    def _submit_internal(self, batch: IncomingBatch) -> None:
+        try:
+            self._inbox.put(batch, timeout=5)
+        except queue.Full:
+            log.warning("event=analytics_result_dropped reason=ingest_queue_full")
+
+    def sources(self) -> dict[str, Any]:
+        """Live analytics lists for the gateway (anomalies, forecasts)."""
+        d = self.dispatcher
+        if d is None:
+            return {}
+        return {"anomalies": d.recent_anomalies, "forecasts": d.forecasts}
 
     def status(self) -> dict[str, Any]:
         """Ingest counters and uptime, for the API's status route and `legionctl status`."""
         out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
         out["ingest"] = self.telemetry.snapshot()
         out["agents"] = self._agent_health()
+        if self.dispatcher is not None:
+            out["analytics"] = dataclasses.asdict(self.dispatcher.stats)
         return out
 
     def _agent_health(self) -> dict[str, dict[str, float]]:
@@ -89,6 +128,9 @@ class Aggregator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop receiving, let the writer commit and checkpoint, close everything."""
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+            self.dispatcher.join(timeout)
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver.join(timeout)
@@ -102,6 +144,7 @@ class Aggregator:
         if self._ctx is not None:
             self._ctx.term()
         self._receiver = self._writer = self._auth = self.store = self._ctx = None
+        self.dispatcher = None
 
 
 async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
@@ -110,7 +153,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
-    app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry)
+    app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry,
+                     sources=agg.sources())
     runner = await start_gateway(app, cfg)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",

@@ -134,6 +134,10 @@ class AnalyticsConfig:
     window_size: int = 200
     contamination: float = 0.05
     models_dir: str = "models"
+    detector: str = "ensemble"
+    anomaly_threshold: float = 0.8
+    forecast_interval_secs: float = 60.0
+    job_timeout_secs: float = 30.0
     prediction_config: dict[str, PredictionTarget] = field(default_factory=_default_predictions)
 
 
@@ -185,6 +189,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("analytics.workers", lambda v: v >= 0, "must be >= 0"),
     ("analytics.window_size", lambda v: v >= 10, "must be >= 10"),
     ("analytics.contamination", lambda v: 0 < v < 0.5, "must be in (0, 0.5)"),
+    ("analytics.anomaly_threshold", lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("analytics.forecast_interval_secs", lambda v: v > 0, _POSITIVE),
+    ("analytics.job_timeout_secs", lambda v: v > 0, _POSITIVE),
 ]
 
 

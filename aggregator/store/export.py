@@ -10,7 +10,7 @@ file names, so an export is idempotent. Read back with
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +32,7 @@ ORDER BY s.node, s.name, s.labels_key, p.ts"""
 
 
 def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d")
 
 
 def _copy(con: duckdb.DuckDBPyConnection, out_dir: Path, lo: int, hi: int,

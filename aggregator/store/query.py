@@ -18,7 +18,6 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from legion.aggregator.store.rollup import _COMBINE, _PARTIAL
 from legion.aggregator.store.schema import TIERS
 from legion.errors import StoreError
 
@@ -28,6 +27,18 @@ AGGS = BASIC_AGGS + tuple(PERCENTILES)
 
 _FINAL = {"avg": "sum(sum) / sum(count)", "min": "min(min)", "max": "max(max)",
           "sum": "sum(sum)", "count": "sum(count)", "last": "arg_max(last, last_ts)"}
+# Only the partial columns an aggregation needs are computed (arg_max is not free).
+_NEEDS = {"avg": ("sum", "count"), "min": ("min",), "max": ("max",), "sum": ("sum",),
+          "count": ("count",), "last": ("last_ts", "last")}
+_FROM_RAW = {"min": "min(p.value)", "max": "max(p.value)", "sum": "sum(p.value)",
+             "count": "count(*)", "last_ts": "max(p.ts)", "last": "arg_max(p.value, p.ts)"}
+_FROM_TIER = {"min": "min(r.min)", "max": "max(r.max)", "sum": "sum(r.sum)",
+              "count": "sum(r.count)", "last_ts": "max(r.last_ts)",
+              "last": "arg_max(r.last, r.last_ts)"}
+
+
+def _cols(agg: str, exprs: Mapping[str, str]) -> str:
+    return ", ".join(f"{exprs[c]} AS {c}" for c in _NEEDS[agg])
 _RAW = {"avg": "avg(value)", "min": "min(value)", "max": "max(value)", "sum": "sum(value)",
         "count": "count(*)", "last": "arg_max(value, ts)",
         **{k: f"quantile_cont(value, {q})" for k, q in PERCENTILES.items()}}
@@ -117,53 +128,85 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
     p = plan(step_ms, agg, lo, hi, kept, whole=whole, tiers=tiers)
     if not sel:
         return p, []
-    grp = pa.table({"sid": pa.array([s.id for s in sel], pa.int32()),
-                    "g": [_group_key(s, group_by) for s in sel]})
+    ids = [s.id for s in sel]
+    direct = group_by is None and len(ids) <= DIRECT_MAX
     bucket = "0" if whole else f"{{t}} // {step_ms} * {step_ms}"
     rng = _range_sql(lo, hi)
-    if p.source == "raw":
-        sql = f"""
-            SELECT g.g, {bucket.format(t='p.ts')} AS b, {_RAW[agg]} AS v
-            FROM points p JOIN _q_grp g ON p.series_id = g.sid
-            WHERE {rng.format(t='p.ts')}
-            GROUP BY g.g, b ORDER BY g.g, b"""
-    else:
-        sql = _tier_sql(p.source, bucket, rng, agg)
-    cur.register("_q_grp", grp)
+    if not direct:
+        cur.register("_q_grp", pa.table({"sid": pa.array(ids, pa.int32()),
+                                         "g": [_group_key(s, group_by) for s in sel]}))
     try:
-        rows = cur.execute(sql).fetchall()
+        # One snapshot for the dirty list and the read, so a concurrent write cannot slip
+        # between them.
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            if p.source == "raw":
+                g, src, filt = _src("points", "p", ids, direct)
+                sql = f"""
+                    SELECT {g} AS g, {bucket.format(t='p.ts')} AS b, {_RAW[agg]} AS v
+                    FROM {src} WHERE {filt} AND {rng.format(t='p.ts')}
+                    GROUP BY ALL ORDER BY g, b"""
+            else:
+                dirty = [int(r[0]) for r in cur.execute(
+                    "SELECT DISTINCT minute FROM dirty_minutes").fetchall()]
+                sql = _tier_sql(p.source, bucket, rng, agg, ids, direct, dirty)
+            rows = cur.execute(sql).fetchall()
+        finally:
+            cur.execute("COMMIT")
     except duckdb.Error as exc:
         raise StoreError(f"query failed: {exc}") from exc
     finally:
-        cur.unregister("_q_grp")
-    return p, [(r[0], int(r[1]), float(r[2])) for r in rows if r[2] is not None]
+        if not direct:
+            cur.unregister("_q_grp")
+    return p, [(r[0] if not direct else str(r[0]), int(r[1]), float(r[2]))
+               for r in rows if r[2] is not None]
 
 
-def _tier_sql(tier: str, bucket: str, rng: str, agg: str) -> str:
+DIRECT_MAX = 2000
+"""Up to this many series (without grouping) are filtered with an IN list, no join."""
+
+
+def _src(table: str, alias: str, ids: list[int], direct: bool) -> tuple[str, str, str]:
+    """(group expression, FROM clause, filter) for reading `table` for the selected series."""
+    if direct:
+        return (f"{alias}.series_id", f"{table} {alias}",
+                f"{alias}.series_id IN ({', '.join(str(int(i)) for i in ids)})")
+    return "g.g", f"{table} {alias} JOIN _q_grp g ON {alias}.series_id = g.sid", "TRUE"
+
+
+def _ints(values: list[int] | set[int]) -> str:
+    return "(" + ", ".join(str(int(v)) for v in sorted(values)) + ")"
+
+
+def _tier_sql(tier: str, bucket: str, rng: str, agg: str, ids: list[int], direct: bool,
+              dirty: list[int]) -> str:
     width = TIERS[tier]
+    dirty_x = {m * 60_000 // width * width for m in dirty}
+    g, src, filt = _src(f"rollup_{tier}", "r", ids, direct)
+    not_dirty = f"AND r.bucket NOT IN {_ints(dirty_x)}" if dirty_x else ""
     parts = [f"""
-        SELECT g.g, {bucket.format(t='r.bucket')} AS b, {_COMBINE}
-        FROM rollup_{tier} r JOIN _q_grp g ON r.series_id = g.sid
-        WHERE {rng.format(t='r.bucket')}
-          AND r.bucket NOT IN (SELECT DISTINCT minute * 60000 // {width} * {width} FROM dm)
+        SELECT {g} AS g, {bucket.format(t='r.bucket')} AS b, {_cols(agg, _FROM_TIER)}
+        FROM {src} WHERE {filt} AND {rng.format(t='r.bucket')} {not_dirty}
         GROUP BY ALL"""]
-    if tier != "1m":
+    if dirty:
+        if tier != "1m":  # dirty hours/days: their settled minutes from 1m, the rest from raw
+            g1, src1, filt1 = _src("rollup_1m", "r", ids, direct)
+            parts.append(f"""
+            SELECT {g1} AS g, {bucket.format(t='r.bucket')} AS b, {_cols(agg, _FROM_TIER)}
+            FROM {src1} WHERE {filt1} AND {rng.format(t='r.bucket')}
+              AND r.bucket // {width} * {width} IN {_ints(dirty_x)}
+              AND r.bucket // 60000 NOT IN {_ints(dirty)}
+            GROUP BY ALL""")
+        gp, srcp, filtp = _src("points", "p", ids, direct)
+        lo_d, hi_d = min(dirty) * 60_000, (max(dirty) + 1) * 60_000
         parts.append(f"""
-        SELECT g.g, {bucket.format(t='r.bucket')} AS b, {_COMBINE}
-        FROM rollup_1m r JOIN _q_grp g ON r.series_id = g.sid
-        WHERE {rng.format(t='r.bucket')}
-          AND r.bucket // {width} * {width} IN
-              (SELECT DISTINCT minute * 60000 // {width} * {width} FROM dm)
-          AND r.bucket // 60000 NOT IN (SELECT minute FROM dm)
-        GROUP BY ALL""")
-    parts.append(f"""
-        SELECT g.g, {bucket.format(t='p.ts')} AS b, {_PARTIAL.format(v='p.value', t='p.ts')}
-        FROM points p JOIN _q_grp g ON p.series_id = g.sid
-        WHERE {rng.format(t='p.ts')} AND p.ts // 60000 IN (SELECT minute FROM dm)
-        GROUP BY ALL""")
+            SELECT {gp} AS g, {bucket.format(t='p.ts')} AS b,
+                   {_cols(agg, _FROM_RAW)}
+            FROM {srcp} WHERE {filtp} AND {rng.format(t='p.ts')}
+              AND p.ts >= {lo_d} AND p.ts < {hi_d} AND p.ts // 60000 IN {_ints(dirty)}
+            GROUP BY ALL""")
     return f"""
-        WITH dm AS (SELECT DISTINCT minute FROM dirty_minutes),
-        parts AS ({' UNION ALL '.join(parts)})
+        WITH parts AS ({' UNION ALL '.join(parts)})
         SELECT g, b, {_FINAL[agg]} AS v FROM parts GROUP BY g, b ORDER BY g, b"""
 
 

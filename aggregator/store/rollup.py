@@ -1,8 +1,9 @@
 """Rollup tiers (1m, 1h, 1d): min, max, sum, count, last per series and bucket.
 
 Maintained incrementally: each write records the minutes it touched in `dirty_minutes` (same
-transaction as the points). A pass recomputes those minutes (once they have settled) from raw, then the hours and
-days that contain them from the tier below, and clears the dirty rows, in one transaction. So late
+transaction as the points). A pass recomputes those minutes (once they have settled) from raw,
+then the hours and days that contain them from the tier below, and clears the dirty rows, in one
+transaction. So late
 and resent batches are handled by construction (resends never reach the points; late points make
 their minute dirty), a crash between write and pass only delays the pass, and history is never
 rescanned. Points older than the raw horizon (raw already deleted by retention) cannot be
@@ -63,24 +64,27 @@ def pending_minutes(con: duckdb.DuckDBPyConnection) -> int:
 
 
 SETTLE_MINUTES = 2
-"""A minute is rolled up once data two minutes newer has arrived: the open minute (written
-every commit) is read from raw by queries instead of being recomputed on every pass."""
+"""A minute is rolled up once data two minutes newer has arrived (or the clock is past it): the
+open minute, written by every commit, is read from raw by queries instead of being recomputed
+on every pass."""
 
 
-def run_pass(con: duckdb.DuckDBPyConnection, budget_s: float = 0.1,
-             max_minutes: int = 120, include_open: bool = False) -> int:
-    """Recompute settled dirty minutes (and their hours and days), oldest first; returns count."""
+def run_pass(con: duckdb.DuckDBPyConnection, dirty: set[int], budget_s: float = 0.1,
+             max_minutes: int = 120, include_open: bool = False, now_ms: int = 0) -> int:
+    """Recompute settled dirty minutes (and their hours and days), oldest first; returns count.
+
+    `dirty` mirrors the `dirty_minutes` table (the writer keeps it); processed minutes are
+    removed from it after their transaction commits. A minute is settled once data two minutes
+    newer arrived, or once the clock (`now_ms`) is two minutes past it.
+    """
     done = 0
     deadline = time.monotonic() + budget_s
     settle = 0 if include_open else SETTLE_MINUTES
-    while True:
-        rows = con.execute(
-            "SELECT DISTINCT minute FROM dirty_minutes WHERE minute <= "
-            "(SELECT max(minute) FROM dirty_minutes) - ? ORDER BY minute LIMIT ?",
-            [settle, max_minutes]).fetchall()
-        if not rows:
+    while dirty:
+        limit = max(max(dirty) - settle, now_ms // MINUTE_MS - settle - 1)
+        minutes = sorted(m for m in dirty if include_open or m <= limit)[:max_minutes]
+        if not minutes:
             return done
-        minutes = [int(r[0]) for r in rows]
         # One run of nearby minutes per transaction keeps each raw scan in a narrow ts range.
         run = [minutes[0]]
         for m in minutes[1:]:
@@ -88,9 +92,11 @@ def run_pass(con: duckdb.DuckDBPyConnection, budget_s: float = 0.1,
                 break
             run.append(m)
         _recompute(con, run)
+        dirty.difference_update(run)
         done += len(run)
         if time.monotonic() >= deadline:
             return done
+    return done
 
 
 def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:

@@ -47,7 +47,7 @@ class SeqRanges:
 
     def ranges(self) -> list[tuple[int, int]]:
         """The ranges as (first, last) pairs."""
-        return list(zip(self._starts, self._ends))
+        return list(zip(self._starts, self._ends, strict=True))
 
     def max(self) -> int | None:
         """The largest seq, or None when empty."""
@@ -56,7 +56,7 @@ class SeqRanges:
     def stored_between(self, lo: int, hi: int) -> int:
         """How many seqs in lo..hi are present."""
         n = 0
-        for s, e in zip(self._starts, self._ends):
+        for s, e in zip(self._starts, self._ends, strict=True):
             if e < lo:
                 continue
             if s > hi:

@@ -21,7 +21,7 @@ from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
-from legion.errors import StoreError
+from legion.errors import ConfigError, StoreError
 
 log = logging.getLogger("legion.aggregator.store")
 
@@ -45,6 +45,7 @@ class Store:
                  clock_ms: Callable[[], int] = _wall_ms) -> None:
         self.path = Path(db_path)
         self.config = config or StorageConfig()
+        _validate(self.config)
         self._clock = clock_ms
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
@@ -58,6 +59,7 @@ class Store:
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
         try:
             self._writer.load()
+            self._refresh_kept(self._con)
         except BaseException:
             self._con.close()
             raise
@@ -88,7 +90,8 @@ class Store:
             return 0
         budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
         try:
-            return rollup.run_pass(con, budget, include_open=include_open)
+            return rollup.run_pass(con, self._writer.dirty, budget, include_open=include_open,
+                                   now_ms=self._clock())
         except duckdb.Error as exc:
             raise StoreError(f"rollup pass failed: {exc}") from exc
 
@@ -100,6 +103,7 @@ class Store:
         report = retention.run(con, self.config, self.path, self._clock(), budget,
                                archive_dir=self._archive_dir(), archive_key=self._archive_key)
         self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
+        self._refresh_kept(con)
         report["rolled_up_minutes"] = minutes
         return report
 
@@ -224,11 +228,20 @@ class Store:
                  "labels": {} if group_by in ("node", "*") else {group_by: g}, "value": v}
                 for g, b, v in rows]
 
-    def _kept(self, cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
-        rows = cur.execute("SELECT tier, max(kept_since_ms) FROM tier_state GROUP BY tier")
+    def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
+        """Retention horizons per tier (cached; only `maintain` moves them)."""
+        with self._lock:
+            return dict(self._kept_cache)
+
+    def _refresh_kept(self, con: duckdb.DuckDBPyConnection) -> None:
         kept = {"raw": 0, **{t: 0 for t in TIERS}}
-        kept.update({t: int(v) for t, v in rows.fetchall()})
-        return kept
+        try:
+            kept.update({t: int(v) for t, v in con.execute(
+                "SELECT tier, max(kept_since_ms) FROM tier_state GROUP BY tier").fetchall()})
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot read retention state: {exc}") from exc
+        with self._lock:
+            self._kept_cache = kept
 
     def _encryption_key(self) -> str | None:
         cfg = self.config
@@ -273,6 +286,29 @@ class Store:
             cur = self._open().cursor()
         cur.execute(f"USE {DB_ALIAS}")
         return _Cursor(cur)
+
+
+def _validate(cfg: StorageConfig) -> None:
+    """Reject storage settings that make no sense, all at once, with their key paths."""
+    problems = [f"storage.{k}: {msg} (got {getattr(cfg, k)!r})" for k, ok, msg in (
+        ("rollup_interval_ms", cfg.rollup_interval_ms >= 100, "must be >= 100"),
+        ("maintenance_interval_secs", cfg.maintenance_interval_secs > 0, "must be > 0"),
+        ("maintenance_budget_ms", cfg.maintenance_budget_ms >= 10, "must be >= 10"),
+        ("raw_retention_hours", cfg.raw_retention_hours >= 0, "must be >= 0 (0 = forever)"),
+        ("rollup_1m_retention_days", cfg.rollup_1m_retention_days >= 0, "must be >= 0"),
+        ("rollup_1h_retention_days", cfg.rollup_1h_retention_days >= 0, "must be >= 0"),
+        ("rollup_1d_retention_days", cfg.rollup_1d_retention_days >= 0, "must be >= 0"),
+        ("max_disk_bytes", cfg.max_disk_bytes >= 0, "must be >= 0 (0 = no cap)"),
+    ) if not ok]
+    # A tier recomputes its buckets from the tier below, which must still hold them.
+    keep = [cfg.raw_retention_hours / 24, cfg.rollup_1m_retention_days,
+            cfg.rollup_1h_retention_days, cfg.rollup_1d_retention_days]
+    keep = [float("inf") if k == 0 else k for k in keep]
+    if keep != sorted(keep):
+        problems.append("storage: retention must not shrink from raw to 1m to 1h to 1d "
+                        f"(got {keep} days)")
+    if problems:
+        raise ConfigError(problems)
 
 
 class _Cursor:

@@ -61,6 +61,7 @@ class StoreWriter:
         self.nodes: dict[str, NodeInfo] = {}
         self._dropped_ts: dict[str, int] = {}
         self.raw_kept_since_ms = 0
+        self.dirty: set[int] = set()  # mirrors dirty_minutes (committed rows only)
         self._latest_ts = np.full(1024, NO_TS, np.int64)  # by series id: newest point
         self._latest_val = np.zeros(1024)
         self._next_id = count(1)
@@ -81,6 +82,8 @@ class StoreWriter:
                                    "last_seq, dropped FROM nodes").fetchall():
                 self.nodes[row[0]] = NodeInfo(*row)
             self.raw_kept_since_ms = rollup.kept_since(con, "raw")
+            self.dirty = {int(r[0]) for r in con.execute(
+                "SELECT DISTINCT minute FROM dirty_minutes").fetchall()}
             rows = con.execute(_LOAD_LATEST).fetchnumpy()
             order = np.argsort(rows["series_id"], kind="stable")
             self._update_latest(rows["series_id"][order].astype(np.int64),
@@ -114,7 +117,7 @@ class StoreWriter:
         nodes = self._node_updates(accepted)
         try:
             self._transaction(accepted, new_series, sid, ts, val, nodes)
-        except duckdb.Error as exc:
+        except (duckdb.Error, pa.ArrowException) as exc:
             if new_series:  # ids of series that were not stored are handed out again
                 self._next_id = count(min(new_series.values()))
             raise StoreError(f"write of {len(accepted)} batches failed: {exc}") from exc
@@ -165,17 +168,20 @@ class StoreWriter:
         ids = table[mb.name_idx, mb.label_idx]
         if ids.all():
             return ids
-        for n_i, l_i in set(zip(mb.name_idx[ids == 0].tolist(), mb.label_idx[ids == 0].tolist())):
+        unknown = ids == 0
+        for n_i, l_i in set(zip(mb.name_idx[unknown].tolist(), mb.label_idx[unknown].tolist(),
+                                strict=True)):
             key = (b.node, mb.names[n_i], mb.label_sets[l_i])
-            sid = self.series.get(key) or new.get(key)
-            if sid is None:
-                sid = new[key] = next(self._next_id)
-            else:  # only ids known to be committed go into the shared table
-                table[n_i, l_i] = sid
-        return np.asarray([self.series.get((b.node, mb.names[n], mb.label_sets[lb]))
-                           or new[(b.node, mb.names[n], mb.label_sets[lb])]
-                           for n, lb in zip(mb.name_idx.tolist(), mb.label_idx.tolist())],
-                          np.int32)
+            committed = self.series.get(key)
+            if committed is not None:  # only committed ids go into the shared table
+                table[n_i, l_i] = committed
+            elif key not in new:
+                new[key] = next(self._next_id)
+        pending = np.zeros_like(table)  # ids handed out in this write, not yet committed
+        for (node, name, labels), sid in new.items():
+            if node == b.node and name in mb.names and labels in mb.label_sets:
+                pending[mb.names.index(name), mb.label_sets.index(labels)] = sid
+        return np.where(table > 0, table, pending)[mb.name_idx, mb.label_idx]
 
     def _node_updates(self, accepted: list[IncomingBatch]) -> dict[str, NodeInfo]:
         out: dict[str, NodeInfo] = {}
@@ -218,6 +224,9 @@ class StoreWriter:
             sid, ts, val = sid[~old], ts[~old], val[~old]
         else:
             old_tbl = None
+        fresh_minutes: list[int] = []
+        if self.rollups and ts.shape[0]:
+            fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
         points = pa.table({"series_id": pa.array(sid, pa.int32()),
                            "ts": pa.array(ts, pa.int64()), "value": pa.array(val, pa.float64())})
         batch_tbl = pa.table({
@@ -244,15 +253,16 @@ class StoreWriter:
                             "FROM _w_nodes u WHERE nodes.node = u.node")
             if fresh:
                 con.from_arrow(_nodes_table(fresh)).insert_into("nodes")
-            if self.rollups and ts.shape[0]:
-                minutes = pa.table({"minute": pa.array(np.unique(ts // 60_000), pa.int64())})
-                con.from_arrow(minutes).insert_into("dirty_minutes")
+            if fresh_minutes:  # minutes already marked (the usual case) cost no statement
+                con.from_arrow(pa.table({"minute": pa.array(fresh_minutes, pa.int64())})
+                               ).insert_into("dirty_minutes")
             if self.rollups and old_tbl is not None:
                 rollup.merge_partials(con, old_tbl)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+        self.dirty.update(fresh_minutes)
 
 
 def _nodes_table(nodes: list[NodeInfo]) -> pa.Table:

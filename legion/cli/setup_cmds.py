@@ -26,6 +26,7 @@ from legion.errors import LegionError
 from legion.proto.codec import NODE_RE
 
 AGGREGATOR_KEY = "aggregator"
+WORKER_KEY = "worker"
 
 
 def default_config(d: Path) -> Config:
@@ -65,6 +66,8 @@ def write_setup(d: Path, force: bool = False, port: int | None = None) -> dict[s
         (d / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(d / "keys", 0o700)
     public, secret = create_keypair(d / "keys", AGGREGATOR_KEY)
+    # the analytics workers' key: authorized by being in analytics.keys_dir
+    create_keypair(d / "keys" / "workers", WORKER_KEY, node="analytics-worker")
     cfg_path.write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
 
     from legion.aggregator.gateway.certs import create_self_signed

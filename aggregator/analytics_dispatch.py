@@ -1,0 +1,329 @@
+"""Feeds the analytics worker pool: windows out over PUSH, scores and forecasts back over PULL.
+
+Every `analysis_interval` the dispatcher sends a detect job for each watched series that has new
+points (only the new points plus the detector state from the previous result, so any worker can
+take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
+entry. Jobs without a result after `analytics.job_timeout_secs` are sent again; a result for a job
+already answered is ignored, so a slow or dead worker delays nothing else.
+
+Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
+queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
+reaches `analytics.anomaly_threshold`) with labels `node`, `metric` plus the source series' own
+labels. The anomaly rate of a series over a range is the average of its flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.store import IncomingBatch, Store
+from legion.analytics.jobs import Job, JobError, decode_result, encode_job
+from legion.config import Config
+from legion.curve import server_socket
+from legion.proto import MetricsBatch, Sample, canonical_labels
+
+log = logging.getLogger("legion.aggregator.analytics")
+
+ANALYTICS_NODE = "analytics"
+WORKER_DOMAIN = b"workers"
+MAX_HISTORY_POINTS = 2000
+
+# The series watched for anomalies: metric name -> required labels (exact values).
+WATCHED: dict[str, dict[str, str]] = {
+    "system_cpu_usage_percent": {},
+    "system_memory_usage_percent": {},
+    "system_disk_usage_percent": {},
+    "system_load1": {},
+    "agent_response_time_ms": {"quantile": "p95", "task_type": "__all__"},
+    "agent_success_rate_percent": {},
+    "agent_task_queue_depth": {},
+}
+# prediction_config names (the seed's) -> (metric, required labels)
+PREDICTED: dict[str, tuple[str, dict[str, str]]] = {
+    "cpu_usage": ("system_cpu_usage_percent", {}),
+    "memory_usage": ("system_memory_usage_percent", {}),
+    "disk_usage": ("system_disk_usage_percent", {}),
+    "response_time": ("agent_response_time_ms", {"quantile": "p95", "task_type": "__all__"}),
+}
+
+
+@dataclass
+class _Series:
+    node: str
+    metric: str
+    labels: dict[str, str]
+    scored_until_ms: int = 0
+    state: bytes | None = None
+
+
+@dataclass
+class _Pending:
+    job: Job
+    sent_at: float
+    attempts: int = 1
+
+
+@dataclass
+class DispatchStats:
+    jobs_sent: int = 0
+    jobs_redispatched: int = 0
+    results: int = 0
+    results_failed: int = 0
+    results_stale: int = 0
+    bad_results: int = 0
+    points_scored: int = 0
+    anomalies: int = 0
+    by_worker: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher(threading.Thread):
+    """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
+
+    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+                 store: Store, submit: Callable[[IncomingBatch], None]) -> None:
+        super().__init__(name="legion-analytics-dispatch", daemon=True)
+        self._ctx, self._cfg, self._keypair = ctx, config, keypair
+        self._store, self._submit = store, submit
+        self._stopping = threading.Event()
+        self._series: dict[str, _Series] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._epoch = int(time.time() * 1000)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._anomalies: deque[dict[str, Any]] = deque(maxlen=500)
+        self._forecasts: dict[str, dict[str, Any]] = {}
+        self.stats = DispatchStats()
+        self.ready = threading.Event()
+        self.bind_error: Exception | None = None
+
+    # ---- read side (gateway threads) ------------------------------------------------------
+    def recent_anomalies(self) -> list[dict[str, Any]]:
+        """Newest anomalous points (score >= threshold), newest first."""
+        with self._lock:
+            return list(reversed(self._anomalies))
+
+    def forecasts(self) -> list[dict[str, Any]]:
+        """The latest forecast of every predicted series."""
+        with self._lock:
+            return list(self._forecasts.values())
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            jobs = server_socket(self._ctx, zmq.PUSH, self._keypair)
+            jobs.setsockopt(zmq.ZAP_DOMAIN, WORKER_DOMAIN)
+            jobs.setsockopt(zmq.SNDHWM, 1000)
+            jobs.bind(self._cfg.endpoint(self._cfg.analytics.jobs_bind))
+            results = server_socket(self._ctx, zmq.PULL, self._keypair)
+            results.setsockopt(zmq.ZAP_DOMAIN, WORKER_DOMAIN)
+            results.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
+            results.bind(self._cfg.endpoint(self._cfg.analytics.results_bind))
+        except zmq.ZMQError as exc:
+            self.bind_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        acfg, ai = self._cfg.analytics, self._cfg.ai_settings
+        next_detect = time.monotonic() + self._cfg.analysis_interval
+        next_forecast = time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
+        try:
+            while not self._stopping.is_set():
+                if results.poll(200):
+                    for _ in range(1000):
+                        try:
+                            self._on_result(results.recv(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                now = time.monotonic()
+                if ai.anomaly_detection_enabled and now >= next_detect:
+                    next_detect = now + self._cfg.analysis_interval
+                    self._guard(lambda: self._schedule_detect(jobs))
+                if ai.predictive_analytics_enabled and now >= next_forecast:
+                    next_forecast = now + acfg.forecast_interval_secs
+                    self._guard(lambda: self._schedule_forecasts(jobs))
+                self._redispatch(jobs, now)
+        finally:
+            jobs.close(0)
+            results.close(0)
+
+    def stop(self) -> None:
+        """Ask the loop to end (idempotent)."""
+        self._stopping.set()
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down
+            log.warning("event=schedule_failed error=%s", exc)
+
+    def _send(self, sock: zmq.Socket, job: Job) -> None:
+        try:
+            sock.send(encode_job(job), zmq.NOBLOCK)
+            self.stats.jobs_sent += 1
+        except zmq.Again:  # no worker connected, or all busy: retried after the timeout
+            pass
+        self._pending[job.job_id] = _Pending(job, time.monotonic())
+
+    def _redispatch(self, sock: zmq.Socket, now: float) -> None:
+        timeout = self._cfg.analytics.job_timeout_secs
+        for jid, p in list(self._pending.items()):
+            if now - p.sent_at >= timeout:
+                if p.attempts >= 5:
+                    del self._pending[jid]
+                    continue
+                p.attempts += 1
+                p.sent_at = now
+                self.stats.jobs_redispatched += 1
+                try:
+                    sock.send(encode_job(p.job), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+
+    def _schedule_detect(self, sock: zmq.Socket) -> None:
+        acfg = self._cfg.analytics
+        busy = {p.job.series for p in self._pending.values()}
+        for row in self._store.series():
+            want = WATCHED.get(row["metric"])
+            if want is None or row["node"] == ANALYTICS_NODE:
+                continue
+            labels = row["labels"]
+            if any(labels.get(k) != v for k, v in want.items()):
+                continue
+            key = _key(row["node"], row["metric"], labels)
+            s = self._series.setdefault(key, _Series(row["node"], row["metric"], dict(labels)))
+            if key in busy:
+                continue
+            since = s.scored_until_ms + 1 if s.state else int(
+                (time.time() - MAX_HISTORY_POINTS * self._cfg.collection_interval) * 1000)
+            pts = self._store.query(s.metric, node=s.node, labels=s.labels, since_ms=since,
+                                    until_ms=None)
+            pts = [p for p in pts if p["labels"] == s.labels][-MAX_HISTORY_POINTS:]
+            if s.state is None and len(pts) < acfg.window_size // 4:
+                continue  # not enough history to say anything yet
+            if not pts:
+                continue
+            ts = np.array([p["ts_ms"] for p in pts], dtype=np.int64)
+            vals = np.array([p["value"] for p in pts], dtype=np.float64)
+            warmup = 0 if s.state else max(0, len(pts) - 30)
+            job = Job(uuid.uuid4().hex, "detect", key, ts, vals, model=acfg.detector,
+                      state=s.state, warmup=warmup)
+            self._send(sock, job)
+
+    def _schedule_forecasts(self, sock: zmq.Socket) -> None:
+        now_ms = int(time.time() * 1000)
+        for name, target in self._cfg.analytics.prediction_config.items():
+            metric, want = PREDICTED.get(name, (name, {}))
+            for row in self._store.series(metric=metric):
+                labels = row["labels"]
+                if row["node"] == ANALYTICS_NODE or any(
+                        labels.get(k) != v for k, v in want.items()):
+                    continue
+                pts = self._store.query(metric, node=row["node"], labels=labels,
+                                        since_ms=now_ms - 24 * 3600_000, step_ms=60_000,
+                                        agg="avg")
+                pts = [p for p in pts if p["labels"] == labels]
+                if len(pts) < 10:
+                    continue
+                key = _key(row["node"], metric, labels)
+                job = Job(uuid.uuid4().hex, "forecast", f"{key}|{name}",
+                          np.array([p["ts_ms"] for p in pts], dtype=np.int64),
+                          np.array([p["value"] for p in pts], dtype=np.float64),
+                          model="auto", horizon=int(target.horizon_hours * 60),
+                          thresholds=[target.alert_threshold])
+                self._send(sock, job)
+
+    def _on_result(self, data: bytes) -> None:
+        try:
+            res = decode_result(data)
+        except JobError:
+            self.stats.bad_results += 1
+            return
+        if self._pending.pop(res.job_id, None) is None:
+            self.stats.results_stale += 1  # answered already (a re-dispatched copy): idempotent
+            return
+        self.stats.results += 1
+        self.stats.by_worker[res.worker] = self.stats.by_worker.get(res.worker, 0) + 1
+        if not res.ok:
+            self.stats.results_failed += 1
+            log.warning("event=job_failed kind=%s series=%s error=%s", res.kind, res.series,
+                        res.error[:200])
+            return
+        if res.kind == "detect":
+            self._on_scores(res)
+        else:
+            self._on_forecast(res)
+
+    def _on_scores(self, res: Any) -> None:
+        s = self._series.get(res.series)
+        if s is None:
+            return
+        s.state = res.state
+        if len(res.ts_ms):
+            s.scored_until_ms = max(s.scored_until_ms, int(res.ts_ms[-1]))
+        thr = self._cfg.analytics.anomaly_threshold
+        labels = canonical_labels({**s.labels, "node": s.node, "metric": s.metric})
+        samples = []
+        for t, score in zip(res.ts_ms.tolist(), res.scores.tolist(), strict=True):
+            score = min(1.0, max(0.0, float(score)))
+            samples.append(Sample("legion_anomaly_score", labels, score, t))
+            samples.append(Sample("legion_anomaly_flag", labels, float(score >= thr), t))
+            if score >= thr:
+                self.stats.anomalies += 1
+                with self._lock:
+                    self._anomalies.append({
+                        "id": f"{res.series}|{t}", "node": s.node,
+                        "agent_id": s.labels.get("agent_id"), "metric": s.metric,
+                        "labels": s.labels, "score": round(score, 4), "ts_ms": t})
+        self.stats.points_scored += len(res.ts_ms)
+        if samples:
+            self._seq += 1
+            self._submit(IncomingBatch(ANALYTICS_NODE, self._epoch, self._seq,
+                                       MetricsBatch.from_samples(samples), int(time.time() * 1000)))
+
+    def _on_forecast(self, res: Any) -> None:
+        key, name = res.series.rsplit("|", 1)
+        node, metric, _ = key.split("|", 2)
+        s = self._series.get(key)
+        fc = res.forecast
+        target = self._cfg.analytics.prediction_config.get(name)
+        item = {"id": res.series, "node": node, "metric": metric, "name": name,
+                "agent_id": s.labels.get("agent_id") if s else None,
+                "model": fc.get("model"), "horizon_hours": target.horizon_hours if target else None,
+                "threshold": target.alert_threshold if target else None,
+                "predicted": _pairs(fc, "mean"), "lower": _pairs(fc, "lower"),
+                "upper": _pairs(fc, "upper"),
+                "etas": res.etas, "breach_at_ms": (res.etas[0].get("eta_ms") if res.etas else None),
+                "made_ms": int(time.time() * 1000)}
+        with self._lock:
+            self._forecasts[res.series] = item
+
+
+def _pairs(fc: dict[str, Any], field_name: str, every: int = 10) -> list[list[float]]:
+    """[[ts_ms, value], ...] of a forecast column, thinned to every `every`-th step."""
+    ts = np.asarray(fc.get("ts_ms", []))[::every]
+    vals = np.asarray(fc.get(field_name, []))[::every]
+    return [[int(t), round(float(v), 3)] for t, v in zip(ts, vals, strict=False)]
+
+
+def _key(node: str, metric: str, labels: dict[str, str]) -> str:
+    return f"{node}|{metric}|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def worker_registry(config: Config) -> KeyRegistry | None:
+    """The allowlist of analytics worker keys, or None when there is none."""
+    try:
+        return KeyRegistry(config.path(config.analytics.keys_dir))
+    except Exception as exc:  # noqa: BLE001 - no worker keys: analytics stays off
+        log.info("event=analytics_disabled reason=%s", exc)
+        return None

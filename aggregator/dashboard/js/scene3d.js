@@ -1,0 +1,421 @@
+// The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
+import * as THREE from 'three';
+import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
+import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
+import { bez, glowMaterial, labelSprite } from './scene-parts.js';
+
+const MAX_PACKETS = 4000;
+const ARC_SEGMENTS = 10;
+const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
+const HALO = new THREE.Color('#e879f9');
+const FLOW = new THREE.Color('#67e8f9');
+const SELECT = new THREE.Color('#38bdf8');
+
+/** True when this browser can create a WebGL context. */
+export function webglAvailable() {
+  try {
+    const c = document.createElement('canvas');
+    return Boolean(c.getContext('webgl2') || c.getContext('webgl'));
+  } catch { return false; }
+}
+
+export class Scene3D {
+  /** Build the renderer inside `container`; callbacks: onSelect(ref|null), onHover(ref|null, x, y). */
+  constructor(container, fleet, { onSelect, onHover } = {}) {
+    this.container = container; this.fleet = fleet;
+    this.onSelect = onSelect || (() => {}); this.onHover = onHover || (() => {});
+    this.selected = null; this.layout = null; this.running = false;
+    this.renderer = new THREE.WebGLRenderer({ antialias: true, powerPreference: 'high-performance' });
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+    this.renderer.setClearColor(0x070b12, 1);
+    this.renderer.domElement.setAttribute('aria-label', '3D map of hosts and agents');
+    this.renderer.domElement.setAttribute('role', 'img');
+    container.appendChild(this.renderer.domElement);
+
+    const scene = this.scene = new THREE.Scene();
+    scene.fog = new THREE.Fog(0x070b12, 90, 420);
+    this.camera = new THREE.PerspectiveCamera(45, 1, 0.5, 2000);
+    this.controls = new OrbitControls(this.camera, this.renderer.domElement);
+    this.controls.enableDamping = true; this.controls.dampingFactor = 0.08;
+    this.controls.maxPolarAngle = Math.PI * 0.47; this.controls.minDistance = 6; this.controls.maxDistance = 900;
+    this.controls.screenSpacePanning = false;
+    this.controls.addEventListener('start', () => { this._userMoved = true; });
+    // keyboard: focus the map (Tab) and pan with the arrow keys
+    this.renderer.domElement.tabIndex = 0;
+    this.controls.listenToKeyEvents(this.renderer.domElement);
+
+    scene.add(new THREE.HemisphereLight(0xbcd7ff, 0x0b1020, 1.4));
+    const sun = new THREE.DirectionalLight(0xffffff, 1.6); sun.position.set(30, 60, 20); scene.add(sun);
+    this.grid = new THREE.GridHelper(400, 100, 0x1a2638, 0x111a28);
+    this.grid.position.y = -0.31; scene.add(this.grid);
+
+    this.groups = new THREE.Group(); scene.add(this.groups);
+    const ring = new THREE.RingGeometry(0.7, 0.86, 48);
+    this.selMarker = new THREE.Mesh(ring, new THREE.MeshBasicMaterial({ color: SELECT, transparent: true, opacity: 0.95, side: THREE.DoubleSide, depthTest: false }));
+    this.selMarker.visible = false; this.selMarker.renderOrder = 10; scene.add(this.selMarker);
+    // hosts: a flat square frame just outside the platform (a 4-segment ring turned 45 degrees)
+    const half = PLATFORM / 2 + 0.5;
+    const frame = new THREE.RingGeometry(half * Math.SQRT2 - 0.45, half * Math.SQRT2, 4, 1, Math.PI / 4);
+    frame.rotateX(-Math.PI / 2);
+    this.hostMarker = new THREE.Mesh(frame, new THREE.MeshBasicMaterial({ color: SELECT, transparent: true, opacity: 0.9, side: THREE.DoubleSide }));
+    this.hostMarker.visible = false; scene.add(this.hostMarker);
+
+    this.raycaster = new THREE.Raycaster();
+    this.pointer = new THREE.Vector2(); this._down = null; this._hoverPending = null;
+    this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._m = new THREE.Matrix4();
+    this._bind();
+    this.resize();
+    this._ro = new ResizeObserver(() => this.resize()); this._ro.observe(container);
+  }
+
+  _bind() {
+    const el = this.renderer.domElement;
+    el.addEventListener('pointerdown', (e) => { this._down = { x: e.clientX, y: e.clientY }; });
+    el.addEventListener('pointerup', (e) => {
+      if (!this._down) return;
+      const moved = Math.hypot(e.clientX - this._down.x, e.clientY - this._down.y);
+      this._down = null;
+      if (moved < 6) { const ref = this.pick(e.clientX, e.clientY); this.onSelect(ref); }
+    });
+    el.addEventListener('pointermove', (e) => { this._hoverPending = { x: e.clientX, y: e.clientY }; });
+    el.addEventListener('pointerleave', () => { this._hoverPending = null; this.onHover(null); });
+  }
+
+  resize() {
+    const w = this.container.clientWidth || 1; const h = this.container.clientHeight || 1;
+    this.renderer.setSize(w, h, false);
+    this.camera.aspect = w / h; this.camera.updateProjectionMatrix();
+  }
+
+  /** Rebuild meshes after hosts/agents/departments changed. */
+  rebuild() {
+    const f = this.fleet;
+    for (const c of [...this.groups.children]) {
+      this.groups.remove(c);
+      c.traverse((o) => { o.geometry?.dispose(); if (o.material) { o.material.map?.dispose(); o.material.dispose(); } });
+    }
+    const L = this.layout = computeLayout(f, f.positions);
+    this.hostIds = [...L.hosts.keys()]; this.agentIds = [...L.agents.keys()];
+    this.hostIndex = new Map(this.hostIds.map((id, i) => [id, i]));
+    this.agentIndex = new Map(this.agentIds.map((id, i) => [id, i]));
+    const nH = Math.max(1, this.hostIds.length); const nA = Math.max(1, this.agentIds.length);
+    const t = this._tmp;
+
+    // host platforms + glowing edges
+    this.platforms = new THREE.InstancedMesh(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM),
+      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }), nH);
+    this.platforms.count = this.hostIds.length;
+    this.hostIds.forEach((id, i) => {
+      const p = L.hosts.get(id); t.position.set(p.x, -0.05, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
+      this.platforms.setMatrixAt(i, t.matrix);
+    });
+    this.groups.add(this.platforms);
+    const edge = new THREE.EdgesGeometry(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM));
+    const ePos = edge.attributes.position.array; const nE = ePos.length / 3;
+    const pos = new Float32Array(this.hostIds.length * nE * 3); const col = new Float32Array(pos.length);
+    this.hostIds.forEach((id, i) => {
+      const p = L.hosts.get(id);
+      for (let v = 0; v < nE; v++) {
+        pos[(i * nE + v) * 3] = ePos[v * 3] + p.x; pos[(i * nE + v) * 3 + 1] = ePos[v * 3 + 1] - 0.05; pos[(i * nE + v) * 3 + 2] = ePos[v * 3 + 2] + p.z;
+      }
+    });
+    edge.dispose();
+    const eg = new THREE.BufferGeometry();
+    eg.setAttribute('position', new THREE.BufferAttribute(pos, 3)); eg.setAttribute('color', new THREE.BufferAttribute(col, 3));
+    this.edges = new THREE.LineSegments(eg, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.9 }));
+    this.edgeVerts = nE; this.groups.add(this.edges);
+
+    // department pads
+    const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
+    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, 28),
+      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }), Math.max(1, L.pads.length));
+    this.pads.count = L.pads.length;
+    L.pads.forEach((pd, i) => {
+      t.position.set(pd.x, 0.23, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
+      this.pads.setColorAt(i, new THREE.Color(dcol.get(pd.department) || '#475569').multiplyScalar(0.45));
+    });
+    this.groups.add(this.pads);
+
+    // message hubs
+    this.hubs = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 16),
+      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }), nH);
+    this.hubs.count = this.hostIds.length;
+    this.hostIds.forEach((id, i) => {
+      const p = L.hubs.get(id); t.position.set(p.x, 0.95, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
+      this.hubs.setMatrixAt(i, t.matrix); this.hubs.setColorAt(i, new THREE.Color('#1e3a5f'));
+    });
+    this.groups.add(this.hubs);
+
+    // agents
+    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, this.agentIds.length > 300 ? 1 : 2),
+      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }), nA);
+    this.agentsMesh.count = this.agentIds.length;
+    this.agentsMesh.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
+    for (let i = 0; i < this.agentIds.length; i++) this.agentsMesh.setColorAt(i, HEALTH.unknown);
+    this.groups.add(this.agentsMesh);
+    this.phase = Float32Array.from(this.agentIds, (_, i) => (i * 2.399) % (Math.PI * 2));
+
+    // halos: agents (billboards) and hosts (flat rings)
+    this.halos = new THREE.InstancedMesh(new THREE.RingGeometry(0.62, 0.9, 40),
+      new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.9, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nA);
+    this.halos.count = 0; this.halos.frustumCulled = false; this.groups.add(this.halos);
+    const hr = new THREE.RingGeometry(PLATFORM * 0.76, PLATFORM * 0.79, 96); hr.rotateX(-Math.PI / 2);
+    this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
+    this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
+
+    // labels (skipped for very large fleets: hover shows names)
+    if (this.hostIds.length <= 64) {
+      for (const id of this.hostIds) {
+        const p = L.hosts.get(id); const sp = labelSprite(id);
+        sp.position.set(p.x, 0.9, p.z + PLATFORM / 2 + 1.0); this.groups.add(sp);
+      }
+    }
+
+    // links (lines) and packets
+    this.linkGeom = new THREE.BufferGeometry();
+    this.linkLines = new THREE.LineSegments(this.linkGeom, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.55, blending: THREE.AdditiveBlending, depthWrite: false }));
+    this.linkLines.frustumCulled = false; this.groups.add(this.linkLines);
+    this.packets = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(0.12, 0),
+      new THREE.MeshBasicMaterial({ color: FLOW, transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }), MAX_PACKETS);
+    this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
+
+    this.refresh();
+    // frame the fleet until the user moves the camera (hosts may still be arriving)
+    if (!this._userMoved && this.hostIds.length !== this._fitHosts) { this.resetView(); this._fitHosts = this.hostIds.length; }
+    this._placeSelection();
+  }
+
+  /** Update colours, sizes, halos and flows from the current values. */
+  refresh() {
+    if (!this.layout) return;
+    const f = this.fleet; const now = f.tsMs || Date.now();
+    const c = new THREE.Color();
+    this.agentState = this.agentIds.map((id, i) => {
+      const a = f.agents.get(id);
+      const base = a ? (HEALTH[a.health] || HEALTH.unknown) : HEALTH.unknown;
+      this.agentsMesh.setColorAt(i, base);
+      const load = a ? loadOf(a) : 0;
+      return { load, scale: 0.8 + 0.55 * load, speed: 1.2 + load * 5 };
+    });
+    if (this.agentsMesh.instanceColor) this.agentsMesh.instanceColor.needsUpdate = true;
+
+    const col = this.edges.geometry.attributes.color.array;
+    const hostRate = new Map();
+    for (const a of f.agents.values()) hostRate.set(a.node, (hostRate.get(a.node) || 0) + (a.metrics.messages_sent_per_s || 0));
+    const plat = new THREE.Color(); const hub = new THREE.Color();
+    this.hostIds.forEach((id, i) => {
+      const h = f.hosts.get(id);
+      c.copy(HEALTH[h?.health] || HEALTH.unknown);
+      this.platforms.setColorAt(i, plat.set('#162032').lerp(c, 0.07));
+      for (let v = 0; v < this.edgeVerts; v++) { const k = (i * this.edgeVerts + v) * 3; col[k] = c.r * 0.8; col[k + 1] = c.g * 0.8; col[k + 2] = c.b * 0.8; }
+      this.hubs.setColorAt(i, hub.set('#1e3a5f').lerp(FLOW, Math.min(1, 0.15 + (hostRate.get(id) || 0) / 10)));
+    });
+    if (this.platforms.instanceColor) this.platforms.instanceColor.needsUpdate = true;
+    if (this.hubs.instanceColor) this.hubs.instanceColor.needsUpdate = true;
+    this.edges.geometry.attributes.color.needsUpdate = true;
+
+    // halos
+    const anom = f.anomalousSet(now);
+    this.haloAgents = []; this.haloHosts = [];
+    for (const [key, score] of anom) {
+      const [kind, id] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
+      if (kind === 'agent' && this.agentIndex.has(id)) this.haloAgents.push([this.agentIndex.get(id), score]);
+      if (kind === 'host' && this.hostIndex.has(id)) this.haloHosts.push([this.hostIndex.get(id), score]);
+    }
+    this.halos.count = this.haloAgents.length;
+    this.haloAgents.forEach(([, s], j) => this.halos.setColorAt(j, c.copy(HALO).multiplyScalar(0.5 + 0.5 * s)));
+    if (this.halos.instanceColor) this.halos.instanceColor.needsUpdate = true;
+    this.hostHalos.count = this.haloHosts.length;
+    const t = this._tmp;
+    this.haloHosts.forEach(([i, s], j) => {
+      const p = this.layout.hosts.get(this.hostIds[i]);
+      t.position.set(p.x, 0.25, p.z); t.quaternion.identity(); t.scale.set(1, 1, 1); t.updateMatrix();
+      this.hostHalos.setMatrixAt(j, t.matrix); this.hostHalos.setColorAt(j, c.copy(HALO).multiplyScalar(0.5 + 0.5 * s));
+    });
+    this.hostHalos.instanceMatrix.needsUpdate = true;
+    if (this.hostHalos.instanceColor) this.hostHalos.instanceColor.needsUpdate = true;
+
+    this._buildLinks();
+  }
+
+  _buildLinks() {
+    const f = this.fleet; const L = this.layout;
+    this.curves = [];
+    for (const link of f.links.values()) {
+      const ends = linkEnds(L, f, link);
+      if (!ends) continue;
+      const [a, b] = ends;
+      const d = Math.hypot(b.x - a.x, b.z - a.z);
+      const mid = { x: (a.x + b.x) / 2, y: Math.max(a.y, b.y) + 0.6 + d * 0.25, z: (a.z + b.z) / 2 };
+      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618 });
+    }
+    const segs = this.curves.length * ARC_SEGMENTS;
+    const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
+    let k = 0;
+    for (const cv of this.curves) {
+      const inten = cv.rate > 0 ? Math.min(1, 0.25 + cv.rate / 2) : 0.08;
+      for (let s = 0; s < ARC_SEGMENTS; s++) {
+        for (const u of [s / ARC_SEGMENTS, (s + 1) / ARC_SEGMENTS]) {
+          const p = bez(cv, u); pos[k] = p[0]; pos[k + 1] = p[1]; pos[k + 2] = p[2];
+          col[k] = FLOW.r * inten; col[k + 1] = FLOW.g * inten; col[k + 2] = FLOW.b * inten; k += 3;
+        }
+      }
+    }
+    this.linkGeom.setAttribute('position', new THREE.BufferAttribute(pos, 3));
+    this.linkGeom.setAttribute('color', new THREE.BufferAttribute(col, 3));
+    this.linkGeom.computeBoundingSphere();
+  }
+
+  _animate(time) {
+    const t = this._tmp;
+    // agents: size for load, pulse speed for load
+    for (let i = 0; i < this.agentIds.length; i++) {
+      const p = this.layout.agents.get(this.agentIds[i]); const st = this.agentState[i];
+      const s = st.scale * (1 + 0.07 * st.load * Math.sin(time * st.speed + this.phase[i]));
+      t.position.set(p.x, p.y + 0.06 * Math.sin(time * 0.8 + this.phase[i]), p.z); t.quaternion.identity(); t.scale.setScalar(s); t.updateMatrix();
+      this.agentsMesh.setMatrixAt(i, t.matrix);
+    }
+    this.agentsMesh.instanceMatrix.needsUpdate = true;
+    // agent halos face the camera and breathe
+    this.haloAgents.forEach(([i, sc], j) => {
+      const p = this.layout.agents.get(this.agentIds[i]);
+      t.position.set(p.x, p.y, p.z); t.quaternion.copy(this.camera.quaternion);
+      t.scale.setScalar(1.1 + 0.25 * (0.5 + 0.5 * Math.sin(time * 3 + i)) * sc); t.updateMatrix();
+      this.halos.setMatrixAt(j, t.matrix);
+    });
+    this.halos.instanceMatrix.needsUpdate = true;
+    // packets along curves: count and speed follow the message rate
+    let n = 0;
+    for (const cv of this.curves) {
+      if (cv.rate <= 0 && cv.received <= 0) continue;
+      const per = Math.min(4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
+      const speed = 0.25 + Math.min(1.2, Math.max(cv.rate, cv.received) * 0.3);
+      for (let j = 0; j < per && n < MAX_PACKETS; j++) {
+        let u = (time * speed + cv.seed + j / per) % 1;
+        if (cv.rate <= 0) u = 1 - u; // only receiving: packets flow hub → agent
+        const p = bez(cv, u);
+        t.position.set(p[0], p[1], p[2]); t.quaternion.identity(); t.scale.setScalar(1); t.updateMatrix();
+        this.packets.setMatrixAt(n++, t.matrix);
+      }
+    }
+    this.packets.count = n; this.packets.instanceMatrix.needsUpdate = true;
+    if (this.selMarker.visible) this.selMarker.quaternion.copy(this.camera.quaternion);
+  }
+
+  /** Start the render loop (capped at ~40 fps, paused while the tab is hidden). */
+  start() {
+    if (this.running) return;
+    this.running = true;
+    let last = 0; let gap = 24;
+    const loop = (now) => {
+      if (!this.running) return;
+      this._raf = requestAnimationFrame(loop);
+      if (document.hidden || now - last < gap) return;
+      last = now;
+      const began = performance.now();
+      const time = (now - this.t0) / 1000;
+      if (this._hoverPending) { const hp = this._hoverPending; this._hoverPending = null; this.onHover(this.pick(hp.x, hp.y), hp.x, hp.y); }
+      this._stepTween(now);
+      this.controls.update();
+      if (this.layout) this._animate(time);
+      this.renderer.render(this.scene, this.camera);
+      this.frames = (this.frames || 0) + 1;
+      // slow (software) rendering: leave the main thread time for updates and input
+      const cost = performance.now() - began;
+      gap = Math.min(400, Math.max(24, gap * 0.8 + cost * 2 * 0.2));
+    };
+    this._raf = requestAnimationFrame(loop);
+  }
+
+  stop() { this.running = false; cancelAnimationFrame(this._raf); }
+
+  /** The host or agent under a client (CSS pixel) position, or null. */
+  pick(cx, cy) {
+    if (!this.layout) return null;
+    const r = this.renderer.domElement.getBoundingClientRect();
+    this.pointer.set(((cx - r.left) / r.width) * 2 - 1, -((cy - r.top) / r.height) * 2 + 1);
+    this.raycaster.setFromCamera(this.pointer, this.camera);
+    const hits = this.raycaster.intersectObjects([this.agentsMesh, this.platforms, this.hubs], false);
+    for (const h of hits) {
+      if (h.object === this.agentsMesh && h.instanceId < this.agentIds.length) return { kind: 'agent', id: this.agentIds[h.instanceId] };
+      if ((h.object === this.platforms || h.object === this.hubs) && h.instanceId < this.hostIds.length) return { kind: 'host', id: this.hostIds[h.instanceId] };
+    }
+    return null;
+  }
+
+  /** Highlight a selection (or clear with null) and glide the camera target to it. */
+  select(ref, { focus = true } = {}) {
+    this.selected = ref;
+    this._placeSelection();
+    const p = this.worldPos(ref);
+    if (p && focus) {
+      this._userMoved = true;
+      const d = this.camera.position.clone().sub(this.controls.target);
+      const want = ref.kind === 'agent' ? 34 : 46;
+      if (d.length() > want * 1.4) d.setLength(want);
+      const target = new THREE.Vector3(p.x, 0, p.z);
+      this._tween = { t0: performance.now(), dur: 650, fromT: this.controls.target.clone(), toT: target,
+        fromP: this.camera.position.clone(), toP: target.clone().add(d) };
+    }
+  }
+
+  _stepTween(now) {
+    const tw = this._tween; if (!tw) return;
+    const k = Math.min(1, (now - tw.t0) / tw.dur); const e = k < 0.5 ? 2 * k * k : 1 - (-2 * k + 2) ** 2 / 2;
+    this.controls.target.lerpVectors(tw.fromT, tw.toT, e); this.camera.position.lerpVectors(tw.fromP, tw.toP, e);
+    if (k >= 1) this._tween = null;
+  }
+
+  _placeSelection() {
+    const ref = this.selected; const p = this.worldPos(ref);
+    this.selMarker.visible = Boolean(p) && ref.kind === 'agent';
+    this.hostMarker.visible = Boolean(p) && ref.kind === 'host';
+    if (!p) return;
+    if (ref.kind === 'agent') this.selMarker.position.set(p.x, p.y, p.z);
+    else this.hostMarker.position.set(p.x, 0.02, p.z);
+  }
+
+  /** World position of a host (platform centre) or agent. */
+  worldPos(ref) {
+    if (!ref || !this.layout) return null;
+    if (ref.kind === 'agent') return this.layout.agents.get(ref.id) || null;
+    const h = this.layout.hosts.get(ref.id);
+    return h ? { x: h.x, y: 0.3, z: h.z } : null;
+  }
+
+  /** Client (CSS pixel) coordinates of a host or agent, or null (used by tests and tooltips). */
+  screenPos(ref) {
+    const p = this.worldPos(ref); if (!p) return null;
+    const v = new THREE.Vector3(p.x, p.y, p.z).project(this.camera);
+    const r = this.renderer.domElement.getBoundingClientRect();
+    return { x: r.left + (v.x + 1) / 2 * r.width, y: r.top + (1 - v.y) / 2 * r.height };
+  }
+
+  /** Frame the whole fleet. */
+  resetView() {
+    this._tween = null; this._userMoved = false;
+    const b = this.layout?.bounds || { minX: -6, maxX: 6, minZ: -6, maxZ: 6 };
+    const cx = (b.minX + b.maxX) / 2; const cz = (b.minZ + b.maxZ) / 2;
+    const dir = new THREE.Vector3(0, 0.7, 0.71).normalize();
+    const corners = [];
+    for (const x of [b.minX, b.maxX]) for (const z of [b.minZ, b.maxZ]) for (const y of [0, 1.5]) corners.push(new THREE.Vector3(x, y, z));
+    // start from a bounding-sphere guess, then scale until every corner projects inside the frame
+    let dist = Math.max(20, Math.hypot(b.maxX - b.minX, b.maxZ - b.minZ));
+    this.controls.target.set(cx, 0, cz);
+    for (let i = 0; i < 6; i++) {
+      this.camera.position.copy(dir).multiplyScalar(dist).add(this.controls.target);
+      this.camera.lookAt(this.controls.target); this.camera.updateMatrixWorld();
+      let worst = 0;
+      for (const c of corners) { const v = c.clone().project(this.camera); worst = Math.max(worst, Math.abs(v.x), Math.abs(v.y)); }
+      dist *= Math.max(0.5, Math.min(2, worst / 0.9));
+    }
+    this.camera.position.copy(dir).multiplyScalar(dist).add(this.controls.target);
+    this.camera.far = Math.max(2000, dist * 4); this.camera.updateProjectionMatrix();
+    this.scene.fog.near = dist * 1.2; this.scene.fog.far = dist * 3.5;
+  }
+
+  dispose() {
+    this.stop(); this._ro.disconnect(); this.controls.dispose(); this.renderer.dispose();
+    this.renderer.domElement.remove();
+  }
+}
