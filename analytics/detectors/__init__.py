@@ -1,1 +1,37 @@
-"""."""
+"""Anomaly detectors: one module each, one table (`DETECTORS`), one protocol (`Detector`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from legion.analytics.detectors.base import Detector, StreamingDetector
+from legion.analytics.detectors.ensemble import EnsembleDetector
+from legion.analytics.detectors.iforest import IsolationForestDetector
+from legion.analytics.detectors.kmeans import KMeansDetector
+from legion.analytics.detectors.knn import KnnDetector
+from legion.analytics.detectors.mad import MadDetector
+from legion.analytics.detectors.residual import ResidualDetector
+from legion.analytics.detectors.shift import ShiftDetector
+
+DETECTORS: dict[str, Callable[..., Detector]] = {
+    "iforest": IsolationForestDetector,
+    "mad": MadDetector,
+    "kmeans": KMeansDetector,
+    "knn": KnnDetector,
+    "residual": ResidualDetector,
+    "shift": ShiftDetector,
+    "ensemble": EnsembleDetector,
+}
+
+
+def make_detector(name: str, **params: Any) -> Detector:
+    """A fresh detector from the table (KeyError-free: unknown names raise ValueError)."""
+    try:
+        factory = DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown detector {name!r}; choose from {sorted(DETECTORS)}") from None
+    return factory(**params)
+
+
+__all__ = ["DETECTORS", "Detector", "StreamingDetector", "make_detector"]

@@ -2,6 +2,7 @@
 
     legionctl detect data.csv --detector ensemble --format csv > scored.csv
     legionctl forecast-csv data.csv --horizon 72 --model auto
+    legionctl analytics run --config monitoring_config.json --workers 2
 
 Input: a CSV with `timestamp,value` (a header row, ISO timestamps or epoch seconds/ms). `detect`
 writes every input row with its causal anomaly score (fresh detector state per file); a progress
@@ -13,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -25,7 +26,7 @@ PROGRESS_MIN_ROWS = 5000
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _detector_names() -> list[str]:
@@ -60,13 +61,13 @@ def detect(file: str, detector: str, fmt: str, output: str, progress: bool | Non
     with click.open_file(output, "w") as fh:
         if fmt == "json":
             rows = [{"timestamp": t, "value": float(v), "anomaly_score": round(float(s), 6)}
-                    for t, v, s in zip(raw_ts, vals, scores)]
+                    for t, v, s in zip(raw_ts, vals, scores, strict=False)]
             json.dump(rows, fh, indent=1)
             fh.write("\n")
             return
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["timestamp", "value", "anomaly_score"])
-        for t, v, s in zip(raw_ts, vals, scores):
+        for t, v, s in zip(raw_ts, vals, scores, strict=False):
             w.writerow([t, _num(v), f"{float(s):.6f}"])
 
 
@@ -93,8 +94,12 @@ def _forecaster_names() -> list[str]:
 def forecast_csv(file: str, horizon: int, model: str, threshold: float | None,
                  fmt: str) -> None:
     """Forecast FILE (timestamp,value) HORIZON steps ahead with an 80 % interval."""
-    from legion.analytics.forecasters import (TORCH_NOTE, AutoForecaster, make_forecaster,
-                                              time_to_threshold)
+    from legion.analytics.forecasters import (
+        TORCH_NOTE,
+        AutoForecaster,
+        make_forecaster,
+        time_to_threshold,
+    )
 
     if TORCH_NOTE:
         click.echo(TORCH_NOTE, err=True)
@@ -124,4 +129,28 @@ def forecast_csv(file: str, horizon: int, model: str, threshold: float | None,
         click.echo(f"{chosen}: {eta.describe(int(ts[-1]))}", err=True)
 
 
-COMMANDS = [detect, forecast_csv]
+@click.group("analytics")
+def analytics() -> None:
+    """Analytics worker pool."""
+
+
+@analytics.command("run")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Path to monitoring_config.json (default: $LEGION_CONFIG or ./).")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Worker processes (default: analytics.workers from the config).")
+def analytics_run(config_path: str | None, workers: int | None) -> None:
+    """Run N analytics workers: PULL jobs from the aggregator, PUSH results (CurveZMQ)."""
+    from legion.analytics.worker import run_pool
+    from legion.cli.common import default_config_path, load
+
+    path = config_path or default_config_path()
+    cfg = load(path)
+    if not cfg.ai_settings.anomaly_detection_enabled and \
+            not cfg.ai_settings.predictive_analytics_enabled:
+        click.echo("analytics disabled in ai_settings; no workers started", err=True)
+        return
+    run_pool(path, workers or max(1, cfg.analytics.workers))
+
+
+COMMANDS = [detect, forecast_csv, analytics]

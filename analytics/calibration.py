@@ -1,0 +1,176 @@
+"""Streaming building blocks shared by the detectors: sorted windows, rarity calibration, debounce.
+
+Calibration (the meaning of an anomaly score): every detector computes a raw *surprise* r_t >= 0
+and hands it to `Rarity`, which estimates the tail probability p_t of seeing a surprise at least
+that large given this series' own recent history of surprises (empirical rank in the body, an
+exponential peaks-over-threshold tail above the 90th percentile). The score is
+
+    score = clip(-log10(p_t) / decades, 0, 1)
+
+so with the default `decades=5`, a score of 0.6 is a 1-in-1,000 event, 0.8 a 1-in-10,000 event
+and 1.0 a 1-in-100,000 event for this series. Because the scale is the same for every series, one
+threshold (e.g. `ai_confidence_threshold=0.8`) means the same thing on a quiet and a noisy series.
+Every component here keeps its state as plain arrays/scalars (`to_state`/`from_state`), never
+pickle.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+
+class SortedWindow:
+    """The last `size` values, kept in insertion order and in sorted order (O(log n) rank)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+        self.ring: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def push(self, x: float) -> None:
+        """Add x, evicting the oldest value once full."""
+        if len(self.ring) == self.size:
+            old = self.ring.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.ring.append(x)
+        bisect.insort(self.sorted, x)
+
+    def __len__(self) -> int:
+        return len(self.ring)
+
+    def quantile(self, q: float) -> float:
+        """Empirical quantile (nearest rank) of the window; NaN when empty."""
+        n = len(self.sorted)
+        if n == 0:
+            return math.nan
+        return self.sorted[min(n - 1, max(0, int(q * (n - 1) + 0.5)))]
+
+    def median(self) -> float:
+        """Median of the window."""
+        return self.quantile(0.5)
+
+    def count_ge(self, x: float) -> int:
+        """How many values in the window are >= x."""
+        return len(self.sorted) - bisect.bisect_left(self.sorted, x)
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-array state."""
+        return {"size": self.size, "values": np.asarray(self.ring, dtype=float)}
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> SortedWindow:
+        """Rebuild from `to_state` output."""
+        w = cls(int(st["size"]))
+        for x in np.asarray(st["values"], dtype=float).tolist():
+            w.push(x)
+        return w
+
+
+class Rarity:
+    """Turns a raw surprise into a calibrated score in [0, 1] (see the module docstring).
+
+    Below the `tail_q` quantile of the history the tail probability is the empirical rank; above
+    it, peaks-over-threshold with an exponential tail (SPOT-style: mean excess over the quantile),
+    so probabilities far beyond anything seen are still graded, even with a short history.
+    """
+
+    def __init__(self, size: int = 2000, decades: float = 5.0, min_history: int = 30,
+                 tail_q: float = 0.9) -> None:
+        self.win = SortedWindow(size)
+        self.decades = float(decades)
+        self.min_history = int(min_history)
+        self.tail_q = float(tail_q)
+
+    def log_p(self, r: float) -> float:
+        """-log10 of the tail probability of surprise r under the history (no update)."""
+        n = len(self.win)
+        if n < self.min_history or not math.isfinite(r):
+            return 0.0
+        s = self.win.sorted
+        iu = int(self.tail_q * n)
+        u = s[iu]
+        if r <= u:
+            k = n - bisect.bisect_left(s, r)
+            return -math.log10((k + 1) / (n + 1))
+        tail = s[iu:]
+        beta = max(sum(tail) / len(tail) - u, 1e-9)
+        return -math.log10((n - iu) / (n + 1)) + (r - u) / beta / math.log(10)
+
+    def __call__(self, r: float) -> float:
+        """Score of surprise r, then remember r."""
+        lp = self.log_p(r)
+        if math.isfinite(r):
+            self.win.push(r)
+        return min(1.0, max(0.0, lp / self.decades))
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-array state."""
+        return {"win": self.win.to_state(), "decades": self.decades,
+                "min_history": self.min_history, "tail_q": self.tail_q}
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> Rarity:
+        """Rebuild from `to_state` output."""
+        r = cls(1, st["decades"], st["min_history"], st["tail_q"])
+        r.win = SortedWindow.from_state(st["win"])
+        return r
+
+
+class Debounce:
+    """Report an event once: a score that is not a new high for the last `span` points is damped.
+
+    Long anomalies otherwise raise an alert on every point (an alert storm); after this, a
+    persisting anomaly keeps a damped score and only a *more* surprising point scores fully again.
+    Within `burst` points of the last full score, a new high must also beat the old one by
+    `burst_margin`, so a surprise that creeps up over a few points counts once, not on each step.
+    """
+
+    def __init__(self, span: int = 100, damp: float = 0.5, burst: int = 5,
+                 burst_margin: float = 0.1) -> None:
+        self.span = int(span)
+        self.damp = float(damp)
+        self.burst = int(burst)
+        self.burst_margin = float(burst_margin)
+        self.recent: deque[float] = deque(maxlen=max(1, self.span))
+        self.since = 1 << 30  # points since the last full (undamped) score
+
+    def __call__(self, s: float) -> float:
+        """Damped score for raw score s."""
+        if self.span <= 0:
+            return s
+        self.since += 1
+        top = max(self.recent) if self.recent else -1.0
+        self.recent.append(s)
+        if s > top and not (self.since <= self.burst and s < top + self.burst_margin):
+            self.since = 0
+            return s
+        return s * self.damp
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-array state."""
+        return {"span": self.span, "damp": self.damp, "burst": self.burst,
+                "burst_margin": self.burst_margin, "since": min(self.since, 1 << 30),
+                "recent": np.asarray(self.recent, float)}
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> Debounce:
+        """Rebuild from `to_state` output."""
+        d = cls(int(st["span"]), float(st["damp"]), int(st["burst"]), float(st["burst_margin"]))
+        d.recent.extend(np.asarray(st["recent"], float).tolist())
+        d.since = int(st["since"])
+        return d
+
+
+def robust_scale(win: SortedWindow, floor: float) -> tuple[float, float]:
+    """(median, MAD*1.4826) of a window, the scale floored at `floor`."""
+    med = win.median()
+    if len(win) < 3:
+        return med, floor
+    arr = np.fromiter(win.ring, float, len(win))
+    mad = float(np.median(np.abs(arr - med))) * 1.4826
+    return med, max(mad, floor)

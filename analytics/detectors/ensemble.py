@@ -1,0 +1,48 @@
+"""The default detector: kNN shape novelty + seasonal median/MAD outliers + level shifts.
+
+Each member computes its own raw surprise and its own calibrated tail probability (-log10 p);
+the ensemble takes the most surprising member after a per-member discount in decades (the MAD
+and shift members fire on things the kNN member partly sees already, so they only add what is
+well beyond their own history: outliers against the daily pattern, sustained level changes).
+Chosen by measurement on the NAB dev subset (docs/analytics.md); one parameter set for every
+series.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.knn import KnnDetector
+from legion.analytics.detectors.mad import MadDetector
+from legion.analytics.detectors.shift import ShiftDetector
+
+
+class EnsembleDetector(StreamingDetector):
+    """max(kNN, MAD - mad_discount, shift - shift_discount) in log-rarity, then debounced."""
+
+    name = "ensemble"
+
+    def __init__(self, mad_discount: float = 1.0, shift_discount: float = 0.3,
+                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+        super().__init__(rarity_window, decades, debounce, mad_discount=mad_discount,
+                         shift_discount=shift_discount)
+        self.mad_discount, self.shift_discount = mad_discount, shift_discount
+        self.knn = KnnDetector(rarity_window=rarity_window, decades=decades, debounce=0)
+        self.mad = MadDetector(rarity_window=rarity_window, decades=decades, debounce=0)
+        self.shift = ShiftDetector(rarity_window=rarity_window, decades=decades, debounce=0)
+
+    def logp(self, ts_ms: int, value: float) -> float:
+        """-log10 tail probability: the most surprising member."""
+        return max(self.knn.logp(ts_ms, value),
+                   self.mad.logp(ts_ms, value) - self.mad_discount,
+                   self.shift.logp(ts_ms, value) - self.shift_discount)
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"knn": self.knn.get_state(), "mad": self.mad.get_state(),
+                "shift": self.shift.get_state()}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.knn.set_state(state["knn"])
+        self.mad.set_state(state["mad"])
+        self.shift.set_state(state["shift"])

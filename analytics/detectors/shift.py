@@ -1,0 +1,47 @@
+"""Level-shift detector: median of the last `short` points against the `window` points before.
+
+Raw surprise = |median(last short) - median(reference)| / MAD(reference), where the reference
+window ends where the short window begins, so a sustained change (a new level) stays visible for
+`short` points instead of one. Calibrated by `Rarity`, debounced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from legion.analytics.calibration import SortedWindow, robust_scale
+from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.mad import scale_floor
+
+
+class ShiftDetector(StreamingDetector):
+    """Robust two-window level-shift statistic."""
+
+    name = "shift"
+
+    def __init__(self, short: int = 24, window: int = 576, min_ref: int = 30,
+                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+        super().__init__(rarity_window, decades, debounce, short=short, window=window,
+                         min_ref=min_ref)
+        self.short, self.min_ref = short, min_ref
+        self.recent: deque[float] = deque(maxlen=short)
+        self.ref = SortedWindow(window)
+
+    def _surprise(self, ts_ms: int, value: float) -> float:
+        if len(self.recent) == self.short:
+            self.ref.push(self.recent[0])  # the oldest short-window point moves to the reference
+        self.recent.append(value)
+        if len(self.ref) < self.min_ref:
+            return 0.0
+        med, sc = robust_scale(self.ref, scale_floor(self.ref))
+        return abs(float(np.median(np.fromiter(self.recent, float))) - med) / sc
+
+    def _get_state(self) -> dict[str, Any]:
+        return {"recent": np.asarray(self.recent, float), "ref": self.ref.to_state()}
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        self.recent = deque(np.asarray(state["recent"], float).tolist(), maxlen=self.short)
+        self.ref = SortedWindow.from_state(state["ref"])

@@ -1,0 +1,127 @@
+"""Score every detector on the NAB dev subset with our own scorer (shared/data/nab/SCORING.md).
+
+    python bench/nab.py                         # all detectors, all three profiles
+    python bench/nab.py --detectors mad,kmeans --jobs 2 --cache /tmp/nabcache
+
+Each file is processed from scratch by a fresh detector with the one default parameter set; the
+labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from legion.analytics.csvio import parse_ts, read_csv
+from legion.analytics.detectors import DETECTORS, make_detector
+from legion.analytics.scoring import PROFILES, score_corpus
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
+
+
+def load_corpus(root: Path) -> list[tuple[str, np.ndarray, np.ndarray, list[tuple[int, int]]]]:
+    """(name, ts_ms, values, windows as row ranges) for every labelled file."""
+    labels = json.loads((root / "labels" / "windows.json").read_text())
+    out = []
+    for name in sorted(labels):
+        _, ts, vals = read_csv(root / "data" / name)
+        rows = []
+        for start, end in labels[name]:
+            a = int(np.flatnonzero(ts == parse_ts(start))[0])
+            b = int(np.flatnonzero(ts == parse_ts(end))[-1])
+            rows.append((a, b))
+        out.append((name, ts, vals, rows))
+    return out
+
+
+def _run_one(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, str, np.ndarray, float]:
+    det_name, file_name, ts, vals = args
+    t0 = time.perf_counter()
+    scores = make_detector(det_name).score(ts, vals)
+    return det_name, file_name, scores, time.perf_counter() - t0
+
+
+def run_detector(name: str, corpus: list, jobs: int, cache: Path | None) -> tuple[dict, float]:
+    """Scores per file (cached as .npy when a cache dir is given) and the CPU seconds taken."""
+    scores: dict[str, np.ndarray] = {}
+    todo = []
+    for fname, ts, vals, _ in corpus:
+        cf = cache / name / (fname.replace("/", "__") + ".npy") if cache else None
+        if cf is not None and cf.exists():
+            scores[fname] = np.load(cf, allow_pickle=False)
+        else:
+            todo.append((name, fname, ts, vals))
+    secs = 0.0
+    if todo:
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as ex:
+                results = list(ex.map(_run_one, todo))
+        else:
+            results = [_run_one(t) for t in todo]
+        for _, fname, sc, dt in results:
+            scores[fname] = sc
+            secs += dt
+            if cache is not None:
+                cf = cache / name / (fname.replace("/", "__") + ".npy")
+                cf.parent.mkdir(parents=True, exist_ok=True)
+                np.save(cf, sc, allow_pickle=False)
+    return scores, secs
+
+
+def baselines(root: Path) -> list[tuple[str, list[str]]]:
+    """Rows of the BASELINES.md table: (detector, [standard, low FP, low FN, ...])."""
+    rows = []
+    for line in (root / "BASELINES.md").read_text().splitlines():
+        m = re.match(r"^\|\s*([A-Za-z]\w*)\s*\|\s*(-?[\d.]+)\s*\|", line)
+        if m:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows.append((cells[0], cells[1:]))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the table."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--detectors", default=",".join(DETECTORS))
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--per-category", action="store_true")
+    a = ap.parse_args(argv)
+    corpus = load_corpus(a.root)
+    n_rows = sum(len(v) for _, _, v, _ in corpus)
+    hdr = f"{'detector':<22}{'Standard':>9}{'Low FP':>9}{'Low FN':>9}{'std thr':>9}" \
+          f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}"
+    print(f"NAB dev subset: {len(corpus)} files, {n_rows} rows, "
+          f"{sum(len(w) for *_, w in corpus)} windows")
+    print(hdr)
+    for name in a.detectors.split(","):
+        scores, secs = run_detector(name, corpus, a.jobs, a.cache)
+        pairs = [(scores[f], w) for f, _, _, w in corpus]
+        res = {p: score_corpus(pairs, p) for p in PROFILES}
+        std = res["standard"]
+        rate = f"{n_rows / secs:9.0f}" if secs else f"{'cached':>9}"
+        print(f"{name:<22}{std.score:9.2f}{res['reward_low_FP_rate'].score:9.2f}"
+              f"{res['reward_low_FN_rate'].score:9.2f}{std.threshold:9.4f}"
+              f"{std.windows_found:>5}/{std.n_windows:<3}{std.fp_rows:8d}{rate}", flush=True)
+        if a.per_category:
+            cats = sorted({f.split("/")[0] for f, *_ in corpus})
+            for c in cats:
+                sub = [(scores[f], w) for f, _, _, w in corpus if f.startswith(c)]
+                r = score_corpus(sub, "standard")
+                print(f"    {c:<24} {r.score:7.2f}  {r.windows_found}/{r.n_windows} fp={r.fp_rows}")
+    print("published (BASELINES.md, same subset, same rules):")
+    for name, cells in baselines(a.root):
+        print(f"  {name:<20}" + "".join(f"{c:>9}" for c in cells[:6]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Contract tests over FORECASTERS, backtest selection, and time-to-threshold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from legion.analytics.forecasters import (
+    FORECASTERS,
+    AutoForecaster,
+    Forecaster,
+    make_forecaster,
+    time_to_threshold,
+)
+from legion.analytics.forecasters.base import Forecast
+
+STEP = 300_000
+NAMES = sorted(FORECASTERS)
+
+
+def daily(n: int = 288 * 4, seed: int = 3, trend: float = 0.01
+          ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    v = 40 + 15 * np.sin(2 * np.pi * t / 288) + trend * t + rng.normal(0, 1.0, n)
+    return 1_600_000_000_000 + t.astype(np.int64) * STEP, v
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract(name: str) -> None:
+    ts, v = daily()
+    f = make_forecaster(name)
+    assert isinstance(f, Forecaster)
+    fc = f.fit(ts, v).predict(36)
+    assert isinstance(fc, Forecast)
+    assert len(fc.mean) == len(fc.lower) == len(fc.upper) == len(fc.ts_ms) == 36
+    assert np.all(np.isfinite(fc.mean))
+    assert np.all(fc.lower <= fc.mean + 1e-9) and np.all(fc.mean <= fc.upper + 1e-9)
+    assert fc.ts_ms[0] == ts[-1] + STEP and np.all(np.diff(fc.ts_ms) == STEP)
+    assert isinstance(f.get_state(), dict)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_and_uses_only_the_fitted_history(name: str) -> None:
+    ts, v = daily()
+    a = make_forecaster(name).fit(ts[:900], v[:900]).predict(24).mean
+    b = make_forecaster(name).fit(ts[:900], v[:900]).predict(24).mean
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["holt_winters", "profile", "combo"])
+def test_seasonal_models_beat_seasonal_naive_on_a_clean_cycle(name: str) -> None:
+    ts, v = daily(n=288 * 7, trend=0.0)
+    cut = len(v) - 72
+    truth = v[cut:]
+    err = np.mean(np.abs(make_forecaster(name).fit(ts[:cut], v[:cut]).predict(72).mean - truth))
+    naive = np.mean(np.abs(
+        make_forecaster("seasonal_naive").fit(ts[:cut], v[:cut]).predict(72).mean - truth))
+    assert err < naive
+
+
+def test_auto_picks_by_backtest_and_reports_scores() -> None:
+    ts, v = daily()
+    auto = AutoForecaster(horizon=36).fit(ts, v)
+    st = auto.get_state()
+    assert st["chosen"] in FORECASTERS
+    assert st["backtest_mae"][st["chosen"]] == min(st["backtest_mae"].values())
+    assert len(auto.predict(36).mean) == 36
+
+
+def test_short_series_still_forecast() -> None:
+    ts = np.array([0, 60_000, 120_000], dtype=np.int64)
+    for name in NAMES:
+        fc = make_forecaster(name).fit(ts, np.array([1.0, 2.0, 3.0])).predict(5)
+        assert np.all(np.isfinite(fc.mean))
+
+
+def test_time_to_threshold_on_a_ramp() -> None:
+    t = np.arange(600)
+    ts = t.astype(np.int64) * 60_000
+    rng = np.random.default_rng(0)
+    v = 50 + 0.05 * t + rng.normal(0, 0.2, 600)     # +3 per hour, now ~80
+    fc = make_forecaster("linear").fit(ts, v).predict(240)
+    eta = time_to_threshold(fc, 85.0)
+    assert eta.eta_ms is not None and eta.earliest_ms is not None
+    minutes = (eta.eta_ms - ts[-1]) / 60_000
+    assert 80 < minutes < 120                       # (85 - 80) / 0.05 = 100 minutes
+    assert eta.earliest_ms <= eta.eta_ms <= (eta.latest_ms or eta.eta_ms)
+    assert "reaches 85" in eta.describe(int(ts[-1]))
+    never = time_to_threshold(fc, 1e9)
+    assert never.eta_ms is None and "does not reach" in never.describe(int(ts[-1]))
