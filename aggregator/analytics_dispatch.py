@@ -39,9 +39,9 @@ ANALYTICS_NODE = "analytics"
 WORKER_DOMAIN = b"workers"
 MAX_HISTORY_POINTS = 2000
 
-# The series watched for anomalies: metric name -> required labels (exact values).
-WATCHED: dict[str, dict[str, str]] = {
-    "system_cpu_usage_percent": {},
+# The series watched for anomalies: metric name -> required labels (exact values; None = absent).
+WATCHED: dict[str, dict[str, str | None]] = {
+    "system_cpu_usage_percent": {"cpu": None},
     "system_memory_usage_percent": {},
     "system_disk_usage_percent": {},
     "system_load1": {},
@@ -50,8 +50,8 @@ WATCHED: dict[str, dict[str, str]] = {
     "agent_task_queue_depth": {},
 }
 # prediction_config names (the seed's) -> (metric, required labels)
-PREDICTED: dict[str, tuple[str, dict[str, str]]] = {
-    "cpu_usage": ("system_cpu_usage_percent", {}),
+PREDICTED: dict[str, tuple[str, dict[str, str | None]]] = {
+    "cpu_usage": ("system_cpu_usage_percent", {"cpu": None}),
     "memory_usage": ("system_memory_usage_percent", {}),
     "disk_usage": ("system_disk_usage_percent", {}),
     "response_time": ("agent_response_time_ms", {"quantile": "p95", "task_type": "__all__"}),

@@ -59,4 +59,42 @@ def status_cmd(config_path: str, token: str | None, fmt: str) -> None:
     click.echo(render(api(config_path, token).get("/api/v1/status"), fmt))
 
 
-COMMANDS = [nodes_cmd, query_cmd, status_cmd]
+@click.command("anomalies")
+@click.option("--node", default=None, help="Only series of this node.")
+@click.option("--since", default="1h", show_default=True, help="Range start (as for query).")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@config_option
+@token_option
+@format_option
+def anomalies_cmd(node: str | None, since: str, limit: int, config_path: str,
+                  token: str | None, fmt: str) -> None:
+    """Series ranked by anomaly rate over the range (the anomaly advisor)."""
+    rows = api(config_path, token).get("/api/v1/anomalies", node=node, since=since, limit=limit)
+    click.echo(render(rows, fmt, None if fmt == "json" else
+                      ["node", "metric", "labels", "anomaly_rate", "max_score"]))
+
+
+@click.command("forecast")
+@click.argument("metric")
+@click.option("--node", default=None, help="Only this node.")
+@config_option
+@token_option
+@format_option
+def forecast_cmd(metric: str, node: str | None, config_path: str, token: str | None,
+                 fmt: str) -> None:
+    """Latest forecast of METRIC (or a prediction_config name) with time to threshold."""
+    rows = api(config_path, token).get("/api/v1/forecasts", metric=metric, node=node)
+    if fmt != "json":
+        rows = [{"node": r["node"], "metric": r["metric"], "labels": _labels_of(r),
+                 "model": r.get("model"), "threshold": r.get("threshold"),
+                 "outlook": "; ".join(e.get("text", "") for e in r.get("etas", []))}
+                for r in rows]
+    click.echo(render(rows, fmt))
+
+
+def _labels_of(row: dict) -> str:
+    agent = row.get("agent_id")
+    return f"agent_id={agent}" if agent else ""
+
+
+COMMANDS = [nodes_cmd, query_cmd, status_cmd, anomalies_cmd, forecast_cmd]
