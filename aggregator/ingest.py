@@ -89,8 +89,25 @@ class Receiver(threading.Thread):
         sock.setsockopt(zmq.MAXMSGSIZE, self._cfg.aggregator.max_message_bytes)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-        sock.bind(self._cfg.endpoint(self._cfg.aggregator.ingest_bind))
+        try:
+            sock.bind(self._cfg.endpoint(self._cfg.aggregator.ingest_bind))
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
         return sock
+
+    def _rebind(self) -> zmq.Socket:
+        # ZeroMQ closes the old listener asynchronously in its I/O thread, so the port may
+        # still be taken for a moment: retry instead of letting the receive loop die.
+        for attempt in range(100):
+            try:
+                return self._bind()
+            except zmq.ZMQError as exc:
+                if attempt == 99:
+                    raise
+                log.debug("event=rebind_retry error=%s", exc)
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
 
     def run(self) -> None:
         try:
@@ -128,7 +145,7 @@ class Receiver(threading.Thread):
                     if known - current:
                         log.info("event=key_revoked count=%d action=rebind", len(known - current))
                         sock.close(linger=0)
-                        sock = self._bind()
+                        sock = self._rebind()
                         self._tm.add(socket_rebinds=1)
                     known = current
         finally:
