@@ -1,14 +1,14 @@
 """Rollup tiers (1m, 1h, 1d): min, max, sum, count, last per series and bucket.
 
 Maintained incrementally: each write records the minutes it touched in `dirty_minutes` (same
-transaction as the points). A pass recomputes those minutes (once they have settled) from raw,
-then the hours and days that contain them from the tier below, and clears the dirty rows, in one
-transaction. So late
-and resent batches are handled by construction (resends never reach the points; late points make
-their minute dirty), a crash between write and pass only delays the pass, and history is never
-rescanned. Points older than the raw horizon (raw already deleted by retention) cannot be
-recomputed from raw: they are merged into each tier as extra partial rows instead, which readers
-combine per bucket like any other row.
+transaction as the points). A pass recomputes those minutes (once they have settled) from raw
+into 1m and appends them to 1h and 1d as partial rows; a minute rolled a second time (late data)
+has its hours and days recomputed from the tier below instead. One transaction per run of
+minutes, which also clears them from `dirty_minutes`. So late and resent batches are handled by
+construction (resends never reach the points; late points make their minute dirty), a crash
+between write and pass only delays the pass, and history is never rescanned. Points older than the
+raw horizon (raw already deleted by retention) are merged into each tier as partial rows. Readers
+always combine rows per (series, bucket); `compact_1m` folds settled hours to one row each.
 """
 
 from __future__ import annotations
@@ -104,8 +104,12 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
     dirty = "(" + ", ".join(str(int(m)) for m in minutes) + ")"  # ints only: safe inline
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"DELETE FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
-                    f"bucket // 60000 IN {dirty}")
+        rolled_before = con.execute(
+            f"SELECT count(*) FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
+            f"bucket // 60000 IN {dirty}").fetchall()[0][0]
+        if rolled_before:
+            con.execute(f"DELETE FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
+                        f"bucket // 60000 IN {dirty}")
         con.execute(f"""
             INSERT INTO rollup_1m
             SELECT series_id, ts // 60000 * 60000 AS bucket, {_PARTIAL.format(v='value', t='ts')}
@@ -118,6 +122,18 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
             buckets = sorted({m * MINUTE_MS // width * width for m in minutes})
             blo, bhi = buckets[0], buckets[-1] + width
             in_list = "(" + ", ".join(map(str, buckets)) + ")"
+            if not rolled_before:
+                # The usual case: minutes rolled for the first time. Their 1m rows are appended
+                # to the coarser tiers as partial rows (readers combine rows per bucket), so a
+                # pass costs O(new minutes), not O(hour + day); compaction folds them later.
+                con.execute(f"""
+                    INSERT INTO rollup_{tier}
+                    SELECT series_id, bucket // {width} * {width} AS b, {_COMBINE}
+                    FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi}
+                      AND bucket // 60000 IN {dirty}
+                    GROUP BY series_id, b ORDER BY series_id, b""")
+                continue
+            # A minute rolled before (late data): recompute its hours and days from below.
             con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {blo} AND bucket < {bhi} "
                         f"AND bucket IN {in_list}")
             con.execute(f"""
@@ -133,3 +149,58 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _fold(con: duckdb.DuckDBPyConnection, tier: str, lo: int, hi: int) -> None:
+    """Combine a tier's rows of [lo, hi) into one row per (series, bucket), sorted by series."""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _fold AS
+        SELECT series_id, bucket, {_COMBINE} FROM rollup_{tier}
+        WHERE bucket >= {lo} AND bucket < {hi}
+        GROUP BY series_id, bucket ORDER BY series_id, bucket""")
+    con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {lo} AND bucket < {hi}")
+    con.execute(f"INSERT INTO rollup_{tier} SELECT * FROM _fold")
+    con.execute("DROP TABLE _fold")
+
+
+def compact_1m(con: duckdb.DuckDBPyConnection, dirty: set[int], budget_s: float) -> int:
+    """Fold and sort settled hours of the tiers; returns hours compacted.
+
+    Passes append a few minutes of all series at a time (and partial rows to 1h and 1d), so zone
+    maps cannot prune a one-series read. Rewriting each settled hour of 1m (and its 1h bucket,
+    and the 1d bucket of its day) as runs sorted by series with one row per bucket (one
+    transaction per hour, in time order) keeps the tiers small and lets a one-series, 24 h read
+    skip most row groups.
+    """
+    deadline = time.monotonic() + budget_s
+    hour = 3_600_000
+    done = 0
+    mark = kept_since(con, "compact_1m")
+    if mark == 0:
+        row = con.execute("SELECT min(bucket) FROM rollup_1m").fetchall()[0][0]
+        if row is None:
+            return 0
+        mark = int(row) // hour * hour
+    mark = max(mark, kept_since(con, "1m") // hour * hour)
+    newest = con.execute("SELECT max(bucket) FROM rollup_1m WHERE bucket >= ?",
+                         [mark]).fetchall()[0][0]
+    if newest is None:
+        return 0
+    while mark + hour <= int(newest) and time.monotonic() < deadline:
+        lo, hi = mark, mark + hour
+        if any(lo <= m * MINUTE_MS < hi for m in dirty):
+            break  # wait for the pass; hours are compacted strictly in order
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _fold(con, "1m", lo, hi)
+            _fold(con, "1h", lo, hi)
+            day = lo // TIERS["1d"] * TIERS["1d"]
+            _fold(con, "1d", day, day + TIERS["1d"])  # the day so far: its partials stay few
+            set_kept_since(con, "compact_1m", hi)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        mark = hi
+        done += 1
+    return done

@@ -100,11 +100,18 @@ class Store:
         con = self._open()
         budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
         minutes = self.roll_up(budget)
+        hours = 0
+        if self.config.rollups_enabled:
+            try:
+                hours = rollup.compact_1m(con, self._writer.dirty, budget)
+            except duckdb.Error as exc:
+                raise StoreError(f"compacting the 1m tier failed: {exc}") from exc
         report = retention.run(con, self.config, self.path, self._clock(), budget,
                                archive_dir=self._archive_dir(), archive_key=self._archive_key)
         self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
         self._refresh_kept(con)
         report["rolled_up_minutes"] = minutes
+        report["compacted_hours"] = hours
         return report
 
     def checkpoint(self) -> None:

@@ -20,7 +20,7 @@ WRITER = textwrap.dedent("""
     from legion.proto import MetricsBatch, Sample, canonical_labels
 
     path, start = sys.argv[1], int(sys.argv[2])
-    store = Store(path, StorageConfig(rollup_interval_ms=50))
+    store = Store(path, StorageConfig(rollup_interval_ms=100))
     T0 = 1_700_000_000_000
     seq = start
     while True:

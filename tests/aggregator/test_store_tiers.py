@@ -71,12 +71,11 @@ def test_rollups_equal_recomputation_with_late_and_resent(tmp_path):
             for agg in ("avg", "min", "max", "sum", "count", "last"):
                 got = got_by_series(store.query("cpu_percent", step_ms=step, agg=agg))
                 assert_close(got, expected(truth, step, agg))
-        # nothing reached the tiers twice: one row per (series, bucket) after the passes
+        # nothing reached the tiers twice: every tier counts exactly the raw points
         with store._cursor() as cur:
             for tier in ("1m", "1h", "1d"):
-                assert cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM "
-                                   f"rollup_{tier} GROUP BY ALL HAVING count(*) > 1)"
-                                   ).fetchall()[0][0] == 0
+                assert cur.execute(f"SELECT sum(count) FROM rollup_{tier}").fetchall()[0][0] \
+                    == len(truth)
     finally:
         store.close()
 
@@ -187,7 +186,7 @@ def test_retention_per_tier_and_late_points_beyond_raw(tmp_path):
 def test_disk_cap_deletes_oldest_raw_first(tmp_path):
     """Space comes back per whole row group (measured): the cap deletes raw chunks until it does."""
     path = tmp_path / "cap.duckdb"
-    store = Store(path, StorageConfig(raw_retention_hours=1000, maintenance_budget_ms=20_000),
+    store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
                   clock_ms=lambda: T0 + DAY)
     rng = np.random.default_rng(1)
     try:
@@ -206,7 +205,7 @@ def test_disk_cap_deletes_oldest_raw_first(tmp_path):
         from legion.aggregator.store.retention import used_bytes
         full = used_bytes(store._con, path)
         cap = full - 2 * 262_144
-        store.config = StorageConfig(raw_retention_hours=1000, max_disk_bytes=cap,
+        store.config = StorageConfig(raw_retention_hours=500, max_disk_bytes=cap,
                                      maintenance_budget_ms=20_000)
         report = store.maintain()
         assert report["over_cap"] and report["deleted"].get("raw", 0) > 0
@@ -216,5 +215,43 @@ def test_disk_cap_deletes_oldest_raw_first(tmp_path):
         assert rows and min(r["ts_ms"] for r in rows) >= kept > T0  # the oldest raw went
         daily = store.query("m_percent", labels={"i": "7"}, step_ms=DAY, agg="count")
         assert sum(r["value"] for r in daily) == 600  # rollups untouched by the cap
+    finally:
+        store.close()
+
+
+def test_bad_storage_config_is_reported_with_key_paths(tmp_path):
+    from legion.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        Store(tmp_path / "bad.duckdb",
+              StorageConfig(max_disk_bytes=-1, raw_retention_hours=24 * 90))
+    text = str(err.value)
+    assert "storage.max_disk_bytes" in text and "must not shrink" in text
+    assert not (tmp_path / "bad.duckdb").exists()
+
+
+def test_compaction_of_1m_keeps_results_exact(tmp_path):
+    rng = np.random.default_rng(21)
+    cfg = StorageConfig(raw_retention_hours=24 * 20, maintenance_budget_ms=30_000)
+    store = Store(tmp_path / "c.duckdb", cfg, clock_ms=lambda: T0 + 3 * DAY)
+    try:
+        batches, truth = make_batches(rng, 400, 6 * HOUR)
+        store.write(batches[:300])
+        store.roll_up(budget_s=30, include_open=True)
+        report = store.maintain()
+        assert report["compacted_hours"] >= 4
+        mark = store.stats()["kept_since_ms"]["compact_1m"]
+        assert mark >= T0 + 4 * HOUR
+        with store._cursor() as cur:  # compacted hours hold one row per (series, bucket)
+            for tier in ("1m", "1h"):
+                assert cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM "
+                                   f"rollup_{tier} WHERE bucket < {mark} GROUP BY ALL "
+                                   "HAVING count(*) > 1)").fetchall()[0][0] == 0
+        store.write(batches[300:])  # late points into compacted hours
+        store.roll_up(budget_s=30)
+        for step in (MIN, HOUR):
+            for agg in ("avg", "min", "last", "count"):
+                assert_close(got_by_series(store.query("cpu_percent", step_ms=step, agg=agg)),
+                             expected(truth, step, agg))
     finally:
         store.close()
