@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractAccessLogger
 from legion.aggregator.gateway import prom
 from legion.aggregator.gateway.alerts_api import AlertActions, make_alert_routes
 from legion.aggregator.gateway.analytics_api import make_analytics_routes
+from legion.aggregator.gateway.export_api import make_export_routes
 from legion.aggregator.gateway.api import (
     GATEWAY_STATUS_KEY,
     BadRequest,
@@ -233,6 +234,7 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
                                lambda: dict(status_provider())))
     app.add_routes(make_alert_routes(hub, alert_actions))
     app.add_routes(make_analytics_routes(store, sources or {}))
+    app.add_routes(make_export_routes(store))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/", index)

@@ -1,0 +1,95 @@
+"""Parquet export through the aggregator (the one process that opens the database).
+
+`POST /api/v1/exports {"since", "until", "metric"?, "out"}` starts an export in a thread and
+answers its id; `GET /api/v1/exports/{id}` reports progress (days done / total, rows, files).
+The files are written by the aggregator on its host, into `out` (an absolute path). Admin only
+(`configure`): it writes files on the server. Audited like every write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from legion.aggregator.gateway.api import _METRIC_RE
+from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
+from legion.aggregator.gateway.timefmt import now_ms, parse_time_ms
+from legion.aggregator.store import export_parquet
+from legion.errors import LegionError
+
+MAX_JOBS_KEPT = 50
+
+
+def make_export_routes(store: Any) -> list[web.RouteDef]:
+    """The export routes over `store`."""
+    jobs: dict[str, dict[str, Any]] = {}
+    lock = threading.Lock()
+
+    def run(job_id: str, since: int, until: int, metric: str | None, out: Path) -> None:
+        def progress(done: int, total: int) -> None:
+            with lock:
+                jobs[job_id].update(done=done, total=total)
+        try:
+            result = export_parquet(store, since, until, metric=metric, out_dir=out,
+                                    progress=progress)
+            with lock:
+                jobs[job_id].update(state="done", **result, finished_ms=now_ms())
+        except (LegionError, OSError) as exc:
+            with lock:
+                jobs[job_id].update(state="failed", error=str(exc), finished_ms=now_ms())
+
+    @requires("configure")
+    async def start(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return json_error(400, "body must be JSON")
+        if not isinstance(body, dict):
+            return json_error(400, "body must be a JSON object")
+        unknown = set(body) - {"since", "until", "metric", "out"}
+        if unknown:
+            return json_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
+        out, metric = body.get("out"), body.get("metric")
+        if not isinstance(out, str) or not Path(out).is_absolute():
+            return json_error(400, "'out' must be an absolute directory path")
+        if metric is not None and (not isinstance(metric, str) or not _METRIC_RE.match(metric)):
+            return json_error(400, "'metric' is not a metric name")
+        now = now_ms()
+        try:
+            since = parse_time_ms(str(body.get("since", "24h")), now)
+            until = parse_time_ms(str(body["until"]), now) if body.get("until") else now
+        except (ValueError, TypeError) as exc:
+            return json_error(400, str(exc))
+        if until <= since:
+            return json_error(400, "'until' must be after 'since'")
+        job_id = uuid.uuid4().hex[:12]
+        request[AUDIT_DETAILS_KEY] = {"export": job_id, "out": out, "metric": metric}
+        with lock:
+            if len(jobs) >= MAX_JOBS_KEPT:
+                for old in sorted(jobs, key=lambda k: jobs[k]["started_ms"])[:10]:
+                    if jobs[old]["state"] != "running":
+                        del jobs[old]
+            jobs[job_id] = {"id": job_id, "state": "running", "done": 0, "total": 0,
+                            "since_ms": since, "until_ms": until, "metric": metric, "out": out,
+                            "started_ms": int(time.time() * 1000)}
+        threading.Thread(target=run, args=(job_id, since, until, metric, Path(out)),
+                         name=f"legion-export-{job_id}", daemon=True).start()
+        return web.json_response(jobs[job_id], status=202)
+
+    @requires("read")
+    async def get(request: web.Request) -> web.Response:
+        with lock:
+            job = jobs.get(request.match_info["job_id"])
+            snapshot = dict(job) if job else None
+        if snapshot is None:
+            return json_error(404, "no such export")
+        await asyncio.sleep(0)
+        return web.json_response(snapshot)
+
+    return [web.post("/api/v1/exports", start), web.get("/api/v1/exports/{job_id}", get)]
