@@ -3,8 +3,9 @@
 Every `analysis_interval` the dispatcher sends a detect job for each watched series that has new
 points (only the new points plus the detector state from the previous result, so any worker can
 take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
-entry. Jobs without a result after `analytics.job_timeout_secs` are sent again; a result for a job
-already answered is ignored, so a slow or dead worker delays nothing else.
+entry. The job bookkeeping (state per series, jobs in flight, re-dispatch after
+`analytics.job_timeout_secs`, first result wins) is `legion.analytics.dispatch.Dispatcher`; this
+module adds the sockets, the store queries and what becomes of results.
 
 Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
 queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
@@ -14,10 +15,10 @@ labels. The anomaly rate of a series over a range is the average of its flag.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import zmq
 
 from legion.aggregator.auth import KeyRegistry
 from legion.aggregator.store import IncomingBatch, Store
-from legion.analytics.jobs import Job, JobError, decode_result, encode_job
+from legion.analytics.dispatch import Dispatcher as JobBook
 from legion.config import Config
 from legion.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
@@ -63,49 +64,40 @@ class _Series:
     node: str
     metric: str
     labels: dict[str, str]
-    scored_until_ms: int = 0
-    state: bytes | None = None
 
 
 @dataclass
-class _Pending:
-    job: Job
-    sent_at: float
-    attempts: int = 1
-
-
-@dataclass
-class DispatchStats:
-    jobs_sent: int = 0
-    jobs_redispatched: int = 0
-    results: int = 0
-    results_failed: int = 0
-    results_stale: int = 0
-    bad_results: int = 0
+class BridgeStats:
     points_scored: int = 0
     anomalies: int = 0
     by_worker: dict[str, int] = field(default_factory=dict)
 
 
-class Dispatcher(threading.Thread):
+class AnalyticsBridge(threading.Thread):
     """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
 
     def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
                  store: Store, submit: Callable[[IncomingBatch], None]) -> None:
-        super().__init__(name="legion-analytics-dispatch", daemon=True)
+        super().__init__(name="legion-analytics-bridge", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._store, self._submit = store, submit
         self._stopping = threading.Event()
         self._series: dict[str, _Series] = {}
-        self._pending: dict[str, _Pending] = {}
         self._epoch = int(time.time() * 1000)
         self._seq = 0
         self._lock = threading.Lock()
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=500)
         self._forecasts: dict[str, dict[str, Any]] = {}
-        self.stats = DispatchStats()
+        self._book: JobBook | None = None
+        self.counters = BridgeStats()
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """Job bookkeeping counters plus points scored, anomalies found, results per worker."""
+        out: dict[str, Any] = dict(self._book.stats) if self._book else {}
+        out.update(dataclasses.asdict(self.counters))
+        return out
 
     # ---- read side (gateway threads) ------------------------------------------------------
     def recent_anomalies(self) -> list[dict[str, Any]]:
@@ -133,6 +125,14 @@ class Dispatcher(threading.Thread):
             self.bind_error = exc
             self.ready.set()
             return
+        def send(frame: bytes) -> None:
+            try:
+                jobs.send(frame, zmq.NOBLOCK)
+            except zmq.Again:  # no worker connected or all busy: re-dispatched after timeout
+                pass
+
+        self._book = JobBook(send, timeout_secs=self._cfg.analytics.job_timeout_secs,
+                             max_attempts=5)
         self.ready.set()
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
         next_detect = time.monotonic() + self._cfg.analysis_interval
@@ -148,11 +148,11 @@ class Dispatcher(threading.Thread):
                 now = time.monotonic()
                 if ai.anomaly_detection_enabled and now >= next_detect:
                     next_detect = now + self._cfg.analysis_interval
-                    self._guard(lambda: self._schedule_detect(jobs))
+                    self._guard(self._schedule_detect)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
-                    self._guard(lambda: self._schedule_forecasts(jobs))
-                self._redispatch(jobs, now)
+                    self._guard(self._schedule_forecasts)
+                self._book.resend_expired()
         finally:
             jobs.close(0)
             results.close(0)
@@ -167,60 +167,37 @@ class Dispatcher(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down
             log.warning("event=schedule_failed error=%s", exc)
 
-    def _send(self, sock: zmq.Socket, job: Job) -> None:
-        try:
-            sock.send(encode_job(job), zmq.NOBLOCK)
-            self.stats.jobs_sent += 1
-        except zmq.Again:  # no worker connected, or all busy: retried after the timeout
-            pass
-        self._pending[job.job_id] = _Pending(job, time.monotonic())
-
-    def _redispatch(self, sock: zmq.Socket, now: float) -> None:
-        timeout = self._cfg.analytics.job_timeout_secs
-        for jid, p in list(self._pending.items()):
-            if now - p.sent_at >= timeout:
-                if p.attempts >= 5:
-                    del self._pending[jid]
-                    continue
-                p.attempts += 1
-                p.sent_at = now
-                self.stats.jobs_redispatched += 1
-                try:
-                    sock.send(encode_job(p.job), zmq.NOBLOCK)
-                except zmq.Again:
-                    pass
-
-    def _schedule_detect(self, sock: zmq.Socket) -> None:
+    def _schedule_detect(self) -> None:
         acfg = self._cfg.analytics
-        busy = {p.job.series for p in self._pending.values()}
+        book = self._book
+        assert book is not None
         for row in self._store.series():
             want = WATCHED.get(row["metric"])
-            if want is None or row["node"] == ANALYTICS_NODE:
-                continue
             labels = row["labels"]
-            if any(labels.get(k) != v for k, v in want.items()):
+            if want is None or row["node"] == ANALYTICS_NODE or any(
+                    labels.get(k) != v for k, v in want.items()):
                 continue
             key = _key(row["node"], row["metric"], labels)
             s = self._series.setdefault(key, _Series(row["node"], row["metric"], dict(labels)))
-            if key in busy:
+            if key in book.in_flight:
                 continue
-            since = s.scored_until_ms + 1 if s.state else int(
+            prev = book.state.get(key)
+            since = prev[1] + 1 if prev else int(
                 (time.time() - MAX_HISTORY_POINTS * self._cfg.collection_interval) * 1000)
-            pts = self._store.query(s.metric, node=s.node, labels=s.labels, since_ms=since,
-                                    until_ms=None)
-            pts = [p for p in pts if p["labels"] == s.labels][-MAX_HISTORY_POINTS:]
-            if s.state is None and len(pts) < acfg.window_size // 4:
-                continue  # not enough history to say anything yet
-            if not pts:
-                continue
-            ts = np.array([p["ts_ms"] for p in pts], dtype=np.int64)
-            vals = np.array([p["value"] for p in pts], dtype=np.float64)
-            warmup = 0 if s.state else max(0, len(pts) - 30)
-            job = Job(uuid.uuid4().hex, "detect", key, ts, vals, model=acfg.detector,
-                      state=s.state, warmup=warmup)
-            self._send(sock, job)
+            pts = [p for p in self._store.query(s.metric, node=s.node, labels=s.labels,
+                                                since_ms=since) if p["labels"] == s.labels]
+            pts = pts[-MAX_HISTORY_POINTS:]
+            if not pts or (prev is None and len(pts) < acfg.window_size // 4):
+                continue  # nothing new, or not enough history to say anything yet
+            job = book.detect_job(key, np.array([p["ts_ms"] for p in pts], dtype=np.int64),
+                                  np.array([p["value"] for p in pts], dtype=np.float64),
+                                  model=acfg.detector, warmup=max(0, len(pts) - 30))
+            if job is not None:
+                book.submit(job)
 
-    def _schedule_forecasts(self, sock: zmq.Socket) -> None:
+    def _schedule_forecasts(self) -> None:
+        book = self._book
+        assert book is not None
         now_ms = int(time.time() * 1000)
         for name, target in self._cfg.analytics.prediction_config.items():
             metric, want = PREDICTED.get(name, (name, {}))
@@ -236,30 +213,23 @@ class Dispatcher(threading.Thread):
                 if len(pts) < 10:
                     continue
                 key = _key(row["node"], metric, labels)
-                job = Job(uuid.uuid4().hex, "forecast", f"{key}|{name}",
-                          np.array([p["ts_ms"] for p in pts], dtype=np.int64),
-                          np.array([p["value"] for p in pts], dtype=np.float64),
-                          model="auto", horizon=int(target.horizon_hours * 60),
-                          thresholds=[target.alert_threshold])
-                self._send(sock, job)
+                self._series.setdefault(key, _Series(row["node"], metric, dict(labels)))
+                book.submit(book.forecast_job(
+                    f"{key}|{name}", np.array([p["ts_ms"] for p in pts], dtype=np.int64),
+                    np.array([p["value"] for p in pts], dtype=np.float64),
+                    horizon=int(target.horizon_hours * 60),
+                    thresholds=[target.alert_threshold]))
 
     def _on_result(self, data: bytes) -> None:
-        try:
-            res = decode_result(data)
-        except JobError:
-            self.stats.bad_results += 1
+        assert self._book is not None
+        res = self._book.on_result(data)
+        if res is None:  # malformed, or a re-dispatched copy answered already: idempotent
             return
-        if self._pending.pop(res.job_id, None) is None:
-            self.stats.results_stale += 1  # answered already (a re-dispatched copy): idempotent
-            return
-        self.stats.results += 1
-        self.stats.by_worker[res.worker] = self.stats.by_worker.get(res.worker, 0) + 1
+        self.counters.by_worker[res.worker] = self.counters.by_worker.get(res.worker, 0) + 1
         if not res.ok:
-            self.stats.results_failed += 1
             log.warning("event=job_failed kind=%s series=%s error=%s", res.kind, res.series,
                         res.error[:200])
-            return
-        if res.kind == "detect":
+        elif res.kind == "detect":
             self._on_scores(res)
         else:
             self._on_forecast(res)
@@ -268,9 +238,6 @@ class Dispatcher(threading.Thread):
         s = self._series.get(res.series)
         if s is None:
             return
-        s.state = res.state
-        if len(res.ts_ms):
-            s.scored_until_ms = max(s.scored_until_ms, int(res.ts_ms[-1]))
         thr = self._cfg.analytics.anomaly_threshold
         labels = canonical_labels({**s.labels, "node": s.node, "metric": s.metric})
         samples = []
@@ -279,13 +246,13 @@ class Dispatcher(threading.Thread):
             samples.append(Sample("legion_anomaly_score", labels, score, t))
             samples.append(Sample("legion_anomaly_flag", labels, float(score >= thr), t))
             if score >= thr:
-                self.stats.anomalies += 1
+                self.counters.anomalies += 1
                 with self._lock:
                     self._anomalies.append({
                         "id": f"{res.series}|{t}", "node": s.node,
                         "agent_id": s.labels.get("agent_id"), "metric": s.metric,
                         "labels": s.labels, "score": round(score, 4), "ts_ms": t})
-        self.stats.points_scored += len(res.ts_ms)
+        self.counters.points_scored += len(res.ts_ms)
         if samples:
             self._seq += 1
             self._submit(IncomingBatch(ANALYTICS_NODE, self._epoch, self._seq,

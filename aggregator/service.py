@@ -7,7 +7,6 @@ exactly what production runs.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import queue
 import signal
@@ -17,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, Dispatcher, worker_registry
+from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
 from legion.aggregator.store import IncomingBatch, Store
@@ -45,7 +44,7 @@ class Aggregator:
         self._auth: Any = None
         self._receiver: Receiver | None = None
         self._writer: Writer | None = None
-        self.dispatcher: Dispatcher | None = None
+        self.analytics: AnalyticsBridge | None = None
         self.started_at = time.time()
 
     def start(self) -> None:
@@ -72,9 +71,9 @@ class Aggregator:
                 raise TransportError(f"cannot bind: {t.bind_error}")
         self.registry = registry
         self._inbox = inbox
-        self.dispatcher = self._start_analytics(keypair)
+        self.analytics = self._start_analytics(keypair)
 
-    def _start_analytics(self, keypair: tuple[bytes, bytes]) -> Dispatcher | None:
+    def _start_analytics(self, keypair: tuple[bytes, bytes]) -> AnalyticsBridge | None:
         ai = self.config.ai_settings
         if not (ai.anomaly_detection_enabled or ai.predictive_analytics_enabled):
             log.info("event=analytics_off reason=disabled_in_ai_settings")
@@ -85,7 +84,7 @@ class Aggregator:
         assert self._auth is not None
         self._auth.configure_curve_callback(domain=WORKER_DOMAIN.decode(),
                                             credentials_provider=workers)
-        d = Dispatcher(self._ctx, self.config, keypair, self.store, self._submit_internal)
+        d = AnalyticsBridge(self._ctx, self.config, keypair, self.store, self._submit_internal)
         d.start()
         d.ready.wait(10)
         if d.bind_error is not None:
@@ -101,7 +100,7 @@ class Aggregator:
 
     def sources(self) -> dict[str, Any]:
         """Live analytics lists for the gateway (anomalies, forecasts)."""
-        d = self.dispatcher
+        d = self.analytics
         if d is None:
             return {}
         return {"anomalies": d.recent_anomalies, "forecasts": d.forecasts}
@@ -111,8 +110,8 @@ class Aggregator:
         out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
         out["ingest"] = self.telemetry.snapshot()
         out["agents"] = self._agent_health()
-        if self.dispatcher is not None:
-            out["analytics"] = dataclasses.asdict(self.dispatcher.stats)
+        if self.analytics is not None:
+            out["analytics"] = self.analytics.stats()
         return out
 
     def _agent_health(self) -> dict[str, dict[str, float]]:
@@ -128,9 +127,9 @@ class Aggregator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop receiving, let the writer commit and checkpoint, close everything."""
-        if self.dispatcher is not None:
-            self.dispatcher.stop()
-            self.dispatcher.join(timeout)
+        if self.analytics is not None:
+            self.analytics.stop()
+            self.analytics.join(timeout)
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver.join(timeout)
@@ -144,7 +143,7 @@ class Aggregator:
         if self._ctx is not None:
             self._ctx.term()
         self._receiver = self._writer = self._auth = self.store = self._ctx = None
-        self.dispatcher = None
+        self.analytics = None
 
 
 async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:

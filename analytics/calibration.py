@@ -7,9 +7,10 @@ exponential peaks-over-threshold tail above the 90th percentile). The score is
 
     score = clip(-log10(p_t) / decades, 0, 1)
 
-so with the default `decades=5`, a score of 0.6 is a 1-in-1,000 event, 0.8 a 1-in-10,000 event
-and 1.0 a 1-in-100,000 event for this series. Because the scale is the same for every series, one
-threshold (e.g. `ai_confidence_threshold=0.8`) means the same thing on a quiet and a noisy series.
+so with the default `decades=4`, a score of 0.5 is a 1-in-100 event, 0.75 a 1-in-1,000 event,
+0.8 a 1-in-1,600 event and 1.0 a 1-in-10,000 (or rarer) event for this series. Because the scale
+is the same for every series, one threshold (e.g. `ai_confidence_threshold=0.8`) means the same
+thing on a quiet and on a noisy series.
 Every component here keeps its state as plain arrays/scalars (`to_state`/`from_state`), never
 pickle.
 """
@@ -79,7 +80,7 @@ class Rarity:
     so probabilities far beyond anything seen are still graded, even with a short history.
     """
 
-    def __init__(self, size: int = 2000, decades: float = 5.0, min_history: int = 30,
+    def __init__(self, size: int = 2000, decades: float = 4.0, min_history: int = 30,
                  tail_q: float = 0.9) -> None:
         self.win = SortedWindow(size)
         self.decades = float(decades)

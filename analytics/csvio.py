@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def read_csv(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
             if header is None:
                 return [], np.zeros(0, np.int64), np.zeros(0)
             cols = [h.strip().lower() for h in header]
+            rows: Iterator[list[str]]
             if "timestamp" in cols and "value" in cols:
                 it, iv = cols.index("timestamp"), cols.index("value")
                 rows = reader

@@ -198,10 +198,16 @@ class Delivery:
     def _reset_backoff(self, now: float) -> None:
         """Acks resumed after a silence: batches waiting out a grown backoff become due now."""
         for key, e in self._entries.items():
-            if e.level > 0 and now - e.last_sent >= self.resend_timeout:
-                e.level = 0
-                e.gen = next(self._gens)
+            if e.level == 0:
+                continue
+            # Sent long ago: due now. Sent during the silence's last moments (likely lost to a
+            # reconnect): due one normal timeout after that send, not after its grown backoff.
+            e.level = 0
+            e.gen = next(self._gens)
+            if now - e.last_sent >= self.resend_timeout:
                 heapq.heappush(self._ready, (key, e.gen))
+            else:
+                heapq.heappush(self._waiting, (e.last_sent + self.resend_timeout, e.gen, key))
 
     def _sync_drops(self) -> None:
         if self.spool.drop_generation == self._drop_gen:

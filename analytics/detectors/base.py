@@ -52,7 +52,7 @@ class StreamingDetector:
 
     name = "base"
 
-    def __init__(self, rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100,
+    def __init__(self, rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100,
                  **params: Any) -> None:
         self._params = dict(params, rarity_window=rarity_window, decades=decades,
                             debounce=debounce)

@@ -24,7 +24,7 @@ class EnsembleDetector(StreamingDetector):
     name = "ensemble"
 
     def __init__(self, mad_discount: float = 1.0, shift_discount: float = 0.3,
-                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+                 rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, mad_discount=mad_discount,
                          shift_discount=shift_discount)
         self.mad_discount, self.shift_discount = mad_discount, shift_discount

@@ -32,7 +32,7 @@ class IsolationForestDetector(StreamingDetector):
     def __init__(self, window_size: int = 200, contamination: float = 0.05,
                  n_estimators: int = 100, random_state: int = 0,
                  features: FeatureFn | None = None, rarity_window: int = 2000,
-                 decades: float = 5.0, debounce: int = 100) -> None:
+                 decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, window_size=window_size,
                          contamination=contamination, n_estimators=n_estimators,
                          random_state=random_state)

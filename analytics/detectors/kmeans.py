@@ -40,7 +40,7 @@ class KMeansDetector(StreamingDetector):
 
     def __init__(self, lag: int = 6, smooth: int = 3, k: int = 2, train_window: int = 1000,
                  retrain: int = 250, models: int = 3, min_train: int = 100,
-                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+                 rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, lag=lag, smooth=smooth, k=k,
                          train_window=train_window, retrain=retrain, models=models,
                          min_train=min_train)

@@ -25,7 +25,7 @@ class KnnDetector(StreamingDetector):
 
     def __init__(self, lag: int = 8, k: int = 5, train_window: int = 1000, retrain: int = 100,
                  min_train: int = 100, stride: int = 1, rarity_window: int = 2000,
-                 decades: float = 5.0, debounce: int = 100) -> None:
+                 decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, lag=lag, k=k,
                          train_window=train_window, retrain=retrain, min_train=min_train,
                          stride=stride)

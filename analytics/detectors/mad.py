@@ -32,7 +32,7 @@ class MadDetector(StreamingDetector):
     name = "mad"
 
     def __init__(self, window: int = 1000, seasonal: bool = True, seasons: int = 7,
-                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+                 rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, window=window, seasonal=seasonal,
                          seasons=seasons)
         self.win = SortedWindow(window)

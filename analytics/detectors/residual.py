@@ -23,7 +23,7 @@ class ResidualDetector(StreamingDetector):
     name = "residual"
 
     def __init__(self, short: int = 5, window: int = 1000, seasonal: bool = False,
-                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+                 rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, short=short, window=window,
                          seasonal=seasonal)
         self.short, self.seasonal = short, seasonal

@@ -23,7 +23,7 @@ class ShiftDetector(StreamingDetector):
     name = "shift"
 
     def __init__(self, short: int = 24, window: int = 576, min_ref: int = 30,
-                 rarity_window: int = 2000, decades: float = 5.0, debounce: int = 100) -> None:
+                 rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, short=short, window=window,
                          min_ref=min_ref)
         self.short, self.min_ref = short, min_ref

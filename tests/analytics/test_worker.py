@@ -181,3 +181,72 @@ def test_legionctl_analytics_run_starts_and_stops(tmp_path: Path) -> None:
             proc.kill()
             proc.wait(5)
     assert proc.returncode is not None
+
+
+def test_dispatcher_redispatches_a_dead_workers_job(curve_pair: Any, tmp_path: Path,
+                                                    series: tuple[np.ndarray, np.ndarray]
+                                                    ) -> None:
+    from legion.analytics.dispatch import Dispatcher
+
+    ctx, push, pull, jobs_ep, res_ep, server_pub, wkeys = curve_pair
+    ts, v = series
+    # A worker that takes a job and dies: a raw Curve PULL client that never answers.
+    dead = ctx.socket(zmq.PULL)
+    dead.curve_publickey, dead.curve_secretkey = wkeys
+    dead.curve_serverkey = server_pub
+    dead.connect(jobs_ep)
+    d = Dispatcher(push.send, timeout_secs=0.5)
+    time.sleep(0.5)  # let the dead worker's handshake finish so it gets the job
+    job = d.detect_job("s", ts[:600], v[:600], "mad", warmup=500)
+    assert job is not None
+    d.submit(job)
+    assert dead.poll(5000) and decode_job(dead.recv()).job_id == job.job_id
+    dead.close(0)   # killed with the job in hand
+    assert d.detect_job("s", ts, v, "mad") is None          # one job per series in flight
+    live = Worker(jobs_ep, res_ep, server_pub, wkeys, name="live", ctx=ctx, poll_ms=50)
+    live.start()
+    try:
+        time.sleep(0.6)
+        assert d.resend_expired() == 1
+        res = None
+        deadline = time.monotonic() + 30
+        while res is None and time.monotonic() < deadline:
+            if pull.poll(200):
+                res = d.on_result(pull.recv())
+            else:
+                d.resend_expired()
+        assert res is not None and res.ok and res.worker == "live"
+        whole = make_detector("mad").score(ts, v)
+        assert np.array_equal(res.scores, whole[500:600])
+        # The next job for the series carries the state and only the new points.
+        nxt = d.detect_job("s", ts, v, "mad")
+        assert nxt is not None and nxt.state is not None and len(nxt.values) == len(v) - 600
+        d.submit(nxt)
+        res2 = None
+        deadline = time.monotonic() + 30
+        while res2 is None and time.monotonic() < deadline:
+            if pull.poll(200):
+                res2 = d.on_result(pull.recv())
+        assert res2 is not None and np.array_equal(res2.scores, whole[600:])
+        assert d.on_result(encode_result(res2)) is None       # duplicates are ignored
+        assert d.stats["duplicates"] == 1 and d.stats["resent"] >= 1
+    finally:
+        live.stop()
+
+
+def test_dispatcher_gives_up_after_max_attempts(series: tuple[np.ndarray, np.ndarray]) -> None:
+    from legion.analytics.dispatch import Dispatcher
+
+    ts, v = series
+    now = [0.0]
+    sent: list[bytes] = []
+    d = Dispatcher(sent.append, timeout_secs=10, max_attempts=2, clock=lambda: now[0])
+    job = d.forecast_job("s", ts, v, horizon=12, thresholds=[80.0])
+    d.submit(job)
+    now[0] = 5
+    assert d.resend_expired() == 0
+    now[0] = 11
+    assert d.resend_expired() == 1 and len(sent) == 2 and sent[0] == sent[1]
+    now[0] = 30
+    assert d.resend_expired() == 0 and d.stats["given_up"] == 1 and not d.pending
+    assert d.on_result(b"junk") is None and d.stats["bad_frames"] == 1
