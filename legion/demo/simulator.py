@@ -242,7 +242,7 @@ class Simulator:
             raise SimulatedFailure("task failed")
         if a.delegates_to and rng.random() < DELEGATE_P and not self._partitioned(aid):
             to = rng.choice(a.delegates_to)
-            msg = {"type": rng.choice(self._specs[to].task_types), "from": aid}
+            msg = {"type": rng.choice(self._specs[to].task_types), "from": aid, "to": to}
             mon.track_message_sent(msg)
             if not self._partitioned(to):  # a partitioned colleague never gets it
                 self._enqueue(to, msg)

@@ -7,7 +7,7 @@ import inspect
 import itertools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from time import perf_counter_ns
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -62,6 +62,20 @@ def _label_value(value: Any) -> str:
         return "unknown"
     text = text[:_MAX_LABEL_LEN]
     return text if text else "unknown"
+
+
+MAX_PEERS = 32
+PEER_KEYS = ("to", "recipient", "receiver", "target")
+
+
+def _peer_of(message: Any) -> str | None:
+    """The recipient named by a message mapping, if any (bounded length)."""
+    if isinstance(message, Mapping):
+        for key in PEER_KEYS:
+            v = message.get(key)
+            if isinstance(v, str) and v:
+                return v[:64]
+    return None
 
 
 class AgentMonitor:
@@ -174,7 +188,24 @@ class AgentMonitor:
 
     # ---- messages, queue, resources -------------------------------------------------------
     def track_message_sent(self, message: Any = None) -> None:
-        """Count one message this agent sent."""
+        """Count one message this agent sent (per recipient when the message names one).
+
+        A message that is a mapping with a `to`/`recipient`/`receiver`/`target` string is
+        counted under `agent_messages_sent_total{to=...}` (at most `MAX_PEERS` recipients per
+        agent, the rest unlabelled); others under the unlabelled series. Summing the series
+        gives the total, and the per-recipient series draw the message flows in the dashboard.
+        """
+        try:
+            peer = _peer_of(message)
+            if peer is not None:
+                inc = self.state.sent_to.get(peer)
+                if inc is None and len(self.state.sent_to) < MAX_PEERS:
+                    inc = self.state.sent_to.setdefault(peer, itertools.count().__next__)
+                if inc is not None:
+                    inc()
+                    return
+        except Exception:  # noqa: BLE001 - an odd message object must never hurt the app
+            pass
         self._sent_inc()
 
     def track_message_received(self, message: Any = None) -> None:

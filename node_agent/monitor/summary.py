@@ -112,6 +112,9 @@ class AgentState:
         self.overflow_series = overflow
         self._sent = _Reader(sent_next)
         self._recv = _Reader(recv_next)
+        # peer -> counter of messages sent to it (filled by the app thread, read here)
+        self.sent_to: dict[str, Callable[[], int]] = {}
+        self._sent_to_readers: dict[str, _Reader] = {}
         self.window: deque[tuple[int, int]] = deque(maxlen=window_len)
         self.process_metrics = process_metrics
         self.queue_depth: Any = None
@@ -182,6 +185,9 @@ class AgentState:
         if depth is not None:
             add("agent_task_queue_depth", (), depth)
         add("agent_messages_sent_total", (), self._sent.value())
+        for peer, nxt in list(self.sent_to.items()):
+            reader = self._sent_to_readers.setdefault(peer, _Reader(nxt))
+            add("agent_messages_sent_total", (("to", peer),), reader.value())
         add("agent_messages_received_total", (), self._recv.value())
         for model, n in llm.items():
             add("agent_llm_calls_total", (("gen_ai_operation", "chat"), ("model", model)), n)

@@ -344,3 +344,24 @@ def test_forked_child_gets_its_own_flusher(endpoint: str, receiver: MonitorRecei
                        dict(s.labels).get("task_type") == "forked" for s in got)
     finally:
         parent.close()
+
+
+def test_messages_counted_per_recipient_and_in_total(endpoint: str,
+                                                     receiver: MonitorReceiver) -> None:
+    """Messages naming a recipient get `to=...` series; all series together sum to the total."""
+    mon = AgentMonitor("router", "ops", endpoint=endpoint, interval_secs=30)
+    try:
+        for _ in range(3):
+            mon.track_message_sent({"to": "coder"})
+        mon.track_message_sent({"recipient": "reviewer"})
+        mon.track_message_sent("plain text, no recipient")
+        mon.track_message_sent(None)
+        mon.flush()
+        got = collect(receiver, has("agent_messages_sent_total", to="reviewer"))
+    finally:
+        mon.close(timeout=0.5)
+    assert last(got, "agent_messages_sent_total", to="coder") == 3.0
+    assert last(got, "agent_messages_sent_total", to="reviewer") == 1.0
+    unlabelled = [s.value for s in got if s.name == "agent_messages_sent_total"
+                  and "to" not in dict(s.labels)]
+    assert unlabelled[-1] == 2.0
