@@ -201,7 +201,8 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = json.loads(p.read_text())
     except FileNotFoundError:
-        raise ConfigError([f"{p}: file not found (create one with `legionctl init --dir DIR`)"])
+        raise ConfigError([f"{p}: file not found (create one with `legionctl init --dir DIR`)"]
+                          ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError([f"{p}: {exc}"]) from exc
     return config_from_dict(raw, base_dir=p.parent)

@@ -17,7 +17,14 @@ import zmq
 
 from legion.errors import TransportError
 from legion.proto import (
-    KIND_METRICS, Labels, MetricsBatch, Reason, Sample, WireError, canonical_labels, decode,
+    KIND_METRICS,
+    Labels,
+    MetricsBatch,
+    Reason,
+    Sample,
+    WireError,
+    canonical_labels,
+    decode,
 )
 from legion.proto.limits import MAX_FRAME_BYTES
 

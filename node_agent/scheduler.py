@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from legion.errors import ConfigError
 from legion.node_agent.collectors import Collector
 from legion.proto import Labels, Sample
-
-from legion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

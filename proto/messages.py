@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -92,8 +91,9 @@ class MetricsBatch:
 
     def samples(self) -> Iterator[Sample]:
         """Iterate the points as `Sample`s (convenient, not fast)."""
-        for n, l, v, t in zip(self.name_idx, self.label_idx, self.values, self.ts_ms):
-            yield Sample(self.names[n], self.label_sets[l], float(v), int(t))
+        for n, lb, v, t in zip(self.name_idx, self.label_idx, self.values, self.ts_ms,
+                               strict=True):
+            yield Sample(self.names[n], self.label_sets[lb], float(v), int(t))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MetricsBatch):
@@ -119,7 +119,7 @@ class Ack:
     ranges: tuple[tuple[int, int], ...]
 
 
-Body = Union[MetricsBatch, Ack]
+Body = MetricsBatch | Ack
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import re
 from typing import Any, Protocol
 
 from aiohttp import web
+
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.hub import Hub
 

@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.hub import Hub
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 from legion.aggregator.gateway.tokens import ROLES, TokenStore
-
 from legion.errors import AuthError, LegionError
 
 AGGS = ("avg", "min", "max", "sum", "count", "last")

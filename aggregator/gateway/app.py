@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
 from legion.aggregator.gateway import prom
 from legion.aggregator.gateway.alerts_api import AlertActions, make_alert_routes
 from legion.aggregator.gateway.analytics_api import make_analytics_routes
-from legion.aggregator.gateway.export_api import make_export_routes
 from legion.aggregator.gateway.api import (
     GATEWAY_STATUS_KEY,
     BadRequest,
@@ -37,11 +37,11 @@ from legion.aggregator.gateway.api import (
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.auth import json_error, make_auth_middleware, public, requires
 from legion.aggregator.gateway.certs import server_ssl_context
+from legion.aggregator.gateway.export_api import make_export_routes
 from legion.aggregator.gateway.hub import Hub, Source
 from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
-
 from legion.config import Config
 from legion.errors import ConfigError
 

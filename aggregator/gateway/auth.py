@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.tokens import PERMISSIONS, Principal, TokenStore
 

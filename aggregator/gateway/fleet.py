@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from legion.aggregator.gateway.timefmt import iso_ms
-
 from legion.config import Config
 
 HOST_PREFIX = "system_"

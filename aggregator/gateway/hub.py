@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
-
 from legion.config import Config
 
 log = logging.getLogger("legion.aggregator.gateway.hub")

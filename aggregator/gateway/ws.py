@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
 from legion.aggregator.gateway.auth import (
     WS_OPS,
     Forbidden,

@@ -41,7 +41,8 @@ def demo_cmd(directory: str | None, port: int | None, hosts: int, workers: int,
         click.echo(f"Legion Monitor demo in {demo.directory}")
         click.echo(f"  dashboard  {demo.url}")
         click.echo(f"  token      {demo.token}  (admin)")
-        click.echo(f"  cli        export LEGION_CONFIG={demo.config.base_dir}/monitoring_config.json")
+        click.echo(f"  cli        export LEGION_CONFIG={demo.config.base_dir}/"
+                   "monitoring_config.json")
         click.echo(f"  logs       {demo.directory}/logs/   (Ctrl-C stops everything)")
         started = time.monotonic()
         last: dict[str, float] = {}

@@ -1,4 +1,4 @@
-"""`legionctl aggregator run` and `legionctl agent run`: the long-running parts, in the foreground."""
+"""`legionctl aggregator run` and `legionctl agent run`: long-running parts, in the foreground."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
+from legion.errors import ConfigError
 from legion.node_agent.collectors._base import CollectorError, CollectorUnavailable, Reading
 from legion.node_agent.collectors.cpu import CpuCollector
 from legion.node_agent.collectors.disk import DiskUsageCollector
@@ -21,8 +22,6 @@ from legion.node_agent.collectors.memory import MemoryCollector
 from legion.node_agent.collectors.network import NetworkCollector
 from legion.node_agent.collectors.processes import ProcessCollector
 from legion.node_agent.collectors.uptime import UptimeCollector
-
-from legion.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
+from legion.errors import LegionError
 from legion.proto import Labels
 from legion.proto.limits import MAX_LABEL_VALUE_LEN
-
-from legion.errors import LegionError
 
 Reading = tuple[str, Labels, float]
 """One collected value: (metric name, canonical labels, value); the scheduler adds the time."""

@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 
 import psutil
+
 from legion.node_agent.collectors._base import Reading, add
 from legion.proto import Labels
 

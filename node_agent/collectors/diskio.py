@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 import psutil
+
 from legion.node_agent.collectors._base import Reading, add, label_value
 
 # node_exporter's default: RAM disks, loop devices, floppies and partitions (the whole disk is

@@ -7,6 +7,7 @@ from types import ModuleType
 from typing import Any
 
 import psutil
+
 from legion.node_agent.collectors._base import Reading, add, label_value
 
 # Container veth pairs come and go with every container: unbounded series for no insight.

@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 import pytest
+
+from legion.errors import ConfigError
 from legion.node_agent.collectors import (
     COLLECTORS,
     Collector,
@@ -42,8 +44,6 @@ from legion.proto import MetricsBatch, Sample, decode, encode
 from legion.proto.codec import LABEL_KEY_RE, NAME_RE
 from legion.proto.limits import MAX_LABEL_VALUE_LEN, MAX_LABELS
 from legion.proto.messages import KIND_METRICS, Envelope
-
-from legion.errors import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

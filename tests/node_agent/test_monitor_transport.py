@@ -14,7 +14,14 @@ from legion.errors import TransportError
 from legion.node_agent import AgentMonitor
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.proto import (
-    ACK_COMMITTED, KIND_ACK, KIND_METRICS, Ack, Envelope, MetricsBatch, Sample, encode,
+    ACK_COMMITTED,
+    KIND_ACK,
+    KIND_METRICS,
+    Ack,
+    Envelope,
+    MetricsBatch,
+    Sample,
+    encode,
 )
 
 pytestmark = pytest.mark.timeout(60)

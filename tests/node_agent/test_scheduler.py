@@ -8,6 +8,8 @@ import time
 from typing import Any
 
 import pytest
+
+from legion.errors import ConfigError
 from legion.node_agent.collectors import available_collectors
 from legion.node_agent.scheduler import (
     COLLECTOR_DURATION,
@@ -19,8 +21,6 @@ from legion.node_agent.scheduler import (
     Scheduler,
 )
 from legion.proto import KIND_METRICS, Envelope, MetricsBatch, Sample, decode, encode
-
-from legion.errors import ConfigError
 
 
 class FakeClock:
