@@ -20,6 +20,7 @@ AGENT_PREFIX = "agent_"
 SPLIT_LABELS = ("quantile", "status", "type")
 AGENT_LABELS = frozenset({"agent_id", "department"})
 PEER_LABELS = ("to", "peer", "target")
+PEER_METRICS = ("agent_messages_sent_to_total", "agent_messages_sent_total")
 HEALTH_ORDER = {"ok": 0, "unknown": 1, "stale": 2, "warning": 3, "critical": 4}
 HOST_CHART_KEYS = ("cpu_usage_percent", "memory_usage_percent", "disk_usage_percent")
 AGENT_CHART_KEYS = ("response_time_ms_p95", "success_rate_percent", "cpu_usage_percent",
@@ -111,7 +112,7 @@ class FleetBuilder:
             if unsplit:
                 acc.add(unsplit, float(r["value"]), True, ts)
             peer = next((labels[k] for k in PEER_LABELS if k in labels), None)
-            if peer and r["metric"] == "agent_messages_sent_total":
+            if peer and r["metric"] in PEER_METRICS:
                 old = peers.get((agent_id, peer), (0, 0.0))
                 peers[(agent_id, peer)] = (max(ts, old[0]), old[1] + float(r["value"]))
 

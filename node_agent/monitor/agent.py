@@ -188,13 +188,14 @@ class AgentMonitor:
 
     # ---- messages, queue, resources -------------------------------------------------------
     def track_message_sent(self, message: Any = None) -> None:
-        """Count one message this agent sent (per recipient when the message names one).
+        """Count one message this agent sent (and per recipient when the message names one).
 
-        A message that is a mapping with a `to`/`recipient`/`receiver`/`target` string is
-        counted under `agent_messages_sent_total{to=...}` (at most `MAX_PEERS` recipients per
-        agent, the rest unlabelled); others under the unlabelled series. Summing the series
-        gives the total, and the per-recipient series draw the message flows in the dashboard.
+        Every message counts in `agent_messages_sent_total`. A message that is a mapping with a
+        `to`/`recipient`/`receiver`/`target` string also counts in
+        `agent_messages_sent_to_total{to=...}` (at most `MAX_PEERS` recipients per agent): the
+        message flows the dashboard draws between agents.
         """
+        self._sent_inc()
         try:
             peer = _peer_of(message)
             if peer is not None:
@@ -203,10 +204,8 @@ class AgentMonitor:
                     inc = self.state.sent_to.setdefault(peer, itertools.count().__next__)
                 if inc is not None:
                     inc()
-                    return
         except Exception:  # noqa: BLE001 - an odd message object must never hurt the app
             pass
-        self._sent_inc()
 
     def track_message_received(self, message: Any = None) -> None:
         """Count one message this agent received."""

@@ -187,7 +187,7 @@ class AgentState:
         add("agent_messages_sent_total", (), self._sent.value())
         for peer, nxt in list(self.sent_to.items()):
             reader = self._sent_to_readers.setdefault(peer, _Reader(nxt))
-            add("agent_messages_sent_total", (("to", peer),), reader.value())
+            add("agent_messages_sent_to_total", (("to", peer),), reader.value())
         add("agent_messages_received_total", (), self._recv.value())
         for model, n in llm.items():
             add("agent_llm_calls_total", (("gen_ai_operation", "chat"), ("model", model)), n)

@@ -345,9 +345,9 @@ def test_forked_child_gets_its_own_flusher(endpoint: str, receiver: MonitorRecei
         parent.close()
 
 
-def test_messages_counted_per_recipient_and_in_total(endpoint: str,
+def test_messages_counted_in_total_and_per_recipient(endpoint: str,
                                                      receiver: MonitorReceiver) -> None:
-    """Messages naming a recipient get `to=...` series; all series together sum to the total."""
+    """Every message counts in the total; those naming a recipient also per recipient."""
     mon = AgentMonitor("router", "ops", endpoint=endpoint, interval_secs=30)
     try:
         for _ in range(3):
@@ -356,11 +356,9 @@ def test_messages_counted_per_recipient_and_in_total(endpoint: str,
         mon.track_message_sent("plain text, no recipient")
         mon.track_message_sent(None)
         mon.flush()
-        got = collect(receiver, has("agent_messages_sent_total", to="reviewer"))
+        got = collect(receiver, has("agent_messages_sent_to_total", to="reviewer"))
     finally:
         mon.close(timeout=0.5)
-    assert last(got, "agent_messages_sent_total", to="coder") == 3.0
-    assert last(got, "agent_messages_sent_total", to="reviewer") == 1.0
-    unlabelled = [s.value for s in got if s.name == "agent_messages_sent_total"
-                  and "to" not in dict(s.labels)]
-    assert unlabelled[-1] == 2.0
+    assert last(got, "agent_messages_sent_total") == 6.0
+    assert last(got, "agent_messages_sent_to_total", to="coder") == 3.0
+    assert last(got, "agent_messages_sent_to_total", to="reviewer") == 1.0
