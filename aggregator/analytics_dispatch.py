@@ -131,8 +131,12 @@ class AnalyticsBridge(threading.Thread):
             except zmq.Again:  # no worker connected or all busy: re-dispatched after timeout
                 pass
 
+        # Series models persist in analytics.models_dir (reloaded here after a restart) and are
+        # retrained every ai_settings.model_retrain_interval of data time (legion.analytics).
         self._book = JobBook(send, timeout_secs=self._cfg.analytics.job_timeout_secs,
-                             max_attempts=5)
+                             max_attempts=5,
+                             models_dir=self._cfg.path(self._cfg.analytics.models_dir),
+                             retrain_secs=self._cfg.ai_settings.model_retrain_interval)
         self.ready.set()
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
         next_detect = time.monotonic() + self._cfg.analysis_interval
@@ -156,6 +160,13 @@ class AnalyticsBridge(threading.Thread):
         finally:
             jobs.close(0)
             results.close(0)
+
+    def request_retrain(self, series: str | None = None) -> bool:
+        """Retrain a series' model (None: every series) on its next detect job; False if idle."""
+        if self._book is None:
+            return False
+        self._book.request_retrain(series)
+        return True
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""

@@ -4,15 +4,25 @@
 quantiles of the training values widened by `margin` robust standard deviations; hours with too
 few points fall back to the whole-series band. Alert rules can compare a value with
 `band.limits(ts)` instead of a fixed number. State is plain arrays (`get_state`/`from_state`).
+
+From stored data (what the aggregator calls every `ai_settings.model_retrain_interval`, or on
+demand): `band_from_store(store, node, metric, labels)` fits one series' band from the last
+`days` of the store (any object with the `Store.query` signature), `band_record` wraps it as a
+versioned model file (legion.analytics.models) and `band_from_record` reads it back.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from legion.analytics import models
+
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 
 class NormalBand:
@@ -74,3 +84,41 @@ class NormalBand:
         b.low, b.high = np.asarray(st["low"], float), np.asarray(st["high"], float)
         b.trained_from_ms, b.trained_to_ms = int(st["trained_from_ms"]), int(st["trained_to_ms"])
         return b
+
+
+def band_from_store(store: Any, node: str, metric: str, labels: Mapping[str, str] | None = None,
+                    *, now_ms: int | None = None, days: float = 7.0,
+                    step_ms: int | None = 60_000, agg: str = "avg", min_points: int = 48,
+                    **band_params: Any) -> NormalBand | None:
+    """Fit the normal band of one series (exact `labels`, {} = none) from the store's last `days`.
+
+    Values are `agg` per `step_ms` bucket (None: raw points), so compare like-aggregated values
+    with the band. None when the series has fewer than `min_points` points in the range.
+    """
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    want = dict(labels or {})
+    rows = store.query(metric, node=node, labels=want or None, since_ms=now - int(days * DAY_MS),
+                       until_ms=now, step_ms=step_ms, agg=agg)
+    rows = [r for r in rows if r["node"] == node and dict(r["labels"]) == want]
+    if len(rows) < min_points:
+        return None
+    rows.sort(key=lambda r: r["ts_ms"])
+    ts = np.asarray([r["ts_ms"] for r in rows], np.int64)
+    v = np.asarray([r["value"] for r in rows], float)
+    return NormalBand(**band_params).fit(ts, v)
+
+
+def band_record(band: NormalBand, series: str, version: int = 1) -> models.ModelRecord:
+    """A versioned model file record of a band (`series` = the aggregator's series key)."""
+    return models.ModelRecord("band", "normal_band",
+                              {"q_low": band.q_low, "q_high": band.q_high, "margin": band.margin,
+                               "min_points": band.min_points, "series": series},
+                              band.get_state(), version, band.trained_from_ms,
+                              band.trained_to_ms)
+
+
+def band_from_record(rec: models.ModelRecord) -> NormalBand:
+    """The band saved by `band_record`."""
+    if rec.kind != "band":
+        raise models.ModelError(f"record is a {rec.kind}, not a band")
+    return NormalBand.from_state(rec.state)

@@ -11,18 +11,30 @@ not arrived within `timeout_secs` is simply sent again (any worker may take it),
     if job: d.submit(job)
     ...  res = d.on_result(pull.recv())   # Result to store, or None (duplicate / unknown)
     ...  d.resend_expired()               # call every analysis_interval
+
+Model lifecycle: with `retrain_secs` every detect job asks the worker to retrain a series' model
+once its last retrain is that old (in data time); `request_retrain(series)` forces it on that
+series' next job (all series with None). With `models_dir`, every new state is written to
+`models_dir/detectors/<sha256 of series>.npz` (atomically, next to a `.series` file holding the
+key) and loaded back at construction, so an aggregator restart continues each series' model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from legion.analytics import models
 from legion.analytics.jobs import Job, JobError, Result, decode_result, encode_job
+
+log = logging.getLogger("legion.analytics.dispatch")
 
 
 @dataclass(slots=True)
@@ -37,15 +49,68 @@ class Dispatcher:
     """Tracks jobs in flight and the detector state of every series (no sockets, no threads)."""
 
     def __init__(self, send: Callable[[bytes], object], timeout_secs: float = 30.0,
-                 max_attempts: int = 3, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_attempts: int = 3, clock: Callable[[], float] = time.monotonic,
+                 models_dir: str | Path | None = None, retrain_secs: float = 0.0) -> None:
         self.send, self.timeout, self.max_attempts, self.clock = (send, timeout_secs,
                                                                   max_attempts, clock)
         self.pending: dict[str, _Pending] = {}
         self.state: dict[str, tuple[bytes, int]] = {}   # series -> (model file, last scored ts)
         self.in_flight: dict[str, str] = {}              # series -> job id (one detect at a time)
         self.stats = {"sent": 0, "resent": 0, "given_up": 0, "results": 0, "duplicates": 0,
-                      "failed": 0, "bad_frames": 0}
+                      "failed": 0, "bad_frames": 0, "models_loaded": 0, "bad_models": 0,
+                      "models_saved": 0}
         self._ids = itertools.count(1)
+        self.model_of: dict[str, str] = {}              # series -> detector name of its state
+        self.retrain_secs = float(retrain_secs)
+        self._retrain: set[str] = set()
+        self.models_dir = Path(models_dir) / "detectors" if models_dir else None
+        if self.models_dir is not None:
+            self.load_models()
+
+    # ---- model files ------------------------------------------------------------------------
+    def _model_path(self, series: str) -> Path:
+        assert self.models_dir is not None
+        return self.models_dir / (hashlib.sha256(series.encode()).hexdigest()[:40] + ".npz")
+
+    def load_models(self) -> int:
+        """Load every saved series state from `models_dir` (unreadable files are skipped)."""
+        assert self.models_dir is not None
+        n = 0
+        for p in sorted(self.models_dir.glob("*.npz")):
+            try:
+                series = p.with_suffix(".series").read_text(encoding="utf-8")
+                data = p.read_bytes()
+                rec = models.loads(data)
+            except (OSError, UnicodeDecodeError, models.ModelError) as exc:
+                log.warning("event=model_unreadable path=%s error=%s", p, exc)
+                self.stats["bad_models"] += 1
+                continue
+            self.state[series] = (data, rec.trained_to_ms)
+            self.model_of[series] = rec.name
+            n += 1
+        self.stats["models_loaded"] += n
+        return n
+
+    def _save_model(self, series: str, data: bytes) -> None:
+        p = self._model_path(series)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            key = p.with_suffix(".series")
+            if not key.exists():
+                key.write_text(series, encoding="utf-8")
+            tmp = p.with_name(p.name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(p)
+            self.stats["models_saved"] += 1
+        except OSError as exc:  # a full disk must not stop scoring
+            log.warning("event=model_save_failed series=%s error=%s", series, exc)
+
+    def request_retrain(self, series: str | None = None) -> None:
+        """Retrain on the next detect job of `series` (None: of every series)."""
+        if series is None:  # series without a state yet get a fresh model anyway
+            self._retrain.update(list(self.state))
+        else:
+            self._retrain.add(series)
 
     def detect_job(self, series: str, ts_ms: np.ndarray, values: np.ndarray,
                    model: str = "ensemble", warmup: int = 0) -> Job | None:
@@ -55,12 +120,20 @@ class Dispatcher:
         ts = np.asarray(ts_ms, np.int64)
         v = np.asarray(values, float)
         st = self.state.get(series)
+        if st is not None and self.model_of.get(series, model) != model:
+            st = None  # the configured detector changed: start a fresh model for this series
         if st is not None:
             keep = ts > st[1]
             ts, v = ts[keep], v[keep]
         if len(ts) == 0:
             return None
-        return Job(f"d{next(self._ids)}", "detect", series, ts, v, model,
+        params: dict[str, object] = {}
+        if self.retrain_secs > 0:
+            params["retrain_ms"] = int(self.retrain_secs * 1000)
+        if series in self._retrain:
+            params["retrain_now"] = True
+            self._retrain.discard(series)
+        return Job(f"d{next(self._ids)}", "detect", series, ts, v, model, params=params,
                    state=st[0] if st else None, warmup=0 if st else warmup)
 
     def forecast_job(self, series: str, ts_ms: np.ndarray, values: np.ndarray, horizon: int,
@@ -96,6 +169,9 @@ class Dispatcher:
             if res.ok and res.state is not None:
                 last = int(p.job.ts_ms[-1])
                 self.state[p.job.series] = (res.state, last)
+                self.model_of[p.job.series] = p.job.model
+                if self.models_dir is not None:
+                    self._save_model(p.job.series, res.state)
         if not res.ok:
             self.stats["failed"] += 1
         return res

@@ -40,6 +40,7 @@ class ModelRecord:
     trained_to_ms: int = 0
     score: float | None = None      # e.g. backtest MAE or NAB-style quality
     saved_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    retrained_ms: int = 0           # data time (last point) of the last lifecycle retrain
 
 
 def _flatten(tree: Any, prefix: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -93,7 +94,8 @@ def dumps(rec: ModelRecord) -> bytes:
     header = {"format": FORMAT_VERSION, "kind": rec.kind, "name": rec.name,
               "params": rec.params, "version": rec.version,
               "trained_from_ms": rec.trained_from_ms, "trained_to_ms": rec.trained_to_ms,
-              "score": rec.score, "saved_ms": rec.saved_ms, "state_meta": smeta}
+              "score": rec.score, "saved_ms": rec.saved_ms, "retrained_ms": rec.retrained_ms,
+              "state_meta": smeta}
     buf = io.BytesIO()
     named = {f"s/{k}": v for k, v in arrays.items()}
     named[_META_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
@@ -107,7 +109,7 @@ def loads(data: bytes) -> ModelRecord:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             header = json.loads(bytes(z[_META_KEY]).decode())
             flat: dict[str, Any] = {k[2:]: z[k] for k in z.files if k.startswith("s/")}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise ModelError(f"not a model file: {exc}") from exc
     if header.get("format") != FORMAT_VERSION:
         raise ModelError(f"unknown model format {header.get('format')!r}")
@@ -116,7 +118,8 @@ def loads(data: bytes) -> ModelRecord:
                        state=_unflatten(flat), version=header["version"],
                        trained_from_ms=header["trained_from_ms"],
                        trained_to_ms=header["trained_to_ms"], score=header["score"],
-                       saved_ms=header["saved_ms"])
+                       saved_ms=header["saved_ms"],
+                       retrained_ms=int(header.get("retrained_ms", 0)))
 
 
 def save(path: str | Path, rec: ModelRecord) -> Path:
@@ -139,10 +142,18 @@ def load(path: str | Path) -> ModelRecord:
 
 
 def detector_record(det: Any, trained_from_ms: int = 0, trained_to_ms: int = 0,
-                    version: int = 1, score: float | None = None) -> ModelRecord:
-    """A record of a live detector (its table name, params and state)."""
+                    version: int = 1, score: float | None = None,
+                    retrained_ms: int = 0) -> ModelRecord:
+    """A record of a live detector (its table name, params and state).
+
+    `score` defaults to the detector's `fit_score` (in-sample residual RMS of its last fit) when
+    it has a finite one.
+    """
+    if score is None:
+        fs = getattr(det, "fit_score", None)
+        score = float(fs) if isinstance(fs, float) and fs == fs else None
     return ModelRecord("detector", det.name, det.params(), det.get_state(), version,
-                       trained_from_ms, trained_to_ms, score)
+                       trained_from_ms, trained_to_ms, score, retrained_ms=retrained_ms)
 
 
 def restore_detector(rec: ModelRecord) -> Any:

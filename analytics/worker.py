@@ -48,20 +48,33 @@ def process(job: Job, worker: str = "local") -> Result:
 def _detect(job: Job, worker: str) -> Result:
     from legion.analytics.detectors import make_detector
 
+    params = dict(job.params)
+    # Lifecycle (not detector parameters): retrain when the model's last retrain is older than
+    # `retrain_ms` of data time, or now with `retrain_now`; data time keeps `process` pure.
+    retrain_ms = int(params.pop("retrain_ms", 0) or 0)
+    retrain_now = bool(params.pop("retrain_now", False))
     prev = models.loads(job.state) if job.state else None
     if prev is not None:
         if prev.name != job.model:
             raise ValueError(f"state is for {prev.name!r}, job asks for {job.model!r}")
         det = models.restore_detector(prev)
         start, first_ms, version = 0, prev.trained_from_ms, prev.version
+        retrained_ms = prev.retrained_ms or prev.trained_from_ms
     else:
-        det = make_detector(job.model, **job.params)
+        det = make_detector(job.model, **params)
         start = min(max(job.warmup, 0), len(job.values))
         first_ms = int(job.ts_ms[0]) if len(job.ts_ms) else 0
-        version = 1
+        version, retrained_ms = 1, first_ms
     scores = det.score(job.ts_ms, job.values)
     last_ms = int(job.ts_ms[-1]) if len(job.ts_ms) else (prev.trained_to_ms if prev else 0)
-    state = models.dumps(models.detector_record(det, first_ms, last_ms, version))
+    if len(job.ts_ms) and (retrain_now or (retrain_ms > 0 and last_ms - retrained_ms
+                                           >= retrain_ms)):
+        refit = getattr(det, "refit", None)
+        if refit is not None and refit():
+            version += 1
+        retrained_ms = last_ms
+    state = models.dumps(models.detector_record(det, first_ms, last_ms, version,
+                                                retrained_ms=retrained_ms))
     return Result(job.job_id, job.kind, job.series, True, worker, ts_ms=job.ts_ms[start:],
                   scores=scores[start:], state=state)
 

@@ -13,6 +13,7 @@ from legion.analytics.detectors.knn import KnnDetector
 from legion.analytics.detectors.mad import MadDetector
 from legion.analytics.detectors.residual import ResidualDetector
 from legion.analytics.detectors.shift import ShiftDetector
+from legion.analytics.forecasters.mlp import torch_available
 
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "iforest": IsolationForestDetector,
@@ -23,6 +24,14 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "shift": ShiftDetector,
     "ensemble": EnsembleDetector,
 }
+TORCH_NOTE = ""
+if torch_available():  # the PyTorch model is optional; torch is imported only when it trains
+    from legion.analytics.detectors.multivar import MultivariateDetector
+
+    DETECTORS["multivar"] = MultivariateDetector
+else:  # the one line printed (CLI, worker start-up) is forecasters.TORCH_NOTE, naming both
+    TORCH_NOTE = "torch not installed: the 'mlp' forecaster and the 'multivar' detector are " \
+                 "unavailable (pip install 'legion-monitor[deep]')"
 
 
 def make_detector(name: str, **params: Any) -> Detector:
@@ -34,4 +43,4 @@ def make_detector(name: str, **params: Any) -> Detector:
     return factory(**params)
 
 
-__all__ = ["DETECTORS", "Detector", "StreamingDetector", "make_detector"]
+__all__ = ["DETECTORS", "TORCH_NOTE", "Detector", "StreamingDetector", "make_detector"]

@@ -96,6 +96,14 @@ class StreamingDetector:
             progress(len(vs) % 1000)
         return out
 
+    def refit(self) -> bool:
+        """Refit the learnt model now (on demand / by age); False when there is nothing to refit.
+
+        Rolling-statistics detectors (`mad`, `residual`, `shift`) are current after every point;
+        model-based ones override this (see docs/analytics.md, "Retraining").
+        """
+        return False
+
     def _get_state(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -38,6 +38,10 @@ class EnsembleDetector(StreamingDetector):
                    self.mad.logp(ts_ms, value) - self.mad_discount,
                    self.shift.logp(ts_ms, value) - self.shift_discount)
 
+    def refit(self) -> bool:
+        """Retrain the members that have a model (kNN); MAD and shift are rolling statistics."""
+        return self.knn.refit()
+
     def _get_state(self) -> dict[str, Any]:
         return {"knn": self.knn.get_state(), "mad": self.mad.get_state(),
                 "shift": self.shift.get_state()}

@@ -90,6 +90,13 @@ class KMeansDetector(StreamingDetector):
                 self._fit()
         return r
 
+    def refit(self) -> bool:
+        """Fit one more k-means model on the current feature window now (the oldest drops out)."""
+        if self.count < self.min_train:
+            return False
+        self._fit()
+        return True
+
     def _get_state(self) -> dict[str, Any]:
         """Learnt state as plain values and numpy arrays."""
         return {

@@ -74,6 +74,13 @@ class KnnDetector(StreamingDetector):
             self._fit()
         return r
 
+    def refit(self) -> bool:
+        """Rebuild the reference set and normalisation from the current window now."""
+        if self.count < self.min_train:
+            return False
+        self._fit()
+        return True
+
     def _get_state(self) -> dict[str, Any]:
         return {"vals": np.asarray(self.vals, float), "count": self.count, "ref": self.ref,
                 "norm": np.asarray([self.center, self.scale, self.dscale])}

@@ -33,8 +33,8 @@ TORCH_NOTE = ""
 if torch_available():
     FORECASTERS["mlp"] = MLPForecaster
 else:  # said once, by whoever prints TORCH_NOTE (CLI, worker start-up)
-    TORCH_NOTE = "torch not installed: the 'mlp' forecaster is unavailable (pip install " \
-                 "'legion-monitor[deep]')"
+    TORCH_NOTE = "torch not installed: the 'mlp' forecaster and the 'multivar' detector are " \
+                 "unavailable (pip install 'legion-monitor[deep]')"
 FORECASTERS["auto"] = AutoForecaster
 
 
