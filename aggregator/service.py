@@ -153,7 +153,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
     app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry,
-                     sources=agg.sources())
+                     sources=agg.sources(),
+                     analytics_retrain=agg.analytics.request_retrain if agg.analytics else None)
     runner = await start_gateway(app, cfg)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",

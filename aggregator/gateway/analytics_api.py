@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from legion.aggregator.gateway.api import _METRIC_RE, _NODE_RE, BadRequest, _opt, _params
-from legion.aggregator.gateway.auth import requires
+from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_time_ms
 
 ANALYTICS_NODE = "analytics"
@@ -22,9 +22,10 @@ DEFAULT_SINCE = "1h"
 MAX_ROWS = 200
 
 
-def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]]
+def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]],
+                          retrain: Callable[[str | None], bool] | None = None
                           ) -> list[web.RouteDef]:
-    """GET /api/v1/anomalies and /api/v1/forecasts."""
+    """GET /api/v1/anomalies and /api/v1/forecasts; POST /api/v1/analytics/retrain."""
 
     @requires("read")
     async def anomalies(request: web.Request) -> web.Response:
@@ -69,7 +70,18 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
             out.append(f)
         return web.json_response(out)
 
-    return [web.get("/api/v1/anomalies", anomalies), web.get("/api/v1/forecasts", forecasts)]
+    @requires("write")
+    async def retrain_route(request: web.Request) -> web.Response:
+        _params(request, ("series",))
+        series = request.query.get("series") or None
+        request[AUDIT_DETAILS_KEY] = {"retrain": series or "all"}
+        if retrain is None or not retrain(series):
+            return json_error(503, "analytics is not running on this aggregator")
+        return web.json_response({"retrain": series or "all", "when": "next detect job"},
+                                 status=202)
+
+    return [web.get("/api/v1/anomalies", anomalies), web.get("/api/v1/forecasts", forecasts),
+            web.post("/api/v1/analytics/retrain", retrain_route)]
 
 
 def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

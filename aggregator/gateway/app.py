@@ -100,7 +100,9 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
                sources: Mapping[str, Source] | None = None,
                dashboard_dir: str | Path | None = None,
                audit: AuditLog | None = None,
-               alert_actions: AlertActions | None = None) -> web.Application:
+               alert_actions: AlertActions | None = None,
+               analytics_retrain: Callable[[str | None], bool] | None = None
+               ) -> web.Application:
     """Build the gateway application (routes, middlewares, hub lifecycle); serve it with `start_gateway`."""
     dc, sec = config.dashboard_config, config.security
     audit = audit or AuditLog(config.path(config.aggregator.audit_log_path))
@@ -233,7 +235,7 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
     app.add_routes(make_routes(store, hub, token_store,
                                lambda: dict(status_provider())))
     app.add_routes(make_alert_routes(hub, alert_actions))
-    app.add_routes(make_analytics_routes(store, sources or {}))
+    app.add_routes(make_analytics_routes(store, sources or {}, analytics_retrain))
     app.add_routes(make_export_routes(store))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", ws_handler)

@@ -16,10 +16,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import click
 
 from legion.analytics.csvio import read_csv
+from legion.cli.common import api, config_option, token_option
 
 DEFAULT_DETECTOR = "ensemble"
 PROGRESS_MIN_ROWS = 5000
@@ -132,6 +134,18 @@ def forecast_csv(file: str, horizon: int, model: str, threshold: float | None,
 @click.group("analytics")
 def analytics() -> None:
     """Analytics worker pool."""
+
+
+@analytics.command("retrain")
+@click.option("--series", default=None,
+              help="One series key (node|metric|labels); default: every series.")
+@config_option
+@token_option
+def analytics_retrain(series: str | None, config_path: str, token: str | None) -> None:
+    """Retrain anomaly models now (on their next detect job) instead of waiting for the interval."""
+    answer = api(config_path, token).request(
+        "POST", "/api/v1/analytics/retrain" + (f"?series={quote(series)}" if series else ""))
+    click.echo(f"retrain requested for {answer['retrain']} ({answer['when']})")
 
 
 @analytics.command("run")

@@ -58,3 +58,8 @@ def test_jobs_scored_stored_and_redispatched_after_worker_kill(tmp_path: Path, p
                           for r in ranked)
     assert ranked == sorted(ranked, key=lambda r: (r["anomaly_rate"], r["max_score"]),
                             reverse=True)
+
+    retrain = subprocess.run(LEGIONCTL + ["analytics", "retrain", "--config", str(cfg_path)],
+                             capture_output=True, text=True, timeout=30)
+    assert retrain.returncode == 0, retrain.stderr
+    assert "retrain requested for all" in retrain.stdout
