@@ -25,7 +25,13 @@ from legion.errors import StoreError
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY_MS}
-"""How much time one deletion step covers per tier (about the same row count each)."""
+"""The most time one deletion step covers per tier (about the same row count each)."""
+MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS}
+"""The least: steps shrink towards this when the measured cost says a bigger one would not fit."""
+FILL = 0.6
+"""A step is sized to take this share of the time left in the round (estimates are noisy)."""
+RESERVE = 0.1
+"""Share of the budget kept free after the last step for the round's bookkeeping."""
 
 
 def disk_bytes(path: Path) -> int:
@@ -60,24 +66,82 @@ def cutoffs(config: StorageConfig, now_ms: int) -> dict[str, int]:
     return out
 
 
+class Pacer:
+    """Sizes each step to the time left in the round from the measured cost of earlier steps
+    (seconds per ms of data covered, per tier), so a round ends within its budget instead of
+    overshooting by a whole fixed-size chunk. Kept by the Store across rounds."""
+
+    def __init__(self) -> None:
+        self.cost: dict[str, float] = {}  # tier -> seconds per ms of data in one step
+        self.fixed: dict[str, float] = {}  # tier -> recent slowest step (a transaction's floor)
+
+    def span(self, tier: str, left_s: float) -> int | None:
+        """Data span (ms) of the next step, or None when even the smallest would not fit."""
+        width = TIERS.get(tier, 60_000)
+        lo, hi = MIN_CHUNK_MS[tier], CHUNK_MS[tier]
+        cost = self.cost.get(tier)
+        if cost is None:  # unmeasured: start small, grow from measurements
+            return lo
+        if max(cost * lo, self.fixed.get(tier, 0.0)) > left_s:
+            return None
+        want = int(FILL * left_s / cost) if cost > 0 else hi
+        return max(lo, min(hi, want // width * width))
+
+    def record(self, tier: str, span_ms: int, elapsed_s: float) -> None:
+        new = elapsed_s / max(span_ms, 1)
+        old = self.cost.get(tier)
+        # Rise at once, decay slowly: an underestimate is what breaks the budget.
+        self.cost[tier] = new if old is None or new > old else 0.7 * old + 0.3 * new
+        f = self.fixed.get(tier, 0.0)
+        self.fixed[tier] = elapsed_s if elapsed_s > f else 0.8 * f + 0.2 * elapsed_s
+
+
 def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_ms: int,
         budget_s: float, archive_dir: Path | None = None,
-        archive_key: str | None = None) -> dict[str, Any]:
-    """Delete expired data (and over-cap data) in chunks until done or the budget is spent."""
-    deadline = time.monotonic() + budget_s
-    report: dict[str, Any] = {"deleted": {}, "archived_points": 0, "over_cap": False}
+        archive_key: str | None = None, pacer: Pacer | None = None,
+        deadline: float | None = None, may_overrun: bool = True) -> dict[str, Any]:
+    """Delete expired data (and over-cap data) in chunks until done or the budget is spent.
+
+    Each step is sized by `pacer` to fit the time left (`deadline`, monotonic; default now +
+    budget_s); when even the smallest step would not fit, the round stops there, except that
+    with `may_overrun` (the round has done nothing else) it makes one smallest step, so
+    retention cannot starve.
+    """
+    deadline = time.monotonic() + budget_s if deadline is None else deadline
+    # Keep a tenth of the budget for what follows the last step (bookkeeping, the caller).
+    deadline -= RESERVE * budget_s
+    pacer = pacer or Pacer()
+    report: dict[str, Any] = {"deleted": {}, "archived_points": 0, "over_cap": False,
+                              "steps": 0}
     cut = cutoffs(config, now_ms)
+    steps = 0
+
+    def step(tier: str, limit: int | None) -> int | None:
+        nonlocal steps
+        left = deadline - time.monotonic()
+        span = pacer.span(tier, left) if left > 0 else None
+        if span is None:
+            if steps or not may_overrun:
+                return None
+            span = MIN_CHUNK_MS[tier]  # guaranteed progress: one smallest step per round
+        t = time.monotonic()
+        n = _step(con, tier, limit, archive_dir, archive_key, report, span)
+        if n is not None:
+            steps += 1
+            report["steps"] = steps
+            pacer.record(tier, span, time.monotonic() - t)
+        return n
+
     try:
         for tier in ("raw", "1m", "1h", "1d"):
-            while cut[tier] and time.monotonic() < deadline:
-                n = _step(con, tier, cut[tier], archive_dir, archive_key, report)
-                if n is None:
+            while cut[tier]:
+                if step(tier, cut[tier]) is None:
                     break
         cap = config.max_disk_bytes
         while cap and time.monotonic() < deadline and used_bytes(con, path) > cap:
             report["over_cap"] = True
             for tier in ("raw", "1m", "1h"):
-                if _step(con, tier, None, archive_dir, archive_key, report) is not None:
+                if step(tier, None) is not None:
                     break
             else:
                 break
@@ -89,8 +153,9 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
 
 def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
           archive_dir: Path | None, archive_key: str | None,
-          report: dict[str, Any]) -> int | None:
-    """Delete one chunk of `tier` below `cut` (None: the oldest chunk, for the cap)."""
+          report: dict[str, Any], span_ms: int | None = None) -> int | None:
+    """Delete one chunk (`span_ms` of data) of `tier` below `cut` (None: the oldest chunk, for
+    the cap)."""
     table, col = ("points", "ts") if tier == "raw" else (f"rollup_{tier}", "bucket")
     kept = rollup.kept_since(con, tier)
     width = TIERS.get(tier, 60_000)
@@ -104,7 +169,7 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
         if cut is None and not con.execute(
                 f"SELECT 1 FROM {table} WHERE {col} >= ? LIMIT 1", [kept]).fetchall():
             return None
-    hi = start + CHUNK_MS[tier]
+    hi = start + (span_ms or CHUNK_MS[tier])
     if cut is not None:
         if start >= cut:
             return None

@@ -151,56 +151,105 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
         raise
 
 
-def _fold(con: duckdb.DuckDBPyConnection, tier: str, lo: int, hi: int) -> None:
-    """Combine a tier's rows of [lo, hi) into one row per (series, bucket), sorted by series."""
+def _fold(con: duckdb.DuckDBPyConnection, tier: str, lo: int, hi: int,
+          sid_lo: int, sid_hi: int) -> None:
+    """Combine a tier's rows of [lo, hi) for series ids [sid_lo, sid_hi) into one row per
+    (series, bucket), sorted by series."""
+    where = (f"bucket >= {lo} AND bucket < {hi} AND series_id >= {sid_lo} "
+             f"AND series_id < {sid_hi}")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _fold AS
-        SELECT series_id, bucket, {_COMBINE} FROM rollup_{tier}
-        WHERE bucket >= {lo} AND bucket < {hi}
+        SELECT series_id, bucket, {_COMBINE} FROM rollup_{tier} WHERE {where}
         GROUP BY series_id, bucket ORDER BY series_id, bucket""")
-    con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {lo} AND bucket < {hi}")
+    con.execute(f"DELETE FROM rollup_{tier} WHERE {where}")
     con.execute(f"INSERT INTO rollup_{tier} SELECT * FROM _fold")
     con.execute("DROP TABLE _fold")
 
 
-def compact_1m(con: duckdb.DuckDBPyConnection, dirty: set[int], budget_s: float) -> int:
+COMPACT_MIN_SERIES = 256
+"""Fewest series one compaction step folds (when the budget allows no more)."""
+
+
+def compact_1m(con: duckdb.DuckDBPyConnection, dirty: set[int], budget_s: float,
+               deadline: float | None = None, cost: dict[str, float] | None = None,
+               may_overrun: bool = True) -> int:
     """Fold and sort settled hours of the tiers; returns hours compacted.
 
     Passes append a few minutes of all series at a time (and partial rows to 1h and 1d), so zone
     maps cannot prune a one-series read. Rewriting each settled hour of 1m (and its 1h bucket,
-    and the 1d bucket of its day) as runs sorted by series with one row per bucket (one
-    transaction per hour, in time order) keeps the tiers small and lets a one-series, 24 h read
-    skip most row groups.
+    and the 1d bucket of its day so far) as runs sorted by series with one row per bucket keeps
+    the tiers small and lets a one-series, 24 h read skip most row groups.
+
+    Hours are done in time order, each in steps of a range of series ids (one transaction each,
+    progress in `tier_state`: 'compact_1m' = hours done, 'compact_1m_series' = first series id
+    of the current hour not yet folded), sized from the measured cost per series
+    (`cost["series"]`, kept by the caller across rounds) to what is left before `deadline`. A
+    step that would not fit is not started, except one smallest step per call when
+    `may_overrun` (the round has done nothing else), so compaction cannot starve. Readers
+    combine rows per bucket, so a half-compacted hour reads the same.
     """
-    deadline = time.monotonic() + budget_s
+    deadline = time.monotonic() + budget_s if deadline is None else deadline
+    cost = {} if cost is None else cost
     hour = 3_600_000
-    done = 0
+    done = steps = 0
     mark = kept_since(con, "compact_1m")
     if mark == 0:
         row = con.execute("SELECT min(bucket) FROM rollup_1m").fetchall()[0][0]
         if row is None:
             return 0
         mark = int(row) // hour * hour
-    mark = max(mark, kept_since(con, "1m") // hour * hour)
+    sid = kept_since(con, "compact_1m_series")
+    horizon = kept_since(con, "1m") // hour * hour
+    if horizon > mark:  # retention passed the hour in progress: start afresh at its horizon
+        mark, sid = horizon, 0
     newest = con.execute("SELECT max(bucket) FROM rollup_1m WHERE bucket >= ?",
                          [mark]).fetchall()[0][0]
     if newest is None:
         return 0
-    while mark + hour <= int(newest) and time.monotonic() < deadline:
+    top = int(con.execute("SELECT coalesce(max(id), 0) FROM series").fetchall()[0][0]) + 1
+    while mark + hour <= int(newest):
         lo, hi = mark, mark + hour
         if any(lo <= m * MINUTE_MS < hi for m in dirty):
             break  # wait for the pass; hours are compacted strictly in order
+        left = deadline - time.monotonic()
+        per = cost.get("series")
+        if per is None:
+            n = COMPACT_MIN_SERIES
+        elif max(per * COMPACT_MIN_SERIES, cost.get("floor", 0.0)) <= left:
+            n = max(COMPACT_MIN_SERIES, int(0.6 * left / per) if per > 0 else top)
+        elif may_overrun and steps == 0:
+            n = COMPACT_MIN_SERIES
+        else:
+            break
+        if left <= 0 and not (may_overrun and steps == 0):
+            break
+        end = min(top, sid + n)
+        t0 = time.monotonic()
         con.execute("BEGIN TRANSACTION")
         try:
-            _fold(con, "1m", lo, hi)
-            _fold(con, "1h", lo, hi)
+            _fold(con, "1m", lo, hi, sid, end)
+            _fold(con, "1h", lo, hi, sid, end)
             day = lo // TIERS["1d"] * TIERS["1d"]
-            _fold(con, "1d", day, day + TIERS["1d"])  # the day so far: its partials stay few
-            set_kept_since(con, "compact_1m", hi)
+            _fold(con, "1d", day, day + TIERS["1d"], sid, end)  # the day so far
+            if end >= top:
+                set_kept_since(con, "compact_1m", hi)
+                set_kept_since(con, "compact_1m_series", 0)
+            else:
+                set_kept_since(con, "compact_1m_series", end)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        mark = hi
-        done += 1
+        took = time.monotonic() - t0
+        new = took / max(end - sid, 1)
+        per = cost.get("series")
+        cost["series"] = new if per is None or new > per else 0.7 * per + 0.3 * new
+        floor = cost.get("floor", 0.0)
+        cost["floor"] = took if took > floor else 0.8 * floor + 0.2 * took
+        steps += 1
+        if end >= top:
+            mark, sid = hi, 0
+            done += 1
+        else:
+            sid = end
     return done

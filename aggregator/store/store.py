@@ -23,6 +23,13 @@ from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
 from legion.errors import ConfigError, StoreError
 
+CHECKPOINT_MIN_WAL = 1 << 20
+"""Below this WAL size a maintenance round does not bother to checkpoint."""
+CHECKPOINT_FORCE_WAL = 8 << 20
+"""From this WAL size a round checkpoints even over its budget (half of DuckDB's own trigger)."""
+CHECKPOINT_COST_GUESS = 0.03
+"""Seconds a checkpoint is assumed to take before the first one is measured."""
+
 log = logging.getLogger("legion.aggregator.store")
 
 
@@ -47,6 +54,9 @@ class Store:
         self.config = config or StorageConfig()
         _validate(self.config)
         self._clock = clock_ms
+        self._pacer = retention.Pacer()  # measured cost per retention step, across rounds
+        self._compact_cost: dict[str, float] = {}  # 1m compaction: seconds per series, floor
+        self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         key = self._encryption_key()
@@ -96,23 +106,64 @@ class Store:
             raise StoreError(f"rollup pass failed: {exc}") from exc
 
     def maintain(self, budget_s: float | None = None) -> dict[str, Any]:
-        """One bounded maintenance round: rollups, archive, retention per tier, disk cap."""
+        """One bounded maintenance round: rollups, archive and retention per tier, disk cap,
+        1m compaction, then a checkpoint of what the round wrote.
+
+        The whole round shares one deadline (`maintenance_budget_ms` unless budget_s): each step
+        is sized from the measured cost of earlier ones to what is left, or not started. Only a
+        round that has done nothing else makes one smallest step regardless, so no part starves.
+        """
         con = self._open()
         budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
-        minutes = self.roll_up(budget)
+        deadline = time.monotonic() + budget
+        # First fold what earlier rounds (and commits) left in the WAL while it is small: a
+        # checkpoint cannot be split, and DuckDB's own at 16 MiB pauses far longer than a step.
+        checkpointed = self._paced_checkpoint(con, deadline)
+        minutes = self.roll_up(max(0.0, deadline - time.monotonic()))
+        report = retention.run(con, self.config, self.path, self._clock(), budget,
+                               archive_dir=self._archive_dir(), archive_key=self._archive_key,
+                               pacer=self._pacer, deadline=deadline,
+                               may_overrun=minutes == 0 and not checkpointed)
         hours = 0
         if self.config.rollups_enabled:
             try:
-                hours = rollup.compact_1m(con, self._writer.dirty, budget)
+                hours = rollup.compact_1m(
+                    con, self._writer.dirty, budget, deadline=deadline, cost=self._compact_cost,
+                    may_overrun=minutes == 0 and not report["steps"] and not checkpointed)
             except duckdb.Error as exc:
                 raise StoreError(f"compacting the 1m tier failed: {exc}") from exc
-        report = retention.run(con, self.config, self.path, self._clock(), budget,
-                               archive_dir=self._archive_dir(), archive_key=self._archive_key)
+        report["checkpointed"] = checkpointed
         self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
         self._refresh_kept(con)
         report["rolled_up_minutes"] = minutes
         report["compacted_hours"] = hours
         return report
+
+    def _paced_checkpoint(self, con: duckdb.DuckDBPyConnection, deadline: float) -> bool:
+        """Checkpoint now if the WAL holds at least CHECKPOINT_MIN_WAL and the last measured
+        checkpoint time fits before `deadline` (or the WAL passed CHECKPOINT_FORCE_WAL).
+
+        DuckDB checkpoints by itself once the WAL passes `wal_autocheckpoint` (16 MiB), inside
+        whichever COMMIT crosses it (an ingest commit as likely as a maintenance step): measured
+        here 150-800 ms. A checkpoint cannot be split; doing it at a round's start while the WAL
+        is a few MB keeps it shorter and out of the steps that follow."""
+        wal = Path(str(self.path) + ".wal")
+        try:
+            size = wal.stat().st_size
+        except OSError:
+            return False
+        if size < CHECKPOINT_MIN_WAL:
+            return False
+        if self._ckpt_cost > 0.6 * (deadline - time.monotonic()) and size < CHECKPOINT_FORCE_WAL:
+            return False
+        t = time.monotonic()
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            raise StoreError(f"checkpoint failed: {exc}") from exc
+        took = time.monotonic() - t
+        self._ckpt_cost = took if took > self._ckpt_cost else 0.7 * self._ckpt_cost + 0.3 * took
+        return True
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file (what the `checkpointed` ack level promises)."""

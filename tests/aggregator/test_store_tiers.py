@@ -255,3 +255,68 @@ def test_compaction_of_1m_keeps_results_exact(tmp_path):
                              expected(truth, step, agg))
     finally:
         store.close()
+
+
+def test_compaction_in_tiny_steps_across_rounds_keeps_results_exact(tmp_path, monkeypatch):
+    """With a budget that fits no step, each round makes one smallest step (a range of series
+    ids of one hour); half-compacted hours read the same and end with one row per bucket."""
+    from legion.aggregator.store import rollup
+
+    monkeypatch.setattr(rollup, "COMPACT_MIN_SERIES", 2)  # 6 series: 3 steps per hour
+    rng = np.random.default_rng(22)
+    cfg = StorageConfig(raw_retention_hours=24 * 20)
+    store = Store(tmp_path / "t.duckdb", cfg, clock_ms=lambda: T0 + 3 * DAY)
+    try:
+        batches, truth = make_batches(rng, 300, 4 * HOUR)
+        store.write(batches)
+        store.roll_up(budget_s=30, include_open=True)
+        marks, rounds = [], 0
+        while store.stats()["kept_since_ms"].get("compact_1m", 0) < T0 + 3 * HOUR:
+            store.maintain(budget_s=0)
+            rounds += 1
+            kept = store.stats()["kept_since_ms"]
+            marks.append((kept.get("compact_1m", 0), kept.get("compact_1m_series", 0)))
+            for step in (MIN, HOUR):  # exact at every intermediate state
+                assert_close(got_by_series(store.query("cpu_percent", step_ms=step, agg="sum")),
+                             expected(truth, step, "sum"))
+            assert rounds < 40
+        assert rounds >= 9 and any(s for _, s in marks)  # hours were split into series steps
+        with store._cursor() as cur:
+            mark = store.stats()["kept_since_ms"]["compact_1m"]
+            for tier in ("1m", "1h"):
+                assert cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM "
+                                   f"rollup_{tier} WHERE bucket < {mark} GROUP BY ALL "
+                                   "HAVING count(*) > 1)").fetchall()[0][0] == 0
+        for agg in ("avg", "min", "max", "last", "count"):
+            assert_close(got_by_series(store.query("cpu_percent", step_ms=HOUR, agg=agg)),
+                         expected(truth, HOUR, agg))
+    finally:
+        store.close()
+
+
+def test_retention_with_no_budget_still_progresses_one_small_step_per_round(tmp_path):
+    rng = np.random.default_rng(23)
+    store = Store(tmp_path / "p.duckdb", StorageConfig(raw_retention_hours=24 * 20,
+                                                       rollups_enabled=False),
+                  clock_ms=lambda: T0 + 3 * DAY)
+    try:
+        batches, truth = make_batches(rng, 200, 2 * HOUR)
+        store.write(batches)
+        store.config = StorageConfig(raw_retention_hours=3 * 24 - 1, rollups_enabled=False)
+        reports = [store.maintain(budget_s=0) for _ in range(3)]
+        assert [r["steps"] for r in reports] == [1, 1, 1]  # one smallest (1 min) step each
+        kept = store.stats()["kept_since_ms"]["raw"]
+        oldest = min(r[2] for r in truth) // MIN * MIN
+        assert kept == oldest + 3 * MIN
+        rows = store.query("cpu_percent")
+        assert sorted(r["ts_ms"] for r in rows) == sorted(r[2] for r in truth if r[2] >= kept)
+        for _ in range(200):  # budget back: bigger steps, measured, finish the job
+            store.config = StorageConfig(raw_retention_hours=3 * 24 - 1, rollups_enabled=False,
+                                         maintenance_budget_ms=5_000)
+            if not store.maintain()["deleted"].get("raw"):
+                break
+        assert store.stats()["kept_since_ms"]["raw"] == T0 + HOUR
+        assert sorted(r["ts_ms"] for r in store.query("cpu_percent")) == sorted(
+            r[2] for r in truth if r[2] >= T0 + HOUR)
+    finally:
+        store.close()
