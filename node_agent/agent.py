@@ -25,17 +25,7 @@ from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
 from legion.node_agent.spool import Spool
 from legion.node_agent.state import AgentState
-from legion.proto import (
-    KIND_ACK,
-    KIND_METRICS,
-    Ack,
-    Envelope,
-    MetricsBatch,
-    Sample,
-    WireError,
-    decode,
-    encode,
-)
+from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples
 
 log = logging.getLogger("legion.node_agent")
 
@@ -146,9 +136,7 @@ class NodeAgent:
             return
         seq = self.state.next_seq()
         now_ms = int(time.time() * 1000)
-        env = Envelope(KIND_METRICS, self.node, self.state.epoch, seq, now_ms,
-                       MetricsBatch.from_samples(samples))
-        frame = encode(env)
+        frame = encode_samples(self.node, self.state.epoch, seq, now_ms, samples)
         self.spool.append(seq, frame)  # on disk first, then on the wire
         self._send(pub, frame)
         self.delivery.on_sent(seq)

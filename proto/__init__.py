@@ -1,6 +1,6 @@
 """Wire schema v1: envelope, bodies, limits, the msgpack codec and typed rejections."""
 
-from legion.proto.codec import Codec, MsgpackCodec, decode, encode
+from legion.proto.codec import Codec, MsgpackCodec, decode, encode, encode_samples
 from legion.proto.errors import Reason, WireError
 from legion.proto.limits import SCHEMA_VERSION
 from legion.proto.messages import (
@@ -20,5 +20,5 @@ from legion.proto.messages import (
 __all__ = [
     "ACK_CHECKPOINTED", "ACK_COMMITTED", "ACK_REJECTED", "KIND_ACK", "KIND_METRICS",
     "SCHEMA_VERSION", "Ack", "Codec", "Envelope", "Labels", "MetricsBatch", "MsgpackCodec",
-    "Reason", "Sample", "WireError", "canonical_labels", "decode", "encode",
+    "Reason", "Sample", "WireError", "canonical_labels", "decode", "encode", "encode_samples",
 ]

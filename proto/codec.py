@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
-import numpy as np
 
 from legion.proto import limits as L
 from legion.proto.errors import Reason, WireError
@@ -24,15 +24,18 @@ from legion.proto.messages import (
     Envelope,
     Labels,
     MetricsBatch,
+    Sample,
+    intern_samples,
 )
+
+if TYPE_CHECKING:  # numpy is imported lazily: only decoding metrics needs it
+    import numpy as np
 
 NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 LABEL_KEY_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
-_UINT32 = np.dtype("<u4")
-_FLOAT64 = np.dtype("<f8")
-_INT64 = np.dtype("<i8")
+_UINT32, _FLOAT64, _INT64 = "<u4", "<f8", "<i8"
 
 
 class Codec(Protocol):
@@ -70,11 +73,22 @@ def encode(env: Envelope) -> bytes:
                 "ranges": [list(r) for r in env.body.ranges]}
     else:  # pragma: no cover - programming error, not input
         raise TypeError(f"cannot encode body {type(env.body).__name__}")
-    return msgpack.packb(
-        {"v": env.v, "kind": env.kind, "node": env.node, "epoch": env.epoch,
-         "seq": env.seq, "ts": env.ts_ms, "body": body},
-        use_bin_type=True,
-    )
+    return _pack(env.kind, env.node, env.epoch, env.seq, env.ts_ms, body, env.v)
+
+
+def encode_samples(node: str, epoch: int, seq: int, ts_ms: int,
+                   samples: Iterable[Sample]) -> bytes:
+    """Encode a metrics envelope straight from samples (no numpy: the node agent's path)."""
+    names, label_sets, n_idx, l_idx, values, ts = intern_samples(samples)
+    body = {"names": list(names), "labels": [dict(ls) for ls in label_sets],
+            "name_idx": n_idx, "label_idx": l_idx, "values": values, "ts": ts}
+    return _pack(KIND_METRICS, node, epoch, seq, ts_ms, body)
+
+
+def _pack(kind: str, node: str, epoch: int, seq: int, ts_ms: int, body: dict[str, Any],
+          v: int = L.SCHEMA_VERSION) -> bytes:
+    return msgpack.packb({"v": v, "kind": kind, "node": node, "epoch": epoch, "seq": seq,
+                          "ts": ts_ms, "body": body}, use_bin_type=True)
 
 
 def decode(frame: bytes, now_ms: int | None = None) -> Envelope:
@@ -132,9 +146,11 @@ def _field(obj: dict[str, Any], key: str, typ: type) -> Any:
     return val
 
 
-def _array(body: dict[str, Any], key: str, dtype: np.dtype) -> np.ndarray:
+def _array(body: dict[str, Any], key: str, dtype: str) -> np.ndarray:
+    import numpy as np
+
     raw = _field(body, key, bytes)
-    if len(raw) % dtype.itemsize:
+    if len(raw) % np.dtype(dtype).itemsize:
         raise WireError(Reason.LENGTH_MISMATCH, f"{key} is not a whole number of items")
     arr = np.frombuffer(raw, dtype=dtype)
     return arr  # frombuffer over immutable bytes is read-only already
@@ -156,6 +172,8 @@ def _labels(obj: Any) -> Labels:
 
 
 def _decode_metrics(body: dict[str, Any], now_ms: int) -> MetricsBatch:
+    import numpy as np
+
     names = _field(body, "names", list)
     label_list = _field(body, "labels", list)
     for n in names:

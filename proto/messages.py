@@ -15,12 +15,16 @@ without a Python loop per point::
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from legion.proto.limits import SCHEMA_VERSION
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made: the node agent's encode path
+    import numpy as np  # (`encode_samples`) never needs it, which keeps the agent small
 
 KIND_METRICS = "metrics"
 KIND_ACK = "ack"
@@ -69,24 +73,15 @@ class MetricsBatch:
     @classmethod
     def from_samples(cls, samples: Iterable[Sample]) -> MetricsBatch:
         """Build a batch from samples, interning names and label sets."""
-        names: dict[str, int] = {}
-        label_sets: dict[Labels, int] = {}
-        n_idx: list[int] = []
-        l_idx: list[int] = []
-        values: list[float] = []
-        ts: list[int] = []
-        for s in samples:
-            n_idx.append(names.setdefault(s.name, len(names)))
-            l_idx.append(label_sets.setdefault(s.labels, len(label_sets)))
-            values.append(s.value)
-            ts.append(s.ts_ms)
+        import numpy as np
+
+        names, label_sets, n_idx, l_idx, values, ts = intern_samples(samples)
         return cls(
-            names=tuple(names),
-            label_sets=tuple(label_sets),
-            name_idx=_frozen(np.asarray(n_idx, dtype=np.uint32)),
-            label_idx=_frozen(np.asarray(l_idx, dtype=np.uint32)),
-            values=_frozen(np.asarray(values, dtype=np.float64)),
-            ts_ms=_frozen(np.asarray(ts, dtype=np.int64)),
+            names=names, label_sets=label_sets,
+            name_idx=_frozen(np.frombuffer(n_idx, dtype="<u4").copy()),
+            label_idx=_frozen(np.frombuffer(l_idx, dtype="<u4").copy()),
+            values=_frozen(np.frombuffer(values, dtype="<f8").copy()),
+            ts_ms=_frozen(np.frombuffer(ts, dtype="<i8").copy()),
         )
 
     def samples(self) -> Iterator[Sample]:
@@ -98,6 +93,8 @@ class MetricsBatch:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MetricsBatch):
             return NotImplemented
+        import numpy as np
+
         return (
             self.names == other.names
             and self.label_sets == other.label_sets
@@ -133,6 +130,28 @@ class Envelope:
     ts_ms: int
     body: Body = field(compare=True)
     v: int = SCHEMA_VERSION
+
+
+_U32 = "I" if array("I").itemsize == 4 else "L"
+
+
+def intern_samples(samples: Iterable[Sample]) -> tuple[
+        tuple[str, ...], tuple[Labels, ...], bytes, bytes, bytes, bytes]:
+    """Columns of a batch as little-endian bytes: (names, label sets, name_idx uint32,
+    label_idx uint32, values float64, ts int64), with names and label sets interned."""
+    names: dict[str, int] = {}
+    label_sets: dict[Labels, int] = {}
+    n_idx, l_idx, values, ts = array(_U32), array(_U32), array("d"), array("q")
+    for s in samples:
+        n_idx.append(names.setdefault(s.name, len(names)))
+        l_idx.append(label_sets.setdefault(s.labels, len(label_sets)))
+        values.append(s.value)
+        ts.append(s.ts_ms)
+    cols = [n_idx, l_idx, values, ts]
+    if sys.byteorder == "big":
+        for c in cols:
+            c.byteswap()
+    return (tuple(names), tuple(label_sets), *(c.tobytes() for c in cols))  # type: ignore
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

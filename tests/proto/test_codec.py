@@ -23,6 +23,7 @@ from legion.proto import (
     canonical_labels,
     decode,
     encode,
+    encode_samples,
 )
 from legion.proto import limits as L
 
@@ -159,3 +160,28 @@ def test_fuzz_100k_random_and_mutated_frames() -> None:
             assert isinstance(exc.reason, Reason)
             outcomes["rejected"] += 1
     assert outcomes["rejected"] > 50_000  # the mutations really produced bad frames
+
+
+@settings(max_examples=200, deadline=None)
+@given(samples, st.integers(0, L.MAX_EPOCH), st.integers(0, L.MAX_SEQ))
+def test_encode_samples_equals_batch_encoding(pts: list, epoch: int, seq: int) -> None:
+    """The node agent's numpy-free encoder writes exactly the bytes of the batch encoder."""
+    ss = [Sample(n, canonical_labels(lb), v, t) for n, lb, v, t in pts]
+    via_batch = encode(Envelope("metrics", "node-1", epoch, seq, NOW,
+                                MetricsBatch.from_samples(ss)))
+    assert encode_samples("node-1", epoch, seq, NOW, ss) == via_batch
+
+
+def test_node_agent_does_not_import_numpy() -> None:
+    """numpy is ~14 MiB of RSS: the agent's encode path must not load it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, legion.node_agent.agent, legion.proto as p;"
+            "f = p.encode_samples('n', 1, 1, 0, [p.Sample('a', (), 1.0, 0)]);"
+            "p.decode(p.encode(p.Envelope('ack', 'n', 1, 1, 0, p.Ack('committed', 1, ((1, 1),)))));"
+            "print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
