@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 import click
 
-from legion.analytics.csvio import read_csv
 from legion.cli.common import api, config_option, token_option
 
 DEFAULT_DETECTOR = "ensemble"
@@ -29,6 +28,23 @@ PROGRESS_MIN_ROWS = 5000
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class _TableChoice(click.ParamType):
+    """A name from a registry table, loaded when the option is used (not at `legionctl` start:
+    the detectors pull in numpy and scikit-learn, which every other command can do without)."""
+
+    name = "name"
+
+    def __init__(self, load: Any) -> None:
+        self._load = load
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> str:
+        names = self._load()
+        if value not in names:
+            self.fail(f"{value!r} is not one of: {', '.join(names)}", param, ctx)
+        return str(value)
 
 
 def _detector_names() -> list[str]:
@@ -40,7 +56,7 @@ def _detector_names() -> list[str]:
 @click.command("detect")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--detector", "detector", default=DEFAULT_DETECTOR, show_default=True,
-              type=click.Choice(_detector_names()), help="Detector from the DETECTORS table.")
+              type=_TableChoice(_detector_names), help="Detector from the DETECTORS table.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
               show_default=True, help="Output format.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="-",
@@ -49,6 +65,7 @@ def _detector_names() -> list[str]:
               help="Progress bar on stderr (default: on for long files on a terminal).")
 def detect(file: str, detector: str, fmt: str, output: str, progress: bool | None) -> None:
     """Score FILE (timestamp,value) causally; write timestamp,value,anomaly_score."""
+    from legion.analytics.csvio import read_csv
     from legion.analytics.detectors import make_detector
 
     raw_ts, ts, vals = read_csv(file)
@@ -88,7 +105,7 @@ def _forecaster_names() -> list[str]:
 @click.option("--horizon", "-H", type=click.IntRange(1, 100_000), required=True,
               help="Steps ahead (at the series' median step).")
 @click.option("--model", default="auto", show_default=True,
-              type=click.Choice(_forecaster_names()), help="Forecaster (auto = backtest).")
+              type=_TableChoice(_forecaster_names), help="Forecaster (auto = backtest).")
 @click.option("--threshold", type=float, default=None,
               help="Also report when the forecast crosses this value.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
@@ -102,6 +119,8 @@ def forecast_csv(file: str, horizon: int, model: str, threshold: float | None,
         make_forecaster,
         time_to_threshold,
     )
+
+    from legion.analytics.csvio import read_csv
 
     if TORCH_NOTE:
         click.echo(TORCH_NOTE, err=True)

@@ -177,7 +177,7 @@ def test_node_agent_does_not_import_numpy() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, legion.node_agent.agent, legion.proto as p;"
+    code = ("import sys, legion.cli.main, legion.node_agent.agent, legion.proto as p;"
             "f = p.encode_samples('n', 1, 1, 0, [p.Sample('a', (), 1.0, 0)]);"
             "p.decode(p.encode(p.Envelope('ack', 'n', 1, 1, 0, p.Ack('committed', 1, ((1, 1),)))));"
             "print('numpy' in sys.modules)")
