@@ -122,6 +122,24 @@ class StreamingDetector:
         self._set_state(state)
 
 
+class WindowModelDetector(StreamingDetector):
+    """A streaming detector with a model fitted on its training window (`_fit`) once it has
+    seen `min_train` points; `refit` fits it again now."""
+
+    count: int
+    min_train: int
+
+    def _fit(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def refit(self) -> bool:
+        """Fit the model on the current window now; False before `min_train` points."""
+        if self.count < self.min_train:
+            return False
+        self._fit()
+        return True
+
+
 class PeriodTracker:
     """Estimates the sampling step from timestamps and, from it, the points per day."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.base import WindowModelDetector
 
 
 def fit_kmeans(x: np.ndarray, k: int = 2, iters: int = 10) -> np.ndarray:
@@ -33,7 +33,7 @@ def fit_kmeans(x: np.ndarray, k: int = 2, iters: int = 10) -> np.ndarray:
     return c
 
 
-class KMeansDetector(StreamingDetector):
+class KMeansDetector(WindowModelDetector):
     """Consensus of the last few k-means models on differenced, smoothed, lagged windows."""
 
     name = "kmeans"
@@ -89,13 +89,6 @@ class KMeansDetector(StreamingDetector):
             if self.count >= self.min_train and (self.count - self.min_train) % self.retrain == 0:
                 self._fit()
         return r
-
-    def refit(self) -> bool:
-        """Fit one more k-means model on the current feature window now (the oldest drops out)."""
-        if self.count < self.min_train:
-            return False
-        self._fit()
-        return True
 
     def _get_state(self) -> dict[str, Any]:
         """Learnt state as plain values and numpy arrays."""

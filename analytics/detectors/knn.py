@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.base import WindowModelDetector
 
 
-class KnnDetector(StreamingDetector):
+class KnnDetector(WindowModelDetector):
     """Distance of the current lagged window to its k nearest past windows."""
 
     name = "knn"
@@ -73,13 +73,6 @@ class KnnDetector(StreamingDetector):
         if self.count >= self.min_train and (self.count - self.min_train) % self.retrain == 0:
             self._fit()
         return r
-
-    def refit(self) -> bool:
-        """Rebuild the reference set and normalisation from the current window now."""
-        if self.count < self.min_train:
-            return False
-        self._fit()
-        return True
 
     def _get_state(self) -> dict[str, Any]:
         return {"vals": np.asarray(self.vals, float), "count": self.count, "ref": self.ref,

@@ -113,14 +113,13 @@ def _forecaster_names() -> list[str]:
 def forecast_csv(file: str, horizon: int, model: str, threshold: float | None,
                  fmt: str) -> None:
     """Forecast FILE (timestamp,value) HORIZON steps ahead with an 80 % interval."""
+    from legion.analytics.csvio import read_csv
     from legion.analytics.forecasters import (
         TORCH_NOTE,
         AutoForecaster,
         make_forecaster,
         time_to_threshold,
     )
-
-    from legion.analytics.csvio import read_csv
 
     if TORCH_NOTE:
         click.echo(TORCH_NOTE, err=True)

@@ -44,20 +44,20 @@ def cli(verbose: bool) -> None:
 
 
 def _register() -> None:
-    from legion.cli import query_cmds, run_cmds, setup_cmds
+    from legion.cli import (
+        analytics_cmds,
+        certs_cmds,
+        demo_cmds,
+        query_cmds,
+        run_cmds,
+        setup_cmds,
+        storage_cmds,
+        users_cmds,
+    )
 
-    for mod in (setup_cmds, run_cmds, query_cmds):
+    for mod in (setup_cmds, run_cmds, query_cmds, users_cmds, certs_cmds, analytics_cmds,
+                storage_cmds, demo_cmds):
         for cmd in mod.COMMANDS:
-            cli.add_command(cmd)
-    # Commands owned by other components, added when present.
-    for name in ("users_cmds", "certs_cmds", "analytics_cmds", "storage_cmds", "demo_cmds"):
-        try:
-            mod = __import__(f"legion.cli.{name}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"legion.cli.{name}":
-                raise
-            continue
-        for cmd in getattr(mod, "COMMANDS", ()):
             cli.add_command(cmd)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from legion.cli.client import TOKEN_FILENAME
 from legion.cli.common import config_option, load
 from legion.cli.output import format_option, render
 from legion.config import (
@@ -78,7 +79,7 @@ def write_setup(d: Path, force: bool = False, port: int | None = None) -> dict[s
     if force and tokens_path.exists():
         tokens_path.unlink()
     token = TokenStore(tokens_path).add("admin", "admin")
-    token_file = d / "admin.token"
+    token_file = d / TOKEN_FILENAME
     token_file.write_text(token + "\n")
     os.chmod(token_file, 0o600)
     return {"config": str(cfg_path), "aggregator_public_key": str(public),

@@ -118,7 +118,7 @@ def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
     demo.start(py + ["aggregator", "run", "--config", cfg], "aggregator")
     for host in demo.hosts:
         demo.start(py + ["agent", "run", "--config", cfg, "--node", host], f"agent-{host}")
-    if workers > 0 and _has_analytics_worker():
+    if workers > 0:
         demo.start(py + ["analytics", "run", "--config", cfg, "--workers", str(workers)],
                    "analytics")
     if simulate:
@@ -126,14 +126,6 @@ def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
             "{node}", h)) for h in demo.hosts]
         demo.start([sys.executable, "-m", "legion.demo.simulator", "--endpoints",
                     ",".join(endpoints), "--demo-faults"], "simulator")
-
-
-def _has_analytics_worker() -> bool:
-    try:
-        import legion.analytics.worker  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def status_line(get: Callable[[str], Any], last: dict[str, float]) -> str:
