@@ -96,6 +96,7 @@ class StorageConfig:
 
     db_path: str = "legion.duckdb"
     rollups_enabled: bool = True
+    compress_raw: bool = True  # pack settled hours of raw points into per-series chunks (~1 B/pt)
     rollup_interval_ms: int = 5_000
     maintenance_interval_secs: float = 60.0
     maintenance_budget_ms: int = 100
@@ -138,6 +139,8 @@ class AnalyticsConfig:
     anomaly_threshold: float = 0.8
     forecast_interval_secs: float = 60.0
     job_timeout_secs: float = 30.0
+    band_days: float = 7.0          # learned normal bands: history per (re)computation
+    band_step_secs: float = 60.0    # values are averaged per step before the band is learnt
     prediction_config: dict[str, PredictionTarget] = field(default_factory=_default_predictions)
 
 
@@ -192,6 +195,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("analytics.anomaly_threshold", lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("analytics.forecast_interval_secs", lambda v: v > 0, _POSITIVE),
     ("analytics.job_timeout_secs", lambda v: v > 0, _POSITIVE),
+    ("analytics.band_days", lambda v: v > 0, _POSITIVE),
+    ("analytics.band_step_secs", lambda v: v >= 1, "must be >= 1"),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from legion.aggregator.store.packing import RawSource
 from legion.aggregator.store.schema import TIERS
 from legion.errors import StoreError
 
@@ -141,16 +142,19 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
         cur.execute("BEGIN TRANSACTION")
         try:
             if p.source == "raw":
-                g, src, filt = _src("points", "p", ids, direct)
-                sql = f"""
-                    SELECT {g} AS g, {bucket.format(t='p.ts')} AS b, {_RAW[agg]} AS v
-                    FROM {src} WHERE {filt} AND {rng.format(t='p.ts')}
-                    GROUP BY ALL ORDER BY g, b"""
+                with RawSource(cur, ids, lo, hi) as points:
+                    g, src, filt = _src(points, "p", ids, direct)
+                    rows = cur.execute(f"""
+                        SELECT {g} AS g, {bucket.format(t='p.ts')} AS b, {_RAW[agg]} AS v
+                        FROM {src} WHERE {filt} AND {rng.format(t='p.ts')}
+                        GROUP BY ALL ORDER BY g, b""").fetchall()
             else:
+                # Dirty minutes are never packed (packing waits for them), so the tier SQL
+                # reads them from `points` alone.
                 dirty = [int(r[0]) for r in cur.execute(
                     "SELECT DISTINCT minute FROM dirty_minutes").fetchall()]
-                sql = _tier_sql(p.source, bucket, rng, agg, ids, direct, dirty)
-            rows = cur.execute(sql).fetchall()
+                rows = cur.execute(_tier_sql(p.source, bucket, rng, agg, ids, direct,
+                                             dirty)).fetchall()
         finally:
             cur.execute("COMMIT")
     except duckdb.Error as exc:
@@ -237,15 +241,20 @@ def raw_points(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], since_ms: i
                          f"{kept_raw} ms; add a step (1m, 1h or 1d) to read the rollups")
     if not sel:
         return []
-    grp = pa.table({"sid": pa.array([s.id for s in sel], pa.int32())})
-    cur.register("_q_grp", grp)
+    ids = [s.id for s in sel]
     try:
-        return [(int(a), int(b), float(c)) for a, b, c in cur.execute(
-            f"SELECT series_id, ts, value FROM points WHERE series_id IN "
-            f"(SELECT sid FROM _q_grp) AND {_range_sql(since_ms, until_ms).format(t='ts')} "
-            "ORDER BY series_id, ts").fetchall()]
+        # One snapshot: a pack step moves points into chunks in one transaction.
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            with RawSource(cur, ids, since_ms, until_ms) as points:
+                _, src, filt = _src(points, "p", ids, direct=True)
+                rows = cur.execute(
+                    f"SELECT p.series_id, p.ts, p.value FROM {src} WHERE {filt} AND "
+                    f"{_range_sql(since_ms, until_ms).format(t='p.ts')} "
+                    "ORDER BY p.series_id, p.ts").fetchall()
+        finally:
+            cur.execute("COMMIT")
     except duckdb.Error as exc:
         raise StoreError(f"query failed: {exc}") from exc
-    finally:
-        cur.unregister("_q_grp")
+    return [(int(a), int(b), float(c)) for a, b, c in rows]
 

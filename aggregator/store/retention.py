@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from legion.aggregator.store import rollup
+from legion.aggregator.store import packing, rollup
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
 from legion.config import StorageConfig
@@ -141,11 +141,12 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
         while cap and time.monotonic() < deadline and used_bytes(con, path) > cap:
             report["over_cap"] = True
             for tier in ("raw", "1m", "1h"):
-                if step(tier, None) is not None:
+                if (n := step(tier, None)) is not None:
                     break
             else:
                 break
-            con.execute("CHECKPOINT")  # deleted row groups only become free blocks here
+            if n:  # deleted row groups only become free blocks at a checkpoint
+                con.execute("CHECKPOINT")
     except duckdb.Error as exc:
         raise StoreError(f"retention step failed: {exc}") from exc
     return report
@@ -159,14 +160,18 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
     table, col = ("points", "ts") if tier == "raw" else (f"rollup_{tier}", "bucket")
     kept = rollup.kept_since(con, tier)
     width = TIERS.get(tier, 60_000)
+    # Raw points live in two forms: rows in `points` and packed chunk tables, one per hour.
+    hours = packing.chunk_hours(con) if tier == "raw" else []
     if kept == 0:  # first round: start at the oldest row (one scan, never again)
         oldest = con.execute(f"SELECT min({col}) FROM {table}").fetchall()[0][0]
+        if hours:
+            oldest = min(hours[0] * HOUR_MS, oldest if oldest is not None else hours[0] * HOUR_MS)
         if oldest is None:
             return None
         start = int(oldest) // width * width
     else:
         start = kept
-        if cut is None and not con.execute(
+        if cut is None and not (hours and (hours[-1] + 1) * HOUR_MS > kept) and not con.execute(
                 f"SELECT 1 FROM {table} WHERE {col} >= ? LIMIT 1", [kept]).fetchall():
             return None
     hi = start + (span_ms or CHUNK_MS[tier])
@@ -191,6 +196,8 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
     con.execute("BEGIN TRANSACTION")
     try:
         n = con.execute(f"DELETE FROM {table} WHERE {col} < ?", [hi]).fetchall()[0][0]
+        if tier == "raw":  # packed raw goes by whole hours, once the hour has expired
+            n += packing.drop_hours_before(con, hi)
         rollup.set_kept_since(con, tier, hi)
         con.execute("COMMIT")
     except BaseException:

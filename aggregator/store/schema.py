@@ -6,10 +6,15 @@ Why this shape:
   labels). Its identity is stored once, so a point costs a 4-byte ``series_id`` instead of three
   strings; ``labels_key`` (canonical JSON of the sorted pairs) makes the identity unique and
   hashable, ``labels`` (``MAP(VARCHAR, VARCHAR)``) keeps them filterable in SQL (``labels['cpu']``).
-* ``points(series_id, ts, value)``: no index and no key (an ART index would cost more than the
+* ``points(series_id, ts, value)``: the newest raw points, one row each (fast to insert and to
+  roll up); no index and no key (an ART index would cost more than the
   data). Each commit is inserted in bulk from Arrow, sorted by (series_id, ts), so a row group
   holds long runs of one series with increasing ``ts``: RLE on ``series_id``, bit-packed deltas on
   ``ts``, ALP on ``value``, and zone maps (min/max per row group) prune range scans.
+* ``chunks_<hour>(series_id, t_min, t_max, n, data)`` (v2, one table per UTC hour, created by
+  ``packing`` on demand): settled raw points, one row per series and hour holding a
+  ``chunkcodec`` blob: about 1 byte per point where a row costs 5-7 whatever the order and types
+  (measured). Per-hour tables because DuckDB frees space only by whole row groups or tables.
 * ``batches(node, epoch, seq, points, received_ms)``: written in the same transaction as the
   points, so a batch is stored exactly once even across crashes; loaded as seq ranges at open.
 * ``nodes``: per-node bookkeeping (first/last seen, points, current epoch, last seq, dropped as
@@ -34,7 +39,7 @@ import duckdb
 
 from legion.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 """Rollup tiers, finest first: name -> bucket width in ms."""
 
@@ -62,8 +67,13 @@ DDL_V1: tuple[str, ...] = (
     "CREATE TABLE tier_state (tier VARCHAR NOT NULL, kept_since_ms BIGINT NOT NULL)",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
-"""from_version -> statements that bring a file to from_version + 1 (none yet)."""
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # v2: raw points may also live packed in chunk tables `chunks_<hour>`, created on demand
+    # (packing.CHUNK_DDL); a v1 build would not see them, so the version says so.
+    1: (),
+}
+"""from_version -> statements that bring a file to from_version + 1. A new file is created at
+version 1 and migrated, so every migration runs on every new file too."""
 
 
 DB_ALIAS = "legion"
@@ -136,8 +146,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, label: str) -> int:
             if tables:
                 raise StoreError(f"{label} is not a Legion Monitor database "
                                  f"(tables {sorted(tables)}, no schema_version)")
-            _apply(con, DDL_V1, SCHEMA_VERSION)
-            return SCHEMA_VERSION
+            _apply(con, DDL_V1, 1)
         row = con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
         version = int(row[0] or 0)
         if version > SCHEMA_VERSION:

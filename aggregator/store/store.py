@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
+from legion.aggregator.store import packing, retention, rollup
 from legion.aggregator.store import query as q
-from legion.aggregator.store import retention, rollup
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
@@ -56,6 +56,7 @@ class Store:
         self._clock = clock_ms
         self._pacer = retention.Pacer()  # measured cost per retention step, across rounds
         self._compact_cost: dict[str, float] = {}  # 1m compaction: seconds per series, floor
+        self._pack_cost: dict[str, float] = {}  # raw packing: seconds per series, floor
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
@@ -106,8 +107,8 @@ class Store:
             raise StoreError(f"rollup pass failed: {exc}") from exc
 
     def maintain(self, budget_s: float | None = None) -> dict[str, Any]:
-        """One bounded maintenance round: rollups, archive and retention per tier, disk cap,
-        1m compaction, then a checkpoint of what the round wrote.
+        """One bounded maintenance round: a checkpoint of what earlier rounds wrote, rollups,
+        archive and retention per tier, disk cap, 1m compaction, packing raw into chunks.
 
         The whole round shares one deadline (`maintenance_budget_ms` unless budget_s): each step
         is sized from the measured cost of earlier ones to what is left, or not started. Only a
@@ -132,12 +133,38 @@ class Store:
                     may_overrun=minutes == 0 and not report["steps"] and not checkpointed)
             except duckdb.Error as exc:
                 raise StoreError(f"compacting the 1m tier failed: {exc}") from exc
+        # Last: packing only saves space, so expiry and the cap go first. It gets what is left
+        # of the budget (about 13 ms of CPU per minute of a 100-host fleet at 1 s, measured).
+        report["packed_points"] = self._pack(con, deadline, may_overrun=(
+            minutes == 0 and not report["steps"] and not hours and not checkpointed))
         report["checkpointed"] = checkpointed
         self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
         self._refresh_kept(con)
         report["rolled_up_minutes"] = minutes
         report["compacted_hours"] = hours
         return report
+
+    def pack_raw(self, budget_s: float | None = None, until_ms: int | None = None) -> int:
+        """Pack settled raw points into compressed chunks (all before `until_ms` if given, else
+        windows that have settled by the clock or the newest data); returns points packed.
+        `maintain` does this in each round; this runs it alone, e.g. before measuring."""
+        con = self._open()
+        budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
+        return self._pack(con, time.monotonic() + budget, may_overrun=True, until_ms=until_ms)
+
+    def _pack(self, con: duckdb.DuckDBPyConnection, deadline: float, may_overrun: bool,
+              until_ms: int | None = None) -> int:
+        if not self.config.compress_raw:
+            return 0
+        settled = until_ms if until_ms is not None else \
+            max(self._clock(), self._writer.newest_ms()) - packing.SETTLE_MS
+        dirty = self._writer.dirty if self.config.rollups_enabled else set()
+        try:
+            n = packing.pack(con, dirty, settled, deadline, self._pack_cost, may_overrun)
+            self._writer.late_ms = packing.late_horizon(con)
+        except duckdb.Error as exc:
+            raise StoreError(f"packing raw points failed: {exc}") from exc
+        return n
 
     def _paced_checkpoint(self, con: duckdb.DuckDBPyConnection, deadline: float) -> bool:
         """Checkpoint now if the WAL holds at least CHECKPOINT_MIN_WAL and the last measured
@@ -272,6 +299,7 @@ class Store:
                     for t in ("series", "points", "batches", "dirty_minutes",
                               *(f"rollup_{t}" for t in TIERS))}
             kept = self._kept(cur)
+            rows.update(packing.packed_stats(cur))
         return {"rows": rows, "kept_since_ms": kept, "bytes": retention.disk_bytes(self.path),
                 "rollup_errors": self.rollup_errors}
 

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from legion.aggregator.store import rollup
+from legion.aggregator.store import packing, rollup
 from legion.aggregator.store.seqindex import SeqIndex
 from legion.aggregator.store.types import BatchKey, IncomingBatch, NodeInfo, WriteResult
 from legion.errors import StoreError
@@ -61,6 +61,7 @@ class StoreWriter:
         self.nodes: dict[str, NodeInfo] = {}
         self._dropped_ts: dict[str, int] = {}
         self.raw_kept_since_ms = 0
+        self.late_ms = 0  # points older than this belong to packed windows (packing.late_horizon)
         self.dirty: set[int] = set()  # mirrors dirty_minutes (committed rows only)
         self._latest_ts = np.full(1024, NO_TS, np.int64)  # by series id: newest point
         self._latest_val = np.zeros(1024)
@@ -84,6 +85,9 @@ class StoreWriter:
             self.raw_kept_since_ms = rollup.kept_since(con, "raw")
             self.dirty = {int(r[0]) for r in con.execute(
                 "SELECT DISTINCT minute FROM dirty_minutes").fetchall()}
+            self.late_ms = packing.late_horizon(con)
+            # Packed chunks first: with rollups off they are the only record of older series.
+            self._update_latest(*packing.newest_per_series(con))
             rows = con.execute(_LOAD_LATEST).fetchnumpy()
             order = np.argsort(rows["series_id"], kind="stable")
             self._update_latest(rows["series_id"][order].astype(np.int64),
@@ -128,6 +132,11 @@ class StoreWriter:
             self.nodes.update(nodes)
             self._update_latest(sid, ts, val)
         return WriteResult(tuple(b.key for b in accepted), tuple(duplicates), int(ts.shape[0]))
+
+    def newest_ms(self) -> int:
+        """Timestamp of the newest point stored (0 when none)."""
+        top = int(self._latest_ts.max()) if self._latest_ts.shape[0] else NO_TS
+        return max(0, top)
 
     def latest(self, sid: int) -> tuple[int, float] | None:
         """Newest (ts, value) of a series, or None (call under the lock)."""
@@ -224,9 +233,16 @@ class StoreWriter:
             sid, ts, val = sid[~old], ts[~old], val[~old]
         else:
             old_tbl = None
+        # Points of packed windows are stored but not made dirty: their minute cannot be
+        # recomputed from `points` alone, so they join the tiers as partial rows instead.
+        late = ts < self.late_ms
+        late_tbl = None
+        if self.rollups and late.any():
+            late_tbl = pa.table({"series_id": sid[late], "ts": ts[late], "value": val[late]})
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
-            fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
+            fresh_minutes = [m for m in np.unique(ts[~late] // 60_000).tolist()
+                             if m not in self.dirty]
         points = pa.table({"series_id": pa.array(sid, pa.int32()),
                            "ts": pa.array(ts, pa.int64()), "value": pa.array(val, pa.float64())})
         batch_tbl = pa.table({
@@ -258,6 +274,8 @@ class StoreWriter:
                                ).insert_into("dirty_minutes")
             if self.rollups and old_tbl is not None:
                 rollup.merge_partials(con, old_tbl)
+            if late_tbl is not None:
+                rollup.merge_partials(con, late_tbl)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -42,7 +42,11 @@ def test_export_round_trips_exactly(tmp_path):
         since, until = T0 + 5 * HOUR, T0 + DAY + 7 * HOUR
         res = export_parquet(store, since, until, out_dir=out,
                              progress=lambda d, t: calls.append((d, t)))
-        assert calls == [(1, 2), (2, 2)] and res["files"] == 2
+        hours = (until - since) // HOUR  # one progress step and at most one file per hour
+        assert calls == [(i, hours) for i in range(1, hours + 1)] and res["days"] == 2
+        with_data = {ts // HOUR for ts in (T0 + seq * (2 * DAY // 120) for seq in range(1, 121))
+                     if since <= ts < until}
+        assert res["files"] == len(with_data) == len(list(out.glob("date=*/*.parquet")))
         dirs = sorted(p.name for p in out.iterdir())
         assert dirs == ["date=2023-11-15", "date=2023-11-16"]
         rows = read_back(out)

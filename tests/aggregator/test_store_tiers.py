@@ -184,9 +184,11 @@ def test_retention_per_tier_and_late_points_beyond_raw(tmp_path):
 
 
 def test_disk_cap_deletes_oldest_raw_first(tmp_path):
-    """Space comes back per whole row group (measured): the cap deletes raw chunks until it does."""
+    """Space comes back per whole row group (measured): the cap deletes raw chunks until it does.
+    Raw kept as rows (compress_raw off); the packed form has its own test in test_store_packing."""
     path = tmp_path / "cap.duckdb"
-    store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
+    store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000,
+                                      compress_raw=False),
                   clock_ms=lambda: T0 + DAY)
     rng = np.random.default_rng(1)
     try:
@@ -206,7 +208,7 @@ def test_disk_cap_deletes_oldest_raw_first(tmp_path):
         full = used_bytes(store._con, path)
         cap = full - 2 * 262_144
         store.config = StorageConfig(raw_retention_hours=500, max_disk_bytes=cap,
-                                     maintenance_budget_ms=20_000)
+                                     maintenance_budget_ms=20_000, compress_raw=False)
         report = store.maintain()
         assert report["over_cap"] and report["deleted"].get("raw", 0) > 0
         assert used_bytes(store._con, path) <= cap
