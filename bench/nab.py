@@ -2,6 +2,7 @@
 
     python bench/nab.py                         # all detectors, all three profiles
     python bench/nab.py --detectors mad,kmeans --jobs 2 --cache /tmp/nabcache
+    python bench/nab.py --detectors ensemble --halves    # + standard score on two fixed halves
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--per-category", action="store_true")
+    ap.add_argument("--halves", action="store_true",
+                    help="also score two fixed halves (files sorted by name, even/odd position) "
+                         "separately: a change should help on both, not just on the total")
     a = ap.parse_args(argv)
     corpus = load_corpus(a.root)
     n_rows = sum(len(v) for _, _, v, _ in corpus)
@@ -111,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}{std.score:9.2f}{res['reward_low_FP_rate'].score:9.2f}"
               f"{res['reward_low_FN_rate'].score:9.2f}{std.threshold:9.4f}"
               f"{std.windows_found:>5}/{std.n_windows:<3}{std.fp_rows:8d}{rate}", flush=True)
+        if a.halves:
+            for h in (0, 1):
+                sub = [(scores[f], w) for j, (f, _, _, w) in enumerate(corpus) if j % 2 == h]
+                r = score_corpus(sub, "standard")
+                print(f"    half {h} ({len(sub)} files)           {r.score:7.2f}  "
+                      f"{r.windows_found}/{r.n_windows} fp={r.fp_rows}")
         if a.per_category:
             cats = sorted({f.split("/")[0] for f, *_ in corpus})
             for c in cats:

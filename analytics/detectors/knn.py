@@ -5,11 +5,14 @@ window sees a longer, smoothed stretch), centred and scaled by the median/MAD of
 values. Every `retrain` points the reference set becomes the last `train_window` features (older
 than the current window, so a point never matches itself). The raw surprise is the distance to
 the `k`-th nearest reference window divided by the median of that distance inside the reference
-set, calibrated by `Rarity` and debounced.
+set, calibrated by `Rarity` and debounced. Before the first fit the surprise is NaN ("no
+opinion"): it scores 0 and stays out of the rarity history (warm-up zeros there made the first
+real distance a full-score alert at point `min_train` of every new series).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -64,7 +67,7 @@ class KnnDetector(WindowModelDetector):
     def _surprise(self, ts_ms: int, value: float) -> float:
         self.vals.append(value)
         self.count += 1
-        r = 0.0
+        r = math.nan  # no reference yet: no opinion
         if len(self.ref) > self.k and len(self.vals) >= self.span:
             last = np.asarray(list(self.vals)[-self.span:])
             f = self._smooth((last - self.center) / self.scale)[::self.stride]

@@ -2,11 +2,15 @@
 
 Raw surprise = |median(last short) - median(reference)| / MAD(reference), where the reference
 window ends where the short window begins, so a sustained change (a new level) stays visible for
-`short` points instead of one. Calibrated by `Rarity`, debounced.
+`short` points instead of one. Calibrated by `Rarity`, debounced. Until the reference holds
+`min_ref` points the surprise is NaN ("no opinion"): it scores 0 and is not added to the rarity
+history (a run of warm-up zeros there made the first real surprise look like a 1-in-10,000 event,
+i.e. a full-score alert at point `short + min_ref - 1` of every new series).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -35,7 +39,7 @@ class ShiftDetector(StreamingDetector):
             self.ref.push(self.recent[0])  # the oldest short-window point moves to the reference
         self.recent.append(value)
         if len(self.ref) < self.min_ref:
-            return 0.0
+            return math.nan  # warm-up: no opinion, kept out of the rarity history
         med, sc = robust_scale(self.ref, scale_floor(self.ref))
         return abs(float(np.median(np.fromiter(self.recent, float))) - med) / sc
 
