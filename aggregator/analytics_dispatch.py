@@ -11,6 +11,11 @@ Results become ordinary series of node `analytics` (so they are stored, rolled u
 queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
 reaches `analytics.anomaly_threshold`) with labels `node`, `metric` plus the source series' own
 labels. The anomaly rate of a series over a range is the average of its flag.
+
+With `ai_settings.ml_threshold_adjustment` the bridge also keeps a learned normal band per watched
+series (`legion.aggregator.band_book.BandBook`, `self.bands`): recomputed from the store every
+`ai_settings.model_retrain_interval` and on `request_retrain`, saved in
+`analytics.models_dir/bands`, reloaded at construction, read by the gateway's `/api/v1/bands`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.band_book import BandBook
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.dispatch import Dispatcher as JobBook
 from legion.config import Config
@@ -39,6 +45,7 @@ log = logging.getLogger("legion.aggregator.analytics")
 ANALYTICS_NODE = "analytics"
 WORKER_DOMAIN = b"workers"
 MAX_HISTORY_POINTS = 2000
+BAND_BUDGET_SECS = 0.5  # band work per analysis_interval tick (the rest waits for the next)
 
 # The series watched for anomalies: metric name -> required labels (exact values; None = absent).
 WATCHED: dict[str, dict[str, str | None]] = {
@@ -92,11 +99,19 @@ class AnalyticsBridge(threading.Thread):
         self.counters = BridgeStats()
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
+        ai, acfg = config.ai_settings, config.analytics
+        # Learned normal bands (loaded here, so a restarted aggregator serves them at once).
+        self.bands: BandBook | None = BandBook(
+            store, config.path(acfg.models_dir), retrain_secs=ai.model_retrain_interval,
+            days=acfg.band_days, step_ms=int(acfg.band_step_secs * 1000)
+        ) if ai.ml_threshold_adjustment else None
 
     def stats(self) -> dict[str, Any]:
         """Job bookkeeping counters plus points scored, anomalies found, results per worker."""
         out: dict[str, Any] = dict(self._book.stats) if self._book else {}
         out.update(dataclasses.asdict(self.counters))
+        if self.bands is not None:
+            out["bands"] = {**self.bands.stats, "series": len(self.bands.entries())}
         return out
 
     # ---- read side (gateway threads) ------------------------------------------------------
@@ -141,6 +156,7 @@ class AnalyticsBridge(threading.Thread):
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
         next_detect = time.monotonic() + self._cfg.analysis_interval
         next_forecast = time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
+        next_bands = time.monotonic()
         try:
             while not self._stopping.is_set():
                 if results.poll(200):
@@ -156,17 +172,44 @@ class AnalyticsBridge(threading.Thread):
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
                     self._guard(self._schedule_forecasts)
+                if self.bands is not None and now >= next_bands:
+                    next_bands = now + self._cfg.analysis_interval
+                    self._guard(self.refresh_bands)
                 self._book.resend_expired()
         finally:
             jobs.close(0)
             results.close(0)
 
     def request_retrain(self, series: str | None = None) -> bool:
-        """Retrain a series' model (None: every series) on its next detect job; False if idle."""
-        if self._book is None:
+        """Retrain a series' model (None: every series) on its next detect job, and recompute its
+        band at the next band refresh; False if there is nothing to retrain yet."""
+        if self._book is None and self.bands is None:
             return False
-        self._book.request_retrain(series)
+        if self._book is not None:
+            self._book.request_retrain(series)
+        if self.bands is not None:
+            self.bands.request_retrain(series)
         return True
+
+    def refresh_bands(self) -> int:
+        """Recompute the due bands of the watched series (bounded work); how many were."""
+        if self.bands is None:
+            return 0
+        return self.bands.refresh(((k, s.node, s.metric, s.labels) for k, s in self.watched()),
+                                  budget_s=BAND_BUDGET_SECS)
+
+    def watched(self) -> list[tuple[str, _Series]]:
+        """(key, series) of every stored series watched for anomalies (WATCHED)."""
+        out = []
+        for row in self._store.series():
+            want = WATCHED.get(row["metric"])
+            labels = row["labels"]
+            if want is None or row["node"] == ANALYTICS_NODE or any(
+                    labels.get(k) != v for k, v in want.items()):
+                continue
+            key = _key(row["node"], row["metric"], labels)
+            out.append((key, _Series(row["node"], row["metric"], dict(labels))))
+        return out
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
@@ -182,14 +225,8 @@ class AnalyticsBridge(threading.Thread):
         acfg = self._cfg.analytics
         book = self._book
         assert book is not None
-        for row in self._store.series():
-            want = WATCHED.get(row["metric"])
-            labels = row["labels"]
-            if want is None or row["node"] == ANALYTICS_NODE or any(
-                    labels.get(k) != v for k, v in want.items()):
-                continue
-            key = _key(row["node"], row["metric"], labels)
-            s = self._series.setdefault(key, _Series(row["node"], row["metric"], dict(labels)))
+        for key, found in self.watched():
+            s = self._series.setdefault(key, found)
             if key in book.in_flight:
                 continue
             prev = book.state.get(key)

@@ -75,7 +75,8 @@ class Aggregator:
 
     def _start_analytics(self, keypair: tuple[bytes, bytes]) -> AnalyticsBridge | None:
         ai = self.config.ai_settings
-        if not (ai.anomaly_detection_enabled or ai.predictive_analytics_enabled):
+        if not (ai.anomaly_detection_enabled or ai.predictive_analytics_enabled
+                or ai.ml_threshold_adjustment):
             log.info("event=analytics_off reason=disabled_in_ai_settings")
             return None
         workers = worker_registry(self.config)
@@ -154,7 +155,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
     app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry,
                      sources=agg.sources(),
-                     analytics_retrain=agg.analytics.request_retrain if agg.analytics else None)
+                     analytics_retrain=agg.analytics.request_retrain if agg.analytics else None,
+                     bands=agg.analytics.bands if agg.analytics else None)
     runner = await start_gateway(app, cfg)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",

@@ -1,4 +1,5 @@
-"""Analytics read routes: anomalies ranked by anomaly rate (Netdata's "anomaly advisor"), forecasts.
+"""Analytics read routes: anomalies ranked by anomaly rate (Netdata's "anomaly advisor"),
+forecasts, learned normal bands.
 
 Anomaly scores are stored as ordinary series of node `analytics` (see
 aggregator/analytics_dispatch.py), so the rate of a series is the average of its
@@ -8,24 +9,31 @@ aggregator/analytics_dispatch.py), so the rate of a series is the average of its
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from legion.aggregator.gateway.api import _METRIC_RE, _NODE_RE, BadRequest, _opt, _params
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
-from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_time_ms
+from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 
 ANALYTICS_NODE = "analytics"
 DEFAULT_SINCE = "1h"
 MAX_ROWS = 200
+BAND_AHEAD_MS = 24 * 3_600_000
+LATEST_LOOKBACK_STEPS = 10
 
 
 def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]],
-                          retrain: Callable[[str | None], bool] | None = None
-                          ) -> list[web.RouteDef]:
-    """GET /api/v1/anomalies and /api/v1/forecasts; POST /api/v1/analytics/retrain."""
+                          retrain: Callable[[str | None], bool] | None = None,
+                          bands: Any | None = None) -> list[web.RouteDef]:
+    """GET /api/v1/anomalies, /api/v1/forecasts, /api/v1/bands; POST /api/v1/analytics/retrain.
+
+    `bands`: a `legion.aggregator.band_book.BandBook` (None: learned bands are off, 503).
+    """
 
     @requires("read")
     async def anomalies(request: web.Request) -> web.Response:
@@ -80,8 +88,72 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
         return web.json_response({"retrain": series or "all", "when": "next detect job"},
                                  status=202)
 
+    @requires("read")
+    async def bands_route(request: web.Request) -> web.Response:
+        _params(request, ("node", "metric", "step"))
+        node, metric = _opt(request, "node", _NODE_RE), _opt(request, "metric", _METRIC_RE)
+        step = request.query.get("step")
+        try:
+            step_ms = parse_duration_ms(step) if step else None
+        except ValueError as exc:
+            raise BadRequest(f"invalid step: {exc}") from None
+        if step_ms is not None and not 1000 <= step_ms <= BAND_AHEAD_MS:
+            raise BadRequest("step must be between 1s and 24h")
+        if bands is None:
+            return json_error(503, "learned bands are off on this aggregator "
+                                   "(ai_settings.ml_threshold_adjustment, analytics)")
+        now = now_ms()
+        rows = await asyncio.to_thread(
+            lambda: [band_view(e, _latest(store, e, now), now, step_ms)
+                     for e in bands.entries(node=node, metric=metric)])
+        return web.json_response(rows)
+
     return [web.get("/api/v1/anomalies", anomalies), web.get("/api/v1/forecasts", forecasts),
+            web.get("/api/v1/bands", bands_route),
             web.post("/api/v1/analytics/retrain", retrain_route)]
+
+
+def _num(x: float) -> float | None:
+    return round(float(x), 6) if math.isfinite(x) else None
+
+
+def _latest(store: Any, e: Any, now: int) -> tuple[int, float] | None:
+    """(ts_ms, value) of the series' newest value, aggregated like the band's training values."""
+    step = e.step_ms
+    since = now - LATEST_LOOKBACK_STEPS * (step or 60_000)
+    rows = store.query(e.metric, node=e.node, labels=e.labels or None, since_ms=since,
+                       until_ms=now, step_ms=step or None, agg="avg")
+    rows = [r for r in rows if r["node"] == e.node and dict(r["labels"]) == e.labels]
+    if not rows:
+        return None
+    r = max(rows, key=lambda r: r["ts_ms"])
+    return int(r["ts_ms"]), float(r["value"])
+
+
+def band_view(e: Any, latest: tuple[int, float] | None, now: int,
+              step_ms: int | None = None) -> dict[str, Any]:
+    """One `/api/v1/bands` answer row: limits now and over the next 24 h, latest value vs band."""
+    step = step_ms or e.step_ms or 60_000
+    start = now // step * step
+    ts = np.arange(start, now + BAND_AHEAD_MS + 1, step, dtype=np.int64)
+    lo, hi = e.band.limits(ts)
+    now_lo, now_hi = e.band.limits(now)
+    out: dict[str, Any] = {
+        "series": e.series, "node": e.node, "metric": e.metric, "labels": e.labels,
+        "version": e.version, "computed": iso_ms(e.computed_ms), "computed_ms": e.computed_ms,
+        "trained_from_ms": e.band.trained_from_ms, "trained_to_ms": e.band.trained_to_ms,
+        "trained_from": iso_ms(e.band.trained_from_ms), "trained_to": iso_ms(e.band.trained_to_ms),
+        "values_step_ms": e.step_ms, "step_ms": step,
+        "now": {"ts": iso_ms(now), "ts_ms": now, "lower": _num(float(now_lo)),
+                "upper": _num(float(now_hi))},
+        "latest": None, "outside": None,
+        "band": [[int(t), _num(a), _num(b)] for t, a, b in zip(ts.tolist(), lo.tolist(),
+                                                                 hi.tolist(), strict=True)]}
+    if latest is not None:
+        t, v = latest
+        out["latest"] = {"ts": iso_ms(t), "ts_ms": t, "value": v}
+        out["outside"] = bool(e.band.outside(t, v))
+    return out
 
 
 def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

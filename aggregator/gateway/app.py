@@ -101,7 +101,8 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
                dashboard_dir: str | Path | None = None,
                audit: AuditLog | None = None,
                alert_actions: AlertActions | None = None,
-               analytics_retrain: Callable[[str | None], bool] | None = None
+               analytics_retrain: Callable[[str | None], bool] | None = None,
+               bands: Any | None = None
                ) -> web.Application:
     """Build the gateway application (routes, middlewares, hub lifecycle); serve it with `start_gateway`."""
     dc, sec = config.dashboard_config, config.security
@@ -235,7 +236,7 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
     app.add_routes(make_routes(store, hub, token_store,
                                lambda: dict(status_provider())))
     app.add_routes(make_alert_routes(hub, alert_actions))
-    app.add_routes(make_analytics_routes(store, sources or {}, analytics_retrain))
+    app.add_routes(make_analytics_routes(store, sources or {}, analytics_retrain, bands))
     app.add_routes(make_export_routes(store))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", ws_handler)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +10,17 @@ import numpy as np
 
 from legion.analytics.forecasters.base import Forecast, Forecaster
 
+# Candidates from simplest to most complex: the selection rule prefers the earlier ones.
+SIMPLICITY = ("linear", "profile", "holt_winters", "combo", "mlp", "seasonal_naive")
 
-def backtest(factory: Callable[[], Forecaster], ts_ms: np.ndarray, values: np.ndarray,
-             horizon: int, folds: int = 3, min_train: int = 288) -> float:
-    """MAE of `horizon`-step forecasts from `folds` rolling origins (inf if none)."""
+
+def backtest_errors(factory: Callable[[], Forecaster], ts_ms: np.ndarray, values: np.ndarray,
+                    horizon: int, folds: int = 4, min_train: int = 288) -> np.ndarray:
+    """MAE of `horizon`-step forecasts from each of `folds` back-to-back origins, oldest first.
+
+    Origins are n - k*horizon (k = folds..1), so the windows do not overlap and each fold is an
+    independent look at the model; origins with fewer than `min_train` points are skipped.
+    """
     n = len(values)
     errs = []
     for k in range(folds, 0, -1):
@@ -22,23 +29,53 @@ def backtest(factory: Callable[[], Forecaster], ts_ms: np.ndarray, values: np.nd
             continue
         f = factory().fit(ts_ms[:origin], values[:origin]).predict(horizon)
         errs.append(float(np.mean(np.abs(f.mean - values[origin:origin + horizon]))))
-    return float(np.mean(errs)) if errs else float("inf")
+    return np.asarray(errs, float)
+
+
+def backtest(factory: Callable[[], Forecaster], ts_ms: np.ndarray, values: np.ndarray,
+             horizon: int, folds: int = 4, min_train: int = 288) -> float:
+    """Mean MAE over `backtest_errors` folds (inf if there is none)."""
+    errs = backtest_errors(factory, ts_ms, values, horizon, folds, min_train)
+    return float(np.mean(errs)) if len(errs) else float("inf")
+
+
+def one_se_choice(errors: Mapping[str, np.ndarray], se_mult: float = 1.0) -> str | None:
+    """The first (simplest) candidate whose mean fold MAE is within `se_mult` standard errors of
+    the best one's; None when no candidate has a fold.
+
+    `errors` maps candidates, simplest first, to their per-fold MAEs on the same origins. The
+    standard error is that of the paired per-fold differences to the best candidate, so a
+    complex model must beat a simpler one by more than the fold-to-fold noise of that
+    difference (the one-standard-error rule of cross-validation). With one fold the noise is
+    unknown and the simplest candidate is kept. `se_mult=0` is plain lowest-mean selection.
+    """
+    means = {m: float(np.mean(e)) for m, e in errors.items() if len(e)}
+    if not means:
+        return None
+    best = min(means, key=lambda m: means[m])
+    for m in means:
+        diff = np.asarray(errors[m]) - np.asarray(errors[best])
+        se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("inf")
+        if means[m] <= means[best] + se_mult * se:
+            return m
+    return best
 
 
 class AutoForecaster:
-    """Chooses, per series, the candidate with the lowest rolling-backtest MAE at `horizon`."""
+    """Chooses, per series, by rolling backtest at `horizon`: the simplest candidate within one
+    standard error of the lowest backtest MAE (`one_se_choice`)."""
 
     name = "auto"
 
-    def __init__(self, horizon: int = 72, folds: int = 3,
-                 candidates: Sequence[str] | None = None) -> None:
-        self.horizon, self.folds = horizon, folds
+    def __init__(self, horizon: int = 72, folds: int = 4,
+                 candidates: Sequence[str] | None = None, se_mult: float = 1.0) -> None:
+        self.horizon, self.folds, self.se_mult = horizon, folds, se_mult
         self.candidates = list(candidates) if candidates else None
         self.chosen: Any = None
         self.scores: dict[str, float] = {}
 
     def fit(self, ts_ms: np.ndarray, values: np.ndarray) -> AutoForecaster:
-        """Backtest every candidate, then fit the best one on all the data."""
+        """Backtest every candidate, choose by the one-standard-error rule, fit it on all data."""
         from legion.analytics.forecasters import FORECASTERS
 
         # The torch model is a candidate only when asked for (seconds per backtest fold), and
@@ -46,12 +83,16 @@ class AutoForecaster:
         # short backtests by luck (measured in bench/forecast.py).
         names = self.candidates or [n for n in FORECASTERS
                                     if n not in ("auto", "mlp", "seasonal_naive")]
+        rank = {n: i for i, n in enumerate(SIMPLICITY)}
+        names = sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: unknown ones last
         ts = np.asarray(ts_ms, np.int64)
         v = np.asarray(values, float)
-        self.scores = {n: backtest(FORECASTERS[n], ts, v, self.horizon, self.folds)
-                       for n in names}
-        best = min(self.scores, key=lambda n: self.scores[n])
-        if not np.isfinite(self.scores[best]):
+        errors = {n: backtest_errors(FORECASTERS[n], ts, v, self.horizon, self.folds)
+                  for n in names}
+        self.scores = {n: float(np.mean(e)) if len(e) else float("inf")
+                       for n, e in errors.items()}
+        best = one_se_choice(errors, self.se_mult)
+        if best is None:  # too short to backtest: the robust level (+ profile when it has one)
             best = "profile" if "profile" in names else names[0]
         self.chosen = FORECASTERS[best]().fit(ts, v)
         return self

@@ -1,4 +1,5 @@
-"""`legionctl nodes|query|status`: read verbs, always through the gateway API."""
+"""`legionctl nodes|query|status|anomalies|forecast|bands`: read verbs, always through the
+gateway API."""
 
 from __future__ import annotations
 
@@ -92,9 +93,34 @@ def forecast_cmd(metric: str, node: str | None, config_path: str, token: str | N
     click.echo(render(rows, fmt))
 
 
+@click.command("bands")
+@click.argument("metric")
+@click.option("--node", default=None, help="Only this node.")
+@config_option
+@token_option
+@format_option
+def bands_cmd(metric: str, node: str | None, config_path: str, token: str | None,
+              fmt: str) -> None:
+    """Learned normal band of METRIC per series: limits now, latest value, outside or not.
+
+    JSON adds the limits over the next 24 h (`band`: [ts_ms, lower, upper] per step).
+    """
+    rows = api(config_path, token).get("/api/v1/bands", metric=metric, node=node)
+    if fmt != "json":
+        rows = [{"node": r["node"], "metric": r["metric"], "labels": r["labels"],
+                 "lower": r["now"]["lower"], "upper": r["now"]["upper"],
+                 "latest": (r.get("latest") or {}).get("value"),
+                 "outside": {True: "yes", False: "no"}.get(r.get("outside"), ""),
+                 "trained_to": r.get("trained_to"), "version": r.get("version")}
+                for r in rows]
+    click.echo(render(rows, fmt, None if fmt == "json" else
+                      ["node", "metric", "labels", "lower", "upper", "latest", "outside",
+                       "trained_to", "version"]))
+
+
 def _labels_of(row: dict) -> str:
     agent = row.get("agent_id")
     return f"agent_id={agent}" if agent else ""
 
 
-COMMANDS = [nodes_cmd, query_cmd, status_cmd, anomalies_cmd, forecast_cmd]
+COMMANDS = [nodes_cmd, query_cmd, status_cmd, anomalies_cmd, forecast_cmd, bands_cmd]

@@ -13,6 +13,7 @@ from legion.analytics.forecasters import (
     time_to_threshold,
 )
 from legion.analytics.forecasters.base import Forecast
+from legion.analytics.forecasters.select import one_se_choice
 
 STEP = 300_000
 NAMES = sorted(FORECASTERS)
@@ -64,8 +65,34 @@ def test_auto_picks_by_backtest_and_reports_scores() -> None:
     auto = AutoForecaster(horizon=36).fit(ts, v)
     st = auto.get_state()
     assert st["chosen"] in FORECASTERS
-    assert st["backtest_mae"][st["chosen"]] == min(st["backtest_mae"].values())
+    # A clear daily cycle: the backtest evidence against the straight line is overwhelming.
+    assert st["chosen"] != "linear"
+    assert st["backtest_mae"][st["chosen"]] < st["backtest_mae"]["linear"] / 2
     assert len(auto.predict(36).mean) == 36
+
+
+def test_one_se_rule_prefers_the_simpler_model_unless_the_evidence_is_clear() -> None:
+    noisy = {"linear": np.array([1.0, 1.3, 0.9, 1.2]),
+             "profile": np.array([0.8, 1.4, 0.7, 1.3]),     # lower mean, but only by noise
+             "combo": np.array([0.9, 1.35, 0.8, 1.25])}
+    assert one_se_choice(noisy) == "linear"
+    assert one_se_choice(noisy, se_mult=0.0) == "profile"     # plain lowest mean
+    clear = {"linear": np.array([1.0, 1.3, 0.9, 1.2]),
+             "profile": np.array([0.5, 0.7, 0.45, 0.6])}    # better in every fold, by a lot
+    assert one_se_choice(clear) == "profile"
+    assert one_se_choice({"linear": np.array([2.0]), "profile": np.array([0.1])}) == "linear"
+    assert one_se_choice({"linear": np.array([])}) is None
+
+
+def test_auto_keeps_the_line_when_candidates_only_differ_by_noise() -> None:
+    rng = np.random.default_rng(1)
+    n = 288 * 4
+    ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * STEP
+    v = 50 + 1.5 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 3, n)  # cycle << noise
+    plain = AutoForecaster(horizon=36, se_mult=0.0).fit(ts, v).get_state()
+    assert plain["chosen"] != "linear"                  # lowest mean MAE, won by noise
+    assert plain["backtest_mae"][plain["chosen"]] == min(plain["backtest_mae"].values())
+    assert AutoForecaster(horizon=36).fit(ts, v).get_state()["chosen"] == "linear"
 
 
 def test_short_series_still_forecast() -> None:
