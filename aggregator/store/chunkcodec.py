@@ -4,7 +4,7 @@ The raw tier keeps settled hours as one chunk per series (see `packing`), becaus
 costs 5-7 bytes in DuckDB's column encodings whatever the order and types (measured in
 `bench/storage.py`), while a per-series encoding in the spirit of Gorilla costs about one:
 
-* **timestamps**: the chunk's typical step (median of the gaps) defines a grid from the first
+* **timestamps**: the chunk's typical step (median of its first gaps) defines a grid from the first
   timestamp; each point stores the change of its grid index (1 for a regular series: compresses to
   nothing; larger across a gap) and its offset from the grid (the scheduler's jitter, a few ms).
   Offsets from a grid have the jitter's own spread; Gorilla's delta-of-delta triples its variance.
@@ -16,11 +16,15 @@ Each integer stream is zigzag-encoded, narrowed to the smallest of 1/2/4/8 bytes
 byte-shuffled (all low bytes, then the next...) and the three streams are compressed together with
 zstd. Decoding gives back the exact int64 timestamps and float64 bit patterns (-0.0, infinities and
 NaN payloads included). Layout: a 12-byte header (format, scale, widths, step) and a zstd frame.
+A chunk may leave its timestamps out (widths 0) when another chunk of the same hour holds the very
+same ones: every series of one agent tick carries the tick's timestamp, so an hour of a host's
+60-110 series needs its timestamps once.
 """
 
 from __future__ import annotations
 
 import struct
+import warnings
 
 import numpy as np
 import zstandard
@@ -29,6 +33,8 @@ from legion.errors import StoreError
 
 FORMAT_DECIMAL = 1
 FORMAT_XOR = 2
+STEP_SAMPLE = 33
+"""Gaps per run whose median is taken as the run's step."""
 MAX_SCALE = 6
 """Most decimal places tried for the scaled-integer path."""
 ZSTD_LEVEL = 3
@@ -42,35 +48,80 @@ _LIMIT = float(2 ** 53)
 def encode(ts: np.ndarray, values: np.ndarray) -> bytes:
     """Encode one series' points, sorted by time (int64 ms, float64), into one blob."""
     ts = np.ascontiguousarray(ts, np.int64)
+    if ts.ndim != 1 or not ts.shape[0]:
+        raise StoreError(f"a chunk needs a non-empty 1-D array of timestamps (got {ts.shape})")
+    return encode_many(ts, values, np.zeros(1, np.int64))[0]
+
+
+def encode_many(ts: np.ndarray, values: np.ndarray, starts: np.ndarray,
+                shared: np.ndarray | None = None) -> list[bytes]:
+    """Encode consecutive runs of points, each sorted by time, into one blob per run; run i is
+    ts[starts[i]:starts[i+1]]. All the arithmetic is vectorised over the runs (per-run numpy
+    calls on hour-long runs cost several times the compression itself, measured).
+
+    Runs where `shared` is True get no timestamp streams: their timestamps are stored once in
+    another chunk (the series of one agent tick share them), and `decode` must be given them."""
+    ts = np.ascontiguousarray(ts, np.int64)
     values = np.ascontiguousarray(values, np.float64)
-    if ts.shape != values.shape or ts.ndim != 1 or not ts.shape[0]:
-        raise StoreError(f"chunk needs matching non-empty 1-D arrays (got {ts.shape}, "
-                         f"{values.shape})")
-    step, dk, off = _grid(ts)
-    fmt, scale, ints = _value_ints(values)
-    parts = [_narrow(_zigzag(dk)), _narrow(_zigzag(off)), _narrow(ints)]
-    header = _HEADER.pack(fmt, scale, *(p.itemsize for p in parts), step)
-    body = b"".join(_shuffle(p) for p in parts)
-    return header + zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False,
-                                             write_content_size=True).compress(body)
+    starts = np.asarray(starts, np.int64)
+    n = ts.shape[0]
+    if ts.shape != values.shape or ts.ndim != 1 or not n or not starts.shape[0] \
+            or starts[0] != 0 or (np.diff(starts) <= 0).any() or starts[-1] >= n:
+        raise StoreError(f"chunks need matching 1-D arrays cut into non-empty runs (got "
+                         f"{ts.shape}, {values.shape}, {starts.shape[0]} runs)")
+    seg = np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, n]))
+    first = np.zeros(n, bool)
+    first[starts] = True
+    step, dk, off = _grid(ts, seg, starts, first)
+    fmt, scale, ints = _value_ints(values, seg, starts, first)
+    ends = np.r_[starts[1:], n]
+    parts = [_zigzag(dk), _zigzag(off), ints]
+    tops = [np.maximum.reduceat(p, starts) for p in parts]
+    comp = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False,
+                                    write_content_size=True)
+    out = []
+    own = np.ones(starts.shape[0], bool) if shared is None else ~np.asarray(shared, bool)
+    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        arrays = [_narrow(p[a:b], int(t[i])) for p, t in zip(parts, tops, strict=True)]
+        if not own[i]:
+            arrays = arrays[2:]
+        widths = [x.itemsize for x in arrays]
+        header = _HEADER.pack(int(fmt[i]), int(scale[i]), *([0, 0] if not own[i] else []),
+                              *widths, int(step[i]) if own[i] else 0)
+        out.append(header + comp.compress(b"".join(_shuffle(x) for x in arrays)))
+    return out
 
 
-def decode(blob: bytes, t_min: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The (ts int64, values float64) arrays of a chunk of `n` points starting at `t_min`."""
+def shares_timestamps(blob: bytes) -> bool:
+    """True when the chunk's timestamps are stored in another chunk."""
+    return len(blob) >= _HEADER.size and blob[2] == 0 and blob[3] == 0
+
+
+def decode(blob: bytes, t_min: int, n: int, ts: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The (ts int64, values float64) arrays of a chunk of `n` points starting at `t_min`;
+    `ts` are the timestamps of a chunk that `shares_timestamps` (ignored otherwise)."""
     try:
         fmt, scale, w_dk, w_off, w_val, step = _HEADER.unpack_from(blob)
         body = zstandard.ZstdDecompressor().decompress(memoryview(blob)[_HEADER.size:])
     except (struct.error, zstandard.ZstdError) as exc:
         raise StoreError(f"corrupt chunk ({len(blob)} bytes): {exc}") from exc
+    elsewhere = w_dk == w_off == 0
     if fmt not in (FORMAT_DECIMAL, FORMAT_XOR) or len(body) != n * (w_dk + w_off + w_val) or \
-            not {w_dk, w_off, w_val} <= set(_WIDTHS):
+            not ({w_dk, w_off} <= set(_WIDTHS) or elsewhere) or w_val not in _WIDTHS:
         raise StoreError(f"corrupt chunk: format {fmt}, widths {(w_dk, w_off, w_val)}, "
                          f"{len(body)} bytes for {n} points")
     a, b = n * w_dk, n * (w_dk + w_off)
-    dk = _unzigzag(_unshuffle(body[:a], w_dk))
-    off = _unzigzag(_unshuffle(body[a:b], w_off))
+    if elsewhere:
+        if ts is None or ts.shape != (n,) or (n and int(ts[0]) != t_min):
+            raise StoreError(f"chunk of {n} points shares the timestamps of another chunk, "
+                             "which was not given (or does not match)")
+        ts = np.asarray(ts, np.int64)
+    else:
+        dk = _unzigzag(_unshuffle(body[:a], w_dk))
+        off = _unzigzag(_unshuffle(body[a:b], w_off))
+        ts = np.int64(t_min) + np.cumsum(dk) * np.int64(step) + off
     ints = _unshuffle(body[b:], w_val)
-    ts = np.int64(t_min) + np.cumsum(dk) * np.int64(step) + off
     if fmt == FORMAT_XOR:
         values = np.bitwise_xor.accumulate(ints.astype(np.uint64)).view(np.float64)
     else:
@@ -78,33 +129,73 @@ def decode(blob: bytes, t_min: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return ts, values
 
 
-def _grid(ts: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """(step, change of grid index, offset from grid) with ts = t0 + cumsum(dk) * step + off."""
-    gaps = np.diff(ts)
-    step = int(np.median(gaps)) if gaps.shape[0] else 0
-    if step <= 0 or step >= 2 ** 31:
-        step = 0
-        k = np.zeros_like(ts)
-    else:
-        k = np.floor_divide(ts - ts[0] + step // 2, step)
-    off = ts - ts[0] - k * step
-    return step, np.diff(k, prepend=0), off
+def _grid(ts: np.ndarray, seg: np.ndarray, starts: np.ndarray, first: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run the step (fitted to the run, 0 when none) and per point the change of grid index and
+    the offset from the grid: ts = t0 + cumsum(dk) * step + off within each run."""
+    gaps = np.diff(ts, prepend=ts[0]).astype(np.float64)
+    # The median of (up to) the first STEP_SAMPLE gaps of each run: a sort of every gap costs
+    # more than all the rest; any step decodes exactly, a good one just compresses better.
+    counts = np.diff(np.r_[starts, ts.shape[0]]) - 1  # gaps per run
+    idx = starts[:, None] + 1 + np.arange(STEP_SAMPLE)[None, :]
+    valid = np.arange(STEP_SAMPLE)[None, :] < counts[:, None]
+    sample = np.where(valid, gaps[np.minimum(idx, ts.shape[0] - 1)], np.nan)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # runs of one point: all-NaN rows
+        med = np.nanmedian(sample, axis=1)
+    rough = np.where(np.isfinite(med) & (med >= 1), np.floor(med), 1.0)
+    # Grid index steps from each gap (robust to jitter and to missing ticks), then the step
+    # that fits the whole run best (least squares through the origin), so a rough step that is
+    # off by a millisecond does not make offsets grow along an hour-long run.
+    dk = np.rint(gaps / rough[seg]).astype(np.int64)
+    dk[first] = 0
+    k = np.cumsum(dk)
+    k -= np.repeat(k[starts], np.diff(np.r_[starts, ts.shape[0]]))  # per-run cumsum
+    t0 = ts[starts][seg]
+    rel = (ts - t0).astype(np.float64)
+    kf = k.astype(np.float64)
+    num = np.add.reduceat(rel * kf, starts)
+    den = np.add.reduceat(kf * kf, starts)
+    with np.errstate(all="ignore"):
+        fit = np.where(den > 0, np.rint(num / np.where(den > 0, den, 1)), 0)
+    step = np.where((fit > 0) & (fit < 2 ** 31), fit, 0).astype(np.int64)
+    k = np.where(step[seg] > 0, k, 0)
+    dk = np.where(step[seg] > 0, dk, 0)
+    off = ts - t0 - k * step[seg]
+    return step, dk, off
 
 
-def _value_ints(values: np.ndarray) -> tuple[int, int, np.ndarray]:
-    """(format, scale, zigzagged unsigned ints) for the values."""
+def _value_ints(values: np.ndarray, seg: np.ndarray, starts: np.ndarray, first: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per run the format and decimal scale, and per point the unsigned ints to store."""
+    runs = starts.shape[0]
     bits = values.view(np.uint64)
-    if np.isfinite(values).all():
-        top = float(np.abs(values).max())
-        for scale in range(MAX_SCALE + 1):
-            mult = 10.0 ** scale
-            if top * mult >= _LIMIT:
+    scale = np.full(runs, -1, np.int64)
+    ok = np.isfinite(values)
+    ints = np.zeros(values.shape[0], np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for s in range(MAX_SCALE + 1):
+            todo = (scale < 0)[seg]
+            if not todo.any():
                 break
-            ints = np.round(values * mult).astype(np.int64)
+            mult = 10.0 ** s
+            scaled = values * mult
+            fits = ok & (np.abs(scaled) < _LIMIT)
+            cand = np.where(fits, np.round(scaled), 0).astype(np.int64)
             # Checked the way `decode` computes it (this also sends -0.0 to the XOR path).
-            if np.array_equal((ints.astype(np.float64) / mult).view(np.uint64), bits):
-                return FORMAT_DECIMAL, scale, _zigzag(np.diff(ints, prepend=0))
-    return FORMAT_XOR, 0, bits ^ np.concatenate(([np.uint64(0)], bits[:-1]))
+            exact = fits & ((cand.astype(np.float64) / mult).view(np.uint64) == bits)
+            run_ok = np.logical_and.reduceat(exact, starts) & (scale < 0)
+            scale[run_ok] = s
+            chosen = run_ok[seg]
+            ints[chosen] = cand[chosen]
+    decimal = (scale >= 0)[seg]
+    deltas = np.diff(ints, prepend=0)
+    deltas[first] = ints[first]
+    prev = np.concatenate(([np.uint64(0)], bits[:-1]))
+    prev[first] = 0
+    out = np.where(decimal, _zigzag(deltas), bits ^ prev)
+    fmt = np.where(scale >= 0, FORMAT_DECIMAL, FORMAT_XOR)
+    return fmt, np.maximum(scale, 0), out
 
 
 def _zigzag(x: np.ndarray) -> np.ndarray:
@@ -117,8 +208,7 @@ def _unzigzag(u: np.ndarray) -> np.ndarray:
     return ((u >> np.uint64(1)) ^ (np.uint64(0) - (u & np.uint64(1)))).view(np.int64)
 
 
-def _narrow(u: np.ndarray) -> np.ndarray:
-    top = int(u.max()) if u.shape[0] else 0
+def _narrow(u: np.ndarray, top: int) -> np.ndarray:
     for width, dtype in _WIDTHS.items():
         if top < 1 << (8 * width):
             return u.astype(dtype)

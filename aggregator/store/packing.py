@@ -33,15 +33,22 @@ import pyarrow as pa
 
 from legion.aggregator.store import chunkcodec
 from legion.aggregator.store.rollup import kept_since, set_kept_since
+from legion.errors import StoreError
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 SETTLE_MS = 2 * MINUTE_MS
 """A window is packed once the clock (or the newest data) is this far past its end."""
-PACK_MIN_SERIES = 256
-"""Fewest series one pack step takes when the budget allows no more."""
-CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("t_min", pa.int64()),
-                          ("t_max", pa.int64()), ("n", pa.int32()), ("data", pa.binary())])
+PACK_MIN_SERIES = 16
+"""Fewest series one pack step takes when the budget allows no more (an hour of 16 series at
+1 s: about 50 ms here, of which ~25 ms is the scan of the hot table)."""
+CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("chunk_id", pa.int64()),
+                          ("ts_from", pa.int64()), ("t_min", pa.int64()), ("t_max", pa.int64()),
+                          ("n", pa.int32()), ("data", pa.binary())])
+
+
+ALL_SERIES = 2 ** 31 - 1
+"""'pack_series' during a window's deletion phase: every series of the window is packed."""
 
 
 def late_horizon(con: duckdb.DuckDBPyConnection) -> int:
@@ -51,15 +58,28 @@ def late_horizon(con: duckdb.DuckDBPyConnection) -> int:
     return kept_since(con, "pack")
 
 
+def pack_state(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(until, first series id not yet packed) of the window in progress; (0, 0) when none.
+    Rows of `points` with ts < until and a smaller series id are already in chunks."""
+    sid = kept_since(con, "pack_series")
+    return (kept_since(con, "pack_until"), sid) if sid else (0, 0)
+
+
 def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadline: float,
          cost: dict[str, float], may_overrun: bool = True) -> int:
     """Pack settled windows before `settled_ms` (minute-aligned down), oldest first, in steps
     that fit before `deadline`; returns points packed.
 
     A window ends at the next whole hour or at `settled_ms`, whichever comes first, and never
-    past a minute still waiting for its rollup pass (`dirty`). `cost` (kept by the caller across
-    rounds) holds the measured seconds per series and the slowest recent step; a step that would
-    not fit is not started, except one smallest step per call when `may_overrun`.
+    past a minute still waiting for its rollup pass (`dirty`). It is packed in two phases:
+    encoding steps over ranges of series ids (each reads its series' rows of the window and the
+    late rows, writes chunks, deletes those late rows), then deletion steps over slices of time
+    (`DELETE FROM points WHERE ts < slice end`: whole row groups, which a checkpoint frees without
+    rewriting anything; deleting a few series from every row group instead made each checkpoint
+    rewrite them, 150-550 ms, measured). Readers skip the rows already packed meanwhile.
+
+    `cost` (kept by the caller across rounds) holds measured costs; a step that would not fit is
+    not started, except one smallest step per call when `may_overrun`.
     """
     limit = settled_ms // MINUTE_MS * MINUTE_MS
     if dirty:
@@ -69,49 +89,116 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
     until = kept_since(con, "pack_until") if sid else 0
     top = int(con.execute("SELECT coalesce(max(id), 0) FROM series").fetchall()[0][0]) + 1
     packed = steps = 0
+
+    def units(kind: str, smallest: float) -> float | None:
+        """How many units (series, or ms of data) the next step may take, or None: stop."""
+        left = deadline - time.monotonic()
+        per, floor = cost.get(kind), cost.get(kind + "_floor", 0.0)
+        if per is not None and left > 0 and max(per * smallest, floor) <= left:
+            return max(smallest, 0.6 * left / per) if per > 0 else float("inf")
+        if (per is None and left > 0) or (may_overrun and steps == 0):
+            return smallest
+        return None
+
+    def measured(kind: str, amount: float, took: float) -> None:
+        new, per = took / max(amount, 1), cost.get(kind)
+        cost[kind] = new if per is None or new > per else 0.7 * per + 0.3 * new
+        floor = cost.get(kind + "_floor", 0.0)
+        cost[kind + "_floor"] = took if took > floor else 0.8 * floor + 0.2 * took
+
     while True:
-        if not sid:  # next window: from the oldest unpacked point to its hour's end (or limit)
+        if not sid:  # next window: from the oldest unpacked row to its hour's end (or limit)
             first = con.execute("SELECT min(ts) FROM points WHERE ts >= ?",
                                 [mark]).fetchall()[0][0]
+            until = 0
             if first is not None:
                 mark = max(mark, int(first) // MINUTE_MS * MINUTE_MS)
                 until = min((mark // HOUR_MS + 1) * HOUR_MS, limit)
-            elif con.execute("SELECT EXISTS (SELECT 1 FROM points WHERE ts < ?)",
-                             [mark]).fetchall()[0][0]:
-                until = mark  # only late points of packed windows are left: pack them alone
-            else:
+            if until <= mark:
+                if not con.execute("SELECT EXISTS (SELECT 1 FROM late_points)").fetchall()[0][0]:
+                    return packed
+                until = mark  # only late rows of packed windows are waiting: pack them alone
+        if sid != ALL_SERIES:
+            n = units("series", PACK_MIN_SERIES)
+            if n is None:
                 return packed
-            if until < mark or (first is not None and until == mark):
-                return packed
-        left = deadline - time.monotonic()
-        per = cost.get("series")
-        if per is None:
-            if left <= 0 and not (may_overrun and steps == 0):
-                return packed
-            n = PACK_MIN_SERIES
-        elif left > 0 and max(per * PACK_MIN_SERIES, cost.get("floor", 0.0)) <= left:
-            n = max(PACK_MIN_SERIES, int(0.6 * left / per) if per > 0 else top)
-        elif may_overrun and steps == 0:
-            n = PACK_MIN_SERIES
+            end = min(top, sid + int(n))
+            t0 = time.monotonic()
+            packed += _encode_step(con, mark, until, sid, end, last=end >= top)
+            measured("series", end - sid, time.monotonic() - t0)
+            sid = ALL_SERIES if end >= top else end
         else:
-            return packed
-        end = min(top, sid + n)
-        t0 = time.monotonic()
-        packed += _step(con, until, sid, end, done=end >= top, mark=mark)
-        took = time.monotonic() - t0
-        new = took / max(end - sid, 1)
-        cost["series"] = new if per is None or new > per else 0.7 * per + 0.3 * new
-        floor = cost.get("floor", 0.0)
-        cost["floor"] = took if took > floor else 0.8 * floor + 0.2 * took
+            span = units("delete_ms", MINUTE_MS)
+            if span is None:
+                return packed
+            lo = max(mark, kept_since(con, "pack_deleted"))
+            hi = min(until, lo + int(span) // MINUTE_MS * MINUTE_MS)
+            t0 = time.monotonic()
+            _delete_step(con, hi, done=hi >= until)
+            measured("delete_ms", hi - lo, time.monotonic() - t0)
+            if hi >= until:
+                mark, sid = until, 0
         steps += 1
-        if end >= top:
-            mark, sid = until, 0
-        else:
-            sid = end
+
+
+def _encode_step(con: duckdb.DuckDBPyConnection, mark: int, until: int, sid_lo: int,
+                 sid_hi: int, last: bool) -> int:
+    """Chunks for series [sid_lo, sid_hi): their rows of the window [mark, until) and their
+    late rows before `until`, in one transaction that also drops those late rows; returns
+    points encoded."""
+    series = f"series_id >= {int(sid_lo)} AND series_id < {int(sid_hi)}"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        rows = con.execute(f"""
+            SELECT series_id, ts, value FROM points
+            WHERE ts >= {int(mark)} AND ts < {int(until)} AND {series}
+            UNION ALL
+            SELECT series_id, ts, value FROM late_points WHERE ts < {int(until)} AND {series}
+            ORDER BY series_id, ts""").fetchnumpy()
+        n = int(rows["ts"].shape[0])
+        if n:
+            seq = kept_since(con, "chunk_seq")
+            chunks = encode_chunks(rows["series_id"], rows["ts"], rows["value"], first_id=seq)
+            set_kept_since(con, "chunk_seq", seq + chunks.num_rows)
+            hours = chunks.column("t_min").to_numpy() // HOUR_MS
+            for hour in np.unique(hours).tolist():
+                table = chunk_table(hour)
+                con.execute(CHUNK_DDL.format(table=table))
+                _part = chunks.filter(pa.array(hours == hour))  # noqa: F841 - read by name
+                con.execute(f"INSERT INTO {table} SELECT * FROM _part")
+            con.execute(f"DELETE FROM late_points WHERE ts < {int(until)} AND {series}")
+        set_kept_since(con, "pack", mark)
+        set_kept_since(con, "pack_until", until)
+        set_kept_since(con, "pack_series", ALL_SERIES if last else sid_hi)
+        set_kept_since(con, "pack_deleted", mark)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return n
+
+
+def _delete_step(con: duckdb.DuckDBPyConnection, hi: int, done: bool) -> None:
+    """Delete the packed rows of `points` before `hi`; the last step closes the window."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM points WHERE ts < {int(hi)}")
+        if done:
+            set_kept_since(con, "pack", hi)
+            set_kept_since(con, "pack_series", 0)
+            set_kept_since(con, "pack_until", 0)
+        set_kept_since(con, "pack_deleted", hi)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 CHUNK_DDL = """CREATE TABLE IF NOT EXISTS {table} (series_id INTEGER NOT NULL,
-    t_min BIGINT NOT NULL, t_max BIGINT NOT NULL, n INTEGER NOT NULL, data BLOB NOT NULL)"""
+    chunk_id BIGINT NOT NULL, ts_from BIGINT, t_min BIGINT NOT NULL, t_max BIGINT NOT NULL,
+    n INTEGER NOT NULL, data BLOB NOT NULL)"""
+"""`chunk_id` is unique across the file (counter 'chunk_seq' in tier_state); `ts_from` is the
+chunk_id of the chunk (same hour, same table) whose timestamps this one shares, or NULL."""
 
 
 def chunk_table(hour: int) -> str:
@@ -140,56 +227,51 @@ def drop_hours_before(con: duckdb.DuckDBPyConnection, ms: int) -> int:
     return n
 
 
-def _step(con: duckdb.DuckDBPyConnection, until: int, sid_lo: int, sid_hi: int, done: bool,
-          mark: int) -> int:
-    """Move the points before `until` of series [sid_lo, sid_hi) into chunks, in one
-    transaction; returns points moved."""
-    where = f"ts < {int(until)} AND series_id >= {int(sid_lo)} AND series_id < {int(sid_hi)}"
-    con.execute("BEGIN TRANSACTION")
-    try:
-        rows = con.execute(f"SELECT series_id, ts, value FROM points WHERE {where} "
-                           "ORDER BY series_id, ts").fetchnumpy()
-        n = int(rows["ts"].shape[0])
-        if n:
-            chunks = encode_chunks(rows["series_id"], rows["ts"], rows["value"])
-            hours = pc_hours(chunks)
-            for hour in np.unique(hours).tolist():
-                table = chunk_table(hour)
-                con.execute(CHUNK_DDL.format(table=table))
-                _part = chunks.filter(pa.array(hours == hour))  # noqa: F841 - read by name
-                con.execute(f"INSERT INTO {table} SELECT * FROM _part")
-            con.execute(f"DELETE FROM points WHERE {where}")
-        if done:
-            set_kept_since(con, "pack", until)
-            set_kept_since(con, "pack_series", 0)
-        else:
-            set_kept_since(con, "pack", mark)
-            set_kept_since(con, "pack_series", sid_hi)
-            set_kept_since(con, "pack_until", until)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    return n
-
-
-def pc_hours(chunks: pa.Table) -> np.ndarray:
-    """The hour (ts // HOUR_MS) of each chunk row."""
-    return chunks.column("t_min").to_numpy() // HOUR_MS
-
-
-def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray) -> pa.Table:
-    """One chunk row per series and UTC hour of points sorted by (series_id, ts)."""
+def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray,
+                  first_id: int = 0) -> pa.Table:
+    """One chunk row per series and UTC hour of points sorted by (series_id, ts), with ids from
+    `first_id`. A run whose timestamps equal an earlier run's of the same hour (the series of
+    one agent tick) stores none and points at that run (`ts_from`)."""
     sid = np.asarray(sid, np.int64)
     ts = np.asarray(ts, np.int64)
     values = np.asarray(values, np.float64)
     hour = ts // HOUR_MS
     starts = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (hour[1:] != hour[:-1])])
     ends = np.r_[starts[1:], sid.shape[0]]
-    blobs = [chunkcodec.encode(ts[a:b], values[a:b]) for a, b in zip(starts, ends, strict=True)]
-    return pa.table([pa.array(sid[starts], pa.int32()), pa.array(ts[starts], pa.int64()),
-                     pa.array(ts[ends - 1], pa.int64()), pa.array(ends - starts, pa.int32()),
-                     pa.array(blobs, pa.binary())], schema=CHUNK_SCHEMA)
+    owner = _timeline_owners(ts, starts, ends)
+    ids = first_id + np.arange(starts.shape[0], dtype=np.int64)
+    blobs = chunkcodec.encode_many(ts, values, starts, shared=owner >= 0)
+    ts_from = pa.array(np.where(owner >= 0, first_id + owner, 0), pa.int64(),
+                       mask=owner < 0)
+    return pa.table([pa.array(sid[starts], pa.int32()), pa.array(ids), ts_from,
+                     pa.array(ts[starts], pa.int64()), pa.array(ts[ends - 1], pa.int64()),
+                     pa.array(ends - starts, pa.int32()), pa.array(blobs, pa.binary())],
+                    schema=CHUNK_SCHEMA)
+
+
+def _timeline_owners(ts: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per run, the index of the first earlier run with the very same timestamps (-1: none).
+
+    Candidates are found by a vectorised fingerprint (length, first, last, two weighted sums)
+    and each match is then checked element by element, so a fingerprint collision only costs
+    a missed sharing, never a wrong timestamp."""
+    runs = starts.shape[0]
+    owner = np.full(runs, -1, np.int64)
+    if runs < 2:
+        return owner
+    lengths = ends - starts
+    rel = ts - np.repeat(ts[starts], lengths)
+    pos = np.arange(ts.shape[0]) - np.repeat(starts, lengths)
+    s1 = np.add.reduceat(rel, starts)
+    s2 = np.add.reduceat(rel * (pos + 1), starts)  # wraps on overflow: still a fingerprint
+    keys = np.stack([lengths, ts[starts], ts[ends - 1], s1, s2], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    cand = first[inverse.ravel()]
+    for i in np.flatnonzero(cand != np.arange(runs)).tolist():
+        j = int(cand[i])
+        if np.array_equal(ts[starts[i]:ends[i]], ts[starts[j]:ends[j]]):
+            owner[i] = j
+    return owner
 
 
 def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int | None,
@@ -209,12 +291,13 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
         _chunk_ids = pa.table({"sid": pa.array(ids, pa.int32())})  # noqa: F841
         conds.append("series_id IN (SELECT sid FROM _chunk_ids)")
     where = " AND ".join(conds)
-    sql = " UNION ALL ".join(f"SELECT series_id, t_min, n, data FROM {chunk_table(h)} "
-                             f"WHERE {where}" for h in hours)
-    rows = con.execute(sql).fetchall()
+    cols = "series_id, chunk_id, ts_from, t_min, n, data"
+    rows = con.execute(" UNION ALL ".join(f"SELECT {cols} FROM {chunk_table(h)} WHERE {where}"
+                                          for h in hours)).fetchall()
+    timelines = _timelines(con, hours, rows)
     sids, tss, vals = [], [], []
-    for s, t_min, n, blob in rows:
-        t, v = chunkcodec.decode(blob, int(t_min), int(n))
+    for s, _, ts_from, t_min, n, blob in rows:
+        t, v = chunkcodec.decode(blob, int(t_min), int(n), timelines.get(ts_from))
         keep = np.ones(t.shape[0], bool)
         if lo is not None:
             keep &= t >= lo
@@ -225,6 +308,29 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
             tss.append(t[keep])
             vals.append(v[keep])
     return _points_table(sids, tss, vals)
+
+
+def _timelines(con: duckdb.DuckDBPyConnection, hours: list[int],
+               rows: list[tuple[Any, ...]]) -> dict[int, np.ndarray]:
+    """Timestamps of the chunks that the given rows share theirs with, by chunk_id."""
+    need = {int(r[2]) for r in rows if r[2] is not None}
+    if not need:
+        return {}
+    have = {int(r[1]): r for r in rows if int(r[1]) in need}
+    missing = need - have.keys()
+    if missing:
+        in_list = ", ".join(str(i) for i in sorted(missing))
+        for r in con.execute(" UNION ALL ".join(
+                f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {chunk_table(h)} "
+                f"WHERE chunk_id IN ({in_list})" for h in hours)).fetchall():
+            have[int(r[1])] = r
+    out = {}
+    for cid in need:
+        if cid not in have:
+            raise StoreError(f"chunk {cid}, whose timestamps other chunks share, is missing")
+        r = have[cid]
+        out[cid] = chunkcodec.decode(r[5], int(r[3]), int(r[4]))[0]
+    return out
 
 
 def _points_table(sids: list[np.ndarray], tss: list[np.ndarray],
@@ -255,13 +361,17 @@ class RawSource:
         self.registered = False
 
     def __enter__(self) -> str:
+        until, sid = pack_state(self.cur)
+        hot = "points" if not sid else (
+            f"(SELECT * FROM points WHERE NOT (ts < {int(until)} AND series_id < {int(sid)}))")
+        parts = [f"SELECT series_id, ts, value FROM {hot}",
+                 "SELECT series_id, ts, value FROM late_points"]
         cold = read_chunks(self.cur, self.ids, self.lo, self.hi)
-        if not cold.num_rows:
-            return "points"
-        self.cur.register(self.COLD, cold)
-        self.registered = True
-        return (f"(SELECT series_id, ts, value FROM points UNION ALL "
-                f"SELECT series_id, ts, value FROM {self.COLD})")
+        if cold.num_rows:
+            self.cur.register(self.COLD, cold)
+            self.registered = True
+            parts.append(f"SELECT series_id, ts, value FROM {self.COLD}")
+        return "(" + " UNION ALL ".join(parts) + ")"
 
     def __exit__(self, *exc: Any) -> None:
         if self.registered:
@@ -274,24 +384,40 @@ def newest_per_series(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.nd
     """(series_id, ts, value) of the newest packed point of every series, sorted by series."""
     hours = chunk_hours(con)
     rows = [] if not hours else con.execute(f"""
-        SELECT series_id, t_min, n, data FROM ({" UNION ALL ".join(
+        SELECT series_id, chunk_id, ts_from, t_min, n, data FROM ({" UNION ALL ".join(
             f"SELECT * FROM {chunk_table(h)}" for h in hours)})
         QUALIFY row_number() OVER (PARTITION BY series_id ORDER BY t_max DESC) = 1
         ORDER BY series_id""").fetchall()
+    timelines = _timelines(con, hours, rows)
     sid = np.empty(len(rows), np.int64)
     ts = np.empty(len(rows), np.int64)
     val = np.empty(len(rows))
-    for i, (s, t_min, n, blob) in enumerate(rows):
-        t, v = chunkcodec.decode(blob, int(t_min), int(n))
+    for i, (s, _, ts_from, t_min, n, blob) in enumerate(rows):
+        t, v = chunkcodec.decode(blob, int(t_min), int(n), timelines.get(ts_from))
         j = int(np.argmax(t))
         sid[i], ts[i], val[i] = s, t[j], v[j]
     return sid, ts, val
 
 
+def count_raw(con: duckdb.DuckDBPyConnection, ids: list[int] | None = None) -> int:
+    """Raw points stored, in every form (rows, late rows, chunks), each counted once."""
+    until, sid = pack_state(con)
+    filt = "TRUE" if ids is None else (
+        "series_id IN (" + ", ".join(str(int(i)) for i in ids) + ")" if ids else "FALSE")
+    hot = f"AND NOT (ts < {int(until)} AND series_id < {int(sid)})" if sid else ""
+    parts = [f"SELECT count(*) AS n FROM points WHERE {filt} {hot}",
+             f"SELECT count(*) AS n FROM late_points WHERE {filt}"]
+    parts += [f"SELECT coalesce(sum(n), 0) AS n FROM {chunk_table(h)} WHERE {filt}"
+              for h in chunk_hours(con)]
+    return int(con.execute(f"SELECT sum(n) FROM ({' UNION ALL '.join(parts)})"
+                           ).fetchall()[0][0])
+
+
 def packed_stats(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Chunk tables (hours), chunks, the points they hold and their encoded bytes."""
     hours = chunk_hours(con)
-    out = {"chunk_hours": len(hours), "chunks": 0, "packed_points": 0, "chunk_bytes": 0}
+    out = {"chunk_hours": len(hours), "chunks": 0, "packed_points": 0, "chunk_bytes": 0,
+           "raw_points": count_raw(con)}
     if hours:
         row = con.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(octet_length(data)), 0) FROM ("

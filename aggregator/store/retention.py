@@ -164,6 +164,9 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
     hours = packing.chunk_hours(con) if tier == "raw" else []
     if kept == 0:  # first round: start at the oldest row (one scan, never again)
         oldest = con.execute(f"SELECT min({col}) FROM {table}").fetchall()[0][0]
+        if tier == "raw":
+            late = con.execute("SELECT min(ts) FROM late_points").fetchall()[0][0]
+            oldest = late if oldest is None else oldest if late is None else min(oldest, late)
         if hours:
             oldest = min(hours[0] * HOUR_MS, oldest if oldest is not None else hours[0] * HOUR_MS)
         if oldest is None:
@@ -197,6 +200,7 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
     try:
         n = con.execute(f"DELETE FROM {table} WHERE {col} < ?", [hi]).fetchall()[0][0]
         if tier == "raw":  # packed raw goes by whole hours, once the hour has expired
+            n += con.execute("DELETE FROM late_points WHERE ts < ?", [hi]).fetchall()[0][0]
             n += packing.drop_hours_before(con, hi)
         rollup.set_kept_since(con, tier, hi)
         con.execute("COMMIT")

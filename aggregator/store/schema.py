@@ -11,8 +11,10 @@ Why this shape:
   data). Each commit is inserted in bulk from Arrow, sorted by (series_id, ts), so a row group
   holds long runs of one series with increasing ``ts``: RLE on ``series_id``, bit-packed deltas on
   ``ts``, ALP on ``value``, and zone maps (min/max per row group) prune range scans.
-* ``chunks_<hour>(series_id, t_min, t_max, n, data)`` (v2, one table per UTC hour, created by
-  ``packing`` on demand): settled raw points, one row per series and hour holding a
+* ``late_points(series_id, ts, value)`` (v2): points that arrived for a window already packed
+  (or being packed); packing moves them into chunks with the next window.
+* ``chunks_<hour>(series_id, chunk_id, ts_from, t_min, t_max, n, data)`` (v2, one table per UTC
+  hour, created by ``packing`` on demand): settled raw points, one row per series and hour holding a
   ``chunkcodec`` blob: about 1 byte per point where a row costs 5-7 whatever the order and types
   (measured). Per-hour tables because DuckDB frees space only by whole row groups or tables.
 * ``batches(node, epoch, seq, points, received_ms)``: written in the same transaction as the
@@ -68,9 +70,10 @@ DDL_V1: tuple[str, ...] = (
 )
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    # v2: raw points may also live packed in chunk tables `chunks_<hour>`, created on demand
-    # (packing.CHUNK_DDL); a v1 build would not see them, so the version says so.
-    1: (),
+    # v2: raw points may also live in `late_points` and packed in chunk tables `chunks_<hour>`
+    # (created on demand, packing.CHUNK_DDL); a v1 build would not see them.
+    1: ("CREATE TABLE late_points (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, "
+        "value DOUBLE NOT NULL)",),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

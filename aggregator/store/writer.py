@@ -233,12 +233,16 @@ class StoreWriter:
             sid, ts, val = sid[~old], ts[~old], val[~old]
         else:
             old_tbl = None
-        # Points of packed windows are stored but not made dirty: their minute cannot be
-        # recomputed from `points` alone, so they join the tiers as partial rows instead.
+        # Points of packed (or packing) windows go to `late_points`, never made dirty: their
+        # minute cannot be recomputed from `points` alone, so they join the tiers as partial
+        # rows instead; packing moves them into chunks later.
         late = ts < self.late_ms
         late_tbl = None
-        if self.rollups and late.any():
-            late_tbl = pa.table({"series_id": sid[late], "ts": ts[late], "value": val[late]})
+        if late.any():
+            late_tbl = pa.table({"series_id": pa.array(sid[late], pa.int32()),
+                                 "ts": pa.array(ts[late], pa.int64()),
+                                 "value": pa.array(val[late], pa.float64())})
+            sid, ts, val, late = sid[~late], ts[~late], val[~late], late[~late]
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
             fresh_minutes = [m for m in np.unique(ts[~late] // 60_000).tolist()
@@ -275,7 +279,9 @@ class StoreWriter:
             if self.rollups and old_tbl is not None:
                 rollup.merge_partials(con, old_tbl)
             if late_tbl is not None:
-                rollup.merge_partials(con, late_tbl)
+                con.from_arrow(late_tbl).insert_into("late_points")
+                if self.rollups:
+                    rollup.merge_partials(con, late_tbl)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

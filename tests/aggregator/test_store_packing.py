@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from legion.aggregator.store import IncomingBatch, Store, chunkcodec
-from legion.aggregator.store.packing import chunk_hours
+from legion.aggregator.store import IncomingBatch, Store, chunkcodec, packing
+from legion.aggregator.store.packing import ALL_SERIES, PACK_MIN_SERIES, chunk_hours
 from legion.aggregator.store.retention import used_bytes
 from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
 from legion.config import StorageConfig
@@ -35,6 +35,30 @@ def test_codec_round_trips_bit_for_bit(pairs, t0):
     assert np.array_equal(got_v.view(np.uint64), values.view(np.uint64))
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 200), st.sampled_from([0, 1, 2, 7]),
+                          st.sampled_from([1, 1000, 15_000])), min_size=1, max_size=12),
+       st.integers(0, 2**32))
+def test_encoding_runs_together_equals_encoding_each_alone(runs, seed):
+    """encode_many vectorises over runs of different kinds: each blob must be what encode gives
+    for that run alone (decimal, XOR and special values side by side)."""
+    rng = np.random.default_rng(seed)
+    ts_parts, v_parts = [], []
+    for n, kind, step in runs:
+        ts_parts.append(np.sort(T0 + np.arange(n) * step + rng.integers(0, 3, n)))
+        v = {0: np.round(rng.normal(50, 10, n), 1), 1: rng.normal(size=n),
+             2: rng.choice([0.0, -0.0, np.inf, np.nan, 2.5], n),
+             7: rng.integers(0, 10**6, n).astype(float)}[kind]
+        v_parts.append(v)
+    starts = np.cumsum([0] + [len(t) for t in ts_parts[:-1]])
+    blobs = chunkcodec.encode_many(np.concatenate(ts_parts), np.concatenate(v_parts), starts)
+    assert blobs == [chunkcodec.encode(t, v) for t, v in zip(ts_parts, v_parts, strict=True)]
+    for blob, t, v in zip(blobs, ts_parts, v_parts, strict=True):
+        got_t, got_v = chunkcodec.decode(blob, int(t[0]), len(t))
+        assert np.array_equal(got_t, t) and np.array_equal(got_v.view(np.uint64),
+                                                           v.view(np.uint64))
+
+
 @pytest.mark.parametrize("decimals", [1, 2, 3])
 def test_codec_decimal_series_with_jitter_come_close_to_their_entropy(decimals):
     rng = np.random.default_rng(decimals)
@@ -57,6 +81,15 @@ def test_codec_refuses_corrupt_blobs():
             chunkcodec.decode(bad, 0, 10)
     with pytest.raises(StoreError, match="corrupt chunk"):
         chunkcodec.decode(blob, 0, 11)  # the row says more points than the blob holds
+
+
+def test_only_truly_identical_timestamps_are_shared():
+    # Runs 0 and 1 collide on every fingerprint field (length, ends, both sums) but differ;
+    # run 2 equals run 0; run 3 equals run 0 shifted by one hour (another chunk table).
+    runs = [[0, 1, 4, 4, 6], [0, 2, 2, 5, 6], [0, 1, 4, 4, 6], [h + HOUR for h in (0, 1, 4, 4, 6)]]
+    ts = np.array([T0 + t for r in runs for t in r], np.int64)
+    starts = np.array([0, 5, 10, 15])
+    assert packing._timeline_owners(ts, starts, np.r_[starts[1:], 20]).tolist() == [-1, -1, 0, -1]
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -122,6 +155,10 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         rows = store.stats()["rows"]
         assert rows["points"] == 0 and rows["packed_points"] == len(truth)
         assert rows["chunks"] == 5 * 8  # one per series and hour
+        with store._cursor() as cur:  # both nodes' 4 series have the same ticks: 1 owner + 7
+            shared = cur.execute(" UNION ALL ".join(
+                f"SELECT count(ts_from) FROM chunks_{h}" for h in chunk_hours(cur))).fetchall()
+        assert [r[0] for r in shared] == [7] * 5
         assert rows["chunk_bytes"] / len(truth) < 2.5  # vs 5-7 bytes per row
         assert raw_rows(store) == before_raw  # exact, floats bit for bit
         for (s, a), want in before.items():
@@ -133,14 +170,17 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         late, late_truth = batches_for(rng, [5000, 5001], [T0 + 30 * MIN + 7, T0 + 3 * HOUR + 1])
         store.write(late)
         truth += late_truth
-        assert store.stats()["rows"]["dirty_minutes"] == 0
+        rows = store.stats()["rows"]
+        assert rows["dirty_minutes"] == 0 and rows["late_points"] == len(late_truth)
         assert raw_rows(store) == sorted(truth)
         for s, a in ((MIN, "avg"), (HOUR, "max"), (DAY, "count"), (7 * MIN, "p95")):
             assert_same(stepped(store, s, a), recompute(truth, s, a))
         # The next pack round takes the stragglers along; nothing changes for readers.
         now["ms"] = T0 + 7 * HOUR
         store.maintain(budget_s=30)
-        assert store.stats()["rows"]["points"] == 0
+        rows = store.stats()["rows"]
+        assert rows["points"] == rows["late_points"] == 0
+        assert rows["packed_points"] == len(truth)
         assert raw_rows(store) == sorted(truth)
         assert_same(stepped(store, HOUR, "avg"), recompute(truth, HOUR, "avg"))
     finally:
@@ -153,20 +193,30 @@ def test_packing_in_small_steps_is_exact_at_every_intermediate_state(tmp_path):
                   clock_ms=lambda: T0 + 3 * HOUR)
     try:
         ts_list = [T0 + i * 30_000 for i in range(2 * 120)]
-        nodes = tuple(f"n{i:03d}" for i in range(80))  # 320 series: more than one step
+        nodes = tuple(f"n{i:03d}" for i in range(10))  # 40 series: three smallest steps
         batches, truth = batches_for(rng, range(1, len(ts_list) + 1), ts_list, nodes=nodes)
         store.write(batches)
         want = sorted(truth)
         rounds, states = 0, set()
-        while store.stats()["rows"]["points"]:
-            store.maintain(budget_s=0)  # one smallest step (256 series) per round
+        while (rows := store.stats()["rows"])["points"] or rows["late_points"]:
+            store.maintain(budget_s=0)  # one smallest step (16 series) per round
             with store._cursor() as cur:
                 states.add(cur.execute("SELECT max(kept_since_ms) FROM tier_state "
                                        "WHERE tier = 'pack_series'").fetchall()[0][0])
+            if rounds == 0:
+                # Mid-window late points: for series already packed (n000) and not yet (n009)
+                late, late_truth = batches_for(rng, [900, 901], [T0 + 10 * MIN + 1] * 2,
+                                               nodes=("n000", "n009"))
+                store.write([late[0], late[3]])  # (900, n000) and (901, n009): 4 rows each
+                want = sorted(truth + late_truth[0:4] + late_truth[12:16])
+                assert store.stats()["rows"]["late_points"] == 8
             assert raw_rows(store) == want
+            assert store.stats()["rows"]["raw_points"] == len(want)
             rounds += 1
-            assert rounds < 10
-        assert rounds == 4 and states >= {256, 0}  # 2 hours x 2 series ranges
+            assert rounds < 200
+        assert PACK_MIN_SERIES == 16
+        # per hour: 3 encoding steps (series ranges), then 60 deletion steps of one minute
+        assert rounds == 2 * (3 + 60) and states == {16, 32, ALL_SERIES, 0}
     finally:
         store.close()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from legion.aggregator.store.packing import count_raw
 from legion.cli.setup_cmds import add_agent_key
 from legion.config import load_config
 from legion.node_agent.spool import Spool
@@ -76,10 +77,11 @@ def assert_exactly_once(cfg_path: Path, want: dict[str, tuple[int, int]]) -> Non
             assert len(seqs) == len(set(seqs)), f"{node}: duplicate batches"
             expected = set(range(1, last + 1))
             assert expected <= set(seqs), f"{node}: lost {sorted(expected - set(seqs))[:10]}"
-            batch_points, stored_points = con.execute(
-                "SELECT (SELECT sum(points) FROM batches WHERE node = ?), "
-                "(SELECT count(*) FROM points p JOIN series s ON p.series_id = s.id "
-                " WHERE s.node = ?)", [node, node]).fetchone()
+            batch_points = con.execute("SELECT sum(points) FROM batches WHERE node = ?",
+                                       [node]).fetchone()[0]
+            ids = [r[0] for r in con.execute("SELECT id FROM series WHERE node = ?",
+                                             [node]).fetchall()]
+            stored_points = count_raw(con, ids)  # rows and packed chunks alike
             assert batch_points == stored_points, f"{node}: points stored twice or lost"
     finally:
         con.close()
