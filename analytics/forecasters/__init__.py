@@ -11,6 +11,7 @@ from typing import Any
 from legion.analytics.forecasters.base import Forecast, Forecaster
 from legion.analytics.forecasters.combo import ComboForecaster
 from legion.analytics.forecasters.holtwinters import HoltWinters
+from legion.analytics.forecasters.level import RobustLevel
 from legion.analytics.forecasters.linear import RobustLinear
 from legion.analytics.forecasters.mlp import MLPForecaster, torch_available
 from legion.analytics.forecasters.naive import SeasonalNaive
@@ -24,6 +25,7 @@ from legion.analytics.forecasters.select import (
 
 FORECASTERS: dict[str, Callable[..., Any]] = {
     "seasonal_naive": SeasonalNaive,
+    "level": RobustLevel,
     "linear": RobustLinear,
     "holt_winters": HoltWinters,
     "profile": RobustProfile,

@@ -11,7 +11,13 @@ import numpy as np
 from legion.analytics.forecasters.base import Forecast, Forecaster
 
 # Candidates from simplest to most complex: the selection rule prefers the earlier ones.
-SIMPLICITY = ("linear", "profile", "holt_winters", "combo", "mlp", "seasonal_naive")
+SIMPLICITY = ("level", "linear", "profile", "holt_winters", "combo", "mlp", "seasonal_naive")
+# What `auto` chooses from by default. Every extra candidate is one more chance for a backtest of
+# 4 folds to pick a model by luck: choosing among all five non-naive models did no better than
+# always-`level` in 8 of 9 cells (3/6/12 h on NAB CPU/cloud, realKnownCause, realTraffic; see
+# docs/analytics.md). `linear` stays for clear ramps (time to threshold), `combo` for series where
+# the members' median is clearly better (daily series with short-horizon structure).
+DEFAULT_CANDIDATES = ("level", "linear", "combo")
 
 
 def backtest_errors(factory: Callable[[], Forecaster], ts_ms: np.ndarray, values: np.ndarray,
@@ -63,7 +69,8 @@ def one_se_choice(errors: Mapping[str, np.ndarray], se_mult: float = 1.0) -> str
 
 class AutoForecaster:
     """Chooses, per series, by rolling backtest at `horizon`: the simplest candidate within one
-    standard error of the lowest backtest MAE (`one_se_choice`)."""
+    standard error of the lowest backtest MAE (`one_se_choice`); candidates `DEFAULT_CANDIDATES`
+    unless given."""
 
     name = "auto"
 
@@ -81,8 +88,7 @@ class AutoForecaster:
         # The torch model is a candidate only when asked for (seconds per backtest fold), and
         # seasonal-naive is the yardstick, not a candidate: it copies yesterday's noise and wins
         # short backtests by luck (measured in bench/forecast.py).
-        names = self.candidates or [n for n in FORECASTERS
-                                    if n not in ("auto", "mlp", "seasonal_naive")]
+        names = self.candidates or [n for n in DEFAULT_CANDIDATES if n in FORECASTERS]
         rank = {n: i for i, n in enumerate(SIMPLICITY)}
         names = sorted(names, key=lambda n: rank.get(n, len(rank)))  # stable: unknown ones last
         ts = np.asarray(ts_ms, np.int64)
@@ -93,7 +99,7 @@ class AutoForecaster:
                        for n, e in errors.items()}
         best = one_se_choice(errors, self.se_mult)
         if best is None:  # too short to backtest: the robust level (+ profile when it has one)
-            best = "profile" if "profile" in names else names[0]
+            best = "level" if "level" in names else names[0]
         self.chosen = FORECASTERS[best]().fit(ts, v)
         return self
 

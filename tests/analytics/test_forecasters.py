@@ -13,7 +13,7 @@ from legion.analytics.forecasters import (
     time_to_threshold,
 )
 from legion.analytics.forecasters.base import Forecast
-from legion.analytics.forecasters.select import one_se_choice
+from legion.analytics.forecasters.select import DEFAULT_CANDIDATES, one_se_choice
 
 STEP = 300_000
 NAMES = sorted(FORECASTERS)
@@ -84,15 +84,51 @@ def test_one_se_rule_prefers_the_simpler_model_unless_the_evidence_is_clear() ->
     assert one_se_choice({"linear": np.array([])}) is None
 
 
-def test_auto_keeps_the_line_when_candidates_only_differ_by_noise() -> None:
-    rng = np.random.default_rng(1)
+def test_auto_keeps_the_simplest_when_candidates_only_differ_by_noise() -> None:
+    rng = np.random.default_rng(5)
     n = 288 * 4
     ts = 1_600_000_000_000 + np.arange(n, dtype=np.int64) * STEP
     v = 50 + 1.5 * np.sin(2 * np.pi * np.arange(n) / 288) + rng.normal(0, 3, n)  # cycle << noise
-    plain = AutoForecaster(horizon=36, se_mult=0.0).fit(ts, v).get_state()
-    assert plain["chosen"] != "linear"                  # lowest mean MAE, won by noise
+    cands = ["level", "linear", "profile", "holt_winters", "combo"]
+    plain = AutoForecaster(horizon=36, se_mult=0.0, candidates=cands).fit(ts, v).get_state()
+    assert plain["chosen"] != "level"                   # lowest mean MAE, won by noise
     assert plain["backtest_mae"][plain["chosen"]] == min(plain["backtest_mae"].values())
-    assert AutoForecaster(horizon=36).fit(ts, v).get_state()["chosen"] == "linear"
+    assert AutoForecaster(horizon=36, candidates=cands).fit(ts, v).get_state()["chosen"] == \
+        "level"
+    default = AutoForecaster(horizon=36).fit(ts, v).get_state()
+    assert set(default["backtest_mae"]) == set(DEFAULT_CANDIDATES)
+    assert default["chosen"] == "level"                 # the simplest default candidate
+
+
+def test_auto_extrapolates_a_clear_ramp() -> None:
+    t = np.arange(288 * 3)
+    rng = np.random.default_rng(0)
+    v = 20 + 0.05 * t + rng.normal(0, 0.3, len(t))
+    auto = AutoForecaster(horizon=36).fit(t.astype(np.int64) * STEP, v)
+    assert auto.get_state()["chosen"] == "linear"     # the flat level loses every fold by a lot
+
+
+def test_level_follows_the_ramp_to_now_but_does_not_extrapolate_it() -> None:
+    t = np.arange(300)
+    v = 10 + 0.1 * t + np.random.default_rng(0).normal(0, 0.05, 300)
+    fc = make_forecaster("level").fit(t.astype(np.int64) * 60_000, v).predict(60).mean
+    assert np.allclose(fc, 10 + 0.1 * 299, atol=0.1)
+
+
+def test_level_weights_the_profile_by_how_well_days_predict_each_other() -> None:
+    ts, clean = daily(n=288 * 5, trend=0.0)
+    assert make_forecaster("level").fit(ts, clean).get_state()["weight"] > 0.9
+    noise = np.random.default_rng(5).normal(50, 5, len(ts))
+    assert make_forecaster("level").fit(ts, noise).get_state()["weight"] < 0.3
+
+
+def test_profile_ignores_spikes_narrower_than_the_smoothing() -> None:
+    ts, v = daily(n=288 * 4, trend=0.0)
+    spiky = v.copy()
+    spiky[::12] += 500.0                                # 1 point in 12: hourly spikes
+    a = make_forecaster("profile").fit(ts, v).predict(288).mean
+    b = make_forecaster("profile").fit(ts, spiky).predict(288).mean
+    assert np.max(np.abs(a - b)) < 5.0
 
 
 def test_short_series_still_forecast() -> None:
