@@ -427,8 +427,9 @@ def packed_stats(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     if hours:
         row = con.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM ("
-            + " UNION ALL ".join(f"SELECT n, list_sum(list_transform(data, lambda x: octet_length(x)))"
-                                 f" AS bytes FROM {chunk_table(h)}" for h in hours)
+            + " UNION ALL ".join(f"SELECT n, list_sum(list_transform(data, lambda x: "
+                                 f"octet_length(x))) AS bytes FROM {chunk_table(h)}"
+                                 for h in hours)
             + ")").fetchall()[0]
         out.update(chunks=int(row[0]), packed_points=int(row[1]), chunk_bytes=int(row[2]))
     return out

@@ -153,8 +153,11 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
                 # reads them from `points` alone.
                 dirty = [int(r[0]) for r in cur.execute(
                     "SELECT DISTINCT minute FROM dirty_minutes").fetchall()]
+                done = dict(cur.execute(
+                    "SELECT tier, max(kept_since_ms) FROM tier_state "
+                    "WHERE tier IN ('hours_done', 'days_done') GROUP BY tier").fetchall())
                 rows = cur.execute(_tier_sql(p.source, bucket, rng, agg, ids, direct,
-                                             dirty)).fetchall()
+                                             dirty, done)).fetchall()
         finally:
             cur.execute("COMMIT")
     except duckdb.Error as exc:
@@ -183,24 +186,41 @@ def _ints(values: list[int] | set[int]) -> str:
 
 
 def _tier_sql(tier: str, bucket: str, rng: str, agg: str, ids: list[int], direct: bool,
-              dirty: list[int]) -> str:
-    width = TIERS[tier]
-    dirty_x = {m * 60_000 // width * width for m in dirty}
-    g, src, filt = _src(f"rollup_{tier}", "r", ids, direct)
-    not_dirty = f"AND r.bucket NOT IN {_ints(dirty_x)}" if dirty_x else ""
-    parts = [f"""
+              dirty: list[int], done: Mapping[str, int]) -> str:
+    """SQL for a stepped query on `tier`: each minute of the range is read from exactly one
+    source, the coarsest that covers it: a materialised day without dirty minutes from 1d (tier
+    1d only), else a materialised hour without dirty minutes from 1h (tiers 1h and 1d), else a
+    rolled minute from 1m, else (a dirty minute) from raw."""
+    days_done = done.get("days_done", 0) if tier == "1d" else 0
+    hours_done = done.get("hours_done", 0) if tier in ("1h", "1d") else 0
+    d_days = {m * 60_000 // 86_400_000 * 86_400_000 for m in dirty}
+    d_hours = {m * 60_000 // 3_600_000 * 3_600_000 for m in dirty}
+
+    def not_in(expr: str, values: set[int] | list[int]) -> str:
+        return f" AND {expr} NOT IN {_ints(values)}" if values else ""
+
+    def in_(expr: str, values: set[int]) -> str:
+        return f" OR {expr} IN {_ints(values)}" if values else ""
+
+    day, hour = "r.bucket // 86400000 * 86400000", "r.bucket // 3600000 * 3600000"
+    not_by_day = f"({day} >= {days_done}{in_(day, d_days)})"
+    not_by_hour = f"({hour} >= {hours_done}{in_(hour, d_hours)})"
+    sources = []
+    if days_done:
+        sources.append(("rollup_1d", f"r.bucket < {days_done}{not_in('r.bucket', d_days)}"))
+    if hours_done:
+        sources.append(("rollup_1h", f"{not_by_day} AND r.bucket < {hours_done}"
+                                     f"{not_in('r.bucket', d_hours)}"))
+    sources.append(("rollup_1m", f"{not_by_day} AND {not_by_hour}"
+                                 f"{not_in('r.bucket // 60000', dirty)}"))
+    parts = []
+    for table, cond in sources:
+        g, src, filt = _src(table, "r", ids, direct)
+        parts.append(f"""
         SELECT {g} AS g, {bucket.format(t='r.bucket')} AS b, {_cols(agg, _FROM_TIER)}
-        FROM {src} WHERE {filt} AND {rng.format(t='r.bucket')} {not_dirty}
-        GROUP BY ALL"""]
+        FROM {src} WHERE {filt} AND {rng.format(t='r.bucket')} AND {cond}
+        GROUP BY ALL""")
     if dirty:
-        if tier != "1m":  # dirty hours/days: their settled minutes from 1m, the rest from raw
-            g1, src1, filt1 = _src("rollup_1m", "r", ids, direct)
-            parts.append(f"""
-            SELECT {g1} AS g, {bucket.format(t='r.bucket')} AS b, {_cols(agg, _FROM_TIER)}
-            FROM {src1} WHERE {filt1} AND {rng.format(t='r.bucket')}
-              AND r.bucket // {width} * {width} IN {_ints(dirty_x)}
-              AND r.bucket // 60000 NOT IN {_ints(dirty)}
-            GROUP BY ALL""")
         gp, srcp, filtp = _src("points", "p", ids, direct)
         lo_d, hi_d = min(dirty) * 60_000, (max(dirty) + 1) * 60_000
         parts.append(f"""

@@ -152,6 +152,20 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
     return report
 
 
+def _oldest(con: duckdb.DuckDBPyConnection, tier: str, table: str, col: str,
+            since: int) -> int | None:
+    """Time of the oldest row of a tier at or after `since` (raw: in every form), or None."""
+    found = [con.execute(f"SELECT min({col}) FROM {table} WHERE {col} >= ?",
+                         [since]).fetchall()[0][0]]
+    if tier == "raw":  # raw also lives in late_points and packed hour tables
+        found.append(con.execute("SELECT min(ts) FROM late_points WHERE ts >= ?",
+                                 [since]).fetchall()[0][0])
+        found += [max(h * HOUR_MS, since) for h in packing.chunk_hours(con)
+                  if (h + 1) * HOUR_MS > since][:1]
+    found = [int(f) for f in found if f is not None]
+    return min(found) if found else None
+
+
 def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
           archive_dir: Path | None, archive_key: str | None,
           report: dict[str, Any], span_ms: int | None = None) -> int | None:
@@ -160,28 +174,31 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
     table, col = ("points", "ts") if tier == "raw" else (f"rollup_{tier}", "bucket")
     kept = rollup.kept_since(con, tier)
     width = TIERS.get(tier, 60_000)
-    # Raw points live in two forms: rows in `points` and packed chunk tables, one per hour.
-    hours = packing.chunk_hours(con) if tier == "raw" else []
-    if kept == 0:  # first round: start at the oldest row (one scan, never again)
-        oldest = con.execute(f"SELECT min({col}) FROM {table}").fetchall()[0][0]
-        if tier == "raw":
-            late = con.execute("SELECT min(ts) FROM late_points").fetchall()[0][0]
-            oldest = late if oldest is None else oldest if late is None else min(oldest, late)
-        if hours:
-            oldest = min(hours[0] * HOUR_MS, oldest if oldest is not None else hours[0] * HOUR_MS)
+    if kept == 0 or cut is None:
+        # The first round, or the cap: start at the oldest row at or after the horizon (the
+        # cap must not walk an empty stretch in small steps). One scan; a first round that
+        # finds nothing expired records the horizon, so later rounds never scan again.
+        oldest = _oldest(con, tier, table, col, kept)
         if oldest is None:
             return None
-        start = int(oldest) // width * width
+        start = max(kept, int(oldest) // width * width)
+        if cut is not None and start >= cut:
+            con.execute("BEGIN TRANSACTION")
+            rollup.set_kept_since(con, tier, cut)
+            con.execute("COMMIT")
+            return None
     else:
         start = kept
-        if cut is None and not (hours and (hours[-1] + 1) * HOUR_MS > kept) and not con.execute(
-                f"SELECT 1 FROM {table} WHERE {col} >= ? LIMIT 1", [kept]).fetchall():
-            return None
     hi = start + (span_ms or CHUNK_MS[tier])
     if cut is not None:
         if start >= cut:
             return None
         hi = min(hi, cut)
+    if tier in ("1m", "1h"):  # never delete what the next tier is still built from
+        done = rollup.kept_since(con, "hours_done" if tier == "1m" else "days_done")
+        hi = min(hi, done)
+        if hi <= start:
+            return None
     if tier == "raw":
         dirty = con.execute("SELECT min(minute) FROM dirty_minutes").fetchall()[0][0]
         if dirty is not None:

@@ -1,14 +1,23 @@
 """Rollup tiers (1m, 1h, 1d): min, max, sum, count, last per series and bucket.
 
-Maintained incrementally: each write records the minutes it touched in `dirty_minutes` (same
-transaction as the points). A pass recomputes those minutes (once they have settled) from raw
-into 1m and appends them to 1h and 1d as partial rows; a minute rolled a second time (late data)
-has its hours and days recomputed from the tier below instead. One transaction per run of
-minutes, which also clears them from `dirty_minutes`. So late and resent batches are handled by
-construction (resends never reach the points; late points make their minute dirty), a crash
-between write and pass only delays the pass, and history is never rescanned. Points older than the
-raw horizon (raw already deleted by retention) are merged into each tier as partial rows. Readers
-always combine rows per (series, bucket); `compact_1m` folds settled hours to one row each.
+Maintained incrementally, and without ever deleting rows scattered over the tables (a DuckDB
+checkpoint rewrites every row group that lost some rows: 150-550 ms pauses, measured):
+
+* each write records the minutes it touched in `dirty_minutes` (same transaction as the points);
+  a pass recomputes those minutes (once they have settled) from raw into 1m, one transaction per
+  run of minutes, which also clears them;
+* a settled hour is *materialised* once into 1h from its 1m rows, and a settled day into 1d from
+  its 1h rows (`materialise`; horizons 'hours_done' and 'days_done' in `tier_state`). Readers take
+  hours and days not yet materialised from the finer tier, so answers are the same either way;
+* a minute rolled in an hour already materialised (late data) has that hour, and its day if
+  materialised, recomputed from the tier below (rows of one bucket were inserted together, so
+  that delete is contiguous).
+
+So late and resent batches are handled by construction (resends never reach the points; late
+points make their minute dirty), a crash between write and pass only delays the pass, and history
+is never rescanned. Points older than the raw horizon, and points of packed windows, are merged
+into each tier that already covers their bucket as partial rows; readers always combine rows per
+(series, bucket).
 """
 
 from __future__ import annotations
@@ -41,18 +50,28 @@ def set_kept_since(con: duckdb.DuckDBPyConnection, tier: str, ms: int) -> None:
     con.execute("INSERT INTO tier_state VALUES (?, ?)", [tier, int(ms)])
 
 
+_MATERIALISED = {"1m": None, "1h": "hours_done", "1d": "days_done"}
+"""Tier -> the tier_state row up to which it is materialised (1m: always, per minute)."""
+
+
 def merge_partials(con: duckdb.DuckDBPyConnection, points: pa.Table) -> None:
-    """Add late points (older than the raw horizon) to every tier as partial rows."""
+    """Add late points (older than the raw horizon, or of packed windows) as partial rows to
+    every tier that still keeps and already covers their bucket (a bucket not yet materialised
+    gets them when it is, from the tier below)."""
     con.register("_late_points", points)
     try:
         for tier, width in TIERS.items():
+            state = _MATERIALISED[tier]
+            covered = "" if state is None else (
+                f"AND ts < coalesce((SELECT max(kept_since_ms) FROM tier_state "
+                f"WHERE tier = '{state}'), 0)")
             con.execute(f"""
                 INSERT INTO rollup_{tier}
                 SELECT series_id, ts // {width} * {width} AS bucket,
                        {_PARTIAL.format(v='value', t='ts')}
                 FROM _late_points
                 WHERE ts >= coalesce((SELECT max(kept_since_ms) FROM tier_state
-                                      WHERE tier = '{tier}'), 0)
+                                      WHERE tier = '{tier}'), 0) {covered}
                 GROUP BY ALL""")
     finally:
         con.unregister("_late_points")
@@ -104,45 +123,22 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
     dirty = "(" + ", ".join(str(int(m)) for m in minutes) + ")"  # ints only: safe inline
     con.execute("BEGIN TRANSACTION")
     try:
-        rolled_before = con.execute(
-            f"SELECT count(*) FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
-            f"bucket // 60000 IN {dirty}").fetchall()[0][0]
-        if rolled_before:
-            con.execute(f"DELETE FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
-                        f"bucket // 60000 IN {dirty}")
+        con.execute(f"DELETE FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi} AND "
+                    f"bucket // 60000 IN {dirty}")
         con.execute(f"""
             INSERT INTO rollup_1m
             SELECT series_id, ts // 60000 * 60000 AS bucket, {_PARTIAL.format(v='value', t='ts')}
             FROM points
             WHERE ts >= {lo} AND ts < {hi} AND ts // 60000 IN {dirty}
             GROUP BY ALL ORDER BY series_id, bucket""")
+        # Buckets already materialised (late data): recompute them from the tier below.
         prev = "1m"
-        for tier in ("1h", "1d"):
+        for tier, done in (("1h", kept_since(con, "hours_done")),
+                           ("1d", kept_since(con, "days_done"))):
             width = TIERS[tier]
-            buckets = sorted({m * MINUTE_MS // width * width for m in minutes})
-            blo, bhi = buckets[0], buckets[-1] + width
-            in_list = "(" + ", ".join(map(str, buckets)) + ")"
-            if not rolled_before:
-                # The usual case: minutes rolled for the first time. Their 1m rows are appended
-                # to the coarser tiers as partial rows (readers combine rows per bucket), so a
-                # pass costs O(new minutes), not O(hour + day); compaction folds them later.
-                con.execute(f"""
-                    INSERT INTO rollup_{tier}
-                    SELECT series_id, bucket // {width} * {width} AS b, {_COMBINE}
-                    FROM rollup_1m WHERE bucket >= {lo} AND bucket < {hi}
-                      AND bucket // 60000 IN {dirty}
-                    GROUP BY series_id, b ORDER BY series_id, b""")
-                continue
-            # A minute rolled before (late data): recompute its hours and days from below.
-            con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {blo} AND bucket < {bhi} "
-                        f"AND bucket IN {in_list}")
-            con.execute(f"""
-                INSERT INTO rollup_{tier}
-                SELECT series_id, bucket // {width} * {width} AS b, {_COMBINE}
-                FROM rollup_{prev}
-                WHERE bucket >= {blo} AND bucket < {bhi}
-                  AND bucket // {width} * {width} IN {in_list}
-                GROUP BY series_id, b ORDER BY series_id, b""")
+            buckets = sorted({b for m in minutes if (b := m * MINUTE_MS // width * width) < done})
+            if buckets:
+                _rebuild(con, tier, prev, buckets)
             prev = tier
         con.execute(f"DELETE FROM dirty_minutes WHERE minute IN {dirty}")
         con.execute("COMMIT")
@@ -151,105 +147,69 @@ def _recompute(con: duckdb.DuckDBPyConnection, minutes: list[int]) -> None:
         raise
 
 
-def _fold(con: duckdb.DuckDBPyConnection, tier: str, lo: int, hi: int,
-          sid_lo: int, sid_hi: int) -> None:
-    """Combine a tier's rows of [lo, hi) for series ids [sid_lo, sid_hi) into one row per
-    (series, bucket), sorted by series."""
-    where = (f"bucket >= {lo} AND bucket < {hi} AND series_id >= {sid_lo} "
-             f"AND series_id < {sid_hi}")
+def _rebuild(con: duckdb.DuckDBPyConnection, tier: str, below: str, buckets: list[int]) -> None:
+    """Replace the rows of some buckets of `tier` by their combination from tier `below`."""
+    width = TIERS[tier]
+    blo, bhi = buckets[0], buckets[-1] + width
+    in_list = "(" + ", ".join(str(int(b)) for b in buckets) + ")"
+    con.execute(f"DELETE FROM rollup_{tier} WHERE bucket >= {blo} AND bucket < {bhi} "
+                f"AND bucket IN {in_list}")
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _fold AS
-        SELECT series_id, bucket, {_COMBINE} FROM rollup_{tier} WHERE {where}
-        GROUP BY series_id, bucket ORDER BY series_id, bucket""")
-    con.execute(f"DELETE FROM rollup_{tier} WHERE {where}")
-    con.execute(f"INSERT INTO rollup_{tier} SELECT * FROM _fold")
-    con.execute("DROP TABLE _fold")
+        INSERT INTO rollup_{tier}
+        SELECT series_id, bucket // {width} * {width} AS b, {_COMBINE}
+        FROM rollup_{below}
+        WHERE bucket >= {blo} AND bucket < {bhi} AND bucket // {width} * {width} IN {in_list}
+        GROUP BY series_id, b ORDER BY series_id, b""")
 
 
-COMPACT_MIN_SERIES = 256
-"""Fewest series one compaction step folds (when the budget allows no more)."""
+def materialise(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int,
+                deadline: float, may_overrun: bool = True,
+                cost: dict[str, float] | None = None) -> int:
+    """Materialise settled hours into 1h and settled days into 1d, oldest first, one bucket per
+    transaction, until done or `deadline`; returns buckets written.
 
-
-def compact_1m(con: duckdb.DuckDBPyConnection, dirty: set[int], budget_s: float,
-               deadline: float | None = None, cost: dict[str, float] | None = None,
-               may_overrun: bool = True) -> int:
-    """Fold and sort settled hours of the tiers; returns hours compacted.
-
-    Passes append a few minutes of all series at a time (and partial rows to 1h and 1d), so zone
-    maps cannot prune a one-series read. Rewriting each settled hour of 1m (and its 1h bucket,
-    and the 1d bucket of its day so far) as runs sorted by series with one row per bucket keeps
-    the tiers small and lets a one-series, 24 h read skip most row groups.
-
-    Hours are done in time order, each in steps of a range of series ids (one transaction each,
-    progress in `tier_state`: 'compact_1m' = hours done, 'compact_1m_series' = first series id
-    of the current hour not yet folded), sized from the measured cost per series
-    (`cost["series"]`, kept by the caller across rounds) to what is left before `deadline`. A
-    step that would not fit is not started, except one smallest step per call when
-    `may_overrun` (the round has done nothing else), so compaction cannot starve. Readers
-    combine rows per bucket, so a half-compacted hour reads the same.
+    An hour is settled once `settled_ms` (clock or newest data, minus the settle time) is past
+    its end and none of its minutes waits for a pass; a day once all its hours are materialised.
+    `cost` (kept by the caller) holds the measured seconds per bucket of each tier: a bucket that
+    would not fit before `deadline` is not started, except one per call when `may_overrun`.
     """
-    deadline = time.monotonic() + budget_s if deadline is None else deadline
     cost = {} if cost is None else cost
-    hour = 3_600_000
-    done = steps = 0
-    mark = kept_since(con, "compact_1m")
-    if mark == 0:
-        row = con.execute("SELECT min(bucket) FROM rollup_1m").fetchall()[0][0]
-        if row is None:
-            return 0
-        mark = int(row) // hour * hour
-    sid = kept_since(con, "compact_1m_series")
-    horizon = kept_since(con, "1m") // hour * hour
-    if horizon > mark:  # retention passed the hour in progress: start afresh at its horizon
-        mark, sid = horizon, 0
-    newest = con.execute("SELECT max(bucket) FROM rollup_1m WHERE bucket >= ?",
-                         [mark]).fetchall()[0][0]
-    if newest is None:
-        return 0
-    top = int(con.execute("SELECT coalesce(max(id), 0) FROM series").fetchall()[0][0]) + 1
-    while mark + hour <= int(newest):
-        lo, hi = mark, mark + hour
-        if any(lo <= m * MINUTE_MS < hi for m in dirty):
-            break  # wait for the pass; hours are compacted strictly in order
-        left = deadline - time.monotonic()
-        per = cost.get("series")
-        if per is None:
-            n = COMPACT_MIN_SERIES
-        elif max(per * COMPACT_MIN_SERIES, cost.get("floor", 0.0)) <= left:
-            n = max(COMPACT_MIN_SERIES, int(0.6 * left / per) if per > 0 else top)
-        elif may_overrun and steps == 0:
-            n = COMPACT_MIN_SERIES
-        else:
-            break
-        if left <= 0 and not (may_overrun and steps == 0):
-            break
-        end = min(top, sid + n)
-        t0 = time.monotonic()
-        con.execute("BEGIN TRANSACTION")
-        try:
-            _fold(con, "1m", lo, hi, sid, end)
-            _fold(con, "1h", lo, hi, sid, end)
-            day = lo // TIERS["1d"] * TIERS["1d"]
-            _fold(con, "1d", day, day + TIERS["1d"], sid, end)  # the day so far
-            if end >= top:
-                set_kept_since(con, "compact_1m", hi)
-                set_kept_since(con, "compact_1m_series", 0)
-            else:
-                set_kept_since(con, "compact_1m_series", end)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        took = time.monotonic() - t0
-        new = took / max(end - sid, 1)
-        per = cost.get("series")
-        cost["series"] = new if per is None or new > per else 0.7 * per + 0.3 * new
-        floor = cost.get("floor", 0.0)
-        cost["floor"] = took if took > floor else 0.8 * floor + 0.2 * took
-        steps += 1
-        if end >= top:
-            mark, sid = hi, 0
+    limit = settled_ms // MINUTE_MS * MINUTE_MS
+    if dirty:
+        limit = min(limit, min(dirty) * MINUTE_MS)
+    done = 0
+    for tier, below, state, until in (("1h", "1m", "hours_done", limit),
+                                      ("1d", "1h", "days_done", None)):
+        width = TIERS[tier]
+        mark = kept_since(con, state)
+        if until is None:  # a day waits for all of its hours (all of them up to the limit
+            # when no 1m row is left past the materialised hours)
+            hours_done = kept_since(con, "hours_done")
+            more = con.execute("SELECT EXISTS (SELECT 1 FROM rollup_1m WHERE bucket >= ?)",
+                               [hours_done]).fetchall()[0][0]
+            until = hours_done if more else max(hours_done, limit)
+        while True:
+            row = con.execute(f"SELECT min(bucket) FROM rollup_{below} WHERE bucket >= ?",
+                              [mark]).fetchall()[0][0]
+            if row is None:
+                break
+            b = int(row) // width * width
+            if b + width > until:
+                break
+            if cost.get(tier, 0.0) > deadline - time.monotonic() and \
+                    not (may_overrun and done == 0):
+                return done
+            t0 = time.monotonic()
+            con.execute("BEGIN TRANSACTION")
+            try:
+                _rebuild(con, tier, below, [b])
+                set_kept_since(con, state, b + width)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            took, old = time.monotonic() - t0, cost.get(tier)
+            cost[tier] = took if old is None or took > old else 0.7 * old + 0.3 * took
+            mark = b + width
             done += 1
-        else:
-            sid = end
     return done

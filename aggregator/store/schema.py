@@ -23,9 +23,10 @@ Why this shape:
   reported by the agent), rewritten for the touched nodes in each commit.
 * ``dirty_minutes``: minutes whose raw points changed since the last rollup pass, written in the
   same transaction as the points, so rollups are recomputed after a crash too.
-* ``rollup_1m|1h|1d(series_id, bucket, min, max, sum, count, last_ts, last)``: the tiers. A bucket
-  may hold several partial rows (late points older than the raw horizon are merged in as partial
-  rows); readers always combine rows per (series_id, bucket).
+* ``rollup_1m|1h|1d(series_id, bucket, min, max, sum, count, last_ts, last)``: the tiers. 1m is
+  written per rolled minute, 1h and 1d once per settled hour and day (v2; before, partial rows
+  on every pass, folded by a compaction whose deletes made checkpoints slow). A bucket may hold
+  several partial rows (late points merged in); readers always combine rows per bucket.
 * ``tier_state(tier, kept_since_ms)``: retention horizon per tier (and the archive's progress).
 
 Changing any of this means a new ``SCHEMA_VERSION`` and a migration in ``MIGRATIONS``; a file
@@ -72,8 +73,15 @@ DDL_V1: tuple[str, ...] = (
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v2: raw points may also live in `late_points` and packed in chunk tables `chunks_<hour>`
     # (created on demand, packing.CHUNK_DDL); a v1 build would not see them.
+    # v2 also materialises 1h/1d once per settled hour/day instead of appending partial rows
+    # on every pass: the buckets written so far count as materialised (rolling a minute in one
+    # recomputes it from the tier below).
     1: ("CREATE TABLE late_points (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, "
-        "value DOUBLE NOT NULL)",),
+        "value DOUBLE NOT NULL)",
+        "INSERT INTO tier_state SELECT 'hours_done', coalesce(max(bucket) + 3600000, 0) "
+        "FROM rollup_1h",
+        "INSERT INTO tier_state SELECT 'days_done', coalesce(max(bucket) + 86400000, 0) "
+        "FROM rollup_1d"),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

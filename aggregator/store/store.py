@@ -55,8 +55,8 @@ class Store:
         _validate(self.config)
         self._clock = clock_ms
         self._pacer = retention.Pacer()  # measured cost per retention step, across rounds
-        self._compact_cost: dict[str, float] = {}  # 1m compaction: seconds per series, floor
         self._pack_cost: dict[str, float] = {}  # raw packing: seconds per series, floor
+        self._materialise_cost: dict[str, float] = {}  # seconds per 1h / 1d bucket
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
@@ -100,7 +100,9 @@ class Store:
         budget = self.config.maintenance_budget_ms / 1000
         deadline = time.monotonic() + budget
         minutes = self.roll_up(budget)
-        self._pack(self._open(), deadline, may_overrun=minutes == 0)
+        con = self._open()
+        hours = self._materialise(con, deadline, may_overrun=False)
+        self._pack(con, deadline, may_overrun=minutes == 0 and not hours)
 
     def roll_up(self, budget_s: float | None = None, include_open: bool = False) -> int:
         """Recompute rollups of settled minutes written since the last pass (all of them with
@@ -117,7 +119,8 @@ class Store:
 
     def maintain(self, budget_s: float | None = None) -> dict[str, Any]:
         """One bounded maintenance round: a checkpoint of what earlier rounds wrote, rollups,
-        archive and retention per tier, disk cap, 1m compaction, packing raw into chunks.
+        materialising settled hours and days into 1h and 1d, archive and retention per tier,
+        disk cap, packing raw into chunks.
 
         The whole round shares one deadline (`maintenance_budget_ms` unless budget_s): each step
         is sized from the measured cost of earlier ones to what is left, or not started. Only a
@@ -141,20 +144,14 @@ class Store:
         lap("checkpoint")
         minutes = self.roll_up(max(0.0, deadline - time.monotonic()))
         lap("rollup")
+        # Before retention, which never deletes 1m (1h) rows not yet materialised into 1h (1d).
+        hours = self._materialise(con, deadline, may_overrun=minutes == 0 and not checkpointed)
+        lap("materialise")
         report = retention.run(con, self.config, self.path, self._clock(), budget,
                                archive_dir=self._archive_dir(), archive_key=self._archive_key,
                                pacer=self._pacer, deadline=deadline,
-                               may_overrun=minutes == 0 and not checkpointed)
+                               may_overrun=minutes == 0 and not checkpointed and not hours)
         lap("retention")
-        hours = 0
-        if self.config.rollups_enabled:
-            try:
-                hours = rollup.compact_1m(
-                    con, self._writer.dirty, budget, deadline=deadline, cost=self._compact_cost,
-                    may_overrun=minutes == 0 and not report["steps"] and not checkpointed)
-            except duckdb.Error as exc:
-                raise StoreError(f"compacting the 1m tier failed: {exc}") from exc
-        lap("compaction")
         # Last: packing only saves space, so expiry and the cap go first. It gets what is left
         # of the budget, and more steps between rounds (`_light_round`).
         report["packed_points"] = self._pack(con, deadline, may_overrun=(
@@ -165,7 +162,7 @@ class Store:
         self._writer.raw_kept_since_ms = rollup.kept_since(con, "raw")
         self._refresh_kept(con)
         report["rolled_up_minutes"] = minutes
-        report["compacted_hours"] = hours
+        report["materialised"] = hours
         return report
 
     def pack_raw(self, budget_s: float | None = None, until_ms: int | None = None) -> int:
@@ -180,8 +177,7 @@ class Store:
               until_ms: int | None = None) -> int:
         if not self.config.compress_raw:
             return 0
-        settled = until_ms if until_ms is not None else \
-            max(self._clock(), self._writer.newest_ms()) - packing.SETTLE_MS
+        settled = until_ms if until_ms is not None else self._settled_ms()
         dirty = self._writer.dirty if self.config.rollups_enabled else set()
         try:
             n = packing.pack(con, dirty, settled, deadline, self._pack_cost, may_overrun)
@@ -189,6 +185,20 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"packing raw points failed: {exc}") from exc
         return n
+
+    def _settled_ms(self) -> int:
+        """Data before this is settled: the clock or the newest data, minus the settle time."""
+        return max(self._clock(), self._writer.newest_ms()) - packing.SETTLE_MS
+
+    def _materialise(self, con: duckdb.DuckDBPyConnection, deadline: float,
+                     may_overrun: bool) -> int:
+        if not self.config.rollups_enabled:
+            return 0
+        try:
+            return rollup.materialise(con, self._writer.dirty, self._settled_ms(), deadline,
+                                      may_overrun, self._materialise_cost)
+        except duckdb.Error as exc:
+            raise StoreError(f"materialising the 1h/1d tiers failed: {exc}") from exc
 
     def _paced_checkpoint(self, con: duckdb.DuckDBPyConnection, deadline: float) -> bool:
         """Checkpoint now if the WAL holds at least CHECKPOINT_MIN_WAL and the last measured

@@ -57,7 +57,7 @@ def assert_close(got, want):
 
 def test_rollups_equal_recomputation_with_late_and_resent(tmp_path):
     rng = np.random.default_rng(7)
-    store = Store(tmp_path / "r.duckdb")
+    store = Store(tmp_path / "r.duckdb", clock_ms=lambda: T0 + 3 * DAY + HOUR)
     try:
         batches, truth = make_batches(rng, 600, 2 * DAY + 5 * HOUR)
         for i in range(0, len(batches), 50):
@@ -68,6 +68,12 @@ def test_rollups_equal_recomputation_with_late_and_resent(tmp_path):
         assert store.stats()["rows"]["dirty_minutes"] == 0
         for step, tier in ((MIN, "1m"), (HOUR, "1h"), (DAY, "1d"), (2 * HOUR, "1h")):
             assert store.plan(step, "avg") == tier
+            for agg in ("avg", "min", "max", "sum", "count", "last"):
+                got = got_by_series(store.query("cpu_percent", step_ms=step, agg=agg))
+                assert_close(got, expected(truth, step, agg))
+        # Materialise the settled hours and days (maintenance does it): same answers from 1h/1d
+        assert store.maintain(budget_s=60)["materialised"] > 0
+        for step in (HOUR, DAY):
             for agg in ("avg", "min", "max", "sum", "count", "last"):
                 got = got_by_series(store.query("cpu_percent", step_ms=step, agg=agg))
                 assert_close(got, expected(truth, step, agg))
@@ -232,39 +238,48 @@ def test_bad_storage_config_is_reported_with_key_paths(tmp_path):
     assert not (tmp_path / "bad.duckdb").exists()
 
 
-def test_compaction_of_1m_keeps_results_exact(tmp_path):
+def one_row_per_bucket(store, tier: str, before: int) -> bool:
+    with store._cursor() as cur:
+        return cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM rollup_{tier} "
+                           f"WHERE bucket < {before} GROUP BY ALL HAVING count(*) > 1)"
+                           ).fetchall()[0][0] == 0
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_materialised_hours_and_days_stay_exact_with_late_points(tmp_path, packed):
+    """Late points re-roll their minutes and rebuild materialised hours and days in place; with
+    raw packed they take the late path instead (partial rows in every covering tier)."""
     rng = np.random.default_rng(21)
-    cfg = StorageConfig(raw_retention_hours=24 * 20, maintenance_budget_ms=30_000)
+    cfg = StorageConfig(raw_retention_hours=24 * 20, maintenance_budget_ms=30_000,
+                        compress_raw=packed)
     store = Store(tmp_path / "c.duckdb", cfg, clock_ms=lambda: T0 + 3 * DAY)
     try:
         batches, truth = make_batches(rng, 400, 6 * HOUR)
         store.write(batches[:300])
         store.roll_up(budget_s=30, include_open=True)
         report = store.maintain()
-        assert report["compacted_hours"] >= 4
-        mark = store.stats()["kept_since_ms"]["compact_1m"]
-        assert mark >= T0 + 4 * HOUR
-        with store._cursor() as cur:  # compacted hours hold one row per (series, bucket)
-            for tier in ("1m", "1h"):
-                assert cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM "
-                                   f"rollup_{tier} WHERE bucket < {mark} GROUP BY ALL "
-                                   "HAVING count(*) > 1)").fetchall()[0][0] == 0
-        store.write(batches[300:])  # late points into compacted hours
+        kept = store.stats()["kept_since_ms"]
+        assert report["materialised"] == 6 + 1  # six hours, then their day
+        assert kept["hours_done"] == T0 + 6 * HOUR and kept["days_done"] == T0 + DAY
+        assert one_row_per_bucket(store, "1h", T0 + DAY)  # one row per (series, hour)
+        store.write(batches[300:])  # late points into materialised hours
         store.roll_up(budget_s=30)
-        for step in (MIN, HOUR):
+        for step in (MIN, HOUR, DAY):
             for agg in ("avg", "min", "last", "count"):
                 assert_close(got_by_series(store.query("cpu_percent", step_ms=step, agg=agg)),
                              expected(truth, step, agg))
+        if packed:
+            assert store.stats()["rows"]["late_points"] == sum(len(b.batch) for b in batches[300:])
+        else:  # late minutes rebuilt their hours and day in place: still one row per bucket
+            assert one_row_per_bucket(store, "1h", T0 + DAY)
+            assert one_row_per_bucket(store, "1d", T0 + 2 * DAY)
     finally:
         store.close()
 
 
-def test_compaction_in_tiny_steps_across_rounds_keeps_results_exact(tmp_path, monkeypatch):
-    """With a budget that fits no step, each round makes one smallest step (a range of series
-    ids of one hour); half-compacted hours read the same and end with one row per bucket."""
-    from legion.aggregator.store import rollup
-
-    monkeypatch.setattr(rollup, "COMPACT_MIN_SERIES", 2)  # 6 series: 3 steps per hour
+def test_materialising_one_bucket_per_round_is_exact_at_every_step(tmp_path):
+    """With a budget that fits nothing, each round materialises one bucket; hours and days not
+    materialised yet are read from the finer tier, so every intermediate state reads the same."""
     rng = np.random.default_rng(22)
     cfg = StorageConfig(raw_retention_hours=24 * 20)
     store = Store(tmp_path / "t.duckdb", cfg, clock_ms=lambda: T0 + 3 * DAY)
@@ -272,26 +287,17 @@ def test_compaction_in_tiny_steps_across_rounds_keeps_results_exact(tmp_path, mo
         batches, truth = make_batches(rng, 300, 4 * HOUR)
         store.write(batches)
         store.roll_up(budget_s=30, include_open=True)
-        marks, rounds = [], 0
-        while store.stats()["kept_since_ms"].get("compact_1m", 0) < T0 + 3 * HOUR:
+        marks = []
+        for _ in range(6):
             store.maintain(budget_s=0)
-            rounds += 1
             kept = store.stats()["kept_since_ms"]
-            marks.append((kept.get("compact_1m", 0), kept.get("compact_1m_series", 0)))
-            for step in (MIN, HOUR):  # exact at every intermediate state
-                assert_close(got_by_series(store.query("cpu_percent", step_ms=step, agg="sum")),
-                             expected(truth, step, "sum"))
-            assert rounds < 40
-        assert rounds >= 9 and any(s for _, s in marks)  # hours were split into series steps
-        with store._cursor() as cur:
-            mark = store.stats()["kept_since_ms"]["compact_1m"]
-            for tier in ("1m", "1h"):
-                assert cur.execute(f"SELECT count(*) FROM (SELECT series_id, bucket FROM "
-                                   f"rollup_{tier} WHERE bucket < {mark} GROUP BY ALL "
-                                   "HAVING count(*) > 1)").fetchall()[0][0] == 0
-        for agg in ("avg", "min", "max", "last", "count"):
-            assert_close(got_by_series(store.query("cpu_percent", step_ms=HOUR, agg=agg)),
-                         expected(truth, HOUR, agg))
+            marks.append((kept.get("hours_done", 0), kept.get("days_done", 0)))
+            for step in (HOUR, DAY):  # exact at every intermediate state
+                for agg in ("sum", "last"):
+                    assert_close(got_by_series(store.query("cpu_percent", step_ms=step,
+                                                           agg=agg)),
+                                 expected(truth, step, agg))
+        assert marks == [(T0 + h * HOUR, 0) for h in range(1, 5)] + [(T0 + 4 * HOUR, T0 + DAY)] * 2
     finally:
         store.close()
 
