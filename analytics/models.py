@@ -156,12 +156,19 @@ def detector_record(det: Any, trained_from_ms: int = 0, trained_to_ms: int = 0,
                        trained_from_ms, trained_to_ms, score, retrained_ms=retrained_ms)
 
 
+SAVED_BEFORE: dict[str, dict[str, Any]] = {"knn": {"episodes": False}}
+"""Per detector, parameters added since models were first saved, with their old behaviour."""
+
+
 def restore_detector(rec: ModelRecord) -> Any:
     """A detector rebuilt from a record (same params, same state)."""
     from legion.analytics.detectors import make_detector
 
     if rec.kind != "detector":
         raise ModelError(f"record is a {rec.kind}, not a detector")
-    det = make_detector(rec.name, **rec.params)
+    # A parameter added after a model was saved takes the value that reproduces the old
+    # behaviour, not today's default (the state was learnt under the old statistic).
+    params = {**SAVED_BEFORE.get(rec.name, {}), **rec.params}
+    det = make_detector(rec.name, **params)
     det.set_state(rec.state)
     return det

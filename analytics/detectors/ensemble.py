@@ -6,6 +6,11 @@ member fires on things the kNN member partly sees already, so it only adds what 
 its own history: outliers against the daily pattern). The shift member is not discounted
 (`shift_discount=0`): a sustained level change is what kNN sees least, and on the NAB dev
 subset 0 and -0.15 decades score the same while 0.15 and 0.3 lose 1.5 and 2.7 points.
+Agreement (`agree=0.5`): the most surprising member's log-rarity plus half of the runner-up's
+(when positive). Two members that both find the point rare are stronger evidence than one alone
+(for independent members the joint -log10 p would be the sum; `agree` < 1 because they are not
+independent: they all see the same values), so a point that only one member calls rare needs to be
+rarer to score as high.
 Chosen by measurement on the NAB dev subset (docs/analytics.md); one parameter set for every
 series.
 """
@@ -21,24 +26,34 @@ from legion.analytics.detectors.shift import ShiftDetector
 
 
 class EnsembleDetector(StreamingDetector):
-    """max(kNN, MAD - mad_discount, shift - shift_discount) in log-rarity, then debounced."""
+    """Top member + `agree` x runner-up, over (kNN, MAD - mad_discount, shift - shift_discount)
+    in log-rarity, then debounced."""
 
     name = "ensemble"
 
-    def __init__(self, mad_discount: float = 1.0, shift_discount: float = 0.0,
+    def __init__(self, mad_discount: float = 1.0, shift_discount: float = 0.0, agree: float = 0.5,
                  rarity_window: int = 2000, decades: float = 4.0, debounce: int = 100) -> None:
         super().__init__(rarity_window, decades, debounce, mad_discount=mad_discount,
-                         shift_discount=shift_discount)
+                         shift_discount=shift_discount, agree=agree)
         self.mad_discount, self.shift_discount = mad_discount, shift_discount
-        self.knn = KnnDetector(rarity_window=rarity_window, decades=decades, debounce=0)
+        self.agree = float(agree)
+        self.knn = KnnDetector(k=5, episodes=False, rarity_window=rarity_window,
+                               decades=decades, debounce=0)
         self.mad = MadDetector(rarity_window=rarity_window, decades=decades, debounce=0)
         self.shift = ShiftDetector(rarity_window=rarity_window, decades=decades, debounce=0)
 
     def logp(self, ts_ms: int, value: float) -> float:
-        """-log10 tail probability: the most surprising member."""
-        return max(self.knn.logp(ts_ms, value),
-                   self.mad.logp(ts_ms, value) - self.mad_discount,
-                   self.shift.logp(ts_ms, value) - self.shift_discount)
+        """-log10 tail probability: the most surprising member + `agree` x the runner-up."""
+        a = self.knn.logp(ts_ms, value)
+        b = self.mad.logp(ts_ms, value) - self.mad_discount
+        c = self.shift.logp(ts_ms, value) - self.shift_discount
+        if a < b:
+            a, b = b, a
+        if b < c:
+            b = c
+            if a < b:
+                a, b = b, a
+        return a + self.agree * max(b, 0.0)
 
     def refit(self) -> bool:
         """Retrain the members that have a model (kNN); MAD and shift are rolling statistics."""

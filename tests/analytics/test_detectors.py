@@ -148,3 +148,52 @@ def test_mad_state_round_trip_with_a_daily_period() -> None:
     again = make_detector("mad")
     again.set_state(det.get_state())
     assert np.array_equal(again.score(ts[1000:], v[1000:]), whole[1000:])
+
+
+class _FixedMember:
+    """Stands in for an ensemble member: a fixed log-rarity for every point."""
+
+    def __init__(self, lp: float) -> None:
+        self.lp = lp
+
+    def logp(self, ts_ms: int, value: float) -> float:
+        return self.lp
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)])
+def test_ensemble_agreement_of_two_members_outranks_one(order: tuple[int, int, int]) -> None:
+    # The runner-up member adds `agree` x its (positive) log-rarity to the top one, whichever
+    # members they are: two members that find a point rare outrank one member alone at the same
+    # level, while a negative runner-up (after its discount) takes nothing away.
+    def logp(lps: tuple[float, float, float], **params: float) -> float:
+        det = make_detector("ensemble", **params)
+        raw = [lps[i] for i in order]  # knn, mad (before its discount), shift
+        det.knn = _FixedMember(raw[0])
+        det.mad = _FixedMember(raw[1] + det.mad_discount)
+        det.shift = _FixedMember(raw[2])
+        return det.logp(0, 0.0)
+
+    assert logp((3.0, 2.0, 0.5)) == pytest.approx(3.0 + 0.5 * 2.0)
+    assert logp((3.0, 2.0, 0.5)) > logp((3.0, 0.0, 0.0)) == pytest.approx(3.0)
+    assert logp((3.0, -1.0, -2.0)) == pytest.approx(3.0)
+    assert logp((3.0, 2.0, 0.5), agree=0.0) == pytest.approx(3.0)  # the plain maximum
+
+
+def test_knn_episodes_make_a_pattern_seen_twice_familiar() -> None:
+    # A short burst that already happened at two earlier times has one close window per
+    # occurrence: the plain 5th neighbour still calls it new, the 2nd distinct episode does not.
+    # A burst of a new shape stays new for both.
+    rng = np.random.default_rng(11)
+    n = 1400
+    ts = np.arange(n, dtype=np.int64) * 300_000
+    v = rng.normal(0.0, 1.0, n)
+    burst = np.array([6.0, 12.0, 6.0])
+    for start in (400, 700, 1000):
+        v[start:start + 3] += burst
+    v[1300:1303] -= burst  # a new shape
+    third = slice(1000, 1008)
+    novel = slice(1300, 1308)
+    ep = make_detector("knn", debounce=0).score(ts, v)
+    plain = make_detector("knn", k=5, episodes=False, debounce=0).score(ts, v)
+    assert ep[third].max() < 0.5 < plain[third].max()
+    assert min(ep[novel].max(), plain[novel].max()) > 0.7

@@ -3,6 +3,7 @@ the store."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,19 @@ def test_refit_keeps_exact_restore(name: str, series: tuple[np.ndarray, np.ndarr
     assert did == (name in {"knn", "kmeans", "ensemble", "multivar"})
     back = models.restore_detector(models.loads(models.dumps(models.detector_record(det))))
     assert np.array_equal(det.score(ts[400:], v[400:]), back.score(ts[400:], v[400:]))
+
+
+def test_a_knn_model_saved_before_episodes_restores_with_its_old_statistic(
+        series: tuple[np.ndarray, np.ndarray]) -> None:
+    """`episodes` was added to knn after models were saved: an old record (no such parameter)
+    must come back as the plain k-th-neighbour detector it was, not today's default."""
+    ts, v = series
+    old = make_detector("knn", k=5, episodes=False)
+    old.score(ts[:400], v[:400])
+    rec = models.detector_record(old)
+    legacy = dataclasses.replace(rec, params={k: p for k, p in rec.params.items()
+                                              if k != "episodes"})
+    assert "episodes" not in legacy.params and make_detector("knn").params()["episodes"]
+    back = models.restore_detector(models.loads(models.dumps(legacy)))
+    assert back.params()["episodes"] is False
+    assert np.array_equal(old.score(ts[400:], v[400:]), back.score(ts[400:], v[400:]))
