@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +26,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gateway_thread(config: Any, make_app: Callable[[], Any]) -> Iterator[Any]:
+    """The real gateway (the app `make_app` builds) served on its own event loop thread, so
+    blocking CLI calls can reach it; yields the running server."""
+    from legion.aggregator.gateway import start_gateway, stop_gateway
+
+    loop = asyncio.new_event_loop()
+    holder: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            holder["server"] = loop.run_until_complete(start_gateway(make_app(), config))
+        except BaseException as exc:  # raised in the test's thread below
+            holder["error"] = exc
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(stop_gateway(holder["server"]))
+        loop.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    assert ready.wait(15)
+    if "error" in holder:
+        raise holder["error"]
+    try:
+        yield holder["server"]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(15)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:

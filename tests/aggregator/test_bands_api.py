@@ -5,10 +5,7 @@ aiohttp gateway and printed by `legionctl bands`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from legion.analytics.bands import HOUR_MS
 from legion.cli.main import cli
 from legion.config import CONFIG_FILENAME, Config, config_from_dict, config_to_dict, load_config
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from tests.conftest import free_port, gateway_thread
 
 MIN = 60_000
 CPU = "system_cpu_usage_percent"
@@ -209,38 +207,6 @@ def test_bands_route_errors(world: World, tmp_path: Path) -> None:
     assert body == []
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def gateway_thread(config: Config, world: World, bands: Any) -> Iterator[None]:
-    """The real gateway on its own loop thread, so the blocking CLI can call it."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        app = create_app(config, world.store, lambda: {}, world.tokens, bands=bands)
-        holder["server"] = loop.run_until_complete(start_gateway(app, config))
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(stop_gateway(holder["server"]))
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert ready.wait(15)
-    try:
-        yield
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(15)
-
-
 def test_legionctl_bands_table_json_csv(world: World, tmp_path: Path) -> None:
     raw = config_to_dict(Config())
     raw["security"]["enable_tls"] = False
@@ -253,7 +219,9 @@ def test_legionctl_bands_table_json_csv(world: World, tmp_path: Path) -> None:
     world.spike()
     base = ["--config", str(cfg_path), "--token", world.viewer]
     runner = CliRunner()
-    with gateway_thread(load_config(cfg_path), world, bridge.bands):
+    config = load_config(cfg_path)
+    with gateway_thread(config, lambda: create_app(config, world.store, lambda: {},
+                                                   world.tokens, bands=bridge.bands)):
         res = runner.invoke(cli, ["bands", CPU, "--node", "web-1", "--format", "json", *base])
         assert res.exit_code == 0, res.output
         rows = json.loads(res.stdout)

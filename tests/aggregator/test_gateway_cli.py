@@ -2,69 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from click.testing import CliRunner
-from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
-from legion.aggregator.store.store import Store
 
+from legion.aggregator.gateway import TokenStore, create_app
+from legion.aggregator.store.store import Store
 from legion.cli.main import cli
 from legion.config import CONFIG_FILENAME, Config, config_to_dict, load_config
+from tests.conftest import free_port, gateway_thread
 
 
 def legionctl(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **({"LEGION_TOKEN": token} if token else {})}
     return subprocess.run([sys.executable, "-m", "legion.cli", *args], capture_output=True,
                           text=True, timeout=60, env=env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def gateway_in_thread(config: Config, store: Store, tokens: TokenStore) -> Iterator[Any]:
-    """A real gateway on its own event loop thread, so blocking CLI calls can reach it."""
-    loop = asyncio.new_event_loop()
-    holder: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            app = create_app(config, store, lambda: {"accepted": 0}, tokens)
-            holder["server"] = loop.run_until_complete(start_gateway(app, config))
-        except BaseException as exc:  # surfaced by the test below
-            holder["error"] = exc
-            ready.set()
-            return
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(stop_gateway(holder["server"]))
-        loop.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    assert ready.wait(15)
-    if "error" in holder:
-        raise holder["error"]
-    try:
-        yield holder["server"]
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        t.join(15)
 
 
 def test_certs_init_then_users_through_the_tls_api(tmp_path: Path) -> None:
@@ -86,7 +42,8 @@ def test_certs_init_then_users_through_the_tls_api(tmp_path: Path) -> None:
     viewer = tokens.add("watcher", "viewer")
     store = Store(config.path(config.storage.db_path))
     try:
-        with gateway_in_thread(config, store, tokens):
+        with gateway_thread(config, lambda: create_app(config, store, lambda: {"accepted": 0},
+                                                        tokens)):
             runner = CliRunner()
             res = runner.invoke(cli, ["users", "add", "bob", "--role", "operator",
                                       "--config", cfg_path, "--token", admin])
