@@ -16,6 +16,7 @@ from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
 from legion.config import StorageConfig
 from legion.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
+from tests.aggregator.test_store_tiers import assert_close
 
 T0 = 1_700_006_400_000  # a UTC midnight
 MIN, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -128,12 +129,6 @@ def recompute(truth, step, agg):
     return {k: fn(tv) for k, tv in groups.items()}
 
 
-def assert_same(got, want):
-    assert got.keys() == want.keys()
-    for k, v in want.items():
-        assert got[k] == pytest.approx(v, rel=1e-9, abs=1e-9), k
-
-
 def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp_path):
     rng = np.random.default_rng(5)
     now = {"ms": T0 + 6 * HOUR}
@@ -162,7 +157,7 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert rows["chunk_bytes"] / len(truth) < 2.5  # vs 5-7 bytes per row
         assert raw_rows(store) == before_raw  # exact, floats bit for bit
         for (s, a), want in before.items():
-            assert_same(stepped(store, s, a), want)  # 7 min and p95 read raw: decoded chunks
+            assert_close(stepped(store, s, a), want)  # 7 min and p95 read raw: decoded chunks
         assert raw_rows(store, since_ms=T0 + HOUR + 5, until_ms=T0 + 2 * HOUR + 7) == sorted(
             r for r in truth if T0 + HOUR + 5 <= r[2] < T0 + 2 * HOUR + 7)
 
@@ -174,7 +169,7 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert rows["dirty_minutes"] == 0 and rows["late_points"] == len(late_truth)
         assert raw_rows(store) == sorted(truth)
         for s, a in ((MIN, "avg"), (HOUR, "max"), (DAY, "count"), (7 * MIN, "p95")):
-            assert_same(stepped(store, s, a), recompute(truth, s, a))
+            assert_close(stepped(store, s, a), recompute(truth, s, a))
         # The next pack round takes the stragglers along; nothing changes for readers.
         now["ms"] = T0 + 7 * HOUR
         store.maintain(budget_s=30)
@@ -182,7 +177,7 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert rows["points"] == rows["late_points"] == 0
         assert rows["packed_points"] == len(truth)
         assert raw_rows(store) == sorted(truth)
-        assert_same(stepped(store, HOUR, "avg"), recompute(truth, HOUR, "avg"))
+        assert_close(stepped(store, HOUR, "avg"), recompute(truth, HOUR, "avg"))
     finally:
         store.close()
 
