@@ -57,6 +57,18 @@ WATCHED: dict[str, dict[str, str | None]] = {
     "agent_success_rate_percent": {},
     "agent_task_queue_depth": {},
 }
+# The node vector of `analytics.node_detector` (one multivariate model per node), in column
+# order: metric -> required labels. The agent stamps a whole tick with one time, so the rows
+# are the timestamps every column has.
+NODE_VECTOR: tuple[tuple[str, dict[str, str | None]], ...] = (
+    ("system_cpu_usage_percent", {"cpu": None}),
+    ("system_memory_usage_percent", {}),
+    ("system_load1", {}),
+    ("system_processes", {}),
+)
+NODE_VECTOR_METRIC = "node_vector"
+"""The `metric` label of a node model's scores."""
+
 # prediction_config names (the seed's) -> (metric, required labels)
 PREDICTED: dict[str, tuple[str, dict[str, str | None]]] = {
     "cpu_usage": ("system_cpu_usage_percent", {"cpu": None}),
@@ -169,6 +181,8 @@ class AnalyticsBridge(threading.Thread):
                 if ai.anomaly_detection_enabled and now >= next_detect:
                     next_detect = now + self._cfg.analysis_interval
                     self._guard(self._schedule_detect)
+                    if acfg.node_detector:
+                        self._guard(self._schedule_node_detect)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
                     self._guard(self._schedule_forecasts)
@@ -240,6 +254,37 @@ class AnalyticsBridge(threading.Thread):
             job = book.detect_job(key, np.array([p["ts_ms"] for p in pts], dtype=np.int64),
                                   np.array([p["value"] for p in pts], dtype=np.float64),
                                   model=acfg.detector, warmup=max(0, len(pts) - 30))
+            if job is not None:
+                book.submit(job)
+
+    def _schedule_node_detect(self) -> None:
+        """A node job per node with new ticks: rows of NODE_VECTOR values at the timestamps
+        every column has, for `analytics.node_detector`."""
+        acfg = self._cfg.analytics
+        book = self._book
+        assert book is not None
+        nodes = sorted({r["node"] for r in self._store.series(metric=NODE_VECTOR[0][0])
+                        if r["node"] != ANALYTICS_NODE})
+        for node in nodes:
+            key = _key(node, NODE_VECTOR_METRIC, {})
+            self._series.setdefault(key, _Series(node, NODE_VECTOR_METRIC, {}))
+            if key in book.in_flight:
+                continue
+            prev = book.state.get(key)
+            since = prev[1] + 1 if prev else int(
+                (time.time() - MAX_HISTORY_POINTS * self._cfg.collection_interval) * 1000)
+            columns = []
+            for metric, want in NODE_VECTOR:
+                pts = self._store.query(metric, node=node, since_ms=since)
+                columns.append({p["ts_ms"]: p["value"] for p in pts
+                                if all(p["labels"].get(k) == v for k, v in want.items())})
+            common = sorted(set.intersection(*(set(c) for c in columns)))[-MAX_HISTORY_POINTS:]
+            if not common or (prev is None and len(common) < acfg.window_size // 4):
+                continue
+            rows = np.array([[c[t] for c in columns] for t in common], dtype=np.float64)
+            job = book.detect_job(key, np.array(common, dtype=np.int64), rows,
+                                  model=acfg.node_detector,
+                                  warmup=max(0, len(common) - 30))
             if job is not None:
                 book.submit(job)
 

@@ -1,11 +1,13 @@
 """Analytics job/result messages (msgpack, versioned, bounded) between aggregator and workers.
 
 A job carries the *points* of one series, never SQL: timestamps and values as little-endian
-int64/float64 bytes. Detect jobs carry the detector's saved state from the previous result
-(`state`, a model-file npz) so a worker scores only the new points and any worker can take any
-job; without a state the first `warmup` points are history (scored but not returned). Results
-carry the scores and the new state. Jobs are pure functions of their content, so a re-dispatched
-job gives the same result (idempotent). This schema belongs in `proto/` once it settles.
+int64/float64 bytes; a node job (`width` > 1) carries one row of `width` values per timestamp
+(row-major), for the multivariate per-node detector. Detect jobs carry the detector's saved
+state from the previous result (`state`, a model-file npz) so a worker scores only the new points
+and any worker can take any job; without a state the first `warmup` points are history (scored
+but not returned). Results carry the scores and the new state. Jobs are pure functions of their
+content, so a re-dispatched job gives the same result (idempotent). This schema belongs in
+`proto/` once it settles.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from legion.errors import LegionError
 JOB_VERSION = 1
 MAX_JOB_BYTES = 64 * 1024 * 1024
 MAX_POINTS = 1_000_000
+MAX_WIDTH = 64
+"""Most values per row of a node job (metrics of one node)."""
 KINDS = ("detect", "forecast")
 
 
@@ -36,7 +40,7 @@ class Job:
     kind: str                       # "detect" | "forecast"
     series: str                     # opaque series key chosen by the aggregator
     ts_ms: np.ndarray
-    values: np.ndarray
+    values: np.ndarray              # one value per timestamp, or rows of `width` (2-D)
     model: str = "ensemble"         # detector or forecaster table name
     params: dict[str, Any] = field(default_factory=dict)
     state: bytes | None = None      # detect: model-file bytes from the previous result
@@ -78,6 +82,7 @@ def encode_job(job: Job) -> bytes:
     return msgpack.packb({
         "v": JOB_VERSION, "id": job.job_id, "kind": job.kind, "series": job.series,
         "ts": np.asarray(job.ts_ms, "<i8").tobytes(), "x": np.asarray(job.values, "<f8").tobytes(),
+        "w": int(np.asarray(job.values).shape[1]) if np.ndim(job.values) == 2 else 1,
         "model": job.model, "params": job.params, "state": job.state, "warmup": job.warmup,
         "horizon": job.horizon, "thresholds": [float(t) for t in job.thresholds],
         "deadline_ms": job.deadline_ms}, use_bin_type=True)
@@ -94,8 +99,13 @@ def decode_job(data: bytes) -> Job:
         if d["kind"] not in KINDS:
             raise JobError(f"unknown job kind {d['kind']!r}")
         ts, x = _arr(d["ts"], "<i8", "ts"), _arr(d["x"], "<f8", "x")
-        if len(ts) != len(x):
-            raise JobError("ts and x differ in length")
+        width = d.get("w", 1)
+        if not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
+            raise JobError(f"width must be 1..{MAX_WIDTH} (got {width!r})")
+        if len(ts) * width != len(x):
+            raise JobError(f"x holds {len(x)} values, not {len(ts)} rows of {width}")
+        if width > 1:
+            x = x.reshape(len(ts), width)
         return Job(str(d["id"]), d["kind"], str(d["series"]), ts, x, str(d["model"]),
                    dict(d.get("params") or {}), d.get("state"), int(d.get("warmup", 0)),
                    int(d.get("horizon", 0)), [float(t) for t in d.get("thresholds", [])],

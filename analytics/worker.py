@@ -65,7 +65,13 @@ def _detect(job: Job, worker: str) -> Result:
         start = min(max(job.warmup, 0), len(job.values))
         first_ms = int(job.ts_ms[0]) if len(job.ts_ms) else 0
         version, retrained_ms = 1, first_ms
-    scores = det.score(job.ts_ms, job.values)
+    if job.values.ndim == 2:  # a node job: one row of metrics per tick
+        score_matrix = getattr(det, "score_matrix", None)
+        if score_matrix is None:
+            raise ValueError(f"detector {job.model!r} scores single series, not node rows")
+        scores = score_matrix(job.ts_ms, job.values)
+    else:
+        scores = det.score(job.ts_ms, job.values)
     last_ms = int(job.ts_ms[-1]) if len(job.ts_ms) else (prev.trained_to_ms if prev else 0)
     if len(job.ts_ms) and (retrain_now or (retrain_ms > 0 and last_ms - retrained_ms
                                            >= retrain_ms)):
