@@ -181,7 +181,7 @@ class AnalyticsBridge(threading.Thread):
                 if ai.anomaly_detection_enabled and now >= next_detect:
                     next_detect = now + self._cfg.analysis_interval
                     self._guard(self._schedule_detect)
-                    if acfg.node_detector:
+                    if acfg.node_detector != "off":
                         self._guard(self._schedule_node_detect)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs

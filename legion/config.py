@@ -136,7 +136,7 @@ class AnalyticsConfig:
     contamination: float = 0.05
     models_dir: str = "models"
     detector: str = "ensemble"
-    node_detector: str = ""  # "" = off; "multivar": one model over each node's host metrics
+    node_detector: str = "off"  # or "multivar": one model over each node's host metrics
     anomaly_threshold: float = 0.8
     forecast_interval_secs: float = 60.0
     job_timeout_secs: float = 30.0
@@ -196,8 +196,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("analytics.anomaly_threshold", lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("analytics.forecast_interval_secs", lambda v: v > 0, _POSITIVE),
     ("analytics.job_timeout_secs", lambda v: v > 0, _POSITIVE),
-    ("analytics.node_detector", lambda v: v in ("", "multivar"),
-     "must be '' (off) or 'multivar'"),
+    ("analytics.node_detector", lambda v: v in ("off", "multivar"),
+     "must be 'off' or 'multivar'"),
     ("analytics.band_days", lambda v: v > 0, _POSITIVE),
     ("analytics.band_step_secs", lambda v: v >= 1, "must be >= 1"),
 ]
