@@ -5,7 +5,7 @@
     score = det.update(ts_ms, value)           # streaming; det.score(ts, values) for batches
     fc = make_forecaster("auto", horizon=72).fit(ts, values).predict(72)
 
-The worker (`legion.analytics.worker`) and the job schema (`legion.analytics.jobs`) are imported
+The worker (`legion.analytics.worker`) and the job schema (`legion.proto.jobs`) are imported
 on their own so that importing this package never touches ZeroMQ or torch.
 """
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from legion.analytics import models
-from legion.analytics.jobs import Job, JobError, Result, decode_result, encode_job
+from legion.proto.jobs import Job, JobError, Result, decode_result, encode_job
 
 log = logging.getLogger("legion.analytics.dispatch")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from legion.analytics.jobs import Job, decode_result, encode_job
 from legion.analytics.worker import Worker, process
 from legion.curve import create_keypair, load_secret
+from legion.proto.jobs import Job, decode_result, encode_job
 
 
 def series(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,11 @@ from legion.aggregator.analytics_dispatch import NODE_VECTOR, NODE_VECTOR_METRIC
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.detectors import DETECTORS
 from legion.analytics.dispatch import Dispatcher
-from legion.analytics.jobs import Job, JobError, decode_job, encode_job, encode_result
 from legion.analytics.worker import process
 from legion.config import config_from_dict
 from legion.errors import ConfigError
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from legion.proto.jobs import Job, JobError, decode_job, encode_job, encode_result
 
 needs_torch = pytest.mark.skipif("multivar" not in DETECTORS,
                                  reason="torch (legion-monitor[deep]) is not installed")

@@ -15,8 +15,8 @@ from legion.analytics import models
 from legion.analytics.bands import HOUR_MS, band_from_record, band_from_store, band_record
 from legion.analytics.detectors import DETECTORS, make_detector
 from legion.analytics.dispatch import Dispatcher
-from legion.analytics.jobs import Job, encode_result
 from legion.analytics.worker import process
+from legion.proto.jobs import Job, encode_result
 
 STEP = 300_000
 T0 = 1_700_000_000_000

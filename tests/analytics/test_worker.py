@@ -13,7 +13,9 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from legion.analytics import models
 from legion.analytics.detectors import make_detector
-from legion.analytics.jobs import (
+from legion.analytics.worker import Worker, process
+from legion.curve import create_keypair, load_secret
+from legion.proto.jobs import (
     Job,
     JobError,
     decode_job,
@@ -21,8 +23,6 @@ from legion.analytics.jobs import (
     encode_job,
     encode_result,
 )
-from legion.analytics.worker import Worker, process
-from legion.curve import create_keypair, load_secret
 
 
 def test_job_codec_round_trip(series: tuple[np.ndarray, np.ndarray]) -> None:

@@ -6,8 +6,8 @@ int64/float64 bytes; a node job (`width` > 1) carries one row of `width` values 
 state from the previous result (`state`, a model-file npz) so a worker scores only the new points
 and any worker can take any job; without a state the first `warmup` points are history (scored
 but not returned). Results carry the scores and the new state. Jobs are pure functions of their
-content, so a re-dispatched job gives the same result (idempotent). This schema belongs in
-`proto/` once it settles.
+content, so a re-dispatched job gives the same result (idempotent). Imported on its own
+(`legion.proto.jobs`), not by `legion.proto`: it needs numpy, which the agent's path never loads.
 """
 
 from __future__ import annotations
