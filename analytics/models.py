@@ -156,7 +156,8 @@ def detector_record(det: Any, trained_from_ms: int = 0, trained_to_ms: int = 0,
                        trained_from_ms, trained_to_ms, score, retrained_ms=retrained_ms)
 
 
-SAVED_BEFORE: dict[str, dict[str, Any]] = {"knn": {"episodes": False}}
+SAVED_BEFORE: dict[str, dict[str, Any]] = {"knn": {"episodes": False},
+                                           "ensemble": {"blocks": 0, "cost": 0.0}}
 """Per detector, parameters added since models were first saved, with their old behaviour."""
 
 

@@ -173,10 +173,40 @@ def test_ensemble_agreement_of_two_members_outranks_one(order: tuple[int, int, i
         det.shift = _FixedMember(raw[2])
         return det.logp(0, 0.0)
 
-    assert logp((3.0, 2.0, 0.5)) == pytest.approx(3.0 + 0.5 * 2.0)
-    assert logp((3.0, 2.0, 0.5)) > logp((3.0, 0.0, 0.0)) == pytest.approx(3.0)
-    assert logp((3.0, -1.0, -2.0)) == pytest.approx(3.0)
-    assert logp((3.0, 2.0, 0.5), agree=0.0) == pytest.approx(3.0)  # the plain maximum
+    det0 = make_detector("ensemble")
+    agree, cost = det0.agree, det0.cost
+    assert 0.0 < agree < 1.0  # members see the same values: not independent evidence
+    assert 0.0 < cost < 1.0  # the best of three members: a multiplicity cost below Bonferroni's
+    assert logp((3.0, 2.0, 0.5)) == pytest.approx(3.0 + agree * 2.0 - cost)
+    assert logp((3.0, 2.0, 0.5), agree=0.5, cost=0.0) == pytest.approx(3.0 + 0.5 * 2.0)
+    assert logp((3.0, 2.0, 0.5)) > logp((3.0, 0.0, 0.0)) == pytest.approx(3.0 - cost)
+    assert logp((3.0, -1.0, -2.0)) == pytest.approx(3.0 - cost)
+    assert logp((3.0, 2.0, 0.5), agree=0.0, cost=0.0) == pytest.approx(3.0)  # the plain maximum
+
+
+def test_knn_recurrence_view_only_lowers_the_plain_view() -> None:
+    # `blocks` > 0 scores a point on the smaller of two log-rarities (plain k-th window and the
+    # 2nd nearest block of windows, each against its own history): never above the plain view;
+    # a burst already seen at two earlier times is familiar, a new shape stays new.
+    rng = np.random.default_rng(11)
+    n = 1400
+    ts = np.arange(n, dtype=np.int64) * 300_000
+    v = rng.normal(0.0, 1.0, n)
+    burst = np.array([6.0, 12.0, 6.0])
+    for start in (400, 700, 1000):
+        v[start:start + 3] += burst
+    v[1300:1303] -= burst  # a new shape
+    plain = make_detector("knn", k=5, episodes=False, debounce=0)
+    both = make_detector("knn", k=5, episodes=False, blocks=4, debounce=0)
+    lp = np.array([plain.logp(int(t), float(x)) for t, x in zip(ts, v, strict=True)])
+    lb = np.array([both.logp(int(t), float(x)) for t, x in zip(ts, v, strict=True)])
+    assert np.all(lb <= lp + 1e-12)
+    assert lb[1000:1008].max() < 2.0 < lp[1000:1008].max()
+    assert lb[1300:1308].max() > 2.5
+    # state round trip carries the second calibration history
+    again = make_detector("knn", k=5, episodes=False, blocks=4, debounce=0)
+    again.set_state(both.get_state())
+    assert again.logp(int(ts[-1]) + 300_000, 0.0) == both.logp(int(ts[-1]) + 300_000, 0.0)
 
 
 def test_knn_episodes_make_a_pattern_seen_twice_familiar() -> None:
