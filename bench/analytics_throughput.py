@@ -79,11 +79,18 @@ def pool(workers: int, n_jobs: int, points: int) -> float:
         for p in procs:
             p.start()
         ts, v = series(points)
-        # Warm-up job per worker so process start-up is not timed.
-        for i in range(workers):
-            push.send(encode_job(Job(f"warm{i}", "detect", "s", ts[:50], v[:50], "mad")))
-        for _ in range(workers):
-            pull.recv()
+        # Warm up until every worker has answered: PUSH hands a burst only to the peers already
+        # connected, so timing before the last worker's Curve handshake measures one worker.
+        seen: set[str] = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < workers:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {len(seen)} of {workers} workers connected")
+            for i in range(workers):
+                push.send(encode_job(Job(f"warm{i}", "detect", "s", ts[:50], v[:50], "mad")))
+            for _ in range(workers):
+                seen.add(decode_result(pull.recv()).worker)
+            time.sleep(0.1)
         t0 = time.perf_counter()
         for i in range(n_jobs):
             push.send(encode_job(Job(f"j{i}", "detect", f"s{i}", ts, v, "ensemble",
