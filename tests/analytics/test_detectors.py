@@ -184,10 +184,9 @@ def test_ensemble_agreement_of_two_members_outranks_one(order: tuple[int, int, i
     assert logp((3.0, 2.0, 0.5), agree=0.0, cost=0.0) == pytest.approx(3.0)  # the plain maximum
 
 
-def test_knn_recurrence_view_only_lowers_the_plain_view() -> None:
-    # `blocks` > 0 scores a point on the smaller of two log-rarities (plain k-th window and the
-    # 2nd nearest block of windows, each against its own history): never above the plain view;
-    # a burst already seen at two earlier times is familiar, a new shape stays new.
+def recurring_bursts() -> tuple[np.ndarray, np.ndarray]:
+    """Noise at 5-minute steps with one burst shape at 400, 700 and 1000 and a new shape (the
+    same burst upside down) at 1300."""
     rng = np.random.default_rng(11)
     n = 1400
     ts = np.arange(n, dtype=np.int64) * 300_000
@@ -195,7 +194,15 @@ def test_knn_recurrence_view_only_lowers_the_plain_view() -> None:
     burst = np.array([6.0, 12.0, 6.0])
     for start in (400, 700, 1000):
         v[start:start + 3] += burst
-    v[1300:1303] -= burst  # a new shape
+    v[1300:1303] -= burst
+    return ts, v
+
+
+def test_knn_recurrence_view_only_lowers_the_plain_view() -> None:
+    # `blocks` > 0 scores a point on the smaller of two log-rarities (plain k-th window and the
+    # 2nd nearest block of windows, each against its own history): never above the plain view;
+    # a burst already seen at two earlier times is familiar, a new shape stays new.
+    ts, v = recurring_bursts()
     plain = make_detector("knn", k=5, episodes=False, debounce=0)
     both = make_detector("knn", k=5, episodes=False, blocks=4, debounce=0)
     lp = np.array([plain.logp(int(t), float(x)) for t, x in zip(ts, v, strict=True)])
@@ -213,14 +220,7 @@ def test_knn_episodes_make_a_pattern_seen_twice_familiar() -> None:
     # A short burst that already happened at two earlier times has one close window per
     # occurrence: the plain 5th neighbour still calls it new, the 2nd distinct episode does not.
     # A burst of a new shape stays new for both.
-    rng = np.random.default_rng(11)
-    n = 1400
-    ts = np.arange(n, dtype=np.int64) * 300_000
-    v = rng.normal(0.0, 1.0, n)
-    burst = np.array([6.0, 12.0, 6.0])
-    for start in (400, 700, 1000):
-        v[start:start + 3] += burst
-    v[1300:1303] -= burst  # a new shape
+    ts, v = recurring_bursts()
     third = slice(1000, 1008)
     novel = slice(1300, 1308)
     ep = make_detector("knn", debounce=0).score(ts, v)
