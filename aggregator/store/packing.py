@@ -126,7 +126,7 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
             n = units("series", PACK_MIN_SERIES)
             if n is None:
                 return packed
-            end = min(top, sid + int(n))
+            end = min(top, sid + int(min(n, top)))
             t0 = time.monotonic()
             packed += _encode_step(con, mark, until, sid, end, last=end >= top)
             measured("series", end - sid, time.monotonic() - t0)
@@ -136,7 +136,7 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
             if span is None:
                 return packed
             lo = max(mark, kept_since(con, "pack_deleted"))
-            hi = min(until, lo + int(span) // MINUTE_MS * MINUTE_MS)
+            hi = min(until, lo + int(min(span, until - lo + MINUTE_MS)) // MINUTE_MS * MINUTE_MS)
             t0 = time.monotonic()
             _delete_step(con, hi, done=hi >= until)
             measured("delete_ms", hi - lo, time.monotonic() - t0)
