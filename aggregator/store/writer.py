@@ -242,11 +242,10 @@ class StoreWriter:
             late_tbl = pa.table({"series_id": pa.array(sid[late], pa.int32()),
                                  "ts": pa.array(ts[late], pa.int64()),
                                  "value": pa.array(val[late], pa.float64())})
-            sid, ts, val, late = sid[~late], ts[~late], val[~late], late[~late]
+            sid, ts, val = sid[~late], ts[~late], val[~late]
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
-            fresh_minutes = [m for m in np.unique(ts[~late] // 60_000).tolist()
-                             if m not in self.dirty]
+            fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
         points = pa.table({"series_id": pa.array(sid, pa.int32()),
                            "ts": pa.array(ts, pa.int64()), "value": pa.array(val, pa.float64())})
         batch_tbl = pa.table({
