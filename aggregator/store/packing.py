@@ -4,9 +4,10 @@ New points land in `points` (one row each, fast to insert and to roll up). Once 
 has settled (by default each whole hour, two minutes after it ended, once its minutes are rolled
 up), `pack` moves its points into chunk tables: one row per series and window holding a
 `chunkcodec` blob, about 1 byte per point instead of 5-7 (`bench/storage.py`). Chunks are
-partitioned into one table per UTC hour (`chunks_<ts // 3600000>`): DuckDB frees space only when
+partitioned into one table per UTC hour (`chunks_<ts // 3600000>`), or per rest of the UTC day
+when the fleet is small (`chunks_<hour>_<hours>`, see `_table_for`): DuckDB frees space only when
 whole row groups die (measured), and a chunk row is tiny next to a row group, so retention and the
-disk cap drop whole hour tables instead of deleting rows that would never give space back.
+disk cap drop whole tables instead of deleting rows that would never give space back.
 Windows are done in time order, each in steps of a range of series ids (one transaction per step,
 sized by measured cost to the maintenance budget; progress in `tier_state`: 'pack' = everything
 before it is packed, 'pack_series' = first series id of the window in progress not yet packed,
@@ -25,7 +26,7 @@ range asked for, so every raw read (queries, p50/p95/p99, export, archive) sees 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -45,6 +46,8 @@ PACK_MIN_SERIES = 16
 CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("chunk_id", pa.int64()),
                           ("ts_from", pa.int64()), ("t_min", pa.int64()), ("t_max", pa.int64()),
                           ("n", pa.int32()), ("data", pa.list_(pa.binary()))])
+SMALL_TABLE_BYTES = 1 << 20
+"""Below this, the next chunk table spans the rest of the UTC day instead of one hour."""
 PIECE_BYTES = 4000
 """A chunk's blob is stored as a list of pieces of at most this many bytes. DuckDB keeps strings
 under 4 KiB inline and larger ones in overflow blocks, and a column mixing both wasted 33 % of
@@ -165,11 +168,11 @@ def _encode_step(con: duckdb.DuckDBPyConnection, mark: int, until: int, sid_lo: 
             chunks = encode_chunks(rows["series_id"], rows["ts"], rows["value"], first_id=seq)
             set_kept_since(con, "chunk_seq", seq + chunks.num_rows)
             hours = chunks.column("t_min").to_numpy() // HOUR_MS
+            tables = chunk_tables(con)
             for hour in np.unique(hours).tolist():
-                table = chunk_table(hour)
-                con.execute(CHUNK_DDL.format(table=table))
+                table = _table_for(con, hour, tables)
                 _part = chunks.filter(pa.array(hours == hour))  # noqa: F841 - read by name
-                con.execute(f"INSERT INTO {table} SELECT * FROM _part")
+                con.execute(f"INSERT INTO {table.name} SELECT * FROM _part")
             con.execute(f"DELETE FROM late_points WHERE ts < {int(until)} AND {series}")
         set_kept_since(con, "pack", mark)
         set_kept_since(con, "pack_until", until)
@@ -205,29 +208,73 @@ CHUNK_DDL = """CREATE TABLE IF NOT EXISTS {table} (series_id INTEGER NOT NULL,
 chunk_id of the chunk (same hour, same table) whose timestamps this one shares, or NULL."""
 
 
-def chunk_table(hour: int) -> str:
-    """Name of the chunk table of an hour (ts // HOUR_MS)."""
-    return f"chunks_{int(hour)}"
+class ChunkTable(NamedTuple):
+    """One table of chunks: hours [start, start + span) (hour = ts // HOUR_MS)."""
+
+    start: int
+    span: int
+
+    @property
+    def name(self) -> str:
+        return f"chunks_{self.start}" if self.span == 1 else f"chunks_{self.start}_{self.span}"
+
+    @property
+    def lo_ms(self) -> int:
+        return self.start * HOUR_MS
+
+    @property
+    def hi_ms(self) -> int:
+        return (self.start + self.span) * HOUR_MS
 
 
-def chunk_hours(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Hours (ts // HOUR_MS) that have a chunk table, oldest first (in the caller's snapshot)."""
+def chunk_tables(con: duckdb.DuckDBPyConnection) -> list[ChunkTable]:
+    """The chunk tables, oldest first (in the caller's snapshot)."""
     rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
                        "current_database() AND schema_name = 'main' AND "
                        "table_name LIKE 'chunks\\_%' ESCAPE '\\'").fetchall()
-    return sorted(int(r[0].removeprefix("chunks_")) for r in rows)
+    out = []
+    for (name,) in rows:
+        parts = name.removeprefix("chunks_").split("_")
+        out.append(ChunkTable(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1))
+    return sorted(out)
+
+
+def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTable]
+               ) -> ChunkTable:
+    """The table holding `hour`'s chunks, created if needed: one hour, or the rest of the UTC
+    day when the newest earlier table holds less than SMALL_TABLE_BYTES (a table costs at least
+    one 256 KiB block, which would dwarf the hour of a small fleet)."""
+    for t in tables:
+        if t.start <= hour < t.start + t.span:
+            return t
+    span = 1
+    before = [t for t in tables if t.start < hour]
+    if before and _table_bytes(con, before[-1]) < SMALL_TABLE_BYTES:
+        span = 24 - hour % 24
+        later = [t.start for t in tables if t.start > hour]
+        if later:
+            span = min(span, later[0] - hour)
+    table = ChunkTable(hour, span)
+    con.execute(CHUNK_DDL.format(table=table.name))
+    tables.append(table)
+    tables.sort()
+    return table
+
+
+def _table_bytes(con: duckdb.DuckDBPyConnection, table: ChunkTable) -> int:
+    return int(con.execute(f"SELECT coalesce(sum(list_sum(list_transform(data, lambda x: "
+                           f"octet_length(x)))), 0) FROM {table.name}").fetchall()[0][0])
 
 
 def drop_hours_before(con: duckdb.DuckDBPyConnection, ms: int) -> int:
-    """Drop the chunk tables of hours that end at or before `ms` (inside the caller's
+    """Drop the chunk tables whose hours all end at or before `ms` (inside the caller's
     transaction); returns the points they held."""
     n = 0
-    for hour in chunk_hours(con):
-        if (hour + 1) * HOUR_MS > ms:
+    for t in chunk_tables(con):
+        if t.hi_ms > ms:
             break
-        n += int(con.execute(f"SELECT coalesce(sum(n), 0) FROM {chunk_table(hour)}"
-                             ).fetchall()[0][0])
-        con.execute(f"DROP TABLE {chunk_table(hour)}")
+        n += int(con.execute(f"SELECT coalesce(sum(n), 0) FROM {t.name}").fetchall()[0][0])
+        con.execute(f"DROP TABLE {t.name}")
     return n
 
 
@@ -284,9 +331,9 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
                 hi: int | None) -> pa.Table:
     """Decoded points of the chunks of series `ids` (None: all) within [lo, hi), as a table
     (series_id int32, ts int64, value float64) sorted by series then time."""
-    hours = [h for h in chunk_hours(con) if (lo is None or (h + 1) * HOUR_MS > lo)
-             and (hi is None or h * HOUR_MS < hi)]
-    if not hours or (ids is not None and not ids):
+    tables = [t for t in chunk_tables(con) if (lo is None or t.hi_ms > lo)
+              and (hi is None or t.lo_ms < hi)]
+    if not tables or (ids is not None and not ids):
         return _points_table([], [], [])
     conds = ["TRUE"]
     if lo is not None:
@@ -298,9 +345,9 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
         conds.append("series_id IN (SELECT sid FROM _chunk_ids)")
     where = " AND ".join(conds)
     cols = "series_id, chunk_id, ts_from, t_min, n, data"
-    rows = con.execute(" UNION ALL ".join(f"SELECT {cols} FROM {chunk_table(h)} WHERE {where}"
-                                          for h in hours)).fetchall()
-    timelines = _timelines(con, hours, rows)
+    rows = con.execute(" UNION ALL ".join(f"SELECT {cols} FROM {t.name} WHERE {where}"
+                                          for t in tables)).fetchall()
+    timelines = _timelines(con, tables, rows)
     sids, tss, vals = [], [], []
     for s, _, ts_from, t_min, n, pieces in rows:
         t, v = chunkcodec.decode(b"".join(pieces), int(t_min), int(n), timelines.get(ts_from))
@@ -316,7 +363,7 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
     return _points_table(sids, tss, vals)
 
 
-def _timelines(con: duckdb.DuckDBPyConnection, hours: list[int],
+def _timelines(con: duckdb.DuckDBPyConnection, tables: list[ChunkTable],
                rows: list[tuple[Any, ...]]) -> dict[int, np.ndarray]:
     """Timestamps of the chunks that the given rows share theirs with, by chunk_id."""
     need = {int(r[2]) for r in rows if r[2] is not None}
@@ -327,8 +374,8 @@ def _timelines(con: duckdb.DuckDBPyConnection, hours: list[int],
     if missing:
         in_list = ", ".join(str(i) for i in sorted(missing))
         for r in con.execute(" UNION ALL ".join(
-                f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {chunk_table(h)} "
-                f"WHERE chunk_id IN ({in_list})" for h in hours)).fetchall():
+                f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {t.name} "
+                f"WHERE chunk_id IN ({in_list})" for t in tables)).fetchall():
             have[int(r[1])] = r
     out = {}
     for cid in need:
@@ -388,13 +435,13 @@ class RawSource:
 def newest_per_series(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray,
                                                                np.ndarray]:
     """(series_id, ts, value) of the newest packed point of every series, sorted by series."""
-    hours = chunk_hours(con)
-    rows = [] if not hours else con.execute(f"""
+    tables = chunk_tables(con)
+    rows = [] if not tables else con.execute(f"""
         SELECT series_id, chunk_id, ts_from, t_min, n, data FROM ({" UNION ALL ".join(
-            f"SELECT * FROM {chunk_table(h)}" for h in hours)})
+            f"SELECT * FROM {t.name}" for t in tables)})
         QUALIFY row_number() OVER (PARTITION BY series_id ORDER BY t_max DESC) = 1
         ORDER BY series_id""").fetchall()
-    timelines = _timelines(con, hours, rows)
+    timelines = _timelines(con, tables, rows)
     sid = np.empty(len(rows), np.int64)
     ts = np.empty(len(rows), np.int64)
     val = np.empty(len(rows))
@@ -413,23 +460,23 @@ def count_raw(con: duckdb.DuckDBPyConnection, ids: list[int] | None = None) -> i
     hot = f"AND NOT (ts < {int(until)} AND series_id < {int(sid)})" if sid else ""
     parts = [f"SELECT count(*) AS n FROM points WHERE {filt} {hot}",
              f"SELECT count(*) AS n FROM late_points WHERE {filt}"]
-    parts += [f"SELECT coalesce(sum(n), 0) AS n FROM {chunk_table(h)} WHERE {filt}"
-              for h in chunk_hours(con)]
+    parts += [f"SELECT coalesce(sum(n), 0) AS n FROM {t.name} WHERE {filt}"
+              for t in chunk_tables(con)]
     return int(con.execute(f"SELECT sum(n) FROM ({' UNION ALL '.join(parts)})"
                            ).fetchall()[0][0])
 
 
 def packed_stats(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Chunk tables (hours), chunks, the points they hold and their encoded bytes."""
-    hours = chunk_hours(con)
-    out = {"chunk_hours": len(hours), "chunks": 0, "packed_points": 0, "chunk_bytes": 0,
+    tables = chunk_tables(con)
+    out = {"chunk_tables": len(tables), "chunks": 0, "packed_points": 0, "chunk_bytes": 0,
            "raw_points": count_raw(con)}
-    if hours:
+    if tables:
         row = con.execute(
             "SELECT count(*), coalesce(sum(n), 0), coalesce(sum(bytes), 0) FROM ("
             + " UNION ALL ".join(f"SELECT n, list_sum(list_transform(data, lambda x: "
-                                 f"octet_length(x))) AS bytes FROM {chunk_table(h)}"
-                                 for h in hours)
+                                 f"octet_length(x))) AS bytes FROM {t.name}"
+                                 for t in tables)
             + ")").fetchall()[0]
         out.update(chunks=int(row[0]), packed_points=int(row[1]), chunk_bytes=int(row[2]))
     return out

@@ -160,8 +160,7 @@ def _oldest(con: duckdb.DuckDBPyConnection, tier: str, table: str, col: str,
     if tier == "raw":  # raw also lives in late_points and packed hour tables
         found.append(con.execute("SELECT min(ts) FROM late_points WHERE ts >= ?",
                                  [since]).fetchall()[0][0])
-        found += [max(h * HOUR_MS, since) for h in packing.chunk_hours(con)
-                  if (h + 1) * HOUR_MS > since][:1]
+        found += [max(t.lo_ms, since) for t in packing.chunk_tables(con) if t.hi_ms > since][:1]
     found = [int(f) for f in found if f is not None]
     return min(found) if found else None
 

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legion.aggregator.store import IncomingBatch, Store, chunkcodec, packing
-from legion.aggregator.store.packing import ALL_SERIES, PACK_MIN_SERIES, chunk_hours
+from legion.aggregator.store.packing import (
+    ALL_SERIES,
+    PACK_MIN_SERIES,
+    ChunkTable,
+    chunk_tables,
+)
 from legion.aggregator.store.retention import used_bytes
 from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
 from legion.config import StorageConfig
@@ -152,8 +157,8 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert rows["chunks"] == 5 * 8  # one per series and hour
         with store._cursor() as cur:  # both nodes' 4 series have the same ticks: 1 owner + 7
             shared = cur.execute(" UNION ALL ".join(
-                f"SELECT count(ts_from) FROM chunks_{h}" for h in chunk_hours(cur))).fetchall()
-        assert [r[0] for r in shared] == [7] * 5
+                f"SELECT count(ts_from) FROM {t.name}" for t in chunk_tables(cur))).fetchall()
+        assert sum(r[0] for r in shared) == 7 * 5  # per hour
         assert rows["chunk_bytes"] / len(truth) < 2.5  # vs 5-7 bytes per row
         assert raw_rows(store) == before_raw  # exact, floats bit for bit
         for (s, a), want in before.items():
@@ -268,7 +273,8 @@ def test_reopen_restores_late_horizon_and_latest_from_chunks(tmp_path):
         store.close()
 
 
-def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path):
+def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(packing, "SMALL_TABLE_BYTES", 0)  # hour tables, as for a large fleet
     rng = np.random.default_rng(11)
     path = tmp_path / "cap.duckdb"
     store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
@@ -295,7 +301,8 @@ def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path):
         assert used_bytes(store._con, path) <= cap
         kept = store.stats()["kept_since_ms"]["raw"]
         with store._cursor() as cur:  # whole packed hours went, oldest first
-            assert chunk_hours(cur) == list(range(kept // HOUR, (T0 + 6 * HOUR) // HOUR))
+            assert chunk_tables(cur) == [ChunkTable(h, 1) for h in
+                                         range(kept // HOUR, (T0 + 6 * HOUR) // HOUR)]
         assert kept >= T0 + HOUR
         got = raw_rows(store, since_ms=kept)
         assert got == sorted(r for r in truth if r[2] >= kept)
@@ -324,6 +331,36 @@ def test_a_version_1_file_is_migrated_and_its_points_packed(tmp_path):
         want = [("old", "0", T0 + i * 60_000, i / 10) for i in range(180)]
         assert raw_rows(store) == want
         assert store.maintain(budget_s=30)["packed_points"] == 180
-        assert store.stats()["rows"]["chunk_hours"] == 3 and raw_rows(store) == want
+        # a small series: hour 0 in its own table, the next ones share one to the end of the day
+        assert store.stats()["rows"]["chunk_tables"] == 2 and raw_rows(store) == want
+    finally:
+        store.close()
+
+
+def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
+    """An hour of a few series would waste most of a 256 KiB block per hour table: after a first
+    small hour the next table spans the rest of the UTC day; it is dropped only when the whole
+    day has expired, and every read is the same."""
+    rng = np.random.default_rng(12)
+    clock = {"ms": T0 + 30 * HOUR}
+    store = Store(tmp_path / "small.duckdb", StorageConfig(raw_retention_hours=24),
+                  clock_ms=lambda: clock["ms"])
+    try:
+        ts_list = [T0 + 22 * HOUR + i * 60_000 for i in range(5 * 60)]  # 22:00 to 03:00
+        batches, truth = batches_for(rng, range(1, len(ts_list) + 1), ts_list)
+        store.write(batches)
+        store.maintain(budget_s=30)
+        day = (T0 + DAY) // HOUR
+        with store._cursor() as cur:
+            assert chunk_tables(cur) == [ChunkTable(day - 2, 1), ChunkTable(day - 1, 1),
+                                         ChunkTable(day, 24)]
+        assert raw_rows(store) == sorted(truth)
+        clock["ms"] = T0 + 2 * DAY + 2 * HOUR  # raw before 02:00 of day 1 has expired
+        store.maintain(budget_s=30)
+        with store._cursor() as cur:  # the day table holds 01:00-03:00 still wanted: kept
+            assert chunk_tables(cur) == [ChunkTable(day, 24)]
+        kept = store.stats()["kept_since_ms"]["raw"]
+        assert kept == T0 + DAY + 2 * HOUR
+        assert raw_rows(store, since_ms=kept) == sorted(r for r in truth if r[2] >= kept)
     finally:
         store.close()
