@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +28,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    """An ipc endpoint for AgentMonitor's local socket, in a directory that does not exist yet
+    (the receiver creates it 0700); short, because ipc paths are limited to 107 bytes."""
+    d = tempfile.mkdtemp(prefix="lm", dir="/tmp")
+    yield f"ipc://{d}/run/monitor.sock"
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def receiver(endpoint: str) -> Iterator[Any]:
+    """The node agent's MonitorReceiver bound at `endpoint`."""
+    import zmq
+
+    from legion.node_agent.monitor_receiver import MonitorReceiver
+
+    ctx = zmq.Context()
+    r = MonitorReceiver(ctx, endpoint)
+    yield r
+    r.close()
+    ctx.term()
 
 
 @contextlib.contextmanager

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import zmq
@@ -22,22 +20,6 @@ from legion.proto import Sample
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="lm", dir="/tmp")
-    yield f"ipc://{d}/monitor.sock"
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def receiver(endpoint: str) -> Iterator[MonitorReceiver]:
-    ctx = zmq.Context()
-    r = MonitorReceiver(ctx, endpoint)
-    yield r
-    r.close()
-    ctx.term()
-
-
 def pump(r: MonitorReceiver, got: list[Sample], until: Callable[[], bool],
          timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
@@ -49,7 +31,8 @@ def pump(r: MonitorReceiver, got: list[Sample], until: Callable[[], bool],
     raise AssertionError(f"condition not met in {timeout}s")
 
 
-def values(got: list[Sample], name: str, agent: str, since_ms: int = 0, **labels: str) -> list[float]:
+def values(got: list[Sample], name: str, agent: str, since_ms: int = 0,
+           **labels: str) -> list[float]:
     out = []
     for s in got:
         d = dict(s.labels)
@@ -89,8 +72,11 @@ def test_faults_change_the_metrics(endpoint: str, receiver: MonitorReceiver) -> 
     got: list[Sample] = []
     sim.start()
     try:
+        # both baselines must have arrived (agents flush independently: waiting for one only
+        # made max() of the other an empty sequence now and then)
         pump(receiver, got, lambda: bool(values(got, "agent_memory_usage_percent",
-                                                "data-analyst")))
+                                                "data-analyst")) and bool(
+            values(got, "agent_cpu_usage_percent", "devops-engineer")))
         mem_before = values(got, "agent_memory_usage_percent", "data-analyst")[-1]
         cpu_before = max(values(got, "agent_cpu_usage_percent", "devops-engineer"))
         t0 = int(time.time() * 1000)

@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import zmq
 
 from legion.node_agent import AgentMonitor
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.proto import Sample
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="lm", dir="/tmp")  # short: ipc paths are limited to 107 bytes
-    yield f"ipc://{d}/run/monitor.sock"
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def receiver(endpoint: str) -> Iterator[MonitorReceiver]:
-    ctx = zmq.Context()
-    r = MonitorReceiver(ctx, endpoint)
-    yield r
-    r.close()
-    ctx.term()
 
 
 def collect(r: MonitorReceiver, until: Callable[[list[Sample]], bool],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -25,13 +23,6 @@ from legion.proto import (
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def endpoint() -> Iterator[str]:
-    d = tempfile.mkdtemp(prefix="lm", dir="/tmp")
-    yield f"ipc://{d}/run/monitor.sock"
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
