@@ -73,12 +73,13 @@ def pack_state(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
 
 
 def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadline: float,
-         cost: dict[str, float], may_overrun: bool = True) -> int:
-    """Pack settled windows before `settled_ms` (minute-aligned down), oldest first, in steps
-    that fit before `deadline`; returns points packed.
+         cost: dict[str, float], may_overrun: bool = True, whole_hours: bool = True) -> int:
+    """Pack settled windows before `settled_ms`, oldest first, in steps that fit before
+    `deadline`; returns points packed.
 
-    A window ends at the next whole hour or at `settled_ms`, whichever comes first, and never
-    past a minute still waiting for its rollup pass (`dirty`). It is packed in two phases:
+    A window is a whole UTC hour, never past a minute still waiting for its rollup pass
+    (`dirty`); with `whole_hours` False (an explicit `pack_raw(until_ms=...)`) the last window
+    may end at `settled_ms` (minute-aligned) inside an hour. It is packed in two phases:
     encoding steps over ranges of series ids (each reads its series' rows of the window and the
     late rows, writes chunks, deletes those late rows), then deletion steps over slices of time
     (`DELETE FROM points WHERE ts < slice end`: whole row groups, which a checkpoint frees without
@@ -91,9 +92,14 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
     limit = settled_ms // MINUTE_MS * MINUTE_MS
     if dirty:
         limit = min(limit, min(dirty) * MINUTE_MS)
+    if whole_hours:  # chunks of minutes would compress far worse than hour-long ones
+        limit = limit // HOUR_MS * HOUR_MS
     mark = kept_since(con, "pack")
     sid = kept_since(con, "pack_series")
     until = kept_since(con, "pack_until") if sid else 0
+    if not sid and limit <= mark and not con.execute(
+            "SELECT EXISTS (SELECT 1 FROM late_points)").fetchall()[0][0]:
+        return 0  # the usual light round: the next hour has not settled, nothing is late
     top = int(con.execute("SELECT coalesce(max(id), 0) FROM series").fetchall()[0][0]) + 1
     packed = steps = 0
 
@@ -436,11 +442,17 @@ def newest_per_series(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.nd
                                                                np.ndarray]:
     """(series_id, ts, value) of the newest packed point of every series, sorted by series."""
     tables = chunk_tables(con)
-    rows = [] if not tables else con.execute(f"""
-        SELECT series_id, chunk_id, ts_from, t_min, n, data FROM ({" UNION ALL ".join(
-            f"SELECT * FROM {t.name}" for t in tables)})
-        QUALIFY row_number() OVER (PARTITION BY series_id ORDER BY t_max DESC) = 1
-        ORDER BY series_id""").fetchall()
+    if not tables:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
+    # Choose the chunks on their small columns first, then read only those blobs.
+    newest = [int(r[0]) for r in con.execute(f"""
+        SELECT chunk_id FROM ({" UNION ALL ".join(
+            f"SELECT series_id, chunk_id, t_max FROM {t.name}" for t in tables)})
+        QUALIFY row_number() OVER (PARTITION BY series_id ORDER BY t_max DESC) = 1""").fetchall()]
+    in_list = ", ".join(map(str, newest))
+    rows = con.execute(" UNION ALL ".join(
+        f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {t.name} "
+        f"WHERE chunk_id IN ({in_list})" for t in tables) + " ORDER BY series_id").fetchall()
     timelines = _timelines(con, tables, rows)
     sid = np.empty(len(rows), np.int64)
     ts = np.empty(len(rows), np.int64)

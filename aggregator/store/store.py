@@ -180,7 +180,8 @@ class Store:
         settled = until_ms if until_ms is not None else self._settled_ms()
         dirty = self._writer.dirty if self.config.rollups_enabled else set()
         try:
-            n = packing.pack(con, dirty, settled, deadline, self._pack_cost, may_overrun)
+            n = packing.pack(con, dirty, settled, deadline, self._pack_cost, may_overrun,
+                             whole_hours=until_ms is None)
             self._writer.late_ms = packing.late_horizon(con)
         except duckdb.Error as exc:
             raise StoreError(f"packing raw points failed: {exc}") from exc

@@ -86,8 +86,10 @@ class StoreWriter:
             self.dirty = {int(r[0]) for r in con.execute(
                 "SELECT DISTINCT minute FROM dirty_minutes").fetchall()}
             self.late_ms = packing.late_horizon(con)
-            # Packed chunks first: with rollups off they are the only record of older series.
-            self._update_latest(*packing.newest_per_series(con))
+            if not self.rollups:
+                # Packing waits for rollups, so with them on the 1m tier below is newer than any
+                # chunk; with them off the chunks are the only record of older series.
+                self._update_latest(*packing.newest_per_series(con))
             rows = con.execute(_LOAD_LATEST).fetchnumpy()
             order = np.argsort(rows["series_id"], kind="stable")
             self._update_latest(rows["series_id"][order].astype(np.int64),

@@ -364,3 +364,27 @@ def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
         assert raw_rows(store, since_ms=kept) == sorted(r for r in truth if r[2] >= kept)
     finally:
         store.close()
+
+
+def test_live_packing_waits_for_the_whole_hour(tmp_path):
+    """Light rounds run every few seconds: packing each newly settled minute would make chunks
+    of a minute, which compress far worse. Only whole settled hours are packed."""
+    rng = np.random.default_rng(13)
+    clock = {"ms": T0 + HOUR + 40 * MIN}
+    store = Store(tmp_path / "live.duckdb", clock_ms=lambda: clock["ms"])
+    try:
+        ts_list = [T0 + i * 10_000 for i in range(int(1.5 * 360))]  # 00:00 to 01:30
+        batches, truth = batches_for(rng, range(1, len(ts_list) + 1), ts_list)
+        store.write(batches)
+        store.roll_up(budget_s=30)
+        store.maintain(budget_s=30)
+        rows = store.stats()["rows"]
+        assert rows["packed_points"] == sum(1 for r in truth if r[2] < T0 + HOUR)
+        assert rows["points"] == sum(1 for r in truth if r[2] >= T0 + HOUR)  # 01:xx waits
+        clock["ms"] = T0 + 2 * HOUR + 3 * MIN  # the hour has ended and settled
+        store.maintain(budget_s=30)
+        rows = store.stats()["rows"]
+        assert rows["points"] == 0 and rows["packed_points"] == len(truth)
+        assert raw_rows(store) == sorted(truth)
+    finally:
+        store.close()
