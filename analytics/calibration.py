@@ -78,14 +78,18 @@ class Rarity:
     Below the `tail_q` quantile of the history the tail probability is the empirical rank; above
     it, peaks-over-threshold with an exponential tail (SPOT-style: mean excess over the quantile),
     so probabilities far beyond anything seen are still graded, even with a short history.
+    The mean excess leaves out the `trim` largest excesses: a mean is not robust, and one
+    earlier anomaly thousands of times the usual surprise (a traffic spike) would otherwise
+    flatten the tail for the whole history window and hide the next anomaly.
     """
 
     def __init__(self, size: int = 2000, decades: float = 4.0, min_history: int = 30,
-                 tail_q: float = 0.9) -> None:
+                 tail_q: float = 0.9, trim: int = 1) -> None:
         self.win = SortedWindow(size)
         self.decades = float(decades)
         self.min_history = int(min_history)
         self.tail_q = float(tail_q)
+        self.trim = int(trim)
 
     def log_p(self, r: float) -> float:
         """-log10 of the tail probability of surprise r under the history (no update)."""
@@ -98,7 +102,7 @@ class Rarity:
         if r <= u:
             k = n - bisect.bisect_left(s, r)
             return -math.log10((k + 1) / (n + 1))
-        tail = s[iu:]
+        tail = s[iu:max(iu + 1, n - self.trim)]
         beta = max(sum(tail) / len(tail) - u, 1e-9)
         return -math.log10((n - iu) / (n + 1)) + (r - u) / beta / math.log(10)
 
@@ -112,12 +116,12 @@ class Rarity:
     def to_state(self) -> dict[str, Any]:
         """Plain-array state."""
         return {"win": self.win.to_state(), "decades": self.decades,
-                "min_history": self.min_history, "tail_q": self.tail_q}
+                "min_history": self.min_history, "tail_q": self.tail_q, "trim": self.trim}
 
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> Rarity:
         """Rebuild from `to_state` output."""
-        r = cls(1, st["decades"], st["min_history"], st["tail_q"])
+        r = cls(1, st["decades"], st["min_history"], st["tail_q"], int(st.get("trim", 1)))
         r.win = SortedWindow.from_state(st["win"])
         return r
 

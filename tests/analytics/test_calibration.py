@@ -1,0 +1,52 @@
+"""Rarity (what a score means) and Debounce (an event is reported once)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from legion.analytics.calibration import Debounce, Rarity
+
+
+def _filled(values: np.ndarray, **kw) -> Rarity:
+    r = Rarity(**kw)
+    for x in values.tolist():
+        r(x)
+    return r
+
+
+def test_scores_mean_tail_probabilities_on_iid_surprises() -> None:
+    rng = np.random.default_rng(0)
+    r = Rarity()
+    scores = np.array([r(x) for x in rng.exponential(1.0, 40_000).tolist()])[2000:]
+    # 0.5 = 1 in 100, 0.75 = 1 in 1,000 (score = -log10(p) / 4)
+    assert 0.006 < np.mean(scores >= 0.5) < 0.016
+    assert 0.0004 < np.mean(scores >= 0.75) < 0.002
+
+
+def test_one_giant_surprise_does_not_hide_the_next_anomaly() -> None:
+    rng = np.random.default_rng(1)
+    body = rng.exponential(1.0, 1500)
+    with_giant = np.concatenate([body[:700], [1e6], body[700:]])
+    clean = _filled(body).log_p(15.0)
+    trimmed = _filled(with_giant).log_p(15.0)
+    untrimmed = _filled(with_giant, trim=0).log_p(15.0)
+    assert clean > 5.0
+    assert abs(trimmed - clean) < 0.05 * clean  # the largest excess is left out of the scale
+    assert untrimmed < 1.5                     # the plain mean excess: 1e6 flattens the tail
+
+
+def test_state_round_trip_keeps_the_trim_and_old_states_get_the_default() -> None:
+    r = _filled(np.arange(100, dtype=float), trim=2)
+    st = r.to_state()
+    back = Rarity.from_state(st)
+    assert back.trim == 2 and back.log_p(150.0) == r.log_p(150.0)
+    old = {k: v for k, v in st.items() if k != "trim"}
+    assert Rarity.from_state(old).trim == 1
+
+
+def test_debounce_reports_a_persisting_event_once() -> None:
+    d = Debounce(span=100)
+    out = [d(s) for s in [0.1] * 10 + [0.9] * 20 + [0.1] * 10]
+    assert out[10] == 0.9
+    assert all(x <= 0.45 for x in out[11:30])
+    assert d(0.95) == 0.95                     # more surprising than anything recent: full score
