@@ -3,6 +3,8 @@
     python bench/nab.py                         # all detectors, all three profiles
     python bench/nab.py --detectors mad,kmeans --jobs 2 --cache /tmp/nabcache
     python bench/nab.py --detectors ensemble --halves    # + standard score on two fixed halves
+    python bench/nab.py --detectors ensemble --splits 100 --against /tmp/nab-before
+        # + random half-splits against the cached scores of an earlier run (`--cache` there)
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
@@ -76,6 +78,37 @@ def run_detector(name: str, corpus: list, jobs: int, cache: Path | None) -> tupl
     return scores, secs
 
 
+def random_splits(n_files: int, n: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` random halves: for each, a boolean mask of the files in the first half."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        mask = np.zeros(n_files, dtype=bool)
+        mask[rng.permutation(n_files)[:n_files // 2]] = True
+        out.append(mask)
+    return out
+
+
+def split_scores(scores: dict, corpus: list, masks: list[np.ndarray]) -> np.ndarray:
+    """Standard score of both halves of every split: shape (len(masks), 2)."""
+    pairs = [(scores[f], w) for f, _, _, w in corpus]
+    return np.array([[score_corpus([p for p, m in zip(pairs, mask) if m == side], "standard").score
+                      for side in (True, False)] for mask in masks])
+
+
+def load_cached(cache: Path, name: str, corpus: list) -> dict[str, np.ndarray]:
+    """Scores of an earlier run saved by `--cache` (same files, same detector name)."""
+    out = {}
+    for fname, _, vals, _ in corpus:
+        cf = cache / name / (fname.replace("/", "__") + ".npy")
+        if not cf.exists():
+            raise SystemExit(f"--against: no cached scores for {name} at {cf}")
+        out[fname] = np.load(cf, allow_pickle=False)
+        if len(out[fname]) != len(vals):
+            raise SystemExit(f"--against: {cf} has {len(out[fname])} rows, the file {len(vals)}")
+    return out
+
+
 def baselines(root: Path) -> list[tuple[str, list[str]]]:
     """Rows of the BASELINES.md table: (detector, [standard, low FP, low FN, ...])."""
     rows = []
@@ -98,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--halves", action="store_true",
                     help="also score two fixed halves (files sorted by name, even/odd position) "
                          "separately: a change should help on both, not just on the total")
+    ap.add_argument("--splits", type=int, default=0,
+                    help="score N random half-splits of the files (seed 0); with --against, "
+                         "how often both halves gain")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="a --cache folder of an earlier run to compare the splits with")
     a = ap.parse_args(argv)
     corpus = load_corpus(a.root)
     n_rows = sum(len(v) for _, _, v, _ in corpus)
@@ -121,6 +159,17 @@ def main(argv: list[str] | None = None) -> int:
                 r = score_corpus(sub, "standard")
                 print(f"    half {h} ({len(sub)} files)           {r.score:7.2f}  "
                       f"{r.windows_found}/{r.n_windows} fp={r.fp_rows}")
+        if a.splits:
+            masks = random_splits(len(corpus), a.splits)
+            now = split_scores(scores, corpus, masks)
+            line = (f"    {a.splits} random half-splits: halves mean {now[:, 0].mean():.2f} / "
+                    f"{now[:, 1].mean():.2f}")
+            if a.against is not None:
+                d = now - split_scores(load_cached(a.against, name, corpus), corpus, masks)
+                line += (f"; against {a.against}: both halves up in "
+                         f"{100 * np.mean((d > 0).all(axis=1)):.0f} %, mean {d.mean():+.2f}, "
+                         f"worst {d.min():+.2f}")
+            print(line)
         if a.per_category:
             cats = sorted({f.split("/")[0] for f, *_ in corpus})
             for c in cats:
