@@ -81,9 +81,12 @@ class Rarity:
     The mean excess leaves out the `trim` largest excesses: a mean is not robust, and one
     earlier anomaly thousands of times the usual surprise (a traffic spike) would otherwise
     flatten the tail for the whole history window and hide the next anomaly.
+    Until the history holds `min_history` surprises, every score is 0: a tail fitted on a few
+    dozen early surprises (of a statistic whose own reference is still filling) called
+    ordinary points of every new series 1-in-10,000 events.
     """
 
-    def __init__(self, size: int = 2000, decades: float = 4.0, min_history: int = 30,
+    def __init__(self, size: int = 2000, decades: float = 4.0, min_history: int = 100,
                  tail_q: float = 0.9, trim: int = 1) -> None:
         self.win = SortedWindow(size)
         self.decades = float(decades)

@@ -50,3 +50,18 @@ def test_debounce_reports_a_persisting_event_once() -> None:
     assert out[10] == 0.9
     assert all(x <= 0.45 for x in out[11:30])
     assert d(0.95) == 0.95                     # more surprising than anything recent: full score
+
+
+def test_a_new_series_does_not_alarm_while_its_calibration_fills() -> None:
+    # A daily cycle plus noise at 5-minute steps, i.e. a new host's gauge. With a tail fitted on
+    # the first 30 surprises, 4 of these 10 series alarmed at points 30-40 of their life.
+    from legion.analytics.detectors import make_detector
+
+    early = []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        ts = 1_700_000_000_000 + np.arange(120) * 300_000
+        v = 50 + 5 * np.sin(2 * np.pi * np.arange(120) / 288) + rng.normal(0, 1, 120)
+        s = make_detector("mad").score(ts, v)
+        early += [(seed, int(i)) for i in np.flatnonzero(s >= 0.8)]
+    assert early == []
