@@ -51,12 +51,17 @@ def _run_one(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, str, n
     return det_name, file_name, scores, time.perf_counter() - t0
 
 
+def cache_file(cache: Path, name: str, file_name: str) -> Path:
+    """Where `--cache` keeps one detector's scores of one file."""
+    return cache / name / (file_name.replace("/", "__") + ".npy")
+
+
 def run_detector(name: str, corpus: list, jobs: int, cache: Path | None) -> tuple[dict, float]:
     """Scores per file (cached as .npy when a cache dir is given) and the CPU seconds taken."""
     scores: dict[str, np.ndarray] = {}
     todo = []
     for fname, ts, vals, _ in corpus:
-        cf = cache / name / (fname.replace("/", "__") + ".npy") if cache else None
+        cf = cache_file(cache, name, fname) if cache else None
         if cf is not None and cf.exists():
             scores[fname] = np.load(cf, allow_pickle=False)
         else:
@@ -72,7 +77,7 @@ def run_detector(name: str, corpus: list, jobs: int, cache: Path | None) -> tupl
             scores[fname] = sc
             secs += dt
             if cache is not None:
-                cf = cache / name / (fname.replace("/", "__") + ".npy")
+                cf = cache_file(cache, name, fname)
                 cf.parent.mkdir(parents=True, exist_ok=True)
                 np.save(cf, sc, allow_pickle=False)
     return scores, secs
@@ -100,7 +105,7 @@ def load_cached(cache: Path, name: str, corpus: list) -> dict[str, np.ndarray]:
     """Scores of an earlier run saved by `--cache` (same files, same detector name)."""
     out = {}
     for fname, _, vals, _ in corpus:
-        cf = cache / name / (fname.replace("/", "__") + ".npy")
+        cf = cache_file(cache, name, fname)
         if not cf.exists():
             raise SystemExit(f"--against: no cached scores for {name} at {cf}")
         out[fname] = np.load(cf, allow_pickle=False)

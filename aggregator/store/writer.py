@@ -229,22 +229,12 @@ class StoreWriter:
                      sid: np.ndarray, ts: np.ndarray, val: np.ndarray,
                      nodes: dict[str, NodeInfo]) -> None:
         con = self._con
-        old = ts < self.raw_kept_since_ms  # late points for data retention already dropped
-        if old.any():
-            old_tbl = pa.table({"series_id": sid[old], "ts": ts[old], "value": val[old]})
-            sid, ts, val = sid[~old], ts[~old], val[~old]
-        else:
-            old_tbl = None
+        # late points for data retention already dropped
+        old_tbl, sid, ts, val = _split_older(self.raw_kept_since_ms, sid, ts, val)
         # Points of packed (or packing) windows go to `late_points`, never made dirty: their
         # minute cannot be recomputed from `points` alone, so they join the tiers as partial
         # rows instead; packing moves them into chunks later.
-        late = ts < self.late_ms
-        late_tbl = None
-        if late.any():
-            late_tbl = pa.table({"series_id": pa.array(sid[late], pa.int32()),
-                                 "ts": pa.array(ts[late], pa.int64()),
-                                 "value": pa.array(val[late], pa.float64())})
-            sid, ts, val = sid[~late], ts[~late], val[~late]
+        late_tbl, sid, ts, val = _split_older(self.late_ms, sid, ts, val)
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
             fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
@@ -304,3 +294,16 @@ def _series_table(new: dict[SeriesKey, int], now_ms: int) -> pa.Table:
         "labels_key": [labels_key(k[2]) for k in keys],
         "labels": pa.array([list(k[2]) for k in keys], pa.map_(pa.string(), pa.string())),
         "created_ms": pa.array([now_ms] * len(keys), pa.int64())})
+
+
+def _split_older(horizon_ms: int, sid: np.ndarray, ts: np.ndarray, val: np.ndarray
+                 ) -> tuple[pa.Table | None, np.ndarray, np.ndarray, np.ndarray]:
+    """Points older than `horizon_ms` as a (series_id, ts, value) table (None when there are
+    none), and the other points."""
+    older = ts < horizon_ms
+    if not older.any():
+        return None, sid, ts, val
+    tbl = pa.table({"series_id": pa.array(sid[older], pa.int32()),
+                    "ts": pa.array(ts[older], pa.int64()),
+                    "value": pa.array(val[older], pa.float64())})
+    return tbl, sid[~older], ts[~older], val[~older]

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from legion.analytics.forecasters.base import Forecast, daily_period, future_ts, interval
+from legion.analytics.forecasters.base import Forecast, future_ts, interval
 from legion.analytics.forecasters.linear import theil_sen
-from legion.analytics.forecasters.profile import daily_profile
+from legion.analytics.forecasters.profile import fit_seasonal, seasonal_at
 
 
 class RobustLevel:
@@ -39,14 +39,9 @@ class RobustLevel:
         self.ts = np.asarray(ts_ms, np.int64)
         y = np.asarray(values, float)
         self.n = len(y)
-        self.period = p = daily_period(self.ts, len(y))
-        if p:
-            self.profile, self.weight, self.start = daily_profile(
-                y, p, self.days, self.smooth_hours, shrink=True)
-            deseason = y - self.weight * self.profile[(np.arange(len(y)) - self.start) % p]
-        else:
-            self.profile, self.weight, self.start = np.zeros(1), 0.0, 0
-            deseason = y
+        self.period, self.profile, self.weight, self.start = fit_seasonal(
+            self.ts, y, self.days, self.smooth_hours, shrink=True)
+        deseason = y - self._seasonal(np.arange(len(y)))
         w = deseason[-self.window:]
         x = np.arange(len(w), dtype=float)
         slope, intercept = theil_sen(x, w)
@@ -56,12 +51,12 @@ class RobustLevel:
 
     def predict(self, horizon: int) -> Forecast:
         """Flat level plus the weighted profile at each future phase."""
-        mean = np.full(horizon, self.level)
-        if self.period:
-            mean = mean + self.weight * self.profile[
-                (np.arange(self.n, self.n + horizon) - self.start) % self.period]
+        mean = self.level + self._seasonal(np.arange(self.n, self.n + horizon))
         lo, hi = interval(mean, self.resid, grow=False)
         return Forecast(future_ts(self.ts, horizon), mean, lo, hi, self.name)
+
+    def _seasonal(self, idx: np.ndarray) -> np.ndarray:
+        return seasonal_at(idx, self.period, self.profile, self.weight, self.start)
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state."""

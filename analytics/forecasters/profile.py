@@ -52,6 +52,23 @@ def daily_profile(y: np.ndarray, period: int, days: int = 7, smooth_hours: float
     return profile, weight, start
 
 
+def fit_seasonal(ts_ms: np.ndarray, y: np.ndarray, days: int, smooth_hours: float,
+                 shrink: bool = False) -> tuple[int, np.ndarray, float, int]:
+    """(period, profile, weight, start) of `daily_profile`; period 0 = no usable daily cycle."""
+    p = daily_period(ts_ms, len(y))
+    if not p:
+        return 0, np.zeros(1), 0.0, 0
+    return (p, *daily_profile(y, p, days, smooth_hours, shrink=shrink))
+
+
+def seasonal_at(idx: np.ndarray, period: int, profile: np.ndarray, weight: float,
+                start: int) -> np.ndarray:
+    """weight x profile at the phases of point indices `idx` (zeros without a period)."""
+    if not period:
+        return np.zeros(len(idx))
+    return weight * profile[(idx - start) % period]
+
+
 class RobustProfile:
     """mean[t+h] = median(last `level_points`) + smoothed median daily deviation of the phase."""
 
@@ -62,9 +79,8 @@ class RobustProfile:
         self.ts = np.zeros(0, np.int64)
         self.level = 0.0
         self.profile = np.zeros(1)
-        self.period = 0
-        self.start = 0
-        self.n = 0
+        self.weight = 0.0
+        self.period = self.start = self.n = 0
         self.resid = np.zeros(0)
 
     def fit(self, ts_ms: np.ndarray, values: np.ndarray) -> RobustProfile:
@@ -72,26 +88,21 @@ class RobustProfile:
         self.ts = np.asarray(ts_ms, np.int64)
         y = np.asarray(values, float)
         self.n = len(y)
-        self.period = p = daily_period(self.ts, len(y))
-        if p:
-            self.profile, _, self.start = daily_profile(y, p, self.days, self.smooth_hours)
-            deseason = y - self.profile[(np.arange(len(y)) - self.start) % p]
-        else:
-            self.profile, self.start = np.zeros(1), 0
-            deseason = y
+        self.period, self.profile, self.weight, self.start = fit_seasonal(
+            self.ts, y, self.days, self.smooth_hours)
+        deseason = y - self._seasonal(np.arange(len(y)))
         self.level = float(np.median(deseason[-self.level_points:]))
         self.resid = np.diff(deseason[-self.level_points * 20:])
         return self
 
     def predict(self, horizon: int) -> Forecast:
         """Level plus the profile at each future phase."""
-        if self.period:
-            mean = self.level + self.profile[
-                (np.arange(self.n, self.n + horizon) - self.start) % self.period]
-        else:
-            mean = np.full(horizon, self.level)
+        mean = self.level + self._seasonal(np.arange(self.n, self.n + horizon))
         lo, hi = interval(mean, self.resid / np.sqrt(2))
         return Forecast(future_ts(self.ts, horizon), mean, lo, hi, self.name)
+
+    def _seasonal(self, idx: np.ndarray) -> np.ndarray:
+        return seasonal_at(idx, self.period, self.profile, self.weight, self.start)
 
     def get_state(self) -> dict[str, Any]:
         """Fitted state."""
