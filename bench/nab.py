@@ -25,6 +25,7 @@ import numpy as np
 from legion.analytics.csvio import parse_ts, read_csv
 from legion.analytics.detectors import DETECTORS, make_detector
 from legion.analytics.scoring import PROFILES, score_corpus
+from legion.config import AnalyticsConfig
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
@@ -141,8 +142,22 @@ def main(argv: list[str] | None = None) -> int:
                          "how often both halves gain")
     ap.add_argument("--against", type=Path, default=None,
                     help="a --cache folder of an earlier run to compare the splits with")
+    ap.add_argument("--cv", default=None, metavar="GRIDS",
+                    help="the leave-one-category-out protocol (bench/nab_cv.py) for the default "
+                         "ensemble and the named grids ('none', 'base', 'full'); needs --cache")
+    ap.add_argument("--cv-check", action="store_true",
+                    help="with --cv: check the recombined ensemble against the detector")
+    ap.add_argument("--threshold", type=float, default=AnalyticsConfig().anomaly_threshold,
+                    help="the fixed threshold of the protocol (the product's anomaly_threshold)")
     a = ap.parse_args(argv)
     corpus = load_corpus(a.root)
+    if a.cv is not None:
+        from nab_cv import run_cv
+        if a.cache is None:
+            raise SystemExit("--cv needs --cache DIR (member traces are cached there)")
+        grids = [g for g in a.cv.split(",") if g and g != "none"]
+        run_cv(corpus, a.cache, a.jobs, a.threshold, grids, a.cv_check)
+        return 0
     n_rows = sum(len(v) for _, _, v, _ in corpus)
     hdr = f"{'detector':<22}{'Standard':>9}{'Low FP':>9}{'Low FN':>9}{'std thr':>9}" \
           f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}"

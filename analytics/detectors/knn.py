@@ -60,6 +60,7 @@ class KnnDetector(WindowModelDetector):
         # The recurrence view (blocks > 0): its own calibration history, see `logp`.
         self.rarity_blocks = Rarity(rarity_window, decades) if self.blocks > 0 else None
         self._block_r = math.nan
+        self.views = (0.0, 0.0)  # (plain, recurrence) log-rarity of the last point
         self.retrain, self.min_train, self.stride = retrain, min_train, stride
         # A feature spans `span` raw points: `lag` means of `stride` points, `stride` apart.
         self.span = (lag - 1) * stride + stride
@@ -110,11 +111,13 @@ class KnnDetector(WindowModelDetector):
         lp = super().logp(ts_ms, value)
         rb = self.rarity_blocks
         if rb is None:
+            self.views = (lp, lp)
             return lp
         r = self._block_r
         lpb = rb.log_p(r)
         if math.isfinite(r):
             rb.win.push(r)
+        self.views = (lp, lpb)  # both views of this point (bench/nab_cv.py recombines them)
         return min(lp, lpb)
 
     def _smooth(self, z: np.ndarray) -> np.ndarray:

@@ -1,0 +1,439 @@
+"""Leave-one-category-out cross-validation on the NAB dev subset (`bench/nab.py --cv`).
+
+The protocol of issue 14: every free choice (ensemble members, weights, discounts, the
+threshold) is made on 6 of the 7 categories and scored on the 7th; the pooled score of the 7
+held-out folds is the primary figure, printed beside the plain dev score (the same grid chosen
+on all 31 files). It is run twice: with the threshold swept on the training categories, and
+with the threshold fixed at the product's `analytics.anomaly_threshold` (what users get).
+
+It is cheap because the ensemble is a function of its members' log-rarities: each member
+variant runs once per file (cached as .npy, keyed by the source of the member modules), and
+every configuration of the grid is a vectorised recombination + debounce + scoring of those
+traces. `recombine` reproduces `EnsembleDetector.score` exactly (checked by `--cv-check`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from legion.analytics.calibration import Rarity
+from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.knn import KnnDetector
+from legion.analytics.detectors.mad import MadDetector
+from legion.analytics.detectors.shift import ShiftDetector
+from legion.analytics.scoring import PROFILES, prepare
+
+ANALYTICS = Path(__file__).resolve().parents[1] / "analytics"
+TRACE_SOURCES = ("calibration.py", "detectors/base.py", "detectors/knn.py", "detectors/mad.py",
+                 "detectors/shift.py")
+MEMBERS = ("knn", "knnb", "mad", "shift")  # knnb = the kNN recurrence view (blocks of 4)
+
+# Member variants that need a rerun of the members (everything else is a recombination).
+VARIANTS: dict[str, dict] = {
+    "base": {},                   # today's members: Rarity trim=1, mad tolerance 1/24
+    "trim0": {"trim": 0},         # calibration without the trimmed tail
+    "tol0": {"tolerance": 0.0},   # mad without the time-of-day tolerance
+}
+
+# The tuned constants of each detector (what was chosen by measurement on the dev files), for
+# the count printed with the scores. Shared calibration constants are counted once per detector.
+CALIBRATION = ("rarity_window=2000", "decades=4", "tail_q=0.9", "trim=1", "min_history=100",
+               "debounce span=100", "damp=0.5", "burst=5", "burst_margin=0.1")
+TUNED: dict[str, tuple[str, ...]] = {
+    "knn": ("lag=8", "k=2", "episodes", "train_window=1000", "retrain=100", "min_train=100",
+            "dscale sample=200", *CALIBRATION),
+    "mad": ("window=1000", "seasons=7", "tolerance=1/24", "min points=10", *CALIBRATION),
+    "shift": ("short=24", "window=576", "min_ref=30", *CALIBRATION),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """One ensemble configuration: a recombination of cached member traces."""
+
+    variant: str = "base"
+    knn: bool = True
+    blocks: bool = True
+    mad: bool = True
+    shift: bool = True
+    mad_discount: float = 1.0
+    shift_discount: float = 0.0
+    agree: float = 0.95
+    cost: float = 0.45
+    decades: float = 4.0
+    recal: bool = False  # calibrate the combined log-rarity against its own history
+
+    def label(self) -> str:
+        """Short description of the configuration."""
+        mem = "+".join(m for m, on in (("knn", self.knn), ("mad", self.mad),
+                                       ("shift", self.shift)) if on)
+        return (f"{self.variant} {mem}{' blk' if self.blocks and self.knn else ''} "
+                f"md={self.mad_discount:g} sd={self.shift_discount:g} a={self.agree:g} "
+                f"c={self.cost:g} dec={self.decades:g}{' recal' if self.recal else ''}")
+
+
+DEFAULT = Config()
+ENSEMBLE_TUNED = ("members (knn, mad, shift)", "blocks=4", "mad_discount=1.0",
+                  "shift_discount=0", "agree=0.95", "cost=0.45", "knn k=5", "knn lag=8",
+                  "knn train_window=1000", "knn retrain=100", "knn min_train=100",
+                  "mad window=1000", "mad seasons=7", "mad tolerance=1/24", "shift short=24",
+                  "shift window=576", "shift min_ref=30", *CALIBRATION)
+TUNED["ensemble"] = ENSEMBLE_TUNED
+
+
+def source_key() -> str:
+    """Hash of the member modules: cached traces are reused only while these are unchanged."""
+    h = hashlib.sha256()
+    for rel in TRACE_SOURCES:
+        h.update((ANALYTICS / rel).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
+                  tolerance: float = 1 / 24) -> np.ndarray:
+    """Log-rarity of every member per row (shape (4, n), rows `MEMBERS`; NaN = value not
+    finite, the ensemble skips the row), computed exactly as inside `EnsembleDetector`."""
+    knn = KnnDetector(k=5, episodes=False, blocks=4, debounce=0)
+    mad = MadDetector(tolerance=tolerance, debounce=0)
+    sh = ShiftDetector(debounce=0)
+    for r in (knn.rarity, knn.rarity_blocks, mad.rarity, sh.rarity):
+        r.trim = trim
+    out = np.full((4, len(vals)), np.nan)
+    for i in range(len(vals)):
+        v = float(vals[i])
+        if not math.isfinite(v):
+            continue
+        t = int(ts[i])
+        knn.logp(t, v)
+        out[0, i], out[1, i] = knn.views
+        out[2, i] = mad.logp(t, v)
+        out[3, i] = StreamingDetector.logp(sh, t, v)
+    return out
+
+
+def _trace_job(args: tuple) -> tuple[str, str, np.ndarray, float]:
+    variant, fname, ts, vals = args
+    t0 = time.perf_counter()
+    tr = member_traces(ts, vals, **VARIANTS[variant])
+    return variant, fname, tr, time.perf_counter() - t0
+
+
+def load_traces(corpus: list, variants: list[str], cache: Path, jobs: int = 1) -> dict:
+    """{variant: {file: traces}}, computing (and caching) the missing ones."""
+    key = source_key()
+    out: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
+    todo = []
+    for v in variants:
+        for fname, ts, vals, _ in corpus:
+            cf = cache / f"traces-{key}" / v / (fname.replace("/", "__") + ".npy")
+            if cf.exists():
+                out[v][fname] = np.load(cf, allow_pickle=False)
+            else:
+                todo.append((v, fname, ts, vals))
+    if todo:
+        print(f"computing {len(todo)} member traces (cache {cache / f'traces-{key}'})",
+              flush=True)
+        if jobs > 1:
+            from concurrent.futures import ProcessPoolExecutor
+            with ProcessPoolExecutor(jobs) as ex:
+                results = list(ex.map(_trace_job, todo))
+        else:
+            results = [_trace_job(t) for t in todo]
+        for v, fname, tr, _ in results:
+            out[v][fname] = tr
+            cf = cache / f"traces-{key}" / v / (fname.replace("/", "__") + ".npy")
+            cf.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cf, tr, allow_pickle=False)
+    return out
+
+
+def debounce(s: np.ndarray, span: int = 100, damp: float = 0.5, burst: int = 5,
+             margin: float = 0.1) -> np.ndarray:
+    """`calibration.Debounce` over a whole array (vectorised; identical results)."""
+    n = len(s)
+    if n == 0:
+        return s.copy()
+    pad = np.r_[np.full(span, -1.0), s]
+    top = np.lib.stride_tricks.sliding_window_view(pad[:-1], span).max(axis=1)
+    out = s * damp
+    last_full = -(1 << 30)
+    for i in np.flatnonzero(s > top).tolist():
+        if i - last_full <= burst and s[i] < top[i] + margin:
+            continue
+        last_full = i
+        out[i] = s[i]
+    return out
+
+
+def recombine(tr: np.ndarray, c: Config) -> np.ndarray:
+    """Ensemble scores of one file from its member traces under configuration `c`."""
+    ok = np.isfinite(tr[0])
+    t = tr[:, ok]
+    cols = []
+    if c.knn:
+        cols.append(np.minimum(t[0], t[1]) if c.blocks else t[0])
+    if c.mad:
+        cols.append(t[2] - c.mad_discount)
+    if c.shift:
+        cols.append(t[3] - c.shift_discount)
+    m = np.sort(np.vstack(cols), axis=0)
+    lp = m[-1] + (c.agree * np.maximum(m[-2], 0.0) if len(cols) > 1 else 0.0) - c.cost
+    if c.recal:
+        r = Rarity(2000, c.decades)
+        cal = np.empty(len(lp))
+        for i, x in enumerate(lp.tolist()):
+            cal[i] = r.log_p(x)
+            r.win.push(x)
+        lp = cal
+    s = np.clip(lp / c.decades, 0.0, 1.0)
+    out = np.zeros(tr.shape[1])
+    out[ok] = debounce(s)
+    return out
+
+
+class Prepared:
+    """Per-row window ids and values of the scored rows of every file, for one profile."""
+
+    def __init__(self, corpus: list, profile: str = "standard") -> None:
+        self.a_tp, self.a_fp, self.a_fn = PROFILES[profile]
+        self.files = []
+        offset = 0
+        for fname, _, vals, wins in corpus:
+            f = prepare(np.zeros(len(vals)), wins, self.a_tp, self.a_fp, offset)
+            offset += f.n_windows
+            self.files.append((fname, len(vals) - len(f.scores), f.window, f.value, f.n_windows))
+        self.n_windows = offset
+
+    def gather(self, scores: dict, names: set[str]) -> tuple:
+        """Concatenated (scores, window ids, values, window count) of the named files."""
+        sel = [(scores[f][p:], w, v, k) for f, p, w, v, k in self.files if f in names]
+        return (np.concatenate([s for s, *_ in sel]), np.concatenate([w for _, w, _, _ in sel]),
+                np.concatenate([v for _, _, v, _ in sel]), sum(k for *_, k in sel))
+
+    def norm(self, gain: float, n_windows: int) -> float:
+        """Normalised score of a raw gain over "no detections" (S - S_null)."""
+        return 100.0 * gain / ((self.a_tp + self.a_fn) * n_windows) if n_windows else 0.0
+
+    def best(self, sc: np.ndarray, wi: np.ndarray, va: np.ndarray) -> tuple[float, float]:
+        """(gain over null at the best threshold, that threshold): the exact sweep of
+        scoring.sweep, vectorised (ties: the highest threshold)."""
+        order = np.argsort(-sc, kind="stable")
+        sc, wi, va = sc[order], wi[order], va[order]
+        inc = np.where(wi < 0, va, 0.0)
+        idx = np.flatnonzero(wi >= 0)
+        if len(idx):
+            w = wi[idx]
+            o = np.lexsort((idx, w))
+            wg, vg = w[o], va[idx][o] * (1.0 / self.a_tp)
+            cm = np.maximum.accumulate(vg + 4.0 * wg) - 4.0 * wg
+            first = np.r_[True, wg[1:] != wg[:-1]]
+            d = np.empty(len(cm))
+            d[first] = cm[first] * self.a_tp + self.a_fn
+            d[~first] = (cm[1:] - cm[:-1])[~first[1:]] * self.a_tp
+            inc[idx[o]] = d
+        gain = np.cumsum(inc)
+        ends = np.flatnonzero(np.r_[sc[1:] != sc[:-1], True])
+        if not len(ends):
+            return 0.0, math.inf
+        k = int(np.argmax(gain[ends]))
+        g = float(gain[ends][k])
+        return (g, float(sc[ends][k])) if g > 1e-12 else (0.0, math.inf)
+
+    def at(self, sc: np.ndarray, wi: np.ndarray, va: np.ndarray, thr: float) -> float:
+        """Gain over null with the threshold fixed at `thr`."""
+        det = sc >= thr
+        g = float(va[det & (wi < 0)].sum())
+        hit = det & (wi >= 0)
+        if hit.any():
+            best = np.full(int(wi.max()) + 1, -np.inf)
+            np.maximum.at(best, wi[hit], va[hit])
+            found = best[np.isfinite(best)]
+            g += float(found.sum()) + self.a_fn * len(found)
+        return g
+
+
+def grid(variants: list[str]) -> list[Config]:
+    """The free choices the last rounds tuned (members, recurrence view, discounts, agreement,
+    multiplicity cost, trimmed tail, seasonal tolerance, decades), today's default first."""
+    out = [DEFAULT]
+    for v, blk, md, sd, ag, cost, dec in itertools.product(
+            variants, (True, False), (0.0, 0.5, 1.0, 1.5), (0.0, 0.5), (0.0, 0.5, 0.8, 0.95),
+            (0.0, 0.45), (4.0,)):
+        c = Config(v, True, blk, True, True, md, sd, ag, cost, dec)
+        if c != DEFAULT:
+            out.append(c)
+    return out
+
+
+def cross_validate(corpus: list, traces: dict, configs: list[Config], fixed: float,
+                   profile: str = "standard") -> dict:
+    """Plain dev and leave-one-category-out figures of choosing among `configs`.
+
+    For each fold the configuration (and, swept, the threshold) with the best training score
+    (6 categories) is applied to the held-out category; the pooled held-out gains are
+    normalised with all windows (raw scores add up over files at a fixed threshold per fold).
+    """
+    prep = Prepared(corpus, profile)
+    cats = sorted({f.split("/")[0] for f, *_ in corpus})
+    all_names = {f for f, *_ in corpus}
+    folds = [(c, {f for f in all_names if f.startswith(c + "/")}) for c in cats]
+    rows = []  # per config: (plain gain, plain thr, fixed gain, [(train swept gain, thr,
+    #             held gain at thr, train fixed gain, held fixed gain) per fold])
+    for cfg in configs:
+        scores = {f: recombine(traces[cfg.variant][f], cfg) for f, *_ in corpus}
+        sc, wi, va, _ = prep.gather(scores, all_names)
+        pg, pt = prep.best(sc, wi, va)
+        pf = prep.at(sc, wi, va, fixed)
+        per = []
+        for _, held in folds:
+            tr = prep.gather(scores, all_names - held)[:3]
+            he = prep.gather(scores, held)[:3]
+            g, t = prep.best(*tr)
+            per.append((g, t, prep.at(*he, t), prep.at(*tr, fixed), prep.at(*he, fixed)))
+        rows.append((pg, pt, pf, per))
+    nw = prep.n_windows
+    plain_i = max(range(len(configs)), key=lambda i: (rows[i][0], -i))
+    fixed_i = max(range(len(configs)), key=lambda i: (rows[i][2], -i))
+    res = {"configs": len(configs), "plain": prep.norm(rows[plain_i][0], nw),
+           "plain_thr": rows[plain_i][1], "plain_cfg": configs[plain_i].label(),
+           "plain_fixed": prep.norm(rows[fixed_i][2], nw), "plain_fixed_cfg":
+           configs[fixed_i].label(), "folds": []}
+    cv = cvf = 0.0
+    for j, (cat, _) in enumerate(folds):
+        i = max(range(len(configs)), key=lambda i: (rows[i][3][j][0], -i))
+        k = max(range(len(configs)), key=lambda i: (rows[i][3][j][3], -i))
+        cv += rows[i][3][j][2]
+        cvf += rows[k][3][j][4]
+        res["folds"].append((cat, configs[i].label(), rows[i][3][j][1], rows[i][3][j][2],
+                             configs[k].label(), rows[k][3][j][4]))
+    res["cv"], res["cv_fixed"] = prep.norm(cv, nw), prep.norm(cvf, nw)
+    return res
+
+
+def report(name: str, res: dict, fixed: float) -> None:
+    """Print one protocol result."""
+    print(f"{name}: {res['configs']} configuration(s) chosen per fold")
+    print(f"    plain dev (swept)   {res['plain']:7.2f}  thr {res['plain_thr']:.4f}  "
+          f"[{res['plain_cfg']}]")
+    print(f"    LOCO CV (swept)     {res['cv']:7.2f}  gap {res['plain'] - res['cv']:+.2f}")
+    print(f"    plain dev (T={fixed:g})   {res['plain_fixed']:7.2f}  [{res['plain_fixed_cfg']}]")
+    print(f"    LOCO CV (T={fixed:g})     {res['cv_fixed']:7.2f}  "
+          f"gap {res['plain_fixed'] - res['cv_fixed']:+.2f}")
+    for cat, lab, thr, g, labf, gf in res["folds"]:
+        print(f"      {cat:<22} held-out gain {g:+7.2f} at thr {thr:.3f} [{lab}]; "
+              f"T={fixed:g}: {gf:+7.2f}" + ("" if labf == lab else f" [{labf}]"))
+
+
+def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
+           check: bool = False) -> dict:
+    """The protocol for the default ensemble alone and for each named grid."""
+    variants = sorted({"base"} | ({"trim0", "tol0"} if "full" in grids else set()))
+    traces = load_traces(corpus, variants, cache, jobs)
+    if check:
+        from legion.analytics.detectors import make_detector
+        for fname, ts, vals, _ in corpus[:3]:
+            a = make_detector("ensemble").score(ts, vals)
+            b = recombine(traces["base"][fname], DEFAULT)
+            print(f"check {fname}: max |ensemble - recombined| = {np.abs(a - b).max():.3g}")
+    out = {}
+    print(f"tuned constants: " + ", ".join(f"{k} {len(v)}" for k, v in TUNED.items()))
+    out["default"] = cross_validate(corpus, traces, [DEFAULT], fixed)
+    report("ensemble default (threshold only)", out["default"], fixed)
+    print_false_alarms(corpus, {f: recombine(traces["base"][f], DEFAULT) for f, *_ in corpus},
+                       fixed)
+    for g in grids:
+        cfgs = grid(["base"] if g == "base" else variants)
+        out[g] = cross_validate(corpus, traces, cfgs, fixed)
+        report(f"ensemble grid '{g}'", out[g], fixed)
+    return out
+
+
+def false_alarms(corpus: list, scores: dict, thr: float) -> list[tuple]:
+    """Per category: (category, quiet rows, days, rows >= thr, alarms/day, per 1000 rows,
+    nominal alarms/day). Quiet = after probation, outside every window and outside one window
+    width after it; nominal = what "1 in 10**(thr*4) points" gives at that sampling rate."""
+    from legion.analytics.scoring import probation
+    acc: dict[str, list[float]] = {}
+    for fname, ts, vals, wins in corpus:
+        n = len(vals)
+        quiet = np.zeros(n, dtype=bool)
+        quiet[probation(n):] = True
+        for a, b in wins:
+            quiet[a:min(n, b + 1 + (b - a + 1))] = False
+        step = float(np.median(np.diff(ts))) if n > 1 else 0.0
+        rows = int(quiet.sum())
+        alarms = int((scores[fname][quiet] >= thr).sum())
+        a = acc.setdefault(fname.split("/")[0], [0, 0.0, 0, 0.0])
+        a[0] += rows
+        a[1] += rows * step / 86_400_000
+        a[2] += alarms
+        a[3] += rows * step / 86_400_000 * (86_400_000 / step) / 10 ** (4 * thr)
+    out = []
+    tot = [0, 0.0, 0, 0.0]
+    for cat in sorted(acc):
+        r, d, al, nom = acc[cat]
+        tot = [tot[0] + r, tot[1] + d, tot[2] + al, tot[3] + nom]
+        out.append((cat, r, d, al, al / d, 1000 * al / r, nom / d))
+    r, d, al, nom = tot
+    out.append(("all", r, d, al, al / d, 1000 * al / r, nom / d))
+    return out
+
+
+def print_false_alarms(corpus: list, scores: dict, thr: float) -> None:
+    """The calibration table: false alarms at `thr` on the quiet stretches, per category."""
+    print(f"    false alarms at {thr:g} on quiet stretches (after probation, outside windows and "
+          f"one window width after them):")
+    print(f"      {'category':<22}{'rows':>8}{'days':>8}{'alarms':>7}{'/day':>7}{'/1000 rows':>11}"
+          f"{'nominal/day':>12}")
+    for cat, r, d, al, pd, pk, nom in false_alarms(corpus, scores, thr):
+        print(f"      {cat:<22}{r:8d}{d:8.1f}{al:7d}{pd:7.2f}{pk:11.3f}{nom:12.3f}")
+
+
+def node_traces(cache: Path, seeds: int = 3, days: int = 14) -> list:
+    """Member traces of every metric of the synthetic nodes of bench/multivar_node.py:
+    [(events, traces per metric)] per seed (cached like the NAB traces)."""
+    from multivar_node import make_node
+    out = []
+    for seed in range(seeds):
+        ts, x, events = make_node(days, seed)
+        per = []
+        for j in range(x.shape[1]):
+            cf = cache / f"traces-{source_key()}" / "node" / f"d{days}_s{seed}_m{j}.npy"
+            if cf.exists():
+                per.append(np.load(cf, allow_pickle=False))
+                continue
+            tr = member_traces(ts, x[:, j])
+            cf.parent.mkdir(parents=True, exist_ok=True)
+            np.save(cf, tr, allow_pickle=False)
+            per.append(tr)
+        out.append((events, per))
+    return out
+
+
+def node_eval(nodes: list, c: Config, thr: float) -> tuple[int, int, float, float]:
+    """(faults detected, faults, false alarms/day after warm-up, warm-up alarms per node) of
+    configuration `c` on the synthetic nodes, scored as bench/multivar_node.py does."""
+    from multivar_node import evaluate, warm_up_alarms
+    hits = n = warm = 0
+    fa = 0.0
+    for events, per in nodes:
+        s = np.max([recombine(tr, c) for tr in per], axis=0)
+        h, f = evaluate(s, events, thr)
+        hits += sum(h.values())
+        n += len(events)
+        fa += f / len(nodes)
+        warm += warm_up_alarms(s, thr)
+    return hits, n, fa, warm / len(nodes)
+
+
+def dump(res: dict, path: Path) -> None:
+    """Write the protocol results as JSON."""
+    path.write_text(json.dumps(res, indent=1, default=str))
