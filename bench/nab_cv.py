@@ -81,6 +81,11 @@ class Config:
 
 
 DEFAULT = Config()
+CANDIDATES: list[dict] = [  # single configurations compared with `--cv node`
+    {"agree": 0.0, "cost": 0.0},
+    {"agree": 1.0, "cost": 0.0, "recal": True},
+    {"agree": 0.0, "cost": 0.0, "recal": True},
+]
 ENSEMBLE_TUNED = ("members (knn, mad, shift)", "blocks=4", "mad_discount=1.0",
                   "shift_discount=0", "agree=0.95", "cost=0.45", "knn k=5", "knn lag=8",
                   "knn train_window=1000", "knn retrain=100", "knn min_train=100",
@@ -273,6 +278,14 @@ def grid(variants: list[str]) -> list[Config]:
     return out
 
 
+def grid_recal(variants: list[str]) -> list[Config]:
+    """Configurations whose combined log-rarity is calibrated again against its own history
+    (`recal`): the multiplicity cost is then irrelevant (a constant shift) and not searched."""
+    return [Config(v, True, blk, True, True, md, sd, ag, 0.0, 4.0, True)
+            for v, blk, md, sd, ag in itertools.product(
+                variants, (True, False), (0.0, 0.5, 1.0), (0.0, 0.5), (0.0, 0.5, 1.0))]
+
+
 def cross_validate(corpus: list, traces: dict, configs: list[Config], fixed: float,
                    profile: str = "standard") -> dict:
     """Plain dev and leave-one-category-out figures of choosing among `configs`.
@@ -349,10 +362,23 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
     report("ensemble default (threshold only)", out["default"], fixed)
     print_false_alarms(corpus, {f: recombine(traces["base"][f], DEFAULT) for f, *_ in corpus},
                        fixed)
+    nodes = node_traces(cache) if "node" in grids else None
     for g in grids:
-        cfgs = grid(["base"] if g == "base" else variants)
+        if g == "node":
+            continue
+        if g == "recal":
+            cfgs = grid_recal(["base"])
+        else:
+            cfgs = grid(["base"] if g == "base" else variants)
         out[g] = cross_validate(corpus, traces, cfgs, fixed)
         report(f"ensemble grid '{g}'", out[g], fixed)
+    if nodes is not None:
+        for c in [DEFAULT] + [Config(**cfg) for cfg in CANDIDATES]:
+            res = cross_validate(corpus, traces, [c], fixed)
+            h, n, fa, warm = node_eval(nodes, c, fixed)
+            print(f"  {c.label():<60} plain {res['plain']:6.2f} CV {res['cv']:6.2f} "
+                  f"T={fixed:g}: {res['plain_fixed']:6.2f}; node {h}/{n} fa/day {fa:.2f} "
+                  f"warm-up {warm:.1f}", flush=True)
     return out
 
 
