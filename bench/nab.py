@@ -5,6 +5,8 @@
     python bench/nab.py --detectors ensemble --halves    # + standard score on two fixed halves
     python bench/nab.py --detectors ensemble --splits 100 --against /tmp/nab-before
         # + random half-splits against the cached scores of an earlier run (`--cache` there)
+    python bench/nab.py --cv base,ablations --cache /tmp/nabcache
+        # the leave-one-category-out protocol (bench/nab_cv.py): the figure decisions use
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
@@ -26,6 +28,7 @@ from legion.analytics.csvio import parse_ts, read_csv
 from legion.analytics.detectors import DETECTORS, make_detector
 from legion.analytics.scoring import PROFILES, score_corpus
 from legion.config import AnalyticsConfig
+from nab_constants import TUNED
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a --cache folder of an earlier run to compare the splits with")
     ap.add_argument("--cv", default=None, metavar="GRIDS",
                     help="the leave-one-category-out protocol (bench/nab_cv.py) for the default "
-                         "ensemble and the named grids ('none', 'base', 'full'); needs --cache")
+                         "ensemble and the named grids ('none', 'base', 'full', 'recal', 'ablations'); "
+                         "needs --cache")
     ap.add_argument("--cv-check", action="store_true",
                     help="with --cv: check the recombined ensemble against the detector")
     ap.add_argument("--threshold", type=float, default=AnalyticsConfig().anomaly_threshold,
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n_rows = sum(len(v) for _, _, v, _ in corpus)
     hdr = f"{'detector':<22}{'Standard':>9}{'Low FP':>9}{'Low FN':>9}{'std thr':>9}" \
-          f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}"
+          f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}{'tuned':>6}"
     print(f"NAB dev subset: {len(corpus)} files, {n_rows} rows, "
           f"{sum(len(w) for *_, w in corpus)} windows")
     print(hdr)
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         rate = f"{n_rows / secs:9.0f}" if secs else f"{'cached':>9}"
         print(f"{name:<22}{std.score:9.2f}{res['reward_low_FP_rate'].score:9.2f}"
               f"{res['reward_low_FN_rate'].score:9.2f}{std.threshold:9.4f}"
-              f"{std.windows_found:>5}/{std.n_windows:<3}{std.fp_rows:8d}{rate}", flush=True)
+              f"{std.windows_found:>5}/{std.n_windows:<3}{std.fp_rows:8d}{rate}"
+              f"{len(TUNED[name]) if name in TUNED else '?':>6}", flush=True)
         if a.halves:
             for h in (0, 1):
                 sub = [(scores[f], w) for j, (f, _, _, w) in enumerate(corpus) if j % 2 == h]

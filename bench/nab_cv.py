@@ -43,18 +43,6 @@ VARIANTS: dict[str, dict] = {
     "tol0": {"tolerance": 0.0},   # mad without the time-of-day tolerance
 }
 
-# The tuned constants of each detector (what was chosen by measurement on the dev files), for
-# the count printed with the scores. Shared calibration constants are counted once per detector.
-CALIBRATION = ("rarity_window=2000", "decades=4", "tail_q=0.9", "trim=1", "min_history=100",
-               "debounce span=100", "damp=0.5", "burst=5", "burst_margin=0.1")
-TUNED: dict[str, tuple[str, ...]] = {
-    "knn": ("lag=8", "k=2", "episodes", "train_window=1000", "retrain=100", "min_train=100",
-            "dscale sample=200", *CALIBRATION),
-    "mad": ("window=1000", "seasons=7", "tolerance=1/24", "min points=10", *CALIBRATION),
-    "shift": ("short=24", "window=576", "min_ref=30", *CALIBRATION),
-}
-
-
 @dataclass(frozen=True)
 class Config:
     """One ensemble configuration: a recombination of cached member traces."""
@@ -81,17 +69,6 @@ class Config:
 
 
 DEFAULT = Config()
-CANDIDATES: list[dict] = [  # single configurations compared with `--cv node`
-    {"agree": 0.0, "cost": 0.0},
-    {"agree": 1.0, "cost": 0.0, "recal": True},
-    {"agree": 0.0, "cost": 0.0, "recal": True},
-]
-ENSEMBLE_TUNED = ("members (knn, mad, shift)", "blocks=4", "mad_discount=1.0",
-                  "shift_discount=0", "agree=0.95", "cost=0.45", "knn k=5", "knn lag=8",
-                  "knn train_window=1000", "knn retrain=100", "knn min_train=100",
-                  "mad window=1000", "mad seasons=7", "mad tolerance=1/24", "shift short=24",
-                  "shift window=576", "shift min_ref=30", *CALIBRATION)
-TUNED["ensemble"] = ENSEMBLE_TUNED
 
 
 def source_key() -> str:
@@ -347,8 +324,13 @@ def report(name: str, res: dict, fixed: float) -> None:
 
 def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
            check: bool = False) -> dict:
-    """The protocol for the default ensemble alone and for each named grid."""
-    variants = sorted({"base"} | ({"trim0", "tol0"} if "full" in grids else set()))
+    """The protocol for the default ensemble alone (only the threshold is chosen per fold) and
+    for each named grid: 'base', 'full' (+ the trim0/tol0 member variants), 'recal', and
+    'ablations' (bench/nab_transfer.py: each addition undone, with the synthetic node)."""
+    from nab_constants import TUNED
+    from nab_transfer import print_false_alarms, run_ablations
+    variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "ablations"} & set(grids)
+                                  else set()))
     traces = load_traces(corpus, variants, cache, jobs)
     if check:
         from legion.analytics.detectors import make_detector
@@ -356,108 +338,20 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
             a = make_detector("ensemble").score(ts, vals)
             b = recombine(traces["base"][fname], DEFAULT)
             print(f"check {fname}: max |ensemble - recombined| = {np.abs(a - b).max():.3g}")
-    out = {}
-    print(f"tuned constants: " + ", ".join(f"{k} {len(v)}" for k, v in TUNED.items()))
-    out["default"] = cross_validate(corpus, traces, [DEFAULT], fixed)
+    print("tuned constants: " + ", ".join(f"{k} {len(v)}" for k, v in TUNED.items()))
+    out = {"default": cross_validate(corpus, traces, [DEFAULT], fixed)}
     report("ensemble default (threshold only)", out["default"], fixed)
     print_false_alarms(corpus, {f: recombine(traces["base"][f], DEFAULT) for f, *_ in corpus},
                        fixed)
-    nodes = node_traces(cache) if "node" in grids else None
     for g in grids:
-        if g == "node":
+        if g == "ablations":
+            out[g] = run_ablations(corpus, traces, cache, fixed)
             continue
-        if g == "recal":
-            cfgs = grid_recal(["base"])
-        else:
-            cfgs = grid(["base"] if g == "base" else variants)
+        cfgs = grid_recal(["base"]) if g == "recal" else grid(["base"] if g == "base"
+                                                                else variants)
         out[g] = cross_validate(corpus, traces, cfgs, fixed)
         report(f"ensemble grid '{g}'", out[g], fixed)
-    if nodes is not None:
-        for c in [DEFAULT] + [Config(**cfg) for cfg in CANDIDATES]:
-            res = cross_validate(corpus, traces, [c], fixed)
-            h, n, fa, warm = node_eval(nodes, c, fixed)
-            print(f"  {c.label():<60} plain {res['plain']:6.2f} CV {res['cv']:6.2f} "
-                  f"T={fixed:g}: {res['plain_fixed']:6.2f}; node {h}/{n} fa/day {fa:.2f} "
-                  f"warm-up {warm:.1f}", flush=True)
     return out
-
-
-def false_alarms(corpus: list, scores: dict, thr: float) -> list[tuple]:
-    """Per category: (category, quiet rows, days, rows >= thr, alarms/day, per 1000 rows,
-    nominal alarms/day). Quiet = after probation, outside every window and outside one window
-    width after it; nominal = what "1 in 10**(thr*4) points" gives at that sampling rate."""
-    from legion.analytics.scoring import probation
-    acc: dict[str, list[float]] = {}
-    for fname, ts, vals, wins in corpus:
-        n = len(vals)
-        quiet = np.zeros(n, dtype=bool)
-        quiet[probation(n):] = True
-        for a, b in wins:
-            quiet[a:min(n, b + 1 + (b - a + 1))] = False
-        step = float(np.median(np.diff(ts))) if n > 1 else 0.0
-        rows = int(quiet.sum())
-        alarms = int((scores[fname][quiet] >= thr).sum())
-        a = acc.setdefault(fname.split("/")[0], [0, 0.0, 0, 0.0])
-        a[0] += rows
-        a[1] += rows * step / 86_400_000
-        a[2] += alarms
-        a[3] += rows * step / 86_400_000 * (86_400_000 / step) / 10 ** (4 * thr)
-    out = []
-    tot = [0, 0.0, 0, 0.0]
-    for cat in sorted(acc):
-        r, d, al, nom = acc[cat]
-        tot = [tot[0] + r, tot[1] + d, tot[2] + al, tot[3] + nom]
-        out.append((cat, r, d, al, al / d, 1000 * al / r, nom / d))
-    r, d, al, nom = tot
-    out.append(("all", r, d, al, al / d, 1000 * al / r, nom / d))
-    return out
-
-
-def print_false_alarms(corpus: list, scores: dict, thr: float) -> None:
-    """The calibration table: false alarms at `thr` on the quiet stretches, per category."""
-    print(f"    false alarms at {thr:g} on quiet stretches (after probation, outside windows and "
-          f"one window width after them):")
-    print(f"      {'category':<22}{'rows':>8}{'days':>8}{'alarms':>7}{'/day':>7}{'/1000 rows':>11}"
-          f"{'nominal/day':>12}")
-    for cat, r, d, al, pd, pk, nom in false_alarms(corpus, scores, thr):
-        print(f"      {cat:<22}{r:8d}{d:8.1f}{al:7d}{pd:7.2f}{pk:11.3f}{nom:12.3f}")
-
-
-def node_traces(cache: Path, seeds: int = 3, days: int = 14) -> list:
-    """Member traces of every metric of the synthetic nodes of bench/multivar_node.py:
-    [(events, traces per metric)] per seed (cached like the NAB traces)."""
-    from multivar_node import make_node
-    out = []
-    for seed in range(seeds):
-        ts, x, events = make_node(days, seed)
-        per = []
-        for j in range(x.shape[1]):
-            cf = cache / f"traces-{source_key()}" / "node" / f"d{days}_s{seed}_m{j}.npy"
-            if cf.exists():
-                per.append(np.load(cf, allow_pickle=False))
-                continue
-            tr = member_traces(ts, x[:, j])
-            cf.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cf, tr, allow_pickle=False)
-            per.append(tr)
-        out.append((events, per))
-    return out
-
-
-def node_eval(nodes: list, c: Config, thr: float) -> tuple[int, int, float, float]:
-    """(faults detected, faults, false alarms/day after warm-up, warm-up alarms per node) of
-    configuration `c` on the synthetic nodes, scored as bench/multivar_node.py does."""
-    from multivar_node import evaluate, warm_up_alarms
-    hits = n = warm = 0
-    fa = 0.0
-    for events, per in nodes:
-        s = np.max([recombine(tr, c) for tr in per], axis=0)
-        h, f = evaluate(s, events, thr)
-        hits += sum(h.values())
-        n += len(events)
-        fa += f / len(nodes)
-        warm += warm_up_alarms(s, thr)
-    return hits, n, fa, warm / len(nodes)
 
 
 def dump(res: dict, path: Path) -> None:

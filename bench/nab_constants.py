@@ -1,0 +1,27 @@
+"""The tuned constants of each detector: what was chosen by measurement on the NAB dev files
+(printed beside each score by bench/nab.py). Shared calibration constants count once per detector."""
+
+from __future__ import annotations
+
+CALIBRATION = ("rarity_window=2000", "decades=4", "tail_q=0.9", "trim=1", "min_history=100",
+               "debounce span=100", "damp=0.5", "burst=5", "burst_margin=0.1")
+TUNED: dict[str, tuple[str, ...]] = {
+    "knn": ("lag=8", "k=2", "episodes", "train_window=1000", "retrain=100", "min_train=100",
+            "dscale sample=200", *CALIBRATION),
+    "mad": ("window=1000", "seasons=7", "tolerance=1/24", "min points=10", *CALIBRATION),
+    "shift": ("short=24", "window=576", "min_ref=30", *CALIBRATION),
+}
+
+
+TUNED["iforest"] = ("window_size=200", "contamination=0.05", "n_estimators=100", *CALIBRATION)
+TUNED["kmeans"] = ("lag=6", "smooth=3", "k=2", "train_window=1000", "retrain=250", "models=3",
+                   "min_train=100", *CALIBRATION)
+TUNED["residual"] = ("short=5", "window=1000", *CALIBRATION)
+TUNED["multivar"] = ("lag=12", "hidden=32", "train_window=1000", "retrain=200", "min_train=200",
+                     "epochs=60", "lr=0.01", "weight decay=1e-3", "holdout=0.2", *CALIBRATION)
+ENSEMBLE_TUNED = ("members (knn, mad, shift)", "blocks=4", "mad_discount=1.0",
+                  "shift_discount=0", "agree=0.95", "cost=0.45", "knn k=5", "knn lag=8",
+                  "knn train_window=1000", "knn retrain=100", "knn min_train=100",
+                  "mad window=1000", "mad seasons=7", "mad tolerance=1/24", "shift short=24",
+                  "shift window=576", "shift min_ref=30", *CALIBRATION)
+TUNED["ensemble"] = ENSEMBLE_TUNED
