@@ -26,6 +26,7 @@ import numpy as np
 
 from legion.analytics.calibration import Rarity
 from legion.analytics.detectors.base import StreamingDetector
+from legion.analytics.detectors.fisher import LN10
 from legion.analytics.detectors.knn import KnnDetector
 from legion.analytics.detectors.mad import MadDetector
 from legion.analytics.detectors.shift import ShiftDetector
@@ -58,6 +59,7 @@ class Config:
     cost: float = 0.45
     decades: float = 4.0
     recal: bool = False  # calibrate the combined log-rarity against its own history
+    combine: str = "agree"  # or "fisher": Fisher's method (agree and cost unused)
 
     def label(self) -> str:
         """Short description of the configuration."""
@@ -65,7 +67,8 @@ class Config:
                                        ("shift", self.shift)) if on)
         return (f"{self.variant} {mem}{' blk' if self.blocks and self.knn else ''} "
                 f"md={self.mad_discount:g} sd={self.shift_discount:g} a={self.agree:g} "
-                f"c={self.cost:g} dec={self.decades:g}{' recal' if self.recal else ''}")
+                f"c={self.cost:g} dec={self.decades:g}{' recal' if self.recal else ''}"
+                + (f" {self.combine}" if self.combine != "agree" else ""))
 
 
 DEFAULT = Config()
@@ -167,7 +170,11 @@ def recombine(tr: np.ndarray, c: Config) -> np.ndarray:
     if c.shift:
         cols.append(t[3] - c.shift_discount)
     m = np.sort(np.vstack(cols), axis=0)
-    lp = m[-1] + (c.agree * np.maximum(m[-2], 0.0) if len(cols) > 1 else 0.0) - c.cost
+    if c.combine == "fisher":
+        x = LN10 * np.maximum(m, 0.0).sum(axis=0)
+        lp = (x - np.log1p(x + x * x / 2.0)) / LN10
+    else:
+        lp = m[-1] + (c.agree * np.maximum(m[-2], 0.0) if len(cols) > 1 else 0.0) - c.cost
     if c.recal:
         r = Rarity(2000, c.decades)
         cal = np.empty(len(lp))

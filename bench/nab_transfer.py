@@ -23,6 +23,8 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("no mad discount", {"mad_discount": 0.0}),
     ("agree 1, cost log10 3", {"agree": 1.0, "cost": math.log10(3)}),
     ("recalibrated combination", {"agree": 1.0, "cost": 0.0, "recal": True}),
+    ("Fisher's method, no discount (`fisher`)", {"combine": "fisher", "mad_discount": 0.0}),
+    ("Fisher's method, mad discount 1", {"combine": "fisher"}),
 ]
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from legion.analytics.detectors.base import Detector, StreamingDetector
 from legion.analytics.detectors.ensemble import EnsembleDetector
+from legion.analytics.detectors.fisher import FisherEnsembleDetector
 from legion.analytics.detectors.iforest import IsolationForestDetector
 from legion.analytics.detectors.kmeans import KMeansDetector
 from legion.analytics.detectors.knn import KnnDetector
@@ -23,6 +24,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "residual": ResidualDetector,
     "shift": ShiftDetector,
     "ensemble": EnsembleDetector,
+    "fisher": FisherEnsembleDetector,
 }
 TORCH_NOTE = ""
 if torch_available():  # the PyTorch model is optional; torch is imported only when it trains

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -227,3 +229,16 @@ def test_knn_episodes_make_a_pattern_seen_twice_familiar() -> None:
     plain = make_detector("knn", k=5, episodes=False, debounce=0).score(ts, v)
     assert ep[third].max() < 0.5 < plain[third].max()
     assert min(ep[novel].max(), plain[novel].max()) > 0.7
+
+
+def test_fisher_combination_is_the_chi_square_tail() -> None:
+    from legion.analytics.detectors.fisher import fisher_log10
+
+    # Two members at 1-in-100 and one at p = 1: X = ln(10^4), P = e^-X (1 + X + X^2 / 2).
+    x = math.log(1e4)
+    assert fisher_log10((2.0, 2.0, 0.0)) == pytest.approx(-math.log10(1e-4 * (1 + x + x * x / 2)))
+    # One rare member alone is worth less than its own p (three were looked at) ...
+    assert fisher_log10((4.0, 0.0, 0.0)) < 4.0
+    # ... two members that agree are worth more than either, and negatives count as p = 1.
+    assert fisher_log10((3.0, 3.0, 0.0)) > 3.0
+    assert fisher_log10((3.0, -2.0, -1.0)) == fisher_log10((3.0, 0.0, 0.0))

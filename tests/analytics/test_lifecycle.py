@@ -164,7 +164,7 @@ def test_refit_keeps_exact_restore(name: str, series: tuple[np.ndarray, np.ndarr
     det = make_detector(name)
     det.score(ts[:400], v[:400])
     did = det.refit()
-    assert did == (name in {"knn", "kmeans", "ensemble", "multivar"})
+    assert did == (name in {"knn", "kmeans", "ensemble", "fisher", "multivar"})
     back = models.restore_detector(models.loads(models.dumps(models.detector_record(det))))
     assert np.array_equal(det.score(ts[400:], v[400:]), back.score(ts[400:], v[400:]))
 

@@ -69,3 +69,11 @@ def test_cross_validation_chooses_on_training_folds_only() -> None:
     assert one["cv_fixed"] == pytest.approx(one["plain_fixed"])
     many = nab_cv.cross_validate(corpus, traces, nab_cv.grid(["base"])[:6], 0.8)
     assert many["plain"] >= one["plain"]  # the grid contains the default
+
+
+def test_recombined_traces_equal_the_fisher_detector(series_factory) -> None:
+    ts, v = series_factory(1200, seed=12)
+    tr = nab_cv.member_traces(ts, v)
+    cfg = nab_cv.Config(combine="fisher", mad_discount=0.0)
+    np.testing.assert_allclose(nab_cv.recombine(tr, cfg), make_detector("fisher").score(ts, v),
+                               rtol=0, atol=1e-12)
