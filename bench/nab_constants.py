@@ -25,3 +25,6 @@ ENSEMBLE_TUNED = ("members (knn, mad, shift)", "blocks=4", "mad_discount=1.0",
                   "mad window=1000", "mad seasons=7", "mad tolerance=1/24", "shift short=24",
                   "shift window=576", "shift min_ref=30", *CALIBRATION)
 TUNED["ensemble"] = ENSEMBLE_TUNED
+TUNED["fisher"] = tuple(c for c in ENSEMBLE_TUNED  # Fisher's method replaces the combination's
+                        if c.split("=")[0] not in ("mad_discount", "shift_discount", "agree",
+                                                   "cost"))
