@@ -6,7 +6,7 @@
     python bench/nab.py --detectors ensemble --splits 100 --against /tmp/nab-before
         # + random half-splits against the cached scores of an earlier run (`--cache` there)
     python bench/nab.py --cv base,ablations --cache /tmp/nabcache
-        # the leave-one-category-out protocol (bench/nab_cv.py): the figure decisions use
+        # the leave-one-category-out protocol (bench/nab_cv.py): the figures every decision uses
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a --cache folder of an earlier run to compare the splits with")
     ap.add_argument("--cv", default=None, metavar="GRIDS",
                     help="the leave-one-category-out protocol (bench/nab_cv.py) for the default "
-                         "ensemble and the named grids ('none', 'base', 'full', 'recal', 'ablations'); "
+                         "ensemble and the named grids (none, base, full, recal, ablations); "
                          "needs --cache")
     ap.add_argument("--cv-check", action="store_true",
                     help="with --cv: check the recombined ensemble against the detector")

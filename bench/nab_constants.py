@@ -1,5 +1,6 @@
 """The tuned constants of each detector: what was chosen by measurement on the NAB dev files
-(printed beside each score by bench/nab.py). Shared calibration constants count once per detector."""
+(printed beside each score by bench/nab.py). The calibration constants every detector shares
+count once in each detector."""
 
 from __future__ import annotations
 

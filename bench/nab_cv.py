@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -336,6 +335,10 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
     'ablations' (bench/nab_transfer.py: each addition undone, with the synthetic node)."""
     from nab_constants import TUNED
     from nab_transfer import print_false_alarms, run_ablations
+    unknown = set(grids) - {"base", "full", "recal", "ablations"}
+    if unknown:
+        raise SystemExit(f"--cv: unknown grid(s) {sorted(unknown)}; "
+                         "choose from base, full, recal, ablations")
     variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "ablations"} & set(grids)
                                   else set()))
     traces = load_traces(corpus, variants, cache, jobs)
@@ -359,8 +362,3 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
         out[g] = cross_validate(corpus, traces, cfgs, fixed)
         report(f"ensemble grid '{g}'", out[g], fixed)
     return out
-
-
-def dump(res: dict, path: Path) -> None:
-    """Write the protocol results as JSON."""
-    path.write_text(json.dumps(res, indent=1, default=str))
