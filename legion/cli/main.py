@@ -48,6 +48,7 @@ def _register() -> None:
         analytics_cmds,
         certs_cmds,
         demo_cmds,
+        keys_cmds,
         query_cmds,
         run_cmds,
         setup_cmds,
@@ -56,7 +57,7 @@ def _register() -> None:
     )
 
     for mod in (setup_cmds, run_cmds, query_cmds, users_cmds, certs_cmds, analytics_cmds,
-                storage_cmds, demo_cmds):
+                storage_cmds, demo_cmds, keys_cmds):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 
