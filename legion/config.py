@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from legion.aggregator.sinks.config import SinksConfig, sinks_problems
 from legion.errors import ConfigError
 
 CONFIG_FILENAME = "monitoring_config.json"
@@ -110,6 +111,7 @@ class StorageConfig:
     encryption_enabled: bool = False
     encryption_key_path: str = "keys/storage.key"
     encryption_key_env: str = "LEGION_STORAGE_KEY"  # read first; the file is the fallback
+    remote_read_url: str = ""  # Prometheus HTTP API base URL: queries read there when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ class Config:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
     base_dir: str = "."
 
     def path(self, p: str) -> Path:
@@ -200,6 +203,8 @@ _RULES: list[tuple[str, Any, str]] = [
      "must be 'off' or 'multivar'"),
     ("analytics.band_days", lambda v: v > 0, _POSITIVE),
     ("analytics.band_step_secs", lambda v: v >= 1, "must be >= 1"),
+    ("storage.remote_read_url", lambda v: v.startswith(("http://", "https://")),
+     "must be an http:// or https:// URL"),
 ]
 
 
@@ -230,6 +235,7 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
             v = v.get(part) if isinstance(v, dict) else getattr(v, part, None)
         if v is not None and not ok(v):
             problems.append(f"{key}: {msg} (got {v!r})")
+    problems += sinks_problems(values.get("sinks"))
     if problems:
         raise ConfigError(problems)
     return _freeze(Config, values, str(Path(base_dir).resolve()))
@@ -274,6 +280,12 @@ def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
             problems.append(f"{path}: must be an object")
             return None
         return _build(tp, val, path + ".", problems)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        if not isinstance(val, list):
+            problems.append(f"{path}: must be a list of objects")
+            return None
+        return [_coerce(typing.get_args(tp)[0], v, f"{path}[{i}]", problems)
+                for i, v in enumerate(val)]
     if origin is tuple:
         if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
             problems.append(f"{path}: must be a list of strings")
@@ -314,6 +326,8 @@ def _freeze(cls: type, values: dict[str, Any], base_dir: str | None = None) -> A
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             val = _freeze(tp, val)
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            val = tuple(_freeze(typing.get_args(tp)[0], v) for v in val)
         elif typing.get_origin(tp) is dict:
             _, vt = typing.get_args(tp)
             if dataclasses.is_dataclass(vt):
