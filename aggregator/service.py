@@ -19,6 +19,7 @@ import zmq
 from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
@@ -165,7 +166,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
-    app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry,
+    store = query_store(cfg, agg.store)  # remote reads when storage.remote_read_url is set
+    app = create_app(cfg, store, agg.status, tokens, telemetry=agg.telemetry,
                      sources=agg.sources(),
                      analytics_retrain=agg.analytics.request_retrain if agg.analytics else None,
                      bands=agg.analytics.bands if agg.analytics else None)

@@ -71,6 +71,10 @@ class AgentConfig:
     spool_sync_interval_ms: int = 500
     resend_timeout_secs: float = 5.0
     heartbeat_interval_secs: float = 2.0
+    aggregator_endpoints: tuple[str, ...] = ()  # ordered failover list (overrides the above)
+    ack_endpoints: tuple[str, ...] = ()  # the ack endpoint of each, at the same positions
+    failover_after_secs: float = 10.0
+    failback_probe_secs: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +193,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("agent.spool_max_bytes", lambda v: v >= 64 * 1024, "must be >= 64 KiB"),
     ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
     ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),
+    ("agent", lambda v: len(v.get("aggregator_endpoints") or ()) == len(
+        v.get("ack_endpoints") or ()), "aggregator_endpoints and ack_endpoints need one entry "
+     "each per aggregator"),
+    ("agent.failover_after_secs", lambda v: v > 0, _POSITIVE),
+    ("agent.failback_probe_secs", lambda v: v > 0, _POSITIVE),
     ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
