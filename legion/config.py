@@ -115,7 +115,7 @@ class StorageConfig:
     encryption_enabled: bool = False
     encryption_key_path: str = "keys/storage.key"
     encryption_key_env: str = "LEGION_STORAGE_KEY"  # read first; the file is the fallback
-    remote_read_url: str = ""  # Prometheus HTTP API base URL: queries read there when set
+    remote_read_url: str | None = None  # Prometheus HTTP API base URL: queries read there when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +284,8 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> 
 
 def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):  # `X | None`: null means "not set"
+        return None if val is None else _coerce(typing.get_args(tp)[0], val, path, problems)
     if dataclasses.is_dataclass(tp):
         if not isinstance(val, dict):
             problems.append(f"{path}: must be an object")

@@ -26,11 +26,11 @@ class RemoteWriteConfig:
     name: str
     url: str
     headers: dict[str, str] = field(default_factory=dict)
-    basic_auth_username: str = ""
-    basic_auth_password_file: str = ""
-    bearer_token_file: str = ""
-    tls_ca_path: str = ""
-    queue_path: str = ""  # default: sinks/<name> beside the config file
+    basic_auth_username: str | None = None
+    basic_auth_password_file: str | None = None
+    bearer_token_file: str | None = None
+    tls_ca_path: str | None = None
+    queue_path: str | None = None  # default: sinks/<name> beside the config file
     queue_max_bytes: int = 1 << 30  # drop-oldest (counted) beyond this
     queue_sync_interval_ms: int = 1000  # fsync cadence; the checkpoint fsyncs too
     shards: int = 4
