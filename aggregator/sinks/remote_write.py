@@ -147,7 +147,8 @@ class RemoteWriteSink:
                 oldest = keys[0][2]
         return {**{k: self.counters[k] for k in (
                     "samples_queued_total", "samples_sent_total", "samples_failed_total",
-                    "samples_retried_total", "requests_total", "enqueue_errors_total")},
+                    "samples_retried_total", "requests_total", "requests_outcome_unknown_total",
+                    "enqueue_errors_total")},
                 "samples_rejected_total": sum(self.rejected.values()),
                 "rejected": dict(self.rejected),
                 "queue_records": depth, "queue_bytes": qbytes,
@@ -219,6 +220,8 @@ class RemoteWriteSink:
                 status, text = self._post(conn, body)
             except (OSError, http.client.HTTPException) as exc:
                 status, text = 0, str(exc)
+                if not isinstance(exc, ConnectionRefusedError):  # it may have been written
+                    self._add("requests_outcome_unknown_total", 1)
                 if conn[0] is not None:
                     conn[0].close()
                     conn[0] = None

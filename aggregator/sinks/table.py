@@ -7,8 +7,11 @@ every sink queue has been fsynced. Agents do not wait for the remote store itsel
 that is down for an hour then costs the aggregator's disk (bounded, drop-oldest counted), not the
 agents' spools, and ack latency does not depend on a remote round trip.
 
-Exactly-once stays with the DuckDB store: only the batches it newly stored are forwarded, so an
-agent's resend of an already-committed batch never reaches a remote store twice.
+Exactly-once stays with the DuckDB store: only batches it does not hold yet are forwarded, so an
+agent's resend of an already-committed batch is not queued again. Remote delivery is
+at-least-once: a crash between queueing and the store's commit, or a request whose answer was
+lost, sends identical samples again, which Prometheus ignores and VictoriaMetrics drops with
+`-dedup.minScrapeInterval=1ms`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from legion.aggregator.sinks.config import RemoteWriteConfig
-from legion.aggregator.sinks.remote_write import RemoteWriteSink, SinkError, auth_header
+from legion.aggregator.sinks.remote_write import RemoteWriteSink, auth_header
 from legion.aggregator.store import IncomingBatch, Store, WriteResult
 from legion.config import Config
 from legion.proto import Sample, canonical_labels
@@ -104,35 +107,37 @@ class SinkSet:
     def __init__(self, store: Store, sinks: Sequence[Sink] = ()) -> None:
         self.primary = StoreSink(store)
         self.sinks = list(sinks)
-        self._unqueued: list[tuple[Sink, list[IncomingBatch]]] = []
 
     def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
-        """Store, then queue what was new on every sink; raise if a sink could not queue it."""
-        self._retry_unqueued()
-        result = self.primary.write(batches)
-        stored = set(result.stored)
-        new = [b for b in batches if b.key in stored]
-        failed: Exception | None = None
-        if new:
-            for sink in self.sinks:
-                try:
-                    sink.write(new)
-                except Exception as exc:  # noqa: BLE001 - kept and retried, nothing acked
-                    self._unqueued.append((sink, new))
-                    failed = exc
-        if failed is not None:
-            # The store has them, so a resend would be a duplicate: keep them here and retry.
-            raise SinkError(f"stored but not queued for every sink: {failed}")
-        return result
+        """Queue what is new on every sink, then store; raise (nothing stored) if a sink fails.
 
-    def _retry_unqueued(self) -> None:
-        todo, self._unqueued = self._unqueued, []
-        for sink, batches in todo:
-            try:
-                sink.write(batches)
-            except Exception as exc:  # noqa: BLE001
-                log.error("event=sink_queue_retry_failed sink=%s error=%s", sink.name, exc)
-                self._unqueued.append((sink, batches))
+        Queue first: a crash between the two steps leaves a batch queued but not stored, so the
+        agent resends it and it is queued again (an identical sample twice, which remote stores
+        drop); the other order would lose it for the remote store (stored, so never re-queued).
+        """
+        if self.sinks:
+            new = self._new(batches)
+            if new:
+                for sink in self.sinks:
+                    sink.write(new)
+        return self.primary.write(batches)
+
+    def _new(self, batches: Sequence[IncomingBatch]) -> list[IncomingBatch]:
+        """Batches the store does not hold yet, each once (a group can hold a send and a resend)."""
+        ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        seen: set[tuple[str, int, int]] = set()
+        out = []
+        for b in batches:
+            if b.key in seen:
+                continue
+            seen.add(b.key)
+            have = ranges.get((b.node, b.epoch))
+            if have is None:
+                have = ranges[(b.node, b.epoch)] = self.primary.store.stored_ranges(b.node,
+                                                                                    b.epoch)
+            if not any(lo <= b.seq <= hi for lo, hi in have):
+                out.append(b)
+        return out
 
     def checkpoint(self) -> None:
         """Checkpoint the store and fsync every sink queue."""

@@ -21,8 +21,9 @@ from tests.conftest import free_port
 class Peer:
     """One receiver process; `stop()` then `start()` again keeps its data (same port, same dir)."""
 
-    def __init__(self, kind: str, data_dir: Path) -> None:
+    def __init__(self, kind: str, data_dir: Path, dedup: bool = True) -> None:
         self.kind = kind
+        self.dedup = dedup
         self.data_dir = data_dir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -41,10 +42,13 @@ class Peer:
                     f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         # VictoriaMetrics: only the HTTP listener (graphite/influx/opentsdb are off by default);
-        # no query latency offset and no result cache, so what was written is read back at once.
+        # no query latency offset and no result cache, so what was written is read back at once;
+        # identical samples deduplicated like Prometheus does (remote write is at-least-once: a
+        # request cut off by a receiver's shutdown is sent again; README "Scale-out").
         return ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{self.port}",
                 f"-storageDataPath={self.data_dir / 'vm'}", "-search.latencyOffset=0s",
-                "-search.disableCache", "-loggerLevel=WARN"]
+                "-search.disableCache", "-loggerLevel=WARN"
+                ] + (["-dedup.minScrapeInterval=1ms"] if self.dedup else [])
 
     def start(self, wait: bool = True) -> Peer:
         log = open(self.data_dir / f"{self.kind}.log", "ab")

@@ -64,7 +64,8 @@ def local_points(store: Store, node: str) -> dict[tuple[tuple[str, str], ...], l
     out: dict[tuple[tuple[str, str], ...], list] = {}
     for s in store.series(node=node):
         rows = store.query(s["metric"], node=node, labels=s["labels"])
-        out[remote_key(node, s["metric"], s["labels"])] = [(r["ts_ms"], r["value"]) for r in rows]
+        out[remote_key(node, s["metric"], s["labels"])] = [(r["ts_ms"], r["value"]) for r in rows
+                                                          if r["labels"] == s["labels"]]
     return out
 
 
@@ -204,7 +205,7 @@ def test_queue_is_bounded_drops_oldest_counted_and_survives_restart(tmp_path: Pa
     again.stop()
 
 
-def test_sinkset_keeps_what_a_sink_could_not_queue(tmp_path: Path) -> None:
+def test_sinkset_queues_first_and_each_new_batch_once(tmp_path: Path) -> None:
     class Refusing:
         name, kind = "refusing", "test"
 
@@ -221,11 +222,14 @@ def test_sinkset_keeps_what_a_sink_could_not_queue(tmp_path: Path) -> None:
     sinks = SinkSet(store, [sink])  # type: ignore[list-item]
     now = int(time.time() * 1000)
     b1 = IncomingBatch("n", 1, 1, MetricsBatch.from_samples([Sample("m", (), 1.0, now)]), now)
-    with pytest.raises(SinkError):  # the writer acks nothing then
+    with pytest.raises(SinkError):  # not queued: not stored either, and the writer acks nothing
         sinks.write([b1])
+    assert store.stored_ranges("n", 1) == []
     sink.ok = True
     b2 = IncomingBatch("n", 1, 2, MetricsBatch.from_samples([Sample("m", (), 2.0, now)]), now)
-    sinks.write([b1, b2])  # b1 is a duplicate for the store, yet the sink still gets it once
+    result = sinks.write([b1, b2, b2])  # the agent resent b1; b2 sent and resent in one group
+    assert sorted(result.stored) == [("n", 1, 1), ("n", 1, 2)]
+    sinks.write([b1, b2])  # both stored already: nothing is queued again
     assert sink.got == [("n", 1, 1), ("n", 1, 2)]
     store.close()
 
