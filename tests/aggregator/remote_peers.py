@@ -21,9 +21,11 @@ from tests.conftest import free_port
 class Peer:
     """One receiver process; `stop()` then `start()` again keeps its data (same port, same dir)."""
 
-    def __init__(self, kind: str, data_dir: Path, dedup: bool = True) -> None:
+    def __init__(self, kind: str, data_dir: Path, dedup: bool = True,
+                 out_of_order: bool = True) -> None:
         self.kind = kind
         self.dedup = dedup
+        self.out_of_order = out_of_order
         self.data_dir = data_dir
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -37,7 +39,12 @@ class Peer:
     def argv(self) -> list[str]:
         if self.kind == "prometheus":
             cfg = self.data_dir / "prometheus.yml"
-            cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+            # Agents resend batches lost on the way (e.g. before the first handshake), so samples
+            # of a series can reach the store out of order: accept them within an hour
+            # (README "Scale-out"); VictoriaMetrics accepts any order by itself.
+            ooo = "storage:\n  tsdb:\n    out_of_order_time_window: 1h\n" \
+                if self.out_of_order else ""
+            cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n" + ooo)
             return ["prometheus", f"--config.file={cfg}", "--web.enable-remote-write-receiver",
                     f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]

@@ -113,7 +113,8 @@ def test_round_trip_values_names_labels(kind: str, tmp_path: Path, peers: list[P
 
 def test_400_for_some_series_is_counted_and_never_blocks(tmp_path: Path,
                                                          peers: list[Peer]) -> None:
-    peer = start_peer(peers, "prometheus", tmp_path)
+    peer = Peer("prometheus", tmp_path / "prom", out_of_order=False).start()
+    peers.append(peer)
     sink = RemoteWriteSink(sink_cfg(peer.write_url, shards=1), tmp_path / "q")
     sink.start()
     try:

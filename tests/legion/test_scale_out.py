@@ -152,7 +152,8 @@ def second_aggregator(first: Path, directory: Path) -> Path:
     """A copy of the first setup (same keys, allowlist and tokens) on its own ports and files."""
     shutil.copytree(first.parent, directory)
     path = directory / first.name
-    raw = json.loads(path.read_text())
+    raw = json.loads(path.read_text().replace(json.dumps(str(first.parent))[1:-1],
+                                              json.dumps(str(directory))[1:-1]))
     raw["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{free_port()}"
     raw["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{free_port()}"
     raw["dashboard_config"]["websocket_port"] = free_port()
@@ -185,10 +186,11 @@ def test_agent_fails_over_to_a_second_aggregator_and_back(tmp_path: Path, procs)
     a["agent"].update(
         aggregator_endpoints=[a["aggregator"]["ingest_bind"], b["aggregator"]["ingest_bind"]],
         ack_endpoints=[a["aggregator"]["ack_bind"], b["aggregator"]["ack_bind"]],
-        failover_after_secs=2.0, failback_probe_secs=3.0)
+        failover_after_secs=3.0, failback_probe_secs=3.0)
     a_cfg.write_text(json.dumps(a, indent=2))
     agg_a = procs("aggregator", "run", "--config", str(a_cfg), name="agg-a")
     agg_b = procs("aggregator", "run", "--config", str(b_cfg), name="agg-b")
+    wait_for(lambda: status(a_cfg) and status(b_cfg), timeout=60, interval=0.5)
     agent = procs("agent", "run", "--config", str(a_cfg), "--node", "n1", name="n1")
     wait_for(lambda: nodes_of(a_cfg).get("n1", {}).get("last_seq", 0) > 8, timeout=60,
              interval=1)
