@@ -34,8 +34,6 @@ NODE_LABEL = "node"
 _NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
 _LABEL_BAD = re.compile(r"[^a-zA-Z0-9_]")
 _TS_FAST_LO, _TS_FAST_HI = 1 << 35, 1 << 42  # ms timestamps whose varint is exactly 6 bytes
-_SAMPLE_DT = np.dtype([("tag", "u1"), ("len", "u1"), ("vtag", "u1"), ("value", "<f8"),
-                       ("ttag", "u1"), ("ts", "u1", (6,))])
 
 
 def metric_name(name: str) -> str:
@@ -84,20 +82,30 @@ def encode_labels(labels: list[tuple[str, str]]) -> bytes:
                     for k, v in labels)
 
 
-def encode_samples(values: np.ndarray, ts_ms: np.ndarray) -> bytes:
-    """The `samples` fields of one TimeSeries (vectorised for present-day timestamps)."""
+def _sample_rows(values: np.ndarray, ts_ms: np.ndarray) -> np.ndarray | None:
+    """One encoded `samples` field per row (n x 18 bytes), or None if a timestamp is outside
+    the years ~1971-2109 where its varint is exactly 6 bytes (then `encode_samples` is used)."""
     ts = ts_ms.astype(np.int64, copy=False)
-    if len(ts) and int(ts.min()) >= _TS_FAST_LO and int(ts.max()) < _TS_FAST_HI:
-        rec = np.empty(len(ts), dtype=_SAMPLE_DT)
-        rec["tag"], rec["len"], rec["vtag"], rec["ttag"] = 0x12, 16, 0x09, 0x10
-        rec["value"] = values
-        u = ts.astype(np.uint64)
-        for i in range(6):
-            b = (u >> np.uint64(7 * i)) & np.uint64(0x7F)
-            rec["ts"][:, i] = b | np.uint64(0x80) if i < 5 else b
-        return rec.tobytes()
+    if not len(ts) or int(ts.min()) < _TS_FAST_LO or int(ts.max()) >= _TS_FAST_HI:
+        return None
+    n = len(ts)
+    rows = np.empty((n, 18), dtype=np.uint8)
+    rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 11] = 0x12, 16, 0x09, 0x10
+    rows[:, 3:11] = np.ascontiguousarray(values, dtype="<f8").view(np.uint8).reshape(n, 8)
+    u = ts.astype(np.uint64)
+    for i in range(6):
+        b = (u >> np.uint64(7 * i)) & np.uint64(0x7F)
+        rows[:, 12 + i] = (b | np.uint64(0x80)) if i < 5 else b
+    return rows
+
+
+def encode_samples(values: np.ndarray, ts_ms: np.ndarray) -> bytes:
+    """The `samples` fields of one TimeSeries."""
+    rows = _sample_rows(values, ts_ms)
+    if rows is not None:
+        return rows.tobytes()
     return b"".join(_field(0x12, b"\x09" + struct.pack("<d", float(v)) + b"\x10"
-                           + _varint(int(t))) for v, t in zip(values, ts, strict=True))
+                           + _varint(int(t))) for v, t in zip(values, ts_ms, strict=True))
 
 
 class Encoder:
@@ -137,11 +145,14 @@ class Encoder:
             starts = np.concatenate(([0], cuts))
             ends = np.concatenate((cuts, [n]))
             vals, ts = b.values[order], b.ts_ms[order]
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                i = int(order[s])
+            rows = _sample_rows(vals, ts)  # every sample of the batch encoded at once
+            first = order[starts]
+            for s, e, i in zip(starts.tolist(), ends.tolist(), first.tolist(), strict=True):
                 enc, shard = self.series(ib.node, b.names[int(b.name_idx[i])],
                                          b.label_sets[int(b.label_idx[i])])
-                parts[shard].append(_field(0x0A, enc + encode_samples(vals[s:e], ts[s:e])))
+                smp = rows[s:e].tobytes() if rows is not None \
+                    else encode_samples(vals[s:e], ts[s:e])
+                parts[shard].append(_field(0x0A, enc + smp))
                 counts[shard] += e - s
         return [(b"".join(p), c) for p, c in zip(parts, counts, strict=True)]
 
