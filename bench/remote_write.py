@@ -2,7 +2,8 @@
 
     python bench/remote_write.py [--samples 400000] [--series 500]
 
-Same batches (`--series` series, 1000 points per batch, recent timestamps in time order), fresh
+Same batches (`--series` series, each once per batch as an agent's tick sends them, or
+`--reps` points each; recent timestamps in time order), fresh
 files per run, one process:
 
 1. DuckDB only: `SinkSet(store)` with no remote sink, as ingest writes today: samples/s, CPU s;
@@ -36,14 +37,11 @@ from legion.aggregator.store import IncomingBatch, Store  # noqa: E402
 from legion.proto import MetricsBatch  # noqa: E402
 from tests.aggregator.remote_peers import Peer  # noqa: E402
 
-POINTS_PER_BATCH = 1000
 
-
-def make_batches(total: int, series: int) -> list[IncomingBatch]:
+def make_batches(total: int, series: int, reps: int = 1) -> list[IncomingBatch]:
     names = tuple(f"bench_metric_{i % 50}" for i in range(50))
     label_sets = tuple((("host", f"h{j}"),) for j in range(max(1, series // 50)))
     n_series = len(names) * len(label_sets)
-    reps = max(1, POINTS_PER_BATCH // n_series)
     per = reps * n_series
     count = max(1, total // per)
     now = int(time.time() * 1000) - 3_000_000  # inside the last hour, in time order
@@ -97,12 +95,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=400_000)
     ap.add_argument("--series", type=int, default=500)
+    ap.add_argument("--reps", type=int, default=1, help="points per series per batch")
     ap.add_argument("--fleet-rate", type=float, default=2000.0,
                     help="R: samples/s the fleet produces, for the one-hour backlog figure")
     args = ap.parse_args()
-    batches = make_batches(args.samples, args.series)
+    batches = make_batches(args.samples, args.series, args.reps)
     n = sum(len(b.batch) for b in batches)
-    print(f"{n} samples in {len(batches)} batches, {args.series} series (shared 2-core machine)")
+    print(f"{n} samples in {len(batches)} batches, {args.series} series x {args.reps} points "
+          "per batch (shared 2-core machine)")
     with tempfile.TemporaryDirectory() as d:
         base = run(batches, Path(d) / "duck", None)
         print(f"duckdb only          : {n / base['wall']:10.0f} samples/s   "
