@@ -22,13 +22,16 @@ class Peer:
     """One receiver process; `stop()` then `start()` again keeps its data (same port, same dir)."""
 
     def __init__(self, kind: str, data_dir: Path, dedup: bool = True,
-                 out_of_order: bool = True) -> None:
+                 out_of_order: bool = True, web_config: str | None = None,
+                 ssl_context: Any = None, auth: str | None = None) -> None:
+        self.web_config = web_config  # Prometheus --web.config.file contents (TLS, basic auth)
+        self.ssl_context, self.auth = ssl_context, auth  # how this helper reaches it then
         self.kind = kind
         self.dedup = dedup
         self.out_of_order = out_of_order
         self.data_dir = data_dir
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
         self.p: subprocess.Popen[bytes] | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -45,7 +48,11 @@ class Peer:
             ooo = "storage:\n  tsdb:\n    out_of_order_time_window: 1h\n" \
                 if self.out_of_order else ""
             cfg.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n" + ooo)
-            return ["prometheus", f"--config.file={cfg}", "--web.enable-remote-write-receiver",
+            web = []
+            if self.web_config:
+                (self.data_dir / "web.yml").write_text(self.web_config)
+                web = [f"--web.config.file={self.data_dir / 'web.yml'}"]
+            return ["prometheus", *web, f"--config.file={cfg}", "--web.enable-remote-write-receiver",
                     f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         # VictoriaMetrics: only the HTTP listener (graphite/influx/opentsdb are off by default);
@@ -73,13 +80,18 @@ class Peer:
             assert self.p is not None and self.p.poll() is None, \
                 (self.data_dir / f"{self.kind}.log").read_text()[-2000:]
             try:
-                with urllib.request.urlopen(self.base + path, timeout=2) as r:
+                with self._open(self.base + path, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"{self.kind} not ready after {timeout}s")
+
+    def _open(self, url: str, timeout: float) -> Any:
+        req = urllib.request.Request(url, headers={"Authorization": self.auth} if self.auth
+                                     else {})
+        return urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context)
 
     def stop(self) -> None:
         if self.p is not None and self.p.poll() is None:
@@ -93,7 +105,7 @@ class Peer:
 
     def api(self, path: str, **params: Any) -> Any:
         url = self.base + path + "?" + urllib.parse.urlencode(params, doseq=True)
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with self._open(url, timeout=30) as r:
             body = json.loads(r.read())
         assert body["status"] == "success", body
         return body["data"]

@@ -235,6 +235,51 @@ def test_sinkset_queues_first_and_each_new_batch_once(tmp_path: Path) -> None:
     store.close()
 
 
+# bcrypt("s3cret"), cost 12, made once with crypt(3): Prometheus's web config wants a hash
+S3CRET_BCRYPT = "$2b$12$CwaGzCQvUAJDQ8XgWNPsS.UVMs39vnWgORgBSLhW4apf.m130yCXW"
+
+
+def test_tls_ca_and_basic_auth_from_config(tmp_path: Path, peers: list[Peer]) -> None:
+    import base64
+    import ssl
+
+    from legion.aggregator.gateway.certs import create_self_signed
+
+    cert, key = create_self_signed(tmp_path / "prom.crt", tmp_path / "prom.key")
+    web = (f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+           f"basic_auth_users:\n  legion: {S3CRET_BCRYPT}\n")
+    auth = "Basic " + base64.b64encode(b"legion:s3cret").decode()
+    peer = Peer("prometheus", tmp_path / "prom", web_config=web, auth=auth,
+                ssl_context=ssl.create_default_context(cafile=str(cert))).start()
+    peers.append(peer)
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "bad").write_text("wrong\n")
+    cfg = config_from_dict({"sinks": {"remote_write": [
+        {"name": "good", "url": peer.write_url, "tls_ca_path": "prom.crt",
+         "basic_auth_username": "legion", "basic_auth_password_file": "pw", "shards": 1},
+        {"name": "bad", "url": peer.write_url, "tls_ca_path": "prom.crt",
+         "basic_auth_username": "legion", "basic_auth_password_file": "bad", "shards": 1}]}},
+        base_dir=tmp_path)
+    store = Store(tmp_path / "db.duckdb")
+    sinks = build_sinks(cfg, store)
+    sinks.start()
+    try:
+        now = int(time.time() * 1000)
+        b = MetricsBatch.from_samples([Sample("tls_metric", (), 4.0, now)])
+        sinks.write([IncomingBatch("n", 1, 1, b, now)])
+        good, bad = sinks.sinks
+        wait_for(lambda: good.stats()["samples_sent_total"] == 1, timeout=30)
+        st = wait_for(lambda: (s := bad.stats())["samples_rejected_total"] == 1 and s,
+                      timeout=30)
+        assert list(st["rejected"]) == ["401 Unauthorized"]  # a 4xx: counted, never retried
+        assert st["samples_retried_total"] == 0
+        got = peer.raw('{__name__="tls_metric"}', now - 1000, now + 1000)
+        assert list(got.values()) == [[(now, 4.0)]]
+    finally:
+        sinks.stop()
+        store.close()
+
+
 def test_label_mapping_and_payload_parsing() -> None:
     assert prompb.metric_name("cpu.usage-%") == "cpu_usage__"
     assert prompb.metric_name("9lives") == "_9lives"
