@@ -125,8 +125,34 @@ def test_remote_store_down_then_back_loses_and_duplicates_nothing(tmp_path: Path
     vm.start()
     time.sleep(1)
     finish(cfg, agent, procs)
+    # the sink's self-metrics: on /metrics, and stored like any series (node `aggregator`)
+    text = metrics_text(cfg)
+    assert 'legion_aggregator_sink_samples_sent_total{sink="remote"}' in text
+    assert 'legion_aggregator_sink_queue_records{sink="remote"} 0' in text
+    stored = wait_for(lambda: query_json(cfg, "legion_aggregator_sink_samples_retried_total",
+                                         "--node", "aggregator"), timeout=30, interval=1)
+    assert {r["labels"]["sink"] for r in stored} == {"remote"} and stored[-1]["value"] > 0
     assert agg.stop() == 0
     assert assert_remote_equals_local(cfg, vm, "n1") > 100
+
+
+def metrics_text(cfg_path: Path) -> str:
+    import urllib.request
+
+    cfg = load_config(cfg_path)
+    cli = ApiClient(cfg, resolve_token(cfg, None))
+    req = urllib.request.Request(cli.base + "/metrics",
+                                 headers={"Authorization": f"Bearer {cli.token}"})
+    with urllib.request.urlopen(req, timeout=10, context=cli._ssl) as r:
+        return r.read().decode()
+
+
+def query_json(cfg_path: Path, metric: str, *args: str) -> list[dict]:
+    r = subprocess.run(LEGIONCTL + ["query", metric, *args, "--config", str(cfg_path),
+                                    "--format", "json"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
 def test_aggregator_killed_with_a_sink_backlog_loses_nothing(tmp_path: Path, procs,
