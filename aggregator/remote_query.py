@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -96,8 +97,6 @@ class RemoteQueryStore:
     """`query`/`series` from a Prometheus-compatible API; every other call to the local store."""
 
     def __init__(self, base_url: str, local: Any, now_ms: Any = None) -> None:
-        import time
-
         self.api = PromApi(base_url)
         self.local = local
         self._now = now_ms or (lambda: int(time.time() * 1000))

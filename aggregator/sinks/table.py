@@ -123,7 +123,7 @@ class SinkSet:
         return self.primary.write(batches)
 
     def _new(self, batches: Sequence[IncomingBatch]) -> list[IncomingBatch]:
-        """Batches the store does not hold yet, each once (a group can hold a send and a resend)."""
+        """Batches the store does not hold yet, each once (a group may hold a send and a resend)."""
         ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
         seen: set[tuple[str, int, int]] = set()
         out = []

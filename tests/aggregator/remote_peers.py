@@ -5,7 +5,6 @@ packages), each started on a free 127.0.0.1 port with a temporary data directory
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -52,7 +51,8 @@ class Peer:
             if self.web_config:
                 (self.data_dir / "web.yml").write_text(self.web_config)
                 web = [f"--web.config.file={self.data_dir / 'web.yml'}"]
-            return ["prometheus", *web, f"--config.file={cfg}", "--web.enable-remote-write-receiver",
+            return ["prometheus", *web, f"--config.file={cfg}",
+                    "--web.enable-remote-write-receiver",
                     f"--storage.tsdb.path={self.data_dir / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
         # VictoriaMetrics: only the HTTP listener (graphite/influx/opentsdb are off by default);
@@ -123,7 +123,8 @@ class Peer:
                 out[key] = [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
             return out
         url = self.base + "/api/v1/export?" + urllib.parse.urlencode(
-            {"match[]": selector, "start": f"{since_ms / 1000:.3f}", "end": f"{until_ms / 1000:.3f}"})
+            {"match[]": selector, "start": f"{since_ms / 1000:.3f}",
+             "end": f"{until_ms / 1000:.3f}"})
         with urllib.request.urlopen(url, timeout=30) as r:
             for line in r.read().decode().splitlines():
                 if line.strip():
@@ -131,7 +132,3 @@ class Peer:
                     key = tuple(sorted(row["metric"].items()))
                     out.setdefault(key, []).extend(zip(row["timestamps"], row["values"]))
         return {k: sorted((int(t), float(v)) for t, v in pts) for k, pts in out.items()}
-
-
-def have(binary: str) -> bool:
-    return shutil.which(binary) is not None

@@ -85,7 +85,7 @@ def assert_remote_equals_local(cfg_path: Path, peer: Peer, node: str) -> int:
     for key, pts in want.items():
         ts = [t for t, _ in got[key]]
         dups = sorted({t for t in ts if ts.count(t) > 1})
-        assert not dups, f"{key}: duplicated samples {[(t, v) for t, v in got[key] if t in dups]} local {[p for p in pts if p[0] in dups]}"
+        assert not dups, f"{key}: samples stored twice at {dups[:5]}"
         lost = sorted(set(t for t, _ in pts) - set(ts))
         assert not lost, f"{key}: {len(lost)} of {len(pts)} lost, first {lost[:5]}, " \
                          f"range {pts[0][0]}..{pts[-1][0]}"
