@@ -130,28 +130,43 @@ class Encoder:
         return hit
 
     def encode(self, batches: list[IncomingBatch]) -> list[tuple[bytes, int]]:
-        """Per shard: (WriteRequest bytes, samples); one TimeSeries per series and batch."""
-        parts: list[list[bytes]] = [[] for _ in range(self.shards)]
-        counts = [0] * self.shards
+        """Per shard: (WriteRequest bytes, samples); one TimeSeries per series of the whole
+        group, its samples in time order (numpy does the per-sample work)."""
+        index: dict[tuple[str, str, tuple[tuple[str, str], ...]], int] = {}
+        table: list[tuple[bytes, int]] = []  # group-local series id -> (labels, shard)
+        sids, vals, tss = [], [], []
         for ib in batches:
             b = ib.batch
-            n = len(b)
-            if n == 0:
+            if len(b) == 0:
                 continue
-            key = b.name_idx.astype(np.int64) * (len(b.label_sets) + 1) + b.label_idx
-            order = np.argsort(key, kind="stable")  # keeps each series' points in time order
-            k_sorted = key[order]
-            cuts = np.flatnonzero(np.diff(k_sorted)) + 1
-            starts = np.concatenate(([0], cuts))
-            ends = np.concatenate((cuts, [n]))
-            vals, ts = b.values[order], b.ts_ms[order]
-            rows = _sample_rows(vals, ts)  # every sample of the batch encoded at once
-            first = order[starts]
-            for s, e, i in zip(starts.tolist(), ends.tolist(), first.tolist(), strict=True):
-                enc, shard = self.series(ib.node, b.names[int(b.name_idx[i])],
-                                         b.label_sets[int(b.label_idx[i])])
-                smp = rows[s:e].tobytes() if rows is not None \
-                    else encode_samples(vals[s:e], ts[s:e])
+            width = len(b.label_sets) + 1
+            pair = b.name_idx.astype(np.int64) * width + b.label_idx
+            uniq, inv = np.unique(pair, return_inverse=True)
+            local = np.empty(len(uniq), dtype=np.int64)
+            for j, p in enumerate(uniq.tolist()):
+                key = (ib.node, b.names[p // width], b.label_sets[p % width])
+                sid = index.get(key)
+                if sid is None:
+                    sid = index[key] = len(table)
+                    table.append(self.series(*key))
+                local[j] = sid
+            sids.append(local[inv.reshape(-1)])
+            vals.append(b.values)
+            tss.append(b.ts_ms)
+        parts: list[list[bytes]] = [[] for _ in range(self.shards)]
+        counts = [0] * self.shards
+        if table:
+            sid_all = np.concatenate(sids)
+            order = np.lexsort((np.concatenate(tss), sid_all))
+            sid_all = sid_all[order]
+            v, t = np.concatenate(vals)[order], np.concatenate(tss)[order]
+            rows = _sample_rows(v, t)  # every sample of the group encoded at once
+            cuts = np.flatnonzero(np.diff(sid_all)) + 1
+            starts = np.concatenate(([0], cuts)).tolist()
+            ends = np.concatenate((cuts, [len(sid_all)])).tolist()
+            for s, e in zip(starts, ends, strict=True):
+                enc, shard = table[int(sid_all[s])]
+                smp = rows[s:e].tobytes() if rows is not None else encode_samples(v[s:e], t[s:e])
                 parts[shard].append(_field(0x0A, enc + smp))
                 counts[shard] += e - s
         return [(b"".join(p), c) for p, c in zip(parts, counts, strict=True)]
