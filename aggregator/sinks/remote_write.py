@@ -148,7 +148,7 @@ class RemoteWriteSink:
         return {**{k: self.counters[k] for k in (
                     "samples_queued_total", "samples_sent_total", "samples_failed_total",
                     "samples_retried_total", "requests_total", "requests_outcome_unknown_total",
-                    "enqueue_errors_total")},
+                    "enqueue_errors_total", "sender_errors_total")},
                 "samples_rejected_total": sum(self.rejected.values()),
                 "rejected": dict(self.rejected),
                 "queue_records": depth, "queue_bytes": qbytes,
@@ -157,41 +157,46 @@ class RemoteWriteSink:
 
     # ---- shard threads -----------------------------------------------------------------
     def _run(self, shard: int) -> None:
-        q = self._queues[shard]
         conn: list[http.client.HTTPConnection | None] = [None]
         pending: deque[tuple[int, int]] = deque()
         try:
             while not self._stop.is_set():
-                if not pending:
-                    self._wake[shard].clear()
-                    pending.extend((e, s) for e, s, _ts in q.pending_keys())
-                    if not pending:
-                        self._wake[shard].wait(0.5)
-                        continue
-                keys, reqs, n = [], [], 0
-                while pending and n < self.cfg.max_samples_per_send:
-                    key = pending.popleft()
-                    rec = q.read(*key)
-                    if rec is None:  # dropped by overflow (counted by the queue)
-                        continue
-                    keys.append(key)
-                    reqs.append(rec[_COUNT:])
-                    n += int.from_bytes(rec[:_COUNT], "little")
-                if not keys:
-                    continue
-                if self._deliver(conn, b"".join(reqs), n):
-                    by_epoch: dict[int, list[tuple[int, int]]] = {}
-                    for e, s in keys:
-                        by_epoch.setdefault(e, []).append((s, s))
-                    for e, ranges in by_epoch.items():
-                        q.release(e, ranges)
-                else:  # stopping: keep the records queued for the next run
-                    return
-        except Exception:  # noqa: BLE001 - a sender must never die silently
-            log.exception("event=sink_shard_failed sink=%s shard=%d", self.name, shard)
+                try:
+                    self._step(shard, conn, pending)
+                except Exception:  # noqa: BLE001 - a sender must never die: log, pause, go on
+                    self._add("sender_errors_total", 1)
+                    log.exception("event=sink_shard_error sink=%s shard=%d", self.name, shard)
+                    pending.clear()
+                    self._stop.wait(1.0)
         finally:
             if conn[0] is not None:
                 conn[0].close()
+
+    def _step(self, shard: int, conn: list[Any], pending: deque[tuple[int, int]]) -> None:
+        """Send the next request's worth of queued records and release them once accepted."""
+        q = self._queues[shard]
+        if not pending:
+            self._wake[shard].clear()
+            pending.extend((e, s) for e, s, _ts in q.pending_keys())
+            if not pending:
+                self._wake[shard].wait(0.5)
+                return
+        keys, reqs, n = [], [], 0
+        while pending and n < self.cfg.max_samples_per_send:
+            key = pending.popleft()
+            rec = q.read(*key)
+            if rec is None:  # dropped by overflow (counted by the queue)
+                continue
+            keys.append(key)
+            reqs.append(rec[_COUNT:])
+            n += int.from_bytes(rec[:_COUNT], "little")
+        if not keys or not self._deliver(conn, b"".join(reqs), n):
+            return  # nothing readable, or stopping: what is unsent stays queued
+        by_epoch: dict[int, list[tuple[int, int]]] = {}
+        for e, s in keys:
+            by_epoch.setdefault(e, []).append((s, s))
+        for e, ranges in by_epoch.items():
+            q.release(e, ranges)
 
     def _deliver(self, conn: list[Any], req: bytes, n: int) -> bool:
         """Send until accepted or rejected; False only when stopping first."""
