@@ -30,7 +30,7 @@ class RemoteWriteConfig:
     basic_auth_password_file: str | None = None
     bearer_token_file: str | None = None
     tls_ca_path: str | None = None
-    queue_path: str | None = None  # default: sinks/<name> beside the config file
+    queue_path: str | None = None  # default: sinks/<name> beside storage.db_path
     queue_max_bytes: int = 1 << 30  # drop-oldest (counted) beyond this
     queue_sync_interval_ms: int = 1000  # fsync cadence; the checkpoint fsyncs too
     shards: int = 4

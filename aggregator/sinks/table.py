@@ -187,5 +187,8 @@ def build_sinks(config: Config, store: Store) -> SinkSet:
 
 
 def queue_dir_of(config: Config, cfg: RemoteWriteConfig) -> Path:
-    """Where a remote-write sink keeps its queue."""
-    return config.path(cfg.queue_path or f"sinks/{cfg.name}")
+    """Where a remote-write sink keeps its queue: `queue_path`, else `sinks/<name>` beside the
+    DuckDB file (the aggregator's writable state directory)."""
+    if cfg.queue_path:
+        return config.path(cfg.queue_path)
+    return config.path(config.storage.db_path).parent / "sinks" / cfg.name

@@ -95,3 +95,14 @@ def test_endpoint_list_defaults_to_the_single_pair() -> None:
     two = AgentConfig(aggregator_endpoints=("tcp://a:1", "tcp://b:1"),
                       ack_endpoints=("tcp://a:2", "tcp://b:2"))
     assert endpoints_of(two) == [("tcp://a:1", "tcp://a:2"), ("tcp://b:1", "tcp://b:2")]
+
+
+def test_endpoint_lists_must_pair_up() -> None:
+    import pytest
+
+    from legion.config import config_from_dict
+    from legion.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="agent: aggregator_endpoints and ack_endpoints"):
+        config_from_dict({"agent": {"aggregator_endpoints": ["tcp://a:1", "tcp://b:1"],
+                                    "ack_endpoints": ["tcp://a:2"]}})
