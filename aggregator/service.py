@@ -19,6 +19,8 @@ import zmq
 from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.remote_query import query_store
+from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
@@ -45,6 +47,7 @@ class Aggregator:
         self._receiver: Receiver | None = None
         self._writer: Writer | None = None
         self.analytics: AnalyticsBridge | None = None
+        self.sinks: SinkSet | None = None
         self.started_at = time.time()
 
     def start(self) -> None:
@@ -60,7 +63,12 @@ class Aggregator:
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)
         inbox: queue.Queue[Frame] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
-        self._writer = Writer(self._ctx, cfg, keypair, registry, inbox, self.store,
+        # The writer writes through the Sink seam: the store first, then every configured sink.
+        self.sinks = build_sinks(cfg, self.store)
+        self.sinks.start()
+        self.telemetry.extra_samples.append(self.sinks.samples)
+        self._writer = Writer(self._ctx, cfg, keypair, registry, inbox,
+                              self.sinks,  # type: ignore[arg-type]
                               self.telemetry)
         self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
         for t in (self._writer, self._receiver):
@@ -113,6 +121,8 @@ class Aggregator:
         out["agents"] = self._agent_health()
         if self.analytics is not None:
             out["analytics"] = self.analytics.stats()
+        if self.sinks is not None and self.sinks.sinks:
+            out["sinks"] = self.sinks.status()
         return out
 
     def _agent_health(self) -> dict[str, dict[str, float]]:
@@ -137,6 +147,9 @@ class Aggregator:
         if self._writer is not None:
             self._writer.stop()
             self._writer.join(timeout)
+        if self.sinks is not None:
+            self.sinks.stop(timeout)
+            self.sinks = None
         if self._auth is not None:
             self._auth.stop()
         if self.store is not None:
@@ -153,7 +166,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
-    app = create_app(cfg, agg.store, agg.status, tokens, telemetry=agg.telemetry,
+    store = query_store(cfg, agg.store)  # remote reads when storage.remote_read_url is set
+    app = create_app(cfg, store, agg.status, tokens, telemetry=agg.telemetry,
                      sources=agg.sources(),
                      analytics_retrain=agg.analytics.request_retrain if agg.analytics else None,
                      bands=agg.analytics.bands if agg.analytics else None)

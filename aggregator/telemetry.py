@@ -35,6 +35,7 @@ class IngestTelemetry:
         self.socket_rebinds = 0
         self.handshake_failures: Counter[str] = Counter()
         self.agent_dropped: dict[str, int] = {}
+        self.extra_samples: list[Any] = []  # callables ts_ms -> [Sample] (e.g. sink metrics)
 
     def add(self, **deltas: float) -> None:
         """Add to numeric counters by name."""
@@ -98,6 +99,8 @@ class IngestTelemetry:
         ]
         for reason, n in s["rejected"].items():
             out.append(_s("legion_aggregator_frames_rejected_total", n, ts_ms, reason=reason))
+        for source in self.extra_samples:
+            out.extend(source(ts_ms))
         return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from legion.aggregator.sinks.config import SinksConfig, sinks_problems
 from legion.errors import ConfigError
 
 CONFIG_FILENAME = "monitoring_config.json"
@@ -70,6 +71,10 @@ class AgentConfig:
     spool_sync_interval_ms: int = 500
     resend_timeout_secs: float = 5.0
     heartbeat_interval_secs: float = 2.0
+    aggregator_endpoints: tuple[str, ...] = ()  # ordered failover list (overrides the above)
+    ack_endpoints: tuple[str, ...] = ()  # the ack endpoint of each, at the same positions
+    failover_after_secs: float = 10.0
+    failback_probe_secs: float = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,7 @@ class StorageConfig:
     encryption_enabled: bool = False
     encryption_key_path: str = "keys/storage.key"
     encryption_key_env: str = "LEGION_STORAGE_KEY"  # read first; the file is the fallback
+    remote_read_url: str | None = None  # Prometheus HTTP API base URL: queries read there when set
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +165,7 @@ class Config:
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
     base_dir: str = "."
 
     def path(self, p: str) -> Path:
@@ -186,6 +193,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("agent.spool_max_bytes", lambda v: v >= 64 * 1024, "must be >= 64 KiB"),
     ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
     ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),
+    ("agent", lambda v: len(v.get("aggregator_endpoints") or ()) == len(
+        v.get("ack_endpoints") or ()), "aggregator_endpoints and ack_endpoints need one entry "
+     "each per aggregator"),
+    ("agent.failover_after_secs", lambda v: v > 0, _POSITIVE),
+    ("agent.failback_probe_secs", lambda v: v > 0, _POSITIVE),
     ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
@@ -200,6 +212,8 @@ _RULES: list[tuple[str, Any, str]] = [
      "must be 'off' or 'multivar'"),
     ("analytics.band_days", lambda v: v > 0, _POSITIVE),
     ("analytics.band_step_secs", lambda v: v >= 1, "must be >= 1"),
+    ("storage.remote_read_url", lambda v: v.startswith(("http://", "https://")),
+     "must be an http:// or https:// URL"),
 ]
 
 
@@ -230,6 +244,7 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
             v = v.get(part) if isinstance(v, dict) else getattr(v, part, None)
         if v is not None and not ok(v):
             problems.append(f"{key}: {msg} (got {v!r})")
+    problems += sinks_problems(values.get("sinks"))
     if problems:
         raise ConfigError(problems)
     return _freeze(Config, values, str(Path(base_dir).resolve()))
@@ -269,11 +284,19 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, problems: list[str]) -> 
 
 def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):  # `X | None`: null means "not set"
+        return None if val is None else _coerce(typing.get_args(tp)[0], val, path, problems)
     if dataclasses.is_dataclass(tp):
         if not isinstance(val, dict):
             problems.append(f"{path}: must be an object")
             return None
         return _build(tp, val, path + ".", problems)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+        if not isinstance(val, list):
+            problems.append(f"{path}: must be a list of objects")
+            return None
+        return [_coerce(typing.get_args(tp)[0], v, f"{path}[{i}]", problems)
+                for i, v in enumerate(val)]
     if origin is tuple:
         if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
             problems.append(f"{path}: must be a list of strings")
@@ -314,6 +337,8 @@ def _freeze(cls: type, values: dict[str, Any], base_dir: str | None = None) -> A
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             val = _freeze(tp, val)
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            val = tuple(_freeze(typing.get_args(tp)[0], v) for v in val)
         elif typing.get_origin(tp) is dict:
             _, vt = typing.get_args(tp)
             if dataclasses.is_dataclass(vt):

@@ -21,6 +21,7 @@ from legion.curve import client_socket, load_public, load_secret, require_curve
 from legion.errors import TransportError
 from legion.node_agent.collectors import COLLECTORS, available_collectors, close_collectors
 from legion.node_agent.delivery import Delivery
+from legion.node_agent.failover import Failover, endpoints_of
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
 from legion.node_agent.spool import Spool
@@ -52,6 +53,8 @@ class NodeAgent:
         self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms,
                            epoch=self.state.epoch)
         self.delivery = Delivery(self.spool, resend_timeout=acfg.resend_timeout_secs)
+        self.failover = Failover(endpoints_of(acfg), acfg.failover_after_secs,
+                                 acfg.failback_probe_secs)
         names = acfg.collectors or tuple(COLLECTORS)
         collectors = available_collectors(names)
         self._ticks: queue.Queue[list[Sample]] = queue.Queue(maxsize=1000)
@@ -74,7 +77,7 @@ class NodeAgent:
         self._thread.start()
         self.scheduler.start()
         log.info("event=started node=%s epoch=%d aggregator=%s collectors=%d",
-                 self.node, self.state.epoch, self.config.agent.aggregator_endpoint,
+                 self.node, self.state.epoch, self.failover.endpoints[0][0],
                  len(self.scheduler.collectors))
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -90,12 +93,11 @@ class NodeAgent:
     def _loop(self) -> None:
         cfg = self.config
         ctx = zmq.Context()
-        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair)
-        pub.setsockopt(zmq.SNDHWM, 10_000)
-        pub.connect(cfg.agent.aggregator_endpoint)
+        pub = self._publisher(ctx, self.failover.endpoints[0][0])
         acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair)
         acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
-        acks.connect(cfg.agent.ack_endpoint)
+        for _ingest, ack_ep in self.failover.endpoints:  # acks from every aggregator count
+            acks.connect(ack_ep)
         monitor = self._open_monitor(ctx)
         interval = cfg.collection_interval
         try:
@@ -107,6 +109,7 @@ class NodeAgent:
                 except queue.Empty:
                     samples = None
                 self._drain_acks(acks)
+                pub = self._maybe_switch(ctx, pub)
                 if samples is None:
                     continue
                 if monitor is not None:
@@ -119,9 +122,28 @@ class NodeAgent:
         finally:
             if monitor is not None:
                 monitor.close()
+            self.failover.close_probe()
             pub.close(linger=500)
             acks.close(linger=0)
             ctx.term()
+
+    def _publisher(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair)
+        pub.setsockopt(zmq.SNDHWM, 10_000)
+        pub.connect(endpoint)
+        return pub
+
+    def _maybe_switch(self, ctx: zmq.Context, pub: zmq.Socket) -> zmq.Socket:
+        """Fail over (or back) to another aggregator; unacked batches are resent there."""
+        age = float(self.delivery.stats()["oldest_unacked_age_seconds"])
+        index = self.failover.decide(age, lambda ep: self._publisher(ctx, ep))
+        if index is None:
+            return pub
+        endpoint = self.failover.endpoints[index][0]
+        log.warning("event=aggregator_switch node=%s to=%s index=%d", self.node, endpoint, index)
+        pub.close(linger=0)  # what it still queued is in the spool and will be resent
+        self.delivery.resend_all_now()
+        return self._publisher(ctx, endpoint)
 
     def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
         ep = self.config.endpoint(self.config.agent.monitor_endpoint.replace("{node}", self.node))
@@ -162,13 +184,17 @@ class NodeAgent:
                 log.warning("event=bad_ack reason=%s", exc.reason.value)
                 continue
             if env.kind == KIND_ACK and env.node == self.node and isinstance(env.body, Ack):
-                self.delivery.on_ack(env.body)  # any epoch: older epochs may still be spooled
+                self.delivery.on_ack(env.body)
+                self.failover.on_ack()  # any epoch: older epochs may still be spooled
 
     def _self_metrics(self, ts_ms: int | None, monitor: MonitorReceiver | None) -> list[Sample]:
         ts = ts_ms if ts_ms is not None else int(time.time() * 1000)
         out = [Sample(f"legion_agent_{key}", (), float(value), ts)
                for key, value in self.delivery.stats().items()
                if isinstance(value, (int, float)) and not isinstance(value, bool)]
+        out += [Sample(f"legion_agent_{k}", (), float(v), ts) for k, v in
+                self.failover.counters.items()]
+        out.append(Sample("legion_agent_aggregator_index", (), float(self.failover.active), ts))
         if monitor is not None:
             out += monitor.self_samples(ts)
         return out

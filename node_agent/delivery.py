@@ -174,6 +174,13 @@ class Delivery:
             out.append((key[1], frame))
         return out
 
+    def resend_all_now(self) -> None:
+        """Every unacknowledged batch becomes due now (the agent switched aggregators)."""
+        for key, e in self._entries.items():
+            e.level = 0
+            e.gen = next(self._gens)
+            heapq.heappush(self._ready, (key, e.gen))
+
     def unacked(self) -> list[tuple[int, int]]:
         """(epoch, seq) of every unacknowledged batch, oldest first."""
         return sorted(self._entries)

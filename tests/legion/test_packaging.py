@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["legion", "legion.cli", "legion.proto", "legion.node_agent",
             "legion.node_agent.collectors", "legion.aggregator", "legion.aggregator.store",
-            "legion.aggregator.gateway", "legion.analytics"]
+            "legion.aggregator.gateway", "legion.aggregator.sinks", "legion.analytics"]
 
 
 @pytest.mark.timeout(300)
