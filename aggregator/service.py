@@ -23,7 +23,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import load_secret, require_curve
-from legion.errors import TransportError
+from legion.errors import StoreError, TransportError
 
 log = logging.getLogger("legion.aggregator")
 
@@ -110,7 +110,13 @@ class Aggregator:
         """Ingest counters and uptime, for the API's status route and `legionctl status`."""
         out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
         out["ingest"] = self.telemetry.snapshot()
-        out["agents"] = self._agent_health()
+        if self.store is not None:
+            out["store"] = self.store.health.report(self.store.path)
+        try:
+            out["agents"] = self._agent_health()
+        except StoreError as exc:  # an invalidated store: say so rather than answer 500
+            out["agents"] = {}
+            out["agents_error"] = str(exc).splitlines()[0]
         if self.analytics is not None:
             out["analytics"] = self.analytics.stats()
         return out

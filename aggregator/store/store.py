@@ -17,6 +17,7 @@ import duckdb
 
 from legion.aggregator.store import packing, retention, rollup
 from legion.aggregator.store import query as q
+from legion.aggregator.store.health import StoreHealth, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
@@ -60,6 +61,7 @@ class Store:
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        self.health = StoreHealth()
         key = self._encryption_key()
         self._con: duckdb.DuckDBPyConnection | None = open_database(self.path, key)
         self._archive_key: str | None = None
@@ -82,8 +84,14 @@ class Store:
     # ---- writing (the writer thread) -------------------------------------------------------
     def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
         """Store every batch whose (node, epoch, seq) is new, in one transaction."""
+        if self.health.due():
+            reopen(self)
         self._open()
-        result = self._writer.write(batches)
+        try:
+            result = self._writer.write(batches)
+        except StoreError as exc:
+            self.health.note_error(exc)
+            raise
         now = time.monotonic()
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval_secs
@@ -233,6 +241,7 @@ class Store:
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:
+            self.health.note_error(exc)
             raise StoreError(f"checkpoint failed: {exc}") from exc
 
     def close(self) -> None:
@@ -395,6 +404,7 @@ class Store:
             fn()
         except StoreError as exc:  # the commit before it stands; the next round retries
             self.rollup_errors += 1
+            self.health.note_error(exc)
             log.error("event=maintenance_failed error=%s", exc)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
@@ -405,7 +415,12 @@ class Store:
     def _cursor(self) -> _Cursor:
         with self._cursor_lock:
             cur = self._open().cursor()
-        cur.execute(f"USE {DB_ALIAS}")
+        try:
+            cur.execute(f"USE {DB_ALIAS}")
+        except duckdb.Error as exc:  # e.g. an invalidated database: a StoreError, noted
+            cur.close()
+            self.health.note_error(exc)
+            raise StoreError(f"query failed: {exc}") from exc
         return _Cursor(cur)
 
 
