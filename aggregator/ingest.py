@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.limits import SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
@@ -171,6 +172,9 @@ class Writer(threading.Thread):
         self._self_seq = 0
         # (node, epoch) -> seqs committed since the last checkpoint: not yet safe to free.
         self._uncheckpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        agg = config.aggregator
+        self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
+                                   store.has_series, store.series_counts())
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -246,6 +250,11 @@ class Writer(threading.Thread):
             self._tm.reject(Reason.UNKNOWN_KIND.value)
             return None
         assert isinstance(env.body, MetricsBatch)
+        limited = self.limits.admit(node, env.body)
+        if limited is not None:  # rejected whole, acked so the agent stops resending it
+            self._tm.reject(limited.value)
+            rejected_acks[(node, env.epoch)].add(env.seq)
+            return None
         if len(env.body):
             lag = frame.received_ms / 1000 - float(env.body.ts_ms.max()) / 1000
             self._tm.set(ingest_lag_seconds=max(0.0, lag))
@@ -256,9 +265,11 @@ class Writer(threading.Thread):
         try:
             result = self._store.write(group)
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
+            self.limits.settle(stored=False)
             self._tm.add(commit_errors=1)
             log.error("event=commit_failed batches=%d error=%s", len(group), exc)
             return  # nothing acked: agents resend, and the store keeps nothing half-written
+        self.limits.settle(stored=True)
         dt = time.perf_counter() - t0
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
                      points_accepted=result.points, batches_duplicate=len(result.duplicates))

@@ -88,6 +88,10 @@ class AggregatorConfig:
     tokens_path: str = "tokens.json"
     audit_log_path: str = "audit.log"
     heartbeat_interval_secs: float = 2.0
+    # Cardinality limits: a batch that would create series beyond them is rejected whole
+    # (reason `series_limit`, acked `rejected`); 0 = no limit.
+    max_series_per_node: int = 10_000
+    max_series_per_metric: int = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_max_points", lambda v: v >= 1, _POSITIVE),
+    ("aggregator.max_series_per_node", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+    ("aggregator.max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
     ("analytics.workers", lambda v: v >= 0, "must be >= 0"),
     ("analytics.window_size", lambda v: v >= 10, "must be >= 10"),
     ("analytics.contamination", lambda v: 0 < v < 0.5, "must be in (0, 0.5)"),

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,16 @@ class Store:
         return [{"node": n.node, "first_seen_ms": n.first_seen_ms, "last_seen_ms": n.last_seen_ms,
                  "points": n.points, "epoch": n.epoch, "last_seq": n.last_seq,
                  "missing": missing[n.node], "dropped": n.dropped} for n in infos]
+
+    def has_series(self, key: tuple[str, str, Any]) -> bool:
+        """Whether the series (node, name, labels) is stored (the writer thread's view)."""
+        return key in self._writer.series
+
+    def series_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Stored series per node and per metric name."""
+        with self._lock:
+            keys = list(self._writer.series)
+        return Counter(k[0] for k in keys), Counter(k[1] for k in keys)
 
     def stored_ranges(self, node: str, epoch: int) -> list[tuple[int, int]]:
         """Inclusive (first, last) runs of stored seqs for one node and epoch."""
