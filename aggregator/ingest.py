@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
-from legion.aggregator.limits import SeriesLimits
+from legion.aggregator.fair_inbox import FairInbox
+from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
@@ -166,6 +167,7 @@ class Writer(threading.Thread):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
+        self._fair: FairInbox[Frame | IncomingBatch] = FairInbox(inbox)  # one sender at a time
         self._stopping = threading.Event()
         self._ack_seq = 0
         self._epoch = int(time.time() * 1000)
@@ -194,24 +196,26 @@ class Writer(threading.Thread):
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
-            while not self._stopping.is_set() or not self._in.empty():
+            while not self._stopping.is_set() or not self._fair.empty():
                 group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
                 points = 0
                 deadline = time.monotonic() + interval
-                while points < max_points:
+                # New series cost most of a commit: a group holding many ends early, so a
+                # burst from one node never holds the other nodes' batches for long.
+                while points < max_points and self.limits.pending < NEW_SERIES_PER_COMMIT:
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         break
                     try:
-                        frame = self._in.get(timeout=timeout)
+                        frame = self._fair.get(timeout=timeout)
                     except queue.Empty:
                         break
                     item = self._accept(frame, rejected_acks)
                     if item is not None:
                         group.append(item)
                         points += len(item.batch)
-                self._tm.set(queue_depth=self._in.qsize())
+                self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
                     next_self = now + SELF_METRICS_SECS

@@ -26,6 +26,8 @@ log = logging.getLogger("legion.aggregator.limits")
 
 SeriesKey = tuple[str, str, Labels]
 MAX_SHAPES = 4096
+NEW_SERIES_PER_COMMIT = 2000
+"""The writer closes a commit group once it holds this many new series (~50 ms of work)."""
 LOG_EVERY_SECS = 60.0
 
 
@@ -73,6 +75,11 @@ class SeriesLimits:
         self.by_node[node] += len(new)
         self.by_metric.update(per_metric)
         return None
+
+    @property
+    def pending(self) -> int:
+        """New series admitted since the last commit."""
+        return len(self._pending)
 
     def settle(self, stored: bool) -> None:
         """After a commit: forget what was stored, or give back what a failed commit held."""

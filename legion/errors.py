@@ -5,6 +5,7 @@
     ├── WireError               a frame that failed decoding/validation (legion.proto re-exports it)
     ├── TransportError          ZeroMQ / Curve / key-file problems
     ├── StoreError              DuckDB problems
+    │   └── QueryError          a query the store cannot answer as asked (the API's 400)
     ├── AuthError               bad or missing token, role not allowed
     └── ApiError                the gateway answered with an error (raised in clients)
 
@@ -32,6 +33,10 @@ class TransportError(LegionError):
 
 class StoreError(LegionError):
     """Storage (DuckDB) problems."""
+
+
+class QueryError(StoreError):
+    """A query the store cannot answer as asked (range beyond retention, bad step or agg)."""
 
 
 class AuthError(LegionError):

@@ -23,7 +23,7 @@ from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
-from legion.errors import ConfigError, StoreError
+from legion.errors import ConfigError, QueryError, StoreError
 
 CHECKPOINT_MIN_WAL = 1 << 20
 """Below this WAL size a maintenance round does not bother to checkpoint."""
@@ -299,7 +299,7 @@ class Store:
         `agg`: avg|min|max|sum|count|last, or p50|p95|p99 (computed from raw points).
         """
         if group_by is not None and step_ms is None:
-            raise StoreError("group_by needs a step")
+            raise QueryError("group_by needs a step")
         with self._cursor() as cur:
             sel = q.select_series(cur, metric=metric, node=node, labels=labels)
             if step_ms is None:
