@@ -31,6 +31,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import server_socket
+from legion.proto.codec import peek_header
 from legion.proto import (
     ACK_CHECKPOINTED,
     ACK_COMMITTED,
@@ -52,6 +53,7 @@ AGGREGATOR_NODE = "aggregator"
 ALLOWLIST_POLL_SECS = 1.0
 SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
+OVERSIZE_READ = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,9 @@ class Receiver(threading.Thread):
 
     def _bind(self) -> zmq.Socket:
         sock = server_socket(self._ctx, zmq.SUB, self._keypair)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._cfg.aggregator.max_message_bytes)
+        # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
+        # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
+        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_READ * self._cfg.aggregator.max_message_bytes)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
@@ -238,6 +242,15 @@ class Writer(threading.Thread):
         node = self._registry.node_for(frame.sender)
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)
+            return None
+        if len(frame.data) > self._cfg.aggregator.max_message_bytes:
+            self._tm.reject(Reason.FRAME_TOO_LARGE.value)
+            head = peek_header(frame.data)
+            log.warning("event=frame_too_large node=%s bytes=%d max=%d seq=%s", node,
+                        len(frame.data), self._cfg.aggregator.max_message_bytes,
+                        head[3] if head else "?")
+            if head and head[0] == KIND_METRICS and head[1] == node:
+                rejected_acks[(node, head[2])].add(head[3])
             return None
         try:
             env = decode(frame.data)

@@ -54,7 +54,8 @@ class Aggregator:
         require_curve()
         cfg = self.config
         keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
-        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir))
+        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir),
+                               on_denied=self.telemetry.handshake_failed)
         self.store = Store(cfg.path(cfg.storage.db_path), cfg.storage)
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()

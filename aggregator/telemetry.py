@@ -95,9 +95,15 @@ class IngestTelemetry:
             _s("legion_aggregator_queue_depth", s["queue_depth"], ts_ms),
             _s("legion_aggregator_ingest_lag_seconds", s["ingest_lag_seconds"], ts_ms),
             _s("legion_aggregator_acks_sent_total", s["acks_sent"], ts_ms),
+            _s("legion_aggregator_commit_errors_total", s["commit_errors"], ts_ms),
+            _s("legion_aggregator_checkpoints_total", s["checkpoints"], ts_ms),
+            _s("legion_aggregator_queue_full_waits_total", s["queue_full_waits"], ts_ms),
+            _s("legion_aggregator_socket_rebinds_total", s["socket_rebinds"], ts_ms),
         ]
         for reason, n in s["rejected"].items():
             out.append(_s("legion_aggregator_frames_rejected_total", n, ts_ms, reason=reason))
+        for reason, n in s["handshake_failures"].items():
+            out.append(_s("legion_aggregator_handshake_failures_total", n, ts_ms, reason=reason))
         return out
 
 

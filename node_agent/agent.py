@@ -25,7 +25,9 @@ from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
 from legion.node_agent.spool import Spool
 from legion.node_agent.state import AgentState
+from legion.node_agent.wire_split import split_for_wire
 from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples
+from legion.proto.limits import MAX_FRAME_BYTES
 
 log = logging.getLogger("legion.node_agent")
 
@@ -59,6 +61,7 @@ class NodeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
+        self._max_frame_bytes = min(MAX_FRAME_BYTES, config.aggregator.max_message_bytes)
 
     def _on_tick(self, samples: list[Sample]) -> None:
         try:
@@ -134,12 +137,13 @@ class NodeAgent:
     def _send_live(self, pub: zmq.Socket, samples: list[Sample]) -> None:
         if not samples:
             return
-        seq = self.state.next_seq()
         now_ms = int(time.time() * 1000)
-        frame = encode_samples(self.node, self.state.epoch, seq, now_ms, samples)
-        self.spool.append(seq, frame)  # on disk first, then on the wire
-        self._send(pub, frame)
-        self.delivery.on_sent(seq)
+        for part in split_for_wire(samples, self._max_frame_bytes):
+            seq = self.state.next_seq()
+            frame = encode_samples(self.node, self.state.epoch, seq, now_ms, part)
+            self.spool.append(seq, frame)  # on disk first, then on the wire
+            self._send(pub, frame)
+            self.delivery.on_sent(seq)
 
     def _send(self, pub: zmq.Socket, frame: bytes) -> None:
         try:
