@@ -28,6 +28,7 @@ from legion.aggregator.auth import KeyRegistry
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
+from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import server_socket
@@ -53,6 +54,7 @@ AGGREGATOR_NODE = "aggregator"
 ALLOWLIST_POLL_SECS = 1.0
 SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
+CHECKPOINT_RETRY_SECS = 0.5
 OVERSIZE_READ = 4
 
 
@@ -228,11 +230,14 @@ class Writer(threading.Thread):
                     self._commit(group)
                 for (node, epoch), seqs in rejected_acks.items():
                     self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
-                if now >= next_ckpt:
-                    next_ckpt = now + CHECKPOINT_SECS
-                    self.checkpoint()
+                if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
+                    done = self.checkpoint()
+                    next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)
         finally:
-            self.checkpoint()
+            for _ in range(50):  # readers finish within moments; never wait unbounded
+                if self.checkpoint():
+                    break
+                time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
     def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
@@ -307,20 +312,26 @@ class Writer(threading.Thread):
         for (node, epoch), seqs in checkpointed.items():
             self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
 
-    def checkpoint(self) -> None:
-        """Checkpoint the database, then tell agents which batches they may free."""
+    def checkpoint(self) -> bool:
+        """Checkpoint the database, then tell agents which batches they may free; False when
+        it has to be tried again (a query held a transaction open: not an error)."""
         if not self._uncheckpointed:
-            return
+            return True
         try:
             self._store.checkpoint()
         except Exception as exc:  # noqa: BLE001
+            if is_checkpoint_busy(exc):
+                self._tm.add(checkpoint_retries=1)
+                log.debug("event=checkpoint_deferred reason=transactions_active")
+                return False
             log.error("event=checkpoint_failed error=%s", exc)
-            return
+            return False
         self._tm.add(checkpoints=1)
         done, self._uncheckpointed = self._uncheckpointed, defaultdict(set)
         for (node, epoch), seqs in done.items():
             if node != AGGREGATOR_NODE:
                 self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+        return True
 
     def _publish(self, node: str, ack: Ack) -> None:
         self._ack_seq += 1

@@ -28,6 +28,7 @@ class IngestTelemetry:
         self.commit_seconds_last = 0.0
         self.commit_errors = 0
         self.checkpoints = 0
+        self.checkpoint_retries = 0
         self.acks_sent = 0
         self.queue_depth = 0
         self.queue_full_waits = 0
@@ -74,6 +75,7 @@ class IngestTelemetry:
                 "commit_seconds_avg": round(self.commit_seconds_total / self.commits, 6)
                 if self.commits else 0.0,
                 "checkpoints": self.checkpoints,
+                "checkpoint_retries": self.checkpoint_retries,
                 "acks_sent": self.acks_sent,
                 "queue_depth": self.queue_depth,
                 "queue_full_waits": self.queue_full_waits,
@@ -97,6 +99,7 @@ class IngestTelemetry:
             _s("legion_aggregator_acks_sent_total", s["acks_sent"], ts_ms),
             _s("legion_aggregator_commit_errors_total", s["commit_errors"], ts_ms),
             _s("legion_aggregator_checkpoints_total", s["checkpoints"], ts_ms),
+            _s("legion_aggregator_checkpoint_retries_total", s["checkpoint_retries"], ts_ms),
             _s("legion_aggregator_queue_full_waits_total", s["queue_full_waits"], ts_ms),
             _s("legion_aggregator_socket_rebinds_total", s["socket_rebinds"], ts_ms),
         ]

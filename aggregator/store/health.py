@@ -41,6 +41,18 @@ def is_invalidated(exc: BaseException) -> bool:
     return False
 
 
+def is_checkpoint_busy(exc: BaseException) -> bool:
+    """Whether a checkpoint failed only because another transaction was active (retry it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if "other write transactions active" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class StoreHealth:
     """State of the store: `ok` or `invalidated` (with why and since when), reopen counters."""
 

@@ -18,7 +18,7 @@ import duckdb
 
 from legion.aggregator.store import packing, retention, rollup
 from legion.aggregator.store import query as q
-from legion.aggregator.store.health import StoreHealth, reopen
+from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
@@ -231,6 +231,8 @@ class Store:
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:
+            if is_checkpoint_busy(exc):  # a query's transaction: the next round tries again
+                return False
             raise StoreError(f"checkpoint failed: {exc}") from exc
         took = time.monotonic() - t
         self._ckpt_cost = took if took > self._ckpt_cost else 0.7 * self._ckpt_cost + 0.3 * took
