@@ -187,11 +187,12 @@ class Writer(threading.Thread):
         self.bind_error: Exception | None = None
 
     def run(self) -> None:
+        acks = server_socket(self._ctx, zmq.PUB, self._keypair)
         try:
-            acks = server_socket(self._ctx, zmq.PUB, self._keypair)
             acks.setsockopt(zmq.SNDHWM, 100_000)
             acks.bind(self._cfg.endpoint(self._cfg.aggregator.ack_bind))
         except zmq.ZMQError as exc:
+            acks.close(linger=0)  # else the context's term() waits for it forever
             self.bind_error = exc
             self.ready.set()
             return

@@ -7,6 +7,7 @@ exactly what production runs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import signal
@@ -23,7 +24,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import load_secret, require_curve
-from legion.errors import StoreError, TransportError
+from legion.errors import AddressInUse, StoreError, TransportError
 
 log = logging.getLogger("legion.aggregator")
 
@@ -31,6 +32,13 @@ AGENT_HEALTH_KEYS = frozenset({
     "spool_bytes", "spool_records", "unacked_batches", "uncheckpointed_batches",
     "oldest_unacked_age_seconds", "resends_total", "batches_dropped_total",
     "spool_quarantine_events_total"})
+
+
+def bind_error(key: str, address: str, exc: Exception) -> Exception:
+    """The error for a socket that could not bind `address` (config key `key`)."""
+    if getattr(exc, "errno", None) == errno.EADDRINUSE:
+        return AddressInUse(key, address)
+    return TransportError(f"{key}: cannot bind {address}: {exc}")
 
 
 class Aggregator:
@@ -64,12 +72,13 @@ class Aggregator:
         self._writer = Writer(self._ctx, cfg, keypair, registry, inbox, self.store,
                               self.telemetry)
         self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
-        for t in (self._writer, self._receiver):
+        for t, key in ((self._writer, "aggregator.ack_bind"),
+                       (self._receiver, "aggregator.ingest_bind")):
             t.start()
             t.ready.wait(10)
             if t.bind_error is not None:
                 self.stop()
-                raise TransportError(f"cannot bind: {t.bind_error}")
+                raise bind_error(key, getattr(cfg.aggregator, key.split(".")[1]), t.bind_error)
         self.registry = registry
         self._inbox = inbox
         self.analytics = self._start_analytics(keypair)
@@ -90,7 +99,8 @@ class Aggregator:
         d.start()
         d.ready.wait(10)
         if d.bind_error is not None:
-            log.warning("event=analytics_bind_failed error=%s", d.bind_error)
+            log.warning("event=analytics_bind_failed keys=analytics.jobs_bind,"
+                        "analytics.results_bind error=%s", d.bind_error)
             return None
         return d
 
@@ -140,12 +150,11 @@ class Aggregator:
         if self.analytics is not None:
             self.analytics.stop()
             self.analytics.join(timeout)
-        if self._receiver is not None:
-            self._receiver.stop()
-            self._receiver.join(timeout)
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer.join(timeout)
+        for t in (self._receiver, self._writer):
+            if t is not None:
+                t.stop()
+                if t.ident is not None:  # a thread never started (a bind failed first)
+                    t.join(timeout)
         if self._auth is not None:
             self._auth.stop()
         if self.store is not None:
