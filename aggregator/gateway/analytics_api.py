@@ -26,6 +26,7 @@ DEFAULT_SINCE = "1h"
 MAX_ROWS = 200
 BAND_AHEAD_MS = 24 * 3_600_000
 LATEST_LOOKBACK_STEPS = 10
+MAX_SERIES_KEY = 1024
 
 
 def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]],
@@ -90,8 +91,14 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
     async def retrain_route(request: web.Request) -> web.Response:
         _params(request, ("series",))
         series = request.query.get("series") or None
+        if series is not None and len(series) > MAX_SERIES_KEY:
+            raise BadRequest(f"invalid series: longer than {MAX_SERIES_KEY} characters")
         request[AUDIT_DETAILS_KEY] = {"retrain": series or "all"}
-        if retrain is None or not retrain(series):
+        try:
+            ok = retrain is not None and await asyncio.to_thread(retrain, series)
+        except LookupError as exc:  # not a watched series: nothing is kept for it
+            return json_error(404, str(exc))
+        if not ok:
             return json_error(503, "analytics is not running on this aggregator")
         return web.json_response({"retrain": series or "all", "when": "next detect job"},
                                  status=202)
