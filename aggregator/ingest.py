@@ -231,6 +231,7 @@ class Writer(threading.Thread):
                     self._commit(group)
                 for (node, epoch), seqs in rejected_acks.items():
                     self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
+                    self._store.note_rejected(node, epoch, seqs)
                 if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
                     done = self.checkpoint()
                     next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from legion.aggregator.store import packing, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
+from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
@@ -63,6 +64,9 @@ class Store:
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self.health = StoreHealth()
+        # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either. Kept in
+        # memory only: after a restart they count as missing again until the epoch changes.
+        self.rejected_seqs = SeqIndex()
         key = self._encryption_key()
         self._con: duckdb.DuckDBPyConnection | None = open_database(self.path, key)
         self._archive_key: str | None = None
@@ -264,11 +268,20 @@ class Store:
         """Per-node info: first/last seen, points, epoch, last_seq, missing, dropped."""
         with self._lock:
             infos = sorted(self._writer.nodes.values(), key=lambda n: n.node)
-            missing = {n.node: self._writer.seqs.missing(n.node, n.epoch, n.last_seq)
-                       for n in infos}
+            rejected = {n.node: self.rejected_seqs.count(n.node, n.epoch, FIRST_SEQ, n.last_seq)
+                        for n in infos}
+            missing = {n.node: max(0, self._writer.seqs.missing(n.node, n.epoch, n.last_seq)
+                                   - rejected[n.node]) for n in infos}
         return [{"node": n.node, "first_seen_ms": n.first_seen_ms, "last_seen_ms": n.last_seen_ms,
                  "points": n.points, "epoch": n.epoch, "last_seq": n.last_seq,
-                 "missing": missing[n.node], "dropped": n.dropped} for n in infos]
+                 "missing": missing[n.node], "rejected": rejected[n.node],
+                 "dropped": n.dropped} for n in infos]
+
+    def note_rejected(self, node: str, epoch: int, seqs: Iterable[int]) -> None:
+        """Record seqs acked `rejected`: reported apart from `missing` by `nodes()`."""
+        with self._lock:
+            for s in seqs:
+                self.rejected_seqs.add(node, int(epoch), int(s))
 
     def has_series(self, key: tuple[str, str, Any]) -> bool:
         """Whether the series (node, name, labels) is stored (the writer thread's view)."""

@@ -63,6 +63,10 @@ def test_flood_is_limited_and_the_quiet_node_keeps_committing(tmp_path: Path) ->
         # A node at its limit keeps feeding the series it has.
         flood.send(batches + 2, series_batch("flood_value", 0, PER_BATCH))
         wait_for(lambda: (flood.pump(100), batches + 2 in flood.acks["committed"])[1], 30)
+
+        # Refused seqs are reported apart: `missing` still means "lost" (it stayed 17 before).
+        row = next(n for n in agg.store.nodes() if n["node"] == "flood")
+        assert (row["last_seq"], row["missing"], row["rejected"]) == (batches + 2, 0, batches - 3)
     finally:
         flood.close()
         quiet.close()
