@@ -67,6 +67,11 @@ class Frame:
     received_ms: int
 
 
+def heartbeat_ms(config: Config) -> int:
+    """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
+    return int(config.aggregator.heartbeat_interval_secs * 1000)
+
+
 def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
     """Compress integers into sorted inclusive (first, last) runs."""
     out: list[list[int]] = []
@@ -91,7 +96,7 @@ class Receiver(threading.Thread):
         self.bind_error: Exception | None = None
 
     def _bind(self) -> zmq.Socket:
-        sock = server_socket(self._ctx, zmq.SUB, self._keypair)
+        sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
         # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
         # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
         sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_READ * self._cfg.aggregator.max_message_bytes)
@@ -187,7 +192,7 @@ class Writer(threading.Thread):
         self.bind_error: Exception | None = None
 
     def run(self) -> None:
-        acks = server_socket(self._ctx, zmq.PUB, self._keypair)
+        acks = server_socket(self._ctx, zmq.PUB, self._keypair, heartbeat_ms(self._cfg))
         try:
             acks.setsockopt(zmq.SNDHWM, 100_000)
             acks.bind(self._cfg.endpoint(self._cfg.aggregator.ack_bind))

@@ -181,6 +181,9 @@ class Config:
 _POSITIVE = "must be > 0"
 _RULES: list[tuple[str, Any, str]] = [
     ("collection_interval", lambda v: v > 0, _POSITIVE),
+    *((f"alert_thresholds.{k}", lambda v: 0 <= v <= 100, "must be a percentage (0-100)")
+      for k in ("cpu_usage", "memory_usage", "disk_usage", "agent_success_rate")),
+    ("alert_thresholds.agent_response_time", lambda v: v > 0, _POSITIVE),
     ("analysis_interval", lambda v: v > 0, _POSITIVE),
     ("ai_settings.model_retrain_interval", lambda v: v > 0, _POSITIVE),
     ("dashboard_config.websocket_port", lambda v: 0 <= v <= 65535, "must be a port (0-65535)"),
@@ -190,6 +193,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("agent.spool_max_bytes", lambda v: v >= 64 * 1024, "must be >= 64 KiB"),
     ("agent.spool_sync_interval_ms", lambda v: v >= 0, "must be >= 0"),
     ("agent.resend_timeout_secs", lambda v: v > 0, _POSITIVE),
+    ("agent.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
+    ("aggregator.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
     ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),

@@ -93,10 +93,11 @@ class NodeAgent:
     def _loop(self) -> None:
         cfg = self.config
         ctx = zmq.Context()
-        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair)
+        hb = int(cfg.agent.heartbeat_interval_secs * 1000)  # ZMTP heartbeats to the aggregator
+        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair, hb)
         pub.setsockopt(zmq.SNDHWM, 10_000)
         pub.connect(cfg.agent.aggregator_endpoint)
-        acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair)
+        acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair, hb)
         acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
         acks.connect(cfg.agent.ack_endpoint)
         monitor = self._open_monitor(ctx)
