@@ -50,13 +50,14 @@ def _register() -> None:
         demo_cmds,
         query_cmds,
         run_cmds,
+        series_cmds,
         setup_cmds,
         storage_cmds,
         users_cmds,
     )
 
     for mod in (setup_cmds, run_cmds, query_cmds, users_cmds, certs_cmds, analytics_cmds,
-                storage_cmds, demo_cmds):
+                storage_cmds, demo_cmds, series_cmds):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 
