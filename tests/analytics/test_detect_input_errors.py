@@ -41,3 +41,32 @@ def test_binary_file_as_a_real_process(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "blob.csv" in proc.stderr and "not a text CSV" in proc.stderr
+
+
+def test_analytics_run_says_that_it_started_and_stopped(tmp_path: Path) -> None:
+    """It printed nothing at all (issue 13)."""
+    import signal
+    import time
+
+    from tests.conftest import make_setup
+
+    cfg_path = make_setup(tmp_path / "legion")
+    log = tmp_path / "analytics.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "legion.cli", "analytics", "run",
+                                 "--config", str(cfg_path), "--workers", "1"],
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "event=started workers=1" not in log.read_text() \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "starting 1 worker" in log.read_text()
+        assert "event=started workers=1" in log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert "analytics: stopped" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
