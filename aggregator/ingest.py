@@ -55,6 +55,7 @@ ALLOWLIST_POLL_SECS = 1.0
 SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
 CHECKPOINT_RETRY_SECS = 0.5
+COMMIT_FAIL_LOG_SECS = 10.0
 OVERSIZE_READ = 4
 
 
@@ -179,6 +180,7 @@ class Writer(threading.Thread):
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
         self._fair: FairInbox[Frame | IncomingBatch] = FairInbox(inbox)  # one sender at a time
+        self._next_fail_log = 0.0
         self._stopping = threading.Event()
         self._ack_seq = 0
         self._epoch = int(time.time() * 1000)
@@ -296,7 +298,11 @@ class Writer(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
             self.limits.settle(stored=False)
             self._tm.add(commit_errors=1)
-            log.error("event=commit_failed batches=%d error=%s", len(group), exc)
+            now = time.monotonic()
+            if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited
+                self._next_fail_log = now + COMMIT_FAIL_LOG_SECS
+                log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
+                          self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
             return  # nothing acked: agents resend, and the store keeps nothing half-written
         self.limits.settle(stored=True)
         dt = time.perf_counter() - t0
