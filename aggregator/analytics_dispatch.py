@@ -199,6 +199,10 @@ class AnalyticsBridge(threading.Thread):
         band at the next band refresh; False if there is nothing to retrain yet."""
         if self._book is None and self.bands is None:
             return False
+        # Only keys of watched series: the pending sets stay bounded by what is stored.
+        if series is not None and series not in {k for k, _ in self.watched()}:
+            raise LookupError(f"unknown series {series[:200]!r} (a key is node|metric|k=v,..."
+                              " of a watched series)")
         if self._book is not None:
             self._book.request_retrain(series)
         if self.bands is not None:

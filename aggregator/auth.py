@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -23,8 +24,10 @@ log = logging.getLogger("legion.aggregator.auth")
 class KeyRegistry:
     """Thread-safe map of authorized public keys (z85) to the node each is bound to."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path,
+                 on_denied: Callable[[str], None] | None = None) -> None:
         self.directory = directory
+        self.on_denied = on_denied  # told the reason of each refused handshake
         self._lock = threading.Lock()
         self._fingerprint: tuple[tuple[str, int], ...] | None = None
         self._keys: dict[bytes, str] = {}
@@ -76,7 +79,10 @@ class KeyRegistry:
     def callback(self, domain: str, key: bytes) -> bool:
         """ZAP credentials-provider hook: is this client key allowed right now?"""
         self.refresh()
-        return self.node_for(key) is not None
+        allowed = self.node_for(key) is not None
+        if not allowed and self.on_denied is not None:
+            self.on_denied("unknown_key")
+        return allowed
 
 def start_authenticator(ctx: zmq.Context, registry: KeyRegistry) -> ThreadAuthenticator:
     """Start the ZAP handler for `ctx`, answering from `registry` (User-Id = the z85 key)."""

@@ -25,10 +25,14 @@ from dataclasses import dataclass
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.fair_inbox import FairInbox
+from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
+from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import server_socket
+from legion.proto.codec import peek_header
 from legion.proto import (
     ACK_CHECKPOINTED,
     ACK_COMMITTED,
@@ -50,6 +54,9 @@ AGGREGATOR_NODE = "aggregator"
 ALLOWLIST_POLL_SECS = 1.0
 SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
+CHECKPOINT_RETRY_SECS = 0.5
+COMMIT_FAIL_LOG_SECS = 10.0
+OVERSIZE_READ = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,11 @@ class Frame:
     data: bytes
     sender: bytes
     received_ms: int
+
+
+def heartbeat_ms(config: Config) -> int:
+    """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
+    return int(config.aggregator.heartbeat_interval_secs * 1000)
 
 
 def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
@@ -85,8 +97,10 @@ class Receiver(threading.Thread):
         self.bind_error: Exception | None = None
 
     def _bind(self) -> zmq.Socket:
-        sock = server_socket(self._ctx, zmq.SUB, self._keypair)
-        sock.setsockopt(zmq.MAXMSGSIZE, self._cfg.aggregator.max_message_bytes)
+        sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
+        # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
+        # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
+        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_READ * self._cfg.aggregator.max_message_bytes)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
@@ -165,21 +179,27 @@ class Writer(threading.Thread):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
+        self._fair: FairInbox[Frame | IncomingBatch] = FairInbox(inbox)  # one sender at a time
+        self._next_fail_log = 0.0
         self._stopping = threading.Event()
         self._ack_seq = 0
         self._epoch = int(time.time() * 1000)
         self._self_seq = 0
         # (node, epoch) -> seqs committed since the last checkpoint: not yet safe to free.
         self._uncheckpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
+        agg = config.aggregator
+        self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
+                                   store.has_series, store.series_counts())
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
     def run(self) -> None:
+        acks = server_socket(self._ctx, zmq.PUB, self._keypair, heartbeat_ms(self._cfg))
         try:
-            acks = server_socket(self._ctx, zmq.PUB, self._keypair)
             acks.setsockopt(zmq.SNDHWM, 100_000)
             acks.bind(self._cfg.endpoint(self._cfg.aggregator.ack_bind))
         except zmq.ZMQError as exc:
+            acks.close(linger=0)  # else the context's term() waits for it forever
             self.bind_error = exc
             self.ready.set()
             return
@@ -190,24 +210,26 @@ class Writer(threading.Thread):
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
-            while not self._stopping.is_set() or not self._in.empty():
+            while not self._stopping.is_set() or not self._fair.empty():
                 group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
                 points = 0
                 deadline = time.monotonic() + interval
-                while points < max_points:
+                # New series cost most of a commit: a group holding many ends early, so a
+                # burst from one node never holds the other nodes' batches for long.
+                while points < max_points and self.limits.pending < NEW_SERIES_PER_COMMIT:
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         break
                     try:
-                        frame = self._in.get(timeout=timeout)
+                        frame = self._fair.get(timeout=timeout)
                     except queue.Empty:
                         break
                     item = self._accept(frame, rejected_acks)
                     if item is not None:
                         group.append(item)
                         points += len(item.batch)
-                self._tm.set(queue_depth=self._in.qsize())
+                self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
                     next_self = now + SELF_METRICS_SECS
@@ -216,11 +238,15 @@ class Writer(threading.Thread):
                     self._commit(group)
                 for (node, epoch), seqs in rejected_acks.items():
                     self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
-                if now >= next_ckpt:
-                    next_ckpt = now + CHECKPOINT_SECS
-                    self.checkpoint()
+                    self._store.note_rejected(node, epoch, seqs)
+                if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
+                    done = self.checkpoint()
+                    next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)
         finally:
-            self.checkpoint()
+            for _ in range(50):  # readers finish within moments; never wait unbounded
+                if self.checkpoint():
+                    break
+                time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
     def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
@@ -230,6 +256,15 @@ class Writer(threading.Thread):
         node = self._registry.node_for(frame.sender)
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)
+            return None
+        if len(frame.data) > self._cfg.aggregator.max_message_bytes:
+            self._tm.reject(Reason.FRAME_TOO_LARGE.value)
+            head = peek_header(frame.data)
+            log.warning("event=frame_too_large node=%s bytes=%d max=%d seq=%s", node,
+                        len(frame.data), self._cfg.aggregator.max_message_bytes,
+                        head[3] if head else "?")
+            if head and head[0] == KIND_METRICS and head[1] == node:
+                rejected_acks[(node, head[2])].add(head[3])
             return None
         try:
             env = decode(frame.data)
@@ -246,6 +281,11 @@ class Writer(threading.Thread):
             self._tm.reject(Reason.UNKNOWN_KIND.value)
             return None
         assert isinstance(env.body, MetricsBatch)
+        limited = self.limits.admit(node, env.body)
+        if limited is not None:  # rejected whole, acked so the agent stops resending it
+            self._tm.reject(limited.value)
+            rejected_acks[(node, env.epoch)].add(env.seq)
+            return None
         if len(env.body):
             lag = frame.received_ms / 1000 - float(env.body.ts_ms.max()) / 1000
             self._tm.set(ingest_lag_seconds=max(0.0, lag))
@@ -256,9 +296,15 @@ class Writer(threading.Thread):
         try:
             result = self._store.write(group)
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
+            self.limits.settle(stored=False)
             self._tm.add(commit_errors=1)
-            log.error("event=commit_failed batches=%d error=%s", len(group), exc)
+            now = time.monotonic()
+            if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited
+                self._next_fail_log = now + COMMIT_FAIL_LOG_SECS
+                log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
+                          self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
             return  # nothing acked: agents resend, and the store keeps nothing half-written
+        self.limits.settle(stored=True)
         dt = time.perf_counter() - t0
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
                      points_accepted=result.points, batches_duplicate=len(result.duplicates))
@@ -279,20 +325,26 @@ class Writer(threading.Thread):
         for (node, epoch), seqs in checkpointed.items():
             self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
 
-    def checkpoint(self) -> None:
-        """Checkpoint the database, then tell agents which batches they may free."""
+    def checkpoint(self) -> bool:
+        """Checkpoint the database, then tell agents which batches they may free; False when
+        it has to be tried again (a query held a transaction open: not an error)."""
         if not self._uncheckpointed:
-            return
+            return True
         try:
             self._store.checkpoint()
         except Exception as exc:  # noqa: BLE001
+            if is_checkpoint_busy(exc):
+                self._tm.add(checkpoint_retries=1)
+                log.debug("event=checkpoint_deferred reason=transactions_active")
+                return False
             log.error("event=checkpoint_failed error=%s", exc)
-            return
+            return False
         self._tm.add(checkpoints=1)
         done, self._uncheckpointed = self._uncheckpointed, defaultdict(set)
         for (node, epoch), seqs in done.items():
             if node != AGGREGATOR_NODE:
                 self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+        return True
 
     def _publish(self, node: str, ack: Ack) -> None:
         self._ack_seq += 1

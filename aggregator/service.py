@@ -7,6 +7,7 @@ exactly what production runs.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import queue
 import signal
@@ -25,7 +26,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
 from legion.curve import load_secret, require_curve
-from legion.errors import TransportError
+from legion.errors import AddressInUse, StoreError, TransportError
 
 log = logging.getLogger("legion.aggregator")
 
@@ -33,6 +34,13 @@ AGENT_HEALTH_KEYS = frozenset({
     "spool_bytes", "spool_records", "unacked_batches", "uncheckpointed_batches",
     "oldest_unacked_age_seconds", "resends_total", "batches_dropped_total",
     "spool_quarantine_events_total"})
+
+
+def bind_error(key: str, address: str, exc: Exception) -> Exception:
+    """The error for a socket that could not bind `address` (config key `key`)."""
+    if getattr(exc, "errno", None) == errno.EADDRINUSE:
+        return AddressInUse(key, address)
+    return TransportError(f"{key}: cannot bind {address}: {exc}")
 
 
 class Aggregator:
@@ -57,7 +65,8 @@ class Aggregator:
         require_curve()
         cfg = self.config
         keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
-        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir))
+        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir),
+                               on_denied=self.telemetry.handshake_failed)
         self.store = Store(cfg.path(cfg.storage.db_path), cfg.storage)
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
@@ -71,12 +80,13 @@ class Aggregator:
                               self.sinks,  # type: ignore[arg-type]
                               self.telemetry)
         self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
-        for t in (self._writer, self._receiver):
+        for t, key in ((self._writer, "aggregator.ack_bind"),
+                       (self._receiver, "aggregator.ingest_bind")):
             t.start()
             t.ready.wait(10)
             if t.bind_error is not None:
                 self.stop()
-                raise TransportError(f"cannot bind: {t.bind_error}")
+                raise bind_error(key, getattr(cfg.aggregator, key.split(".")[1]), t.bind_error)
         self.registry = registry
         self._inbox = inbox
         self.analytics = self._start_analytics(keypair)
@@ -97,7 +107,8 @@ class Aggregator:
         d.start()
         d.ready.wait(10)
         if d.bind_error is not None:
-            log.warning("event=analytics_bind_failed error=%s", d.bind_error)
+            log.warning("event=analytics_bind_failed keys=analytics.jobs_bind,"
+                        "analytics.results_bind error=%s", d.bind_error)
             return None
         return d
 
@@ -118,7 +129,15 @@ class Aggregator:
         """Ingest counters and uptime, for the API's status route and `legionctl status`."""
         out: dict[str, Any] = {"uptime_seconds": round(time.time() - self.started_at, 1)}
         out["ingest"] = self.telemetry.snapshot()
-        out["agents"] = self._agent_health()
+        if self.store is not None:
+            out["store"] = self.store.health.report(self.store.path)
+        if self._writer is not None:
+            out["limits"] = self._writer.limits.report()
+        try:
+            out["agents"] = self._agent_health()
+        except StoreError as exc:  # an invalidated store: say so rather than answer 500
+            out["agents"] = {}
+            out["agents_error"] = str(exc).splitlines()[0]
         if self.analytics is not None:
             out["analytics"] = self.analytics.stats()
         if self.sinks is not None and self.sinks.sinks:
@@ -141,12 +160,11 @@ class Aggregator:
         if self.analytics is not None:
             self.analytics.stop()
             self.analytics.join(timeout)
-        if self._receiver is not None:
-            self._receiver.stop()
-            self._receiver.join(timeout)
-        if self._writer is not None:
-            self._writer.stop()
-            self._writer.join(timeout)
+        for t in (self._receiver, self._writer):
+            if t is not None:
+                t.stop()
+                if t.ident is not None:  # a thread never started (a bind failed first)
+                    t.join(timeout)
         if self.sinks is not None:
             self.sinks.stop(timeout)
             self.sinks = None

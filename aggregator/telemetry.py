@@ -28,6 +28,7 @@ class IngestTelemetry:
         self.commit_seconds_last = 0.0
         self.commit_errors = 0
         self.checkpoints = 0
+        self.checkpoint_retries = 0
         self.acks_sent = 0
         self.queue_depth = 0
         self.queue_full_waits = 0
@@ -75,6 +76,7 @@ class IngestTelemetry:
                 "commit_seconds_avg": round(self.commit_seconds_total / self.commits, 6)
                 if self.commits else 0.0,
                 "checkpoints": self.checkpoints,
+                "checkpoint_retries": self.checkpoint_retries,
                 "acks_sent": self.acks_sent,
                 "queue_depth": self.queue_depth,
                 "queue_full_waits": self.queue_full_waits,
@@ -96,11 +98,18 @@ class IngestTelemetry:
             _s("legion_aggregator_queue_depth", s["queue_depth"], ts_ms),
             _s("legion_aggregator_ingest_lag_seconds", s["ingest_lag_seconds"], ts_ms),
             _s("legion_aggregator_acks_sent_total", s["acks_sent"], ts_ms),
+            _s("legion_aggregator_commit_errors_total", s["commit_errors"], ts_ms),
+            _s("legion_aggregator_checkpoints_total", s["checkpoints"], ts_ms),
+            _s("legion_aggregator_checkpoint_retries_total", s["checkpoint_retries"], ts_ms),
+            _s("legion_aggregator_queue_full_waits_total", s["queue_full_waits"], ts_ms),
+            _s("legion_aggregator_socket_rebinds_total", s["socket_rebinds"], ts_ms),
         ]
         for reason, n in s["rejected"].items():
             out.append(_s("legion_aggregator_frames_rejected_total", n, ts_ms, reason=reason))
         for source in self.extra_samples:
             out.extend(source(ts_ms))
+        for reason, n in s["handshake_failures"].items():
+            out.append(_s("legion_aggregator_handshake_failures_total", n, ts_ms, reason=reason))
         return out
 
 

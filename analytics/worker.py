@@ -206,14 +206,16 @@ def run_pool(config_path: str, workers: int, stop: threading.Event | None = None
     if TORCH_NOTE:
         log.info("event=note %s", TORCH_NOTE)
     ctx = mp.get_context("spawn")
+    done = stop or threading.Event()
+    if stop is None:  # before the children start: a Ctrl-C during start-up stops cleanly too
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
     procs = [ctx.Process(target=_serve, args=(config_path, f"w{i}"), daemon=True)
              for i in range(max(1, workers))]
     for p in procs:
         p.start()
-    done = stop or threading.Event()
-    if stop is None:
-        signal.signal(signal.SIGTERM, lambda *_: done.set())
-        signal.signal(signal.SIGINT, lambda *_: done.set())
+    log.info("event=started workers=%d jobs=%s results=%s", len(procs),
+             cfg.analytics.jobs_bind, cfg.analytics.results_bind)
     try:
         while not done.wait(1.0):
             for i, p in enumerate(procs):

@@ -93,6 +93,10 @@ class AggregatorConfig:
     tokens_path: str = "tokens.json"
     audit_log_path: str = "audit.log"
     heartbeat_interval_secs: float = 2.0
+    # Cardinality limits: a batch that would create series beyond them is rejected whole
+    # (reason `series_limit`, acked `rejected`); 0 = no limit.
+    max_series_per_node: int = 10_000
+    max_series_per_metric: int = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,9 @@ class Config:
 _POSITIVE = "must be > 0"
 _RULES: list[tuple[str, Any, str]] = [
     ("collection_interval", lambda v: v > 0, _POSITIVE),
+    *((f"alert_thresholds.{k}", lambda v: 0 <= v <= 100, "must be a percentage (0-100)")
+      for k in ("cpu_usage", "memory_usage", "disk_usage", "agent_success_rate")),
+    ("alert_thresholds.agent_response_time", lambda v: v > 0, _POSITIVE),
     ("analysis_interval", lambda v: v > 0, _POSITIVE),
     ("ai_settings.model_retrain_interval", lambda v: v > 0, _POSITIVE),
     ("dashboard_config.websocket_port", lambda v: 0 <= v <= 65535, "must be a port (0-65535)"),
@@ -198,10 +205,14 @@ _RULES: list[tuple[str, Any, str]] = [
      "each per aggregator"),
     ("agent.failover_after_secs", lambda v: v > 0, _POSITIVE),
     ("agent.failback_probe_secs", lambda v: v > 0, _POSITIVE),
+    ("agent.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
+    ("aggregator.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
     ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_max_points", lambda v: v >= 1, _POSITIVE),
+    ("aggregator.max_series_per_node", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+    ("aggregator.max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
     ("analytics.workers", lambda v: v >= 0, "must be >= 0"),
     ("analytics.window_size", lambda v: v >= 10, "must be >= 10"),
     ("analytics.contamination", lambda v: 0 < v < 0.5, "must be in (0, 0.5)"),

@@ -85,23 +85,24 @@ def read_node_binding(path: Path) -> tuple[bytes, str | None]:
 
 
 def client_socket(ctx: zmq.Context, kind: int, server_public: bytes,
-                  keypair: tuple[bytes, bytes]) -> zmq.Socket:
+                  keypair: tuple[bytes, bytes], heartbeat_ms: int = 2000) -> zmq.Socket:
     """A socket set up as a Curve client of `server_public` (connect it afterwards)."""
     require_curve()
     sock = ctx.socket(kind)
     sock.curve_publickey, sock.curve_secretkey = keypair
     sock.curve_serverkey = server_public
-    _keepalive(sock)
+    _keepalive(sock, heartbeat_ms)
     return sock
 
 
-def server_socket(ctx: zmq.Context, kind: int, keypair: tuple[bytes, bytes]) -> zmq.Socket:
+def server_socket(ctx: zmq.Context, kind: int, keypair: tuple[bytes, bytes],
+                  heartbeat_ms: int = 2000) -> zmq.Socket:
     """A socket set up as a Curve server (bind it afterwards; ZAP decides who may connect)."""
     require_curve()
     sock = ctx.socket(kind)
     sock.curve_publickey, sock.curve_secretkey = keypair
     sock.curve_server = True
-    _keepalive(sock)
+    _keepalive(sock, heartbeat_ms)
     return sock
 
 

@@ -2,9 +2,11 @@
 
     LegionError                 base of everything we raise on purpose
     ├── ConfigError             bad configuration; carries every problem with its key path
+    │   └── AddressInUse        a configured address is taken by another process (one line)
     ├── WireError               a frame that failed decoding/validation (legion.proto re-exports it)
     ├── TransportError          ZeroMQ / Curve / key-file problems
     ├── StoreError              DuckDB problems
+    │   └── QueryError          a query the store cannot answer as asked (the API's 400)
     ├── AuthError               bad or missing token, role not allowed
     └── ApiError                the gateway answered with an error (raised in clients)
 
@@ -26,12 +28,28 @@ class ConfigError(LegionError):
         super().__init__("invalid configuration:\n  " + "\n  ".join(self.problems))
 
 
+class AddressInUse(ConfigError):
+    """A configured listen address is taken: names the address and the key to change."""
+
+    def __init__(self, key: str, address: str, detail: str = "") -> None:
+        super().__init__([f"{key}: {address} is already in use{f' ({detail})' if detail else ''}"
+                          f"; stop the other process or change {key}"])
+        self.key, self.address = key, address
+
+    def __str__(self) -> str:
+        return self.problems[0]
+
+
 class TransportError(LegionError):
     """ZeroMQ, Curve or key material problems."""
 
 
 class StoreError(LegionError):
     """Storage (DuckDB) problems."""
+
+
+class QueryError(StoreError):
+    """A query the store cannot answer as asked (range beyond retention, bad step or agg)."""
 
 
 class AuthError(LegionError):

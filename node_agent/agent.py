@@ -26,7 +26,9 @@ from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
 from legion.node_agent.spool import Spool
 from legion.node_agent.state import AgentState
+from legion.node_agent.wire_split import split_for_wire
 from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples
+from legion.proto.limits import MAX_FRAME_BYTES
 
 log = logging.getLogger("legion.node_agent")
 
@@ -62,6 +64,7 @@ class NodeAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
+        self._max_frame_bytes = min(MAX_FRAME_BYTES, config.aggregator.max_message_bytes)
 
     def _on_tick(self, samples: list[Sample]) -> None:
         try:
@@ -93,8 +96,9 @@ class NodeAgent:
     def _loop(self) -> None:
         cfg = self.config
         ctx = zmq.Context()
+        hb = int(cfg.agent.heartbeat_interval_secs * 1000)  # ZMTP heartbeats to the aggregator
         pub = self._publisher(ctx, self.failover.endpoints[0][0])
-        acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair)
+        acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair, hb)
         acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
         for _ingest, ack_ep in self.failover.endpoints:  # acks from every aggregator count
             acks.connect(ack_ep)
@@ -128,7 +132,8 @@ class NodeAgent:
             ctx.term()
 
     def _publisher(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair)
+        hb = int(self.config.agent.heartbeat_interval_secs * 1000)
+        pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair, hb)
         pub.setsockopt(zmq.SNDHWM, 10_000)
         pub.connect(endpoint)
         return pub
@@ -156,12 +161,13 @@ class NodeAgent:
     def _send_live(self, pub: zmq.Socket, samples: list[Sample]) -> None:
         if not samples:
             return
-        seq = self.state.next_seq()
         now_ms = int(time.time() * 1000)
-        frame = encode_samples(self.node, self.state.epoch, seq, now_ms, samples)
-        self.spool.append(seq, frame)  # on disk first, then on the wire
-        self._send(pub, frame)
-        self.delivery.on_sent(seq)
+        for part in split_for_wire(samples, self._max_frame_bytes):
+            seq = self.state.next_seq()
+            frame = encode_samples(self.node, self.state.epoch, seq, now_ms, part)
+            self.spool.append(seq, frame)  # on disk first, then on the wire
+            self._send(pub, frame)
+            self.delivery.on_sent(seq)
 
     def _send(self, pub: zmq.Socket, frame: bytes) -> None:
         try:

@@ -149,6 +149,7 @@ class Spool:
             if self._closed:
                 return 0
             n = 0
+            self._arrived(epoch, merged)
             for first, last in merged:
                 n += self._release_range(epoch, first, last)
             if n:
@@ -168,9 +169,11 @@ class Spool:
     def mark_committed(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> None:
         """Note records the aggregator committed: evicting them later is not counted as a drop."""
         with self._lock:
-            for first, last in R.merge_ranges(list(ranges)):
+            merged = R.merge_ranges(list(ranges))
+            for first, last in merged:
                 for key in self._keys_in(epoch, first, last):
                     self._committed.add(key)
+            self._arrived(epoch, merged)
 
     # ---------------------------------------------------------------- reading
     def pending(self) -> Iterator[tuple[int, bytes]]:
@@ -314,6 +317,11 @@ class Spool:
         self._ledger.note_dropped([key], events=1)
         log.warning("event=spool_write_failed seq=%d error=%s", key[1], exc)
 
+    def _arrived(self, epoch: int, merged: list[tuple[int, int]]) -> None:
+        """Acked seqs counted as dropped arrived after all: not a loss (ledger, saved)."""
+        if self._ledger.dropped and sum(self._ledger.arrived(epoch, a, b) for a, b in merged):
+            self._ledger.save()
+
     def _owner(self, key: Key) -> Segment | None:
         entry = self._index.get(key)
         return entry[0] if entry is not None else None
@@ -396,6 +404,8 @@ class Spool:
         if rpath.exists():
             for epoch, first, last in R.parse_releases(rpath.read_bytes()):
                 self._release_range(epoch, first, last)
+        if quarantined:
+            self._count_quarantined([rec for _, records in segments for rec in records])
         for seg in [s for s in self._segments if s.pending <= 0]:
             self._delete_segment(seg)
         self._recovering = False
@@ -403,6 +413,22 @@ class Spool:
         self._sync()
         if quarantined:
             self._ledger.save()
+
+    def _count_quarantined(self, records: list[R.RecordPos]) -> None:
+        """Seqs missing between the records that survived a quarantine were in the bad bytes:
+        lost, so counted as dropped (appends are in seq order; gaps already counted as dropped,
+        e.g. by an overflow, are not counted again)."""
+        by_epoch: dict[int, set[int]] = {}
+        for rec in records:
+            by_epoch.setdefault(rec.epoch, set()).add(rec.seq)
+        known = {(ep, s) for ep, a, b in self._ledger.dropped for s in range(a, b + 1)}
+        lost = [(ep, s) for ep, seqs in by_epoch.items()
+                for s in range(min(seqs), max(seqs) + 1)
+                if s not in seqs and (ep, s) not in known]
+        if lost:
+            self._ledger.note_dropped(lost, events=0)
+            log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
+                        lost[0][1])
 
     def _compact_release_log(self) -> None:
         """Rewrite released.log with only the released seqs of live segments."""

@@ -59,6 +59,27 @@ class Ledger:
         del self.dropped[:-MAX_DROPPED_RANGES]
         self.generation += 1
 
+    def arrived(self, epoch: int, first: int, last: int) -> int:
+        """Un-count dropped seqs the aggregator acknowledged after all (evicted after they were
+        sent, before their ack came): `batches_dropped_total` counts only real losses."""
+        removed = 0
+        kept: list[tuple[int, int, int]] = []
+        for ep, a, b in self.dropped:
+            if ep != epoch or b < first or a > last:
+                kept.append((ep, a, b))
+                continue
+            removed += min(b, last) - max(a, first) + 1
+            if a < first:
+                kept.append((ep, a, first - 1))
+            if b > last:
+                kept.append((ep, last + 1, b))
+        if removed:
+            self.dropped = kept
+            self.counters["batches_dropped_total"] = max(
+                0, self.counters["batches_dropped_total"] - removed)
+            self.generation += 1
+        return removed
+
     def save(self) -> None:
         """Write meta.json atomically; a disk error is logged, the next save retries."""
         body = {**self.counters, "dropped_ranges": [list(r) for r in self.dropped]}

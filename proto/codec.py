@@ -96,7 +96,9 @@ def decode(frame: bytes, now_ms: int | None = None) -> Envelope:
     if not isinstance(frame, (bytes, bytearray, memoryview)):
         raise WireError(Reason.MISTYPED_FIELD, "frame is not bytes")
     if len(frame) > L.MAX_FRAME_BYTES:
-        raise WireError(Reason.FRAME_TOO_LARGE, f"{len(frame)} bytes")
+        exc = WireError(Reason.FRAME_TOO_LARGE, f"{len(frame)} bytes")
+        exc.header = peek_header(frame)
+        raise exc
     try:
         obj = msgpack.unpackb(
             frame,
@@ -134,6 +136,28 @@ def decode(frame: bytes, now_ms: int | None = None) -> Envelope:
         exc.header = (kind, node, epoch, seq)
         raise
     return Envelope(kind=kind, node=node, epoch=epoch, seq=seq, ts_ms=ts, body=decoded, v=v)
+
+
+def peek_header(frame: bytes) -> tuple[str, str, int, int] | None:
+    """(kind, node, epoch, seq) from the start of a frame without reading its body (so a frame
+    too large to decode can still be answered); None when they are not there as expected."""
+    try:
+        up = msgpack.Unpacker(raw=False, max_buffer_size=len(frame) + 1, max_bin_len=0,
+                              max_str_len=1024, max_array_len=0, max_map_len=16, max_ext_len=0)
+        up.feed(frame)
+        head: dict[str, Any] = {}
+        for _ in range(min(up.read_map_header(), 16)):
+            key = up.unpack()
+            if key == "body":
+                break
+            head[key] = up.unpack()
+        kind, node, epoch, seq = (head.get(k) for k in ("kind", "node", "epoch", "seq"))
+    except Exception:  # noqa: BLE001 - msgpack raises many types; any means "no header"
+        return None
+    if not (isinstance(kind, str) and isinstance(node, str) and NODE_RE.match(node)
+            and type(epoch) is int and type(seq) is int):
+        return None
+    return kind, node, epoch, seq
 
 
 def _field(obj: dict[str, Any], key: str, typ: type) -> Any:

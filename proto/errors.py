@@ -31,6 +31,7 @@ class Reason(str, Enum):
     # Decided by the aggregator after decoding, from the sender's Curve identity:
     NODE_MISMATCH = "node_mismatch"
     UNKNOWN_KEY = "unknown_key"
+    SERIES_LIMIT = "series_limit"  # would create series beyond aggregator.max_series_per_*
 
 
 class WireError(LegionError):

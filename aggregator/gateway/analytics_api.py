@@ -17,6 +17,7 @@ import numpy as np
 from aiohttp import web
 
 from legion.aggregator.gateway.api import _METRIC_RE, _NODE_RE, BadRequest, _opt, _params
+from legion.aggregator.gateway.resolution import finest_holding
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 
@@ -25,6 +26,7 @@ DEFAULT_SINCE = "1h"
 MAX_ROWS = 200
 BAND_AHEAD_MS = 24 * 3_600_000
 LATEST_LOOKBACK_STEPS = 10
+MAX_SERIES_KEY = 1024
 
 
 def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]],
@@ -42,10 +44,17 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
         since = request.query.get("since", DEFAULT_SINCE)
         try:
             since_ms = parse_time_ms(since, now_ms())
+        except ValueError as exc:
+            raise BadRequest(f"invalid since: {exc}") from None
+        try:
             limit = min(MAX_ROWS, int(request.query.get("limit", "50")))
-        except (ValueError, TypeError) as exc:
-            raise BadRequest(str(exc)) from exc
+        except ValueError:
+            raise BadRequest("invalid limit: must be an integer") from None
         labels = {"node": node} if node else None
+        # A week is beyond raw retention: read it whole from the finest tier holding its start.
+        _, width = await asyncio.to_thread(finest_holding, store, since_ms, None)
+        if width is not None:
+            since_ms = since_ms // width * width
         rates, peaks = await asyncio.gather(
             asyncio.to_thread(store.topk, "legion_anomaly_flag", k=MAX_ROWS, agg="avg",
                               node=ANALYTICS_NODE, labels=labels, since_ms=since_ms),
@@ -82,8 +91,14 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
     async def retrain_route(request: web.Request) -> web.Response:
         _params(request, ("series",))
         series = request.query.get("series") or None
+        if series is not None and len(series) > MAX_SERIES_KEY:
+            raise BadRequest(f"invalid series: longer than {MAX_SERIES_KEY} characters")
         request[AUDIT_DETAILS_KEY] = {"retrain": series or "all"}
-        if retrain is None or not retrain(series):
+        try:
+            ok = retrain is not None and await asyncio.to_thread(retrain, series)
+        except LookupError as exc:  # not a watched series: nothing is kept for it
+            return json_error(404, str(exc))
+        if not ok:
             return json_error(503, "analytics is not running on this aggregator")
         return web.json_response({"retrain": series or "all", "when": "next detect job"},
                                  status=202)

@@ -12,9 +12,10 @@ from aiohttp import web
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.hub import Hub
+from legion.aggregator.gateway.resolution import RESOLUTION_HEADER, finest_holding
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 from legion.aggregator.gateway.tokens import ROLES, TokenStore
-from legion.errors import AuthError, LegionError
+from legion.errors import AuthError, LegionError, QueryError, StoreError
 
 AGGS = ("avg", "min", "max", "sum", "count", "last")
 QUERY_MAX_POINTS = 200_000
@@ -144,11 +145,18 @@ def make_routes(store: Any, hub: Hub, tokens: TokenStore,
     @requires("read")
     async def query(request: web.Request) -> web.Response:
         args = parse_query(request, now_ms())
+        source = "raw"
+        if args["step_ms"] is None:  # beyond raw retention: the finest tier holding `since`
+            source, width = await call_store(finest_holding, store, args["since_ms"],
+                                             args["until_ms"])
+            args["step_ms"] = width
         rows = await call_store(store.query, **args)
         if len(rows) > QUERY_MAX_POINTS:
             raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
                              "narrow 'since'/'until' or add a 'step'")
-        return web.json_response(_iso_rows(rows, "ts"))
+        resp = web.json_response(_iso_rows(rows, "ts"))
+        resp.headers[RESOLUTION_HEADER] = source
+        return resp
 
     @requires("read")
     async def status_route(request: web.Request) -> web.Response:
@@ -240,9 +248,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if exc.status < 400 or exc.content_type == "application/json":
             raise
         return json_error(exc.status, exc.reason)
+    except QueryError as exc:  # a range or step the store cannot answer: the caller's to fix
+        return json_error(400, str(exc))
+    except StoreError as exc:  # e.g. a database being reopened: try again shortly
+        request.app.logger.warning("event=api_error path=%s error=%s", request.path, exc)
+        return json_error(503, f"storage unavailable: {str(exc).splitlines()[0]}")
     except LegionError as exc:
         request.app.logger.warning("event=api_error path=%s error=%s", request.path, exc)
-        return json_error(500, f"{type(exc).__name__}: {exc}")
+        return json_error(500, "internal error")
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception:

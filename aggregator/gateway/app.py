@@ -13,6 +13,7 @@ Middlewares (outermost first): JSON errors, security headers, authentication/aut
 from __future__ import annotations
 
 import asyncio
+import errno
 import base64
 import hashlib
 import logging
@@ -43,7 +44,7 @@ from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
 from legion.config import Config
-from legion.errors import ConfigError
+from legion.errors import AddressInUse, ConfigError
 
 log = logging.getLogger("legion.aggregator.gateway")
 
@@ -309,6 +310,8 @@ async def start_gateway(app: web.Application, config: Config, *, host: str | Non
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse("dashboard_config.websocket_port", f"{host}:{port}") from exc
         raise ConfigError([f"dashboard_config.websocket_port: cannot listen on {host}:{port}: "
                            f"{exc}"]) from exc
     bound = runner.addresses[0]

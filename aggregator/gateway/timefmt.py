@@ -33,7 +33,10 @@ def parse_duration_ms(text: str) -> int:
     m = _DURATION_RE.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a duration (e.g. 30s, 5m, 1h, 2d or ms)")
-    return int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    ms = int(float(m.group(1)) * _UNIT_MS[m.group(2)])
+    if ms > _MAX_MS - _MIN_MS:
+        raise ValueError(f"{text!r} is longer than this century")
+    return ms
 
 
 def parse_time_ms(text: str, now: int | None = None) -> int:
@@ -43,12 +46,15 @@ def parse_time_ms(text: str, now: int | None = None) -> int:
     if text == "now":
         return now
     if text.lstrip("-").isdigit():
-        v = int(text)
+        v = int(text) if len(text) < 20 else -1
         if not _MIN_MS <= v <= _MAX_MS:
             raise ValueError(f"{text!r}: epoch milliseconds out of range")
         return v
     if _DURATION_RE.match(text):
-        return now - parse_duration_ms(text)
+        v = now - parse_duration_ms(text)
+        if v < _MIN_MS:
+            raise ValueError(f"{text!r} ago is before 2000-01-01")
+        return v
     try:
         if "T" in text and " " in text:  # a '+' of an offset that was URL-decoded to ' '
             head, _, tail = text.rpartition(" ")
@@ -59,4 +65,7 @@ def parse_time_ms(text: str, now: int | None = None) -> int:
                          "meaning 5 minutes ago)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    v = int(dt.timestamp() * 1000)
+    if not _MIN_MS <= v <= _MAX_MS:
+        raise ValueError(f"{text!r}: outside 2000-01-01 .. 2200-01-01")
+    return v

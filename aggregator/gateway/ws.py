@@ -34,6 +34,8 @@ log = logging.getLogger("legion.aggregator.gateway.ws")
 
 AUTH_TIMEOUT_S = 5.0
 SEND_TIMEOUT_S = 30.0
+WS_HEARTBEAT_SECS = 30.0
+"""Ping interval; a client that does not answer within half of it is closed (counted slow)."""
 MAX_CLIENT_MSG_BYTES = 64 * 1024
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_TOO_SLOW = 4408
@@ -144,7 +146,7 @@ def make_ws_handler(hub: Hub, tokens: TokenStore, *, allowed_origins: tuple[str,
         if not origin_allowed(request, allowed_origins, api_host):
             stats["refused_origin"] += 1
             return json_error(403, f"origin {request.headers.get('Origin')!r} not allowed")
-        ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CLIENT_MSG_BYTES)
+        ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECS, max_msg_size=MAX_CLIENT_MSG_BYTES)
         if not ws.can_prepare(request).ok:
             return json_error(400, "expected a WebSocket upgrade")
         if not reserve():
@@ -170,6 +172,8 @@ def make_ws_handler(hub: Hub, tokens: TokenStore, *, allowed_origins: tuple[str,
                         "ts_ms": now_ms()})
             try:
                 await _receive_loop(ws, client, hub, tokens)
+                if isinstance(ws.exception(), asyncio.TimeoutError):  # no pong: the heartbeat
+                    stats["slow_closed"] += 1
             finally:
                 hub.clients.discard(client)
                 client.closed = True

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from legion.aggregator.store.packing import RawSource
 from legion.aggregator.store.schema import TIERS
-from legion.errors import StoreError
+from legion.errors import QueryError, StoreError
 
 BASIC_AGGS = ("avg", "min", "max", "sum", "count", "last")
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
@@ -90,7 +90,7 @@ def plan(step_ms: int | None, agg: str, lo: int | None, hi: int | None,
          kept: Mapping[str, int], whole: bool = False, tiers: bool = True) -> Plan:
     """Choose the coarsest source that answers exactly and still holds [lo, hi)."""
     if agg not in AGGS:
-        raise StoreError(f"unknown aggregation {agg!r}; use one of {', '.join(AGGS)}")
+        raise QueryError(f"unknown aggregation {agg!r}; use one of {', '.join(AGGS)}")
     if agg in BASIC_AGGS and tiers:
         for tier in ("1d", "1h", "1m"):
             width = TIERS[tier]
@@ -100,14 +100,14 @@ def plan(step_ms: int | None, agg: str, lo: int | None, hi: int | None,
                 continue
             if lo is not None and lo < kept.get(tier, 0):
                 # Finer tiers keep less, so none of them holds the start either.
-                raise StoreError(
+                raise QueryError(
                     f"range starts at {lo} ms but the {tier} tier keeps data only since "
                     f"{kept.get(tier, 0)} ms; use a coarser step or a later since")
             return Plan(tier, lo, hi)
     if lo is not None and lo < kept.get("raw", 0):
         hint = ("percentiles need raw points" if agg in PERCENTILES
                 else "use a step that is a multiple of 1m, 1h or 1d to read the rollups")
-        raise StoreError(f"range starts at {lo} ms but raw points are kept only since "
+        raise QueryError(f"range starts at {lo} ms but raw points are kept only since "
                          f"{kept['raw']} ms; {hint}")
     return Plan("raw", lo, hi)
 
@@ -123,7 +123,7 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
     else:
         assert step_ms is not None
         if step_ms <= 0:
-            raise StoreError(f"step must be positive (got {step_ms} ms)")
+            raise QueryError(f"step must be positive (got {step_ms} ms)")
         lo = None if since_ms is None else since_ms // step_ms * step_ms
         hi = None if until_ms is None else -(-until_ms // step_ms) * step_ms
     p = plan(step_ms, agg, lo, hi, kept, whole=whole, tiers=tiers)
@@ -257,7 +257,7 @@ def raw_points(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], since_ms: i
                until_ms: int | None, kept_raw: int) -> list[tuple[int, int, float]]:
     """Raw (series_id, ts, value) rows in range, ordered by series then time."""
     if since_ms is not None and since_ms < kept_raw:
-        raise StoreError(f"range starts at {since_ms} ms but raw points are kept only since "
+        raise QueryError(f"range starts at {since_ms} ms but raw points are kept only since "
                          f"{kept_raw} ms; add a step (1m, 1h or 1d) to read the rollups")
     if not sel:
         return []

@@ -97,6 +97,11 @@ class SeqIndex:
         have = r.stored_between(FIRST_SEQ, last_seq) if r else 0
         return (last_seq - FIRST_SEQ + 1) - have
 
+    def count(self, node: str, epoch: int, lo: int, hi: int) -> int:
+        """How many seqs in lo..hi of this node and epoch are in the index."""
+        r = self._by_key.get((node, epoch))
+        return r.stored_between(lo, hi) if r else 0
+
     def load(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """Load (node, epoch, first, last) range rows."""
         for node, epoch, lo, hi in rows:

@@ -9,7 +9,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import duckdb
 
 from legion.aggregator.store import packing, retention, rollup
 from legion.aggregator.store import query as q
+from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
+from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
-from legion.errors import ConfigError, StoreError
+from legion.errors import ConfigError, QueryError, StoreError
 
 CHECKPOINT_MIN_WAL = 1 << 20
 """Below this WAL size a maintenance round does not bother to checkpoint."""
@@ -60,6 +63,10 @@ class Store:
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        self.health = StoreHealth()
+        # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either. Kept in
+        # memory only: after a restart they count as missing again until the epoch changes.
+        self.rejected_seqs = SeqIndex()
         key = self._encryption_key()
         self._con: duckdb.DuckDBPyConnection | None = open_database(self.path, key)
         self._archive_key: str | None = None
@@ -82,8 +89,14 @@ class Store:
     # ---- writing (the writer thread) -------------------------------------------------------
     def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
         """Store every batch whose (node, epoch, seq) is new, in one transaction."""
+        if self.health.due():
+            reopen(self)
         self._open()
-        result = self._writer.write(batches)
+        try:
+            result = self._writer.write(batches)
+        except StoreError as exc:
+            self.health.note_error(exc)
+            raise
         now = time.monotonic()
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval_secs
@@ -222,6 +235,8 @@ class Store:
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:
+            if is_checkpoint_busy(exc):  # a query's transaction: the next round tries again
+                return False
             raise StoreError(f"checkpoint failed: {exc}") from exc
         took = time.monotonic() - t
         self._ckpt_cost = took if took > self._ckpt_cost else 0.7 * self._ckpt_cost + 0.3 * took
@@ -233,6 +248,7 @@ class Store:
         try:
             con.execute("CHECKPOINT")
         except duckdb.Error as exc:
+            self.health.note_error(exc)
             raise StoreError(f"checkpoint failed: {exc}") from exc
 
     def close(self) -> None:
@@ -252,11 +268,30 @@ class Store:
         """Per-node info: first/last seen, points, epoch, last_seq, missing, dropped."""
         with self._lock:
             infos = sorted(self._writer.nodes.values(), key=lambda n: n.node)
-            missing = {n.node: self._writer.seqs.missing(n.node, n.epoch, n.last_seq)
-                       for n in infos}
+            rejected = {n.node: self.rejected_seqs.count(n.node, n.epoch, FIRST_SEQ, n.last_seq)
+                        for n in infos}
+            missing = {n.node: max(0, self._writer.seqs.missing(n.node, n.epoch, n.last_seq)
+                                   - rejected[n.node]) for n in infos}
         return [{"node": n.node, "first_seen_ms": n.first_seen_ms, "last_seen_ms": n.last_seen_ms,
                  "points": n.points, "epoch": n.epoch, "last_seq": n.last_seq,
-                 "missing": missing[n.node], "dropped": n.dropped} for n in infos]
+                 "missing": missing[n.node], "rejected": rejected[n.node],
+                 "dropped": n.dropped} for n in infos]
+
+    def note_rejected(self, node: str, epoch: int, seqs: Iterable[int]) -> None:
+        """Record seqs acked `rejected`: reported apart from `missing` by `nodes()`."""
+        with self._lock:
+            for s in seqs:
+                self.rejected_seqs.add(node, int(epoch), int(s))
+
+    def has_series(self, key: tuple[str, str, Any]) -> bool:
+        """Whether the series (node, name, labels) is stored (the writer thread's view)."""
+        return key in self._writer.series
+
+    def series_counts(self) -> tuple[Counter[str], Counter[str]]:
+        """Stored series per node and per metric name."""
+        with self._lock:
+            keys = list(self._writer.series)
+        return Counter(k[0] for k in keys), Counter(k[1] for k in keys)
 
     def stored_ranges(self, node: str, epoch: int) -> list[tuple[int, int]]:
         """Inclusive (first, last) runs of stored seqs for one node and epoch."""
@@ -279,7 +314,7 @@ class Store:
         `agg`: avg|min|max|sum|count|last, or p50|p95|p99 (computed from raw points).
         """
         if group_by is not None and step_ms is None:
-            raise StoreError("group_by needs a step")
+            raise QueryError("group_by needs a step")
         with self._cursor() as cur:
             sel = q.select_series(cur, metric=metric, node=node, labels=labels)
             if step_ms is None:
@@ -395,6 +430,7 @@ class Store:
             fn()
         except StoreError as exc:  # the commit before it stands; the next round retries
             self.rollup_errors += 1
+            self.health.note_error(exc)
             log.error("event=maintenance_failed error=%s", exc)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
@@ -405,7 +441,12 @@ class Store:
     def _cursor(self) -> _Cursor:
         with self._cursor_lock:
             cur = self._open().cursor()
-        cur.execute(f"USE {DB_ALIAS}")
+        try:
+            cur.execute(f"USE {DB_ALIAS}")
+        except duckdb.Error as exc:  # e.g. an invalidated database: a StoreError, noted
+            cur.close()
+            self.health.note_error(exc)
+            raise StoreError(f"query failed: {exc}") from exc
         return _Cursor(cur)
 
 

@@ -182,7 +182,10 @@ def analytics_run(config_path: str | None, workers: int | None) -> None:
             not cfg.ai_settings.predictive_analytics_enabled:
         click.echo("analytics disabled in ai_settings; no workers started", err=True)
         return
-    run_pool(path, workers or max(1, cfg.analytics.workers))
+    n = workers or max(1, cfg.analytics.workers)
+    click.echo(f"analytics: starting {n} worker{'s' * (n > 1)} (Ctrl-C stops)", err=True)
+    run_pool(path, n)  # logs event=started with the endpoints once the workers run
+    click.echo("analytics: stopped", err=True)
 
 
 COMMANDS = [detect, forecast_csv, analytics]

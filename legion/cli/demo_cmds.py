@@ -18,7 +18,8 @@ STATUS_EVERY_SECS = 2.0
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Setup directory to create or reuse (default: a fresh temporary one).")
-@click.option("--port", type=int, default=None, help="Gateway port (default 8765).")
+@click.option("--port", type=int, default=None,
+              help="Gateway port (default: a free one, like every other port of a new demo).")
 @click.option("--hosts", type=click.IntRange(1, 3), default=3, show_default=True,
               help="Simulated hosts (node agents) on this machine.")
 @click.option("--workers", type=click.IntRange(0, 16), default=1, show_default=True,
@@ -29,7 +30,7 @@ def demo_cmd(directory: str | None, port: int | None, hosts: int, workers: int,
              duration: float | None) -> None:
     """Aggregator, node agents, analytics workers and an 18-agent Enterprise Legion simulator."""
     from legion.cli.client import ApiClient
-    from legion.demo.runner import DEMO_HOSTS, launch, prepare, status_line
+    from legion.demo.runner import DEMO_HOSTS, launch, prepare, status_line, wait_ready
 
     demo = prepare(Path(directory) if directory else None, port, DEMO_HOSTS[:hosts])
     stop = threading.Event()
@@ -38,6 +39,7 @@ def demo_cmd(directory: str | None, port: int | None, hosts: int, workers: int,
     client = ApiClient(demo.config, demo.token, timeout=5)
     try:
         launch(demo, workers)
+        wait_ready(demo, client.get)  # the URL only once the aggregator answers
         click.echo(f"Legion Monitor demo in {demo.directory}")
         click.echo(f"  dashboard  {demo.url}")
         click.echo(f"  token      {demo.token}  (admin)")

@@ -51,13 +51,14 @@ def _register() -> None:
         keys_cmds,
         query_cmds,
         run_cmds,
+        series_cmds,
         setup_cmds,
         storage_cmds,
         users_cmds,
     )
 
     for mod in (setup_cmds, run_cmds, query_cmds, users_cmds, certs_cmds, analytics_cmds,
-                storage_cmds, demo_cmds, keys_cmds):
+                storage_cmds, demo_cmds, keys_cmds, series_cmds):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 

@@ -66,7 +66,9 @@ def _cell(v: Any) -> str:
     if isinstance(v, dict):
         return ",".join(f"{k}={x}" for k, x in v.items())
     if isinstance(v, float):
-        return f"{v:.6g}"
+        if v.is_integer() and abs(v) < 1e15:  # counters, bytes: every digit, no exponent
+            return str(int(v))
+        return f"{v:.1f}" if 1e6 <= abs(v) < 1e15 else f"{v:.6g}"
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)

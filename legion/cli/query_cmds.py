@@ -19,7 +19,8 @@ def nodes_cmd(config_path: str, token: str | None, fmt: str) -> None:
     """List nodes: last seen, points stored, epoch, last seq, missing, dropped."""
     rows = api(config_path, token).get("/api/v1/nodes")
     click.echo(render(rows, fmt, None if fmt == "json" else
-                      ["node", "last_seen", "points", "epoch", "last_seq", "missing", "dropped"]))
+                      ["node", "last_seen", "points", "epoch", "last_seq", "missing", "rejected",
+                       "dropped"]))
 
 
 @click.command("query")
@@ -49,6 +50,8 @@ def query_cmd(metric: str, node: str | None, labels: tuple[str, ...], since: str
         rows = rows.get("points", [])
     click.echo(render(rows, fmt, None if fmt == "json" else
                       ["ts", "node", "metric", "labels", "value"]))
+    if not rows:
+        explain_no_match(config_path, token, metric, node, since)
 
 
 @click.command("status")
@@ -116,6 +119,20 @@ def bands_cmd(metric: str, node: str | None, config_path: str, token: str | None
     click.echo(render(rows, fmt, None if fmt == "json" else
                       ["node", "metric", "labels", "lower", "upper", "latest", "outside",
                        "trained_to", "version"]))
+
+
+def explain_no_match(config_path: str, token: str | None, metric: str, node: str | None,
+                     since: str) -> None:
+    """Say on stderr why a query matched nothing; exit 1 when no such series exists at all."""
+    known = api(config_path, token).get("/api/v1/series", metric=metric, node=node)
+    if known:
+        click.echo(f"no points of {metric!r} since {since} ({len(known)} series exist: try a "
+                   "longer --since)", err=True)
+        return
+    where = f" on node {node!r}" if node else ""
+    click.echo(f"nothing matched: no series {metric!r}{where}; `legionctl series "
+               "--metric 'GLOB'` lists what exists", err=True)
+    raise SystemExit(1)
 
 
 def _labels_of(row: dict) -> str:

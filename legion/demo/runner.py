@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,10 @@ from legion.errors import LegionError
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
 STOP_TIMEOUT_SECS = 10.0
+READY_TIMEOUT_SECS = 90.0
+CHILD_PYTHON = [sys.executable, "-P"]
+"""Children run with -P (safe path): the working directory is never put on sys.path, so a
+checkout's `legion/` cannot shadow the installed package when the demo runs from it."""
 
 
 @dataclass
@@ -98,8 +103,16 @@ def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) ->
     d = d.expanduser().resolve()
     cfg_path = d / CONFIG_FILENAME
     if not cfg_path.exists():
-        write_setup(d, port=port)
+        # Free ports for everything the demo starts (the web port too unless --port), so it
+        # runs beside an aggregator, a test run or another demo.
+        write_setup(d, port=port or free_port())
         raw = json.loads(cfg_path.read_text())
+        ingest, acks = free_port(), free_port()
+        raw["aggregator"]["ingest_bind"] = raw["agent"]["aggregator_endpoint"] = \
+            f"tcp://127.0.0.1:{ingest}"
+        raw["aggregator"]["ack_bind"] = raw["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{acks}"
+        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
+        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
         # one monitor socket per simulated host, since the demo runs several on one machine
         raw["agent"]["monitor_endpoint"] = "ipc://" + str(d / "run" / "{node}-monitor.sock")
         cfg_path.write_text(json.dumps(raw, indent=2) + "\n")
@@ -113,7 +126,7 @@ def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) ->
 
 def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
     """Start aggregator, node agents, analytics workers and the simulator."""
-    py = [sys.executable, "-m", "legion.cli"]
+    py = [*CHILD_PYTHON, "-m", "legion.cli"]
     cfg = str(demo.directory / CONFIG_FILENAME)
     demo.start(py + ["aggregator", "run", "--config", cfg], "aggregator")
     for host in demo.hosts:
@@ -124,8 +137,41 @@ def launch(demo: Demo, workers: int, simulate: bool = True) -> None:
     if simulate:
         endpoints = [demo.config.endpoint(demo.config.agent.monitor_endpoint.replace(
             "{node}", h)) for h in demo.hosts]
-        demo.start([sys.executable, "-m", "legion.demo.simulator", "--endpoints",
+        demo.start([*CHILD_PYTHON, "-m", "legion.demo.simulator", "--endpoints",
                     ",".join(endpoints), "--demo-faults"], "simulator")
+
+
+def wait_ready(demo: Demo, get: Callable[[str], Any],
+               timeout: float = READY_TIMEOUT_SECS) -> None:
+    """Return once the aggregator answers its API; raise with its last log line if it exited
+    (or never answered) first."""
+    deadline = time.monotonic() + timeout
+    agg = demo.children[0]
+    while time.monotonic() < deadline:
+        if agg.popen.poll() is not None:
+            raise LegionError(f"the demo's aggregator exited (code {agg.popen.returncode}): "
+                              f"{_last_line(agg.log)}")
+        try:
+            get("/api/v1/status")
+            return
+        except LegionError:
+            time.sleep(0.2)
+    raise LegionError(f"the demo's aggregator did not answer in {timeout:.0f} s; see {agg.log}")
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return f"see {log}"
+    return lines[-1][:300] if lines else f"no output; see {log}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def status_line(get: Callable[[str], Any], last: dict[str, float]) -> str:

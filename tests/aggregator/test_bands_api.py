@@ -238,3 +238,35 @@ def test_legionctl_bands_table_json_csv(world: World, tmp_path: Path) -> None:
         assert res.stdout.split()[:9] == ["NODE", "METRIC", "LABELS", "LOWER", "UPPER",
                                           "LATEST", "OUTSIDE", "TRAINED_TO", "VERSION"]
         assert " no " in res.stdout and "web-1" in res.stdout
+
+
+def test_retrain_accepts_only_watched_series_and_keeps_nothing_else(world: World) -> None:
+    """Issue 13: 1,500 requests with 7 KB keys were all 202 and kept in memory."""
+    bridge = world.bridge()
+    operator = world.tokens.add("op", "operator")
+
+    async def post_all(paths: list[str]) -> list[tuple[int, Any]]:
+        app = create_app(world.config, world.store, lambda: {}, world.tokens,
+                         bands=bridge.bands, analytics_retrain=bridge.request_retrain)
+        server = await start_gateway(app, world.config, port=0)
+        out = []
+        try:
+            async with aiohttp.ClientSession(
+                    headers={"Authorization": f"Bearer {operator}"}) as s:
+                for p in paths:
+                    async with s.post(server.url + p) as r:
+                        out.append((r.status, await r.json()))
+        finally:
+            await stop_gateway(server)
+        return out
+
+    junk = [f"/api/v1/analytics/retrain?series=web-1|{i}|" + "x" * 900 for i in range(50)]
+    answers = run(post_all([*junk, "/api/v1/analytics/retrain?series=" + "y" * 7000,
+                            "/api/v1/analytics/retrain?series=web-1|" + MEM + "|",
+                            "/api/v1/analytics/retrain"]))
+    assert all(status == 404 and "unknown series" in body["error"]
+               for status, body in answers[:50]), answers[:2]
+    assert answers[50][0] == 400 and "series" in answers[50][1]["error"]
+    assert answers[51][0] == 202 and answers[52][0] == 202
+    assert bridge.bands is not None
+    assert bridge.bands._requested == {"web-1|" + MEM + "|"}  # noqa: SLF001 - nothing else kept

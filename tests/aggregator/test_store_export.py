@@ -88,3 +88,20 @@ def test_archive_before_retention_deletes(tmp_path):
         assert archived | after == before and not archived & after
     finally:
         store.close()
+
+
+def test_export_work_follows_the_data_not_the_range(tmp_path):
+    """Issue 13: `export --since 3650d` ran one query per hour of the range (87,600)."""
+    store = Store(tmp_path / "w.duckdb", clock_ms=lambda: T0 + 3 * DAY)
+    try:
+        fill(store)
+        store.pack_raw(until_ms=T0 + DAY)  # the first day packed into chunks, the rest raw
+        calls: list[tuple[int, int]] = []
+        res = export_parquet(store, T0 + 3 * DAY - 3650 * DAY, T0 + 3 * DAY,
+                             out_dir=tmp_path / "out", progress=lambda d, t: calls.append((d, t)))
+        hours_with_data = {(T0 + seq * (2 * DAY // 120)) // HOUR for seq in range(1, 121)}
+        assert res["files"] == len(hours_with_data)
+        assert res["rows"] == 120 * 4
+        assert calls and calls[-1][1] <= len(hours_with_data) + 24  # not 87,600 steps
+    finally:
+        store.close()

@@ -89,3 +89,37 @@ def test_libzmq_without_curve_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(zmq, "has", lambda cap: False)
     with pytest.raises(TransportError, match="CURVE"):
         curve.require_curve()
+
+
+def test_thresholds_and_heartbeats_are_validated() -> None:
+    """Issue 13: a CPU threshold of 180 % was accepted; heartbeat keys were never checked."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"alert_thresholds": {"cpu_usage": 180, "agent_success_rate": -1,
+                                               "agent_response_time": 0},
+                          "agent": {"heartbeat_interval_secs": 0},
+                          "aggregator": {"heartbeat_interval_secs": 1e9}})
+    text = str(info.value)
+    for key in ("alert_thresholds.cpu_usage", "alert_thresholds.agent_success_rate",
+                "alert_thresholds.agent_response_time", "agent.heartbeat_interval_secs",
+                "aggregator.heartbeat_interval_secs"):
+        assert key in text, key
+    assert config_from_dict({"alert_thresholds": {"cpu_usage": 100}}).alert_thresholds.cpu_usage == 100
+
+
+def test_heartbeat_settings_reach_the_sockets() -> None:
+    """`*.heartbeat_interval_secs` set the ZMTP heartbeat of the Curve sockets (were unused)."""
+    from legion.aggregator.ingest import heartbeat_ms
+    from legion.curve import client_socket, server_socket
+
+    cfg = config_from_dict({"aggregator": {"heartbeat_interval_secs": 0.5}})
+    assert heartbeat_ms(cfg) == 500
+    ctx = zmq.Context()
+    try:
+        keys = zmq.curve_keypair()
+        for sock in (server_socket(ctx, zmq.SUB, keys, heartbeat_ms(cfg)),
+                     client_socket(ctx, zmq.PUB, keys[0], keys, 700)):
+            ivl = sock.getsockopt(zmq.HEARTBEAT_IVL)
+            assert ivl in (500, 700) and sock.getsockopt(zmq.HEARTBEAT_TIMEOUT) == 3 * ivl
+            sock.close(0)
+    finally:
+        ctx.term()

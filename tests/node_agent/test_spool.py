@@ -170,6 +170,11 @@ def test_flipped_bytes_mid_segment_skip_one_record(tmp_path: Path) -> None:
     st = sp.stats()
     assert st["spool_quarantine_events_total"] == 1
     assert st["spool_quarantined_bytes_total"] == HEADER.size + len(payload(10))
+    # the record in the bad bytes is lost: counted as dropped (it showed missing=1, dropped=0)
+    assert st["batches_dropped_total"] == 1 and sp.dropped_ranges() == ((EPOCH, 10, 10),)
+    sp.close()
+    sp = open_spool(tmp_path)  # counted once, not again at the next open
+    assert sp.stats()["batches_dropped_total"] == 1
     sp.close()
 
 
@@ -339,4 +344,24 @@ def test_disk_error_mid_record_is_counted_and_cut(tmp_path: Path) -> None:
     sp = open_spool(tmp_path)  # the torn record was cut at once: nothing to quarantine
     assert [s for s, _ in sp.pending()] == list(range(1, n_ok + 1))
     assert sp.stats()["spool_quarantine_events_total"] == 0
+    sp.close()
+
+
+def test_late_acks_uncount_evicted_batches_that_arrived(tmp_path: Path) -> None:
+    """Issue 13: a full spool reported dropped=76 with nothing lost. A batch evicted after it was
+    sent, whose ack comes later, arrived: it is no longer counted as dropped."""
+    rec = HEADER.size + 500
+    cap = 20 * rec
+    sp = open_spool(tmp_path, cap, segment_bytes=5 * rec)
+    for s in range(1, 41):
+        sp.append(s, payload(s, 500))
+    assert sp.stats()["batches_dropped_total"] == 20
+    assert sp.dropped_ranges() == ((EPOCH, 1, 20),)
+    sp.mark_committed(EPOCH, [(3, 7)])        # late committed acks
+    sp.release(EPOCH, [(10, 12), (30, 31)])   # late checkpointed acks (30, 31 still spooled)
+    assert sp.stats()["batches_dropped_total"] == 12
+    assert sp.dropped_ranges() == ((EPOCH, 1, 2), (EPOCH, 8, 9), (EPOCH, 13, 20))
+    sp.close()
+    sp = open_spool(tmp_path, cap, segment_bytes=5 * rec)  # and it stays so after a restart
+    assert sp.stats()["batches_dropped_total"] == 12
     sp.close()

@@ -1,0 +1,65 @@
+"""Checkpoints under query load: a checkpoint that meets another transaction is retried soon,
+not logged as an error, and every batch still gets its `checkpointed` ack. Real aggregator, real
+Curve sockets, real DuckDB, real concurrent queries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+import zmq
+
+from legion.aggregator import ingest
+from legion.aggregator.service import Aggregator
+from legion.cli.setup_cmds import add_agent_key
+from legion.config import load_config
+from tests.aggregator.curve_peer import CurvePeer, series_batch
+from tests.conftest import make_setup, wait_for
+
+
+def test_checkpoints_meeting_queries_are_retried_not_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(ingest, "CHECKPOINT_SECS", 0.3)  # many attempts while queries run
+    cfg = load_config(make_setup(tmp_path / "legion"))
+    add_agent_key(cfg, "busy")
+    agg = Aggregator(cfg)
+    agg.start()
+    ctx = zmq.Context()
+    peer = CurvePeer(ctx, cfg, "busy")
+    stop = threading.Event()
+    reads = [0]
+
+    def reader() -> None:  # what the gateway does all day: stepped queries and stats
+        while not stop.is_set():
+            agg.store.query("busy_value", step_ms=60_000, since_ms=0)
+            agg.store.query("busy_value")
+            agg.store.stats()
+            reads[0] += 1
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+    caplog.set_level(logging.DEBUG, logger="legion.aggregator")
+    try:
+        peer.connect()
+        for t in threads:
+            t.start()
+        last = 60
+        for seq in range(2, last + 1):
+            peer.send(seq, series_batch("busy_value", 0, 200))
+            peer.pump(50)
+        wait_for(lambda: (peer.pump(100),
+                          set(range(1, last + 1)) <= set(peer.acks["checkpointed"]))[1], 120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        peer.close()
+        agg.stop()
+        ctx.term()
+    st_errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not st_errors, [r.getMessage() for r in st_errors]
+    print(f"reads {reads[0]}, checkpoint retries "
+          f"{agg.telemetry.snapshot()['checkpoint_retries']}, "
+          f"checkpoints {agg.telemetry.snapshot()['checkpoints']}")
+    assert reads[0] > 0 and agg.telemetry.snapshot()["checkpoints"] >= 1
