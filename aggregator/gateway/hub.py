@@ -240,8 +240,8 @@ class Hub:
                 resolved = sorted(k for k in before if k not in now_ids)
                 if resolved:
                     out["resolved"] = resolved
-        if out and "summary" in new:
-            out["summary"] = new["summary"]
+        if "summary" in new and (out or new["summary"] != old.get("summary")):
+            out["summary"] = new["summary"]  # counts change without a host changing, too
         return out
 
     def history_limit(self) -> int:
