@@ -347,15 +347,26 @@ export class Fleet extends EventTarget {
     return out;
   }
 
-  /** Counts for the summary bar: computed locally so it tracks every update. */
+  /**
+   * Counts for the summary bar and the fleet-health card. One source of truth: the gateway's
+   * `summary` (hosts and agents counted together per health word, and split per kind), the same
+   * object `GET /api/v1/fleet` returns. Only before the first summary are they counted here.
+   */
   counts() {
-    const c = { hosts: this.hosts.size, agents: this.agents.size, ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 };
-    for (const a of this.agents.values()) c[a.health] = (c[a.health] || 0) + 1;
+    const s = this.summary;
+    const zero = () => ({ ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 });
+    let c;
+    if (s && s.host_health && s.agent_health) {
+      c = { hosts: s.hosts, agents: s.agents, hostHealth: { ...zero(), ...s.host_health }, agentHealth: { ...zero(), ...s.agent_health } };
+    } else {
+      c = { hosts: this.hosts.size, agents: this.agents.size, hostHealth: zero(), agentHealth: zero() };
+      for (const h of this.hosts.values()) c.hostHealth[h.health] += 1;
+      for (const a of this.agents.values()) c.agentHealth[a.health] += 1;
+    }
+    for (const k of HEALTH) c[k] = c.hostHealth[k] + c.agentHealth[k];
     let msgRate = 0;
     for (const a of this.agents.values()) msgRate += num(a.metrics.messages_sent_per_s) || 0;
     c.msgRate = msgRate;
-    c.hostHealth = { ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 };
-    for (const h of this.hosts.values()) c.hostHealth[h.health] += 1;
     return c;
   }
 }

@@ -42,7 +42,7 @@ export class DetailPanel {
 
   _build() {
     const ref = this.ref; const e = this.fleet.entity(ref);
-    this.title.textContent = e.id; this.closeBtn.hidden = false;
+    this.title.textContent = e.id; this.title.title = e.id; this.closeBtn.hidden = false;
     this.root.setAttribute('aria-label', `${ref.kind} ${e.id} details`);
     const sub = h('div', { class: 'detail-sub' });
     this.sub = sub;
@@ -112,8 +112,9 @@ export class DetailPanel {
 
   _hostExtra(host) {
     const m = host.metrics;
-    const kv = [['Load (1 min)', fmt(m.load1)], ['Network in', m.network_receive_bytes_per_s === undefined ? '–' : `${fmt(m.network_receive_bytes_per_s)}B/s`],
-      ['Network out', m.network_transmit_bytes_per_s === undefined ? '–' : `${fmt(m.network_transmit_bytes_per_s)}B/s`],
+    // rates computed by the gateway from system_network_*_bytes_total, per interface, summed
+    const kv = [['Load (1 min)', fmt(m.load1)], ['Network in', fmt(m.network_received_bytes_per_s, 'B/s')],
+      ['Network out', fmt(m.network_sent_bytes_per_s, 'B/s')],
       ['Temperature', m.temperature_celsius === undefined ? '–' : `${fmt(m.temperature_celsius)} °C`],
       ['GPU', m.gpu_utilization_percent === undefined ? '–' : fmt(m.gpu_utilization_percent, '%')]];
     const agents = this.fleet.agentsOf(host.id);

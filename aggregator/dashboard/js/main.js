@@ -28,13 +28,16 @@ function showLogin(error) {
   const dlg = $('login'); const err = $('login-error');
   err.hidden = !error; err.textContent = error || '';
   if (!dlg.open) dlg.showModal();
-  $('token-input').focus();
+  // select what is there, so pasting the right token replaces a rejected one instead of
+  // appending to it (which kept sending `Bearer lgn_wrong…lgn_right`)
+  const input = $('token-input'); input.focus(); input.select();
 }
 
 $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const token = $('token-input').value.trim();
   if (!token) return;
+  app.lastTriedToken = token; // what the form sent (tests check the retry sends the new one)
   $('login-submit').disabled = true;
   try {
     await new Api(token, gatewayBase()).get('/api/v1/fleet');
@@ -51,9 +54,10 @@ async function start(token) {
     app.api.token = token; app.socket.stop(); app.socket.token = token; app.socket.start();
     return;
   }
-  const api = app.api = new Api(token, gatewayBase());
+  const api = new Api(token, gatewayBase());
   const fleet = app.fleet;
   const [snap, positions] = await Promise.all([api.get('/api/v1/fleet'), loadPositions()]);
+  app.api = api; // only a token that was accepted becomes the page's
   fleet.positions = { ...positions };
   fleet.applyFleet(snap);
 

@@ -1,8 +1,8 @@
 // The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
-import { bez, glowMaterial, labelSprite } from './scene-parts.js';
+import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
+import { bez, glowMaterial, labelSprite, FrameLog, LabelPool } from './scene-parts.js';
 
 const MAX_PACKETS = 4000;
 const ARC_SEGMENTS = 10;
@@ -10,6 +10,9 @@ const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => 
 const HALO = new THREE.Color('#e879f9');
 const FLOW = new THREE.Color('#67e8f9');
 const SELECT = new THREE.Color('#38bdf8');
+const HOST_LABELS_ALL = 40;     // up to this many hosts every platform is labelled
+const HOST_LABELS_NEAR = 16;    // beyond: this many nearest the focus (more when zoomed in)
+const MAX_ANOMALY_LABELS = 8;   // anomalous agents labelled, highest score first
 
 /** True when this browser can create a WebGL context. */
 export function webglAvailable() {
@@ -63,6 +66,7 @@ export class Scene3D {
     this.raycaster = new THREE.Raycaster();
     this.pointer = new THREE.Vector2(); this._down = null; this._hoverPending = null;
     this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._m = new THREE.Matrix4();
+    this.frameLog = new FrameLog(600); this.hovered = null;
     this._bind();
     this.resize();
     this._ro = new ResizeObserver(() => this.resize()); this._ro.observe(container);
@@ -78,7 +82,7 @@ export class Scene3D {
       if (moved < 6) { const ref = this.pick(e.clientX, e.clientY); this.onSelect(ref); }
     });
     el.addEventListener('pointermove', (e) => { this._hoverPending = { x: e.clientX, y: e.clientY }; });
-    el.addEventListener('pointerleave', () => { this._hoverPending = null; this.onHover(null); });
+    el.addEventListener('pointerleave', () => { this._hoverPending = null; this.hovered = null; this.onHover(null); });
   }
 
   resize() {
@@ -163,13 +167,17 @@ export class Scene3D {
     this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
     this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
 
-    // labels (skipped for very large fleets: hover shows names)
-    if (this.hostIds.length <= 64) {
-      for (const id of this.hostIds) {
-        const p = L.hosts.get(id); const sp = labelSprite(id);
-        sp.position.set(p.x, 0.9, p.z + PLATFORM / 2 + 1.0); this.groups.add(sp);
+    // labels: groups always; hosts all up to HOST_LABELS_ALL, else the ones nearest the camera's
+    // focus (level of detail, re-chosen as the camera moves); agents when selected, hovered or
+    // anomalous (see _updateLabels)
+    this.labels = new LabelPool(this.groups);
+    if (L.groups.length > 1) {
+      for (const g of L.groups) {
+        const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)' });
+        sp.scale.multiplyScalar(1.6); sp.position.set(g.x, 2.2, g.z - 1.2); this.groups.add(sp);
       }
     }
+    this._labelKey = '';
 
     // links (lines) and packets
     this.linkGeom = new THREE.BufferGeometry();
@@ -179,6 +187,7 @@ export class Scene3D {
       new THREE.MeshBasicMaterial({ color: FLOW, transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }), MAX_PACKETS);
     this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
 
+    this._animate(0); // instance matrices in place before the first pick (raycast bounds)
     this.refresh();
     // frame the fleet until the user moves the camera (hosts may still be arriving)
     if (!this._userMoved && this.hostIds.length !== this._fitHosts) { this.resetView(); this._fitHosts = this.hostIds.length; }
@@ -236,7 +245,37 @@ export class Scene3D {
     if (this.hostHalos.instanceColor) this.hostHalos.instanceColor.needsUpdate = true;
 
     this._buildLinks();
+    this._labelKey = ''; // anomalies may have changed: re-choose labels
   }
+
+  /** Which labels show: selected/hovered/anomalous agents, hosts near the focus (LOD). */
+  _updateLabels() {
+    const L = this.layout; if (!L) return;
+    const tgt = this.controls.target; const dist = this.camera.position.distanceTo(tgt);
+    const anomalous = (this.haloAgents || []).slice().sort((a, b) => b[1] - a[1]).slice(0, MAX_ANOMALY_LABELS).map(([i]) => this.agentIds[i]);
+    const agents = [...new Set([this.selected?.kind === 'agent' ? this.selected.id : null,
+      this.hovered?.kind === 'agent' ? this.hovered.id : null, ...anomalous].filter(Boolean))];
+    let hosts = this.hostIds;
+    if (hosts.length > HOST_LABELS_ALL) {
+      const near = Math.max(HOST_LABELS_NEAR, Math.round(HOST_LABELS_NEAR * (SPACING * 5 / Math.max(dist, 1))));
+      hosts = this.hostIds.map((id) => { const p = L.hosts.get(id); return [id, (p.x - tgt.x) ** 2 + (p.z - tgt.z) ** 2]; })
+        .sort((a, b) => a[1] - b[1]).slice(0, Math.min(near, HOST_LABELS_ALL)).map(([id]) => id);
+      if (this.selected?.kind === 'host' && !hosts.includes(this.selected.id)) hosts.push(this.selected.id);
+    }
+    const key = `${agents.join(',')}|${hosts.join(',')}`;
+    if (key === this._labelKey) return;
+    this._labelKey = key;
+    const want = new Map();
+    for (const id of hosts) { const p = L.hosts.get(id); if (p) want.set(`host:${id}`, { text: id, x: p.x, y: 0.9, z: p.z + PLATFORM / 2 + 1.0, scale: 1 }); }
+    for (const id of agents) {
+      const p = L.agents.get(id);
+      if (p) want.set(`agent:${id}`, { text: id, x: p.x, y: p.y + 1.05, z: p.z, scale: 0.62, color: 'rgba(254, 240, 138, 0.98)' });
+    }
+    this.labels.show(want);
+  }
+
+  /** Ids of the agents labelled in the scene now (for tests). */
+  agentLabels() { return this.labels ? this.labels.shown('agent:') : []; }
 
   _buildLinks() {
     const f = this.fleet; const L = this.layout;
@@ -314,14 +353,18 @@ export class Scene3D {
       last = now;
       const began = performance.now();
       const time = (now - this.t0) / 1000;
-      if (this._hoverPending) { const hp = this._hoverPending; this._hoverPending = null; this.onHover(this.pick(hp.x, hp.y), hp.x, hp.y); }
+      if (this._hoverPending) {
+        const hp = this._hoverPending; this._hoverPending = null;
+        this.hovered = this.pick(hp.x, hp.y); this.onHover(this.hovered, hp.x, hp.y);
+      }
       this._stepTween(now);
       this.controls.update();
-      if (this.layout) this._animate(time);
+      if (this.layout) { this._animate(time); this._updateLabels(); }
       this.renderer.render(this.scene, this.camera);
       this.frames = (this.frames || 0) + 1;
       // slow (software) rendering: leave the main thread time for updates and input
       const cost = performance.now() - began;
+      this.frameLog.push(now, cost);
       gap = Math.min(400, Math.max(24, gap * 0.8 + cost * 2 * 0.2));
     };
     this._raf = requestAnimationFrame(loop);
@@ -329,12 +372,17 @@ export class Scene3D {
 
   stop() { this.running = false; cancelAnimationFrame(this._raf); }
 
+  /** Frame statistics since `since` (performance.now ms): intervals and render costs, p50/p95. */
+  frameStats(since = 0) { return this.frameLog.stats(since); }
+
   /** The host or agent under a client (CSS pixel) position, or null. */
   pick(cx, cy) {
     if (!this.layout) return null;
     const r = this.renderer.domElement.getBoundingClientRect();
     this.pointer.set(((cx - r.left) / r.width) * 2 - 1, -((cy - r.top) / r.height) * 2 + 1);
     this.raycaster.setFromCamera(this.pointer, this.camera);
+    // the agents move (pulse, bob): their cached bounds must follow, or rays miss them all
+    this.agentsMesh.computeBoundingSphere();
     const hits = this.raycaster.intersectObjects([this.agentsMesh, this.platforms, this.hubs], false);
     for (const h of hits) {
       if (h.object === this.agentsMesh && h.instanceId < this.agentIds.length) return { kind: 'agent', id: this.agentIds[h.instanceId] };
@@ -367,6 +415,7 @@ export class Scene3D {
   }
 
   _placeSelection() {
+    this._labelKey = '';
     const ref = this.selected; const p = this.worldPos(ref);
     this.selMarker.visible = Boolean(p) && ref.kind === 'agent';
     this.hostMarker.visible = Boolean(p) && ref.kind === 'host';

@@ -39,6 +39,7 @@ export class LiveSocket {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       this.messages += 1; this.lastMessageMs = Date.now();
+      this.bytes = (this.bytes || 0) + ev.data.length; // characters received (ASCII JSON: bytes)
       if (msg.type === 'hello') {
         this.retry = 0;
         this.onState('live');
