@@ -37,6 +37,9 @@ export function hostGroup(node) {
 function placeGroups(nodes) {
   const byGroup = new Map();
   for (const n of nodes) { const g = hostGroup(n); if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(n); }
+  // hosts alone in their group share one unlabelled block ('') instead of a block each
+  const single = [...byGroup].filter(([, m]) => m.length === 1);
+  if (single.length > 1) { for (const [g] of single) byGroup.delete(g); byGroup.set('', single.map(([, m]) => m[0]).sort(natural)); }
   const blocks = [...byGroup].sort((a, b) => natural(a[0], b[0])).map(([name, members]) => {
     const cols = Math.ceil(Math.sqrt(members.length)); const rows = Math.ceil(members.length / cols);
     return { name, members, cols, w: cols * SPACING, d: rows * SPACING };

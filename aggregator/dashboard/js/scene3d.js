@@ -172,7 +172,7 @@ export class Scene3D {
     // anomalous (see _updateLabels)
     this.labels = new LabelPool(this.groups);
     if (L.groups.length > 1) {
-      for (const g of L.groups) {
+      for (const g of L.groups.filter((x) => x.name && x.hosts.length > 1)) {
         const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)' });
         sp.scale.multiplyScalar(1.6); sp.position.set(g.x, 2.2, g.z - 1.2); this.groups.add(sp);
       }
@@ -187,8 +187,8 @@ export class Scene3D {
       new THREE.MeshBasicMaterial({ color: FLOW, transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }), MAX_PACKETS);
     this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
 
-    this._animate(0); // instance matrices in place before the first pick (raycast bounds)
     this.refresh();
+    this._animate(0); // instance matrices in place before the first pick (raycast bounds)
     // frame the fleet until the user moves the camera (hosts may still be arriving)
     if (!this._userMoved && this.hostIds.length !== this._fitHosts) { this.resetView(); this._fitHosts = this.hostIds.length; }
     this._placeSelection();
@@ -269,7 +269,7 @@ export class Scene3D {
     for (const id of hosts) { const p = L.hosts.get(id); if (p) want.set(`host:${id}`, { text: id, x: p.x, y: 0.9, z: p.z + PLATFORM / 2 + 1.0, scale: 1 }); }
     for (const id of agents) {
       const p = L.agents.get(id);
-      if (p) want.set(`agent:${id}`, { text: id, x: p.x, y: p.y + 1.05, z: p.z, scale: 0.62, color: 'rgba(254, 240, 138, 0.98)' });
+      if (p) want.set(`agent:${id}`, { text: id, x: p.x, y: p.y + 1.05, z: p.z, scale: 0.8, color: 'rgba(254, 240, 138, 0.98)' });
     }
     this.labels.show(want);
   }
