@@ -14,6 +14,15 @@ const HOST_LABELS_ALL = 40;     // up to this many hosts every platform is label
 const HOST_LABELS_NEAR = 16;    // beyond: this many nearest the focus (more when zoomed in)
 const MAX_ANOMALY_LABELS = 8;   // anomalous agents labelled, highest score first
 
+/** True when WebGL is rendered in software (SwiftShader, llvmpipe): then no MSAA, fewer pixels. */
+function softwareGL() {
+  try {
+    const gl = document.createElement('canvas').getContext('webgl');
+    const ext = gl && gl.getExtension('WEBGL_debug_renderer_info');
+    return Boolean(ext) && /swiftshader|llvmpipe|software/i.test(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL));
+  } catch { return false; }
+}
+
 /** True when this browser can create a WebGL context. */
 export function webglAvailable() {
   try {
@@ -28,8 +37,13 @@ export class Scene3D {
     this.container = container; this.fleet = fleet;
     this.onSelect = onSelect || (() => {}); this.onHover = onHover || (() => {});
     this.selected = null; this.layout = null; this.running = false;
-    this.renderer = new THREE.WebGLRenderer({ antialias: true, powerPreference: 'high-performance' });
-    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+    this.software = softwareGL();
+    this.renderer = new THREE.WebGLRenderer({ antialias: !this.software, powerPreference: 'high-performance' });
+    // level of detail for the whole frame: the pixel ratio drops while frames are slow (software
+    // GL, a big fleet) and comes back when they are fast again (see _adaptResolution)
+    this.basePixelRatio = Math.min(window.devicePixelRatio || 1, 2);
+    this.pixelRatio = this.basePixelRatio;
+    this.renderer.setPixelRatio(this.pixelRatio);
     this.renderer.setClearColor(0x070b12, 1);
     this.renderer.domElement.setAttribute('aria-label', '3D map of hosts and agents');
     this.renderer.domElement.setAttribute('role', 'img');
@@ -365,12 +379,24 @@ export class Scene3D {
       // slow (software) rendering: leave the main thread time for updates and input
       const cost = performance.now() - began;
       this.frameLog.push(now, cost);
+      this._adaptResolution(now);
       gap = Math.min(400, Math.max(24, gap * 0.8 + cost * 2 * 0.2));
     };
     this._raf = requestAnimationFrame(loop);
   }
 
   stop() { this.running = false; cancelAnimationFrame(this._raf); }
+
+  /** Lower the pixel ratio when frames come slower than ~15/s, raise it again above ~30/s. */
+  _adaptResolution(now) {
+    if (this._lastFrame !== undefined) this._interval = (this._interval ?? 40) * 0.9 + (now - this._lastFrame) * 0.1;
+    this._lastFrame = now;
+    if (now - (this._resAt || 0) < 2000) return;
+    let pr = this.pixelRatio;
+    if (this._interval > 66 && pr > 0.5) pr = Math.max(0.5, pr * 0.8);
+    else if (this._interval < 33 && pr < this.basePixelRatio) pr = Math.min(this.basePixelRatio, pr * 1.25);
+    if (pr !== this.pixelRatio) { this.pixelRatio = pr; this.renderer.setPixelRatio(pr); this.resize(); this._resAt = now; }
+  }
 
   /** Frame statistics since `since` (performance.now ms): intervals and render costs, p50/p95. */
   frameStats(since = 0) { return this.frameLog.stats(since); }
