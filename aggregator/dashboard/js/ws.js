@@ -8,7 +8,7 @@ export class LiveSocket {
     this.url = url; this.token = token;
     this.onMessage = onMessage || (() => {}); this.onState = onState || (() => {});
     this.onAuthFailed = onAuthFailed || (() => {});
-    this.ws = null; this.retry = 0; this.closed = true; this.messages = 0; this.lastMessageMs = 0;
+    this.ws = null; this.retry = 0; this.closed = true; this.messages = 0; this.bytes = 0; this.lastMessageMs = 0;
   }
 
   start() {
@@ -39,7 +39,7 @@ export class LiveSocket {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       this.messages += 1; this.lastMessageMs = Date.now();
-      this.bytes = (this.bytes || 0) + ev.data.length; // characters received (ASCII JSON: bytes)
+      this.bytes += ev.data.length; // characters received (ASCII JSON: bytes)
       if (msg.type === 'hello') {
         this.retry = 0;
         this.onState('live');
