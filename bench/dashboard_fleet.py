@@ -1,6 +1,6 @@
 """The 3D dashboard at fleet scale: frame time and WebSocket bytes per client, 3 / 30 / 100 hosts.
 
-    python bench/dashboard_fleet.py [--hosts 3,30,100] [--secs 20] [--out bench/results/dashboard_fleet.json]
+    python bench/dashboard_fleet.py [--hosts 3,30,100] [--secs 20] [--out FILE.json]
 
 For each size the benchmark starts a simulated fleet (a writer thread storing, every second, the
 system metrics of N hosts and the Legion's 18 agents on each, with peer-labelled message counters,
@@ -31,7 +31,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from legion.aggregator.gateway import AuditLog, TokenStore, create_app, start_gateway, stop_gateway  # noqa: E402
+from legion.aggregator.gateway import (  # noqa: E402
+    AuditLog,
+    TokenStore,
+    create_app,
+    start_gateway,
+    stop_gateway,
+)
 from legion.aggregator.store.store import Store  # noqa: E402
 from legion.aggregator.store.types import IncomingBatch  # noqa: E402
 from legion.config import config_from_dict  # noqa: E402

@@ -155,7 +155,8 @@ def test_numbers_agree_with_the_api(gateway: NetGateway, browser: Any) -> None:
         for _ in range(6):
             row, detail, health, dot = pg.js(f"""() => {{
                 const row = document.querySelector("#fleet-list .tree-item[data-id='{agent}']");
-                const box = document.querySelector("#detail .metric[data-metric='response_time_ms_p95']");
+                const box = document.querySelector(
+                    "#detail .metric[data-metric='response_time_ms_p95']");
                 return [row.querySelector('.meta').textContent,
                         box.querySelector('.metric-value').textContent.replace('ms', ' ms'),
                         document.querySelector('#detail .detail-sub .tag:nth-child(2)').className,
@@ -178,7 +179,8 @@ def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 
 @pytest.mark.parametrize("size", [SIZE, {"width": 1280, "height": 720}])
-def test_2d_legend_overlaps_no_card(gateway: NetGateway, browser: Any, size: dict[str, int]) -> None:
+def test_2d_legend_overlaps_no_card(gateway: NetGateway, browser: Any,
+                                    size: dict[str, int]) -> None:
     pg = open_page(browser, f"{gateway.url}/?view=2d#token={gateway.token['viewer']}")
     try:
         pg.page.set_viewport_size(size)

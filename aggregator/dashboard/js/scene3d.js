@@ -1,8 +1,10 @@
 // The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
-import { bez, glowMaterial, labelSprite, FrameLog, LabelPool } from './scene-parts.js';
+import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
+import { bez, glowMaterial } from './scene-parts.js';
+import { SceneLabels } from './labels3d.js';
+import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
 const ARC_SEGMENTS = 10;
@@ -10,18 +12,6 @@ const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => 
 const HALO = new THREE.Color('#e879f9');
 const FLOW = new THREE.Color('#67e8f9');
 const SELECT = new THREE.Color('#38bdf8');
-const HOST_LABELS_ALL = 40;     // up to this many hosts every platform is labelled
-const HOST_LABELS_NEAR = 16;    // beyond: this many nearest the focus (more when zoomed in)
-const MAX_ANOMALY_LABELS = 8;   // anomalous agents labelled, highest score first
-
-/** True when WebGL is rendered in software (SwiftShader, llvmpipe): then no MSAA, fewer pixels. */
-function softwareGL() {
-  try {
-    const gl = document.createElement('canvas').getContext('webgl');
-    const ext = gl && gl.getExtension('WEBGL_debug_renderer_info');
-    return Boolean(ext) && /swiftshader|llvmpipe|software/i.test(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL));
-  } catch { return false; }
-}
 
 /** True when this browser can create a WebGL context. */
 export function webglAvailable() {
@@ -37,13 +27,9 @@ export class Scene3D {
     this.container = container; this.fleet = fleet;
     this.onSelect = onSelect || (() => {}); this.onHover = onHover || (() => {});
     this.selected = null; this.layout = null; this.running = false;
-    this.software = softwareGL();
+    this.software = softwareGL(); // no MSAA there; the pacer also lowers the pixel ratio when slow
     this.renderer = new THREE.WebGLRenderer({ antialias: !this.software, powerPreference: 'high-performance' });
-    // level of detail for the whole frame: the pixel ratio drops while frames are slow (software
-    // GL, a big fleet) and comes back when they are fast again (see _adaptResolution)
-    this.basePixelRatio = Math.min(window.devicePixelRatio || 1, 2);
-    this.pixelRatio = this.basePixelRatio;
-    this.renderer.setPixelRatio(this.pixelRatio);
+    this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
     this.renderer.setClearColor(0x070b12, 1);
     this.renderer.domElement.setAttribute('aria-label', '3D map of hosts and agents');
     this.renderer.domElement.setAttribute('role', 'img');
@@ -80,7 +66,7 @@ export class Scene3D {
     this.raycaster = new THREE.Raycaster();
     this.pointer = new THREE.Vector2(); this._down = null; this._hoverPending = null;
     this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._m = new THREE.Matrix4();
-    this.frameLog = new FrameLog(600); this.hovered = null;
+    this.pacer = new FramePacer(this.renderer, () => this.resize()); this.hovered = null;
     this._bind();
     this.resize();
     this._ro = new ResizeObserver(() => this.resize()); this._ro.observe(container);
@@ -181,17 +167,7 @@ export class Scene3D {
     this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
     this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
 
-    // labels: groups always; hosts all up to HOST_LABELS_ALL, else the ones nearest the camera's
-    // focus (level of detail, re-chosen as the camera moves); agents when selected, hovered or
-    // anomalous (see _updateLabels)
-    this.labels = new LabelPool(this.groups);
-    if (L.groups.length > 1) {
-      for (const g of L.groups.filter((x) => x.name && x.hosts.length > 1)) {
-        const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)' });
-        sp.scale.multiplyScalar(1.6); sp.position.set(g.x, 2.2, g.z - 1.2); this.groups.add(sp);
-      }
-    }
-    this._labelKey = '';
+    this.labels = new SceneLabels(this.groups, L); // names: groups, hosts (LOD), some agents
 
     // links (lines) and packets
     this.linkGeom = new THREE.BufferGeometry();
@@ -259,37 +235,11 @@ export class Scene3D {
     if (this.hostHalos.instanceColor) this.hostHalos.instanceColor.needsUpdate = true;
 
     this._buildLinks();
-    this._labelKey = ''; // anomalies may have changed: re-choose labels
-  }
-
-  /** Which labels show: selected/hovered/anomalous agents, hosts near the focus (LOD). */
-  _updateLabels() {
-    const L = this.layout; if (!L) return;
-    const tgt = this.controls.target; const dist = this.camera.position.distanceTo(tgt);
-    const anomalous = (this.haloAgents || []).slice().sort((a, b) => b[1] - a[1]).slice(0, MAX_ANOMALY_LABELS).map(([i]) => this.agentIds[i]);
-    const agents = [...new Set([this.selected?.kind === 'agent' ? this.selected.id : null,
-      this.hovered?.kind === 'agent' ? this.hovered.id : null, ...anomalous].filter(Boolean))];
-    let hosts = this.hostIds;
-    if (hosts.length > HOST_LABELS_ALL) {
-      const near = Math.max(HOST_LABELS_NEAR, Math.round(HOST_LABELS_NEAR * (SPACING * 5 / Math.max(dist, 1))));
-      hosts = this.hostIds.map((id) => { const p = L.hosts.get(id); return [id, (p.x - tgt.x) ** 2 + (p.z - tgt.z) ** 2]; })
-        .sort((a, b) => a[1] - b[1]).slice(0, Math.min(near, HOST_LABELS_ALL)).map(([id]) => id);
-      if (this.selected?.kind === 'host' && !hosts.includes(this.selected.id)) hosts.push(this.selected.id);
-    }
-    const key = `${agents.join(',')}|${hosts.join(',')}`;
-    if (key === this._labelKey) return;
-    this._labelKey = key;
-    const want = new Map();
-    for (const id of hosts) { const p = L.hosts.get(id); if (p) want.set(`host:${id}`, { text: id, x: p.x, y: 0.9, z: p.z + PLATFORM / 2 + 1.0, scale: 1 }); }
-    for (const id of agents) {
-      const p = L.agents.get(id);
-      if (p) want.set(`agent:${id}`, { text: id, x: p.x, y: p.y + 1.05, z: p.z, scale: 0.8, color: 'rgba(254, 240, 138, 0.98)' });
-    }
-    this.labels.show(want);
+    this.labels?.invalidate(); // anomalies may have changed: re-choose labels
   }
 
   /** Ids of the agents labelled in the scene now (for tests). */
-  agentLabels() { return this.labels ? this.labels.shown('agent:') : []; }
+  agentLabels() { return this.labels ? this.labels.agents() : []; }
 
   _buildLinks() {
     const f = this.fleet; const L = this.layout;
@@ -373,13 +323,12 @@ export class Scene3D {
       }
       this._stepTween(now);
       this.controls.update();
-      if (this.layout) { this._animate(time); this._updateLabels(); }
+      if (this.layout) { this._animate(time); this.labels.update(this); }
       this.renderer.render(this.scene, this.camera);
       this.frames = (this.frames || 0) + 1;
       // slow (software) rendering: leave the main thread time for updates and input
       const cost = performance.now() - began;
-      this.frameLog.push(now, cost);
-      this._adaptResolution(now);
+      this.pacer.frame(now, cost);
       gap = Math.min(400, Math.max(24, gap * 0.8 + cost * 2 * 0.2));
     };
     this._raf = requestAnimationFrame(loop);
@@ -387,19 +336,8 @@ export class Scene3D {
 
   stop() { this.running = false; cancelAnimationFrame(this._raf); }
 
-  /** Lower the pixel ratio when frames come slower than ~15/s, raise it again above ~30/s. */
-  _adaptResolution(now) {
-    if (this._lastFrame !== undefined) this._interval = (this._interval ?? 40) * 0.9 + (now - this._lastFrame) * 0.1;
-    this._lastFrame = now;
-    if (now - (this._resAt || 0) < 2000) return;
-    let pr = this.pixelRatio;
-    if (this._interval > 66 && pr > 0.5) pr = Math.max(0.5, pr * 0.8);
-    else if (this._interval < 33 && pr < this.basePixelRatio) pr = Math.min(this.basePixelRatio, pr * 1.25);
-    if (pr !== this.pixelRatio) { this.pixelRatio = pr; this.renderer.setPixelRatio(pr); this.resize(); this._resAt = now; }
-  }
-
   /** Frame statistics since `since` (performance.now ms): intervals and render costs, p50/p95. */
-  frameStats(since = 0) { return this.frameLog.stats(since); }
+  frameStats(since = 0) { return this.pacer.stats(since); }
 
   /** The host or agent under a client (CSS pixel) position, or null. */
   pick(cx, cy) {
@@ -441,7 +379,7 @@ export class Scene3D {
   }
 
   _placeSelection() {
-    this._labelKey = '';
+    this.labels?.invalidate();
     const ref = this.selected; const p = this.worldPos(ref);
     this.selMarker.visible = Boolean(p) && ref.kind === 'agent';
     this.hostMarker.visible = Boolean(p) && ref.kind === 'host';
