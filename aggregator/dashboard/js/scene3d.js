@@ -21,6 +21,12 @@ export function webglAvailable() {
   } catch { return false; }
 }
 
+/** Level of detail by count: `values[i]` for the first `limits[i]` not exceeded, else the last. */
+function lod(n, limits, values) {
+  const i = limits.findIndex((x) => n <= x);
+  return values[i === -1 ? values.length - 1 : i];
+}
+
 export class Scene3D {
   /** Build the renderer inside `container`; callbacks: onSelect(ref|null), onHover(ref|null, x, y). */
   constructor(container, fleet, { onSelect, onHover } = {}) {
@@ -131,7 +137,7 @@ export class Scene3D {
 
     // department pads
     const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
-    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, 28),
+    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, lod(L.pads.length, [120], [28, 12])),
       new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }), Math.max(1, L.pads.length));
     this.pads.count = L.pads.length;
     L.pads.forEach((pd, i) => {
@@ -151,7 +157,7 @@ export class Scene3D {
     this.groups.add(this.hubs);
 
     // agents
-    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, this.agentIds.length > 300 ? 1 : 2),
+    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, lod(this.agentIds.length, [300, 1000], [2, 1, 0])),
       glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }), nA);
     this.agentsMesh.count = this.agentIds.length;
     this.agentsMesh.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
@@ -291,7 +297,7 @@ export class Scene3D {
     let n = 0;
     for (const cv of this.curves) {
       if (cv.rate <= 0 && cv.received <= 0) continue;
-      const per = Math.min(4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
+      const per = Math.min(this.curves.length > 600 ? 1 : 4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
       const speed = 0.25 + Math.min(1.2, Math.max(cv.rate, cv.received) * 0.3);
       for (let j = 0; j < per && n < MAX_PACKETS; j++) {
         let u = (time * speed + cv.seed + j / per) % 1;

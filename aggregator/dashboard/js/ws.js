@@ -43,7 +43,8 @@ export class LiveSocket {
       if (msg.type === 'hello') {
         this.retry = 0;
         this.onState('live');
-        this.send({ op: 'subscribe', topics: TOPICS, history: true });
+        // delta: changed hosts/agents come as their changed fields only (data.js merges them)
+        this.send({ op: 'subscribe', topics: TOPICS, history: true, delta: true });
         clearInterval(this._ping);
         this._ping = setInterval(() => this.send({ op: 'ping' }), 20000);
       }
