@@ -144,6 +144,36 @@ class Fleet:
         self.store.close()
 
 
+def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
+             secs: float, out: dict[str, float]) -> None:
+    """A plain `/ws` client (all topics, `delta` as given): update bytes/s once `start` is set."""
+    import aiohttp
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as s, s.ws_connect(f"{url}/ws?token={token}",
+                                                              max_msg_size=0) as ws:
+            await ws.send_json({"op": "subscribe", "history": False, "delta": delta,
+                                "topics": ["agent_metrics", "system_health", "alerts",
+                                           "anomalies", "forecasts"]})
+            n, t0 = 0, None
+            loop = asyncio.get_running_loop()
+            while True:
+                if t0 is None and start.is_set():
+                    n, t0 = 0, loop.time()
+                if t0 is not None and loop.time() - t0 >= secs:
+                    break
+                try:
+                    msg = await ws.receive(timeout=0.5)
+                except TimeoutError:
+                    continue
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                if '"type": "update"' in msg.data[:200]:
+                    n += len(msg.data)
+            out["delta" if delta else "full"] = n / max(1e-9, loop.time() - (t0 or loop.time()))
+    asyncio.run(main())
+
+
 def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     ctx = browser.new_context(viewport={"width": 1600, "height": 900})
     page = ctx.new_page()
@@ -157,6 +187,13 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
                            "window.__legion.socket?.messages > 5", timeout=300_000)
     load_s = time.perf_counter() - t_load
     page.wait_for_timeout(3000)  # let the snapshot settle
+    start, plain = threading.Event(), {}
+    probes = [threading.Thread(target=ws_bytes, args=(fleet.url, fleet.token, d, start, secs,
+                                                      plain), daemon=True) for d in (False, True)]
+    for t in probes:
+        t.start()
+    time.sleep(2)
+    start.set()
     t0, b0, m0 = page.evaluate("() => [performance.now(), window.__legion.socket.bytes, "
                                "window.__legion.socket.messages]")
     page.wait_for_timeout(secs * 1000)
@@ -164,6 +201,8 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
         f" window.__legion.view.frameStats({t0}), window.__legion.mode]")
     ctx.close()
+    for t in probes:
+        t.join(secs + 30)
     span = (t1 - t0) / 1000
     return {"hosts": len(fleet.nodes), "agents": n_agents, "mode": mode,
             "first_full_map_s": round(load_s, 2),
@@ -172,6 +211,8 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
             "frame_cost_ms_p50": round(stats["cost_p50"], 1),
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
+            "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
+            "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),
             "ws_bytes_per_s": round((b1 - b0) / span), "ws_messages_per_s": round(
                 (m1 - m0) / span, 2),
             "store_write_ms_p50": round(1000 * sorted(fleet.write_s)[len(fleet.write_s) // 2], 1),
