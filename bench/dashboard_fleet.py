@@ -182,9 +182,15 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     t_load = time.perf_counter()
     page.goto(f"{fleet.url}/#token={fleet.token}")
     n_agents = len(fleet.nodes) * len(AGENTS)
-    page.wait_for_function(f"() => window.__legion.fleet?.agents.size === {n_agents} && "
-                           "window.__legion.view?.frames > 3 && "
-                           "window.__legion.socket?.messages > 5", timeout=300_000)
+    try:
+        page.wait_for_function(f"() => window.__legion.fleet?.agents.size === {n_agents} && "
+                               "window.__legion.view?.frames > 3 && "
+                               "window.__legion.socket?.messages > 5", timeout=300_000)
+    except Exception:
+        print("not ready:", page.evaluate("() => [window.__legion.fleet?.agents.size, "
+                                          "window.__legion.view?.frames, "
+                                          "window.__legion.socket?.messages]"), errors, flush=True)
+        raise
     load_s = time.perf_counter() - t_load
     page.wait_for_timeout(3000)  # let the snapshot settle
     start, plain = threading.Event(), {}
@@ -197,9 +203,10 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     t0, b0, m0 = page.evaluate("() => [performance.now(), window.__legion.socket.bytes, "
                                "window.__legion.socket.messages]")
     page.wait_for_timeout(secs * 1000)
-    t1, b1, m1, stats, mode = page.evaluate(
+    t1, b1, m1, stats, mode, upd = page.evaluate(
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
-        f" window.__legion.view.frameStats({t0}), window.__legion.mode]")
+        f" window.__legion.view.frameStats({t0}), window.__legion.mode,"
+        f" window.__legion.updateCostMs]")
     ctx.close()
     for t in probes:
         t.join(secs + 30)
@@ -211,6 +218,7 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
             "frame_cost_ms_p50": round(stats["cost_p50"], 1),
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
+            "update_cost_ms_view_list_panels": [round(x, 1) for x in upd or []],
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
             "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),
             "ws_bytes_per_s": round((b1 - b0) / span), "ws_messages_per_s": round(

@@ -121,7 +121,11 @@ function scheduleValues() {
   valuesPending = true;
   setTimeout(() => {
     valuesPending = false;
-    app.view?.refresh(); app.list.refresh(); app.detail.update(); app.alerts.render();
+    const t = [performance.now()];
+    app.view?.refresh(); t.push(performance.now()); app.list.refresh(); t.push(performance.now());
+    app.detail.update(); app.alerts.render(); t.push(performance.now());
+    // main-thread cost of one update (view, list, panels), for the fleet benchmark
+    app.updateCostMs = [t[1] - t[0], t[2] - t[1], t[3] - t[2]];
   }, 50);
 }
 
