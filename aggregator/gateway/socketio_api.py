@@ -78,7 +78,13 @@ class SioClient:
                 msg = {"topic": topic, "type": kind, "ts": iso_ms(ts), "ts_ms": ts, "data": data}
                 if kind == "update":
                     msg["coalesced"] = coalesced
-                await self.sio.emit(topic, msg, to=self.sid)
+                try:
+                    await self.sio.emit(topic, msg, to=self.sid)
+                except Exception as exc:  # the connection went away mid-send: stop quietly
+                    self.stats["send_errors"] += 1
+                    log.debug("event=socketio_emit_failed sid=%s error=%r", self.sid, exc)
+                    self.closed = True
+                    return
                 self.stats["messages_sent"] += 1
 
 

@@ -1,9 +1,19 @@
 // Small three.js building blocks for the 3D view.
 import * as THREE from 'three';
 
-/** Standard material whose instance colour also glows a little (emissive = colour * k). */
-export function glowMaterial(opts) {
-  const m = new THREE.MeshStandardMaterial(opts);
+/**
+ * A lit material: physically based, or Lambert when `cheap` (software GL renders Lambert about
+ * twice as fast; roughness/metalness are then ignored).
+ */
+export function litMaterial(opts, cheap = false) {
+  if (!cheap) return new THREE.MeshStandardMaterial(opts);
+  const { roughness, metalness, ...rest } = opts; // eslint-disable-line no-unused-vars
+  return new THREE.MeshLambertMaterial(rest);
+}
+
+/** A lit material whose instance colour also glows a little (emissive = colour * k). */
+export function glowMaterial(opts, cheap = false) {
+  const m = litMaterial(opts, cheap);
   m.onBeforeCompile = (s) => {
     s.fragmentShader = s.fragmentShader.replace('#include <emissivemap_fragment>',
       '#include <emissivemap_fragment>\n#ifdef USE_COLOR\n totalEmissiveRadiance += vColor.rgb * 0.55;\n#endif');

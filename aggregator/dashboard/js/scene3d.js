@@ -1,13 +1,14 @@
 // The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
-import { bez, glowMaterial } from './scene-parts.js';
+import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
+import { bez, glowMaterial, litMaterial } from './scene-parts.js';
 import { SceneLabels } from './labels3d.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
 const ARC_SEGMENTS = 10;
+const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
 const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
 const FLOW = new THREE.Color('#67e8f9');
@@ -113,7 +114,7 @@ export class Scene3D {
 
     // host platforms + glowing edges
     this.platforms = new THREE.InstancedMesh(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM),
-      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }), nH);
+      litMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }, this.software), nH);
     this.platforms.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
       const p = L.hosts.get(id); t.position.set(p.x, -0.05, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
@@ -138,7 +139,7 @@ export class Scene3D {
     // department pads
     const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
     this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, lod(L.pads.length, [120], [28, 12])),
-      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }), Math.max(1, L.pads.length));
+      litMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }, this.software), Math.max(1, L.pads.length));
     this.pads.count = L.pads.length;
     L.pads.forEach((pd, i) => {
       t.position.set(pd.x, 0.23, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
@@ -148,7 +149,7 @@ export class Scene3D {
 
     // message hubs
     this.hubs = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 16),
-      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }), nH);
+      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }, this.software), nH);
     this.hubs.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
       const p = L.hubs.get(id); t.position.set(p.x, 0.95, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
@@ -158,7 +159,7 @@ export class Scene3D {
 
     // agents
     this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, lod(this.agentIds.length, [300, 1000], [2, 1, 0])),
-      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }), nA);
+      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }, this.software), nA);
     this.agentsMesh.count = this.agentIds.length;
     this.agentsMesh.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
     for (let i = 0; i < this.agentIds.length; i++) this.agentsMesh.setColorAt(i, HEALTH.unknown);
@@ -256,7 +257,16 @@ export class Scene3D {
       const [a, b] = ends;
       const d = Math.hypot(b.x - a.x, b.z - a.z);
       const mid = { x: (a.x + b.x) / 2, y: Math.max(a.y, b.y) + 0.6 + d * 0.25, z: (a.z + b.z) / 2 };
-      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618 });
+      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618, src: link.source, dst: link.target });
+    }
+    // level of detail: a big fleet draws the flows nearest the focus (and the selected agent's);
+    // software GL spends most of a frame on these blended lines and packets
+    const tgt = this.controls.target; this._linksAt = tgt.clone(); this.linksCulled = 0;
+    if (this.curves.length > LINK_BUDGET) {
+      const sel = this.selected?.kind === 'agent' ? this.selected.id : null;
+      const d2 = (c) => (c.src === sel || c.dst === sel ? -1 : (c.m.x - tgt.x) ** 2 + (c.m.z - tgt.z) ** 2);
+      this.linksCulled = this.curves.length - LINK_BUDGET;
+      this.curves = this.curves.map((c) => [d2(c), c]).sort((x, y) => x[0] - y[0]).slice(0, LINK_BUDGET).map(([, c]) => c);
     }
     const segs = this.curves.length * ARC_SEGMENTS;
     const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
@@ -329,7 +339,10 @@ export class Scene3D {
       }
       this._stepTween(now);
       this.controls.update();
-      if (this.layout) { this._animate(time); this.labels.update(this); }
+      if (this.layout) {
+        if (this.linksCulled && this._linksAt.distanceTo(this.controls.target) > SPACING) this._buildLinks();
+        this._animate(time); this.labels.update(this);
+      }
       this.renderer.render(this.scene, this.camera);
       this.frames = (this.frames || 0) + 1;
       // slow (software) rendering: leave the main thread time for updates and input
@@ -365,6 +378,7 @@ export class Scene3D {
   select(ref, { focus = true } = {}) {
     this.selected = ref;
     this._placeSelection();
+    if (this.linksCulled) this._buildLinks(); // the selected agent's flows are always drawn
     const p = this.worldPos(ref);
     if (p && focus) {
       this._userMoved = true;
