@@ -248,6 +248,11 @@ def test_3d_click_selects_agent_labels_and_search(gateway: NetGateway, browser: 
         assert len(pg.js("() => window.__legion.view.agentLabels()")) <= 10
         p.screenshot(path=str(ARTIFACTS / "dashboard-3d-labels.png"))
 
+        # hosts are grouped: by name, or by `"group:NODE"` in the positions file (e.g. a site)
+        groups = pg.js("""() => { const a = window.__legion;
+            a.fleet.positions = {'group:web-1': 'eu-west', 'group:gpu-1': 'eu-west'};
+            a.view.rebuild(); return a.view.layout.groups.map((g) => [g.name, g.hosts]); }""")
+        assert ["eu-west", ["gpu-1", "web-1"]] in groups, groups
         # search: Enter in the filter selects the match and the camera flies to it
         p.locator("#fleet-filter").fill("vps-1")
         p.keyboard.press("Enter")

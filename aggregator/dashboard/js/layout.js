@@ -25,18 +25,21 @@ const natural = (a, b) => a.localeCompare(b, undefined, { numeric: true });
 const GROUP_GAP = 8;            // extra space between host groups
 
 /**
- * The group a host belongs to on the map: its name without the trailing number (`gpu-node-7` →
- * `gpu-node`, `web-1` → `web`), i.e. the naming convention fleets use for a site, a role or a
- * department. Hosts of one group share a block; blocks are labelled.
+ * The group a host belongs to on the map: `"group:NODE": "site"` in the positions file (a site, a
+ * rack, a department), else its name without the trailing number (`gpu-node-7` → `gpu-node`,
+ * `web-1` → `web`), the naming convention fleets use for these. Hosts of one group share a
+ * labelled block.
  */
-export function hostGroup(node) {
+export function hostGroup(node, positions = {}) {
+  const set = positions[`group:${node}`];
+  if (typeof set === 'string' && set) return set;
   return String(node).replace(/[-_.]?\d+$/, '') || String(node);
 }
 
 /** Place host groups as blocks (each a small grid) in rows; returns node → {x, z} and the groups. */
-function placeGroups(nodes) {
+function placeGroups(nodes, positions) {
   const byGroup = new Map();
-  for (const n of nodes) { const g = hostGroup(n); if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(n); }
+  for (const n of nodes) { const g = hostGroup(n, positions); if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(n); }
   // hosts alone in their group share one unlabelled block ('') instead of a block each
   const single = [...byGroup].filter(([, m]) => m.length === 1);
   if (single.length > 1) { for (const [g] of single) byGroup.delete(g); byGroup.set('', single.map(([, m]) => m[0]).sort(natural)); }
@@ -72,7 +75,7 @@ function placeGroups(nodes) {
 export function computeLayout(fleet, positions = {}) {
   const nodes = [...fleet.hosts.keys()].sort(natural);
   // hosts grouped by name (see hostGroup), each group a block, the blocks about square overall
-  const { pos, groups } = placeGroups(nodes);
+  const { pos, groups } = placeGroups(nodes, positions);
   const hosts = new Map();
   const hubs = new Map();
   nodes.forEach((node) => {
