@@ -114,7 +114,7 @@ export class FleetList {
     const hh = c.hostHealth; const ah = c.agentHealth;
     let tokens = 0; let cost = 0; let tasks = 0;
     for (const a of this.fleet.agents.values()) {
-      tokens += a.metrics.tokens_per_s || 0; cost += a.metrics.llm_cost_usd_total || 0; tasks += a.metrics.tasks_per_s || 0;
+      tokens += a.metrics.tokens_per_s || 0; cost += (a.metrics.llm_cost_usd_per_s || 0) * 3600; tasks += a.metrics.tasks_per_s || 0;
     }
     const kv = document.getElementById('fleet-kv');
     kv.replaceChildren(...[
@@ -125,7 +125,7 @@ export class FleetList {
       ['Agents warning · critical', `${ah.warning} · ${ah.critical}`],
       ['Tasks / s', fmt(tasks)],
       ['Tokens / s', fmt(tokens)],
-      ['LLM cost (total)', `$${fmt(cost)}`],
+      ['LLM cost / h', `$${fmt(cost)}`],
       ['Active alerts', String(this.fleet.alerts.size)],
     ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
