@@ -1,7 +1,7 @@
 // Which names the 3D map shows (level of detail for text): host groups always; hosts all up to
 // HOST_LABELS_ALL, beyond that the ones nearest the camera's focus; agents when selected, hovered
 // or anomalous (the highest scores first).
-import { PLATFORM, SPACING } from './layout.js';
+import { PLATFORM, SPACING, labelled } from './layout.js';
 import { labelSprite } from './scene-parts.js';
 
 const HOST_LABELS_ALL = 40;     // up to this many hosts every platform is labelled
@@ -38,9 +38,9 @@ export class SceneLabels {
   constructor(parent, layout) {
     this.pool = new LabelPool(parent); this.key = '';
     if (layout.groups.length > 1) {
-      for (const g of layout.groups.filter((x) => x.name && x.hosts.length > 1)) {
+      for (const g of layout.groups.filter(labelled)) {
         const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)' });
-        sp.scale.multiplyScalar(1.6); sp.position.set(g.x, 2.2, g.z - 1.2); parent.add(sp);
+        sp.scale.multiplyScalar(Math.max(1.6, g.w / 14)); sp.position.set(g.x, 2.2, g.z - 1.2); parent.add(sp);
       }
     }
   }

@@ -36,6 +36,9 @@ export function hostGroup(node, positions = {}) {
   return String(node).replace(/[-_.]?\d+$/, '') || String(node);
 }
 
+/** Whether a group's name is drawn (a named group of more than one host). */
+export function labelled(group) { return Boolean(group.name) && group.hosts.length > 1; }
+
 /** Place host groups as blocks (each a small grid) in rows; returns node → {x, z} and the groups. */
 function placeGroups(nodes, positions) {
   const byGroup = new Map();
@@ -120,6 +123,7 @@ export function computeLayout(fleet, positions = {}) {
     minX = Math.min(minX, h.x - PLATFORM / 2); maxX = Math.max(maxX, h.x + PLATFORM / 2);
     minZ = Math.min(minZ, h.z - PLATFORM / 2); maxZ = Math.max(maxZ, h.z + PLATFORM / 2);
   }
+  for (const g of groups) if (labelled(g)) minZ = Math.min(minZ, g.z - 2.5); // room for its name
   return { hosts, agents, pads, hubs, groups, bounds: { minX, maxX, minZ, maxZ } };
 }
 

@@ -1,5 +1,5 @@
 // 2D fallback (canvas, top-down) with the same interface as Scene3D: used without WebGL or on request.
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
+import { computeLayout, departmentColors, labelled, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
 
 const LABEL_H = 18; // px above a host card for its name
 
@@ -113,6 +113,11 @@ export class View2D {
       }
       const hub = L.hubs.get(id); const [hx, hy] = this.toScreen(hub.x, hub.z);
       g.fillStyle = '#1e3a5f'; g.beginPath(); g.arc(hx, hy, Math.max(2, 0.4 * s), 0, Math.PI * 2); g.fill();
+    }
+    if (L.groups.length > 1) { // group names above their blocks
+      g.fillStyle = '#93c5fd'; g.textAlign = 'left';
+      for (const grp of L.groups.filter(labelled)) { const [gx, gy] = this.toScreen(grp.x - grp.w / 2 + 2.5, grp.z - 1.2); g.fillText(grp.name.toUpperCase(), gx, gy); }
+      g.textAlign = 'center';
     }
     for (const pd of L.pads) {
       const [x, y] = this.toScreen(pd.x, pd.z);
