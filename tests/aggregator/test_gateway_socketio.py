@@ -101,3 +101,23 @@ def test_refused_without_token_bad_token_and_foreign_origin(env: Env) -> None:
             finally:
                 await client.disconnect()
     run(main())
+
+
+def test_revoked_token_is_disconnected(env: Env) -> None:
+    async def main() -> None:
+        async with env.serve() as server:
+            client = socketio.AsyncClient(reconnection=False)
+            got = collector(client)
+            gone = asyncio.Event()
+            client.on("disconnect", lambda *_: gone.set())
+            await client.connect(server.url, auth={"token": env.token["operator"]},
+                                 wait_timeout=20)
+            try:
+                await wait_for(lambda: got["system_health"])
+                assert env.tokens.revoke("operator")
+                env.write(cpu=55.0)  # the next message finds the token revoked
+                await asyncio.wait_for(gone.wait(), 30)
+                assert not server.app[HUB_KEY].clients
+            finally:
+                await client.disconnect()
+    run(main())
