@@ -1,8 +1,9 @@
 """Instrumenting your own agents with `AgentMonitor`: a planner (sync) and a researcher (async)
 that call an LLM, use a tool and message each other.
 
-    legionctl demo --no-sim &                  # or any node agent on this machine
-    python examples/instrumented_agents.py     # runs ~30 s; --secs N, --endpoint ipc://...
+    export LEGION_CONFIG=~/legion/monitoring_config.json   # the README's quick start, with
+    legionctl agent run --node web-1 &                       # a node agent on this machine
+    python examples/instrumented_agents.py                   # ~30 s; --secs N, --endpoint ...
 
 Each `AgentMonitor` reports once a second to the node agent on this machine (the endpoint comes
 from --endpoint, $LEGION_MONITOR_ENDPOINT or the config's `agent.monitor_endpoint`); the node
