@@ -11,7 +11,10 @@ the map it measures, for `--secs` seconds:
 - frame time: the interval between rendered frames (p50/p95) and the JavaScript + GL cost of one
   frame (p50/p95), from the view's own frame log (`frameStats`);
 - bytes per second per client: characters received on the page's WebSocket after the snapshot;
-- the share of the update bytes that carried changed values (entities whose metrics changed).
+- update bytes per second of two plain `/ws` clients in the same window, one with full updates
+  and one with `delta` (what the page uses);
+- `first_full_map_s`: page load until every agent is on the map and 5 WebSocket messages came;
+- `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels).
 
 Numbers depend on the machine and its load: compare sizes within one run, not across runs.
 """
