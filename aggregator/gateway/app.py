@@ -40,6 +40,7 @@ from legion.aggregator.gateway.auth import json_error, make_auth_middleware, pub
 from legion.aggregator.gateway.certs import server_ssl_context
 from legion.aggregator.gateway.export_api import make_export_routes
 from legion.aggregator.gateway.hub import Hub, Source
+from legion.aggregator.gateway.socketio_api import attach_socketio
 from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
@@ -241,6 +242,9 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
     app.add_routes(make_export_routes(store))
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws", ws_handler)
+    attach_socketio(app, hub, token_store, allowed_origins=sec.allowed_origins,
+                    api_host=config.aggregator.api_host, stats=stats,
+                    reserve=reserve, release=release)
     app.router.add_get("/", index)
     if dash.is_dir():
         app.router.add_static("/", dash, follow_symlinks=False)

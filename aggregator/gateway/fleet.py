@@ -51,11 +51,12 @@ def _fold(key: str, values: list[float]) -> float:
 class _Acc:
     """Collects the values of one entity before folding."""
 
-    __slots__ = ("exact", "folded", "labels", "last_ms")
+    __slots__ = ("exact", "folded", "labels", "last_ms", "rates")
 
     def __init__(self) -> None:
         self.exact: dict[str, float] = {}
         self.folded: dict[str, list[float]] = defaultdict(list)
+        self.rates: dict[str, list[float | None]] = defaultdict(list)  # per labelled counter
         self.last_ms = 0
         self.labels: dict[str, str] = {}
 
@@ -70,6 +71,12 @@ class _Acc:
         out = {k: _fold(k, v) for k, v in self.folded.items()}
         out.update(self.exact)  # an unlabelled series (a total) wins over folding its parts
         return out
+
+    def add_rate(self, keys: tuple[str, str | None], rate: float | None) -> None:
+        """One labelled counter's own rate (e.g. per interface), summed later per key."""
+        for k in keys:
+            if k is not None:
+                self.rates[k].append(rate)
 
 
 class FleetBuilder:
@@ -92,6 +99,8 @@ class FleetBuilder:
             acc.add(key, float(r["value"]), extra, int(r["ts_ms"]))
             if unsplit:
                 acc.add(unsplit, float(r["value"]), True, int(r["ts_ms"]))
+            if extra and key.endswith("_total"):
+                acc.add_rate((key, unsplit), self._series_rate(("host", r["node"]), r, labels))
         agents: dict[str, _Acc] = defaultdict(_Acc)
         agent_node: dict[str, tuple[int, str]] = {}
         peers: dict[tuple[str, str], tuple[int, float]] = {}
@@ -111,6 +120,8 @@ class FleetBuilder:
             acc.add(key, float(r["value"]), extra, ts)
             if unsplit:
                 acc.add(unsplit, float(r["value"]), True, ts)
+            if extra and key.endswith("_total"):
+                acc.add_rate((key, unsplit), self._series_rate(("agent", agent_id), r, labels))
             peer = next((labels[k] for k in PEER_LABELS if k in labels), None)
             if peer and r["metric"] in PEER_METRICS:
                 old = peers.get((agent_id, peer), (0, 0.0))
@@ -118,7 +129,7 @@ class FleetBuilder:
 
         host_out: dict[str, dict[str, Any]] = {}
         for node, acc in sorted(hosts.items()):
-            m = self._with_rates(("host", node), acc.metrics(), acc.last_ms)
+            m = self._with_rates(("host", node), acc.metrics(), acc.last_ms, acc)
             health, reasons = self.host_health(m, acc.last_ms, now_ms)
             host_out[node] = {"node": node, "health": health, "reasons": reasons,
                               "last_seen": iso_ms(acc.last_ms), "last_seen_ms": acc.last_ms,
@@ -126,7 +137,7 @@ class FleetBuilder:
         agent_out: list[dict[str, Any]] = []
         for agent_id, acc in sorted(agents.items()):
             node = agent_node[agent_id][1]
-            m = self._with_rates(("agent", agent_id), acc.metrics(), acc.last_ms)
+            m = self._with_rates(("agent", agent_id), acc.metrics(), acc.last_ms, acc)
             health, reasons = self.agent_health(m, acc.last_ms, now_ms)
             agent_out.append({"agent_id": agent_id,
                               "department": acc.labels.get("department", "unassigned"),
@@ -147,9 +158,11 @@ class FleetBuilder:
                        for d, members in sorted(depts.items())]
         links = self._links(agent_out, peers)
         hosts_list = list(host_out.values())
-        summary: dict[str, int] = {"hosts": len(hosts_list), "agents": len(agent_out)}
+        summary: dict[str, Any] = {"hosts": len(hosts_list), "agents": len(agent_out)}
         for h in HEALTH_ORDER:
             summary[h] = sum(1 for e in (*hosts_list, *agent_out) if e["health"] == h)
+        for kind, items in (("host_health", hosts_list), ("agent_health", agent_out)):
+            summary[kind] = {h: sum(1 for e in items if e["health"] == h) for h in HEALTH_ORDER}
         return {"ts": iso_ms(now_ms), "ts_ms": now_ms,
                 "thresholds": {"cpu_usage": self.thresholds.cpu_usage,
                                "memory_usage": self.thresholds.memory_usage,
@@ -232,9 +245,22 @@ class FleetBuilder:
         self._prev[key] = (ts_ms, value, rate)
         return rate
 
+    def _series_rate(self, ent: tuple[str, str], row: Mapping[str, Any],
+                     labels: Mapping[str, str]) -> float | None:
+        """Rate of one labelled counter series (so a reset or a new interface stays local)."""
+        return self._rate((*ent, row["metric"], *sorted(f"{k}={v}" for k, v in labels.items())),
+                          int(row["ts_ms"]), float(row["value"]))
+
     def _with_rates(self, ent: tuple[str, str], m: dict[str, float],
-                    ts_ms: int) -> dict[str, float]:
+                    ts_ms: int, acc: _Acc | None = None) -> dict[str, float]:
+        """Add `*_per_s` for every `*_total`: the sum of per-series rates for labelled
+        counters (e.g. `network_received_bytes_total` per interface), else the total's rate."""
         for k in [k for k in m if k.endswith("_total")]:
+            if acc is not None and k not in acc.exact and k in acc.rates:
+                known = [r for r in acc.rates[k] if r is not None]
+                if known:
+                    m[k[:-6] + "_per_s"] = round(sum(known), 6)
+                continue
             r = self._rate((*ent, k), ts_ms, m[k])
             if r is not None:
                 m[k[:-6] + "_per_s"] = round(r, 6)

@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.config import Config
@@ -87,7 +88,12 @@ class LatestReader(Protocol):
 
 def merge_update(base: dict[str, Any], update: Mapping[str, Any],
                  max_events: int) -> dict[str, Any]:
-    """A new dict: `update`'s keyed items replace `base`'s, other fields overwrite; no mutation."""
+    """A new dict: `update`'s keyed items replace `base`'s, other fields overwrite; no mutation.
+
+    A delta update (`"delta": true`, see delta.py) merges its hosts/agents into `base`'s field by
+    field instead; the result stays a delta when `base` was one.
+    """
+    delta, base_delta = bool(update.get("delta")), bool(base.get("delta"))
     out = dict(base)
     out.pop("resolved", None)
     resolved = set(base.get("resolved", ())) | set(update.get("resolved", ()))
@@ -100,8 +106,11 @@ def merge_update(base: dict[str, Any], update: Mapping[str, Any],
             continue
         items = {keyf(e): e for e in base[field]}
         for e in value:
-            items[keyf(e)] = e
-            resolved.discard(keyf(e))
+            k = keyf(e)
+            old = items.get(k)
+            items[k] = merge_entity(old, e, keep_removed=base_delta) \
+                if delta and field in DELTA_FIELDS and old is not None else e
+            resolved.discard(k)
         merged = list(items.values())
         if field in EVENT_FIELDS and len(merged) > max_events:
             merged = merged[-max_events:]
@@ -220,9 +229,11 @@ class Hub:
         self._record_history(fleet)
         for topic, data in new_state.items():
             diff = self._diff(topic, self.state[topic], data)
+            delta = delta_update(self.state[topic], diff) \
+                if diff and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data
             if diff:
-                self.publish(topic, diff)
+                self.publish(topic, diff, delta)
 
     @staticmethod
     def _diff(topic: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -240,8 +251,8 @@ class Hub:
                 resolved = sorted(k for k in before if k not in now_ids)
                 if resolved:
                     out["resolved"] = resolved
-        if out and "summary" in new:
-            out["summary"] = new["summary"]
+        if "summary" in new and (out or new["summary"] != old.get("summary")):
+            out["summary"] = new["summary"]  # counts change without a host changing, too
         return out
 
     def history_limit(self) -> int:
@@ -279,12 +290,15 @@ class Hub:
         return data
 
     # -- fan-out --------------------------------------------------------------------------------
-    def publish(self, topic: str, data: dict[str, Any]) -> None:
-        """Offer an update of `topic` to every subscribed client (never blocks)."""
+    def publish(self, topic: str, data: dict[str, Any],
+                delta: dict[str, Any] | None = None) -> None:
+        """Offer an update of `topic` to every subscribed client (never blocks); clients that
+        asked for deltas on `topic` (`delta_topics`) get `delta` when there is one."""
         self.stats["updates"] += 1
         for c in list(self.clients):
             if topic in c.topics:
-                c.offer(topic, "update", data)
+                wants = delta is not None and topic in getattr(c, "delta_topics", ())
+                c.offer(topic, "update", delta if wants else data)
 
     def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:
         """Add or replace items (by `id`) of alerts/anomalies/forecasts; call on the event loop."""

@@ -56,6 +56,7 @@ class WsClient:
         self.stats = stats
         self.send_timeout_s = SEND_TIMEOUT_S if send_timeout_s is None else send_timeout_s
         self.topics: set[str] = set()
+        self.delta_topics: set[str] = set()  # subscribed with "delta": true (see delta.py)
         self.pending: dict[str, list[Any]] = {}  # topic -> [kind, data, coalesced]
         self.control: deque[dict[str, Any]] = deque(maxlen=64)
         self.wake = asyncio.Event()
@@ -70,6 +71,7 @@ class WsClient:
             p[1] = merge_update(p[1], data, self.hub.max_history)
             if p[0] == "snapshot":
                 p[1].pop("resolved", None)
+                p[1].pop("delta", None)  # a delta merged into a snapshot leaves a full snapshot
             p[2] += 1
             self.stats["coalesced"] += 1
         self.wake.set()
@@ -270,15 +272,19 @@ def _dispatch(op: str, body: dict[str, Any], client: WsClient, hub: Hub) -> None
         return
     if op == "subscribe":
         history = body.get("history", True)
-        if not isinstance(history, bool):
-            client.say({"type": "error", "error": "'history' must be true or false", "op": op})
+        delta = body.get("delta", False)
+        if not isinstance(history, bool) or not isinstance(delta, bool):
+            client.say({"type": "error", "op": op,
+                        "error": "'history' and 'delta' must be true or false"})
             return
         for t in topics:
             client.topics.add(t)
+            (client.delta_topics.add if delta else client.delta_topics.discard)(t)
             client.offer(t, "snapshot", hub.snapshot(t, history=history))
     else:
         for t in topics:
             client.topics.discard(t)
+            client.delta_topics.discard(t)
             client.pending.pop(t, None)
 
 

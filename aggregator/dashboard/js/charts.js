@@ -38,15 +38,18 @@ export function drawChart(canvas, series, opts = {}) {
   g.clearRect(0, 0, w, h);
   const t = series?.t || []; const v = series?.v || [];
   const color = opts.color || '#38bdf8';
-  const padL = 30; const padR = 4; const padT = 6; const padB = 12;
+  const padR = 4; const padT = 6; const padB = 12;
   const fcAll = (opts.forecast || []).filter(([ft]) => ft > (opts.toMs ?? 0));
   const ph = h - padT - padB;
   // with a forecast, the right 24 % of the plot shows [now, end of forecast] on its own time scale
-  const fw = fcAll.length > 1 ? Math.round((w - padL - padR) * 0.24) : 0;
-  const pw = w - padL - padR - fw;
+  const fw = fcAll.length > 1 ? Math.round((w - 30 - padR) * 0.24) : 0;
 
   const toMs = opts.toMs ?? (t.length ? t[t.length - 1] : Date.now());
   let fromMs = opts.fromMs ?? (t.length ? t[0] : toMs - 60e3);
+  // a range longer than the data (1 h asked, 5 min stored): the axis starts at the first point
+  // instead of squeezing everything against the right edge; its label says the real span
+  const firstIn = t.find((ts) => ts >= fromMs);
+  if (opts.fromMs !== undefined && firstIn !== undefined && firstIn > fromMs) fromMs = firstIn;
   if (toMs - fromMs < 30e3) fromMs = toMs - 30e3;
   let lo = Infinity; let hi = -Infinity;
   for (let i = 0; i < t.length; i++) if (t[i] >= fromMs) { lo = Math.min(lo, v[i]); hi = Math.max(hi, v[i]); }
@@ -57,6 +60,9 @@ export function drawChart(canvas, series, opts = {}) {
   if (opts.max !== undefined && hi > opts.max * 0.5) hi = Math.max(hi, opts.max);
   if (hi - lo < 1e-9) { hi = lo + (Math.abs(lo) || 1) * 0.5; lo -= (Math.abs(lo) || 1) * 0.25; lo = Math.max(lo, opts.min ?? -Infinity); }
   lo = Math.min(lo, 0) === 0 && lo >= 0 && lo < (hi - lo) * 0.6 ? 0 : lo;
+  g.font = FONT; // the y-axis labels decide the left margin, so "42.0k" is never clipped
+  const padL = Math.ceil(Math.max(22, g.measureText(fmt(hi)).width, g.measureText(fmt(lo)).width) + 7);
+  const pw = w - padL - padR - fw;
   const X = (ts) => padL + ((ts - fromMs) / Math.max(1, toMs - fromMs)) * pw;
   const Y = (val) => padT + ph - ((val - lo) / (hi - lo)) * ph;
 
@@ -104,6 +110,7 @@ export function drawChart(canvas, series, opts = {}) {
     g.stroke(); g.setLineDash([]);
   }
   canvas.dataset.points = String(pts.length);
+  canvas.dataset.padLeft = String(padL); canvas.dataset.fromMs = String(fromMs);
 }
 
 function hexA(hex, a) {

@@ -137,6 +137,28 @@ export class Fleet extends EventTarget {
     this.thresholds = { ...DEFAULT_THRESHOLDS };
     this.summary = null; this.tsMs = 0; this.maxPoints = 1000; this.session = null;
     this.positions = {};
+    this.raw = { host: new Map(), agent: new Map() }; // last full objects, for delta updates
+  }
+
+  /**
+   * Full host/agent objects from a topic's items: a snapshot's or plain update's as they are, a
+   * delta update's (`data.delta`) merged into the last full object (gateway delta.py).
+   */
+  _full(kind, list, snap, delta) {
+    const raw = this.raw[kind]; const key = kind === 'host' ? 'node' : 'agent_id';
+    if (snap) raw.clear();
+    return (list || []).map((r) => {
+      const old = delta ? raw.get(r[key]) : undefined;
+      let full = r;
+      if (old) {
+        const metrics = { ...old.metrics, ...(r.metrics || {}) };
+        for (const k of r.metrics_removed || []) delete metrics[k];
+        full = { ...old, ...r, metrics };
+        delete full.metrics_removed;
+      }
+      raw.set(r[key], full);
+      return full;
+    });
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -179,20 +201,22 @@ export class Fleet extends EventTarget {
     this.tsMs = num(msg.ts_ms) ?? this.tsMs;
     switch (msg.topic) {
       case 'system_health': {
-        const changed = this._upsertHosts(d.hosts || [], snap);
+        const hosts = this._full('host', d.hosts, snap, d.delta);
+        const changed = this._upsertHosts(hosts, snap);
         if (d.departments) this._setDepartments(d.departments);
         if (d.summary) this.summary = d.summary;
         if (snap && d.history) this._loadHistory('host', d.history);
-        this._appendLive('host', d.hosts || []);
+        this._appendLive('host', hosts);
         if (changed || snap) this.emit('structure');
         this.emit('values', { topic: msg.topic });
         break;
       }
       case 'agent_metrics': {
-        const changed = this._upsertAgents(d.agents || [], snap);
+        const agents = this._full('agent', d.agents, snap, d.delta);
+        const changed = this._upsertAgents(agents, snap);
         this._upsertLinks(d.links || [], snap);
         if (snap && d.history) this._loadHistory('agent', d.history);
-        this._appendLive('agent', d.agents || []);
+        this._appendLive('agent', agents);
         if (changed || snap) this.emit('structure');
         this.emit('values', { topic: msg.topic });
         break;
@@ -347,15 +371,26 @@ export class Fleet extends EventTarget {
     return out;
   }
 
-  /** Counts for the summary bar: computed locally so it tracks every update. */
+  /**
+   * Counts for the summary bar and the fleet-health card. One source of truth: the gateway's
+   * `summary` (hosts and agents counted together per health word, and split per kind), the same
+   * object `GET /api/v1/fleet` returns. Only before the first summary are they counted here.
+   */
   counts() {
-    const c = { hosts: this.hosts.size, agents: this.agents.size, ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 };
-    for (const a of this.agents.values()) c[a.health] = (c[a.health] || 0) + 1;
+    const s = this.summary;
+    const zero = () => ({ ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 });
+    let c;
+    if (s && s.host_health && s.agent_health) {
+      c = { hosts: s.hosts, agents: s.agents, hostHealth: { ...zero(), ...s.host_health }, agentHealth: { ...zero(), ...s.agent_health } };
+    } else {
+      c = { hosts: this.hosts.size, agents: this.agents.size, hostHealth: zero(), agentHealth: zero() };
+      for (const h of this.hosts.values()) c.hostHealth[h.health] += 1;
+      for (const a of this.agents.values()) c.agentHealth[a.health] += 1;
+    }
+    for (const k of HEALTH) c[k] = c.hostHealth[k] + c.agentHealth[k];
     let msgRate = 0;
     for (const a of this.agents.values()) msgRate += num(a.metrics.messages_sent_per_s) || 0;
     c.msgRate = msgRate;
-    c.hostHealth = { ok: 0, warning: 0, critical: 0, stale: 0, unknown: 0 };
-    for (const h of this.hosts.values()) c.hostHealth[h.health] += 1;
     return c;
   }
 }

@@ -42,7 +42,7 @@ export class DetailPanel {
 
   _build() {
     const ref = this.ref; const e = this.fleet.entity(ref);
-    this.title.textContent = e.id; this.closeBtn.hidden = false;
+    this.title.textContent = e.id; this.title.title = e.id; this.closeBtn.hidden = false;
     this.root.setAttribute('aria-label', `${ref.kind} ${e.id} details`);
     const sub = h('div', { class: 'detail-sub' });
     this.sub = sub;
@@ -112,8 +112,9 @@ export class DetailPanel {
 
   _hostExtra(host) {
     const m = host.metrics;
-    const kv = [['Load (1 min)', fmt(m.load1)], ['Network in', m.network_receive_bytes_per_s === undefined ? '–' : `${fmt(m.network_receive_bytes_per_s)}B/s`],
-      ['Network out', m.network_transmit_bytes_per_s === undefined ? '–' : `${fmt(m.network_transmit_bytes_per_s)}B/s`],
+    // rates computed by the gateway from system_network_*_bytes_total, per interface, summed
+    const kv = [['Load (1 min)', fmt(m.load1)], ['Network in', fmt(m.network_received_bytes_per_s, 'B/s')],
+      ['Network out', fmt(m.network_sent_bytes_per_s, 'B/s')],
       ['Temperature', m.temperature_celsius === undefined ? '–' : `${fmt(m.temperature_celsius)} °C`],
       ['GPU', m.gpu_utilization_percent === undefined ? '–' : fmt(m.gpu_utilization_percent, '%')]];
     const agents = this.fleet.agentsOf(host.id);
@@ -127,12 +128,15 @@ export class DetailPanel {
 
   _agentExtra(a) {
     const m = a.metrics;
-    const kv = [['Tasks / s', fmt(m.tasks_per_s)], ['Errors (total)', fmt(m.tasks_error_total)],
-      ['Messages sent / received per s', `${fmt(m.messages_sent_per_s)} / ${fmt(m.messages_received_per_s)}`],
+    // counters as the gateway's rates; the running totals in the tooltip
+    const total = (...ks) => `totals: ${ks.map((k) => `${k} ${fmt(m[k])}`).join(', ')}`;
+    const kv = [['Tasks / s', fmt(m.tasks_per_s), total('tasks_total')],
+      ['Errors / s', fmt(m.tasks_error_per_s), total('tasks_error_total')],
+      ['Messages sent / received per s', `${fmt(m.messages_sent_per_s)} / ${fmt(m.messages_received_per_s)}`, total('messages_sent_total', 'messages_received_total')],
       ['Response p50 / p99', `${fmt(m.response_time_ms_p50)} / ${fmt(m.response_time_ms_p99)} ms`],
-      ['Tokens in / out (total)', `${fmt(m.tokens_input_total)} / ${fmt(m.tokens_output_total)}`],
-      ['LLM calls · cost', `${fmt(m.llm_calls_total)} · $${fmt(m.llm_cost_usd_total)}`]];
-    this.extra.replaceChildren(h('dl', { class: 'kv', style: 'margin-top:6px' }, ...kv.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+      ['Tokens in / out per s', `${fmt(m.tokens_input_per_s)} / ${fmt(m.tokens_output_per_s)}`, total('tokens_input_total', 'tokens_output_total')],
+      ['LLM calls / s · cost / h', `${fmt(m.llm_calls_per_s)} · $${fmt(m.llm_cost_usd_per_s === undefined ? undefined : m.llm_cost_usd_per_s * 3600)}`, total('llm_calls_total', 'llm_cost_usd_total')]];
+    this.extra.replaceChildren(h('dl', { class: 'kv', style: 'margin-top:6px' }, ...kv.flatMap(([k, v, t]) => [h('dt', {}, k), h('dd', { title: t }, v)])));
   }
 
   _anomalies(list) {

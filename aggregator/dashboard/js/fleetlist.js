@@ -3,6 +3,12 @@ import { h, hclass, HEALTH_LABEL } from './dom.js';
 import { fmt } from './charts.js';
 import { departmentColors } from './layout.js';
 
+/** Write a DOM property only when it changes (no needless style and layout work). */
+function setIf(el, prop, value) { if (el[prop] !== value) el[prop] = value; }
+
+/** "1 host", "3 hosts". */
+export function plural(n, word) { return `${n} ${word}${n === 1 ? '' : 's'}`; }
+
 export class FleetList {
   /** onSelect(ref) is called when a row is chosen (click, Enter or Space). */
   constructor(fleet, { onSelect }) {
@@ -11,6 +17,12 @@ export class FleetList {
     this.filter = document.getElementById('fleet-filter');
     this.rows = new Map(); this.expanded = new Set(); this.selected = null;
     this.filter.addEventListener('input', () => this.applyFilter());
+    // search: Enter selects the best match, and the map flies to it
+    this.filter.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter') return;
+      const ref = this.searchHit(this.filter.value);
+      if (ref) { e.preventDefault(); this.onSelect(ref); }
+    });
     this.tree.addEventListener('keydown', (e) => this._key(e));
   }
 
@@ -26,7 +38,7 @@ export class FleetList {
       const row = h('div', { class: 'tree-item', role: 'treeitem', tabindex: '-1', 'aria-expanded': String(open), 'aria-selected': 'false', dataset: { kind: 'host', id: host.id } },
         h('span', { class: 'twisty', 'aria-hidden': 'true' }, open ? '▾' : '▸'),
         h('span', { class: 'hdot', 'aria-hidden': 'true' }),
-        h('span', { class: 'name' }, host.id),
+        h('span', { class: 'name', title: host.id }, host.id),
         h('span', { class: 'meta' }));
       row.addEventListener('click', (e) => {
         if (e.target.classList.contains('twisty')) this.toggle(host.id); else this._choose(row);
@@ -38,7 +50,7 @@ export class FleetList {
       for (const a of f.agentsOf(host.id)) {
         if (a.department !== dept) { dept = a.department; group.append(h('li', { class: 'tree-dept', role: 'none' }, dept)); }
         const ar = h('div', { class: 'tree-item', role: 'treeitem', tabindex: '-1', 'aria-selected': 'false', dataset: { kind: 'agent', id: a.id, dept: a.department } },
-          h('span', { class: 'hdot', 'aria-hidden': 'true' }), h('span', { class: 'name' }, a.id), h('span', { class: 'meta' }));
+          h('span', { class: 'hdot', 'aria-hidden': 'true' }), h('span', { class: 'name', title: `${a.id} (${a.department})` }, a.id), h('span', { class: 'meta' }));
         ar.addEventListener('click', () => this._choose(ar));
         group.append(h('li', { role: 'none' }, ar));
         this.rows.set(`agent:${a.id}`, ar);
@@ -48,7 +60,7 @@ export class FleetList {
     }
     const first = this.tree.querySelector('.tree-item');
     if (first) first.tabIndex = 0;
-    document.getElementById('fleet-count').textContent = `${f.hosts.size} hosts · ${f.agents.size} agents`;
+    document.getElementById('fleet-count').textContent = `${plural(f.hosts.size, 'host')} · ${plural(f.agents.size, 'agent')}`;
     this._legend();
     this.refresh();
     this.applyFilter();
@@ -65,18 +77,25 @@ export class FleetList {
   refresh() {
     const f = this.fleet; const anom = f.anomalousSet(f.tsMs || Date.now());
     for (const [key, row] of this.rows) {
-      const kind = key.startsWith('host:') ? 'host' : 'agent';
-      const e = f.entity({ kind, id: key.slice(kind.length + 1) });
-      if (!e) continue;
-      const dot = row.querySelector('.hdot');
-      dot.className = `hdot ${hclass(e.health)}${anom.has(key) ? ' anom' : ''}`;
-      const m = e.metrics;
-      row.querySelector('.meta').textContent = kind === 'host'
-        ? (m.cpu_usage_percent !== undefined ? `cpu ${fmt(m.cpu_usage_percent, '%')}` : '')
-        : (m.response_time_ms_p95 !== undefined ? `${fmt(m.response_time_ms_p95)} ms` : '');
-      row.setAttribute('aria-label', `${kind} ${e.id}, ${HEALTH_LABEL[e.health] || e.health}${anom.has(key) ? ', anomaly' : ''}`);
+      // rows of a collapsed host are brought up to date when it opens (toggle): with 100 hosts
+      // the list would otherwise rewrite ~1 900 rows on every update
+      if (key.startsWith('agent:') && row.closest('ul[hidden]')) continue;
+      this._refreshRow(key, row, anom);
     }
     this._summary();
+  }
+
+  _refreshRow(key, row, anom) {
+    const kind = key.startsWith('host:') ? 'host' : 'agent';
+    const e = this.fleet.entity({ kind, id: key.slice(kind.length + 1) });
+    if (!e) return;
+    const m = e.metrics;
+    setIf(row.querySelector('.hdot'), 'className', `hdot ${hclass(e.health)}${anom.has(key) ? ' anom' : ''}`);
+    setIf(row.querySelector('.meta'), 'textContent', kind === 'host'
+      ? (m.cpu_usage_percent !== undefined ? `cpu ${fmt(m.cpu_usage_percent, '%')}` : '')
+      : (m.response_time_ms_p95 !== undefined ? `${fmt(m.response_time_ms_p95)} ms` : ''));
+    const label = `${kind} ${e.id}, ${HEALTH_LABEL[e.health] || e.health}${anom.has(key) ? ', anomaly' : ''}`;
+    if (row.getAttribute('aria-label') !== label) row.setAttribute('aria-label', label);
   }
 
   _summary() {
@@ -85,27 +104,28 @@ export class FleetList {
     set('hosts', c.hosts); set('agents', c.agents); set('ok', c.ok); set('warn', c.warning);
     set('crit', c.critical); set('anomalies', this.fleet.anomalousSet(this.fleet.tsMs || Date.now()).size);
     set('msgrate', fmt(c.msgRate));
-    const bad = c.critical + c.hostHealth.critical;
-    document.title = bad ? `(${bad} critical) Legion Monitor` : 'Legion Monitor';
-    const total = Math.max(1, c.agents);
+    document.title = c.critical ? `(${c.critical} critical) Legion Monitor` : 'Legion Monitor';
+    // the bar and the chips count hosts and agents together, like the summary they come from
+    const total = Math.max(1, c.hosts + c.agents);
     const segs = document.querySelectorAll('#health-bar .seg');
     [c.ok, c.warning, c.critical, c.stale + c.unknown].forEach((n, i) => { segs[i].style.flexGrow = String(n / total); });
     document.getElementById('health-bar').setAttribute('aria-label',
-      `Agents: ${c.ok} healthy, ${c.warning} warning, ${c.critical} critical, ${c.stale + c.unknown} without data`);
-    const hh = c.hostHealth;
+      `Hosts and agents: ${c.ok} healthy, ${c.warning} warning, ${c.critical} critical, ${c.stale + c.unknown} without data`);
+    const hh = c.hostHealth; const ah = c.agentHealth;
     let tokens = 0; let cost = 0; let tasks = 0;
     for (const a of this.fleet.agents.values()) {
-      tokens += a.metrics.tokens_per_s || 0; cost += a.metrics.llm_cost_usd_total || 0; tasks += a.metrics.tasks_per_s || 0;
+      tokens += a.metrics.tokens_per_s || 0; cost += (a.metrics.llm_cost_usd_per_s || 0) * 3600; tasks += a.metrics.tasks_per_s || 0;
     }
     const kv = document.getElementById('fleet-kv');
     kv.replaceChildren(...[
       ['Hosts healthy', `${hh.ok} / ${c.hosts}`],
       ['Hosts warning · critical', `${hh.warning} · ${hh.critical}`],
       ['Hosts without data', `${hh.stale + hh.unknown}`],
-      ['Agents healthy', `${c.ok} / ${c.agents}`],
+      ['Agents healthy', `${ah.ok} / ${c.agents}`],
+      ['Agents warning · critical', `${ah.warning} · ${ah.critical}`],
       ['Tasks / s', fmt(tasks)],
       ['Tokens / s', fmt(tokens)],
-      ['LLM cost (total)', `$${fmt(cost)}`],
+      ['LLM cost / h', `$${fmt(cost)}`],
       ['Active alerts', String(this.fleet.alerts.size)],
     ].flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
@@ -128,6 +148,10 @@ export class FleetList {
     group.hidden = !want; row.setAttribute('aria-expanded', String(want));
     row.querySelector('.twisty').textContent = want ? '▾' : '▸';
     if (want) this.expanded.add(node); else this.expanded.delete(node);
+    if (want) { // its rows were skipped while collapsed
+      const anom = this.fleet.anomalousSet(this.fleet.tsMs || Date.now());
+      for (const ar of group.querySelectorAll('.tree-item')) this._refreshRow(`agent:${ar.dataset.id}`, ar, anom);
+    }
   }
 
   applyFilter() {
@@ -142,6 +166,15 @@ export class FleetList {
       li.hidden = !any;
       if (q && any) this.toggle(host, true);
     }
+  }
+
+  /** The best match for a search: an exact host/agent id, else the first id containing it. */
+  searchHit(text) {
+    const q = text.trim().toLowerCase(); if (!q) return null;
+    const f = this.fleet; const ids = (m) => [...m.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+    for (const [kind, m] of [['host', f.hosts], ['agent', f.agents]]) for (const id of ids(m)) if (id.toLowerCase() === q) return { kind, id };
+    for (const [kind, m] of [['host', f.hosts], ['agent', f.agents]]) for (const id of ids(m)) if (id.toLowerCase().includes(q)) return { kind, id };
+    return null;
   }
 
   _visibleItems() { return [...this.tree.querySelectorAll('.tree-item')].filter((r) => r.offsetParent !== null); }

@@ -22,26 +22,69 @@ export function departmentColors(names) {
 }
 
 const natural = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+const GROUP_GAP = 8;            // extra space between host groups
+
+/**
+ * The group a host belongs to on the map: `"group:NODE": "site"` in the positions file (a site, a
+ * rack, a department), else its name without the trailing number (`gpu-node-7` → `gpu-node`,
+ * `web-1` → `web`), the naming convention fleets use for these. Hosts of one group share a
+ * labelled block.
+ */
+export function hostGroup(node, positions = {}) {
+  const set = positions[`group:${node}`];
+  if (typeof set === 'string' && set) return set;
+  return String(node).replace(/[-_.]?\d+$/, '') || String(node);
+}
+
+/** Whether a group's name is drawn (a named group of more than one host). */
+export function labelled(group) { return Boolean(group.name) && group.hosts.length > 1; }
+
+/** Place host groups as blocks (each a small grid) in rows; returns node → {x, z} and the groups. */
+function placeGroups(nodes, positions) {
+  const byGroup = new Map();
+  for (const n of nodes) { const g = hostGroup(n, positions); if (!byGroup.has(g)) byGroup.set(g, []); byGroup.get(g).push(n); }
+  // hosts alone in their group share one unlabelled block ('') instead of a block each
+  const single = [...byGroup].filter(([, m]) => m.length === 1);
+  if (single.length > 1) { for (const [g] of single) byGroup.delete(g); byGroup.set('', single.map(([, m]) => m[0]).sort(natural)); }
+  const blocks = [...byGroup].sort((a, b) => natural(a[0], b[0])).map(([name, members]) => {
+    const cols = Math.ceil(Math.sqrt(members.length)); const rows = Math.ceil(members.length / cols);
+    return { name, members, cols, w: cols * SPACING, d: rows * SPACING };
+  });
+  const area = blocks.reduce((s, b) => s + (b.w + GROUP_GAP) * (b.d + GROUP_GAP), 0);
+  const maxW = Math.max(...blocks.map((b) => b.w), Math.sqrt(area) * 1.25);
+  let x = 0; let z = 0; let rowD = 0;
+  for (const b of blocks) {
+    if (x > 0 && x + b.w > maxW) { x = 0; z += rowD + GROUP_GAP; rowD = 0; }
+    b.x0 = x; b.z0 = z; x += b.w + GROUP_GAP; rowD = Math.max(rowD, b.d);
+  }
+  const width = Math.max(...blocks.map((b) => b.x0 + b.w), 0); const depth = Math.max(...blocks.map((b) => b.z0 + b.d), 0);
+  const pos = new Map(); const groups = [];
+  for (const b of blocks) {
+    b.x0 -= width / 2; b.z0 -= depth / 2;
+    b.members.forEach((n, i) => pos.set(n, {
+      x: b.x0 + (i % b.cols) * SPACING + SPACING / 2, z: b.z0 + Math.floor(i / b.cols) * SPACING + SPACING / 2 }));
+    groups.push({ name: b.name, hosts: b.members, x: b.x0 + b.w / 2, z: b.z0, w: b.w, d: b.d });
+  }
+  return { pos, groups };
+}
 
 /**
  * Compute world positions. Returns { hosts: Map(node → {x, z}), agents: Map(id → {x, y, z}),
- * pads: [{node, department, x, z, r}], hubs: Map(node → {x, y, z}), bounds: {minX, maxX, minZ, maxZ} }.
+ * pads: [{node, department, x, z, r}], hubs: Map(node → {x, y, z}),
+ * groups: [{name, hosts, x, z (centre of the block's front edge), w, d}], bounds: {minX, maxX, minZ, maxZ} }.
  * `positions` is the agentPositions override: `{agent_id: [x, y, z]}` relative to the centre of the
  * agent's host platform, and optionally `{"host:NAME": [x, y, z]}` for a platform's centre in the world.
  */
 export function computeLayout(fleet, positions = {}) {
   const nodes = [...fleet.hosts.keys()].sort(natural);
-  // about square, like the stage between the side panels
-  const cols = Math.max(1, Math.ceil(Math.sqrt(nodes.length)));
-  const rows = Math.max(1, Math.ceil(nodes.length / cols));
+  // hosts grouped by name (see hostGroup), each group a block, the blocks about square overall
+  const { pos, groups } = placeGroups(nodes, positions);
   const hosts = new Map();
   const hubs = new Map();
-  nodes.forEach((node, i) => {
+  nodes.forEach((node) => {
     const o = positions[`host:${node}`];
-    const c = i % cols; const r = Math.floor(i / cols);
-    const inRow = r === rows - 1 ? nodes.length - r * cols : cols; // centre a short last row
-    const x = Array.isArray(o) ? Number(o[0]) || 0 : (c - (inRow - 1) / 2) * SPACING;
-    const z = Array.isArray(o) ? Number(o[2]) || 0 : (r - (rows - 1) / 2) * SPACING;
+    const x = Array.isArray(o) ? Number(o[0]) || 0 : pos.get(node).x;
+    const z = Array.isArray(o) ? Number(o[2]) || 0 : pos.get(node).z;
     hosts.set(node, { x, z });
     hubs.set(node, { x, y: 1.1, z });
   });
@@ -80,7 +123,8 @@ export function computeLayout(fleet, positions = {}) {
     minX = Math.min(minX, h.x - PLATFORM / 2); maxX = Math.max(maxX, h.x + PLATFORM / 2);
     minZ = Math.min(minZ, h.z - PLATFORM / 2); maxZ = Math.max(maxZ, h.z + PLATFORM / 2);
   }
-  return { hosts, agents, pads, hubs, bounds: { minX, maxX, minZ, maxZ } };
+  for (const g of groups) if (labelled(g)) minZ = Math.min(minZ, g.z - 2.5); // room for its name
+  return { hosts, agents, pads, hubs, groups, bounds: { minX, maxX, minZ, maxZ } };
 }
 
 /** Endpoints of a link: agent → its host's hub when the peer is unknown, else agent → agent. */

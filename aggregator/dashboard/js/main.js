@@ -28,13 +28,16 @@ function showLogin(error) {
   const dlg = $('login'); const err = $('login-error');
   err.hidden = !error; err.textContent = error || '';
   if (!dlg.open) dlg.showModal();
-  $('token-input').focus();
+  // select what is there, so pasting the right token replaces a rejected one instead of
+  // appending to it (which kept sending `Bearer lgn_wrong…lgn_right`)
+  const input = $('token-input'); input.focus(); input.select();
 }
 
 $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const token = $('token-input').value.trim();
   if (!token) return;
+  app.lastTriedToken = token; // what the form sent (tests check the retry sends the new one)
   $('login-submit').disabled = true;
   try {
     await new Api(token, gatewayBase()).get('/api/v1/fleet');
@@ -51,9 +54,10 @@ async function start(token) {
     app.api.token = token; app.socket.stop(); app.socket.token = token; app.socket.start();
     return;
   }
-  const api = app.api = new Api(token, gatewayBase());
+  const api = new Api(token, gatewayBase());
   const fleet = app.fleet;
   const [snap, positions] = await Promise.all([api.get('/api/v1/fleet'), loadPositions()]);
+  app.api = api; // only a token that was accepted becomes the page's
   fleet.positions = { ...positions };
   fleet.applyFleet(snap);
 
@@ -117,7 +121,11 @@ function scheduleValues() {
   valuesPending = true;
   setTimeout(() => {
     valuesPending = false;
-    app.view?.refresh(); app.list.refresh(); app.detail.update(); app.alerts.render();
+    const t = [performance.now()];
+    app.view?.refresh(); t.push(performance.now()); app.list.refresh(); t.push(performance.now());
+    app.detail.update(); app.alerts.render(); t.push(performance.now());
+    // main-thread cost of one update (view, list, panels), for the fleet benchmark
+    app.updateCostMs = [t[1] - t[0], t[2] - t[1], t[3] - t[2]];
   }, 50);
 }
 

@@ -1,11 +1,14 @@
 // The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
-import { bez, glowMaterial, labelSprite } from './scene-parts.js';
+import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
+import { bez, glowMaterial, litMaterial } from './scene-parts.js';
+import { SceneLabels } from './labels3d.js';
+import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
 const ARC_SEGMENTS = 10;
+const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
 const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
 const FLOW = new THREE.Color('#67e8f9');
@@ -19,13 +22,20 @@ export function webglAvailable() {
   } catch { return false; }
 }
 
+/** Level of detail by count: `values[i]` for the first `limits[i]` not exceeded, else the last. */
+function lod(n, limits, values) {
+  const i = limits.findIndex((x) => n <= x);
+  return values[i === -1 ? values.length - 1 : i];
+}
+
 export class Scene3D {
   /** Build the renderer inside `container`; callbacks: onSelect(ref|null), onHover(ref|null, x, y). */
   constructor(container, fleet, { onSelect, onHover } = {}) {
     this.container = container; this.fleet = fleet;
     this.onSelect = onSelect || (() => {}); this.onHover = onHover || (() => {});
     this.selected = null; this.layout = null; this.running = false;
-    this.renderer = new THREE.WebGLRenderer({ antialias: true, powerPreference: 'high-performance' });
+    this.software = softwareGL(); // no MSAA there; the pacer also lowers the pixel ratio when slow
+    this.renderer = new THREE.WebGLRenderer({ antialias: !this.software, powerPreference: 'high-performance' });
     this.renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
     this.renderer.setClearColor(0x070b12, 1);
     this.renderer.domElement.setAttribute('aria-label', '3D map of hosts and agents');
@@ -63,6 +73,7 @@ export class Scene3D {
     this.raycaster = new THREE.Raycaster();
     this.pointer = new THREE.Vector2(); this._down = null; this._hoverPending = null;
     this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._m = new THREE.Matrix4();
+    this.pacer = new FramePacer(this.renderer, () => this.resize()); this.hovered = null;
     this._bind();
     this.resize();
     this._ro = new ResizeObserver(() => this.resize()); this._ro.observe(container);
@@ -78,7 +89,7 @@ export class Scene3D {
       if (moved < 6) { const ref = this.pick(e.clientX, e.clientY); this.onSelect(ref); }
     });
     el.addEventListener('pointermove', (e) => { this._hoverPending = { x: e.clientX, y: e.clientY }; });
-    el.addEventListener('pointerleave', () => { this._hoverPending = null; this.onHover(null); });
+    el.addEventListener('pointerleave', () => { this._hoverPending = null; this.hovered = null; this.onHover(null); });
   }
 
   resize() {
@@ -103,7 +114,7 @@ export class Scene3D {
 
     // host platforms + glowing edges
     this.platforms = new THREE.InstancedMesh(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM),
-      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }), nH);
+      litMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }, this.software), nH);
     this.platforms.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
       const p = L.hosts.get(id); t.position.set(p.x, -0.05, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
@@ -127,8 +138,8 @@ export class Scene3D {
 
     // department pads
     const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
-    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, 28),
-      new THREE.MeshStandardMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }), Math.max(1, L.pads.length));
+    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, lod(L.pads.length, [120], [28, 12])),
+      litMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }, this.software), Math.max(1, L.pads.length));
     this.pads.count = L.pads.length;
     L.pads.forEach((pd, i) => {
       t.position.set(pd.x, 0.23, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
@@ -138,7 +149,7 @@ export class Scene3D {
 
     // message hubs
     this.hubs = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 16),
-      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }), nH);
+      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }, this.software), nH);
     this.hubs.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
       const p = L.hubs.get(id); t.position.set(p.x, 0.95, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
@@ -147,8 +158,8 @@ export class Scene3D {
     this.groups.add(this.hubs);
 
     // agents
-    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, this.agentIds.length > 300 ? 1 : 2),
-      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }), nA);
+    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, lod(this.agentIds.length, [300, 1000], [2, 1, 0])),
+      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }, this.software), nA);
     this.agentsMesh.count = this.agentIds.length;
     this.agentsMesh.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
     for (let i = 0; i < this.agentIds.length; i++) this.agentsMesh.setColorAt(i, HEALTH.unknown);
@@ -163,13 +174,7 @@ export class Scene3D {
     this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
     this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
 
-    // labels (skipped for very large fleets: hover shows names)
-    if (this.hostIds.length <= 64) {
-      for (const id of this.hostIds) {
-        const p = L.hosts.get(id); const sp = labelSprite(id);
-        sp.position.set(p.x, 0.9, p.z + PLATFORM / 2 + 1.0); this.groups.add(sp);
-      }
-    }
+    this.labels = new SceneLabels(this.groups, L); // names: groups, hosts (LOD), some agents
 
     // links (lines) and packets
     this.linkGeom = new THREE.BufferGeometry();
@@ -180,6 +185,7 @@ export class Scene3D {
     this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
 
     this.refresh();
+    this._animate(0); // instance matrices in place before the first pick (raycast bounds)
     // frame the fleet until the user moves the camera (hosts may still be arriving)
     if (!this._userMoved && this.hostIds.length !== this._fitHosts) { this.resetView(); this._fitHosts = this.hostIds.length; }
     this._placeSelection();
@@ -236,7 +242,11 @@ export class Scene3D {
     if (this.hostHalos.instanceColor) this.hostHalos.instanceColor.needsUpdate = true;
 
     this._buildLinks();
+    this.labels?.invalidate(); // anomalies may have changed: re-choose labels
   }
+
+  /** Ids of the agents labelled in the scene now (for tests). */
+  agentLabels() { return this.labels ? this.labels.agents() : []; }
 
   _buildLinks() {
     const f = this.fleet; const L = this.layout;
@@ -247,7 +257,16 @@ export class Scene3D {
       const [a, b] = ends;
       const d = Math.hypot(b.x - a.x, b.z - a.z);
       const mid = { x: (a.x + b.x) / 2, y: Math.max(a.y, b.y) + 0.6 + d * 0.25, z: (a.z + b.z) / 2 };
-      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618 });
+      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618, src: link.source, dst: link.target });
+    }
+    // level of detail: a big fleet draws the flows nearest the focus (and the selected agent's);
+    // software GL spends most of a frame on these blended lines and packets
+    const tgt = this.controls.target; this._linksAt = tgt.clone(); this.linksCulled = 0;
+    if (this.curves.length > LINK_BUDGET) {
+      const sel = this.selected?.kind === 'agent' ? this.selected.id : null;
+      const d2 = (c) => (c.src === sel || c.dst === sel ? -1 : (c.m.x - tgt.x) ** 2 + (c.m.z - tgt.z) ** 2);
+      this.linksCulled = this.curves.length - LINK_BUDGET;
+      this.curves = this.curves.map((c) => [d2(c), c]).sort((x, y) => x[0] - y[0]).slice(0, LINK_BUDGET).map(([, c]) => c);
     }
     const segs = this.curves.length * ARC_SEGMENTS;
     const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
@@ -288,7 +307,7 @@ export class Scene3D {
     let n = 0;
     for (const cv of this.curves) {
       if (cv.rate <= 0 && cv.received <= 0) continue;
-      const per = Math.min(4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
+      const per = Math.min(this.curves.length > 600 ? 1 : 4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
       const speed = 0.25 + Math.min(1.2, Math.max(cv.rate, cv.received) * 0.3);
       for (let j = 0; j < per && n < MAX_PACKETS; j++) {
         let u = (time * speed + cv.seed + j / per) % 1;
@@ -314,14 +333,21 @@ export class Scene3D {
       last = now;
       const began = performance.now();
       const time = (now - this.t0) / 1000;
-      if (this._hoverPending) { const hp = this._hoverPending; this._hoverPending = null; this.onHover(this.pick(hp.x, hp.y), hp.x, hp.y); }
+      if (this._hoverPending) {
+        const hp = this._hoverPending; this._hoverPending = null;
+        this.hovered = this.pick(hp.x, hp.y); this.onHover(this.hovered, hp.x, hp.y);
+      }
       this._stepTween(now);
       this.controls.update();
-      if (this.layout) this._animate(time);
+      if (this.layout) {
+        if (this.linksCulled && this._linksAt.distanceTo(this.controls.target) > SPACING) this._buildLinks();
+        this._animate(time); this.labels.update(this);
+      }
       this.renderer.render(this.scene, this.camera);
       this.frames = (this.frames || 0) + 1;
       // slow (software) rendering: leave the main thread time for updates and input
       const cost = performance.now() - began;
+      this.pacer.frame(now, cost);
       gap = Math.min(400, Math.max(24, gap * 0.8 + cost * 2 * 0.2));
     };
     this._raf = requestAnimationFrame(loop);
@@ -329,12 +355,17 @@ export class Scene3D {
 
   stop() { this.running = false; cancelAnimationFrame(this._raf); }
 
+  /** Frame statistics since `since` (performance.now ms): intervals and render costs, p50/p95. */
+  frameStats(since = 0) { return this.pacer.stats(since); }
+
   /** The host or agent under a client (CSS pixel) position, or null. */
   pick(cx, cy) {
     if (!this.layout) return null;
     const r = this.renderer.domElement.getBoundingClientRect();
     this.pointer.set(((cx - r.left) / r.width) * 2 - 1, -((cy - r.top) / r.height) * 2 + 1);
     this.raycaster.setFromCamera(this.pointer, this.camera);
+    // the agents move (pulse, bob): their cached bounds must follow, or rays miss them all
+    this.agentsMesh.computeBoundingSphere();
     const hits = this.raycaster.intersectObjects([this.agentsMesh, this.platforms, this.hubs], false);
     for (const h of hits) {
       if (h.object === this.agentsMesh && h.instanceId < this.agentIds.length) return { kind: 'agent', id: this.agentIds[h.instanceId] };
@@ -347,6 +378,7 @@ export class Scene3D {
   select(ref, { focus = true } = {}) {
     this.selected = ref;
     this._placeSelection();
+    if (this.linksCulled) this._buildLinks(); // the selected agent's flows are always drawn
     const p = this.worldPos(ref);
     if (p && focus) {
       this._userMoved = true;
@@ -367,6 +399,7 @@ export class Scene3D {
   }
 
   _placeSelection() {
+    this.labels?.invalidate();
     const ref = this.selected; const p = this.worldPos(ref);
     this.selMarker.visible = Boolean(p) && ref.kind === 'agent';
     this.hostMarker.visible = Boolean(p) && ref.kind === 'host';

@@ -1,5 +1,7 @@
 // 2D fallback (canvas, top-down) with the same interface as Scene3D: used without WebGL or on request.
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
+import { computeLayout, departmentColors, labelled, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R } from './layout.js';
+
+const LABEL_H = 18; // px above a host card for its name
 
 export class View2D {
   constructor(container, fleet, { onSelect, onHover } = {}) {
@@ -48,14 +50,38 @@ export class View2D {
 
   refresh() { /* drawn every frame from the fleet */ }
 
-  resetView() {
-    this._userMoved = false;
+  resetView() { this._userMoved = false; this._fit(); }
+
+  /**
+   * Frame every host card (and the label above it) inside the band the overlays leave free: the
+   * legends and buttons at the top, the hint at the bottom, measured (they wrap and grow with the
+   * departments), so no card is covered or cut off. Redone every frame until the user moves.
+   */
+  _fit() {
     const b = this.layout?.bounds || { minX: -6, maxX: 6, minZ: -6, maxZ: 6 };
-    this.view.x = (b.minX + b.maxX) / 2; this.view.z = (b.minZ + b.maxZ) / 2;
-    // leave room for the legend overlay at the top and the hint at the bottom
-    const top = 110; const bottom = 36;
-    this.view.s = Math.min(this.w / (b.maxX - b.minX + 4), (this.h - top - bottom) / (b.maxZ - b.minZ + 4));
-    this.view.z -= (top - bottom) / 2 / this.view.s;
+    const r = this.canvas.getBoundingClientRect();
+    let top = 10; let bottom = 10;
+    for (const el of this.container.parentElement?.querySelectorAll('.stage-overlay') || []) {
+      const o = el.getBoundingClientRect();
+      if (!o.height || !o.width) continue;
+      if (o.top - r.top < r.height / 2) top = Math.max(top, o.bottom - r.top + 8);
+      else bottom = Math.max(bottom, r.bottom - o.top + 8);
+    }
+    top += LABEL_H;
+    const availW = Math.max(40, this.w - 24); const availH = Math.max(40, this.h - top - bottom);
+    this.view.s = Math.min(availW / (b.maxX - b.minX), availH / (b.maxZ - b.minZ));
+    this.view.x = (b.minX + b.maxX) / 2;
+    this.view.z = (b.minZ + b.maxZ) / 2 - ((top + this.h - bottom) / 2 - this.h / 2) / this.view.s;
+  }
+
+  /** Client rectangles of the host cards with their labels (tests check nothing covers them). */
+  hostRects() {
+    if (!this.layout) return [];
+    const r = this.canvas.getBoundingClientRect(); const s = this.view.s;
+    return [...this.layout.hosts].map(([id, p]) => {
+      const [x, y] = this.toScreen(p.x - PLATFORM / 2, p.z - PLATFORM / 2);
+      return { id, left: r.left + x, top: r.top + y - (s > 3 ? LABEL_H : 0), right: r.left + x + PLATFORM * s, bottom: r.top + y + PLATFORM * s };
+    });
   }
 
   toScreen(x, z) { return [(x - this.view.x) * this.view.s + this.w / 2, (z - this.view.z) * this.view.s + this.h / 2]; }
@@ -69,6 +95,7 @@ export class View2D {
   stop() { this.running = false; cancelAnimationFrame(this._raf); }
 
   draw(time) {
+    if (this.layout && !this._userMoved) this._fit();
     const g = this.g; const L = this.layout; const f = this.fleet; const s = this.view.s;
     g.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
     g.fillStyle = '#070b12'; g.fillRect(0, 0, this.w, this.h);
@@ -81,9 +108,16 @@ export class View2D {
       g.fillStyle = '#111a29'; g.strokeStyle = col; g.lineWidth = 1.5;
       roundRect(g, x, y, PLATFORM * s, PLATFORM * s, Math.min(10, s)); g.fill(); g.stroke();
       if (anom.has(`host:${id}`)) { g.strokeStyle = '#e879f9'; g.lineWidth = 3; roundRect(g, x - 4, y - 4, PLATFORM * s + 8, PLATFORM * s + 8, Math.min(12, s)); g.stroke(); }
-      if (s > 3) { g.fillStyle = '#cbd5e1'; g.fillText(id, x + PLATFORM * s / 2, y + PLATFORM * s + 14); }
+      if (s > 3) { // the name sits above its card, clear of the border
+        g.fillStyle = '#cbd5e1'; g.textBaseline = 'bottom'; g.fillText(id, x + PLATFORM * s / 2, y - 4); g.textBaseline = 'alphabetic';
+      }
       const hub = L.hubs.get(id); const [hx, hy] = this.toScreen(hub.x, hub.z);
       g.fillStyle = '#1e3a5f'; g.beginPath(); g.arc(hx, hy, Math.max(2, 0.4 * s), 0, Math.PI * 2); g.fill();
+    }
+    if (L.groups.length > 1) { // group names above their blocks
+      g.fillStyle = '#93c5fd'; g.textAlign = 'left';
+      for (const grp of L.groups.filter(labelled)) { const [gx, gy] = this.toScreen(grp.x - grp.w / 2 + 2.5, grp.z - 1.2); g.fillText(grp.name.toUpperCase(), gx, gy); }
+      g.textAlign = 'center';
     }
     for (const pd of L.pads) {
       const [x, y] = this.toScreen(pd.x, pd.z);

@@ -8,7 +8,7 @@ export class LiveSocket {
     this.url = url; this.token = token;
     this.onMessage = onMessage || (() => {}); this.onState = onState || (() => {});
     this.onAuthFailed = onAuthFailed || (() => {});
-    this.ws = null; this.retry = 0; this.closed = true; this.messages = 0; this.lastMessageMs = 0;
+    this.ws = null; this.retry = 0; this.closed = true; this.messages = 0; this.bytes = 0; this.lastMessageMs = 0;
   }
 
   start() {
@@ -39,10 +39,12 @@ export class LiveSocket {
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
       this.messages += 1; this.lastMessageMs = Date.now();
+      this.bytes += ev.data.length; // characters received (ASCII JSON: bytes)
       if (msg.type === 'hello') {
         this.retry = 0;
         this.onState('live');
-        this.send({ op: 'subscribe', topics: TOPICS, history: true });
+        // delta: changed hosts/agents come as their changed fields only (data.js merges them)
+        this.send({ op: 'subscribe', topics: TOPICS, history: true, delta: true });
         clearInterval(this._ping);
         this._ping = setInterval(() => this.send({ op: 'ping' }), 20000);
       }
