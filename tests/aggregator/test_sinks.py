@@ -199,7 +199,13 @@ def test_queue_is_bounded_drops_oldest_counted_and_survives_restart(tmp_path: Pa
     assert st["queue_bytes"] <= 1 << 20
     assert st["queue_dropped_records_total"] > 0
     assert st["queue_records"] + st["queue_dropped_records_total"] == 30
+    assert st["enqueue_errors_total"] == 0
     kept = st["queue_records"]
+    # one commit group far larger than a shard's queue is split into records that fit
+    huge = [Sample(f"h{i}", (), float(i), now) for i in range(40_000)]  # ~1.6 MB encoded
+    sink.write([IncomingBatch("n", 1, 99, MetricsBatch.from_samples(huge), now)])
+    assert sink.stats()["samples_queued_total"] == 30 * 2000 + 40_000
+    kept = sink.stats()["queue_records"]
     sink.stop()
     again = RemoteWriteSink(cfg, tmp_path / "q")  # a restart finds the same queue on disk
     assert again.stats()["queue_records"] == kept
