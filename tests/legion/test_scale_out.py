@@ -229,7 +229,7 @@ def test_agent_fails_over_to_a_second_aggregator_and_back(tmp_path: Path, procs,
     a["agent"].update(
         aggregator_endpoints=[a["aggregator"]["ingest_bind"], b["aggregator"]["ingest_bind"]],
         ack_endpoints=[a["aggregator"]["ack_bind"], b["aggregator"]["ack_bind"]],
-        failover_after_secs=3.0, failback_probe_secs=3.0)
+        failover_after_secs=5.0, failback_probe_secs=3.0)
     a_cfg.write_text(json.dumps(a, indent=2))
     agg_a = procs("aggregator", "run", "--config", str(a_cfg), name="agg-a")
     agg_b = procs("aggregator", "run", "--config", str(b_cfg), name="agg-b")
