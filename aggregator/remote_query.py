@@ -67,18 +67,20 @@ def _split(metric: dict[str, str]) -> tuple[str, str, dict[str, str]]:
 class PromApi:
     """A minimal Prometheus HTTP API client (GET, JSON, `status: success`)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0,
-                 ca_path: str | None = None) -> None:
+    def __init__(self, base_url: str, timeout: float = 30.0, ca_path: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.headers = dict(headers or {})
         self._ssl = ssl.create_default_context(cafile=ca_path) if base_url.startswith(
             "https") else None
 
     def get(self, path: str, **params: Any) -> Any:
         """GET `path` and return its `data`; `StoreError` on any failure."""
         url = self.base + path + "?" + urllib.parse.urlencode(params, doseq=True)
+        req = urllib.request.Request(url, headers=self.headers)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout, context=self._ssl) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._ssl) as r:
                 body = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             try:
@@ -96,8 +98,8 @@ class PromApi:
 class RemoteQueryStore:
     """`query`/`series` from a Prometheus-compatible API; every other call to the local store."""
 
-    def __init__(self, base_url: str, local: Any, now_ms: Any = None) -> None:
-        self.api = PromApi(base_url)
+    def __init__(self, api: PromApi, local: Any, now_ms: Any = None) -> None:
+        self.api = api
         self.local = local
         self._now = now_ms or (lambda: int(time.time() * 1000))
 
@@ -156,5 +158,12 @@ class RemoteQueryStore:
 
 def query_store(config: Any, local: Any) -> Any:
     """The store the gateway reads: remote when `storage.remote_read_url` is set, else local."""
-    url = config.storage.remote_read_url
-    return RemoteQueryStore(url, local) if url else local
+    st = config.storage
+    if not st.remote_read_url:
+        return local
+    headers = dict(st.remote_read_headers)
+    if st.remote_read_bearer_token_file:
+        token = config.path(st.remote_read_bearer_token_file).read_text().strip()
+        headers["Authorization"] = f"Bearer {token}"
+    ca = str(config.path(st.remote_read_tls_ca_path)) if st.remote_read_tls_ca_path else None
+    return RemoteQueryStore(PromApi(st.remote_read_url, ca_path=ca, headers=headers), local)

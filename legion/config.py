@@ -120,6 +120,9 @@ class StorageConfig:
     encryption_key_path: str = "keys/storage.key"
     encryption_key_env: str = "LEGION_STORAGE_KEY"  # read first; the file is the fallback
     remote_read_url: str | None = None  # Prometheus HTTP API base URL: queries read there when set
+    remote_read_headers: dict[str, str] = field(default_factory=dict)  # e.g. X-Scope-OrgID
+    remote_read_bearer_token_file: str | None = None
+    remote_read_tls_ca_path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

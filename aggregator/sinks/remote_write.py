@@ -73,6 +73,7 @@ class RemoteWriteSink:
         self._epoch = int(time.time() * 1000)  # a new epoch per run keeps queue keys unique
         self._seq = 0
         per_shard = max(cfg.queue_max_bytes // cfg.shards, 1 << 18)
+        self._record_max = per_shard // 8  # a record never crowds its queue (big groups split)
         self._queues = [Spool(queue_dir / f"shard-{i:02d}", per_shard,
                               cfg.queue_sync_interval_ms, epoch=self._epoch)
                         for i in range(cfg.shards)]
@@ -92,19 +93,38 @@ class RemoteWriteSink:
         """Queue the batches on disk (survives kill -9 on return); raise `SinkError` if not."""
         parts = self._encoder.encode(list(batches))
         now = int(time.time() * 1000)
-        with self._lock:
-            self._seq += 1
-            seq = self._seq
         for shard, (req, n) in enumerate(parts):
             if not n:
                 continue
-            if not self._queues[shard].append(seq, n.to_bytes(_COUNT, "little") + req,
-                                              ts_ms=now):
-                self._add("enqueue_errors_total", 1)
-                raise SinkError(f"sink {self.name}: cannot queue {n} samples on disk")
-            self._add("samples_queued_total", n)
+            for chunk, k in self._records(req, n):
+                with self._lock:
+                    self._seq += 1
+                    seq = self._seq
+                if not self._queues[shard].append(seq, k.to_bytes(_COUNT, "little") + chunk,
+                                                  ts_ms=now):
+                    self._add("enqueue_errors_total", 1)
+                    raise SinkError(f"sink {self.name}: cannot queue {k} samples on disk")
+                self._add("samples_queued_total", k)
             self._wake[shard].set()
         return WriteResult(tuple(b.key for b in batches), ())
+
+    def _records(self, req: bytes, n: int) -> list[tuple[bytes, int]]:
+        """One queue record, or several (whole series each) when it would crowd the queue."""
+        if len(req) <= self._record_max:
+            return [(req, n)]
+        out: list[tuple[bytes, int]] = []
+        cur: list[bytes] = []
+        size = 0
+        for series in prompb.split_series(req):
+            if cur and size + len(series) > self._record_max:
+                chunk = b"".join(cur)
+                out.append((chunk, prompb.count_samples(chunk)))
+                cur, size = [], 0
+            cur.append(series)
+            size += len(series)
+        chunk = b"".join(cur)
+        out.append((chunk, prompb.count_samples(chunk)))
+        return out
 
     def sync(self) -> None:
         """fsync every shard queue (called before agents are told they may free a batch)."""

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from legion.aggregator.remote_query import RemoteQueryStore, query_store
 from legion.aggregator.sinks import prompb
 from legion.aggregator.sinks.config import RemoteWriteConfig
 from legion.aggregator.sinks.remote_write import RemoteWriteSink, SinkError
 from legion.aggregator.sinks.table import SINKS, SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.config import config_from_dict
-from legion.errors import ConfigError
+from legion.errors import ConfigError, StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from tests.aggregator.remote_peers import Peer
 from tests.conftest import free_port, wait_for
@@ -199,7 +200,13 @@ def test_queue_is_bounded_drops_oldest_counted_and_survives_restart(tmp_path: Pa
     assert st["queue_bytes"] <= 1 << 20
     assert st["queue_dropped_records_total"] > 0
     assert st["queue_records"] + st["queue_dropped_records_total"] == 30
+    assert st["enqueue_errors_total"] == 0
     kept = st["queue_records"]
+    # one commit group far larger than a shard's queue is split into records that fit
+    huge = [Sample(f"h{i}", (), float(i), now) for i in range(40_000)]  # ~1.6 MB encoded
+    sink.write([IncomingBatch("n", 1, 99, MetricsBatch.from_samples(huge), now)])
+    assert sink.stats()["samples_queued_total"] == 30 * 2000 + 40_000
+    kept = sink.stats()["queue_records"]
     sink.stop()
     again = RemoteWriteSink(cfg, tmp_path / "q")  # a restart finds the same queue on disk
     assert again.stats()["queue_records"] == kept
@@ -275,6 +282,23 @@ def test_tls_ca_and_basic_auth_from_config(tmp_path: Path, peers: list[Peer]) ->
         assert st["samples_retried_total"] == 0
         got = peer.raw('{__name__="tls_metric"}', now - 1000, now + 1000)
         assert list(got.values()) == [[(now, 4.0)]]
+        # and read back through the query path, with the same TLS CA and credentials
+        reader_cfg = config_from_dict({"storage": {
+            "remote_read_url": peer.base, "remote_read_tls_ca_path": "prom.crt",
+            "remote_read_headers": {"Authorization": auth}}}, base_dir=tmp_path)
+        reader = query_store(reader_cfg, store)
+        assert isinstance(reader, RemoteQueryStore)
+        rows = reader.query("tls_metric", node="n", since_ms=now - 1000, until_ms=now + 1000)
+        assert rows == [{"ts_ms": now, "node": "n", "metric": "tls_metric", "labels": {},
+                         "value": 4.0}]
+        assert [(s["node"], s["metric"]) for s in reader.series(node="n")] \
+            == [("n", "tls_metric")]
+        assert reader.nodes() == store.nodes()  # everything else stays local
+        denied = query_store(config_from_dict({"storage": {
+            "remote_read_url": peer.base, "remote_read_tls_ca_path": "prom.crt"}},
+            base_dir=tmp_path), store)
+        with pytest.raises(StoreError, match="401"):
+            denied.query("tls_metric", since_ms=now - 1000, until_ms=now + 1000)
     finally:
         sinks.stop()
         store.close()

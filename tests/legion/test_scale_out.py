@@ -69,9 +69,10 @@ def local_points(cfg_path: Path, node: str) -> dict[tuple[tuple[str, str], ...],
         store.close()
 
 
-def assert_remote_equals_local(cfg_path: Path | list[Path], peer: Peer, node: str) -> int:
+def assert_remote_equals_local(cfg_path: Path | list[Path], peer: Peer, node: str,
+                               may_repeat: bool = False) -> int:
     """Every point of `node` stored locally (by one aggregator, or by several together) is in
-    the remote store exactly once, with the same value."""
+    the remote store exactly once (at least once if `may_repeat`), with the same value."""
     want: dict[tuple[tuple[str, str], ...], list] = {}
     for cfg in cfg_path if isinstance(cfg_path, list) else [cfg_path]:
         for key, pts in local_points(cfg, node).items():
@@ -89,12 +90,14 @@ def assert_remote_equals_local(cfg_path: Path | list[Path], peer: Peer, node: st
     for key, pts in want.items():
         ts = [t for t, _ in got[key]]
         dups = sorted({t for t in ts if ts.count(t) > 1})
-        assert not dups, f"{key}: samples stored twice at {dups[:5]}"
+        assert may_repeat or not dups, f"{key}: samples stored twice at {dups[:5]}"
+        ts = sorted(set(ts))
         lost = sorted(set(t for t, _ in pts) - set(ts))
         assert not lost, f"{key}: {len(lost)} of {len(pts)} lost, first {lost[:5]}, " \
                          f"range {pts[0][0]}..{pts[-1][0]}"
         assert ts == [t for t, _ in pts], f"{key}: extra samples"
-        assert [v for _, v in got[key]] == pytest.approx([v for _, v in pts], rel=1e-11)
+        values = dict(got[key])
+        assert [values[t] for t, _ in pts] == pytest.approx([v for _, v in pts], rel=1e-11)
     return n
 
 
@@ -112,7 +115,9 @@ def finish(cfg: Path, agent: Any, procs: Any) -> None:
 
 def test_remote_store_down_then_back_loses_and_duplicates_nothing(tmp_path: Path, procs,
                                                                  peers: list[Peer]) -> None:
-    vm = Peer("victoria-metrics", tmp_path / "vm").start()
+    # No deduplication in the receiver: a duplicate would show. (A request cut off by the
+    # receiver's shutdown could legitimately come twice; the test then says so, see below.)
+    vm = Peer("victoria-metrics", tmp_path / "vm", dedup=False).start()
     peers.append(vm)
     cfg = setup(tmp_path, ["n1"], sinks=rw(vm))
     agg = procs("aggregator", "run", "--config", str(cfg), name="agg")
@@ -136,8 +141,11 @@ def test_remote_store_down_then_back_loses_and_duplicates_nothing(tmp_path: Path
     stored = wait_for(lambda: query_json(cfg, "legion_aggregator_sink_samples_retried_total",
                                          "--node", "aggregator"), timeout=30, interval=1)
     assert {r["labels"]["sink"] for r in stored} == {"remote"} and stored[-1]["value"] > 0
+    # A request whose connection broke (the receiver went away) has an unknown outcome and is
+    # sent again: only then may a sample arrive twice.
+    unknown = sink_status(cfg)["requests_outcome_unknown_total"]
     assert agg.stop() == 0
-    assert assert_remote_equals_local(cfg, vm, "n1") > 100
+    assert assert_remote_equals_local(cfg, vm, "n1", may_repeat=unknown > 0) > 100
 
 
 def metrics_text(cfg_path: Path) -> str:
@@ -221,7 +229,7 @@ def test_agent_fails_over_to_a_second_aggregator_and_back(tmp_path: Path, procs,
     a["agent"].update(
         aggregator_endpoints=[a["aggregator"]["ingest_bind"], b["aggregator"]["ingest_bind"]],
         ack_endpoints=[a["aggregator"]["ack_bind"], b["aggregator"]["ack_bind"]],
-        failover_after_secs=3.0, failback_probe_secs=3.0)
+        failover_after_secs=5.0, failback_probe_secs=3.0)
     a_cfg.write_text(json.dumps(a, indent=2))
     agg_a = procs("aggregator", "run", "--config", str(a_cfg), name="agg-a")
     agg_b = procs("aggregator", "run", "--config", str(b_cfg), name="agg-b")
