@@ -28,9 +28,10 @@ def export_cmd(since: str, until: str | None, metric: str | None, out_dir: str,
         "out": str(Path(out_dir).expanduser().resolve())})
     with click.progressbar(length=1000, label="exporting", file=click.get_text_stream("stderr"),
                            show_eta=False) as bar:
-        shown = 0
+        shown, delay = 0, 0.2
         while job["state"] == "running":
-            time.sleep(0.2)
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)  # a long export is not polled 5 times a second
             job = client.get(f"/api/v1/exports/{job['id']}")
             frac = job["done"] / job["total"] if job["total"] else 0.0
             bar.update(int(frac * 1000) - shown)

@@ -113,3 +113,59 @@ def test_invalidated_database_is_reopened_and_reported(tmpfs: Path, monkeypatch)
         assert len(store.query("disk_test_value", node="full-1")) == 2000 * len(stored)
     finally:
         store.close()
+
+
+def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
+                                                  monkeypatch) -> None:
+    """End to end: an agent keeps sending while the disk fills and frees; without a restart the
+    aggregator stores every batch again once space is back (acked `committed`)."""
+    import zmq
+
+    from legion.aggregator import ingest
+    from legion.cli.setup_cmds import add_agent_key
+    from legion.config import load_config
+    from tests.aggregator.curve_peer import CurvePeer
+    from tests.conftest import make_setup
+
+    monkeypatch.setattr(store_health, "REOPEN_RETRY_SECS", 0.2)
+    monkeypatch.setattr(ingest, "CHECKPOINT_SECS", 0.5)
+    cfg = load_config(make_setup(tmp_path / "legion",
+                                 storage={"db_path": str(tmpfs / "legion.duckdb")}))
+    add_agent_key(cfg, "full-1")
+    agg = Aggregator(cfg)
+    agg.start()
+    ctx = zmq.Context()
+    peer = CurvePeer(ctx, cfg, "full-1")
+    try:
+        peer.connect()
+        filler = fill(tmpfs, 400 * 1024)  # room for a few commits, then none
+        seq, saw_trouble = 1, False
+        deadline = time.monotonic() + 60
+        while not saw_trouble and time.monotonic() < deadline:
+            seq += 1
+            peer.send(seq, batch(seq).batch)
+            peer.pump(100)
+            st = agg.status()
+            saw_trouble = st["ingest"]["commit_errors"] > 0 or st["store"]["state"] != "ok"
+        assert saw_trouble, "the full disk was never noticed"
+        for _ in range(10):  # the agent keeps trying while the disk is full
+            seq += 1
+            peer.send(seq, batch(seq).batch)
+            peer.pump(100)
+        filler.unlink()
+
+        def all_committed() -> bool:
+            missing = [s for s in range(2, seq + 1) if s not in peer.acks["committed"]]
+            for s in missing[:20]:  # resend what is not acked, as the agent's spool does
+                peer.send(s, batch(s).batch)
+            peer.pump(300)
+            return not missing
+        wait_for(all_committed, 120, interval=0.5)
+        st = agg.status()
+        print(f"commit errors {st['ingest']['commit_errors']}, reopens {st['store']['reopens']}")
+        assert st["store"]["state"] == "ok" and st["store"]["disk_free_bytes"] > 1024 * 1024
+        assert agg.store.stored_ranges("full-1", 1) == [(1, seq)]
+    finally:
+        peer.close()
+        agg.stop()
+        ctx.term()
