@@ -65,18 +65,26 @@ def make_frames(node: str, points: int, count: int) -> list[bytes]:
     return frames
 
 
+def connect_and_wait(sock: zmq.Socket, endpoint: str, timeout: float = 30.0) -> None:
+    """Connect an XPUB socket and wait for the subscriber's subscription: a publisher drops
+    what it sends before then (the slow joiner), whatever its options."""
+    sock.connect(endpoint)
+    if sock.poll(int(timeout * 1000)):
+        sock.recv()
+
+
 def sender(cfg_path: str, node: str, frames: list[bytes], secs: float, go: mp.Event,
            out: mp.Queue) -> None:
     """Offer frames for `secs` with back-pressure; puts (node, frames handed to ZeroMQ) on out."""
     cfg = load_config(cfg_path)
     ctx = zmq.Context()
-    sock = client_socket(ctx, zmq.PUB, load_public(cfg.path(cfg.agent.server_public_key_path)),
+    # XPUB: a PUB that shows the subscription arriving (see connect_and_wait)
+    sock = client_socket(ctx, zmq.XPUB, load_public(cfg.path(cfg.agent.server_public_key_path)),
                          load_secret(cfg.path(cfg.agent.keys_dir) / f"{node}.key_secret"))
     sock.setsockopt(zmq.SNDHWM, 1000)
-    # Without this a PUB socket at its HWM drops silently and never raises zmq.Again.
+    # Without this a publisher at its HWM drops silently and never raises zmq.Again.
     sock.setsockopt(zmq.XPUB_NODROP, 1)
-    sock.connect(cfg.agent.aggregator_endpoint)
-    time.sleep(1.0)  # slow joiner
+    connect_and_wait(sock, cfg.agent.aggregator_endpoint)
     go.wait()
     end = time.monotonic() + secs
     i = 0
@@ -254,7 +262,8 @@ def end_to_end(cfg_path: Path, nodes: list[str], frames: dict[str, list[bytes]],
                 reports[node] = rep
             stored = sum(n["points"] for n in client.get("/api/v1/nodes") if n["node"] in nodes)
             samples.append((time.monotonic() - t0, stored))
-            if len(reports) == len(nodes) and len(samples) > 4 and \
+            idle = client.get("/api/v1/status")["ingest"]["queue_depth"] == 0
+            if len(reports) == len(nodes) and len(samples) > 4 and idle and stored > 0 and \
                     samples[-1][1] == samples[-5][1]:
                 break
         for p in ps:
