@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +236,12 @@ def wait_api(client: ApiClient, timeout: float = 90) -> dict:
 
 
 def end_to_end(cfg_path: Path, nodes: list[str], frames: dict[str, list[bytes]], secs: float,
-               log: Path, points: int, agent_path: bool = False) -> tuple[float, dict, dict]:
+               log: Path, points: int, agent_path: bool = False,
+               on_go: Callable[[int], None] | None = None,
+               on_done: Callable[[int], None] | None = None) -> tuple[float, dict, dict]:
     """Stored points/s through `legionctl aggregator run`, its ingest counters, and the
-    accounting of every offered point."""
+    accounting of every offered point; `on_go`/`on_done` get the aggregator's pid when the
+    senders start and when everything offered has been stored (e.g. to read its CPU time)."""
     cfg = load_config(cfg_path)
     client = ApiClient(cfg, (cfg_path.parent / "admin.token").read_text().strip())
     agg = start_aggregator(cfg_path, log)
@@ -251,6 +255,8 @@ def end_to_end(cfg_path: Path, nodes: list[str], frames: dict[str, list[bytes]],
             p.start()
         time.sleep(1.5)
         base = client.get("/api/v1/status")["ingest"]
+        if on_go is not None:
+            on_go(agg.pid)
         t0 = time.monotonic()
         go.set()
         samples: list[tuple[float, int]] = []
@@ -266,6 +272,8 @@ def end_to_end(cfg_path: Path, nodes: list[str], frames: dict[str, list[bytes]],
             if len(reports) == len(nodes) and len(samples) > 4 and idle and stored > 0 and \
                     samples[-1][1] == samples[-5][1]:
                 break
+        if on_done is not None:
+            on_done(agg.pid)
         for p in ps:
             p.join(30)
         st = client.get("/api/v1/status")["ingest"]
