@@ -134,15 +134,32 @@ def timed_ms(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(out)
 
 
-def query_round(store: Any, api_get: Callable[..., Any], vm_url: str, t0: int, end: int,
-                order: list[str], reps: int) -> dict[str, float]:
-    """One series 1 h @ 1 m avg, and the fleet average 1 h @ 5 m: in-process, over HTTP (with
-    `group_by=*` for the fleet), and VictoriaMetrics' query_range, in the given order."""
-    lo = max(t0, end - HOUR)
-    one = {"metric": "system_cpu_usage_percent", "node": "host-001", "label": "cpu=total",
-           "since": str(lo), "until": str(end), "step": "1m", "agg": "avg"}
-    fleet = {"metric": "system_cpu_usage_percent", "label": "cpu=total", "since": str(lo),
-             "until": str(end), "step": "5m", "agg": "avg", "group_by": "*"}
+QUERY_ONE = {"metric": "system_cpu_usage_percent", "node": "host-001", "labels": {"cpu": "total"},
+             "step_ms": 60_000, "agg": "avg"}
+QUERY_FLEET = {"metric": "system_cpu_usage_percent", "labels": {"cpu": "total"},
+               "step_ms": 300_000, "agg": "avg", "group_by": "*"}
+
+
+def http_params(q: dict[str, Any], lo: int, end: int) -> dict[str, Any]:
+    """A QUERY_* as /api/v1/query parameters."""
+    p = {k: v for k, v in q.items() if k not in ("labels", "step_ms") and v is not None}
+    p.update(label=[f"{k}={v}" for k, v in q["labels"].items()], step=f"{q['step_ms']}ms",
+             since=str(lo), until=str(end))
+    return p
+
+
+def client_average(rows: list[dict[str, Any]]) -> dict[int, float]:
+    """Mean per bucket of per-series rows (what a client without group_by does)."""
+    acc: dict[int, list[float]] = {}
+    for r in rows:
+        acc.setdefault(r["ts_ms"], []).append(r["value"])
+    return {t: sum(v) / len(v) for t, v in acc.items()}
+
+
+def query_round(legion: Callable[[dict[str, Any]], Any], prefix: str, vm_url: str, lo: int,
+                end: int, order: list[str], reps: int) -> dict[str, float]:
+    """One series 1 h @ 1 m avg and the fleet average 1 h @ 5 m through `legion` (in-process
+    or HTTP) and VictoriaMetrics' query_range, the two sides in the given order."""
 
     def vm(query: str, step: int) -> Callable[[], Any]:
         q = urllib.parse.urlencode({"query": query, "start": lo / 1000, "end": end / 1000,
@@ -151,19 +168,16 @@ def query_round(store: Any, api_get: Callable[..., Any], vm_url: str, t0: int, e
 
     sides: dict[str, Callable[[], dict[str, float]]] = {
         "legion": lambda: {
-            "legion_one_inproc_ms": timed_ms(lambda: store.query(
-                "system_cpu_usage_percent", node="host-001", labels={"cpu": "total"},
-                since_ms=lo, until_ms=end, step_ms=60_000, agg="avg"), reps),
-            "legion_one_http_ms": timed_ms(lambda: api_get("/api/v1/query", **one), reps),
-            "legion_fleet_inproc_ms": timed_ms(lambda: store.query(
-                "system_cpu_usage_percent", labels={"cpu": "total"}, since_ms=lo, until_ms=end,
-                step_ms=300_000, agg="avg", group_by="*"), reps),
-            "legion_fleet_http_ms": timed_ms(lambda: api_get("/api/v1/query", **fleet), reps)},
+            f"legion_one_{prefix}_ms": timed_ms(lambda: legion(QUERY_ONE), reps),
+            f"legion_fleet_{prefix}_ms": timed_ms(lambda: legion(QUERY_FLEET), reps),
+            # before group_by: every series to the client, averaged there
+            f"legion_fleet_nogroup_{prefix}_ms": timed_ms(lambda: client_average(legion(
+                {**QUERY_FLEET, "group_by": None})), reps)},
         "vm": lambda: {
-            "vm_one_ms": timed_ms(vm('avg_over_time(system_cpu_usage_percent{host="host-001",'
-                                     'cpu="total"}[1m])', 60), reps),
-            "vm_fleet_ms": timed_ms(vm('avg(avg_over_time(system_cpu_usage_percent'
-                                       '{cpu="total"}[5m]))', 300), reps)}}
+            f"vm_one_{prefix}_ms": timed_ms(vm('avg_over_time(system_cpu_usage_percent'
+                                               '{host="host-001",cpu="total"}[1m])', 60), reps),
+            f"vm_fleet_{prefix}_ms": timed_ms(vm('avg(avg_over_time(system_cpu_usage_percent'
+                                                 '{cpu="total"}[5m]))', 300), reps)}}
     out: dict[str, float] = {}
     for side in order:
         out.update(sides[side]())

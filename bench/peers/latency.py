@@ -92,9 +92,10 @@ async def _listen(url: str, token: str, secs: float) -> list[float]:
     return lat
 
 
-def measure(work: Path, hosts: int, secs: float, update_interval_ms: int | None = None
-            ) -> dict[str, float]:
-    """p50/p99 ms from sample timestamp to WebSocket update at `hosts` hosts."""
+def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
+            update_interval_ms: int | None = None) -> list[dict[str, float]]:
+    """p50/p99 ms from sample timestamp to WebSocket update at `hosts` hosts, per round (one
+    aggregator and one set of hosts; a fresh WebSocket client per round)."""
     from legion.cli.client import ApiClient
     from legion.cli.setup_cmds import add_agent_key
     from legion.config import load_config
@@ -121,7 +122,8 @@ def measure(work: Path, hosts: int, secs: float, update_interval_ms: int | None 
                 start_new_session=True))
         else:
             half = len(nodes) // 2
-            procs += [mp.Process(target=_hosts, args=(str(cfg_path), part, secs + 10, go, ready))
+            procs += [mp.Process(target=_hosts, args=(str(cfg_path), part,
+                                                      rounds * (secs + 1) + 10, go, ready))
                       for part in (nodes[:half], nodes[half:])]
             for p in procs:
                 p.start()
@@ -130,7 +132,7 @@ def measure(work: Path, hosts: int, secs: float, update_interval_ms: int | None 
         go.set()
         time.sleep(3)  # first commits, first snapshot
         url = f"http://127.0.0.1:{cfg.dashboard_config.websocket_port}"
-        lat = asyncio.run(_listen(url, token, secs))
+        lats = [asyncio.run(_listen(url, token, secs)) for _ in range(rounds)]
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -142,7 +144,6 @@ def measure(work: Path, hosts: int, secs: float, update_interval_ms: int | None 
                     p.terminate()
         agg.terminate()
         agg.wait(30)
-    if not lat:
-        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
-    return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
-            "n": float(len(lat))}
+    return [{"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+             "n": float(len(lat))} if lat else
+            {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0.0} for lat in lats]

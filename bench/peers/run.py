@@ -37,8 +37,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 import peers  # noqa: E402
 
 SIZES = {  # quick, full
-    "hosts": (10, 100), "minutes": (30, 60), "ingest_frames": (250, 2000),
-    "query_reps": (5, 20), "host_window_s": (10.0, 60.0), "latency_s": (8.0, 30.0),
+    "hosts": (10, 100), "minutes": (15, 60), "ingest_frames": (150, 2000),
+    "query_reps": (9, 21), "host_window_s": (6.0, 60.0), "latency_s": (5.0, 30.0),
 }
 
 
@@ -48,13 +48,14 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 
 def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> dict[str, Any]:
-    from legion.aggregator.gateway import TokenStore, create_app
     from legion.aggregator.store import Store
     from legion.cli.client import ApiClient
-    from legion.config import config_from_dict
-    from tests.conftest import free_port, gateway_thread
+    from legion.cli.setup_cmds import add_agent_key
+    from legion.config import load_config
+    from tests.conftest import make_setup
 
     import data_rows as d
+    import ingest as ingest_bench
 
     work.mkdir(parents=True, exist_ok=True)
     hour = 3_600_000
@@ -75,25 +76,38 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
                             t0 / 1000 + size["minutes"] * 60, f"{size['minutes'] + 1}m")
         out: dict[str, Any] = {**legion, "vm_du_bpp": vm_bytes / n, "vm_points": stored,
                                "points": n}
-        cfg = config_from_dict({"security": {"enable_tls": False},
-                                "dashboard_config": {"websocket_port": free_port()}},
-                               base_dir=work)
-        tokens = TokenStore(work / "tokens.json")
-        token = tokens.add("bench", "viewer")
+        end = t0 + size["minutes"] * 60_000
+        lo = max(t0, end - hour)
+
+        def orders(r: int) -> list[str]:
+            return ["legion", "vm"] if r % 2 == 0 else ["vm", "legion"]
+
         store = Store(db)
         try:
-            with gateway_thread(cfg, lambda: create_app(cfg, store, lambda: {}, tokens)):
-                api = ApiClient(cfg, token)
-                end = t0 + size["minutes"] * 60_000
-                res = [d.query_round(store, api.get, vm_url, t0, end,
-                                     ["legion", "vm"] if r % 2 == 0 else ["vm", "legion"],
-                                     size["query_reps"]) for r in range(rounds)]
-                out["fleet_rows_http"] = len(api.get(
-                    "/api/v1/query", metric="system_cpu_usage_percent", label="cpu=total",
-                    since=str(max(t0, end - hour)), until=str(end), step="5m", agg="avg",
-                    group_by="*"))
+            res = [d.query_round(lambda q: store.query(since_ms=lo, until_ms=end, **q),
+                                 "inproc", vm_url, lo, end, orders(r), size["query_reps"])
+                   for r in range(rounds)]
         finally:
             store.close()
+        # over HTTP: the real `legionctl aggregator run` serving this file, in its own process
+        cfg_path = make_setup(work / "agg", storage={"db_path": str(db)},
+                              security={"enable_tls": False})
+        cfg = load_config(cfg_path)
+        add_agent_key(cfg, "bench")  # an aggregator refuses to start with no agent keys
+        api = ApiClient(cfg, (cfg_path.parent / "admin.token").read_text().strip())
+        agg = ingest_bench.start_aggregator(cfg_path, work / "agg.log")
+        try:
+            ingest_bench.wait_api(api)
+            time.sleep(3)  # past start-up work (first maintenance round, hub, analytics)
+            res2 = [d.query_round(lambda q: api.get("/api/v1/query", **d.http_params(q, lo, end)),
+                                  "http", vm_url, lo, end, orders(r), size["query_reps"])
+                    for r in range(rounds)]
+            out["fleet_rows_http"] = len(api.get("/api/v1/query",
+                                                 **d.http_params(d.QUERY_FLEET, lo, end)))
+        finally:
+            agg.terminate()
+            agg.wait(30)
+        res = [{**a, **b} for a, b in zip(res, res2, strict=True)]
         out["queries"] = res
         out.update(median_of(res))
     finally:
@@ -144,9 +158,12 @@ def run_latency(work: Path, size: dict[str, Any], rounds: int) -> dict[str, Any]
     out: dict[str, Any] = {}
     for hosts in (1, 200):
         print(f"[latency] {hosts} host(s), {rounds} x {size['latency_s']:.0f} s", flush=True)
-        res = [latency.measure(work / f"lat{hosts}-{r}", hosts, size["latency_s"])
-               for r in range(rounds)]
+        res = latency.measure(work / f"lat{hosts}", hosts, size["latency_s"], rounds)
         out[hosts] = {"rounds": res, **median_of(res)}
+    if not size["quick"]:  # what polling can give: the hub reading every 50 ms
+        print("[latency] 200 hosts, dashboard_config.update_interval_ms = 50", flush=True)
+        res = latency.measure(work / "lat200-50", 200, size["latency_s"], rounds, 50)
+        out["200@50ms"] = {"rounds": res, **median_of(res)}
     return out
 
 
@@ -171,12 +188,18 @@ def table(r: dict[str, Any]) -> list[str]:
         f"lost {i['vm_ingest_lost']:.0f} | wall "
         f"{ratio(i['legion_ingest_pts_per_s'], i['vm_ingest_pts_per_s'])}, per CPU "
         f"{ratio(i['legion_ingest_pts_per_cpu_s'], i['vm_ingest_pts_per_cpu_s'])} |",
-        f"| one series, 1 h @ 1 m avg (ms) | {f(s['legion_one_inproc_ms'])} in-process, "
-        f"{f(s['legion_one_http_ms'])} HTTP | VictoriaMetrics query_range {f(s['vm_one_ms'])} | "
-        f"HTTP {ratio(s['legion_one_http_ms'], s['vm_one_ms'])} |",
-        f"| fleet average, 1 h @ 5 m (ms) | {f(s['legion_fleet_inproc_ms'])} in-process, "
-        f"{f(s['legion_fleet_http_ms'])} HTTP (`group_by=*`, {s['fleet_rows_http']} rows) | "
-        f"{f(s['vm_fleet_ms'])} | HTTP {ratio(s['legion_fleet_http_ms'], s['vm_fleet_ms'])} |",
+        f"| one series, {min(60, r['size']['minutes'])} min @ 1 m avg (ms) | "
+        f"{f(s['legion_one_inproc_ms'])} in-process, {f(s['legion_one_http_ms'])} HTTP | "
+        f"VictoriaMetrics query_range {f(s['vm_one_http_ms'])} | in-process "
+        f"{ratio(s['legion_one_inproc_ms'], s['vm_one_inproc_ms'])}, HTTP "
+        f"{ratio(s['legion_one_http_ms'], s['vm_one_http_ms'])} |",
+        f"| fleet average, {min(60, r['size']['minutes'])} min @ 5 m (ms) | "
+        f"{f(s['legion_fleet_inproc_ms'])} in-process, {f(s['legion_fleet_http_ms'])} HTTP "
+        f"(`group_by=*`, {s['fleet_rows_http']} rows; without it, every series to the client "
+        f"and averaged there: {f(s['legion_fleet_nogroup_http_ms'])}) | "
+        f"{f(s['vm_fleet_http_ms'])} | "
+        f"in-process {ratio(s['legion_fleet_inproc_ms'], s['vm_fleet_inproc_ms'])}, HTTP "
+        f"{ratio(s['legion_fleet_http_ms'], s['vm_fleet_http_ms'])} |",
         f"| node agent @ 1 s | {f(h['agent_cpu_percent'])} % CPU, {h['agent_rss_mib']:.1f} MiB, "
         f"{h['agent_series']:.0f} series, {f(h['agent_cpu_ms_per_1k_samples'])} CPU-ms per 1k "
         f"samples | node_exporter (scraped 1/s) {f(h['node_exporter_cpu_percent'])} %, "
@@ -200,7 +223,9 @@ def table(r: dict[str, Any]) -> list[str]:
         f"{lat[1]['p50_ms']:.0f} / p99 {lat[1]['p99_ms']:.0f}; 200 hosts p50 "
         f"{lat[200]['p50_ms']:.0f} / p99 {lat[200]['p99_ms']:.0f} | (target p99 <= 50 at 200) "
         f"| p99 / target {lat[200]['p99_ms'] / 50:.1f}x |",
-    ]
+    ] + ([f"| same, 200 hosts, hub polling every 50 ms (`update_interval_ms: 50`) | p50 "
+          f"{lat['200@50ms']['p50_ms']:.0f} / p99 {lat['200@50ms']['p99_ms']:.0f} | | p99 / "
+          f"target {lat['200@50ms']['p99_ms'] / 50:.1f}x |"] if "200@50ms" in lat else [])
 
 
 def write_results(path: Path, r: dict[str, Any], args: argparse.Namespace, took: float) -> None:
@@ -233,16 +258,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         ap.error("--rounds must be >= 1")
     peers.check_prerequisites()
-    size = {k: v[0 if args.quick else 1] for k, v in SIZES.items()}
+    size: dict[str, Any] = {k: v[0 if args.quick else 1] for k, v in SIZES.items()}
+    size["quick"] = args.quick
     work = Path(tempfile.mkdtemp(prefix="legion-peers-"))
     started = time.monotonic()
     r: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                          "machine": peers.machine(), "versions": peers.versions(), "size": size}
     try:
-        r["storage"] = run_storage_and_queries(work / "storage", size, args.rounds)
-        r["ingest"] = run_ingest(work / "ingest", size, args.rounds)
-        r["host"] = run_host(work, size, args.rounds)
-        r["latency"] = run_latency(work, size, args.rounds)
+        for name, fn, where in (("storage", run_storage_and_queries, work / "storage"),
+                                ("ingest", run_ingest, work / "ingest"),
+                                ("host", run_host, work), ("latency", run_latency, work)):
+            t = time.monotonic()
+            r[name] = fn(where, size, args.rounds)
+            r.setdefault("seconds", {})[name] = round(time.monotonic() - t, 1)
+            print(f"  ({name}: {r['seconds'][name]:.0f} s)", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
