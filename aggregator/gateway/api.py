@@ -17,7 +17,7 @@ from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms,
 from legion.aggregator.gateway.tokens import ROLES, TokenStore
 from legion.errors import AuthError, LegionError, QueryError, StoreError
 
-AGGS = ("avg", "min", "max", "sum", "count", "last")
+AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 QUERY_MAX_POINTS = 200_000
 QUERY_MAX_BUCKETS = 100_000
 _NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -54,7 +54,7 @@ def _opt(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | Non
 
 def parse_query(request: web.Request, now: int) -> dict[str, Any]:
     """Validate /api/v1/query parameters into `Store.query` keyword arguments."""
-    _params(request, ("metric", "node", "since", "until", "step", "agg", "label"))
+    _params(request, ("metric", "node", "since", "until", "step", "agg", "label", "group_by"))
     metric = _opt(request, "metric", _METRIC_RE)
     if metric is None:
         raise BadRequest("missing required parameter 'metric'")
@@ -87,6 +87,7 @@ def parse_query(request: web.Request, now: int) -> dict[str, Any]:
     if agg != "avg" and not step:
         raise BadRequest("'agg' needs 'step'")
     args["agg"] = agg
+    args["group_by"] = _group_by(request.query.get("group_by"), bool(step))
     labels: dict[str, str] = {}
     for item in request.query.getall("label", []):
         k, sep, v = item.partition("=")
@@ -97,6 +98,20 @@ def parse_query(request: web.Request, now: int) -> dict[str, Any]:
         labels[k] = v
     args["labels"] = labels or None
     return args
+
+
+def _group_by(value: str | None, stepped: bool) -> str | None:
+    """`group_by`: "*", or comma-separated label keys and/or "node"."""
+    if not value:
+        return None
+    if not stepped:
+        raise BadRequest("'group_by' needs 'step'")
+    keys = value.split(",")
+    if value != "*" and (len(set(keys)) != len(keys) or not all(
+            k == "node" or _LABEL_KEY_RE.match(k) for k in keys)):
+        raise BadRequest(f"invalid group_by {value!r}: '*' or distinct label keys and/or "
+                         "'node', comma-separated")
+    return value
 
 
 def _iso_rows(rows: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:

@@ -135,7 +135,7 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
     rng = _range_sql(lo, hi)
     if not direct:
         cur.register("_q_grp", pa.table({"sid": pa.array(ids, pa.int32()),
-                                         "g": [_group_key(s, group_by) for s in sel]}))
+                                         "g": [group_key(s, group_by) for s in sel]}))
     try:
         # One snapshot for the dirty list and the read, so a concurrent write cannot slip
         # between them.
@@ -243,14 +243,23 @@ def _range_sql(lo: int | None, hi: int | None) -> str:
     return " AND ".join(conds)
 
 
-def _group_key(s: SeriesRow, group_by: str | None) -> str:
+GROUP_SEP = "\x1f"
+"""Separates the values of a multi-key group (`group_by="node,cpu"`) in a group key."""
+
+
+def group_keys(group_by: str) -> list[str]:
+    """The keys of a group_by: label keys and/or "node", comma-separated ("*": none)."""
+    return [] if group_by == "*" else [k.strip() for k in group_by.split(",")]
+
+
+def group_key(s: SeriesRow, group_by: str | None) -> str:
+    """The group a series falls in: its id without grouping, else its values of the keys."""
     if group_by is None:
         return str(s.id)
-    if group_by == "node":
-        return s.node
     if group_by == "*":
         return "*"
-    return s.labels.get(group_by, "")
+    return GROUP_SEP.join(s.node if k == "node" else s.labels.get(k, "")
+                          for k in group_keys(group_by))
 
 
 def raw_points(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], since_ms: int | None,

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from legion.aggregator.store import packing, retention, rollup
+from legion.aggregator.store import packing, rate, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
@@ -310,11 +310,16 @@ class Store:
               group_by: str | None = None) -> list[dict[str, Any]]:
         """Raw points, or with a step one value per series (or group) per step bucket.
 
-        `group_by` (needs a step): a label key, "node", or "*" (all matching series together).
-        `agg`: avg|min|max|sum|count|last, or p50|p95|p99 (computed from raw points).
+        `group_by` (needs a step): label keys and/or "node", comma-separated ("node,cpu"), or
+        "*" (all matching series together); each group aggregates all its series' points.
+        `agg`: avg|min|max|sum|count|last, p50|p95|p99 (computed from raw points), or rate
+        (per-second increase of a counter per step, resets handled; grouped: summed).
         """
         if group_by is not None and step_ms is None:
             raise QueryError("group_by needs a step")
+        if agg == rate.RATE:
+            return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
+                                   group_by)
         with self._cursor() as cur:
             sel = q.select_series(cur, metric=metric, node=node, labels=labels)
             if step_ms is None:
@@ -380,9 +385,14 @@ class Store:
             meta = {str(s.id): s for s in sel}
             return [{"ts_ms": b, "node": meta[g].node, "metric": metric,
                      "labels": meta[g].labels, "value": v} for g, b, v in rows]
-        return [{"ts_ms": b, "node": g if group_by == "node" else None, "metric": metric,
-                 "labels": {} if group_by in ("node", "*") else {group_by: g}, "value": v}
-                for g, b, v in rows]
+        keys = q.group_keys(group_by)
+        out = []
+        for g, b, v in rows:
+            values = dict(zip(keys, g.split(q.GROUP_SEP), strict=True)) if keys else {}
+            node = values.pop("node", None)
+            out.append({"ts_ms": b, "node": node, "metric": metric, "labels": values,
+                        "value": v})
+        return out
 
     def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
         """Retention horizons per tier (cached; only `maintain` moves them)."""

@@ -277,9 +277,19 @@ class StoreWriter:
                     rollup.merge_partials(con, late_tbl)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         self.dirty.update(fresh_minutes)
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement, keeping the error that actually happened: a failed
+    COMMIT has already ended the transaction, and its ROLLBACK would raise "no transaction is
+    active" in place of the real cause."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
 
 
 def _nodes_table(nodes: list[NodeInfo]) -> pa.Table:

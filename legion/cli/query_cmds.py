@@ -8,7 +8,7 @@ import click
 from legion.cli.common import api, config_option, token_option
 from legion.cli.output import format_option, render
 
-AGGS = ("avg", "min", "max", "sum", "count", "last")
+AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 
 
 @click.command("nodes")
@@ -32,20 +32,22 @@ def nodes_cmd(config_path: str, token: str | None, fmt: str) -> None:
 @click.option("--until", default=None, help="End (same forms as --since); default now.")
 @click.option("--step", default=None, help="Bucket width (e.g. 1m); aggregate per bucket.")
 @click.option("--agg", type=click.Choice(AGGS), default="avg", show_default=True,
-              help="Aggregation per step bucket.")
+              help="Aggregation per step bucket (rate: per-second increase of a counter).")
+@click.option("--group-by", default=None, metavar="KEYS",
+              help="With --step: aggregate per label set, e.g. node or node,cpu ('*': all).")
 @config_option
 @token_option
 @format_option
 def query_cmd(metric: str, node: str | None, labels: tuple[str, ...], since: str,
-              until: str | None, step: str | None, agg: str, config_path: str,
-              token: str | None, fmt: str) -> None:
+              until: str | None, step: str | None, agg: str, group_by: str | None,
+              config_path: str, token: str | None, fmt: str) -> None:
     """Points of METRIC over a time range, raw or aggregated per step."""
     for lb in labels:
         if "=" not in lb:
             raise click.BadParameter(f"{lb!r} is not K=V", param_hint="--label")
     rows = api(config_path, token).get(
         "/api/v1/query", metric=metric, node=node, since=since, until=until, step=step,
-        agg=agg if step else None, label=list(labels) or None)
+        agg=agg if step else None, label=list(labels) or None, group_by=group_by)
     if isinstance(rows, dict):  # a planner note (e.g. tier) travels beside the points
         rows = rows.get("points", [])
     click.echo(render(rows, fmt, None if fmt == "json" else

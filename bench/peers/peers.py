@@ -1,0 +1,216 @@
+"""The peers: Debian's VictoriaMetrics, Prometheus, node_exporter and collectd, started on
+127.0.0.1 with temp data and explicit listen addresses; prerequisites, versions, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+APT = {"victoria-metrics": "victoria-metrics", "prometheus": "prometheus",
+       "prometheus-node-exporter": "prometheus-node-exporter", "collectd": "collectd"}
+"""Binary -> the Debian package that installs it."""
+PIP = ("duckdb", "zmq", "aiohttp", "psutil", "numpy", "pyarrow")
+"""Python modules the bench imports (all in `pip install -e .`)."""
+
+
+def which(binary: str) -> str | None:
+    """Path of a binary, looking in the sbin folders too (collectd lives in /usr/sbin)."""
+    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/sbin")
+
+
+def check_prerequisites() -> None:
+    """Print the install commands for whatever is missing and exit 2; install nothing."""
+    missing_apt = sorted({pkg for b, pkg in APT.items() if which(b) is None})
+    missing_pip = []
+    for mod in PIP:
+        try:
+            __import__(mod)
+        except ImportError:
+            missing_pip.append(mod)
+    if not missing_apt and not missing_pip:
+        return
+    print("bench/peers/run.py needs software that is not installed (it installs nothing):",
+          file=sys.stderr)
+    if missing_apt:
+        print(f"  sudo apt-get install -y {' '.join(missing_apt)}", file=sys.stderr)
+    if missing_pip:
+        print("  python3 -m pip install -e '.[dev]'   # missing: " + ", ".join(missing_pip),
+              file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _first_line(cmd: list[str]) -> str:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"? ({exc})"
+    out = (res.stdout or res.stderr).strip().splitlines()
+    return out[0] if out else "?"
+
+
+def versions() -> dict[str, str]:
+    """Versions of every part compared."""
+    import duckdb
+
+    def deb(pkg: str) -> str:
+        return _first_line(["dpkg-query", "-W", "-f=${Version}", pkg])
+
+    git = _first_line(["git", "-C", str(Path(__file__).resolve().parents[2]), "log", "-1",
+                       "--format=%h %cs"])
+    return {"legion": git, "python": platform.python_version(), "duckdb": duckdb.__version__,
+            **{b: f"{pkg} {deb(pkg)} (Debian)" for b, pkg in APT.items()}}
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, kernel, load at start."""
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, Linux {platform.release()}, "
+            f"load average at start {load}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 30) -> bytes:
+    """GET a loopback URL."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+        return bytes(r.read())
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    """Poll until the URL answers."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            http_get(url, 5)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
+
+
+class Peer:
+    """A peer process in its own session, with its log; `stop()` ends it (and only it)."""
+
+    def __init__(self, cmd: list[str], log: Path) -> None:
+        self.cmd = cmd
+        self._log = log.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """SIGTERM, SIGKILL after 15 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+def _wait_or_stop(peer: Peer, url: str) -> None:
+    try:
+        wait_http(url)
+    except BaseException:
+        peer.stop()
+        raise
+
+
+def start_victoria_metrics(work: Path) -> tuple[Peer, str]:
+    """VictoriaMetrics single-node: HTTP on a free loopback port, data in `work`; its other
+    listeners (graphite, influx, opentsdb) are off unless given an address, so they stay off."""
+    port = free_port()
+    data = work / "vm-data"
+    data.mkdir(parents=True, exist_ok=True)
+    peer = Peer(["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}",
+                 f"-storageDataPath={data}", "-retentionPeriod=100y",
+                 "-search.latencyOffset=0s", "-search.disableCache",
+                 "-loggerLevel=ERROR"], work / "vm.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_or_stop(peer, url + "/health")
+    return peer, url
+
+
+def start_node_exporter(work: Path) -> tuple[Peer, str]:
+    """node_exporter with its default collectors on a free loopback port."""
+    port = free_port()
+    peer = Peer(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{port}"],
+                work / "node_exporter.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_or_stop(peer, url + "/metrics")
+    return peer, url
+
+
+def start_prometheus(work: Path, target: str, interval_s: float = 1.0) -> tuple[Peer, str]:
+    """Prometheus scraping `target` (host:port) every `interval_s`, TSDB in `work`."""
+    port = free_port()
+    cfg = work / "prometheus.yml"
+    cfg.write_text(f"""global:
+  scrape_interval: {int(interval_s * 1000)}ms
+  evaluation_interval: 60s
+scrape_configs:
+  - job_name: node
+    static_configs:
+      - targets: ['{target}']
+""")
+    peer = Peer(["prometheus", f"--config.file={cfg}", f"--web.listen-address=127.0.0.1:{port}",
+                 f"--storage.tsdb.path={work / 'prom-data'}"], work / "prometheus.log")
+    url = f"http://127.0.0.1:{port}"
+    _wait_or_stop(peer, url + "/-/ready")
+    return peer, url
+
+
+def start_collectd(work: Path, interval_s: float = 1.0) -> tuple[Peer, Path]:
+    """collectd in the foreground with the usual host plugins, writing CSV into `work`."""
+    out = work / "collectd-csv"
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = work / "collectd.conf"
+    cfg.write_text(f"""Hostname "bench"
+FQDNLookup false
+BaseDir "{work}"
+PIDFile "{work}/collectd.pid"
+Interval {interval_s}
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin load
+LoadPlugin interface
+LoadPlugin disk
+LoadPlugin df
+LoadPlugin swap
+LoadPlugin processes
+LoadPlugin csv
+<Plugin csv>
+  DataDir "{out}"
+  StoreRates false
+</Plugin>
+""")
+    peer = Peer([which("collectd") or "collectd", "-f", "-C", str(cfg)], work / "collectd.log")
+    return peer, out
