@@ -66,7 +66,7 @@ class ReceiverWorker(threading.Thread):
         self.queue: queue.Queue[Notification | None] = queue.Queue(QUEUE_MAX)
         self.breaker = Breaker(cfg.breaker_failures, cfg.breaker_reset_secs, time.monotonic)
         self.stats = {"sent": 0, "failed": 0, "dropped": 0, "attempts": 0}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def offer(self, n: Notification) -> bool:
         """Queue a notification without blocking; False (recorded as dropped) when full."""
@@ -79,7 +79,7 @@ class ReceiverWorker(threading.Thread):
             return False
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             n = self.queue.get()
             if n is None:
                 return
@@ -99,7 +99,7 @@ class ReceiverWorker(threading.Thread):
             except (NotifyError, OSError) as exc:
                 error = str(exc)
                 self._record(n, attempt, "failed", error)
-                if attempt < tries and self._stop.wait(self.cfg.backoff_secs * 2 ** (attempt - 1)):
+                if attempt < tries and self._halt.wait(self.cfg.backoff_secs * 2 ** (attempt - 1)):
                     break
                 continue
             except Exception as exc:  # a notifier bug must not kill the thread
@@ -128,7 +128,7 @@ class ReceiverWorker(threading.Thread):
 
     def stop(self) -> None:
         """Finish the notification in hand, then exit."""
-        self._stop.set()
+        self._halt.set()
         try:
             self.queue.put_nowait(None)
         except queue.Full:

@@ -181,7 +181,7 @@ def default_rules(thresholds: Any, collection_interval: float) -> tuple[AlertRul
                   severity="high", annotations=ann),
         AlertRule("agent_response_time_high", "agent_response_time_ms", "static",
                   t.agent_response_time, severity="high", matchers=("quantile=p95",
-                                                                    "task_type=__all__"),
+                                                                    "task_type=~|__all__"),
                   for_secs=2 * collection_interval, annotations=ann),
         AlertRule("agent_success_rate_low", "agent_success_rate_percent", "static",
                   t.agent_success_rate, severity="high", comparison="below",
