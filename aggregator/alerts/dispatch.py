@@ -107,12 +107,12 @@ class ReceiverWorker(threading.Thread):
                 self._record(n, attempt, "failed", error)
                 break
             self._record(n, attempt, "sent", None)
-            self.stats["sent"] += 1
             self.breaker.record(True)
             try:
                 self.on_delivered(n)
             except Exception as exc:  # the notification log is best effort after a send
                 log.error("event=nflog_write_failed receiver=%s error=%r", self.cfg.name, exc)
+            self.stats["sent"] += 1
             return
         self.stats["failed"] += 1
         self.breaker.record(False)
