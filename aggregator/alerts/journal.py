@@ -68,7 +68,7 @@ class Journal:
         if alert_id:
             sql += " AND alert_id = ?"
             params.append(alert_id)
-        rows = self._rows(sql + " ORDER BY ts_ms DESC LIMIT ?", [*params, limit])
+        rows = self._rows(sql + " ORDER BY ts_ms DESC, rowid DESC LIMIT ?", [*params, limit])
         return [{"ts_ms": r[0], "alert_id": r[1], "rule_id": r[2], "from": r[3], "to": r[4],
                  "value": r[5], "labels": json.loads(r[6])} for r in rows]
 

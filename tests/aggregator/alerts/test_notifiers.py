@@ -131,7 +131,7 @@ def test_email_over_starttls(tmp_path):
         assert m["Subject"] == "[FIRING:1] firing node=web-1"
         body = m.get_payload(decode=True).decode()
         assert "cpu_high [high] firing: web-1 cpu 93.5 >= 80" in body
-        assert eng.journal.notifications()[0]["outcome"] == "sent"
+        wait_for(lambda: [r for r in eng.journal.notifications() if r["outcome"] == "sent"], 20)
     finally:
         if eng is not None:
             eng.stop()
