@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,16 +30,17 @@ class Observation:
     breached: bool
     value: float | None
     details: Mapping[str, Any] = field(default_factory=dict)
+    fp: str = ""
 
     @property
     def fingerprint(self) -> str:
         """Stable identity: rule + labels."""
-        return fingerprint(self.labels)
+        return self.fp or fingerprint(self.labels)
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
     """16 hex digits of the sorted labels (alertname is the rule id, so rule + labels)."""
-    raw = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    raw = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(labels.items()))
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -102,9 +102,11 @@ class Evaluator:
             if not rule.selects(r["metric"], r["labels"]):
                 continue
             labels = alert_labels(rule, r["node"], r["metric"], r["labels"])
-            hit = rule.breached(r["value"], active(fingerprint(labels)))
+            fp = fingerprint(labels)
+            hit = rule.breached(r["value"], active(fp))
             yield Observation(rule, labels, hit, r["value"],
-                              {"threshold": rule.threshold_value, "comparison": rule.direction})
+                              {"threshold": rule.threshold_value, "comparison": rule.direction},
+                              fp)
 
     def _ml(self, rule: AlertRule, rows: list[dict[str, Any]], scores: list[dict[str, Any]],
             inp: Inputs) -> Iterable[Observation]:

@@ -41,20 +41,32 @@ class Journal:
     def save_alerts(self, docs: Iterable[Mapping[str, Any]],
                     events: Iterable[tuple[int, str, str, str, str, float | None, Mapping[str, str]]],
                     now_ms: int) -> None:
-        """Upsert alert documents (by fingerprint) and append transitions, in one transaction."""
-        stmts: list[tuple[str, Sequence[Any]]] = []
-        for d in docs:
-            stmts.append(("DELETE FROM alert_state WHERE fingerprint = ?", [d["fingerprint"]]))
-            if d["state"] != "inactive":
-                stmts.append(("INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?)",
-                              [d["fingerprint"], d["id"], d["rule_id"], d["state"],
-                               json.dumps(d, default=str), now_ms]))
-        for ts, aid, rule, frm, to, value, labels in events:
-            stmts.append(("INSERT INTO alert_events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                          [ts, aid, rule, frm, to, value, json.dumps(dict(labels),
-                                                                     sort_keys=True)]))
-        if stmts:
-            self._run(stmts)
+        """Upsert alert documents (by fingerprint) and append transitions, in one transaction
+        (bulk statements: a round that changes a thousand alerts is a handful of statements)."""
+        docs = list(docs)
+        events = list(events)
+        if not docs and not events:
+            return
+        with self._lock, self.store.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                if docs:
+                    cur.execute("DELETE FROM alert_state WHERE list_contains(?, fingerprint)",
+                                [[d["fingerprint"] for d in docs]])
+                    rows = [[d["fingerprint"], d["id"], d["rule_id"], d["state"],
+                             json.dumps(d, default=str), now_ms]
+                            for d in docs if d["state"] != "inactive"]
+                    if rows:
+                        cur.executemany("INSERT INTO alert_state VALUES (?, ?, ?, ?, ?, ?)", rows)
+                if events:
+                    cur.executemany("INSERT INTO alert_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                    [[ts, aid, rule, frm, to, value,
+                                      json.dumps(dict(labels), sort_keys=True)]
+                                     for ts, aid, rule, frm, to, value, labels in events])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def load_alerts(self) -> list[dict[str, Any]]:
         """Every stored alert document (pending, firing, recently resolved)."""

@@ -90,6 +90,7 @@ class Router:
                 self.counts["suppressed_inhibited"] += 1
         live = {a["fingerprint"]: a for a in firing
                 if not a["silenced_by"] and not a["inhibited_by"]}
+        grown: set[str] = set()
         for a in live.values():
             route, path = match_route(self.cfg.route, a["labels"])
             glabels = {k: a["labels"].get(k, "") for k in route.group_by}
@@ -99,8 +100,11 @@ class Router:
                 g = self._open(key, route, glabels, now_ms)
             if a["fingerprint"] not in g.members:
                 g.members.add(a["fingerprint"])
-                self.journal.update_incident(g.incident_id, g.members)
+                grown.add(g.key)
             a["incident_id"] = g.incident_id
+        for key in grown:
+            g = self.groups[key]
+            self.journal.update_incident(g.incident_id, g.members)
         for g in list(self.groups.values()):
             self._flush(g, alerts, live, now_ms)
         self._escalate(live, now_ms)

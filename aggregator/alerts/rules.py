@@ -12,6 +12,7 @@ rates (the seed's success-rate rule fires *below* 80), `above` otherwise.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -55,7 +56,7 @@ class AlertRule:
         """`above` or `below`, the default inferred from the metric pattern."""
         if self.comparison is not None:
             return self.comparison
-        return "below" if any(h in self.metric_pattern for h in _BELOW_HINTS) else "above"
+        return _default_direction(self.metric_pattern)
 
     def selects(self, metric: str, labels: Mapping[str, str]) -> bool:
         """Does this rule watch the series (metric glob and label matchers)."""
@@ -64,7 +65,7 @@ class AlertRule:
 
     def label_matchers(self) -> tuple[Matcher, ...]:
         """The parsed `matchers`."""
-        return parse_matchers(self.matchers)
+        return _parsed(self.matchers)
 
     def breached(self, value: float, active: bool) -> bool:
         """The condition for `value`; while `active`, the clear threshold applies (hysteresis)."""
@@ -83,6 +84,16 @@ class AlertRule:
         out["annotations"] = dict(self.annotations)
         out["comparison"] = self.direction
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(matchers: tuple[str, ...]) -> tuple[Matcher, ...]:
+    return parse_matchers(matchers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _default_direction(pattern: str) -> str:
+    return "below" if any(h in pattern for h in _BELOW_HINTS) else "above"
 
 
 def rule_problems(rule: AlertRule, path: str = "") -> list[str]:
