@@ -283,11 +283,13 @@ class AlertEngine(threading.Thread):
     def rules_list(self) -> list[dict[str, Any]]:
         """Every rule in effect with its source."""
         conf = {r.rule_id for r in self.cfg.rules}
+        defaults = {r.rule_id for r in default_rules(self.config.alert_thresholds,
+                                                      self.config.collection_interval)}
         out = []
         for r in self.rules():
             d = r.to_dict()
             d["source"] = "config" if r.rule_id in conf else \
-                ("default" if self.cfg.default_rules and r.rule_id in _DEFAULT_IDS else "file")
+                ("default" if self.cfg.default_rules and r.rule_id in defaults else "file")
             out.append(d)
         return out
 
@@ -333,8 +335,3 @@ class AlertEngine(threading.Thread):
         return {**self.stats, "alerts": states, "receivers": self.dispatcher.stats(),
                 "router": dict(self.router.counts), "rule_errors": dict(self.rule_errors)}
 
-
-_DEFAULT_IDS = frozenset({"cpu_usage_high", "memory_usage_high", "disk_usage_high",
-                          "agent_response_time_high", "agent_success_rate_low",
-                          "high_cpu_warning", "agent_failure_critical", "node_down",
-                          "agent_silent"})
