@@ -56,6 +56,7 @@ class Aggregator:
         self._writer: Writer | None = None
         self.analytics: AnalyticsBridge | None = None
         self.sinks: SinkSet | None = None
+        self.alerts: Any = None  # legion.aggregator.alerts.AlertEngine when alerting.enabled
         self.started_at = time.time()
 
     def start(self) -> None:
@@ -90,6 +91,19 @@ class Aggregator:
         self.registry = registry
         self._inbox = inbox
         self.analytics = self._start_analytics(keypair)
+        self.alerts = self._start_alerts()
+
+    def _start_alerts(self) -> Any:
+        if not self.config.alerting.enabled:
+            log.info("event=alerting_off reason=disabled_in_config")
+            return None
+        from legion.aggregator.alerts.engine import AlertEngine
+
+        a = self.analytics
+        engine = AlertEngine(self.config, self.store, bands=a.bands if a else None,
+                             forecasts=a.forecasts if a else None)
+        engine.start()
+        return engine
 
     def _start_analytics(self, keypair: tuple[bytes, bytes]) -> AnalyticsBridge | None:
         ai = self.config.ai_settings
@@ -121,9 +135,11 @@ class Aggregator:
     def sources(self) -> dict[str, Any]:
         """Live analytics lists for the gateway (anomalies, forecasts)."""
         d = self.analytics
-        if d is None:
-            return {}
-        return {"anomalies": d.recent_anomalies, "forecasts": d.forecasts}
+        out: dict[str, Any] = {} if d is None else {"anomalies": d.recent_anomalies,
+                                                     "forecasts": d.forecasts}
+        if self.alerts is not None:
+            out["alerts"] = self.alerts.dashboard_alerts
+        return out
 
     def status(self) -> dict[str, Any]:
         """Ingest counters and uptime, for the API's status route and `legionctl status`."""
@@ -142,6 +158,15 @@ class Aggregator:
             out["analytics"] = self.analytics.stats()
         if self.sinks is not None and self.sinks.sinks:
             out["sinks"] = self.sinks.status()
+        if self.alerts is not None:
+            out["alerting"] = self.alerts.status()
+        return out
+
+    def samples(self, ts_ms: int) -> list[Any]:
+        """Ingest and alerting self-metrics for /metrics."""
+        out = list(self.telemetry.samples(ts_ms))
+        if self.alerts is not None:
+            out += self.alerts.samples(ts_ms)
         return out
 
     def _agent_health(self) -> dict[str, dict[str, float]]:
@@ -157,6 +182,9 @@ class Aggregator:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop receiving, let the writer commit and checkpoint, close everything."""
+        if self.alerts is not None:
+            self.alerts.stop(timeout)
+            self.alerts = None
         if self.analytics is not None:
             self.analytics.stop()
             self.analytics.join(timeout)
@@ -185,8 +213,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     cfg = agg.config
     tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
     store = query_store(cfg, agg.store)  # remote reads when storage.remote_read_url is set
-    app = create_app(cfg, store, agg.status, tokens, telemetry=agg.telemetry,
-                     sources=agg.sources(),
+    app = create_app(cfg, store, agg.status, tokens, telemetry=agg,
+                     sources=agg.sources(), alert_actions=agg.alerts,
                      analytics_retrain=agg.analytics.request_retrain if agg.analytics else None,
                      bands=agg.analytics.bands if agg.analytics else None)
     runner = await start_gateway(app, cfg)

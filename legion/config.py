@@ -2,7 +2,7 @@
 
 The seed's keys (`collection_interval`, `analysis_interval`, `alert_thresholds`, `ai_settings`,
 `dashboard_config`, `security`) keep their meaning and defaults; new settings live in new sections
-(`agent`, `aggregator`, `storage`, `analytics`). Unknown keys and bad values are errors; every
+(`agent`, `aggregator`, `storage`, `analytics`, `alerting`: owned by aggregator/alerts/config.py). Unknown keys and bad values are errors; every
 problem is reported with its key path, all at once. Relative paths are resolved against the
 directory of the config file.
 """
@@ -173,6 +173,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    alerting: Any = field(default_factory=lambda: _alerting({}, []))  # alerts.config.AlertingConfig
     base_dir: str = "."
 
     def path(self, p: str) -> Path:
@@ -251,7 +252,9 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
         raise ConfigError(["(top level): must be a JSON object"])
     raw = dict(raw)
     raw.pop("base_dir", None)
+    alerting_raw = raw.pop("alerting", None)
     values = _build(Config, raw, "", problems)
+    values["alerting"] = _alerting(alerting_raw, problems)
     for key, ok, msg in _RULES:
         v: Any = values
         for part in key.split("."):
@@ -268,7 +271,17 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The JSON form of a config (what `init` writes), without `base_dir`."""
     out = _plain(cfg)
     out.pop("base_dir", None)
+    from legion.aggregator.alerts.config import alerting_to_dict
+
+    out["alerting"] = alerting_to_dict(cfg.alerting)
     return out
+
+
+def _alerting(raw: Any, problems: list[str]) -> Any:
+    """The `alerting` section: the alerting component owns its dataclasses and validation."""
+    from legion.aggregator.alerts.config import parse_alerting
+
+    return parse_alerting(raw, problems)
 
 
 def _plain(obj: Any) -> Any:

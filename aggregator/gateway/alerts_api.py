@@ -2,7 +2,9 @@
 
 The gateway owns the role check, validation and audit; the engine plugs in through
 `create_app(..., alert_actions=engine)`. Without one, the write routes answer 501 (after the
-role check, so a viewer still gets 403).
+role check, so a viewer still gets 403). An engine that also offers `AlertQueries`
+(`legion.aggregator.alerts.AlertEngine` does) adds `GET /api/v1/rules`, `GET /api/v1/silences`,
+`DELETE /api/v1/silences/{id}`, `GET /api/v1/alerts/history`, `GET /api/v1/incidents`.
 """
 
 from __future__ import annotations
@@ -33,12 +35,43 @@ class AlertActions(Protocol):
         ...
 
 
+class AlertQueries(Protocol):
+    """The engine's read side and silence expiry (called in a worker thread)."""
+
+    def alerts(self, state: str | None = None) -> list[dict[str, Any]]: ...
+
+    def rules_list(self) -> list[dict[str, Any]]: ...
+
+    def silences(self) -> list[dict[str, Any]]: ...
+
+    def add_silence(self, matchers: list[str], duration_s: float, comment: str,
+                    user: str) -> dict[str, Any]: ...
+
+    def expire_silence(self, silence_id: str) -> bool: ...
+
+    def history(self, since_ms: int | None = None,
+                alert_id: str | None = None) -> list[dict[str, Any]]: ...
+
+    def incidents(self) -> list[dict[str, Any]]: ...
+
+
+ALERT_STATES = ("pending", "firing", "resolved")
+
+
 def make_alert_routes(hub: Hub, actions: AlertActions | None) -> list[web.RouteDef]:
-    """GET /api/v1/alerts, POST /api/v1/alerts/{id}/ack, POST /api/v1/silences."""
+    """GET /api/v1/alerts, POST /api/v1/alerts/{id}/ack, POST /api/v1/silences (and, with an
+    engine offering `AlertQueries`, rules, silences list/expire, history, incidents)."""
+    engine: Any = actions if hasattr(actions, "rules_list") else None
 
     @requires("read")
     async def alerts_list(request: web.Request) -> web.Response:
-        return web.json_response(hub.state["alerts"].get("alerts", []))
+        state = request.query.get("state")
+        if state is not None and state not in ALERT_STATES:
+            return json_error(400, f"'state' must be one of {', '.join(ALERT_STATES)}")
+        if engine is not None:
+            return web.json_response(await asyncio.to_thread(engine.alerts, state))
+        items = hub.state["alerts"].get("alerts", [])
+        return web.json_response([a for a in items if state is None or a.get("state") == state])
 
     @requires("write")
     async def alert_ack(request: web.Request) -> web.Response:
@@ -69,21 +102,73 @@ def make_alert_routes(hub: Hub, actions: AlertActions | None) -> list[web.RouteD
             return json_error(501, "the alerting engine is not running")
         p = principal_of(request)
         assert p is not None
+        if isinstance(body["matchers"], list):  # matcher strings: k=v, k!=v, k=~re, k!~re
+            if engine is None:
+                return json_error(501, "the alerting engine is not running")
+            try:
+                out = await asyncio.to_thread(engine.add_silence, list(body["matchers"]),
+                                              float(body["duration_s"]),
+                                              str(body.get("comment", "")), p.name)
+            except ValueError as exc:
+                return json_error(400, f"matchers: {exc}")
+            return web.json_response(out, status=201)
         out = await asyncio.to_thread(actions.silence, dict(body["matchers"]),
                                       float(body["duration_s"]), str(body.get("comment", "")),
                                       p.name)
         return web.json_response(out, status=201)
 
-    return [web.get("/api/v1/alerts", alerts_list),
-            web.post("/api/v1/alerts/{alert_id}/ack", alert_ack),
-            web.post("/api/v1/silences", silence_add)]
+    routes = [web.get("/api/v1/alerts", alerts_list),
+              web.post("/api/v1/alerts/{alert_id}/ack", alert_ack),
+              web.post("/api/v1/silences", silence_add)]
+    if engine is not None:
+        routes += _query_routes(engine)
+    return routes
+
+
+def _query_routes(engine: Any) -> list[web.RouteDef]:
+
+    @requires("read")
+    async def rules(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(engine.rules_list))
+
+    @requires("read")
+    async def silences(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(engine.silences))
+
+    @requires("write")
+    async def silence_expire(request: web.Request) -> web.Response:
+        sid = request.match_info["silence_id"]
+        request[AUDIT_DETAILS_KEY] = {"silence_id": sid}
+        if not await asyncio.to_thread(engine.expire_silence, sid):
+            return json_error(404, f"no active silence {sid!r}")
+        return web.json_response({"id": sid, "status": "expired"})
+
+    @requires("read")
+    async def history(request: web.Request) -> web.Response:
+        since = request.query.get("since_ms")
+        if since is not None and not since.isdigit():
+            return json_error(400, "'since_ms' must be ms since the epoch")
+        return web.json_response(await asyncio.to_thread(
+            engine.history, int(since) if since else None, request.query.get("alert_id")))
+
+    @requires("read")
+    async def incidents(request: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(engine.incidents))
+
+    return [web.get("/api/v1/rules", rules), web.get("/api/v1/silences", silences),
+            web.delete("/api/v1/silences/{silence_id}", silence_expire),
+            web.get("/api/v1/alerts/history", history),
+            web.get("/api/v1/incidents", incidents)]
 
 
 def _check_silence(body: Any) -> str | None:
     if not isinstance(body, dict) or set(body) - {"matchers", "duration_s", "comment"}:
         return "body must be {\"matchers\": {...}, \"duration_s\": N, \"comment\": \"...\"}"
     m = body.get("matchers")
-    if not isinstance(m, dict) or not m or len(m) > 16 or not all(
+    if isinstance(m, list):
+        if not m or len(m) > 16 or not all(isinstance(x, str) and len(x) <= 300 for x in m):
+            return "'matchers' must be a non-empty list of matcher strings (k=v, k=~re, ...)"
+    elif not isinstance(m, dict) or not m or len(m) > 16 or not all(
             isinstance(k, str) and _MATCHER_KEY.match(k) and isinstance(v, str) and len(v) <= 256
             for k, v in m.items()):
         return "'matchers' must be a non-empty object of label -> string"

@@ -207,32 +207,6 @@ class FleetBuilder:
                 reasons.append(f"{key} {v:g} near {thr:g}")
         return (level if seen else "unknown"), reasons
 
-    def breaches(self, fleet: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """Threshold breaches (critical health reasons) as alert objects without `since`."""
-        out: list[dict[str, Any]] = []
-        t = self.thresholds
-        limits = {"cpu_usage_percent": t.cpu_usage, "memory_usage_percent": t.memory_usage,
-                  "disk_usage_percent": t.disk_usage,
-                  "response_time_ms_p95": t.agent_response_time,
-                  "success_rate_percent": t.agent_success_rate}
-        for kind, items, idkey in (("host", fleet["hosts"], "node"),
-                                   ("agent", fleet["agents"], "agent_id")):
-            for e in items:
-                if e["health"] != "critical":
-                    continue
-                for reason in e["reasons"]:
-                    metric = reason.split(" ", 1)[0]
-                    if metric not in limits:
-                        continue
-                    ent = e[idkey]
-                    out.append({"id": f"breach:{kind}:{ent}:{metric}", "kind": "threshold",
-                                "severity": "high" if kind == "agent" else "medium",
-                                "state": "firing", "entity": {idkey: ent},
-                                "node": e.get("node"), "metric": metric,
-                                "value": e["metrics"].get(metric), "threshold": limits[metric],
-                                "summary": f"{kind} {ent}: {reason}"})
-        return out
-
     # -- rates and links ------------------------------------------------------------------------
     def _rate(self, key: tuple[str, ...], ts_ms: int, value: float) -> float | None:
         prev = self._prev.get(key)

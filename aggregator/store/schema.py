@@ -28,6 +28,10 @@ Why this shape:
   on every pass, folded by a compaction whose deletes made checkpoints slow). A bucket may hold
   several partial rows (late points merged in); readers always combine rows per bucket.
 * ``tier_state(tier, kept_since_ms)``: retention horizon per tier (and the archive's progress).
+* ``alert_*`` (v3, written by ``legion.aggregator.alerts.journal``): alert state per fingerprint,
+  every transition (incident history), incidents, silences, every notification attempt and the
+  notification log (what each receiver was last told), so a restart neither forgets nor
+  re-notifies.
 
 Changing any of this means a new ``SCHEMA_VERSION`` and a migration in ``MIGRATIONS``; a file
 written by a newer version is refused rather than guessed at.
@@ -42,7 +46,7 @@ import duckdb
 
 from legion.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 """Rollup tiers, finest first: name -> bucket width in ms."""
 
@@ -82,6 +86,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "FROM rollup_1h",
         "INSERT INTO tier_state SELECT 'days_done', coalesce(max(bucket) + 86400000, 0) "
         "FROM rollup_1d"),
+    # v3: alerting (aggregator/alerts/journal.py writes these).
+    2: ("""CREATE TABLE alert_state (fingerprint VARCHAR NOT NULL, id VARCHAR NOT NULL,
+            rule_id VARCHAR NOT NULL, state VARCHAR NOT NULL, doc VARCHAR NOT NULL,
+            updated_ms BIGINT NOT NULL)""",
+        """CREATE TABLE alert_events (ts_ms BIGINT NOT NULL, alert_id VARCHAR NOT NULL,
+            rule_id VARCHAR NOT NULL, from_state VARCHAR NOT NULL, to_state VARCHAR NOT NULL,
+            value DOUBLE, labels VARCHAR NOT NULL)""",
+        """CREATE TABLE alert_incidents (id VARCHAR NOT NULL, group_key VARCHAR NOT NULL,
+            receiver VARCHAR NOT NULL, opened_ms BIGINT NOT NULL, closed_ms BIGINT,
+            alerts VARCHAR NOT NULL)""",
+        """CREATE TABLE alert_silences (id VARCHAR NOT NULL, matchers VARCHAR NOT NULL,
+            starts_ms BIGINT NOT NULL, ends_ms BIGINT NOT NULL, comment VARCHAR NOT NULL,
+            created_by VARCHAR NOT NULL, expired_ms BIGINT)""",
+        """CREATE TABLE alert_notifications (ts_ms BIGINT NOT NULL, receiver VARCHAR NOT NULL,
+            group_key VARCHAR NOT NULL, kind VARCHAR NOT NULL, attempt INTEGER NOT NULL,
+            outcome VARCHAR NOT NULL, error VARCHAR, alert_ids VARCHAR NOT NULL)""",
+        """CREATE TABLE alert_nflog (group_key VARCHAR NOT NULL, receiver VARCHAR NOT NULL,
+            digest VARCHAR NOT NULL, notified_ms BIGINT NOT NULL, resolved BOOLEAN NOT NULL)"""),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

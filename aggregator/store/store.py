@@ -367,6 +367,11 @@ class Store:
                  "value": p[1]} for s in sel if (p := newest[s.id]) is not None
                 and fnmatch.fnmatchcase(s.metric, metric_glob)]
 
+    def cursor(self) -> _Cursor:
+        """A cursor of the one connection for a component's own tables (the alert journal);
+        duckdb errors become StoreError."""
+        return self._cursor()
+
     def stats(self) -> dict[str, Any]:
         """Sizes and horizons: rows per table, bytes on disk, kept_since per tier."""
         with self._cursor() as cur:

@@ -6,6 +6,7 @@
     legionctl agent run --config F --node NODE  # node agent (foreground)
     legionctl nodes|query|status --config F --format table|json|csv
     legionctl demo                              # everything on this machine, embedded defaults
+    legionctl alerts [--state S] | alerts ack ID | silence add|list|expire | rules list|check
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def cli(verbose: bool) -> None:
 
 def _register() -> None:
     from legion.cli import (
+        alerts_cmds,
         analytics_cmds,
         certs_cmds,
         demo_cmds,
@@ -58,7 +60,7 @@ def _register() -> None:
     )
 
     for mod in (setup_cmds, run_cmds, query_cmds, users_cmds, certs_cmds, analytics_cmds,
-                storage_cmds, demo_cmds, keys_cmds, series_cmds):
+                storage_cmds, demo_cmds, keys_cmds, series_cmds, alerts_cmds):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from legion.aggregator.alerts.engine import AlertEngine
 from legion.aggregator.gateway import AuditLog, TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
@@ -90,9 +91,11 @@ class LiveGateway:
 
     def __init__(self, tmp: Path) -> None:
         self.config = config_from_dict({"security": {"enable_tls": False},
-                                        "dashboard_config": {"update_interval_ms": 500}},
+                                        "dashboard_config": {"update_interval_ms": 500},
+                                        "alerting": {"evaluation_interval_secs": 0.5}},
                                        base_dir=tmp)
         self.store = Store(tmp / "legion.duckdb")
+        self.alerts = AlertEngine(self.config, self.store)  # the dashboard's alerts
         self.tokens = TokenStore(tmp / "tokens.json")
         self.token = {r: self.tokens.add(f"{r}-user", r) for r in ("admin", "operator", "viewer")}
         self.audit = AuditLog(tmp / "audit.log")
@@ -131,7 +134,9 @@ class LiveGateway:
     def _serve(self) -> None:
         async def main() -> None:
             app = create_app(self.config, self.store, dict, self.tokens, audit=self.audit,
-                             sources={"anomalies": self._anomalies, "forecasts": self._forecasts})
+                             sources={"anomalies": self._anomalies, "forecasts": self._forecasts,
+                                      "alerts": self.alerts.dashboard_alerts},
+                             alert_actions=self.alerts)
             server = await start_gateway(app, self.config, port=0)
             self.url = server.url
             self.ready.set()
@@ -141,6 +146,7 @@ class LiveGateway:
         asyncio.run(main())
 
     def start(self) -> LiveGateway:
+        self.alerts.start()
         self.writer.start()
         self.server_thread.start()
         assert self.ready.wait(20), "gateway did not start"
@@ -150,6 +156,7 @@ class LiveGateway:
         self.stop_evt.set()
         self.server_thread.join(20)
         self.writer.join(5)
+        self.alerts.stop()
         self.store.close()
 
 
@@ -358,9 +365,12 @@ def test_viewer_sees_no_write_controls_and_api_refuses(gateway: LiveGateway, bro
             const add = await fetch('/api/v1/users', {method: 'POST', headers: h, body});
             const del = await fetch('/api/v1/users/admin-user', {method: 'DELETE', headers: h});
             const read = await fetch('/api/v1/fleet', {headers: h});
-            return [add.status, del.status, read.status];
+            const alerts = await (await fetch('/api/v1/alerts', {headers: h})).json();
+            const ack = await fetch(`/api/v1/alerts/${alerts[0].id}/ack`,
+                                    {method: 'POST', headers: h, body: '{}'});
+            return [add.status, del.status, read.status, ack.status];
         }""")
-        assert statuses == [403, 403, 200], statuses
+        assert statuses == [403, 403, 200, 403], statuses
         p.screenshot(path=str(ARTIFACTS / "dashboard-viewer.png"))
         # the refused calls above are the only console errors allowed (the browser logs 403s)
         assert all("403" in e for e in pg.errors), pg.errors
@@ -372,6 +382,34 @@ def test_viewer_sees_no_write_controls_and_api_refuses(gateway: LiveGateway, bro
             assert res.status == 200
         p.locator("dialog#login").wait_for(state="visible", timeout=20_000)
         assert pg.js("() => sessionStorage.getItem('legion.token')") is None
+    finally:
+        pg.close()
+
+
+def test_operator_acknowledges_an_alert(gateway: LiveGateway, browser: Any) -> None:
+    """The engine's alert (the hot host's CPU, named by its stored metric) acknowledged by an
+    operator on the dashboard: the button turns to "Acknowledged" and the engine has it."""
+    pg = Page(browser, f"{gateway.url}/#token={gateway.token['operator']}")
+    try:
+        p = pg.page
+        pg.wait("() => window.__legion.fleet.session?.role === 'operator'")
+        title = f"{HOT_HOST} · system_cpu_usage_percent"
+        find = ("[...document.querySelectorAll('#alerts-list .alert')].find(li => "
+                f"li.querySelector('.alert-title')?.textContent === '{title}')")
+        pg.wait(f"() => {find}?.querySelector(\"[data-action='ack']\")")
+        # the list re-renders on every update, so find and click in one step (a real click
+        # event on the button, handled by the dashboard's own code)
+        pg.js(f"() => {find}.querySelector(\"[data-action='ack']\").click()")
+        pg.wait(f"() => {find}?.querySelector(\"[data-action='ack']\")?.textContent "
+                "=== 'Acknowledged'", timeout=20)
+        hot = [a for a in gateway.alerts.alerts("firing") if a["node"] == HOT_HOST
+               and a["metric"] == "system_cpu_usage_percent"]
+        assert hot and hot[0]["acked_by"] == "operator-user"
+        # the engine's own state comes back over the WebSocket: still acknowledged
+        pg.wait(f"() => [...window.__legion.fleet.alerts.values()].some(a => a.id === "
+                f"'{hot[0]['id']}' && a.acknowledged)")
+        assert [e for e in pg.errors if "403" not in e] == []
+        p.screenshot(path=str(ARTIFACTS / "dashboard-alert-acknowledged.png"))
     finally:
         pg.close()
 

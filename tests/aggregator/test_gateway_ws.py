@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from legion.aggregator.alerts.engine import AlertEngine
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.gateway import ws as ws_mod
 from legion.aggregator.gateway.app import HUB_KEY
@@ -54,14 +55,20 @@ class Env:
         self.now = int(time.time() * 1000)
         self.seq = 1
         self.store.write([batch(1, self.now, cpu=20.0)])
+        # the alerting engine (default rules), evaluated after each write on the data's clock
+        self.engine = AlertEngine(self.config, self.store,
+                                  clock_ms=lambda: self.now + 1000 * self.seq)
 
     def write(self, cpu: float, response_ms: float = 300.0) -> None:
         self.seq += 1
         self.store.write([batch(self.seq, self.now + 1000 * self.seq, cpu, response_ms)])
+        self.engine.evaluate_once()
 
     @contextlib.asynccontextmanager
     async def serve(self) -> AsyncIterator[Any]:
-        app = create_app(self.config, self.store, lambda: {"accepted": 0}, self.tokens)
+        app = create_app(self.config, self.store, lambda: {"accepted": 0}, self.tokens,
+                         sources={"alerts": self.engine.dashboard_alerts},
+                         alert_actions=self.engine)
         server = await start_gateway(app, self.config, port=0)
         server.app = app
         try:
@@ -120,14 +127,16 @@ def test_snapshot_on_subscribe_then_updates(env: Env) -> None:
                 assert agent["metrics"]["tokens_per_s"] == pytest.approx(500.0)  # 1000 tokens in 2 s
                 alert = await receive_until(ws, lambda m: m.get("topic") == "alerts"
                                             and m["type"] == "update")
-                ids = {a["id"] for a in alert["data"]["alerts"]}
-                assert "breach:host:web-1:cpu_usage_percent" in ids
-                assert "breach:agent:planner-1:response_time_ms_p95" in ids
+                # the engine's alerts, named by the stored metric (usable in `legionctl query`)
+                got = {(a["rule_id"], a["metric"]): a["id"] for a in alert["data"]["alerts"]}
+                assert ("cpu_usage_high", "system_cpu_usage_percent") in got
+                assert ("agent_response_time_high", "agent_response_time_ms") in got
 
                 env.write(cpu=10.0)
                 resolved = await receive_until(ws, lambda m: m.get("topic") == "alerts"
                                                and "resolved" in m["data"])
-                assert "breach:host:web-1:cpu_usage_percent" in resolved["data"]["resolved"]
+                assert got[("cpu_usage_high", "system_cpu_usage_percent")] in \
+                    resolved["data"]["resolved"]
 
                 # resubscribing gives a fresh snapshot, with the history of both readings
                 await ws.send_json({"op": "subscribe", "topics": ["system_health"]})

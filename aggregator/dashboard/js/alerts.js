@@ -1,4 +1,4 @@
-// Right panel, bottom: active alerts (threshold breaches, alert engine) and recent anomalies.
+// Right panel, bottom: active alerts (the alerting engine's, by stored metric name) and recent anomalies.
 import { h, ago, toast } from './dom.js';
 import { fmt } from './charts.js';
 
@@ -49,7 +49,7 @@ export class AlertsPanel {
     this.count.classList.toggle('hot', all.some((a) => a.severity === 'high' || a.severity === 'critical'));
     const shown = all.filter((a) => this.filter === 'all' || (this.filter === 'anomaly' ? a.kind === 'anomaly' : a.kind !== 'anomaly')).slice(0, 200);
     if (!shown.length) {
-      this.list.replaceChildren(h('li', { class: 'empty' }, all.length ? 'Nothing matches this filter.' : 'All clear: no threshold breaches or anomalies.'));
+      this.list.replaceChildren(h('li', { class: 'empty' }, all.length ? 'Nothing matches this filter.' : 'All clear: no alerts or anomalies.'));
       return;
     }
     const focused = document.activeElement?.closest?.('.alert')?.dataset.id;
