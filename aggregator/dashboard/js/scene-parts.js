@@ -72,7 +72,7 @@ function indexed(geometry) {
 }
 
 /** A text sprite (host, group and agent names); long names are shortened (hover shows them). */
-export function labelSprite(text, { color = 'rgba(226, 232, 240, 0.92)', plate = false } = {}) {
+export function labelSprite(text, { color = 'rgba(226, 232, 240, 0.92)', plate = false, cheap = false } = {}) {
   const c = document.createElement('canvas'); c.width = 512; c.height = 96;
   const g = c.getContext('2d');
   g.font = '600 44px Inter, "Segoe UI", system-ui, sans-serif';
@@ -83,7 +83,7 @@ export function labelSprite(text, { color = 'rgba(226, 232, 240, 0.92)', plate =
   }
   g.fillStyle = color; g.textAlign = 'center'; g.textBaseline = 'middle';
   g.fillText(shown, 256, 48);
-  const tex = new THREE.CanvasTexture(c); tex.colorSpace = THREE.SRGBColorSpace; tex.anisotropy = 4;
+  const tex = new THREE.CanvasTexture(c); tex.colorSpace = THREE.SRGBColorSpace; tex.anisotropy = cheap ? 1 : 4; // software GL: plain mipmaps
   const sp = new THREE.Sprite(new THREE.SpriteMaterial({ map: tex, transparent: true, depthWrite: false }));
   sp.scale.set(6.4, 1.2, 1);
   return sp;

@@ -5,10 +5,12 @@ import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATF
 import { bez, glowMaterial, litMaterial, shaded, GLOW, SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
 import { SceneLabels } from './labels3d.js';
 import { AgentPoints } from './agent-points.js';
+import { MergedCopy } from './merged-copy.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
-const ARC_SEGMENTS = 10;
+const ARC_SEGMENTS = 10;         // line segments per flow arc (software GL: ARC_SEGMENTS_CHEAP)
+const ARC_SEGMENTS_CHEAP = 6;
 const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
 const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
@@ -143,18 +145,19 @@ export class Scene3D {
     // department pads
     const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
     // (software GL: opaque, the platform's colour mixed in, instead of blended)
-    this.pads = new THREE.InstancedMesh(shaded(new THREE.CylinderGeometry(1, 1, 0.06, lod(L.pads.length, [120], [28, 12]))),
+    const disc = new THREE.CircleGeometry(1, lod(L.pads.length, [120], [28, 12])); disc.rotateX(-Math.PI / 2);
+    this.pads = new THREE.InstancedMesh(shaded(disc),
       litMaterial({ color: 0xffffff, roughness: 0.9, transparent: !this.software, opacity: this.software ? 1 : PAD_OPACITY }, this.software), Math.max(1, L.pads.length));
     this.pads.count = L.pads.length;
     L.pads.forEach((pd, i) => {
-      t.position.set(pd.x, 0.23, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
+      t.position.set(pd.x, 0.26, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
       const pc = new THREE.Color(dcol.get(pd.department) || '#475569').multiplyScalar(0.45);
       this.pads.setColorAt(i, this.software ? new THREE.Color(PLATFORM_COLOR).lerp(pc, PAD_OPACITY) : pc);
     });
     this.groups.add(this.pads);
 
     // message hubs
-    this.hubs = new THREE.InstancedMesh(shaded(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 16), GLOW),
+    this.hubs = new THREE.InstancedMesh(shaded(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 10), GLOW),
       glowMaterial({ color: 0x94a3b8, roughness: 0.4 }, this.software), nH);
     this.hubs.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
@@ -162,6 +165,9 @@ export class Scene3D {
       this.hubs.setMatrixAt(i, t.matrix); this.hubs.setColorAt(i, new THREE.Color('#1e3a5f'));
     });
     this.groups.add(this.hubs);
+    // software GL: the static instances drawn as one merged mesh each (the instanced ones stay for rays)
+    this.merged = this.software ? [this.platforms, this.pads, this.hubs].map((m) => new MergedCopy(m)) : [];
+    for (const c of this.merged) this.groups.add(c.mesh);
 
     // agents: drawn as sphere impostors (one point each); an unseen instanced mesh is what rays hit
     this.agentPoints = new AgentPoints(this.agentIds.length);
@@ -180,7 +186,7 @@ export class Scene3D {
     this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
     this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
 
-    this.labels = new SceneLabels(this.groups, L); // names: groups, hosts (LOD), some agents
+    this.labels = new SceneLabels(this.groups, L, this.software); // names: groups, hosts (LOD), some agents
 
     // links (lines) and packets
     this.linkGeom = new THREE.BufferGeometry();
@@ -223,6 +229,7 @@ export class Scene3D {
     });
     if (this.platforms.instanceColor) this.platforms.instanceColor.needsUpdate = true;
     if (this.hubs.instanceColor) this.hubs.instanceColor.needsUpdate = true;
+    for (const m of this.merged) m.syncColors();
     this.edges.geometry.attributes.color.needsUpdate = true;
 
     // halos
@@ -273,13 +280,14 @@ export class Scene3D {
       this.linksCulled = this.curves.length - LINK_BUDGET;
       this.curves = this.curves.map((c) => [d2(c), c]).sort((x, y) => x[0] - y[0]).slice(0, LINK_BUDGET).map(([, c]) => c);
     }
-    const segs = this.curves.length * ARC_SEGMENTS;
+    const arc = this.software ? ARC_SEGMENTS_CHEAP : ARC_SEGMENTS;
+    const segs = this.curves.length * arc;
     const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
     let k = 0;
     for (const cv of this.curves) {
       const inten = cv.rate > 0 ? Math.min(1, 0.25 + cv.rate / 2) : 0.08;
-      for (let s = 0; s < ARC_SEGMENTS; s++) {
-        for (const u of [s / ARC_SEGMENTS, (s + 1) / ARC_SEGMENTS]) {
+      for (let s = 0; s < arc; s++) {
+        for (const u of [s / arc, (s + 1) / arc]) {
           const p = bez(cv, u); pos[k] = p[0]; pos[k + 1] = p[1]; pos[k + 2] = p[2];
           col[k] = FLOW.r * inten; col[k + 1] = FLOW.g * inten; col[k + 2] = FLOW.b * inten; k += 3;
         }
