@@ -9,6 +9,7 @@ import { MergedCopy } from './merged-copy.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
+const PACKET_D = 0.26;          // packet size (world units)
 const ARC_SEGMENTS = 10;         // line segments per flow arc (software GL: ARC_SEGMENTS_CHEAP)
 const ARC_SEGMENTS_CHEAP = 6;
 const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
@@ -192,9 +193,12 @@ export class Scene3D {
     this.linkGeom = new THREE.BufferGeometry();
     this.linkLines = new THREE.LineSegments(this.linkGeom, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.55, blending: THREE.AdditiveBlending, depthWrite: false }));
     this.linkLines.frustumCulled = false; this.groups.add(this.linkLines);
-    this.packets = new THREE.InstancedMesh(new THREE.OctahedronGeometry(0.14, 0),
-      new THREE.MeshBasicMaterial({ color: FLOW, transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }), MAX_PACKETS);
-    this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
+    // packets: points (one vertex each; software GL pays per instance), PACKET_D world units wide
+    this.packetPos = new THREE.BufferAttribute(new Float32Array(MAX_PACKETS * 3), 3).setUsage(THREE.DynamicDrawUsage);
+    const pg = new THREE.BufferGeometry(); pg.setAttribute('position', this.packetPos); pg.setDrawRange(0, 0);
+    this.packets = new THREE.Points(pg, new THREE.PointsMaterial({ color: FLOW, size: PACKET_D / Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2)),
+      transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }));
+    this.packets.frustumCulled = false; this.groups.add(this.packets);
 
     this.refresh();
     this._animate(0); // instance matrices in place before the first pick (raycast bounds)
@@ -343,11 +347,10 @@ export class Scene3D {
         let u = (time * speed + cv.seed + j / per) % 1;
         if (cv.rate <= 0) u = 1 - u; // only receiving: packets flow hub → agent
         const p = bez(cv, u);
-        t.position.set(p[0], p[1], p[2]); t.quaternion.identity(); t.scale.setScalar(1); t.updateMatrix();
-        this.packets.setMatrixAt(n++, t.matrix);
+        this.packetPos.setXYZ(n++, p[0], p[1], p[2]);
       }
     }
-    this.packets.count = n; this.packets.instanceMatrix.needsUpdate = true;
+    this.packets.geometry.setDrawRange(0, n); this.packetPos.needsUpdate = true;
     if (this.selMarker.visible) this.selMarker.quaternion.copy(this.camera.quaternion);
   }
 
