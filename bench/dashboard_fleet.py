@@ -14,7 +14,10 @@ the map it measures, for `--secs` seconds:
 - update bytes per second of two plain `/ws` clients in the same window, one with full updates
   and one with `delta` (what the page uses);
 - `first_full_map_s`: page load until every agent is on the map and 5 WebSocket messages came;
-- `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels).
+- `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels);
+- `gl_frame_ms_pr1_p50`: after the window, the cost of one complete frame at pixel ratio 1
+  (render + a 1-pixel readback, which waits for the rasteriser), median of 15: the GL work alone,
+  independent of the frame pacing and of the adaptive pixel ratio.
 
 Numbers depend on the machine and its load: compare sizes within one run, not across runs.
 """
@@ -177,6 +180,19 @@ def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
     asyncio.run(main())
 
 
+GL_FRAME_JS = """() => {
+  const v = window.__legion.view; const gl = v.renderer.getContext(); const px = new Uint8Array(4);
+  const pr = v.renderer.getPixelRatio(); v.stop(); v.renderer.setPixelRatio(1); v.resize();
+  const ts = [];
+  for (let i = 0; i < 15; i++) {
+    const t = performance.now(); v.renderer.render(v.scene, v.camera);
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px); ts.push(performance.now() - t);
+  }
+  v.renderer.setPixelRatio(pr); v.resize(); v.start();
+  return ts.sort((a, b) => a - b)[7];
+}"""
+
+
 def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     ctx = browser.new_context(viewport={"width": 1600, "height": 900})
     page = ctx.new_page()
@@ -210,6 +226,7 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
         f" window.__legion.view.frameStats({t0}), window.__legion.mode,"
         f" window.__legion.updateCostMs]")
+    gl_frame = page.evaluate(GL_FRAME_JS)
     ctx.close()
     for t in probes:
         t.join(secs + 30)
@@ -221,6 +238,7 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
             "frame_cost_ms_p50": round(stats["cost_p50"], 1),
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
+            "gl_frame_ms_pr1_p50": round(gl_frame, 1),
             "update_cost_ms_view_list_panels": [round(x, 1) for x in upd or []],
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
             "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),

@@ -10,7 +10,7 @@ const MAX_ANOMALY_LABELS = 8;   // anomalous agents labelled, highest score firs
 
 /** The labels shown now, by key: created when asked for, disposed when no longer wanted. */
 export class LabelPool {
-  constructor(parent) { this.parent = parent; this.items = new Map(); }
+  constructor(parent, cheap = false) { this.parent = parent; this.cheap = cheap; this.items = new Map(); }
 
   /** Show exactly `want` (key → {text, x, y, z, scale, color}). */
   show(want) {
@@ -21,7 +21,7 @@ export class LabelPool {
     for (const [k, o] of want) {
       let sp = this.items.get(k);
       if (!sp) {
-        sp = labelSprite(o.text, { color: o.color, plate: k.startsWith('agent:') });
+        sp = labelSprite(o.text, { color: o.color, plate: k.startsWith('agent:'), cheap: this.cheap });
         sp.scale.multiplyScalar(o.scale ?? 1); sp.renderOrder = 5; sp.material.depthTest = !k.startsWith('agent:');
         this.parent.add(sp); this.items.set(k, sp);
       }
@@ -35,11 +35,12 @@ export class LabelPool {
 
 /** The 3D view's labels: group names (fixed) and the chosen host/agent names (re-chosen). */
 export class SceneLabels {
-  constructor(parent, layout) {
-    this.pool = new LabelPool(parent); this.key = '';
+  /** `cheap`: software GL (plainer texture filtering). */
+  constructor(parent, layout, cheap = false) {
+    this.pool = new LabelPool(parent, cheap); this.key = '';
     if (layout.groups.length > 1) {
       for (const g of layout.groups.filter(labelled)) {
-        const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)' });
+        const sp = labelSprite(g.name, { color: 'rgba(148, 197, 255, 0.95)', cheap });
         sp.scale.multiplyScalar(Math.max(1.6, g.w / 14)); sp.position.set(g.x, 2.2, g.z - 1.2); parent.add(sp);
       }
     }

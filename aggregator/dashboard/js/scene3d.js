@@ -2,17 +2,24 @@
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
 import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
-import { bez, glowMaterial, litMaterial } from './scene-parts.js';
+import { bez, glowMaterial, litMaterial, shaded, GLOW, SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
 import { SceneLabels } from './labels3d.js';
+import { AgentPoints } from './agent-points.js';
+import { MergedCopy } from './merged-copy.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
 const MAX_PACKETS = 4000;
-const ARC_SEGMENTS = 10;
+const PACKET_D = 0.26;          // packet size (world units)
+const ARC_SEGMENTS = 10;         // line segments per flow arc (software GL: ARC_SEGMENTS_CHEAP)
+const ARC_SEGMENTS_CHEAP = 6;
 const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
 const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
 const FLOW = new THREE.Color('#67e8f9');
 const SELECT = new THREE.Color('#38bdf8');
+
+const PLATFORM_COLOR = '#162032';
+const PAD_OPACITY = 0.55;
 
 /** True when this browser can create a WebGL context. */
 export function webglAvailable() {
@@ -54,9 +61,9 @@ export class Scene3D {
     this.renderer.domElement.tabIndex = 0;
     this.controls.listenToKeyEvents(this.renderer.domElement);
 
-    scene.add(new THREE.HemisphereLight(0xbcd7ff, 0x0b1020, 1.4));
-    const sun = new THREE.DirectionalLight(0xffffff, 1.6); sun.position.set(30, 60, 20); scene.add(sun);
-    this.grid = new THREE.GridHelper(400, 100, 0x1a2638, 0x111a28);
+    scene.add(new THREE.HemisphereLight(SKY, GROUND, HEMI_I));
+    const sun = new THREE.DirectionalLight(0xffffff, SUN_I); sun.position.copy(SUN_AT); scene.add(sun);
+    this.grid = new THREE.GridHelper(400, this.software ? 40 : 100, 0x1a2638, 0x111a28);
     this.grid.position.y = -0.31; scene.add(this.grid);
 
     this.groups = new THREE.Group(); scene.add(this.groups);
@@ -113,7 +120,7 @@ export class Scene3D {
     const t = this._tmp;
 
     // host platforms + glowing edges
-    this.platforms = new THREE.InstancedMesh(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM),
+    this.platforms = new THREE.InstancedMesh(shaded(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM)),
       litMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }, this.software), nH);
     this.platforms.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
@@ -138,17 +145,20 @@ export class Scene3D {
 
     // department pads
     const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
-    this.pads = new THREE.InstancedMesh(new THREE.CylinderGeometry(1, 1, 0.06, lod(L.pads.length, [120], [28, 12])),
-      litMaterial({ color: 0xffffff, roughness: 0.9, transparent: true, opacity: 0.55 }, this.software), Math.max(1, L.pads.length));
+    // (software GL: opaque, the platform's colour mixed in, instead of blended)
+    const disc = new THREE.CircleGeometry(1, lod(L.pads.length, [120], [28, 12])); disc.rotateX(-Math.PI / 2);
+    this.pads = new THREE.InstancedMesh(shaded(disc),
+      litMaterial({ color: 0xffffff, roughness: 0.9, transparent: !this.software, opacity: this.software ? 1 : PAD_OPACITY }, this.software), Math.max(1, L.pads.length));
     this.pads.count = L.pads.length;
     L.pads.forEach((pd, i) => {
-      t.position.set(pd.x, 0.23, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
-      this.pads.setColorAt(i, new THREE.Color(dcol.get(pd.department) || '#475569').multiplyScalar(0.45));
+      t.position.set(pd.x, 0.26, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
+      const pc = new THREE.Color(dcol.get(pd.department) || '#475569').multiplyScalar(0.45);
+      this.pads.setColorAt(i, this.software ? new THREE.Color(PLATFORM_COLOR).lerp(pc, PAD_OPACITY) : pc);
     });
     this.groups.add(this.pads);
 
     // message hubs
-    this.hubs = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 16),
+    this.hubs = new THREE.InstancedMesh(shaded(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 10), GLOW),
       glowMaterial({ color: 0x94a3b8, roughness: 0.4 }, this.software), nH);
     this.hubs.count = this.hostIds.length;
     this.hostIds.forEach((id, i) => {
@@ -156,13 +166,16 @@ export class Scene3D {
       this.hubs.setMatrixAt(i, t.matrix); this.hubs.setColorAt(i, new THREE.Color('#1e3a5f'));
     });
     this.groups.add(this.hubs);
+    // software GL: the static instances drawn as one merged mesh each (the instanced ones stay for rays)
+    this.merged = this.software ? [this.platforms, this.pads, this.hubs].map((m) => new MergedCopy(m)) : [];
+    for (const c of this.merged) this.groups.add(c.mesh);
 
-    // agents
-    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, lod(this.agentIds.length, [300, 1000], [2, 1, 0])),
-      glowMaterial({ color: 0xffffff, roughness: 0.35, metalness: 0.1 }, this.software), nA);
-    this.agentsMesh.count = this.agentIds.length;
-    this.agentsMesh.instanceMatrix.setUsage(THREE.DynamicDrawUsage);
-    for (let i = 0; i < this.agentIds.length; i++) this.agentsMesh.setColorAt(i, HEALTH.unknown);
+    // agents: drawn as sphere impostors (one point each); an unseen instanced mesh is what rays hit
+    this.agentPoints = new AgentPoints(this.agentIds.length);
+    for (let i = 0; i < this.agentIds.length; i++) this.agentPoints.setColor(i, HEALTH.unknown);
+    this.groups.add(this.agentPoints.points);
+    this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, 1), new THREE.MeshBasicMaterial(), nA);
+    this.agentsMesh.count = this.agentIds.length; this.agentsMesh.visible = false; // rays ignore `visible`
     this.groups.add(this.agentsMesh);
     this.phase = Float32Array.from(this.agentIds, (_, i) => (i * 2.399) % (Math.PI * 2));
 
@@ -174,15 +187,18 @@ export class Scene3D {
     this.hostHalos = new THREE.InstancedMesh(hr, new THREE.MeshBasicMaterial({ color: 0xffffff, transparent: true, opacity: 0.8, blending: THREE.AdditiveBlending, depthWrite: false, side: THREE.DoubleSide }), nH);
     this.hostHalos.count = 0; this.hostHalos.frustumCulled = false; this.groups.add(this.hostHalos);
 
-    this.labels = new SceneLabels(this.groups, L); // names: groups, hosts (LOD), some agents
+    this.labels = new SceneLabels(this.groups, L, this.software); // names: groups, hosts (LOD), some agents
 
     // links (lines) and packets
     this.linkGeom = new THREE.BufferGeometry();
     this.linkLines = new THREE.LineSegments(this.linkGeom, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.55, blending: THREE.AdditiveBlending, depthWrite: false }));
     this.linkLines.frustumCulled = false; this.groups.add(this.linkLines);
-    this.packets = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(0.12, 0),
-      new THREE.MeshBasicMaterial({ color: FLOW, transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }), MAX_PACKETS);
-    this.packets.count = 0; this.packets.frustumCulled = false; this.groups.add(this.packets);
+    // packets: points (one vertex each; software GL pays per instance), PACKET_D world units wide
+    this.packetPos = new THREE.BufferAttribute(new Float32Array(MAX_PACKETS * 3), 3).setUsage(THREE.DynamicDrawUsage);
+    const pg = new THREE.BufferGeometry(); pg.setAttribute('position', this.packetPos); pg.setDrawRange(0, 0);
+    this.packets = new THREE.Points(pg, new THREE.PointsMaterial({ color: FLOW, size: PACKET_D / Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2)),
+      transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }));
+    this.packets.frustumCulled = false; this.groups.add(this.packets);
 
     this.refresh();
     this._animate(0); // instance matrices in place before the first pick (raycast bounds)
@@ -199,11 +215,10 @@ export class Scene3D {
     this.agentState = this.agentIds.map((id, i) => {
       const a = f.agents.get(id);
       const base = a ? (HEALTH[a.health] || HEALTH.unknown) : HEALTH.unknown;
-      this.agentsMesh.setColorAt(i, base);
+      this.agentPoints.setColor(i, base);
       const load = a ? loadOf(a) : 0;
       return { load, scale: 0.8 + 0.55 * load, speed: 1.2 + load * 5 };
     });
-    if (this.agentsMesh.instanceColor) this.agentsMesh.instanceColor.needsUpdate = true;
 
     const col = this.edges.geometry.attributes.color.array;
     const hostRate = new Map();
@@ -212,12 +227,13 @@ export class Scene3D {
     this.hostIds.forEach((id, i) => {
       const h = f.hosts.get(id);
       c.copy(HEALTH[h?.health] || HEALTH.unknown);
-      this.platforms.setColorAt(i, plat.set('#162032').lerp(c, 0.07));
+      this.platforms.setColorAt(i, plat.set(PLATFORM_COLOR).lerp(c, 0.07));
       for (let v = 0; v < this.edgeVerts; v++) { const k = (i * this.edgeVerts + v) * 3; col[k] = c.r * 0.8; col[k + 1] = c.g * 0.8; col[k + 2] = c.b * 0.8; }
       this.hubs.setColorAt(i, hub.set('#1e3a5f').lerp(FLOW, Math.min(1, 0.15 + (hostRate.get(id) || 0) / 10)));
     });
     if (this.platforms.instanceColor) this.platforms.instanceColor.needsUpdate = true;
     if (this.hubs.instanceColor) this.hubs.instanceColor.needsUpdate = true;
+    for (const m of this.merged) m.syncColors();
     this.edges.geometry.attributes.color.needsUpdate = true;
 
     // halos
@@ -268,13 +284,14 @@ export class Scene3D {
       this.linksCulled = this.curves.length - LINK_BUDGET;
       this.curves = this.curves.map((c) => [d2(c), c]).sort((x, y) => x[0] - y[0]).slice(0, LINK_BUDGET).map(([, c]) => c);
     }
-    const segs = this.curves.length * ARC_SEGMENTS;
+    const arc = this.software ? ARC_SEGMENTS_CHEAP : ARC_SEGMENTS;
+    const segs = this.curves.length * arc;
     const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
     let k = 0;
     for (const cv of this.curves) {
       const inten = cv.rate > 0 ? Math.min(1, 0.25 + cv.rate / 2) : 0.08;
-      for (let s = 0; s < ARC_SEGMENTS; s++) {
-        for (const u of [s / ARC_SEGMENTS, (s + 1) / ARC_SEGMENTS]) {
+      for (let s = 0; s < arc; s++) {
+        for (const u of [s / arc, (s + 1) / arc]) {
           const p = bez(cv, u); pos[k] = p[0]; pos[k + 1] = p[1]; pos[k + 2] = p[2];
           col[k] = FLOW.r * inten; col[k + 1] = FLOW.g * inten; col[k + 2] = FLOW.b * inten; k += 3;
         }
@@ -285,16 +302,33 @@ export class Scene3D {
     this.linkGeom.computeBoundingSphere();
   }
 
-  _animate(time) {
+  /** Agent `i` at `time` (s): [x, y, z, scale]; size for load, pulse speed for load, a slow bob. */
+  _agentPose(i, time) {
+    const p = this.layout.agents.get(this.agentIds[i]); const st = this.agentState[i];
+    const s = st.scale * (1 + 0.07 * st.load * Math.sin(time * st.speed + this.phase[i]));
+    return [p.x, p.y + 0.06 * Math.sin(time * 0.8 + this.phase[i]), p.z, s];
+  }
+
+  /** The pick mesh's instances where the agents are drawn now (before a raycast). */
+  _placePickMesh() {
     const t = this._tmp;
-    // agents: size for load, pulse speed for load
     for (let i = 0; i < this.agentIds.length; i++) {
-      const p = this.layout.agents.get(this.agentIds[i]); const st = this.agentState[i];
-      const s = st.scale * (1 + 0.07 * st.load * Math.sin(time * st.speed + this.phase[i]));
-      t.position.set(p.x, p.y + 0.06 * Math.sin(time * 0.8 + this.phase[i]), p.z); t.quaternion.identity(); t.scale.setScalar(s); t.updateMatrix();
+      const [x, y, z, s] = this._agentPose(i, this._time || 0);
+      t.position.set(x, y, z); t.quaternion.identity(); t.scale.setScalar(s); t.updateMatrix();
       this.agentsMesh.setMatrixAt(i, t.matrix);
     }
     this.agentsMesh.instanceMatrix.needsUpdate = true;
+    this.agentsMesh.computeBoundingSphere(); // cached bounds must follow, or rays miss them all
+  }
+
+  _animate(time) {
+    const t = this._tmp; this._time = time;
+    for (let i = 0; i < this.agentIds.length; i++) {
+      const [x, y, z, s] = this._agentPose(i, time);
+      this.agentPoints.place(i, x, y, z, 2 * AGENT_R * s);
+    }
+    this.camera.updateMatrixWorld();
+    this.agentPoints.commit(this.camera, this.renderer.domElement.height);
     // agent halos face the camera and breathe
     this.haloAgents.forEach(([i, sc], j) => {
       const p = this.layout.agents.get(this.agentIds[i]);
@@ -313,11 +347,10 @@ export class Scene3D {
         let u = (time * speed + cv.seed + j / per) % 1;
         if (cv.rate <= 0) u = 1 - u; // only receiving: packets flow hub → agent
         const p = bez(cv, u);
-        t.position.set(p[0], p[1], p[2]); t.quaternion.identity(); t.scale.setScalar(1); t.updateMatrix();
-        this.packets.setMatrixAt(n++, t.matrix);
+        this.packetPos.setXYZ(n++, p[0], p[1], p[2]);
       }
     }
-    this.packets.count = n; this.packets.instanceMatrix.needsUpdate = true;
+    this.packets.geometry.setDrawRange(0, n); this.packetPos.needsUpdate = true;
     if (this.selMarker.visible) this.selMarker.quaternion.copy(this.camera.quaternion);
   }
 
@@ -364,8 +397,7 @@ export class Scene3D {
     const r = this.renderer.domElement.getBoundingClientRect();
     this.pointer.set(((cx - r.left) / r.width) * 2 - 1, -((cy - r.top) / r.height) * 2 + 1);
     this.raycaster.setFromCamera(this.pointer, this.camera);
-    // the agents move (pulse, bob): their cached bounds must follow, or rays miss them all
-    this.agentsMesh.computeBoundingSphere();
+    this._placePickMesh(); // the agents move (pulse, bob)
     const hits = this.raycaster.intersectObjects([this.agentsMesh, this.platforms, this.hubs], false);
     for (const h of hits) {
       if (h.object === this.agentsMesh && h.instanceId < this.agentIds.length) return { kind: 'agent', id: this.agentIds[h.instanceId] };
