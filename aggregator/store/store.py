@@ -52,11 +52,21 @@ class Store:
     """
 
     def __init__(self, db_path: str | Path, config: StorageConfig | None = None, *,
-                 clock_ms: Callable[[], int] = _wall_ms) -> None:
+                 clock_ms: Callable[[], int] = _wall_ms,
+                 timer_s: Callable[[], float] | None = None) -> None:
+        """`clock_ms` is the store's notion of now (settling, retention, packing). `timer_s`
+        (seconds) schedules the rounds that `write` runs by itself every `rollup_interval_ms`
+        and `maintenance_interval_secs`: by default `time.monotonic`, or the injected clock
+        when one is given, so that a store on a fixed clock does exactly what its caller asks
+        whatever the real time a run takes (on a slow machine a light round inside `write`
+        packed late points a test had just written). Step budgets stay in real time."""
         self.path = Path(db_path)
         self.config = config or StorageConfig()
         _validate(self.config)
         self._clock = clock_ms
+        if timer_s is None:
+            timer_s = time.monotonic if clock_ms is _wall_ms else (lambda: clock_ms() / 1000)
+        self._timer = timer_s
         self._pacer = retention.Pacer()  # measured cost per retention step, across rounds
         self._pack_cost: dict[str, float] = {}  # raw packing: seconds per series, floor
         self._materialise_cost: dict[str, float] = {}  # seconds per 1h / 1d bucket
@@ -81,7 +91,7 @@ class Store:
         except BaseException:
             self._con.close()
             raise
-        now = time.monotonic()
+        now = self._timer()
         self._next_rollup = now + self.config.rollup_interval_ms / 1000
         self._next_maintenance = now + self.config.maintenance_interval_secs
         self.rollup_errors = 0
@@ -97,7 +107,7 @@ class Store:
         except StoreError as exc:
             self.health.note_error(exc)
             raise
-        now = time.monotonic()
+        now = self._timer()
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval_secs
             self._guarded(self.maintain)

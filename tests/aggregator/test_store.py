@@ -215,3 +215,33 @@ def test_queries_from_other_threads_while_writing(tmp_path):
             t.join(10)
         store.close()
     assert errors == []
+
+
+def test_rounds_inside_write_follow_the_injected_clock(tmp_path, monkeypatch):
+    """With an injected clock, the rounds `write` runs by itself are timed on that clock, not
+    on the machine's: however long a run really takes (a loaded CI runner), a store on a fixed
+    clock runs only what its caller asks; moving the clock on runs them as before."""
+    from legion.aggregator.store import store as store_mod
+    from legion.config import StorageConfig
+
+    calls: list[str] = []
+    monkeypatch.setattr(Store, "_light_round", lambda self: calls.append("light"))
+    monkeypatch.setattr(Store, "maintain", lambda self, budget_s=None: calls.append("maintain"))
+    now = {"ms": T0 + 3_600_000}
+    s = Store(tmp_path / "c.duckdb", StorageConfig(rollup_interval_ms=5_000,
+                                                     maintenance_interval_secs=60.0),
+              clock_ms=lambda: now["ms"])
+    try:
+        real = store_mod.time.monotonic
+        monkeypatch.setattr(store_mod.time, "monotonic", lambda: real() + 3600)  # an hour "later"
+        s.write([batch("web-1", 1)])
+        assert calls == []
+        now["ms"] += 5_000
+        s.write([batch("web-1", 2)])
+        assert calls == ["light"]
+        now["ms"] += 60_000
+        s.write([batch("web-1", 3)])
+        assert calls == ["light", "maintain"]
+    finally:
+        monkeypatch.undo()
+        s.close()
