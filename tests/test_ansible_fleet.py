@@ -26,6 +26,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.netns_fleet import Fleet, Host, Unit, base_python
+from tests.test_ansible import NEWER_SYSTEMD_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "ansible" / "site.yml"
@@ -203,6 +204,7 @@ def test_fleet_deployed_over_ssh_survives_a_partition(fleet: Fleet) -> None:
 
     # keys: each secret only on its own host's root; the controller holds public certificates
     assert_keys_stay_home(fleet)
+    assert_units_are_the_standalone_ones_and_verify(fleet)
 
     agg = fleet.hosts["agg"]
     d.start_service(agg, "legion-aggregator")
@@ -279,6 +281,31 @@ def assert_keys_stay_home(fleet: Fleet) -> None:
     controller_files = [p for p in fleet.base.joinpath("controller").rglob("*") if p.is_file()]
     assert not [p for p in controller_files if p.name.endswith("key_secret")
                 or "secret-key" in p.read_text(errors="replace")]
+
+
+def assert_units_are_the_standalone_ones_and_verify(fleet: Fleet) -> None:
+    """The rendered units carry the directives of deploy/systemd/ (only ExecStart's node and
+    worker count and the Description differ), and `systemd-analyze verify` passes on each
+    inside its host's view, where the ExecStart binary exists."""
+    for name, unit in (("agg", "legion-aggregator"), ("edge-a1", "legion-agent"),
+                       ("w1", "legion-worker")):
+        host = fleet.hosts[name]
+        rendered = host.root / "etc/systemd/system" / f"{unit}.service"
+        mine, ref = directives(rendered), directives(ROOT / "deploy/systemd" / f"{unit}.service")
+        assert mine.pop("ExecStart").split(" --node")[0].split(" --workers")[0] == \
+            ref.pop("ExecStart").split(" --node")[0].split(" --workers")[0]
+        mine.pop("Description"), ref.pop("Description")
+        assert mine == ref, unit
+        if shutil.which("systemd-analyze"):
+            r = fleet.run(host, ["systemd-analyze", "verify", "--man=no", str(rendered)])
+            problems = [line for line in (r.stdout + r.stderr).splitlines()
+                        if line.strip() and not NEWER_SYSTEMD_KEYS.search(line)]
+            assert r.returncode == 0 and problems == [], (unit, problems)
+
+
+def directives(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
 
 
 def established_peers(fleet: Fleet, host: Host, port: int) -> set[str]:
