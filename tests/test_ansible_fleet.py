@@ -4,7 +4,8 @@ a wheel built here; the test then runs each service as its unit says and checks 
 
 Shortened for CI: the partition lasts PARTITION_SECS (the issue says 2 minutes; the backlog is
 the same mechanism, only smaller). The play after removal is limited to the aggregator and the
-removed host. Needs root (namespaces, sshd, users); skipped otherwise.
+removed host. Needs root (namespaces, sshd, users); skipped otherwise. Keep the fleet's files
+after a run with LEGION_FLEET_KEEP=1 (logs of every service, sshd and play).
 """
 
 from __future__ import annotations
@@ -241,7 +242,11 @@ def test_fleet_deployed_over_ssh_survives_a_partition(fleet: Fleet) -> None:
     second = d.play()
     assert {h: r["changed"] for h, r in second.items() if r["changed"]} == {}
 
-    # removal: edge-a3 absent; its agent keeps trying but is refused within seconds
+    # removal: edge-a3 absent; its key is refused within seconds. Without systemd nobody stops
+    # its agent (whose files go away under it), so a copy of its key taken now tries afterwards
+    stolen = fleet.base / "stolen"
+    shutil.copytree(a3.root / "etc/legion/agent/keys", stolen / "keys")
+    stolen_cfg = json.loads((a3.root / "etc/legion/agent/monitoring_config.json").read_text())
     d.play("--limit", "agg,edge-a3", absent=("edge-a3",))
     removed_at = time.time()
     assert not (ctl / "keys/authorized/edge-a3.key").exists()
@@ -255,6 +260,23 @@ def test_fleet_deployed_over_ssh_survives_a_partition(fleet: Fleet) -> None:
     assert after["edge-a3"]["last_seen_ms"] / 1000 <= removed_at + 10
     assert after["edge-a1"]["last_seq"] > frozen["edge-a1"]["last_seq"]
     assert (d.legionctl("status", token=token) or {})["ingest"]["socket_rebinds"] >= 1
+    stolen_cfg["agent"].update(keys_dir=str(stolen / "keys"), state_dir=str(stolen / "state"),
+                               server_public_key_path=str(stolen / "keys/aggregator.key"),
+                               monitor_endpoint=f"ipc://{stolen}/m.sock")
+    (stolen / "monitoring_config.json").write_text(json.dumps(stolen_cfg))
+    thief = subprocess.Popen(
+        ["ip", "netns", "exec", a3.ns, sys.executable, "-m", "legion.cli", "agent", "run",
+         "--config", str(stolen / "monitoring_config.json"), "--node", "edge-a3"],
+        cwd=ROOT, stdout=(fleet.base / "stolen.log").open("wb"), stderr=subprocess.STDOUT)
+    fleet.procs.append(thief)
+    wait_for(lambda: "event=started" in tail(fleet.base / "stolen.log"), timeout=60)
+    time.sleep(8)
+    assert thief.poll() is None, tail(fleet.base / "stolen.log")
+    refused = d.nodes(token)["edge-a3"]
+    assert (refused["epoch"], refused["last_seq"]) == (after["edge-a3"]["epoch"],
+                                                       after["edge-a3"]["last_seq"])
+    thief.terminate()
+    thief.wait(30)
 
     # SIGTERM drains every service cleanly (exit 0), as systemd's stop would
     for name, p in d.services.items():
