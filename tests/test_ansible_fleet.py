@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = ROOT / "ansible" / "site.yml"
 PARTITION_SECS = 20
 AGENTS = ("edge-a1", "edge-a2", "edge-a3")
-USERS = ("legion-agent", "legion-aggregator", "legion-worker")
 pytestmark = [
     pytest.mark.timeout(1500),  # ~5 min alone; a machine shared with 6 others is 3x slower
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces, sshd, users"),
@@ -82,6 +81,8 @@ class Deployment:
             "ansible_python_interpreter": "/usr/bin/python3" if Path("/usr/bin/python3").exists()
             else base_python()}
         for role in ("agent", "aggregator", "worker"):
+            common.update({f"legion_{role}_system_{k}": run_user(self.fleet, role)
+                           for k in ("user", "group")})
             common.update({f"legion_{role}_controller_keys_dir": str(self.keys),
                            f"legion_{role}_package_wheel": str(self.wheel),
                            f"legion_{role}_python": base_python(),
@@ -161,11 +162,16 @@ class Deployment:
         return {n["node"]: n for n in self.legionctl("nodes", token=token) or []}
 
 
+def run_user(fleet: Fleet, role: str) -> str:
+    """The system user (and group) the roles create for `role` in this run: its own names, so
+    runs at the same time never share (or delete) each other's accounts."""
+    return f"{fleet.tag}-{role}"
+
+
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
     base = Path(tempfile.mkdtemp(prefix="lmfleet", dir="/tmp"))
     os.chmod(base, 0o755)  # the services' users reach their roots' virtualenvs through it
-    existed = {u for u in USERS if subprocess.run(["id", u], capture_output=True).returncode == 0}
     f = Fleet(base)
     try:
         f.add_host("controller", 254)
@@ -176,9 +182,9 @@ def fleet() -> Iterator[Fleet]:
         yield f
     finally:
         f.close()
-        for u in set(USERS) - existed:  # the play created them: leave the system as it was
-            subprocess.run(["userdel", u], capture_output=True, timeout=30)
-            subprocess.run(["groupdel", u], capture_output=True, timeout=30)
+        for role in ("agent", "aggregator", "worker"):  # the play made them: leave no trace
+            subprocess.run(["userdel", run_user(f, role)], capture_output=True, timeout=30)
+            subprocess.run(["groupdel", run_user(f, role)], capture_output=True, timeout=30)
         if not os.environ.get("LEGION_FLEET_KEEP"):  # set it to look at the logs afterwards
             shutil.rmtree(base, ignore_errors=True)
 
@@ -316,7 +322,8 @@ def assert_units_are_the_standalone_ones_and_verify(fleet: Fleet) -> None:
         mine, ref = directives(rendered), directives(ROOT / "deploy/systemd" / f"{unit}.service")
         assert mine.pop("ExecStart").split(" --node")[0].split(" --workers")[0] == \
             ref.pop("ExecStart").split(" --node")[0].split(" --workers")[0]
-        mine.pop("Description"), ref.pop("Description")
+        for key in ("Description", "User", "Group"):  # the run's own user names
+            mine.pop(key), ref.pop(key)
         assert mine == ref, unit
         if shutil.which("systemd-analyze"):
             r = fleet.run(host, ["systemd-analyze", "verify", "--man=no", str(rendered)])
