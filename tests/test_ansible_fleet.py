@@ -66,7 +66,8 @@ class Deployment:
         self.keys = self.ctl / "keys"
         self.wheel = wheel
         self.tokens = token_hashes
-        self.cp_dir = Path(tempfile.mkdtemp(prefix="lmcp", dir="/tmp"))
+        self.cp_dir = fleet.base / "cp"  # ssh control sockets: a short path (108-byte limit)
+        self.cp_dir.mkdir(mode=0o700)
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
                         str(self.ctl / "id_ed25519")], check=True, timeout=30)
         self.services: dict[str, subprocess.Popen] = {}
