@@ -25,6 +25,9 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("recalibrated combination", {"agree": 1.0, "cost": 0.0, "recal": True}),
     ("Fisher's method, no discount (`fisher`)", {"combine": "fisher", "mad_discount": 0.0}),
     ("Fisher's method, mad discount 1", {"combine": "fisher"}),
+    ("rarity per 5 minutes of series time", {"per_time": True}),
+    ("per-series cost: q90 - 1 decade", {"cost_q": 0.9}),
+    ("per-series cost: q90 - 1 decade, >= 0", {"cost_q": 0.9, "cost_floor": 0.0}),
 ]
 
 
@@ -118,7 +121,7 @@ def run_ablations(corpus: list, traces: dict, cache: Path, fixed: float) -> dict
     for name, kw in [("today's default", {})] + ABLATIONS:
         c = Config(**{**DEFAULT.__dict__, **kw})
         res = cross_validate(corpus, traces, [c], fixed)
-        h, n, fa, warm = node_eval(nodes, c, fixed)
+        h, n, fa, warm = node_eval(nodes, c, fixed)  # 5-minute series: per_time is a no-op
         out[name] = {"cfg": c.label(), **{k: res[k] for k in ("plain", "cv", "plain_fixed")},
                      "node": (h, n, fa, warm)}
         print(f"  {name:<40}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}"
