@@ -386,7 +386,8 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
                          "choose from base, full, additions, recal, ablations")
     variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "additions", "ablations"}
                                   & set(grids) else set()))
-    traces = load_traces(corpus, variants, cache, jobs)
+    traces = load_traces(corpus, variants + (["win5000"] if "ablations" in grids else []),
+                         cache, jobs)
     if check:
         from legion.analytics.detectors import make_detector
         for fname, ts, vals, _ in corpus[:3]:

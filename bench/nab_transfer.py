@@ -26,6 +26,7 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("Fisher's method, no discount (`fisher`)", {"combine": "fisher", "mad_discount": 0.0}),
     ("Fisher's method, mad discount 1", {"combine": "fisher"}),
     ("rarity per 5 minutes of series time", {"per_time": True}),
+    ("longer calibration history (5000)", {"variant": "win5000"}),
     ("per-series cost: q90 - 1 decade", {"cost_q": 0.9}),
     ("per-series cost: q90 - 1 decade, >= 0", {"cost_q": 0.9, "cost_floor": 0.0}),
 ]
