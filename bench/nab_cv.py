@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict] = {
     "trim0": {"trim": 0},         # calibration without the trimmed tail
     "tol0": {"tolerance": 0.0},   # mad without the time-of-day tolerance
     "win5000": {"window": 5000},  # a longer calibration history (5000 surprises, not 2000)
+    "se0": {"tail_se": False},    # calibration without the tail's standard error
 }
 
 # `per_time`: a tail probability p per row of a series sampled every step_s seconds is a rate of
@@ -96,7 +97,8 @@ def source_key() -> str:
 
 
 def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
-                  tolerance: float = 1 / 24, window: int = 2000) -> np.ndarray:
+                  tolerance: float = 1 / 24, window: int = 2000,
+                  tail_se: bool = True) -> np.ndarray:
     """Log-rarity of every member per row (shape (4, n), rows `MEMBERS`; NaN = value not
     finite, the ensemble skips the row), computed exactly as inside `EnsembleDetector`."""
     knn = KnnDetector(k=5, episodes=False, blocks=4, debounce=0)
@@ -104,6 +106,7 @@ def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
     sh = ShiftDetector(debounce=0)
     for r in (knn.rarity, knn.rarity_blocks, mad.rarity, sh.rarity):
         r.trim = trim
+        r.tail_se = tail_se
         r.win.size = window  # still empty: only its capacity changes
     out = np.full((4, len(vals)), np.nan)
     for i in range(len(vals)):
@@ -386,7 +389,7 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
                          "choose from base, full, additions, recal, ablations")
     variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "additions", "ablations"}
                                   & set(grids) else set()))
-    traces = load_traces(corpus, variants + (["win5000"] if "ablations" in grids else []),
+    traces = load_traces(corpus, variants + (["win5000", "se0"] if "ablations" in grids else []),
                          cache, jobs)
     if check:
         from legion.analytics.detectors import make_detector

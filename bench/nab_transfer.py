@@ -19,6 +19,7 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("agree 0.5, no cost (the round before)", {"agree": 0.5, "cost": 0.0}),
     ("no multiplicity cost", {"cost": 0.0}),
     ("no trimmed tail (trim 0)", {"variant": "trim0"}),
+    ("no standard error on the tail scale", {"variant": "se0"}),
     ("no time-of-day tolerance", {"variant": "tol0"}),
     ("no mad discount", {"mad_discount": 0.0}),
     ("agree 1, cost log10 3", {"agree": 1.0, "cost": math.log10(3)}),
