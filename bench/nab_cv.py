@@ -39,7 +39,7 @@ MEMBERS = ("knn", "knnb", "mad", "shift")  # knnb = the kNN recurrence view (blo
 
 # Member variants that need a rerun of the members (everything else is a recombination).
 VARIANTS: dict[str, dict] = {
-    "base": {},                   # today's members: Rarity trim=1, mad tolerance 1/24
+    "base": {},                   # today's members: Rarity trim=1 + tail_se, mad tolerance 1/24
     "trim0": {"trim": 0},         # calibration without the trimmed tail
     "tol0": {"tolerance": 0.0},   # mad without the time-of-day tolerance
     "win5000": {"window": 5000},  # a longer calibration history (5000 surprises, not 2000)
