@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a --cache folder of an earlier run to compare the splits with")
     ap.add_argument("--cv", default=None, metavar="GRIDS",
                     help="the leave-one-category-out protocol (bench/nab_cv.py) for the default "
-                         "ensemble and the named grids (none, base, full, recal, ablations); "
+                         "ensemble and the named grids (none, base, full, additions, recal, ablations); "
                          "needs --cache")
     ap.add_argument("--cv-check", action="store_true",
                     help="with --cv: check the recombined ensemble against the detector")

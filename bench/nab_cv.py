@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from legion.analytics.calibration import Rarity
 from legion.analytics.detectors.base import StreamingDetector
@@ -38,10 +39,18 @@ MEMBERS = ("knn", "knnb", "mad", "shift")  # knnb = the kNN recurrence view (blo
 
 # Member variants that need a rerun of the members (everything else is a recombination).
 VARIANTS: dict[str, dict] = {
-    "base": {},                   # today's members: Rarity trim=1, mad tolerance 1/24
+    "base": {},                   # today's members: Rarity trim=1 + tail_se, mad tolerance 1/24
     "trim0": {"trim": 0},         # calibration without the trimmed tail
     "tol0": {"tolerance": 0.0},   # mad without the time-of-day tolerance
+    "win5000": {"window": 5000},  # a longer calibration history (5000 surprises, not 2000)
+    "se0": {"tail_se": False},    # calibration without the tail's standard error
 }
+
+# `per_time`: a tail probability p per row of a series sampled every step_s seconds is a rate of
+# p / step_s per second; expressed per REF_STEP_S (5 minutes, the synthetic node's and most NAB
+# files' step) the score means the same number of alarms per day on every series.
+REF_STEP_S = 300.0
+
 
 @dataclass(frozen=True)
 class Config:
@@ -59,6 +68,10 @@ class Config:
     decades: float = 4.0
     recal: bool = False  # calibrate the combined log-rarity against its own history
     combine: str = "agree"  # or "fisher": Fisher's method (agree and cost unused)
+    per_time: bool = False  # rarity per 5 minutes of series time instead of per row
+    cost_q: float = 0.0  # > 0: cost per series = this quantile of its combined log-rarity
+    #                      minus what a calibrated -log10 p gives there (-log10(1 - q))
+    cost_floor: float = -math.inf  # the per-series cost never below this
 
     def label(self) -> str:
         """Short description of the configuration."""
@@ -67,7 +80,9 @@ class Config:
         return (f"{self.variant} {mem}{' blk' if self.blocks and self.knn else ''} "
                 f"md={self.mad_discount:g} sd={self.shift_discount:g} a={self.agree:g} "
                 f"c={self.cost:g} dec={self.decades:g}{' recal' if self.recal else ''}"
-                + (f" {self.combine}" if self.combine != "agree" else ""))
+                + (f" {self.combine}" if self.combine != "agree" else "")
+                + (" per-time" if self.per_time else "")
+                + (f" cost-q{self.cost_q:g}>={self.cost_floor:g}" if self.cost_q else ""))
 
 
 DEFAULT = Config()
@@ -82,7 +97,8 @@ def source_key() -> str:
 
 
 def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
-                  tolerance: float = 1 / 24) -> np.ndarray:
+                  tolerance: float = 1 / 24, window: int = 2000,
+                  tail_se: bool = True) -> np.ndarray:
     """Log-rarity of every member per row (shape (4, n), rows `MEMBERS`; NaN = value not
     finite, the ensemble skips the row), computed exactly as inside `EnsembleDetector`."""
     knn = KnnDetector(k=5, episodes=False, blocks=4, debounce=0)
@@ -90,6 +106,8 @@ def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
     sh = ShiftDetector(debounce=0)
     for r in (knn.rarity, knn.rarity_blocks, mad.rarity, sh.rarity):
         r.trim = trim
+        r.tail_se = tail_se
+        r.win.size = window  # still empty: only its capacity changes
     out = np.full((4, len(vals)), np.nan)
     for i in range(len(vals)):
         v = float(vals[i])
@@ -157,8 +175,9 @@ def debounce(s: np.ndarray, span: int = 100, damp: float = 0.5, burst: int = 5,
     return out
 
 
-def recombine(tr: np.ndarray, c: Config) -> np.ndarray:
-    """Ensemble scores of one file from its member traces under configuration `c`."""
+def recombine(tr: np.ndarray, c: Config, step_s: float = REF_STEP_S) -> np.ndarray:
+    """Ensemble scores of one file from its member traces under configuration `c`
+    (`step_s`: the series' median sampling step, used by `per_time` only)."""
     ok = np.isfinite(tr[0])
     t = tr[:, ok]
     cols = []
@@ -174,6 +193,14 @@ def recombine(tr: np.ndarray, c: Config) -> np.ndarray:
         lp = (x - np.log1p(x + x * x / 2.0)) / LN10
     else:
         lp = m[-1] + (c.agree * np.maximum(m[-2], 0.0) if len(cols) > 1 else 0.0) - c.cost
+    if c.cost_q:
+        raw = lp + c.cost
+        q = (pd.Series(raw).rolling(2000, min_periods=100).quantile(c.cost_q, interpolation="lower")
+             .shift(1).to_numpy())
+        per = np.maximum(q + math.log10(1.0 - c.cost_q), c.cost_floor)
+        lp = np.where(np.isfinite(per), raw - per, lp)
+    if c.per_time:
+        lp = lp + math.log10(step_s / REF_STEP_S)
     if c.recal:
         r = Rarity(2000, c.decades)
         cal = np.empty(len(lp))
@@ -185,6 +212,12 @@ def recombine(tr: np.ndarray, c: Config) -> np.ndarray:
     out = np.zeros(tr.shape[1])
     out[ok] = debounce(s)
     return out
+
+
+def step_seconds(corpus: list) -> dict[str, float]:
+    """Median sampling step in seconds of every file."""
+    return {f: float(np.median(np.diff(ts))) / 1000.0 if len(ts) > 1 else REF_STEP_S
+            for f, ts, *_ in corpus}
 
 
 class Prepared:
@@ -261,6 +294,20 @@ def grid(variants: list[str]) -> list[Config]:
     return out
 
 
+def grid_additions(variants: list[str]) -> list[Config]:
+    """Each addition of the last rounds kept or removed, at the value it was added with:
+    recurrence view, agreement (0.95), multiplicity cost (0.45), `mad` discount (1), and the
+    member variants (trimmed tail, time-of-day tolerance). The decision issue 14 asks for, with
+    binary choices only; the `base` grid also re-chooses the values."""
+    out = [DEFAULT]
+    for v, blk, ag, cost, md in itertools.product(variants, (True, False), (0.95, 0.0),
+                                                  (0.45, 0.0), (1.0, 0.0)):
+        c = Config(v, True, blk, True, True, md, 0.0, ag, cost)
+        if c != DEFAULT:
+            out.append(c)
+    return out
+
+
 def grid_recal(variants: list[str]) -> list[Config]:
     """Configurations whose combined log-rarity is calibrated again against its own history
     (`recal`): the multiplicity cost is then irrelevant (a constant shift) and not searched."""
@@ -278,13 +325,14 @@ def cross_validate(corpus: list, traces: dict, configs: list[Config], fixed: flo
     normalised with all windows (raw scores add up over files at a fixed threshold per fold).
     """
     prep = Prepared(corpus, profile)
+    steps = step_seconds(corpus)
     cats = sorted({f.split("/")[0] for f, *_ in corpus})
     all_names = {f for f, *_ in corpus}
     folds = [(c, {f for f in all_names if f.startswith(c + "/")}) for c in cats]
     rows = []  # per config: (plain gain, plain thr, fixed gain, [(train swept gain, thr,
     #             held gain at thr, train fixed gain, held fixed gain) per fold])
     for cfg in configs:
-        scores = {f: recombine(traces[cfg.variant][f], cfg) for f, *_ in corpus}
+        scores = {f: recombine(traces[cfg.variant][f], cfg, steps[f]) for f, *_ in corpus}
         sc, wi, va, _ = prep.gather(scores, all_names)
         pg, pt = prep.best(sc, wi, va)
         pf = prep.at(sc, wi, va, fixed)
@@ -331,17 +379,18 @@ def report(name: str, res: dict, fixed: float) -> None:
 def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
            check: bool = False) -> dict:
     """The protocol for the default ensemble alone (only the threshold is chosen per fold) and
-    for each named grid: 'base', 'full' (+ the trim0/tol0 member variants), 'recal', and
+    for each named grid: 'base', 'full' (+ the trim0/tol0 member variants), 'additions', 'recal', and
     'ablations' (bench/nab_transfer.py: each addition undone, with the synthetic node)."""
     from nab_constants import TUNED
     from nab_transfer import print_false_alarms, run_ablations
-    unknown = set(grids) - {"base", "full", "recal", "ablations"}
+    unknown = set(grids) - {"base", "full", "additions", "recal", "ablations"}
     if unknown:
         raise SystemExit(f"--cv: unknown grid(s) {sorted(unknown)}; "
-                         "choose from base, full, recal, ablations")
-    variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "ablations"} & set(grids)
-                                  else set()))
-    traces = load_traces(corpus, variants, cache, jobs)
+                         "choose from base, full, additions, recal, ablations")
+    variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "additions", "ablations"}
+                                  & set(grids) else set()))
+    traces = load_traces(corpus, variants + (["win5000", "se0"] if "ablations" in grids else []),
+                         cache, jobs)
     if check:
         from legion.analytics.detectors import make_detector
         for fname, ts, vals, _ in corpus[:3]:
@@ -357,8 +406,8 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
         if g == "ablations":
             out[g] = run_ablations(corpus, traces, cache, fixed)
             continue
-        cfgs = grid_recal(["base"]) if g == "recal" else grid(["base"] if g == "base"
-                                                                else variants)
+        cfgs = (grid_recal(["base"]) if g == "recal" else grid_additions(variants)
+                if g == "additions" else grid(["base"] if g == "base" else variants))
         out[g] = cross_validate(corpus, traces, cfgs, fixed)
         report(f"ensemble grid '{g}'", out[g], fixed)
     return out

@@ -19,12 +19,17 @@ ABLATIONS: list[tuple[str, dict]] = [
     ("agree 0.5, no cost (the round before)", {"agree": 0.5, "cost": 0.0}),
     ("no multiplicity cost", {"cost": 0.0}),
     ("no trimmed tail (trim 0)", {"variant": "trim0"}),
+    ("no standard error on the tail scale", {"variant": "se0"}),
     ("no time-of-day tolerance", {"variant": "tol0"}),
     ("no mad discount", {"mad_discount": 0.0}),
     ("agree 1, cost log10 3", {"agree": 1.0, "cost": math.log10(3)}),
     ("recalibrated combination", {"agree": 1.0, "cost": 0.0, "recal": True}),
     ("Fisher's method, no discount (`fisher`)", {"combine": "fisher", "mad_discount": 0.0}),
     ("Fisher's method, mad discount 1", {"combine": "fisher"}),
+    ("rarity per 5 minutes of series time", {"per_time": True}),
+    ("longer calibration history (5000)", {"variant": "win5000"}),
+    ("per-series cost: q90 - 1 decade", {"cost_q": 0.9}),
+    ("per-series cost: q90 - 1 decade, >= 0", {"cost_q": 0.9, "cost_floor": 0.0}),
 ]
 
 
@@ -118,7 +123,7 @@ def run_ablations(corpus: list, traces: dict, cache: Path, fixed: float) -> dict
     for name, kw in [("today's default", {})] + ABLATIONS:
         c = Config(**{**DEFAULT.__dict__, **kw})
         res = cross_validate(corpus, traces, [c], fixed)
-        h, n, fa, warm = node_eval(nodes, c, fixed)
+        h, n, fa, warm = node_eval(nodes, c, fixed)  # 5-minute series: per_time is a no-op
         out[name] = {"cfg": c.label(), **{k: res[k] for k in ("plain", "cv", "plain_fixed")},
                      "node": (h, n, fa, warm)}
         print(f"  {name:<40}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}"

@@ -44,6 +44,31 @@ def test_state_round_trip_keeps_the_trim_and_old_states_get_the_default() -> Non
     assert Rarity.from_state(old).trim == 1
 
 
+def test_a_short_history_is_not_trusted_with_extreme_rarities() -> None:
+    rng = np.random.default_rng(2)
+    ratios = []
+    for n in (150, 2000):
+        body = rng.exponential(1.0, n)
+        se, plain = _filled(body).log_p(15.0), _filled(body, tail_se=False).log_p(15.0)
+        ratios.append(se / plain)
+    # One standard error of m excesses (1/sqrt(m)): a large damping with 14 excesses, a small
+    # one with 199.
+    assert 0.6 < ratios[0] < 0.9 and 0.9 < ratios[1] < 0.97
+    # Within the body (below the 90th percentile) the empirical rank is unchanged.
+    r, r0 = _filled(body), _filled(body, tail_se=False)
+    assert r.log_p(0.5) == r0.log_p(0.5)
+
+
+def test_state_round_trip_keeps_the_tail_standard_error_and_old_states_score_as_before() -> None:
+    r = _filled(np.arange(300, dtype=float))
+    st = r.to_state()
+    assert Rarity.from_state(st).log_p(500.0) == r.log_p(500.0)
+    old = {k: v for k, v in st.items() if k != "tail_se"}  # a model saved before `tail_se`
+    back = Rarity.from_state(old)
+    assert back.tail_se is False
+    assert back.log_p(500.0) == _filled(np.arange(300, dtype=float), tail_se=False).log_p(500.0)
+
+
 def test_debounce_reports_a_persisting_event_once() -> None:
     d = Debounce(span=100)
     out = [d(s) for s in [0.1] * 10 + [0.9] * 20 + [0.1] * 10]

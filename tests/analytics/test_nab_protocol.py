@@ -77,3 +77,21 @@ def test_recombined_traces_equal_the_fisher_detector(series_factory) -> None:
     cfg = nab_cv.Config(combine="fisher", mad_discount=0.0)
     np.testing.assert_allclose(nab_cv.recombine(tr, cfg), make_detector("fisher").score(ts, v),
                                rtol=0, atol=1e-12)
+
+
+def test_additions_grid_only_switches_additions_on_or_off() -> None:
+    g = nab_cv.grid_additions(["base", "trim0", "tol0"])
+    assert g[0] == nab_cv.DEFAULT and len(set(g)) == len(g) == 48
+    for c in g:
+        assert c.agree in (0.0, nab_cv.DEFAULT.agree) and c.cost in (0.0, nab_cv.DEFAULT.cost)
+        assert c.mad_discount in (0.0, nab_cv.DEFAULT.mad_discount)
+        assert c.shift_discount == nab_cv.DEFAULT.shift_discount and c.decades == 4.0
+
+
+def test_per_time_rarity_moves_coarser_series_up() -> None:
+    rng = np.random.default_rng(5)
+    tr = np.abs(rng.normal(0, 1.2, (4, 600)))
+    cfg = nab_cv.Config(per_time=True)
+    five = nab_cv.recombine(tr, cfg, 300.0)
+    assert np.array_equal(five, nab_cv.recombine(tr, nab_cv.DEFAULT))
+    assert nab_cv.recombine(tr, cfg, 3600.0).sum() > five.sum()
