@@ -92,43 +92,6 @@ class BridgeStats:
     by_worker: dict[str, int] = field(default_factory=dict)
 
 
-class WorkerCount:
-    """Peers connected to the jobs socket, from its monitor events (accepted, not yet
-    disconnected; libzmq names no connection in a handshake event, so a peer ZAP refuses
-    counts for the moment until it is dropped)."""
-
-    def __init__(self, sock: zmq.Socket) -> None:
-        self._sock = sock
-        self._mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
-        self._fds: set[int] = set()
-
-    @property
-    def connected(self) -> int:
-        """How many workers are connected now (as of the last `update`)."""
-        return len(self._fds)
-
-    def update(self) -> int:
-        """Apply the events that arrived; returns `connected`."""
-        from zmq.utils.monitor import recv_monitor_message
-
-        for _ in range(1000):
-            try:
-                ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if ev["event"] == zmq.EVENT_ACCEPTED:
-                self._fds.add(ev["value"])
-            else:
-                self._fds.discard(ev["value"])
-        return len(self._fds)
-
-    def close(self) -> None:
-        """Stop monitoring and close the monitor socket (before the socket itself, else the
-        context cannot terminate)."""
-        self._sock.disable_monitor()
-        self._mon.close(0)
-
-
 class AnalyticsBridge(threading.Thread):
     """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
 
@@ -185,7 +148,6 @@ class AnalyticsBridge(threading.Thread):
             results.setsockopt(zmq.ZAP_DOMAIN, WORKER_DOMAIN)
             results.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
             results.bind(self._cfg.endpoint(self._cfg.analytics.results_bind))
-            workers = WorkerCount(jobs)
         except zmq.ZMQError as exc:
             self.bind_error = exc
             self.ready.set()
@@ -216,18 +178,12 @@ class AnalyticsBridge(threading.Thread):
                         except zmq.Again:
                             break
                 now = time.monotonic()
-                # Without a worker every job is dropped and re-dispatched: the store reads that
-                # build them (most of an idle aggregator's CPU at 200 hosts) wait for one.
-                if not workers.update():
-                    next_detect = max(next_detect, now)
-                    next_forecast = max(next_forecast, now)
-                elif ai.anomaly_detection_enabled and now >= next_detect:
+                if ai.anomaly_detection_enabled and now >= next_detect:
                     next_detect = now + self._cfg.analysis_interval
                     self._guard(self._schedule_detect)
                     if acfg.node_detector != "off":
                         self._guard(self._schedule_node_detect)
-                if workers.connected and ai.predictive_analytics_enabled and \
-                        now >= next_forecast:
+                if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
                     self._guard(self._schedule_forecasts)
                 if self.bands is not None and now >= next_bands:
@@ -235,7 +191,6 @@ class AnalyticsBridge(threading.Thread):
                     self._guard(self.refresh_bands)
                 self._book.resend_expired()
         finally:
-            workers.close()
             jobs.close(0)
             results.close(0)
 
