@@ -29,28 +29,26 @@ REOPEN_RETRY_SECS = 1.0
 """At most one reopen attempt per this many seconds while the database is invalidated."""
 
 
-def is_invalidated(exc: BaseException) -> bool:
-    """Whether a (chained) error says DuckDB invalidated the database."""
+def _chain_says(exc: BaseException, text: str) -> bool:
+    """Whether `exc` or an error it was raised from (a few links deep) contains `text`."""
     seen: BaseException | None = exc
     for _ in range(8):
         if seen is None:
             return False
-        if "has been invalidated" in str(seen):
+        if text in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def is_invalidated(exc: BaseException) -> bool:
+    """Whether a (chained) error says DuckDB invalidated the database."""
+    return _chain_says(exc, "has been invalidated")
 
 
 def is_checkpoint_busy(exc: BaseException) -> bool:
     """Whether a checkpoint failed only because another transaction was active (retry it)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if "other write transactions active" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return _chain_says(exc, "other write transactions active")
 
 
 class StoreHealth:
