@@ -160,25 +160,28 @@ def attach_socketio(app: web.Application, hub: Hub, tokens: TokenStore, *,
         client.wake.set()
         release()
 
-    async def subscribe(sid: str, body: Any) -> dict[str, Any]:
+    def client_and_topics(sid: str, body: Any) -> tuple[Any, Any, dict[str, Any] | None]:
+        """The connected client and the topics a (un)subscribe names, or the error to answer."""
         client = clients.get(sid)
         if client is None:
-            return {"error": "not connected"}
+            return None, None, {"error": "not connected"}
         try:
-            topics = _topics(body.get("topics") if isinstance(body, dict) else None, ())
+            return client, _topics(body.get("topics") if isinstance(body, dict) else None,
+                                   ()), None
         except ValueError as exc:
-            return {"error": str(exc)}
+            return None, None, {"error": str(exc)}
+
+    async def subscribe(sid: str, body: Any) -> dict[str, Any]:
+        client, topics, error = client_and_topics(sid, body)
+        if error is not None:
+            return error
         _subscribe(client, topics, bool(body.get("history", False)))
         return {"ok": True, "topics": sorted(client.topics)}
 
     async def unsubscribe(sid: str, body: Any) -> dict[str, Any]:
-        client = clients.get(sid)
-        if client is None:
-            return {"error": "not connected"}
-        try:
-            topics = _topics(body.get("topics") if isinstance(body, dict) else None, ())
-        except ValueError as exc:
-            return {"error": str(exc)}
+        client, topics, error = client_and_topics(sid, body)
+        if error is not None:
+            return error
         for t in topics:
             client.topics.discard(t)
             client.pending.pop(t, None)
