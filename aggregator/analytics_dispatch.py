@@ -37,7 +37,7 @@ from legion.aggregator.band_book import BandBook
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.dispatch import Dispatcher as JobBook
 from legion.config import Config
-from legion.curve import server_socket
+from legion.kernel.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 log = logging.getLogger("legion.aggregator.analytics")

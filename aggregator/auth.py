@@ -16,8 +16,8 @@ from pathlib import Path
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
-from legion.curve import read_node_binding
-from legion.errors import TransportError
+from legion.kernel.curve import read_node_binding
+from legion.kernel.errors import TransportError
 
 log = logging.getLogger("legion.aggregator.auth")
 

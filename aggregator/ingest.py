@@ -31,7 +31,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
-from legion.curve import server_socket
+from legion.kernel.curve import server_socket
 from legion.proto.codec import peek_header
 from legion.proto import (
     ACK_CHECKPOINTED,

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from legion.aggregator.sinks.prompb import NODE_LABEL, label_name, metric_name
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 _OVER_TIME = {"avg": "avg_over_time", "min": "min_over_time", "max": "max_over_time",
               "sum": "sum_over_time", "count": "count_over_time", "last": "last_over_time"}

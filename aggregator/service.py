@@ -25,8 +25,8 @@ from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.config import Config
-from legion.curve import load_secret, require_curve
-from legion.errors import AddressInUse, StoreError, TransportError
+from legion.kernel.curve import load_secret, require_curve
+from legion.kernel.errors import AddressInUse, StoreError, TransportError
 
 log = logging.getLogger("legion.aggregator")
 

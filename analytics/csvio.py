@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 
 class DataError(LegionError):

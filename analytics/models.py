@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 FORMAT_VERSION = 1
 _META_KEY = "__meta__"

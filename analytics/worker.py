@@ -23,8 +23,8 @@ from typing import Any
 import zmq
 
 from legion.analytics import models
-from legion.curve import client_socket, create_keypair, load_public, load_secret
-from legion.errors import LegionError
+from legion.kernel.curve import client_socket, create_keypair, load_public, load_secret
+from legion.kernel.errors import LegionError
 from legion.proto.jobs import Job, JobError, Result, decode_job, encode_result
 
 log = logging.getLogger("legion.analytics.worker")

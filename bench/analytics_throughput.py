@@ -21,7 +21,7 @@ import numpy as np
 import zmq
 
 from legion.analytics.worker import Worker, process
-from legion.curve import create_keypair, load_secret
+from legion.kernel.curve import create_keypair, load_secret
 from legion.proto.jobs import Job, decode_result, encode_job
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from legion.cli.client import ApiClient  # noqa: E402
 from legion.cli.setup_cmds import add_agent_key  # noqa: E402
 from legion.config import load_config  # noqa: E402
-from legion.curve import client_socket, load_public, load_secret, server_socket  # noqa: E402
+from legion.kernel.curve import client_socket, load_public, load_secret, server_socket  # noqa: E402
 from legion.proto import Envelope, MetricsBatch, encode  # noqa: E402
 from tests.conftest import make_setup  # noqa: E402
 
@@ -105,9 +105,9 @@ def agent_sender(cfg_path: str, node: str, frames: list[bytes], secs: float, go:
                  out: mp.Queue) -> None:
     """The node agent's delivery path at full speed: spool append, send (no NODROP, as the
     agent), acks, resends; then drain until the spool is empty or 60 s pass."""
+    from legion.kernel.spool.spool import Spool
     from legion.node_agent.agent import MAX_RESENDS_PER_TICK
     from legion.node_agent.delivery import Delivery
-    from legion.node_agent.spool import Spool
     from legion.proto import KIND_ACK, Ack, decode
 
     logging.getLogger("legion").setLevel(logging.ERROR)  # one overflow line per eviction

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 
 
 def _baseline(d: Path, frame: bytes, seconds: float, sync_s: float) -> tuple[int, float]:

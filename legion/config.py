@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from legion.aggregator.sinks.config import SinksConfig, sinks_problems
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 
 CONFIG_FILENAME = "monitoring_config.json"
 

@@ -17,14 +17,14 @@ import time
 import zmq
 
 from legion.config import Config
-from legion.curve import client_socket, load_public, load_secret, require_curve
-from legion.errors import TransportError
+from legion.kernel.curve import client_socket, load_public, load_secret, require_curve
+from legion.kernel.errors import TransportError
+from legion.kernel.spool.spool import Spool
 from legion.node_agent.collectors import COLLECTORS, available_collectors, close_collectors
 from legion.node_agent.delivery import Delivery
 from legion.node_agent.failover import Failover, endpoints_of
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
-from legion.node_agent.spool import Spool
 from legion.node_agent.state import AgentState
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 from legion.proto import ACK_CHECKPOINTED, ACK_COMMITTED, ACK_REJECTED, Ack
 
 Key = tuple[int, int]

@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from legion.errors import TransportError
+from legion.kernel.errors import TransportError
 from legion.proto import (
     KIND_METRICS,
     Labels,

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors import Collector
 from legion.proto import Labels, Sample
 

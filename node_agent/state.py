@@ -27,7 +27,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from legion.errors import LegionError
+from legion.kernel.durable_files import atomic_write
+from legion.kernel.errors import LegionError
 
 log = logging.getLogger("legion.node_agent.state")
 
@@ -45,30 +46,6 @@ def _boot_id() -> bytes:
         return bytes.fromhex(text)[:16].ljust(16, b"\0")
     except (OSError, ValueError):
         return b"\0" * 16
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so renames and new files in it are durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` durably: temp file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 class AgentState:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 
 class Reason(str, Enum):

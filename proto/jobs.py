@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 JOB_VERSION = 1
 MAX_JOB_BYTES = 64 * 1024 * 1024

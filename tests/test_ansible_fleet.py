@@ -295,7 +295,7 @@ def test_fleet_deployed_over_ssh_survives_a_partition(fleet: Fleet) -> None:
 def assert_keys_stay_home(fleet: Fleet) -> None:
     """Each host's root holds its own secret only (0600, the service's user); the controller
     holds public certificates, each matching the secret on its host."""
-    from legion.curve import load_public, load_secret
+    from legion.kernel.curve import load_public, load_secret
 
     ctl_keys = fleet.base / "controller" / "keys"
     own = {"agg": ["aggregator"], "w1": ["worker"], **{n: [n] for n in AGENTS}}

@@ -25,7 +25,7 @@ from typing import Any
 
 from legion.aggregator.alerts.matchers import parse_matcher
 from legion.aggregator.alerts.rules import SEVERITIES, AlertRule, rule_from_dict
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 
 RECEIVER_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # type -> (required keys, optional keys) besides name/type and the common ones

@@ -25,7 +25,7 @@ from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
 from legion.aggregator.alerts.rules import AlertRule, default_rules
 from legion.config import Config
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.proto import Sample, canonical_labels
 
 log = logging.getLogger("legion.aggregator.alerts")

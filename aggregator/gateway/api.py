@@ -15,7 +15,7 @@ from legion.aggregator.gateway.hub import Hub
 from legion.aggregator.gateway.resolution import RESOLUTION_HEADER, finest_holding
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 from legion.aggregator.gateway.tokens import ROLES, TokenStore
-from legion.errors import AuthError, LegionError, QueryError, StoreError
+from legion.kernel.errors import AuthError, LegionError, QueryError, StoreError
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 QUERY_MAX_POINTS = 200_000

@@ -45,7 +45,7 @@ from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
 from legion.config import Config
-from legion.errors import AddressInUse, ConfigError
+from legion.kernel.errors import AddressInUse, ConfigError
 
 log = logging.getLogger("legion.aggregator.gateway")
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 
 CERT_NAME = "server.crt"
 KEY_NAME = "server.key"

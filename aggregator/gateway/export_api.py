@@ -21,7 +21,7 @@ from legion.aggregator.gateway.api import _METRIC_RE
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
 from legion.aggregator.gateway.timefmt import now_ms, parse_time_ms
 from legion.aggregator.store import export_parquet
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 MAX_JOBS_KEPT = 50
 

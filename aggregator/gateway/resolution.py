@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from legion.errors import QueryError
+from legion.kernel.errors import QueryError
 
 RESOLUTION_HEADER = "X-Legion-Resolution"
 # (source, step probed, bucket width) finest first; a 1 s step can only be answered from raw.

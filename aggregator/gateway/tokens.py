@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from legion.errors import AuthError, ConfigError
+from legion.kernel.errors import AuthError, ConfigError
 
 PERMISSIONS: dict[str, tuple[str, ...]] = {
     "admin": ("read", "write", "configure", "delete"),

@@ -32,8 +32,8 @@ import cramjam
 from legion.aggregator.sinks import prompb
 from legion.aggregator.sinks.config import RemoteWriteConfig
 from legion.aggregator.store import IncomingBatch, WriteResult
-from legion.errors import LegionError
-from legion.node_agent.spool import Spool
+from legion.kernel.errors import LegionError
+from legion.kernel.spool.spool import Spool
 
 log = logging.getLogger("legion.aggregator.sinks.remote_write")
 

@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 import zstandard
 
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 FORMAT_DECIMAL = 1
 FORMAT_XOR = 2

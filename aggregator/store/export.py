@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from legion.aggregator.store.packing import RawSource, chunk_tables
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 if TYPE_CHECKING:
     from legion.aggregator.store.store import Store

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 if TYPE_CHECKING:
     from legion.aggregator.store.store import Store

@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from legion.aggregator.store import chunkcodec
 from legion.aggregator.store.rollup import kept_since, set_kept_since
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from legion.aggregator.store.packing import RawSource
 from legion.aggregator.store.schema import TIERS
-from legion.errors import QueryError, StoreError
+from legion.kernel.errors import QueryError, StoreError
 
 BASIC_AGGS = ("avg", "min", "max", "sum", "count", "last")
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from legion.aggregator.store.query import group_keys
-from legion.errors import QueryError
+from legion.kernel.errors import QueryError
 
 if TYPE_CHECKING:
     from legion.aggregator.store.store import Store

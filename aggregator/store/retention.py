@@ -20,7 +20,7 @@ from legion.aggregator.store import packing, rollup
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
 from legion.config import StorageConfig
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000

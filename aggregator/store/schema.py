@@ -44,7 +44,7 @@ from pathlib import Path
 
 import duckdb
 
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 
 SCHEMA_VERSION = 3
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}

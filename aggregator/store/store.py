@@ -24,7 +24,7 @@ from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
 from legion.config import StorageConfig
-from legion.errors import ConfigError, QueryError, StoreError
+from legion.kernel.errors import ConfigError, QueryError, StoreError
 
 CHECKPOINT_MIN_WAL = 1 << 20
 """Below this WAL size a maintenance round does not bother to checkpoint."""

@@ -15,7 +15,7 @@ import pyarrow as pa
 from legion.aggregator.store import packing, rollup
 from legion.aggregator.store.seqindex import SeqIndex
 from legion.aggregator.store.types import BatchKey, IncomingBatch, NodeInfo, WriteResult
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import Labels
 
 DROPPED_METRIC = "legion_agent_batches_dropped_total"

@@ -30,7 +30,7 @@ import ingest as ingest_bench  # noqa: E402
 def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) -> None:
     """One batch per host per second, stamped now (CPU, memory, disk as the agent names them)."""
     from legion.config import load_config
-    from legion.curve import client_socket, load_public, load_secret
+    from legion.kernel.curve import client_socket, load_public, load_secret
     from legion.proto import Sample, canonical_labels, encode_samples
 
     cfg = load_config(cfg_path)

@@ -11,7 +11,7 @@ import click
 
 from legion.cli.common import api, config_option, token_option
 from legion.cli.output import format_option, render
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

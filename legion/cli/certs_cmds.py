@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 
 @click.group("certs")

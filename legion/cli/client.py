@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from legion.config import Config
-from legion.errors import ApiError, LegionError
+from legion.kernel.errors import ApiError, LegionError
 
 TOKEN_ENV = "LEGION_TOKEN"
 TOKEN_FILENAME = "admin.token"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 STATUS_EVERY_SECS = 2.0
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from legion.errors import ConfigError, LegionError
+from legion.kernel.errors import ConfigError, LegionError
 
 
 class LegionGroup(click.Group):

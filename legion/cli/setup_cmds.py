@@ -22,8 +22,8 @@ from legion.config import (
     StorageConfig,
     config_to_dict,
 )
-from legion.curve import create_keypair, read_node_binding, require_curve
-from legion.errors import LegionError
+from legion.kernel.curve import create_keypair, read_node_binding, require_curve
+from legion.kernel.errors import LegionError
 from legion.proto.codec import NODE_RE
 
 AGGREGATOR_KEY = "aggregator"

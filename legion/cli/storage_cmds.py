@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from legion.cli.common import api, config_option, token_option
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 
 @click.command("export")

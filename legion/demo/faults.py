@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 
 FAULTS = ("slow", "failing", "cpu_hog", "memory_leak", "partition", "token_runaway")
 

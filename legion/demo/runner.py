@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from legion.config import CONFIG_FILENAME, Config, load_config
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
 STOP_TIMEOUT_SECS = 10.0

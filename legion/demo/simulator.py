@@ -32,7 +32,7 @@ import psutil
 
 from legion.demo.faults import FAULTS, FaultBoard, FaultSpec, demo_schedule, validate
 from legion.demo.roster import AGENTS, MODELS, TOOLS, AgentSpec
-from legion.errors import ConfigError, LegionError
+from legion.kernel.errors import ConfigError, LegionError
 from legion.node_agent.monitor import AgentMonitor, close_monitors, resolve_endpoint
 
 log = logging.getLogger("legion.demo.simulator")

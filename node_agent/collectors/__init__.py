@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors._base import CollectorError, CollectorUnavailable, Reading
 from legion.node_agent.collectors.cpu import CpuCollector
 from legion.node_agent.collectors.disk import DiskUsageCollector

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 from legion.proto import Labels
 from legion.proto.limits import MAX_LABEL_VALUE_LEN
 

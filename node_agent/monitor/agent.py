@@ -12,7 +12,7 @@ from time import perf_counter_ns
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.monitor import flusher as _fl
 from legion.node_agent.monitor.summary import ALL, OVERFLOW, AgentState, TaskSeries
 

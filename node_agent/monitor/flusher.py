@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 
 from legion.config import CONFIG_FILENAME, Config, load_config
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.proto import KIND_METRICS, Envelope, MetricsBatch, Sample, encode
 
 log = logging.getLogger("legion.node_agent.monitor")

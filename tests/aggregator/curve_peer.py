@@ -10,7 +10,7 @@ import numpy as np
 import zmq
 
 from legion.config import Config
-from legion.curve import client_socket, load_public, load_secret
+from legion.kernel.curve import client_socket, load_public, load_secret
 from legion.proto import Envelope, MetricsBatch, Sample, decode, encode
 
 

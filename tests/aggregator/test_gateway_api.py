@@ -441,7 +441,7 @@ def test_tls_with_generated_certificate(tmp_path: Path) -> None:
 
 
 def test_tls_missing_certificate_is_a_clear_config_error(tmp_path: Path) -> None:
-    from legion.errors import ConfigError
+    from legion.kernel.errors import ConfigError
     env = Env(tmp_path, security={"enable_tls": True})
     try:
         with pytest.raises(ConfigError, match="security.certificate_path.*certs init"):

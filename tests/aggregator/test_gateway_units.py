@@ -15,7 +15,7 @@ from legion.aggregator.gateway.prom import flatten_status, render, telemetry_sam
 from legion.aggregator.gateway.timefmt import iso_ms, parse_duration_ms, parse_time_ms
 
 from legion.config import Config
-from legion.errors import AuthError, ConfigError
+from legion.kernel.errors import AuthError, ConfigError
 
 
 def test_permissions_are_the_seeds() -> None:

@@ -20,7 +20,7 @@ from legion.analytics.detectors import DETECTORS
 from legion.analytics.dispatch import Dispatcher
 from legion.analytics.worker import process
 from legion.config import config_from_dict
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from legion.proto.jobs import Job, JobError, decode_job, encode_job, encode_result
 

@@ -14,7 +14,7 @@ from legion.aggregator.gateway import TokenStore, create_app
 from legion.aggregator.store import IncomingBatch, Store
 from legion.cli.main import cli
 from legion.config import CONFIG_FILENAME, Config, config_to_dict, load_config
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from tests.aggregator.test_gateway_api import Env, run
 from tests.aggregator.test_store_tiers import HOUR, MIN, assert_close, expected, make_batches

@@ -19,7 +19,7 @@ from legion.aggregator.store import Store
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.cli.setup_cmds import add_agent_key
 from legion.config import config_from_dict, load_config
-from legion.curve import client_socket, load_public
+from legion.kernel.curve import client_socket, load_public
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import Envelope, Sample, decode, encode, encode_samples
 from legion.proto import limits as L

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from legion.aggregator.store import SCHEMA_VERSION, IncomingBatch, Store, WriteResult
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_700_000_000_000

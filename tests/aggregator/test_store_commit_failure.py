@@ -9,7 +9,7 @@ import pytest
 
 from legion.aggregator.store.schema import DB_ALIAS, open_database
 from legion.aggregator.store.writer import StoreWriter
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from tests.aggregator.test_store import batch
 
 

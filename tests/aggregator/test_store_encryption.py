@@ -15,7 +15,7 @@ import pytest
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.schema import load_crypto
 from legion.config import StorageConfig
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_700_006_400_000

@@ -20,7 +20,7 @@ from legion.aggregator.service import Aggregator
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store import health as store_health
 from legion.config import config_from_dict
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch
 from tests.conftest import wait_for
 

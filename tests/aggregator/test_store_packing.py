@@ -19,7 +19,7 @@ from legion.aggregator.store.packing import (
 from legion.aggregator.store.retention import used_bytes
 from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
 from legion.config import StorageConfig
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
 from tests.aggregator.test_store_tiers import assert_close
 

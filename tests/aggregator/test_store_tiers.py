@@ -7,7 +7,7 @@ import pytest
 
 from legion.aggregator.store import IncomingBatch, Store
 from legion.config import StorageConfig
-from legion.errors import StoreError
+from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_700_006_400_000  # a UTC midnight
@@ -228,7 +228,7 @@ def test_disk_cap_deletes_oldest_raw_first(tmp_path):
 
 
 def test_bad_storage_config_is_reported_with_key_paths(tmp_path):
-    from legion.errors import ConfigError
+    from legion.kernel.errors import ConfigError
 
     with pytest.raises(ConfigError) as err:
         Store(tmp_path / "bad.duckdb",

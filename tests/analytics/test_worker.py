@@ -14,7 +14,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from legion.analytics import models
 from legion.analytics.detectors import make_detector
 from legion.analytics.worker import Worker, process
-from legion.curve import create_keypair, load_secret
+from legion.kernel.curve import create_keypair, load_secret
 from legion.proto.jobs import (
     Job,
     JobError,

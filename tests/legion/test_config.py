@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from legion import curve
 from legion.config import Config, config_from_dict, config_to_dict, load_config
-from legion.errors import ConfigError, TransportError
+from legion.kernel import curve
+from legion.kernel.errors import ConfigError, TransportError
 
 SEED = {
     "collection_interval": 1.0, "analysis_interval": 5.0,
@@ -109,7 +109,7 @@ def test_thresholds_and_heartbeats_are_validated() -> None:
 def test_heartbeat_settings_reach_the_sockets() -> None:
     """`*.heartbeat_interval_secs` set the ZMTP heartbeat of the Curve sockets (were unused)."""
     from legion.aggregator.ingest import heartbeat_ms
-    from legion.curve import client_socket, server_socket
+    from legion.kernel.curve import client_socket, server_socket
 
     cfg = config_from_dict({"aggregator": {"heartbeat_interval_secs": 0.5}})
     assert heartbeat_ms(cfg) == 500

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from legion.aggregator.auth import KeyRegistry
 from legion.cli.main import cli
 from legion.config import load_config
-from legion.curve import load_public
+from legion.kernel.curve import load_public
 from tests.conftest import make_setup
 
 

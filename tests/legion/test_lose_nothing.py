@@ -18,7 +18,7 @@ import pytest
 from legion.aggregator.store.packing import count_raw
 from legion.cli.setup_cmds import add_agent_key
 from legion.config import load_config
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 from legion.node_agent.state import AgentState
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 

@@ -19,7 +19,7 @@ from legion.aggregator.sinks.prompb import series_labels
 from legion.aggregator.store import Store
 from legion.cli.client import ApiClient, resolve_token
 from legion.config import load_config
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 from tests.aggregator.remote_peers import Peer
 from tests.conftest import LEGIONCTL, free_port, wait_for
 from tests.legion.test_lose_nothing import drained, last_allocated, setup
@@ -271,7 +271,7 @@ def test_agent_fails_over_to_a_second_aggregator_and_back(tmp_path: Path, procs,
 
 def spooled_seqs(cfg_path: Path, node: str, epoch: int) -> set[int]:
     """Seqs still in a stopped agent's spool."""
-    from legion.node_agent.spool import Spool
+    from legion.kernel.spool.spool import Spool
 
     cfg = load_config(cfg_path)
     spool = Spool(cfg.path(cfg.agent.state_dir) / node / "spool", epoch=epoch)

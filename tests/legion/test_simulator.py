@@ -13,7 +13,7 @@ import zmq
 from legion.demo.faults import FaultBoard, FaultSpec, demo_schedule
 from legion.demo.roster import AGENT_IDS
 from legion.demo.simulator import Simulator
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.proto import Sample
 

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors import (
     COLLECTORS,
     Collector,

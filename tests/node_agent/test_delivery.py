@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from legion.kernel.spool.spool import Spool
 from legion.node_agent.delivery import Delivery
-from legion.node_agent.spool import Spool
 from legion.proto import ACK_CHECKPOINTED, ACK_COMMITTED, ACK_REJECTED, Ack
 
 pytestmark = pytest.mark.timeout(30)
@@ -216,7 +216,7 @@ def test_max_bytes_budget_per_tick(tmp_path: Path) -> None:
 AGENT_LOOP = """
 import sys, time
 from legion.node_agent.delivery import Delivery
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 from legion.node_agent.state import AgentState
 from legion.proto import (ACK_CHECKPOINTED, KIND_METRICS, Ack, Envelope, MetricsBatch, Sample,
                           canonical_labels, encode)

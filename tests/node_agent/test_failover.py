@@ -7,7 +7,7 @@ from pathlib import Path
 
 import zmq
 
-from legion.curve import client_socket, server_socket
+from legion.kernel.curve import client_socket, server_socket
 from legion.node_agent.failover import Failover, endpoints_of
 from tests.conftest import free_port
 
@@ -101,7 +101,7 @@ def test_endpoint_lists_must_pair_up() -> None:
     import pytest
 
     from legion.config import config_from_dict
-    from legion.errors import ConfigError
+    from legion.kernel.errors import ConfigError
 
     with pytest.raises(ConfigError, match="agent: aggregator_endpoints and ack_endpoints"):
         config_from_dict({"agent": {"aggregator_endpoints": ["tcp://a:1", "tcp://b:1"],

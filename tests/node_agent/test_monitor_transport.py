@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 
-from legion.errors import TransportError
+from legion.kernel.errors import TransportError
 from legion.node_agent import AgentMonitor
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.proto import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors import available_collectors
 from legion.node_agent.scheduler import (
     COLLECTOR_DURATION,

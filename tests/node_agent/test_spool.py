@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from legion.errors import LegionError
-from legion.node_agent.spool import Spool
-from legion.node_agent.spool_records import HEADER
+from legion.kernel.errors import LegionError
+from legion.kernel.spool.records import HEADER
+from legion.kernel.spool.spool import Spool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -249,7 +249,7 @@ WRITER = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[2])
 from test_spool import payload
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 sp = Spool(sys.argv[1], int(sys.argv[3]), 500, epoch=7, segment_bytes=64 * 1024)
 start = 1 + max([s for s, _ in sp.pending()] or [0]) + 1000
 print(start, flush=True)
@@ -322,7 +322,7 @@ FULL_DISK = """
 import resource, signal, sys
 sys.path.insert(0, sys.argv[2])
 from test_spool import payload
-from legion.node_agent.spool import Spool
+from legion.kernel.spool.spool import Spool
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death: a disk that is full
 resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
 sp = Spool(sys.argv[1], 1 << 20, 500, epoch=7, segment_bytes=1 << 20)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from legion.aggregator.alerts.notifiers import alertmanager, email, log, slack, webhook
-from legion.errors import LegionError
+from legion.kernel.errors import LegionError
 
 
 class NotifyError(LegionError):

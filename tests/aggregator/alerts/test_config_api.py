@@ -13,7 +13,7 @@ import pytest
 
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.config import config_from_dict, config_to_dict
-from legion.errors import ConfigError
+from legion.kernel.errors import ConfigError
 from tests.aggregator.alerts.helpers import Clock, Feed, make_engine
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from legion.errors import TransportError
+from legion.kernel.errors import TransportError
 
 MIN_LIBZMQ = (4, 3, 2)  # CVE-2019-13132: remote code execution in CURVE before 4.3.2
 

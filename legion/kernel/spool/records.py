@@ -21,9 +21,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from legion.node_agent.state import atomic_write
+from legion.kernel.durable_files import atomic_write
 
-log = logging.getLogger("legion.node_agent.spool")
+log = logging.getLogger("legion.kernel.spool")
 
 Key = tuple[int, int]  # (epoch, seq)
 MAGIC = b"LSP1"

@@ -2,7 +2,7 @@
 
 Layout of the spool directory::
 
-    seg-0000000000000001.log ...   segment files of records (format: spool_records.py)
+    seg-0000000000000001.log ...   segment files of records (format: records.py)
     released.log                   seq ranges released since the last compaction
     meta.json                      lifetime counters: dropped batches and ranges, quarantine
     quarantine/                    bad bytes found at open, one file per bad region
@@ -30,13 +30,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from legion.errors import LegionError
-from legion.node_agent import spool_records as R
-from legion.node_agent.spool_ledger import Ledger
-from legion.node_agent.spool_records import Key, Segment
-from legion.node_agent.state import atomic_write, fsync_dir
+from legion.kernel.durable_files import atomic_write, fsync_dir
+from legion.kernel.errors import LegionError
+from legion.kernel.spool import records as R
+from legion.kernel.spool.ledger import Ledger
+from legion.kernel.spool.records import Key, Segment
 
-log = logging.getLogger("legion.node_agent.spool")
+log = logging.getLogger("legion.kernel.spool")
 
 _RELEASE_LOG_COMPACT_BYTES = 1 << 20
 

@@ -11,10 +11,10 @@ import json
 import logging
 from pathlib import Path
 
-from legion.node_agent.spool_records import to_ranges
-from legion.node_agent.state import atomic_write
+from legion.kernel.durable_files import atomic_write
+from legion.kernel.spool.records import to_ranges
 
-log = logging.getLogger("legion.node_agent.spool")
+log = logging.getLogger("legion.kernel.spool")
 
 MAX_DROPPED_RANGES = 1000
 COUNTERS = ("batches_dropped_total", "spool_drop_events_total",
