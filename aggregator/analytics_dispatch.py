@@ -34,9 +34,9 @@ import zmq
 
 from legion.aggregator.auth import KeyRegistry
 from legion.aggregator.band_book import BandBook
+from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.dispatch import Dispatcher as JobBook
-from legion.config import Config
 from legion.kernel.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
 

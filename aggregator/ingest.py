@@ -30,7 +30,7 @@ from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
-from legion.config import Config
+from legion.aggregator.config import ServiceConfig
 from legion.kernel.curve import server_socket
 from legion.proto.codec import peek_header
 from legion.proto import (
@@ -68,7 +68,7 @@ class Frame:
     received_ms: int
 
 
-def heartbeat_ms(config: Config) -> int:
+def heartbeat_ms(config: ServiceConfig) -> int:
     """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
     return int(config.aggregator.heartbeat_interval_secs * 1000)
 
@@ -87,7 +87,7 @@ def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
 class Receiver(threading.Thread):
     """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+    def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
                  registry: KeyRegistry, out: queue.Queue[Frame], telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
@@ -173,7 +173,7 @@ class Receiver(threading.Thread):
 class Writer(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+    def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
                  registry: KeyRegistry, inbox: queue.Queue[Frame | IncomingBatch], store: Store,
                  telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)

@@ -19,12 +19,12 @@ import zmq
 
 from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
+from legion.aggregator.config import ServiceConfig
 from legion.aggregator.ingest import Frame, Receiver, Writer
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
-from legion.config import Config
 from legion.kernel.curve import load_secret, require_curve
 from legion.kernel.errors import AddressInUse, StoreError, TransportError
 
@@ -46,7 +46,7 @@ def bind_error(key: str, address: str, exc: Exception) -> Exception:
 class Aggregator:
     """Ingest threads plus the store; `start()`/`stop()` are idempotent, stop is safe first."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.telemetry = IngestTelemetry()
         self.store: Any = None
@@ -68,7 +68,8 @@ class Aggregator:
         keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
         registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir),
                                on_denied=self.telemetry.handshake_failed)
-        self.store = Store(cfg.path(cfg.storage.db_path), cfg.storage)
+        storage = cfg.storage.resolved(cfg.base_dir)  # handed its section, paths resolved
+        self.store = Store(storage.db_path, storage)
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)
@@ -228,7 +229,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
         await stop_gateway(runner)
 
 
-def run_aggregator(config: Config) -> None:
+def run_aggregator(config: ServiceConfig) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
     agg = Aggregator(config)
     agg.start()

@@ -23,6 +23,7 @@ from typing import Any
 import zmq
 
 from legion.analytics import models
+from legion.analytics.config import WorkerSettings
 from legion.kernel.curve import client_socket, create_keypair, load_public, load_secret
 from legion.kernel.errors import LegionError
 from legion.proto.jobs import Job, JobError, Result, decode_job, encode_result
@@ -170,23 +171,20 @@ class Worker:
             push.close(0)
 
 
-def worker_keys(config: Any) -> tuple[bytes, tuple[bytes, bytes]]:
-    """(aggregator public key, worker keypair) from the config; the keypair is made if missing."""
-    keys_dir = Path(config.path(config.analytics.keys_dir))
+def worker_keys(settings: WorkerSettings) -> tuple[bytes, tuple[bytes, bytes]]:
+    """(aggregator public key, worker keypair); the keypair is made if missing."""
+    keys_dir = Path(settings.keys_dir)
     secret = keys_dir / f"{WORKER_KEY}.key_secret"
     if not secret.exists():
         create_keypair(keys_dir, WORKER_KEY, node="analytics-worker")
         log.info("event=worker_key_created path=%s (authorize %s.key on the aggregator)",
                  secret, WORKER_KEY)
-    return load_public(config.path(config.agent.server_public_key_path)), load_secret(secret)
+    return load_public(Path(settings.server_public_key_path)), load_secret(secret)
 
 
-def _serve(config_path: str, name: str) -> None:
-    from legion.config import load_config
-
-    cfg = load_config(Path(config_path))
-    server_public, keypair = worker_keys(cfg)
-    w = Worker(cfg.endpoint(cfg.analytics.jobs_bind), cfg.endpoint(cfg.analytics.results_bind),
+def _serve(settings: WorkerSettings, name: str) -> None:
+    server_public, keypair = worker_keys(settings)
+    w = Worker(settings.jobs_endpoint, settings.results_endpoint,
                server_public, keypair, name=name, ctx=zmq.Context())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -196,13 +194,11 @@ def _serve(config_path: str, name: str) -> None:
     w.stop()
 
 
-def run_pool(config_path: str, workers: int, stop: threading.Event | None = None) -> None:
+def run_pool(settings: WorkerSettings, workers: int, stop: threading.Event | None = None) -> None:
     """Run `workers` worker processes until SIGINT/SIGTERM (or `stop` is set)."""
     from legion.analytics.forecasters import TORCH_NOTE
-    from legion.config import load_config
 
-    cfg = load_config(Path(config_path))
-    worker_keys(cfg)  # create the keypair once, before the children race for it
+    worker_keys(settings)  # create the keypair once, before the children race for it
     if TORCH_NOTE:
         log.info("event=note %s", TORCH_NOTE)
     ctx = mp.get_context("spawn")
@@ -210,18 +206,18 @@ def run_pool(config_path: str, workers: int, stop: threading.Event | None = None
     if stop is None:  # before the children start: a Ctrl-C during start-up stops cleanly too
         signal.signal(signal.SIGTERM, lambda *_: done.set())
         signal.signal(signal.SIGINT, lambda *_: done.set())
-    procs = [ctx.Process(target=_serve, args=(config_path, f"w{i}"), daemon=True)
+    procs = [ctx.Process(target=_serve, args=(settings, f"w{i}"), daemon=True)
              for i in range(max(1, workers))]
     for p in procs:
         p.start()
     log.info("event=started workers=%d jobs=%s results=%s", len(procs),
-             cfg.analytics.jobs_bind, cfg.analytics.results_bind)
+             settings.jobs_endpoint, settings.results_endpoint)
     try:
         while not done.wait(1.0):
             for i, p in enumerate(procs):
                 if not p.is_alive():  # a crashed worker is replaced; its job is re-dispatched
                     log.warning("event=worker_restart name=w%d exitcode=%s", i, p.exitcode)
-                    procs[i] = ctx.Process(target=_serve, args=(config_path, f"w{i}"),
+                    procs[i] = ctx.Process(target=_serve, args=(settings, f"w{i}"),
                                            daemon=True)
                     procs[i].start()
     finally:

@@ -231,7 +231,7 @@ class Receiver:
 def series_of_node(cfg_path: Path) -> dict[str, int]:
     """Distinct stored series of the node by family (system_, legion_, other)."""
     from legion.cli.client import ApiClient, resolve_token
-    from legion.config import load_config
+    from legion.cli.config import load_config
 
     cfg = load_config(cfg_path)
     api = ApiClient(cfg, resolve_token(cfg, None), timeout=10)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from legion.aggregator.alerts.engine import AlertEngine  # noqa: E402
 from legion.aggregator.store import IncomingBatch, Store  # noqa: E402
-from legion.config import config_from_dict  # noqa: E402
+from legion.cli.config import config_from_dict  # noqa: E402
 from legion.proto import MetricsBatch, Sample, canonical_labels  # noqa: E402
 
 

@@ -46,7 +46,7 @@ from legion.aggregator.gateway import (  # noqa: E402
 )
 from legion.aggregator.store.store import Store  # noqa: E402
 from legion.aggregator.store.types import IncomingBatch  # noqa: E402
-from legion.config import config_from_dict  # noqa: E402
+from legion.cli.config import config_from_dict  # noqa: E402
 from legion.demo.roster import AGENTS  # noqa: E402
 from legion.proto import MetricsBatch, Sample, canonical_labels  # noqa: E402
 

@@ -38,8 +38,8 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from legion.cli.client import ApiClient  # noqa: E402
+from legion.cli.config import load_config  # noqa: E402
 from legion.cli.setup_cmds import add_agent_key  # noqa: E402
-from legion.config import load_config  # noqa: E402
 from legion.kernel.curve import client_socket, load_public, load_secret, server_socket  # noqa: E402
 from legion.proto import Envelope, MetricsBatch, encode  # noqa: E402
 from tests.conftest import make_setup  # noqa: E402

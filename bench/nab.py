@@ -27,7 +27,7 @@ import numpy as np
 from legion.analytics.csvio import parse_ts, read_csv
 from legion.analytics.detectors import DETECTORS, make_detector
 from legion.analytics.scoring import PROFILES, score_corpus
-from legion.config import AnalyticsConfig
+from legion.analytics.config import AnalyticsConfig
 from nab_constants import TUNED
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"

@@ -40,8 +40,8 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
-from legion.config import StorageConfig
 from legion.proto import MetricsBatch, canonical_labels
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

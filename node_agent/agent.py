@@ -13,14 +13,15 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 
 import zmq
 
-from legion.config import Config
 from legion.kernel.curve import client_socket, load_public, load_secret, require_curve
 from legion.kernel.errors import TransportError
 from legion.kernel.spool.spool import Spool
 from legion.node_agent.collectors import COLLECTORS, available_collectors, close_collectors
+from legion.node_agent.config import AgentSettings
 from legion.node_agent.delivery import Delivery
 from legion.node_agent.failover import Failover, endpoints_of
 from legion.node_agent.monitor_receiver import MonitorReceiver
@@ -38,19 +39,20 @@ MAX_RESENDS_PER_TICK = 50
 class NodeAgent:
     """A node agent for one node name; `start()`/`stop()` idempotent, stop safe before start."""
 
-    def __init__(self, config: Config, node: str) -> None:
+    def __init__(self, settings: AgentSettings, node: str) -> None:
+        """`settings`: the `agent` section with its paths resolved, and the two values read."""
         require_curve()
-        self.config = config
+        self.config = settings.agent
         self.node = node
-        acfg = config.agent
-        self._server_public = load_public(config.path(acfg.server_public_key_path))
-        secret_path = config.path(acfg.keys_dir) / f"{node}.key_secret"
+        acfg = settings.agent
+        self._server_public = load_public(Path(acfg.server_public_key_path))
+        secret_path = Path(acfg.keys_dir) / f"{node}.key_secret"
         if not secret_path.exists():
             raise TransportError(
                 f"no key for node {node!r} at {secret_path} "
                 f"(create one with `legionctl keys add-agent {node} --config F`)")
         self._keypair = load_secret(secret_path)
-        state_dir = config.path(acfg.state_dir) / node
+        state_dir = Path(acfg.state_dir) / node
         self.state = AgentState.open(state_dir)
         self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms,
                            epoch=self.state.epoch)
@@ -60,11 +62,12 @@ class NodeAgent:
         names = acfg.collectors or tuple(COLLECTORS)
         collectors = available_collectors(names)
         self._ticks: queue.Queue[list[Sample]] = queue.Queue(maxsize=1000)
-        self.scheduler = Scheduler(collectors, config.collection_interval, self._on_tick)
+        self._interval = settings.collection_interval
+        self.scheduler = Scheduler(collectors, self._interval, self._on_tick)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
-        self._max_frame_bytes = min(MAX_FRAME_BYTES, config.aggregator.max_message_bytes)
+        self._max_frame_bytes = min(MAX_FRAME_BYTES, settings.max_message_bytes)
 
     def _on_tick(self, samples: list[Sample]) -> None:
         try:
@@ -94,16 +97,15 @@ class NodeAgent:
         self.state.close()
 
     def _loop(self) -> None:
-        cfg = self.config
         ctx = zmq.Context()
-        hb = int(cfg.agent.heartbeat_interval_secs * 1000)  # ZMTP heartbeats to the aggregator
+        hb = int(self.config.heartbeat_interval_secs * 1000)  # ZMTP heartbeats to the aggregator
         pub = self._publisher(ctx, self.failover.endpoints[0][0])
         acks = client_socket(ctx, zmq.SUB, self._server_public, self._keypair, hb)
         acks.setsockopt(zmq.SUBSCRIBE, self.node.encode() + b"\0")
         for _ingest, ack_ep in self.failover.endpoints:  # acks from every aggregator count
             acks.connect(ack_ep)
         monitor = self._open_monitor(ctx)
-        interval = cfg.collection_interval
+        interval = self._interval
         try:
             while not self._stop.is_set():
                 # Wake once per tick, not on a timer: acks only steer resends, which are
@@ -132,7 +134,7 @@ class NodeAgent:
             ctx.term()
 
     def _publisher(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-        hb = int(self.config.agent.heartbeat_interval_secs * 1000)
+        hb = int(self.config.heartbeat_interval_secs * 1000)
         pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair, hb)
         pub.setsockopt(zmq.SNDHWM, 10_000)
         pub.connect(endpoint)
@@ -151,7 +153,7 @@ class NodeAgent:
         return self._publisher(ctx, endpoint)
 
     def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
-        ep = self.config.endpoint(self.config.agent.monitor_endpoint.replace("{node}", self.node))
+        ep = self.config.monitor_endpoint.replace("{node}", self.node)
         try:
             return MonitorReceiver(ctx, ep)
         except TransportError as exc:
@@ -206,11 +208,11 @@ class NodeAgent:
         return out
 
 
-def run_agent(config: Config, node: str) -> None:
+def run_agent(settings: AgentSettings, node: str) -> None:
     """Run a node agent in the foreground until SIGINT/SIGTERM."""
     import signal
 
-    agent = NodeAgent(config, node)
+    agent = NodeAgent(settings, node)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

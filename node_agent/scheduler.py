@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors import Collector
 from legion.proto import Labels, Sample
 
@@ -77,9 +76,6 @@ class Scheduler:
 
     def __init__(self, collectors: Sequence[Collector], interval_secs: float,
                  on_tick: Callable[[list[Sample]], None], clock: Clock = time) -> None:
-        if not (interval_secs > 0 and math.isfinite(interval_secs)):
-            problem = f"collection_interval: must be a positive number (got {interval_secs!r})"
-            raise ConfigError([problem])
         self._collectors = list(collectors)
         self._interval = float(interval_secs)
         self._on_tick = on_tick

@@ -24,7 +24,7 @@ from legion.aggregator.alerts.matchers import parse_matcher, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
 from legion.aggregator.alerts.rules import AlertRule, default_rules
-from legion.config import Config
+from legion.aggregator.config import ServiceConfig
 from legion.kernel.errors import ConfigError
 from legion.proto import Sample, canonical_labels
 
@@ -41,7 +41,7 @@ def wall_ms() -> int:
 class AlertEngine(threading.Thread):
     """The alerting engine of one aggregator."""
 
-    def __init__(self, config: Config, store: Any, *, bands: Any | None = None,
+    def __init__(self, config: ServiceConfig, store: Any, *, bands: Any | None = None,
                  forecasts: Callable[[], list[Mapping[str, Any]]] | None = None,
                  clock_ms: Callable[[], int] = wall_ms, external_url: str = "") -> None:
         super().__init__(name="legion-alerts", daemon=True)

@@ -44,7 +44,7 @@ from legion.aggregator.gateway.socketio_api import attach_socketio
 from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
-from legion.config import Config
+from legion.aggregator.config import ServiceConfig as Config
 from legion.kernel.errors import AddressInUse, ConfigError
 
 log = logging.getLogger("legion.aggregator.gateway")

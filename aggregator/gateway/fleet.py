@@ -12,8 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.gateway.timefmt import iso_ms
-from legion.config import Config
 
 HOST_PREFIX = "system_"
 AGENT_PREFIX = "agent_"

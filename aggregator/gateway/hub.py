@@ -15,10 +15,10 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
-from legion.config import Config
 
 log = logging.getLogger("legion.aggregator.gateway.hub")
 

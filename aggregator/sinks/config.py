@@ -7,7 +7,7 @@ Example (`monitoring_config.json`)::
          "bearer_token_file": "keys/prom.token", "tls_ca_path": "certs/prom-ca.crt",
          "queue_max_bytes": 1073741824}]}
 
-Only stdlib here: `legion.config` imports this module while it is itself being imported.
+The glue composes this section with the others (legion/cli/config.py); `validate()` checks it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from legion.kernel.config import to_plain
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -46,9 +48,13 @@ class SinksConfig:
 
     remote_write: tuple[RemoteWriteConfig, ...] = ()
 
+    def validate(self) -> list[str]:
+        """Every problem of the section beyond types, with its key path."""
+        return sinks_problems(to_plain(self))
+
 
 def sinks_problems(values: Any) -> list[str]:
-    """Checks beyond types on the built (not yet frozen) `sinks` values, with key paths."""
+    """Checks beyond types on the plain (JSON) form of the `sinks` section, with key paths."""
     if not isinstance(values, dict):
         return []
     out: list[str] = []

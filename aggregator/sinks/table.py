@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from legion.aggregator.config import ServiceConfig
 from legion.aggregator.sinks.config import RemoteWriteConfig
 from legion.aggregator.sinks.remote_write import RemoteWriteSink, auth_header
 from legion.aggregator.store import IncomingBatch, Store, WriteResult
-from legion.config import Config
 from legion.proto import Sample, canonical_labels
 
 log = logging.getLogger("legion.aggregator.sinks")
@@ -85,13 +85,13 @@ class StoreSink:
         return {}
 
 
-def _remote_write(config: Config, cfg: RemoteWriteConfig) -> Sink:
+def _remote_write(config: ServiceConfig, cfg: RemoteWriteConfig) -> Sink:
     ca = config.path(cfg.tls_ca_path) if cfg.tls_ca_path else None
     return RemoteWriteSink(cfg, queue_dir_of(config, cfg), ca_path=ca,
                            auth_header=auth_header(cfg, lambda p: config.path(p).read_text()))
 
 
-SINKS: dict[str, Callable[[Config, Any], Sink]] = {
+SINKS: dict[str, Callable[[ServiceConfig, Any], Sink]] = {
     "remote_write": _remote_write,
 }
 """Configured sink kinds: `sinks.<kind>` is a list of per-sink configs (the store is implicit)."""
@@ -177,7 +177,7 @@ class SinkSet:
         return getattr(self.primary.store, name)
 
 
-def build_sinks(config: Config, store: Store) -> SinkSet:
+def build_sinks(config: ServiceConfig, store: Store) -> SinkSet:
     """The store plus one sink per entry of every `sinks.<kind>` list."""
     sinks: list[Sink] = []
     for kind, make in SINKS.items():
@@ -186,7 +186,7 @@ def build_sinks(config: Config, store: Store) -> SinkSet:
     return SinkSet(store, sinks)
 
 
-def queue_dir_of(config: Config, cfg: RemoteWriteConfig) -> Path:
+def queue_dir_of(config: ServiceConfig, cfg: RemoteWriteConfig) -> Path:
     """Where a remote-write sink keeps its queue: `queue_path`, else `sinks/<name>` beside the
     DuckDB file (the aggregator's writable state directory)."""
     if cfg.queue_path:

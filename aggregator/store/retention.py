@@ -16,10 +16,10 @@ from typing import Any
 
 import duckdb
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rollup
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
-from legion.config import StorageConfig
 from legion.kernel.errors import StoreError
 
 HOUR_MS = 3_600_000

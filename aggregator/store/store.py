@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rate, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
@@ -23,8 +24,7 @@ from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
 from legion.aggregator.store.writer import StoreWriter
-from legion.config import StorageConfig
-from legion.kernel.errors import ConfigError, QueryError, StoreError
+from legion.kernel.errors import QueryError, StoreError
 
 CHECKPOINT_MIN_WAL = 1 << 20
 """Below this WAL size a maintenance round does not bother to checkpoint."""
@@ -62,7 +62,6 @@ class Store:
         packed late points a test had just written). Step budgets stay in real time."""
         self.path = Path(db_path)
         self.config = config or StorageConfig()
-        _validate(self.config)
         self._clock = clock_ms
         if timer_s is None:
             timer_s = time.monotonic if clock_ms is _wall_ms else (lambda: clock_ms() / 1000)
@@ -442,8 +441,7 @@ class Store:
         return key
 
     def _resolve(self, p: str) -> Path:
-        q = Path(p).expanduser()
-        return q if q.is_absolute() else self.path.parent / q
+        return Path(p).expanduser()  # resolved by the config's one rule before it is handed over
 
     def _archive_dir(self) -> Path | None:
         if not self.config.archive_enabled:
@@ -473,29 +471,6 @@ class Store:
             self.health.note_error(exc)
             raise StoreError(f"query failed: {exc}") from exc
         return _Cursor(cur)
-
-
-def _validate(cfg: StorageConfig) -> None:
-    """Reject storage settings that make no sense, all at once, with their key paths."""
-    problems = [f"storage.{k}: {msg} (got {getattr(cfg, k)!r})" for k, ok, msg in (
-        ("rollup_interval_ms", cfg.rollup_interval_ms >= 100, "must be >= 100"),
-        ("maintenance_interval_secs", cfg.maintenance_interval_secs > 0, "must be > 0"),
-        ("maintenance_budget_ms", cfg.maintenance_budget_ms >= 10, "must be >= 10"),
-        ("raw_retention_hours", cfg.raw_retention_hours >= 0, "must be >= 0 (0 = forever)"),
-        ("rollup_1m_retention_days", cfg.rollup_1m_retention_days >= 0, "must be >= 0"),
-        ("rollup_1h_retention_days", cfg.rollup_1h_retention_days >= 0, "must be >= 0"),
-        ("rollup_1d_retention_days", cfg.rollup_1d_retention_days >= 0, "must be >= 0"),
-        ("max_disk_bytes", cfg.max_disk_bytes >= 0, "must be >= 0 (0 = no cap)"),
-    ) if not ok]
-    # A tier recomputes its buckets from the tier below, which must still hold them.
-    keep = [cfg.raw_retention_hours / 24, cfg.rollup_1m_retention_days,
-            cfg.rollup_1h_retention_days, cfg.rollup_1d_retention_days]
-    keep = [float("inf") if k == 0 else k for k in keep]
-    if keep != sorted(keep):
-        problems.append("storage: retention must not shrink from raw to 1m to 1h to 1d "
-                        f"(got {keep} days)")
-    if problems:
-        raise ConfigError(problems)
 
 
 class _Cursor:

@@ -26,9 +26,8 @@ sys.path.insert(0, str(HERE.parents[1]))  # the repository (tests.conftest)
 
 import ingest as ingest_bench  # noqa: E402
 from agent_overhead import cpu_seconds  # noqa: E402
-from storage import Fleet  # noqa: E402
-
 from peers import http_get, start_victoria_metrics  # noqa: E402
+from storage import Fleet  # noqa: E402
 
 HOUR = 3_600_000
 
@@ -42,8 +41,8 @@ def fleet_ticks(hosts: int, minutes: int, t0: int) -> tuple[Fleet, np.ndarray]:
 def legion_load(path: Path, fleet: Fleet, values: np.ndarray, t0: int) -> dict[str, float]:
     """Write the ticks (a minute per commit), roll up, pack every settled hour, checkpoint;
     returns bytes per point of the chunk tables' payload, of the used blocks and of the file."""
+    from legion.aggregator.config import StorageConfig
     from legion.aggregator.store import IncomingBatch, Store
-    from legion.config import StorageConfig
     from legion.proto import MetricsBatch
 
     n_ticks, hosts, _ = values.shape
@@ -239,8 +238,8 @@ def ingest_vm(work: Path, bodies: dict[str, list[bytes]], points: int) -> dict[s
 
 def ingest_legion(work: Path, frames: dict[str, list[bytes]], points: int) -> dict[str, float]:
     """The same batches through `legionctl aggregator run` (bench/ingest.py's senders)."""
+    from legion.cli.config import load_config
     from legion.cli.setup_cmds import add_agent_key
-    from legion.config import load_config
     from tests.conftest import make_setup
 
     cfg_path = make_setup(work / "legion-ingest")

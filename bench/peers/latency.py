@@ -29,7 +29,7 @@ import ingest as ingest_bench  # noqa: E402
 
 def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) -> None:
     """One batch per host per second, stamped now (CPU, memory, disk as the agent names them)."""
-    from legion.config import load_config
+    from legion.cli.config import load_config
     from legion.kernel.curve import client_socket, load_public, load_secret
     from legion.proto import Sample, canonical_labels, encode_samples
 
@@ -97,8 +97,8 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
     """p50/p99 ms from sample timestamp to WebSocket update at `hosts` hosts, per round (one
     aggregator and one set of hosts; a fresh WebSocket client per round)."""
     from legion.cli.client import ApiClient
+    from legion.cli.config import load_config
     from legion.cli.setup_cmds import add_agent_key
-    from legion.config import load_config
     from tests.conftest import make_setup
 
     work.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
     from legion.aggregator.store import Store
     from legion.cli.client import ApiClient
     from legion.cli.setup_cmds import add_agent_key
-    from legion.config import load_config
+    from legion.cli.config import load_config
     from tests.conftest import make_setup
 
     import data_rows as d

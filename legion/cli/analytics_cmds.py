@@ -184,7 +184,7 @@ def analytics_run(config_path: str | None, workers: int | None) -> None:
         return
     n = workers or max(1, cfg.analytics.workers)
     click.echo(f"analytics: starting {n} worker{'s' * (n > 1)} (Ctrl-C stops)", err=True)
-    run_pool(path, n)  # logs event=started with the endpoints once the workers run
+    run_pool(cfg.worker_settings(), n)  # logs event=started with the endpoints once the workers run
     click.echo("analytics: stopped", err=True)
 
 

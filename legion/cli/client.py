@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from legion.config import Config
+from legion.cli.config import Config
 from legion.kernel.errors import ApiError, LegionError
 
 TOKEN_ENV = "LEGION_TOKEN"

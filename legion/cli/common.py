@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
-from legion.config import CONFIG_FILENAME, Config, load_config
-
-CONFIG_ENV = "LEGION_CONFIG"
-
-
-def default_config_path() -> str:
-    """$LEGION_CONFIG, else ./monitoring_config.json."""
-    return os.environ.get(CONFIG_ENV, CONFIG_FILENAME)
-
+from legion.cli.config import Config, load_config
+from legion.kernel.config import CONFIG_ENV, CONFIG_FILENAME, default_config_path
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), default=default_config_path,

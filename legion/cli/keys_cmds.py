@@ -14,9 +14,9 @@ from pathlib import Path
 import click
 
 from legion.cli.common import config_option, load
+from legion.cli.config import Config
 from legion.cli.output import format_option, render
 from legion.cli.setup_cmds import keys
-from legion.config import Config
 from legion.kernel.curve import create_keypair, read_node_binding
 from legion.kernel.errors import LegionError, TransportError
 from legion.proto.codec import NODE_RE

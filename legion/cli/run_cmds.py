@@ -33,7 +33,7 @@ def agent_run(config_path: str, node: str) -> None:
     """Run a node agent until SIGINT/SIGTERM."""
     from legion.node_agent.agent import run_agent
 
-    run_agent(load(config_path), node)
+    run_agent(load(config_path).agent_settings(), node)
 
 
 COMMANDS = [aggregator, agent]

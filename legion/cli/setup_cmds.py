@@ -9,21 +9,16 @@ from pathlib import Path
 
 import click
 
+from legion.aggregator.config import AggregatorConfig, SecurityConfig, StorageConfig
+from legion.analytics.config import AnalyticsConfig
 from legion.cli.client import TOKEN_FILENAME
 from legion.cli.common import config_option, load
+from legion.cli.config import Config, config_to_dict
 from legion.cli.output import format_option, render
-from legion.config import (
-    CONFIG_FILENAME,
-    AgentConfig,
-    AggregatorConfig,
-    AnalyticsConfig,
-    Config,
-    SecurityConfig,
-    StorageConfig,
-    config_to_dict,
-)
+from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.curve import create_keypair, read_node_binding, require_curve
 from legion.kernel.errors import LegionError
+from legion.node_agent.config import AgentConfig
 from legion.proto.codec import NODE_RE
 
 AGGREGATOR_KEY = "aggregator"

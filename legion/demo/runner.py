@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from legion.config import CONFIG_FILENAME, Config, load_config
+from legion.cli.config import Config, load_config
+from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.errors import LegionError
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
-from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors._base import CollectorError, CollectorUnavailable, Reading
 from legion.node_agent.collectors.cpu import CpuCollector
 from legion.node_agent.collectors.disk import DiskUsageCollector
@@ -54,11 +53,7 @@ def available_collectors(names: Iterable[str] = (),
                      table: dict[str, Callable[[], Collector]] | None = None) -> list[Collector]:
     """Instantiate the named collectors (all when empty); unavailable ones are logged once, skipped."""
     table = COLLECTORS if table is None else table
-    wanted = list(names) or list(table)
-    unknown = [n for n in wanted if n not in table]
-    if unknown:
-        raise ConfigError([f"agent.collectors: unknown collector {n!r} (known: "
-                           f"{', '.join(sorted(table))})" for n in unknown])
+    wanted = list(names) or list(table)  # names checked by the `agent` section's validate()
     built: list[Collector] = []
     for name in wanted:
         try:

@@ -22,14 +22,14 @@ from typing import Any
 
 import zmq
 
-from legion.config import CONFIG_FILENAME, Config, load_config
+from legion.kernel.config import CONFIG_ENV, default_config_path, parse_section, read_document
 from legion.kernel.errors import ConfigError
+from legion.node_agent.config import AgentConfig
 from legion.proto import KIND_METRICS, Envelope, MetricsBatch, Sample, encode
 
 log = logging.getLogger("legion.node_agent.monitor")
 
 ENDPOINT_ENV = "LEGION_MONITOR_ENDPOINT"
-CONFIG_ENV = "LEGION_CONFIG"
 NODE_ENV = "LEGION_NODE"
 NODE = "local"
 SNDHWM = 32  # a few dozen reports; beyond that the listener is stuck and we drop (counted)
@@ -41,26 +41,37 @@ _SCHEMES = ("ipc://", "tcp://", "inproc://")
 def resolve_endpoint(endpoint: str | None = None) -> str:
     """Explicit endpoint, else $LEGION_MONITOR_ENDPOINT, else the config's agent.monitor_endpoint.
 
-    The config is $LEGION_CONFIG or ./monitoring_config.json when present, else the defaults
-    (relative ipc:// paths resolve against the config's directory); `{node}` in the endpoint
+    The config is $LEGION_CONFIG or ./monitoring_config.json when present (only its `agent`
+    section is read), else the defaults (relative ipc:// paths resolve against the config's
+    directory); `{node}` in the endpoint
     becomes $LEGION_NODE or the host name.
     """
     ep = endpoint or os.environ.get(ENDPOINT_ENV)
     if not ep:
-        cfg = Config()
-        path = os.environ.get(CONFIG_ENV) or (CONFIG_FILENAME if os.path.exists(CONFIG_FILENAME)
-                                                else None)
-        if path:
-            try:
-                cfg = load_config(path)
-            except ConfigError as exc:  # the app must not die for its monitoring config
-                log.warning("event=monitor_config_ignored path=%s error=%r", path, str(exc))
-        ep = cfg.endpoint(cfg.agent.monitor_endpoint)
+        ep = _configured_endpoint()
     if isinstance(ep, str) and "{node}" in ep:  # one socket per node agent on a shared box
         ep = ep.replace("{node}", os.environ.get(NODE_ENV) or socket.gethostname())
     if not isinstance(ep, str) or not ep.startswith(_SCHEMES):
         raise ConfigError([f"endpoint: must start with ipc://, tcp:// or inproc:// (got {ep!r})"])
     return ep
+
+
+def _configured_endpoint() -> str:
+    """`agent.monitor_endpoint` of the config file when there is one, else the default."""
+    agent, base_dir = AgentConfig(), "."
+    path = default_config_path()
+    if os.environ.get(CONFIG_ENV) or os.path.exists(path):
+        try:
+            raw, folder = read_document(path)
+            problems: list[str] = []
+            section = parse_section(AgentConfig, raw.get("agent") if isinstance(raw, dict)
+                                    else None, "agent", problems)
+            if problems:
+                raise ConfigError(problems)
+            agent, base_dir = section, str(folder)
+        except ConfigError as exc:  # the app must not die for its monitoring config
+            log.warning("event=monitor_config_ignored path=%s error=%r", path, str(exc))
+    return agent.resolved(base_dir).monitor_endpoint
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from legion.config import Config
+from legion.cli.config import Config
 from legion.kernel.curve import client_socket, load_public, load_secret
 from legion.proto import Envelope, MetricsBatch, Sample, decode, encode
 

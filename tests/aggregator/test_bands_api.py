@@ -23,8 +23,9 @@ from legion.aggregator.gateway import TokenStore, create_app, start_gateway, sto
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.analytics.bands import HOUR_MS
+from legion.cli.config import Config, config_from_dict, config_to_dict, load_config
 from legion.cli.main import cli
-from legion.config import CONFIG_FILENAME, Config, config_from_dict, config_to_dict, load_config
+from legion.kernel.config import CONFIG_FILENAME
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from tests.conftest import free_port, gateway_thread
 

@@ -11,8 +11,9 @@ import pytest
 import zmq
 
 from legion.aggregator.service import Aggregator
+from legion.cli.config import config_from_dict, load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import ConfigError, config_from_dict, load_config
+from legion.kernel.errors import ConfigError
 from tests.aggregator.curve_peer import CurvePeer, series_batch
 from tests.conftest import make_setup, wait_for
 

@@ -13,8 +13,8 @@ import zmq
 
 from legion.aggregator import ingest
 from legion.aggregator.service import Aggregator
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from tests.aggregator.curve_peer import CurvePeer, series_batch
 from tests.conftest import make_setup, wait_for
 

@@ -26,7 +26,7 @@ from legion.aggregator.alerts.engine import AlertEngine
 from legion.aggregator.gateway import AuditLog, TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.demo.roster import AGENTS
 from legion.proto import MetricsBatch, Sample, canonical_labels
 

@@ -8,7 +8,7 @@ from typing import Any
 from legion.aggregator.gateway.fleet import FleetBuilder
 from legion.aggregator.gateway.hub import Hub
 
-from legion.config import Config
+from legion.cli.config import Config
 
 
 def _row(node: str, metric: str, value: float, ts: int, **labels: str) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 
 STATUS = {"accepted": 7, "duplicates": 1, "rejected": {"bad_msgpack": 2, "node_mismatch": 1},
           "queue_depth": 0}

@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from legion.aggregator.gateway import TokenStore, create_app
 from legion.aggregator.store.store import Store
+from legion.cli.config import Config, config_to_dict, load_config
 from legion.cli.main import cli
-from legion.config import CONFIG_FILENAME, Config, config_to_dict, load_config
+from legion.kernel.config import CONFIG_FILENAME
 from tests.conftest import free_port, gateway_thread
 
 

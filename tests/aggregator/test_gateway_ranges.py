@@ -12,9 +12,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.store import IncomingBatch, Store
-from legion.config import StorageConfig, config_from_dict
+from legion.cli.config import config_from_dict
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 HOUR, DAY = 3_600_000, 86_400_000

@@ -14,7 +14,7 @@ from legion.aggregator.gateway.hub import Ring, merge_update
 from legion.aggregator.gateway.prom import flatten_status, render, telemetry_samples
 from legion.aggregator.gateway.timefmt import iso_ms, parse_duration_ms, parse_time_ms
 
-from legion.config import Config
+from legion.cli.config import Config
 from legion.kernel.errors import AuthError, ConfigError
 
 

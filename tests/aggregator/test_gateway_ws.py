@@ -25,7 +25,7 @@ from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 
 
 def run(coro: Any, timeout: float = 60) -> Any:

@@ -19,7 +19,7 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.detectors import DETECTORS
 from legion.analytics.dispatch import Dispatcher
 from legion.analytics.worker import process
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.kernel.errors import ConfigError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from legion.proto.jobs import Job, JobError, decode_job, encode_job, encode_result

@@ -17,8 +17,8 @@ from legion.aggregator.gateway import ws as ws_mod
 from legion.aggregator.service import Aggregator
 from legion.aggregator.store import Store
 from legion.aggregator.telemetry import IngestTelemetry
+from legion.cli.config import config_from_dict, load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import config_from_dict, load_config
 from legion.kernel.curve import client_socket, load_public
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import Envelope, Sample, decode, encode, encode_samples

@@ -18,7 +18,7 @@ from legion.aggregator.sinks.config import RemoteWriteConfig
 from legion.aggregator.sinks.remote_write import RemoteWriteSink, SinkError
 from legion.aggregator.sinks.table import SINKS, SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.kernel.errors import ConfigError, StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from tests.aggregator.remote_peers import Peer

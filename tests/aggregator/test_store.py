@@ -221,8 +221,8 @@ def test_rounds_inside_write_follow_the_injected_clock(tmp_path, monkeypatch):
     """With an injected clock, the rounds `write` runs by itself are timed on that clock, not
     on the machine's: however long a run really takes (a loaded CI runner), a store on a fixed
     clock runs only what its caller asks; moving the clock on runs them as before."""
+    from legion.aggregator.config import StorageConfig
     from legion.aggregator.store import store as store_mod
-    from legion.config import StorageConfig
 
     calls: list[str] = []
     monkeypatch.setattr(Store, "_light_round", lambda self: calls.append("light"))

@@ -17,7 +17,7 @@ from legion.aggregator.store.packing import count_raw
 WRITER = textwrap.dedent("""
     import sys
     from legion.aggregator.store import IncomingBatch, Store
-    from legion.config import StorageConfig
+    from legion.aggregator.config import StorageConfig
     from legion.proto import MetricsBatch, Sample, canonical_labels
 
     path, start = sys.argv[1], int(sys.argv[2])

@@ -12,9 +12,9 @@ import struct
 import duckdb
 import pytest
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.schema import load_crypto
-from legion.config import StorageConfig
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
@@ -41,12 +41,12 @@ def _batch(seq: int) -> IncomingBatch:
     return IncomingBatch("canary-node", 1, seq, MetricsBatch.from_samples(samples), T0)
 
 
-def _cfg(**kw) -> StorageConfig:
+def _cfg(base_dir, **kw) -> StorageConfig:
     base = dict(encryption_enabled=True, encryption_key_env="LEGION_TEST_STORAGE_KEY",
                 encryption_key_path="missing.key", archive_enabled=True, archive_dir="arch",
                 raw_retention_hours=1, maintenance_budget_ms=30_000)
     base.update(kw)
-    return StorageConfig(**base)
+    return StorageConfig(**base).resolved(base_dir)  # as the service hands it over
 
 
 def _leaks(data: bytes) -> list[str]:
@@ -59,17 +59,17 @@ def _leaks(data: bytes) -> list[str]:
 def test_encryption_refused_without_crypto_module(tmp_path, monkeypatch):
     monkeypatch.setenv("LEGION_TEST_STORAGE_KEY", KEY)
     with pytest.raises(StoreError, match="encryption_enabled needs DuckDB's httpfs"):
-        Store(tmp_path / "e.duckdb", _cfg())
+        Store(tmp_path / "e.duckdb", _cfg(tmp_path))
     assert not (tmp_path / "e.duckdb").exists()
 
 
 def test_missing_or_short_key_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("LEGION_TEST_STORAGE_KEY", raising=False)
     with pytest.raises(StoreError, match="encryption_key_path"):
-        Store(tmp_path / "e.duckdb", _cfg())
+        Store(tmp_path / "e.duckdb", _cfg(tmp_path))
     monkeypatch.setenv("LEGION_TEST_STORAGE_KEY", "short")
     with pytest.raises(StoreError, match="at least 16"):
-        Store(tmp_path / "e.duckdb", _cfg())
+        Store(tmp_path / "e.duckdb", _cfg(tmp_path))
 
 
 @pytest.mark.skipif(not _crypto_available(), reason="needs the encryption extra (httpfs)")
@@ -82,7 +82,7 @@ def test_nothing_readable_at_rest_and_wrong_key_refused(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LEGION_TEST_STORAGE_KEY", KEY)
     path = tmp_path / "enc.duckdb"
-    store = Store(path, _cfg(), clock_ms=lambda: T0 + 86_400_000)
+    store = Store(path, _cfg(tmp_path), clock_ms=lambda: T0 + 86_400_000)
     store.write([_batch(1)])
     wal = path.with_name(path.name + ".wal")
     assert wal.exists() and _leaks(wal.read_bytes()) == []
@@ -95,7 +95,7 @@ def test_nothing_readable_at_rest_and_wrong_key_refused(tmp_path, monkeypatch):
     for f in [path, *archives]:
         assert _leaks(f.read_bytes()) == [], f
 
-    store = Store(path, _cfg(), clock_ms=lambda: T0 + 86_400_000)
+    store = Store(path, _cfg(tmp_path), clock_ms=lambda: T0 + 86_400_000)
     try:
         (row,) = store.query(CANARY, step_ms=86_400_000, agg="count")
         assert row["value"] == 50 and row["labels"] == {"disk": "canary_label_value"}
@@ -103,6 +103,6 @@ def test_nothing_readable_at_rest_and_wrong_key_refused(tmp_path, monkeypatch):
         store.close()
     monkeypatch.setenv("LEGION_TEST_STORAGE_KEY", "a wrong key that is long enough")
     with pytest.raises(StoreError, match="wrong encryption key"):
-        Store(path, _cfg())
+        Store(path, _cfg(tmp_path))
     with pytest.raises(StoreError, match="is encrypted"):
         Store(path)

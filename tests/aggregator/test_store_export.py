@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 import numpy as np
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store, export_parquet
-from legion.config import StorageConfig
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_700_006_400_000  # a UTC midnight (2023-11-15)
@@ -74,7 +74,7 @@ def test_export_round_trips_exactly(tmp_path):
 
 def test_archive_before_retention_deletes(tmp_path):
     cfg = StorageConfig(raw_retention_hours=12, archive_enabled=True, archive_dir="arch",
-                        maintenance_budget_ms=30_000)
+                        maintenance_budget_ms=30_000).resolved(tmp_path)
     store = Store(tmp_path / "a.duckdb", cfg, clock_ms=lambda: T0 + 2 * DAY)
     try:
         fill(store)

@@ -19,7 +19,7 @@ from legion.aggregator.ingest import ranges_of
 from legion.aggregator.service import Aggregator
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store import health as store_health
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch
 from tests.conftest import wait_for
@@ -122,8 +122,8 @@ def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
     import zmq
 
     from legion.aggregator import ingest
+    from legion.cli.config import load_config
     from legion.cli.setup_cmds import add_agent_key
-    from legion.config import load_config
     from tests.aggregator.curve_peer import CurvePeer
     from tests.conftest import make_setup
 

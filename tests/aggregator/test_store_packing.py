@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store, chunkcodec, packing
 from legion.aggregator.store.packing import (
     ALL_SERIES,
@@ -18,7 +19,6 @@ from legion.aggregator.store.packing import (
 )
 from legion.aggregator.store.retention import used_bytes
 from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
-from legion.config import StorageConfig
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
 from tests.aggregator.test_store_tiers import assert_close
@@ -225,7 +225,7 @@ def test_retention_and_archive_of_packed_points(tmp_path):
     rng = np.random.default_rng(9)
     clock = {"ms": T0 + 4 * HOUR}
     cfg = StorageConfig(raw_retention_hours=24, archive_enabled=True, archive_dir="arch",
-                        maintenance_budget_ms=30_000)
+                        maintenance_budget_ms=30_000).resolved(tmp_path)
     store = Store(tmp_path / "r.duckdb", cfg, clock_ms=lambda: clock["ms"])
     try:
         ts_list = [T0 + i * 60_000 for i in range(3 * 60)]

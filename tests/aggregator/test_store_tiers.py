@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
-from legion.config import StorageConfig
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
@@ -227,15 +227,18 @@ def test_disk_cap_deletes_oldest_raw_first(tmp_path):
         store.close()
 
 
-def test_bad_storage_config_is_reported_with_key_paths(tmp_path):
+def test_bad_storage_config_is_reported_with_key_paths():
+    """The section checks itself (the store is handed it checked, at config load)."""
+    from legion.cli.config import config_from_dict
     from legion.kernel.errors import ConfigError
 
-    with pytest.raises(ConfigError) as err:
-        Store(tmp_path / "bad.duckdb",
-              StorageConfig(max_disk_bytes=-1, raw_retention_hours=24 * 90))
-    text = str(err.value)
+    problems = StorageConfig(max_disk_bytes=-1, raw_retention_hours=24 * 90).validate()
+    text = "\n".join(problems)
     assert "storage.max_disk_bytes" in text and "must not shrink" in text
-    assert not (tmp_path / "bad.duckdb").exists()
+    assert not StorageConfig().validate()
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"storage": {"max_disk_bytes": -1, "raw_retention_hours": 24 * 90}})
+    assert err.value.problems == problems
 
 
 def one_row_per_bucket(store, tier: str, before: int) -> bool:

@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from legion.config import load_config
+from legion.cli.config import load_config
 from legion.node_agent.agent import NodeAgent
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--max-secs", type=float, default=200.0)
     args = ap.parse_args()
     cfg = load_config(args.config)
-    agents = [NodeAgent(cfg, f"{args.prefix}-{i:03d}")
+    agents = [NodeAgent(cfg.agent_settings(), f"{args.prefix}-{i:03d}")
               for i in range(args.first, args.first + args.count)]
     for a in agents:
         a.start()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 
 pytestmark = pytest.mark.timeout(240)

@@ -14,9 +14,10 @@ from click.testing import CliRunner
 
 from legion.aggregator.gateway import TokenStore, create_app
 from legion.aggregator.store import IncomingBatch, Store
+from legion.cli.config import Config, config_to_dict, load_config
 from legion.cli.main import cli
 from legion.cli.output import render
-from legion.config import CONFIG_FILENAME, Config, config_to_dict, load_config
+from legion.kernel.config import CONFIG_FILENAME
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from tests.conftest import free_port, gateway_thread
 

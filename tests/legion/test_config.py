@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from legion.config import Config, config_from_dict, config_to_dict, load_config
+from legion.cli.config import Config, config_from_dict, config_to_dict, load_config
 from legion.kernel import curve
 from legion.kernel.errors import ConfigError, TransportError
 

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from legion.cli.client import ApiClient
-from legion.config import load_config
+from legion.cli.config import load_config
 from tests.conftest import LEGIONCTL, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)

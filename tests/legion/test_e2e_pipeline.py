@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from legion.kernel.curve import client_socket, create_keypair, load_public, load_secret
 from legion.proto import Envelope, MetricsBatch, Sample, encode
 from tests.conftest import LEGIONCTL, wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from tests.conftest import LEGIONCTL, wait_for
 
 pytestmark = pytest.mark.timeout(120)

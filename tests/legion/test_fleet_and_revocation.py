@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 from tests.legion.test_lose_nothing import assert_exactly_once, drained, nodes_now
 

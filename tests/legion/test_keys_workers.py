@@ -10,8 +10,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from legion.aggregator.auth import KeyRegistry
+from legion.cli.config import load_config
 from legion.cli.main import cli
-from legion.config import load_config
 from legion.kernel.curve import load_public
 from tests.conftest import make_setup
 

@@ -16,8 +16,8 @@ import duckdb
 import pytest
 
 from legion.aggregator.store.packing import count_raw
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from legion.kernel.spool.spool import Spool
 from legion.node_agent.state import AgentState
 from tests.conftest import LEGIONCTL, make_setup, wait_for

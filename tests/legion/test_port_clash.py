@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from legion.cli.client import ApiClient
+from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from legion.demo.runner import CHILD_PYTHON
 from tests.conftest import LEGIONCTL, free_port, make_setup, wait_for
 

@@ -18,7 +18,7 @@ import pytest
 from legion.aggregator.sinks.prompb import series_labels
 from legion.aggregator.store import Store
 from legion.cli.client import ApiClient, resolve_token
-from legion.config import load_config
+from legion.cli.config import load_config
 from legion.kernel.errors import LegionError
 from tests.aggregator.remote_peers import Peer
 from tests.conftest import LEGIONCTL, free_port, wait_for

@@ -89,7 +89,7 @@ def test_fails_back_after_a_real_curve_handshake(tmp_path: Path) -> None:
 
 
 def test_endpoint_list_defaults_to_the_single_pair() -> None:
-    from legion.config import AgentConfig
+    from legion.node_agent.config import AgentConfig
 
     assert endpoints_of(AgentConfig()) == [("tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556")]
     two = AgentConfig(aggregator_endpoints=("tcp://a:1", "tcp://b:1"),
@@ -100,7 +100,7 @@ def test_endpoint_list_defaults_to_the_single_pair() -> None:
 def test_endpoint_lists_must_pair_up() -> None:
     import pytest
 
-    from legion.config import config_from_dict
+    from legion.cli.config import config_from_dict
     from legion.kernel.errors import ConfigError
 
     with pytest.raises(ConfigError, match="agent: aggregator_endpoints and ack_endpoints"):

@@ -265,7 +265,7 @@ def test_import_has_no_side_effects() -> None:
 
 
 def test_endpoint_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from legion.config import ConfigError
+    from legion.kernel.errors import ConfigError
     from legion.node_agent.monitor import resolve_endpoint
 
     monkeypatch.delenv("LEGION_MONITOR_ENDPOINT", raising=False)

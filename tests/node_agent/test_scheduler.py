@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from legion.cli.config import config_from_dict
 from legion.kernel.errors import ConfigError
 from legion.node_agent.collectors import available_collectors
 from legion.node_agent.scheduler import (
@@ -178,9 +179,10 @@ def test_raising_on_tick_does_not_stop_the_loop() -> None:
 
 
 def test_invalid_interval() -> None:
+    """The agent is handed a checked interval: the config rejects the bad ones at load."""
     for bad in (0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ConfigError):
-            Scheduler([], bad, lambda s: None)
+        with pytest.raises(ConfigError, match="collection_interval: must be > 0"):
+            config_from_dict({"collection_interval": bad})
 
 
 # ---- real time, real threads, real collectors --------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 from legion.aggregator.alerts.engine import AlertEngine
 from legion.aggregator.store import IncomingBatch, Store
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_800_000_000_000

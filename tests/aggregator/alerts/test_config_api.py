@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
-from legion.config import config_from_dict, config_to_dict
+from legion.cli.config import config_from_dict, config_to_dict
 from legion.kernel.errors import ConfigError
 from tests.aggregator.alerts.helpers import Clock, Feed, make_engine
 

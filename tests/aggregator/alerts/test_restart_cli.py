@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from legion.cli.config import load_config
 from legion.cli.main import cli
 from legion.cli.setup_cmds import add_agent_key
-from legion.config import load_config
 from tests.aggregator.alerts.receiver import Receiver
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 

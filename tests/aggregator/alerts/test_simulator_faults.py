@@ -30,7 +30,7 @@ import zmq
 
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.bands import band_from_store
-from legion.config import config_from_dict
+from legion.cli.config import config_from_dict
 from legion.demo.faults import FaultBoard, FaultSpec
 from legion.demo.simulator import Simulator
 from legion.node_agent.monitor_receiver import MonitorReceiver
