@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
+from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.ingest import Frame, Receiver, Writer
 from legion.aggregator.remote_query import query_store

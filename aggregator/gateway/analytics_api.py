@@ -2,7 +2,7 @@
 forecasts, learned normal bands.
 
 Anomaly scores are stored as ordinary series of node `analytics` (see
-aggregator/analytics_dispatch.py), so the rate of a series is the average of its
+aggregator/analytics_bridge/bridge.py), so the rate of a series is the average of its
 `legion_anomaly_flag` over the range, read through the store like any query.
 """
 
@@ -34,7 +34,7 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
                           bands: Any | None = None) -> list[web.RouteDef]:
     """GET /api/v1/anomalies, /api/v1/forecasts, /api/v1/bands; POST /api/v1/analytics/retrain.
 
-    `bands`: a `legion.aggregator.band_book.BandBook` (None: learned bands are off, 503).
+    `bands`: a `legion.aggregator.analytics_bridge.BandBook` (None: learned bands are off, 503).
     """
 
     @requires("read")

@@ -4,7 +4,7 @@ Every `analysis_interval` the dispatcher sends a detect job for each watched ser
 points (only the new points plus the detector state from the previous result, so any worker can
 take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
 entry. The job bookkeeping (state per series, jobs in flight, re-dispatch after
-`analytics.job_timeout_secs`, first result wins) is `legion.analytics.dispatch.Dispatcher`; this
+`analytics.job_timeout_secs`, first result wins) is `JobBook` (jobs.py); this
 module adds the sockets, the store queries and what becomes of results.
 
 Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
@@ -13,7 +13,7 @@ reaches `analytics.anomaly_threshold`) with labels `node`, `metric` plus the sou
 labels. The anomaly rate of a series over a range is the average of its flag.
 
 With `ai_settings.ml_threshold_adjustment` the bridge also keeps a learned normal band per watched
-series (`legion.aggregator.band_book.BandBook`, `self.bands`): recomputed from the store every
+series (`BandBook`, band_book.py, `self.bands`): recomputed from the store every
 `ai_settings.model_retrain_interval` and on `request_retrain`, saved in
 `analytics.models_dir/bands`, reloaded at construction, read by the gateway's `/api/v1/bands`.
 """
@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import zmq
 
+from legion.aggregator.analytics_bridge.band_book import BandBook
+from legion.aggregator.analytics_bridge.jobs import JobBook
 from legion.aggregator.auth import KeyRegistry
-from legion.aggregator.band_book import BandBook
 from legion.aggregator.store import IncomingBatch, Store
-from legion.analytics.dispatch import Dispatcher as JobBook
 from legion.config import Config
 from legion.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
