@@ -15,7 +15,8 @@ import pytest
 import zmq
 
 from legion.aggregator.analytics_bridge import JobBook
-from legion.aggregator.analytics_bridge.bridge import NODE_VECTOR, NODE_VECTOR_METRIC, AnalyticsBridge
+from legion.aggregator.analytics_bridge.bridge import AnalyticsBridge
+from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, NODE_VECTOR_METRIC
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.detectors import DETECTORS
 from legion.analytics.worker import process
