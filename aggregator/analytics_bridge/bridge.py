@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +106,7 @@ class AnalyticsBridge(threading.Thread):
         with self._lock:
             return list(reversed(self._anomalies))
 
-    def forecasts(self) -> list[dict[str, Any]]:
+    def forecasts(self) -> list[Mapping[str, Any]]:
         """The latest forecast of every predicted series."""
         with self._lock:
             return list(self._forecasts.values())

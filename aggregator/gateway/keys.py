@@ -2,6 +2,8 @@
 
 `create_app` sets each of them once; handlers read `request.app[STORE_KEY]` and so on, so a
 handler's dependencies are named by its body and a test can build an app with other parts.
+State private to one module's handlers has its key beside it (`export_api.EXPORTS_KEY`,
+`headers.CSP_KEY`).
 """
 
 from __future__ import annotations
