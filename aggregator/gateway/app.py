@@ -55,7 +55,7 @@ from legion.aggregator.gateway.socketio_api import attach_socketio
 from legion.aggregator.gateway.store_reader import StoreReader
 from legion.aggregator.gateway.telemetry import GatewayTelemetry
 from legion.aggregator.gateway.tokens import TokenStore
-from legion.aggregator.gateway.ws import make_ws_handler, revalidate_clients
+from legion.aggregator.gateway.ws import revalidate_clients
 from legion.config import Config
 from legion.errors import AddressInUse, ConfigError
 
@@ -118,11 +118,6 @@ def create_app(config: Config, store: StoreReader,
     app.add_routes(route_defs(ROUTES))
     if offers_queries(alert_actions):
         app.add_routes(route_defs(ALERT_QUERY_ROUTES))
-    app.router.add_get("/ws", make_ws_handler(
-        hub, token_store, allowed_origins=sec.allowed_origins,
-        api_host=config.aggregator.api_host, max_clients=dc.max_ws_clients,
-        stats=counters.counters, update_interval_ms=dc.update_interval_ms,
-        reserve=counters.reserve, release=counters.release))
     attach_socketio(app, hub, token_store, allowed_origins=sec.allowed_origins,
                     api_host=config.aggregator.api_host, stats=counters.counters,
                     reserve=counters.reserve, release=counters.release)

@@ -2,15 +2,15 @@
 
 Handlers declare their action (`auth.requires`) and read their dependencies from the app's typed
 keys (keys.py). `ALERT_QUERY_ROUTES` are served only when the alerting engine offers
-`AlertQueries`. The WebSocket (`/ws`), socket.io and the dashboard's static files are added by
-`create_app` (they are built per app).
+`AlertQueries`. socket.io (`socketio_api.attach_socketio`), the dashboard's index page and its
+static files are added by `create_app`.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from legion.aggregator.gateway import alerts_api, analytics_api, api, export_api, metrics_api
+from legion.aggregator.gateway import alerts_api, analytics_api, api, export_api, metrics_api, ws
 from legion.aggregator.gateway.auth import Handler
 
 Route = tuple[str, str, Handler]
@@ -36,6 +36,7 @@ ROUTES: tuple[Route, ...] = (
     ("POST", "/api/v1/exports", export_api.export_start),
     ("GET", "/api/v1/exports/{job_id}", export_api.export_get),
     ("GET", "/metrics", metrics_api.metrics),
+    ("GET", "/ws", ws.ws_handler),
 )
 
 ALERT_QUERY_ROUTES: tuple[Route, ...] = (
