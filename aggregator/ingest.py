@@ -68,6 +68,11 @@ class Frame:
     received_ms: int
 
 
+Inbound = Frame | IncomingBatch
+"""What the writer's queue carries: frames from the agents (Receiver) and batches made inside
+the aggregator (the analytics bridge's results), which are stored as they are."""
+
+
 def heartbeat_ms(config: ServiceConfig) -> int:
     """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
     return int(config.aggregator.heartbeat_interval_secs * 1000)
@@ -88,7 +93,7 @@ class Receiver(threading.Thread):
     """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
 
     def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, out: queue.Queue[Frame], telemetry: IngestTelemetry):
+                 registry: KeyRegistry, out: queue.Queue[Inbound], telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._out, self._tm = registry, out, telemetry
@@ -174,7 +179,7 @@ class Writer(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
     def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, inbox: queue.Queue[Frame | IncomingBatch], store: Store,
+                 registry: KeyRegistry, inbox: queue.Queue[Inbound], store: Store,
                  telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair

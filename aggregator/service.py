@@ -17,10 +17,10 @@ from typing import Any
 
 import zmq
 
-from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
+from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.config import ServiceConfig
-from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.ingest import Inbound, Receiver, Writer
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -73,7 +73,7 @@ class Aggregator:
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)
-        inbox: queue.Queue[Frame] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
+        inbox: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
         # The writer writes through the Sink seam: the store first, then every configured sink.
         self.sinks = build_sinks(cfg, self.store)
         self.sinks.start()

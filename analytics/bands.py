@@ -5,16 +5,13 @@ quantiles of the training values widened by `margin` robust standard deviations;
 few points fall back to the whole-series band. Alert rules can compare a value with
 `band.limits(ts)` instead of a fixed number. State is plain arrays (`get_state`/`from_state`).
 
-From stored data (what the aggregator calls every `ai_settings.model_retrain_interval`, or on
-demand): `band_from_store(store, node, metric, labels)` fits one series' band from the last
-`days` of the store (any object with the `Store.query` signature), `band_record` wraps it as a
-versioned model file (legion.analytics.models) and `band_from_record` reads it back.
+`band_record` wraps a band as a versioned model file (legion.analytics.models) and
+`band_from_record` reads it back. Fitting a band from stored data is the aggregator's side
+(`legion.aggregator.analytics_bridge.band_book.band_from_store`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -84,28 +81,6 @@ class NormalBand:
         b.low, b.high = np.asarray(st["low"], float), np.asarray(st["high"], float)
         b.trained_from_ms, b.trained_to_ms = int(st["trained_from_ms"]), int(st["trained_to_ms"])
         return b
-
-
-def band_from_store(store: Any, node: str, metric: str, labels: Mapping[str, str] | None = None,
-                    *, now_ms: int | None = None, days: float = 7.0,
-                    step_ms: int | None = 60_000, agg: str = "avg", min_points: int = 48,
-                    **band_params: Any) -> NormalBand | None:
-    """Fit the normal band of one series (exact `labels`, {} = none) from the store's last `days`.
-
-    Values are `agg` per `step_ms` bucket (None: raw points), so compare like-aggregated values
-    with the band. None when the series has fewer than `min_points` points in the range.
-    """
-    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
-    want = dict(labels or {})
-    rows = store.query(metric, node=node, labels=want or None, since_ms=now - int(days * DAY_MS),
-                       until_ms=now, step_ms=step_ms, agg=agg)
-    rows = [r for r in rows if r["node"] == node and dict(r["labels"]) == want]
-    if len(rows) < min_points:
-        return None
-    rows.sort(key=lambda r: r["ts_ms"])
-    ts = np.asarray([r["ts_ms"] for r in rows], np.int64)
-    v = np.asarray([r["value"] for r in rows], float)
-    return NormalBand(**band_params).fit(ts, v)
 
 
 def band_record(band: NormalBand, series: str, version: int = 1) -> models.ModelRecord:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
-from legion.aggregator.gateway.hub import Hub
+from legion.aggregator.gateway.keys import ALERT_ACTIONS_KEY, HUB_KEY
 
 MAX_SILENCE_S = 30 * 86400
 _MATCHER_KEY = re.compile(r"^[a-zA-Z_]\w{0,63}$")
@@ -58,107 +58,118 @@ class AlertQueries(Protocol):
 ALERT_STATES = ("pending", "firing", "resolved")
 
 
-def make_alert_routes(hub: Hub, actions: AlertActions | None) -> list[web.RouteDef]:
-    """GET /api/v1/alerts, POST /api/v1/alerts/{id}/ack, POST /api/v1/silences (and, with an
-    engine offering `AlertQueries`, rules, silences list/expire, history, incidents)."""
-    engine: Any = actions if hasattr(actions, "rules_list") else None
+def _engine(request: web.Request) -> Any:
+    """The alerting engine when it also offers `AlertQueries`, else None."""
+    actions = request.app[ALERT_ACTIONS_KEY]
+    return actions if hasattr(actions, "rules_list") else None
 
-    @requires("read")
-    async def alerts_list(request: web.Request) -> web.Response:
-        state = request.query.get("state")
-        if state is not None and state not in ALERT_STATES:
-            return json_error(400, f"'state' must be one of {', '.join(ALERT_STATES)}")
-        if engine is not None:
-            return web.json_response(await asyncio.to_thread(engine.alerts, state))
-        items = hub.state["alerts"].get("alerts", [])
-        return web.json_response([a for a in items if state is None or a.get("state") == state])
 
-    @requires("write")
-    async def alert_ack(request: web.Request) -> web.Response:
-        alert_id = request.match_info["alert_id"]
-        request[AUDIT_DETAILS_KEY] = {"alert_id": alert_id}
-        if actions is None:
-            return json_error(501, "the alerting engine is not running")
-        p = principal_of(request)
-        assert p is not None
-        try:
-            out = await asyncio.to_thread(actions.ack, alert_id, p.name)
-        except KeyError:
-            return json_error(404, f"no alert {alert_id!r}")
-        return web.json_response(out)
+def offers_queries(actions: AlertActions | None) -> bool:
+    """Whether an engine offers `AlertQueries` too (then routes.ALERT_QUERY_ROUTES are served)."""
+    return hasattr(actions, "rules_list")
 
-    @requires("write")
-    async def silence_add(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return json_error(400, "body must be JSON")
-        problem = _check_silence(body)
-        if problem:
-            return json_error(400, problem)
-        request[AUDIT_DETAILS_KEY] = {"matchers": body["matchers"],
-                                      "duration_s": body["duration_s"]}
-        if actions is None:
-            return json_error(501, "the alerting engine is not running")
-        p = principal_of(request)
-        assert p is not None
-        if isinstance(body["matchers"], list):  # matcher strings: k=v, k!=v, k=~re, k!~re
-            if engine is None:
-                return json_error(501, "the alerting engine is not running")
-            try:
-                out = await asyncio.to_thread(engine.add_silence, list(body["matchers"]),
-                                              float(body["duration_s"]),
-                                              str(body.get("comment", "")), p.name)
-            except ValueError as exc:
-                return json_error(400, f"matchers: {exc}")
-            return web.json_response(out, status=201)
-        out = await asyncio.to_thread(actions.silence, dict(body["matchers"]),
-                                      float(body["duration_s"]), str(body.get("comment", "")),
-                                      p.name)
-        return web.json_response(out, status=201)
 
-    routes = [web.get("/api/v1/alerts", alerts_list),
-              web.post("/api/v1/alerts/{alert_id}/ack", alert_ack),
-              web.post("/api/v1/silences", silence_add)]
+@requires("read")
+async def alerts_list(request: web.Request) -> web.Response:
+    """GET /api/v1/alerts?state=: the engine's alerts, else the hub's `alerts` topic."""
+    state = request.query.get("state")
+    if state is not None and state not in ALERT_STATES:
+        return json_error(400, f"'state' must be one of {', '.join(ALERT_STATES)}")
+    engine = _engine(request)
     if engine is not None:
-        routes += _query_routes(engine)
-    return routes
+        return web.json_response(await asyncio.to_thread(engine.alerts, state))
+    items = request.app[HUB_KEY].state["alerts"].get("alerts", [])
+    return web.json_response([a for a in items if state is None or a.get("state") == state])
 
 
-def _query_routes(engine: Any) -> list[web.RouteDef]:
+@requires("write")
+async def alert_ack(request: web.Request) -> web.Response:
+    """POST /api/v1/alerts/{alert_id}/ack."""
+    alert_id = request.match_info["alert_id"]
+    request[AUDIT_DETAILS_KEY] = {"alert_id": alert_id}
+    actions = request.app[ALERT_ACTIONS_KEY]
+    if actions is None:
+        return json_error(501, "the alerting engine is not running")
+    p = principal_of(request)
+    assert p is not None
+    try:
+        out = await asyncio.to_thread(actions.ack, alert_id, p.name)
+    except KeyError:
+        return json_error(404, f"no alert {alert_id!r}")
+    return web.json_response(out)
 
-    @requires("read")
-    async def rules(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(engine.rules_list))
 
-    @requires("read")
-    async def silences(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(engine.silences))
+@requires("write")
+async def silence_add(request: web.Request) -> web.Response:
+    """POST /api/v1/silences {"matchers", "duration_s", "comment"}."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, "body must be JSON")
+    problem = _check_silence(body)
+    if problem:
+        return json_error(400, problem)
+    request[AUDIT_DETAILS_KEY] = {"matchers": body["matchers"],
+                                  "duration_s": body["duration_s"]}
+    actions = request.app[ALERT_ACTIONS_KEY]
+    if actions is None:
+        return json_error(501, "the alerting engine is not running")
+    p = principal_of(request)
+    assert p is not None
+    if isinstance(body["matchers"], list):  # matcher strings: k=v, k!=v, k=~re, k!~re
+        engine = _engine(request)
+        if engine is None:
+            return json_error(501, "the alerting engine is not running")
+        try:
+            out = await asyncio.to_thread(engine.add_silence, list(body["matchers"]),
+                                          float(body["duration_s"]),
+                                          str(body.get("comment", "")), p.name)
+        except ValueError as exc:
+            return json_error(400, f"matchers: {exc}")
+        return web.json_response(out, status=201)
+    out = await asyncio.to_thread(actions.silence, dict(body["matchers"]),
+                                  float(body["duration_s"]), str(body.get("comment", "")),
+                                  p.name)
+    return web.json_response(out, status=201)
 
-    @requires("write")
-    async def silence_expire(request: web.Request) -> web.Response:
-        sid = request.match_info["silence_id"]
-        request[AUDIT_DETAILS_KEY] = {"silence_id": sid}
-        if not await asyncio.to_thread(engine.expire_silence, sid):
-            return json_error(404, f"no active silence {sid!r}")
-        return web.json_response({"id": sid, "status": "expired"})
 
-    @requires("read")
-    async def history(request: web.Request) -> web.Response:
-        since = request.query.get("since_ms")
-        if since is not None and not since.isdigit():
-            return json_error(400, "'since_ms' must be ms since the epoch")
-        return web.json_response(await asyncio.to_thread(
-            engine.history, int(since) if since else None, request.query.get("alert_id")))
+@requires("read")
+async def rules(request: web.Request) -> web.Response:
+    """GET /api/v1/rules."""
+    return web.json_response(await asyncio.to_thread(_engine(request).rules_list))
 
-    @requires("read")
-    async def incidents(request: web.Request) -> web.Response:
-        return web.json_response(await asyncio.to_thread(engine.incidents))
 
-    return [web.get("/api/v1/rules", rules), web.get("/api/v1/silences", silences),
-            web.delete("/api/v1/silences/{silence_id}", silence_expire),
-            web.get("/api/v1/alerts/history", history),
-            web.get("/api/v1/incidents", incidents)]
+@requires("read")
+async def silences(request: web.Request) -> web.Response:
+    """GET /api/v1/silences."""
+    return web.json_response(await asyncio.to_thread(_engine(request).silences))
+
+
+@requires("write")
+async def silence_expire(request: web.Request) -> web.Response:
+    """DELETE /api/v1/silences/{silence_id}."""
+    sid = request.match_info["silence_id"]
+    request[AUDIT_DETAILS_KEY] = {"silence_id": sid}
+    if not await asyncio.to_thread(_engine(request).expire_silence, sid):
+        return json_error(404, f"no active silence {sid!r}")
+    return web.json_response({"id": sid, "status": "expired"})
+
+
+@requires("read")
+async def history(request: web.Request) -> web.Response:
+    """GET /api/v1/alerts/history?since_ms=&alert_id=."""
+    since = request.query.get("since_ms")
+    if since is not None and not since.isdigit():
+        return json_error(400, "'since_ms' must be ms since the epoch")
+    return web.json_response(await asyncio.to_thread(
+        _engine(request).history, int(since) if since else None,
+        request.query.get("alert_id")))
+
+
+@requires("read")
+async def incidents(request: web.Request) -> web.Response:
+    """GET /api/v1/incidents."""
+    return web.json_response(await asyncio.to_thread(_engine(request).incidents))
 
 
 def _check_silence(body: Any) -> str | None:

@@ -1,4 +1,7 @@
-"""JSON API routes under /api/v1 (see docs/api.md); every handler declares its action."""
+"""JSON API handlers under /api/v1 (see docs/api.md); every handler declares its action.
+
+Handlers read their dependencies from the app's typed keys (keys.py); routes.py lists them.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,16 @@ from typing import Any
 from aiohttp import web
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
-from legion.aggregator.gateway.hub import Hub
+from legion.aggregator.gateway.keys import (
+    GATEWAY_STATUS_KEY,
+    HUB_KEY,
+    STATUS_KEY,
+    STORE_KEY,
+    TOKENS_KEY,
+)
 from legion.aggregator.gateway.resolution import RESOLUTION_HEADER, finest_holding
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
-from legion.aggregator.gateway.tokens import ROLES, TokenStore
+from legion.aggregator.gateway.tokens import ROLES
 from legion.kernel.errors import AuthError, LegionError, QueryError, StoreError
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
@@ -125,127 +134,130 @@ def _iso_rows(rows: list[dict[str, Any]], *fields: str) -> list[dict[str, Any]]:
     return out
 
 
-def make_routes(store: Any, hub: Hub, tokens: TokenStore,
-                status: Callable[[], dict[str, Any]]) -> list[web.RouteDef]:
-    """The /api/v1 route table."""
-
-    async def call_store(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    @requires("read")
-    async def whoami(request: web.Request) -> web.Response:
-        p = principal_of(request)
-        assert p is not None
-        _params(request, ())
-        return web.json_response({"user": p.name, "role": p.role,
-                                  "permissions": list(p.permissions)})
-
-    @requires("read")
-    async def nodes(request: web.Request) -> web.Response:
-        _params(request, ())
-        rows = await call_store(store.nodes)
-        return web.json_response(_iso_rows(rows, "first_seen", "last_seen"))
-
-    @requires("read")
-    async def series(request: web.Request) -> web.Response:
-        _params(request, ("node", "metric"))
-        metric = _opt(request, "metric", _METRIC_RE)
-        glob = metric is not None and any(c in metric for c in "*?")
-        rows = await call_store(store.series, node=_opt(request, "node", _NODE_RE),
-                                metric=None if glob else metric)
-        if glob:
-            rows = [r for r in rows if fnmatch.fnmatchcase(r["metric"], metric)]
-        return web.json_response(rows)
-
-    @requires("read")
-    async def query(request: web.Request) -> web.Response:
-        args = parse_query(request, now_ms())
-        source = "raw"
-        if args["step_ms"] is None:  # beyond raw retention: the finest tier holding `since`
-            source, width = await call_store(finest_holding, store, args["since_ms"],
-                                             args["until_ms"])
-            args["step_ms"] = width
-        rows = await call_store(store.query, **args)
-        if len(rows) > QUERY_MAX_POINTS:
-            raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
-                             "narrow 'since'/'until' or add a 'step'")
-        resp = web.json_response(_iso_rows(rows, "ts"))
-        resp.headers[RESOLUTION_HEADER] = source
-        return resp
-
-    @requires("read")
-    async def status_route(request: web.Request) -> web.Response:
-        _params(request, ())
-        body = dict(await asyncio.to_thread(status))
-        body["gateway"] = request.app[GATEWAY_STATUS_KEY]()
-        return web.json_response(body)
-
-    @requires("read")
-    async def fleet(request: web.Request) -> web.Response:
-        _params(request, ())
-        f = hub.fleet
-        if f is None or now_ms() - f["ts_ms"] > 2 * hub.interval_s * 1000 + 1000:
-            f = await hub.refresh()
-        return web.json_response(f)
-
-    @requires("configure")
-    async def users_list(request: web.Request) -> web.Response:
-        _params(request, ())
-        return web.json_response(_iso_rows(tokens.list(), "created"))
-
-    @requires("configure")
-    async def users_add(request: web.Request) -> web.Response:
-        _params(request, ())
-        try:
-            body = await request.json()
-        except ValueError:
-            raise BadRequest("body must be JSON: {\"name\": ..., \"role\": ...}") from None
-        if not isinstance(body, dict) or set(body) - {"name", "role"}:
-            raise BadRequest("body must be {\"name\": ..., \"role\": ...}")
-        name, role = body.get("name"), body.get("role", "viewer")
-        if not isinstance(name, str) or not isinstance(role, str):
-            raise BadRequest("'name' and 'role' must be strings")
-        if role not in ROLES:
-            raise BadRequest(f"invalid role {role!r}: one of {', '.join(ROLES)}")
-        request[AUDIT_DETAILS_KEY] = {"user": name, "role": role}
-        try:
-            token = await asyncio.to_thread(tokens.add, name, role)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        except AuthError as exc:
-            return json_error(409, str(exc))
-        created: dict[str, Any] = next((u for u in tokens.list() if u["name"] == name), {})
-        return web.json_response({"name": name, "role": role, "token": token,
-                                  "created_ms": created.get("created_ms"),
-                                  "created": iso_ms(created.get("created_ms"))}, status=201)
-
-    @requires("delete")
-    async def users_revoke(request: web.Request) -> web.Response:
-        _params(request, ())
-        name = request.match_info["name"]
-        request[AUDIT_DETAILS_KEY] = {"user": name}
-        try:
-            ok = await asyncio.to_thread(tokens.revoke, name)
-        except AuthError as exc:
-            return json_error(409, str(exc))
-        if not ok:
-            return json_error(404, f"no user {name!r}")
-        return web.json_response({"revoked": name})
-
-    return [
-        web.get("/api/v1/whoami", whoami),
-        web.get("/api/v1/nodes", nodes),
-        web.get("/api/v1/series", series),
-        web.get("/api/v1/query", query),
-        web.get("/api/v1/status", status_route),
-        web.get("/api/v1/fleet", fleet),
-        web.get("/api/v1/users", users_list),
-        web.post("/api/v1/users", users_add),
-        web.delete("/api/v1/users/{name}", users_revoke),
-    ]
+async def _call_store(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-GATEWAY_STATUS_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("legion_gateway_status")
+@requires("read")
+async def whoami(request: web.Request) -> web.Response:
+    """GET /api/v1/whoami: the caller's user, role and permissions."""
+    p = principal_of(request)
+    assert p is not None
+    _params(request, ())
+    return web.json_response({"user": p.name, "role": p.role,
+                              "permissions": list(p.permissions)})
+
+
+@requires("read")
+async def nodes(request: web.Request) -> web.Response:
+    """GET /api/v1/nodes."""
+    _params(request, ())
+    rows = await _call_store(request.app[STORE_KEY].nodes)
+    return web.json_response(_iso_rows(rows, "first_seen", "last_seen"))
+
+
+@requires("read")
+async def series(request: web.Request) -> web.Response:
+    """GET /api/v1/series?node=&metric= (the metric may be a glob)."""
+    _params(request, ("node", "metric"))
+    metric = _opt(request, "metric", _METRIC_RE)
+    glob = metric is not None and any(c in metric for c in "*?")
+    rows = await _call_store(request.app[STORE_KEY].series,
+                             node=_opt(request, "node", _NODE_RE),
+                             metric=None if glob else metric)
+    if glob:
+        rows = [r for r in rows if fnmatch.fnmatchcase(r["metric"], metric)]
+    return web.json_response(rows)
+
+
+@requires("read")
+async def query(request: web.Request) -> web.Response:
+    """GET /api/v1/query (parameters: `parse_query`)."""
+    store = request.app[STORE_KEY]
+    args = parse_query(request, now_ms())
+    source = "raw"
+    if args["step_ms"] is None:  # beyond raw retention: the finest tier holding `since`
+        source, width = await _call_store(finest_holding, store, args["since_ms"],
+                                          args["until_ms"])
+        args["step_ms"] = width
+    rows = await _call_store(store.query, **args)
+    if len(rows) > QUERY_MAX_POINTS:
+        raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
+                         "narrow 'since'/'until' or add a 'step'")
+    resp = web.json_response(_iso_rows(rows, "ts"))
+    resp.headers[RESOLUTION_HEADER] = source
+    return resp
+
+
+@requires("read")
+async def status_route(request: web.Request) -> web.Response:
+    """GET /api/v1/status: the aggregator's status plus the gateway's."""
+    _params(request, ())
+    body = dict(await asyncio.to_thread(request.app[STATUS_KEY]))
+    body["gateway"] = request.app[GATEWAY_STATUS_KEY]()
+    return web.json_response(body)
+
+
+@requires("read")
+async def fleet(request: web.Request) -> web.Response:
+    """GET /api/v1/fleet: the hub's snapshot (refreshed when stale)."""
+    _params(request, ())
+    hub = request.app[HUB_KEY]
+    f = hub.fleet
+    if f is None or now_ms() - f["ts_ms"] > 2 * hub.interval_s * 1000 + 1000:
+        f = await hub.refresh()
+    return web.json_response(f)
+
+
+@requires("configure")
+async def users_list(request: web.Request) -> web.Response:
+    """GET /api/v1/users (admin)."""
+    _params(request, ())
+    return web.json_response(_iso_rows(request.app[TOKENS_KEY].list(), "created"))
+
+
+@requires("configure")
+async def users_add(request: web.Request) -> web.Response:
+    """POST /api/v1/users {"name", "role"} (admin): the new user's token, once."""
+    _params(request, ())
+    tokens = request.app[TOKENS_KEY]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("body must be JSON: {\"name\": ..., \"role\": ...}") from None
+    if not isinstance(body, dict) or set(body) - {"name", "role"}:
+        raise BadRequest("body must be {\"name\": ..., \"role\": ...}")
+    name, role = body.get("name"), body.get("role", "viewer")
+    if not isinstance(name, str) or not isinstance(role, str):
+        raise BadRequest("'name' and 'role' must be strings")
+    if role not in ROLES:
+        raise BadRequest(f"invalid role {role!r}: one of {', '.join(ROLES)}")
+    request[AUDIT_DETAILS_KEY] = {"user": name, "role": role}
+    try:
+        token = await asyncio.to_thread(tokens.add, name, role)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    except AuthError as exc:
+        return json_error(409, str(exc))
+    created: dict[str, Any] = next((u for u in tokens.list() if u["name"] == name), {})
+    return web.json_response({"name": name, "role": role, "token": token,
+                              "created_ms": created.get("created_ms"),
+                              "created": iso_ms(created.get("created_ms"))}, status=201)
+
+
+@requires("delete")
+async def users_revoke(request: web.Request) -> web.Response:
+    """DELETE /api/v1/users/{name} (admin)."""
+    _params(request, ())
+    name = request.match_info["name"]
+    request[AUDIT_DETAILS_KEY] = {"user": name}
+    try:
+        ok = await asyncio.to_thread(request.app[TOKENS_KEY].revoke, name)
+    except AuthError as exc:
+        return json_error(409, str(exc))
+    if not ok:
+        return json_error(404, f"no user {name!r}")
+    return web.json_response({"revoked": name})
 
 
 @web.middleware

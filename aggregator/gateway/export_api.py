@@ -26,17 +26,24 @@ from legion.kernel.errors import LegionError
 MAX_JOBS_KEPT = 50
 
 
-def make_export_routes(store: Any) -> list[web.RouteDef]:
-    """The export routes over `store`."""
-    jobs: dict[str, dict[str, Any]] = {}
-    lock = threading.Lock()
+class ExportJobs:
+    """The exports of one gateway app (`EXPORTS_KEY`): started in threads, kept for polling."""
 
-    def run(job_id: str, since: int, until: int, metric: str | None, out: Path) -> None:
+    def __init__(self, store: Any) -> None:
+        # export_parquet reads the local DuckDB file (a RemoteQueryStore forwards to it).
+        self.store = store
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def run(self, job_id: str, since: int, until: int, metric: str | None, out: Path) -> None:
+        """One export, in its own thread; its progress and outcome go to `jobs[job_id]`."""
+        jobs, lock = self.jobs, self.lock
+
         def progress(done: int, total: int) -> None:
             with lock:
                 jobs[job_id].update(done=done, total=total)
         try:
-            result = export_parquet(store, since, until, metric=metric, out_dir=out,
+            result = export_parquet(self.store, since, until, metric=metric, out_dir=out,
                                     progress=progress)
             with lock:
                 jobs[job_id].update(state="done", **result, finished_ms=now_ms())
@@ -44,52 +51,60 @@ def make_export_routes(store: Any) -> list[web.RouteDef]:
             with lock:
                 jobs[job_id].update(state="failed", error=str(exc), finished_ms=now_ms())
 
-    @requires("configure")
-    async def start(request: web.Request) -> web.Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return json_error(400, "body must be JSON")
-        if not isinstance(body, dict):
-            return json_error(400, "body must be a JSON object")
-        unknown = set(body) - {"since", "until", "metric", "out"}
-        if unknown:
-            return json_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
-        out, metric = body.get("out"), body.get("metric")
-        if not isinstance(out, str) or not Path(out).is_absolute():
-            return json_error(400, "'out' must be an absolute directory path")
-        if metric is not None and (not isinstance(metric, str) or not _METRIC_RE.match(metric)):
-            return json_error(400, "'metric' is not a metric name")
-        now = now_ms()
-        try:
-            since = parse_time_ms(str(body.get("since", "24h")), now)
-            until = parse_time_ms(str(body["until"]), now) if body.get("until") else now
-        except (ValueError, TypeError) as exc:
-            return json_error(400, str(exc))
-        if until <= since:
-            return json_error(400, "'until' must be after 'since'")
-        job_id = uuid.uuid4().hex[:12]
-        request[AUDIT_DETAILS_KEY] = {"export": job_id, "out": out, "metric": metric}
-        with lock:
-            if len(jobs) >= MAX_JOBS_KEPT:
-                for old in sorted(jobs, key=lambda k: jobs[k]["started_ms"])[:10]:
-                    if jobs[old]["state"] != "running":
-                        del jobs[old]
-            jobs[job_id] = {"id": job_id, "state": "running", "done": 0, "total": 0,
-                            "since_ms": since, "until_ms": until, "metric": metric, "out": out,
-                            "started_ms": int(time.time() * 1000)}
-        threading.Thread(target=run, args=(job_id, since, until, metric, Path(out)),
-                         name=f"legion-export-{job_id}", daemon=True).start()
-        return web.json_response(jobs[job_id], status=202)
 
-    @requires("read")
-    async def get(request: web.Request) -> web.Response:
-        with lock:
-            job = jobs.get(request.match_info["job_id"])
-            snapshot = dict(job) if job else None
-        if snapshot is None:
-            return json_error(404, "no such export")
-        await asyncio.sleep(0)
-        return web.json_response(snapshot)
+EXPORTS_KEY = web.AppKey("legion_exports", ExportJobs)
 
-    return [web.post("/api/v1/exports", start), web.get("/api/v1/exports/{job_id}", get)]
+
+@requires("configure")
+async def export_start(request: web.Request) -> web.Response:
+    """POST /api/v1/exports: start an export (202 with its id)."""
+    exports = request.app[EXPORTS_KEY]
+    jobs, lock = exports.jobs, exports.lock
+    try:
+        body = await request.json()
+    except ValueError:
+        return json_error(400, "body must be JSON")
+    if not isinstance(body, dict):
+        return json_error(400, "body must be a JSON object")
+    unknown = set(body) - {"since", "until", "metric", "out"}
+    if unknown:
+        return json_error(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    out, metric = body.get("out"), body.get("metric")
+    if not isinstance(out, str) or not Path(out).is_absolute():
+        return json_error(400, "'out' must be an absolute directory path")
+    if metric is not None and (not isinstance(metric, str) or not _METRIC_RE.match(metric)):
+        return json_error(400, "'metric' is not a metric name")
+    now = now_ms()
+    try:
+        since = parse_time_ms(str(body.get("since", "24h")), now)
+        until = parse_time_ms(str(body["until"]), now) if body.get("until") else now
+    except (ValueError, TypeError) as exc:
+        return json_error(400, str(exc))
+    if until <= since:
+        return json_error(400, "'until' must be after 'since'")
+    job_id = uuid.uuid4().hex[:12]
+    request[AUDIT_DETAILS_KEY] = {"export": job_id, "out": out, "metric": metric}
+    with lock:
+        if len(jobs) >= MAX_JOBS_KEPT:
+            for old in sorted(jobs, key=lambda k: jobs[k]["started_ms"])[:10]:
+                if jobs[old]["state"] != "running":
+                    del jobs[old]
+        jobs[job_id] = {"id": job_id, "state": "running", "done": 0, "total": 0,
+                        "since_ms": since, "until_ms": until, "metric": metric, "out": out,
+                        "started_ms": int(time.time() * 1000)}
+    threading.Thread(target=exports.run, args=(job_id, since, until, metric, Path(out)),
+                     name=f"legion-export-{job_id}", daemon=True).start()
+    return web.json_response(jobs[job_id], status=202)
+
+
+@requires("read")
+async def export_get(request: web.Request) -> web.Response:
+    """GET /api/v1/exports/{job_id}: an export's progress or outcome."""
+    exports = request.app[EXPORTS_KEY]
+    with exports.lock:
+        job = exports.jobs.get(request.match_info["job_id"])
+        snapshot = dict(job) if job else None
+    if snapshot is None:
+        return json_error(404, "no such export")
+    await asyncio.sleep(0)
+    return web.json_response(snapshot)

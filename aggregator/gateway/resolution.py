@@ -7,8 +7,7 @@ answered from the finest tier that still holds its start, and the response says 
 
 from __future__ import annotations
 
-from typing import Any
-
+from legion.aggregator.gateway.store_reader import StoreReader
 from legion.kernel.errors import QueryError
 
 RESOLUTION_HEADER = "X-Legion-Resolution"
@@ -18,7 +17,7 @@ _CANDIDATES: tuple[tuple[str, int, int | None], ...] = (
     ("1d", 86_400_000, 86_400_000))
 
 
-def finest_holding(store: Any, since_ms: int | None, until_ms: int | None
+def finest_holding(store: StoreReader, since_ms: int | None, until_ms: int | None
                    ) -> tuple[str, int | None]:
     """(source, bucket width or None for raw) of the finest source holding `since_ms`."""
     if since_ms is None:

@@ -13,7 +13,6 @@ import ipaddress
 import json
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,6 +26,7 @@ from legion.aggregator.gateway.auth import (
     requires,
 )
 from legion.aggregator.gateway.hub import TOPICS, Hub, merge_update
+from legion.aggregator.gateway.keys import CONFIG_KEY, HUB_KEY, TELEMETRY_KEY, TOKENS_KEY
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.gateway.tokens import Principal, TokenStore
 
@@ -137,59 +137,55 @@ def origin_allowed(request: web.Request, allowed: tuple[str, ...], api_host: str
         return False
 
 
-def make_ws_handler(hub: Hub, tokens: TokenStore, *, allowed_origins: tuple[str, ...],
-                    api_host: str, max_clients: int, stats: dict[str, int],
-                    update_interval_ms: int,
-                    reserve: Callable[[], bool], release: Callable[[], None]) -> Any:
-    """Build the `/ws` handler bound to `hub` (role checks via `auth.authorize`)."""
-
-    @requires("read", deferred_auth=True)
-    async def ws_handler(request: web.Request) -> web.StreamResponse:
-        if not origin_allowed(request, allowed_origins, api_host):
-            stats["refused_origin"] += 1
-            return json_error(403, f"origin {request.headers.get('Origin')!r} not allowed")
-        ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECS, max_msg_size=MAX_CLIENT_MSG_BYTES)
-        if not ws.can_prepare(request).ok:
-            return json_error(400, "expected a WebSocket upgrade")
-        if not reserve():
-            stats["refused_cap"] += 1
-            return json_error(503, f"too many WebSocket connections (max {max_clients})")
-        try:
-            await ws.prepare(request)
-            principal = principal_of(request)
-            token = _request_token(request)
+@requires("read", deferred_auth=True)
+async def ws_handler(request: web.Request) -> web.StreamResponse:
+    """GET /ws: the WebSocket stream (role checks via `auth.authorize`)."""
+    hub, tokens, tm = request.app[HUB_KEY], request.app[TOKENS_KEY], request.app[TELEMETRY_KEY]
+    config = request.app[CONFIG_KEY]
+    stats = tm.counters
+    if not origin_allowed(request, config.security.allowed_origins, config.aggregator.api_host):
+        stats["refused_origin"] += 1
+        return json_error(403, f"origin {request.headers.get('Origin')!r} not allowed")
+    ws = web.WebSocketResponse(heartbeat=WS_HEARTBEAT_SECS, max_msg_size=MAX_CLIENT_MSG_BYTES)
+    if not ws.can_prepare(request).ok:
+        return json_error(400, "expected a WebSocket upgrade")
+    if not tm.reserve():
+        stats["refused_cap"] += 1
+        return json_error(503, f"too many WebSocket connections (max {tm.max_clients})")
+    try:
+        await ws.prepare(request)
+        principal = principal_of(request)
+        token = _request_token(request)
+        if principal is None:
+            principal, token = await _first_message_auth(ws, tokens)
             if principal is None:
-                principal, token = await _first_message_auth(ws, tokens)
-                if principal is None:
-                    stats["auth_failed"] += 1
-                    await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not authenticated")
-                    return ws
-            client = WsClient(ws, principal, token, hub, stats, transport=request.transport)
-            hub.clients.add(client)
-            sender = asyncio.create_task(client.run_sender())
-            client.say({"type": "hello", "user": principal.name, "role": principal.role,
-                        "permissions": list(principal.permissions), "topics": list(TOPICS),
-                        "update_interval_ms": update_interval_ms,
-                        "max_history_points": hub.max_history, "ts": iso_ms(now_ms()),
-                        "ts_ms": now_ms()})
-            try:
-                await _receive_loop(ws, client, hub, tokens)
-                if isinstance(ws.exception(), asyncio.TimeoutError):  # no pong: the heartbeat
-                    stats["slow_closed"] += 1
-            finally:
-                hub.clients.discard(client)
-                client.closed = True
-                client.wake.set()
-                sender.cancel()
-                try:
-                    await sender
-                except asyncio.CancelledError:
-                    pass
-            return ws
+                stats["auth_failed"] += 1
+                await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"not authenticated")
+                return ws
+        client = WsClient(ws, principal, token, hub, stats, transport=request.transport)
+        hub.clients.add(client)
+        sender = asyncio.create_task(client.run_sender())
+        client.say({"type": "hello", "user": principal.name, "role": principal.role,
+                    "permissions": list(principal.permissions), "topics": list(TOPICS),
+                    "update_interval_ms": config.dashboard_config.update_interval_ms,
+                    "max_history_points": hub.max_history, "ts": iso_ms(now_ms()),
+                    "ts_ms": now_ms()})
+        try:
+            await _receive_loop(ws, client, hub, tokens)
+            if isinstance(ws.exception(), asyncio.TimeoutError):  # no pong: the heartbeat
+                stats["slow_closed"] += 1
         finally:
-            release()
-
-    return ws_handler
+            hub.clients.discard(client)
+            client.closed = True
+            client.wake.set()
+            sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                pass
+        return ws
+    finally:
+        tm.release()
 
 
 def _request_token(request: web.Request) -> str:

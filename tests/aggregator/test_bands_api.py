@@ -17,8 +17,7 @@ import pytest
 import zmq
 from click.testing import CliRunner
 
-from legion.aggregator.analytics_dispatch import AnalyticsBridge
-from legion.aggregator.band_book import BandBook
+from legion.aggregator.analytics_bridge import AnalyticsBridge, BandBook
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import socketio
 
-from legion.aggregator.gateway.api import GATEWAY_STATUS_KEY
-from legion.aggregator.gateway.app import HUB_KEY
+from legion.aggregator.gateway.keys import GATEWAY_STATUS_KEY, HUB_KEY
 from tests.aggregator.test_gateway_ws import Env, run
 
 pytestmark = pytest.mark.timeout(120)

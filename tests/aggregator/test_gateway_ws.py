@@ -20,7 +20,7 @@ import pytest
 from legion.aggregator.alerts.engine import AlertEngine
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.gateway import ws as ws_mod
-from legion.aggregator.gateway.app import HUB_KEY
+from legion.aggregator.gateway.keys import HUB_KEY
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.proto import MetricsBatch, Sample, canonical_labels

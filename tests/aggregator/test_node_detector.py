@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import zmq
 
-from legion.aggregator.analytics_dispatch import NODE_VECTOR, NODE_VECTOR_METRIC, AnalyticsBridge
+from legion.aggregator.analytics_bridge import JobBook
+from legion.aggregator.analytics_bridge.bridge import AnalyticsBridge
+from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, NODE_VECTOR_METRIC
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.detectors import DETECTORS
-from legion.analytics.dispatch import Dispatcher
 from legion.analytics.worker import process
 from legion.cli.config import config_from_dict
 from legion.kernel.errors import ConfigError
@@ -82,7 +83,7 @@ def test_node_jobs_from_the_store_scored_and_stored(tmp_path: Path) -> None:
         submitted: list[IncomingBatch] = []
         bridge = AnalyticsBridge(zmq.Context.instance(), config, (b"", b""), store,
                                  submitted.append)
-        bridge._book = Dispatcher(sent.append, timeout_secs=30)  # what run() sets up
+        bridge._book = JobBook(sent.append, timeout_secs=30)  # what run() sets up
         bridge._schedule_node_detect()
         assert len(sent) == 1
         job = decode_job(sent[0])

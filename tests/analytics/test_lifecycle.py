@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from legion.aggregator.analytics_bridge import JobBook, band_from_store
 from legion.analytics import models
-from legion.analytics.bands import HOUR_MS, band_from_record, band_from_store, band_record
+from legion.analytics.bands import HOUR_MS, band_from_record, band_record
 from legion.analytics.detectors import DETECTORS, make_detector
-from legion.analytics.dispatch import Dispatcher
 from legion.analytics.worker import process
 from legion.proto.jobs import Job, encode_result
 
@@ -96,7 +96,7 @@ def test_dispatcher_persists_models_and_reloads_after_restart(
         tmp_path: Path, series: tuple[np.ndarray, np.ndarray]) -> None:
     ts, v = series
     sent: list[bytes] = []
-    d = Dispatcher(sent.append, models_dir=tmp_path / "models", retrain_secs=86400)
+    d = JobBook(sent.append, models_dir=tmp_path / "models", retrain_secs=86400)
     job = d.detect_job("web-1|cpu|", ts[:400], v[:400], model="knn", warmup=300)
     assert job is not None and job.params == {"retrain_ms": 86_400_000}
     d.submit(job)
@@ -105,7 +105,7 @@ def test_dispatcher_persists_models_and_reloads_after_restart(
     (tmp_path / "models" / "detectors" / "junk.npz").write_bytes(b"not a model")
     (tmp_path / "models" / "detectors" / "junk.series").write_text("x|y|")
     # "Restart": a new dispatcher over the same folder continues the series' model.
-    d2 = Dispatcher(sent.append, models_dir=tmp_path / "models")
+    d2 = JobBook(sent.append, models_dir=tmp_path / "models")
     assert d2.stats["models_loaded"] == 1 and d2.stats["bad_models"] == 1
     assert d2.state["web-1|cpu|"] == d.state["web-1|cpu|"]
     job2 = d2.detect_job("web-1|cpu|", ts, v, model="knn")

@@ -186,7 +186,7 @@ def test_legionctl_analytics_run_starts_and_stops(tmp_path: Path) -> None:
 def test_dispatcher_redispatches_a_dead_workers_job(curve_pair: Any, tmp_path: Path,
                                                     series: tuple[np.ndarray, np.ndarray]
                                                     ) -> None:
-    from legion.analytics.dispatch import Dispatcher
+    from legion.aggregator.analytics_bridge import JobBook
 
     ctx, push, pull, jobs_ep, res_ep, server_pub, wkeys = curve_pair
     ts, v = series
@@ -195,7 +195,7 @@ def test_dispatcher_redispatches_a_dead_workers_job(curve_pair: Any, tmp_path: P
     dead.curve_publickey, dead.curve_secretkey = wkeys
     dead.curve_serverkey = server_pub
     dead.connect(jobs_ep)
-    d = Dispatcher(push.send, timeout_secs=0.5)
+    d = JobBook(push.send, timeout_secs=0.5)
     time.sleep(0.5)  # let the dead worker's handshake finish so it gets the job
     job = d.detect_job("s", ts[:600], v[:600], "mad", warmup=500)
     assert job is not None
@@ -235,12 +235,12 @@ def test_dispatcher_redispatches_a_dead_workers_job(curve_pair: Any, tmp_path: P
 
 
 def test_dispatcher_gives_up_after_max_attempts(series: tuple[np.ndarray, np.ndarray]) -> None:
-    from legion.analytics.dispatch import Dispatcher
+    from legion.aggregator.analytics_bridge import JobBook
 
     ts, v = series
     now = [0.0]
     sent: list[bytes] = []
-    d = Dispatcher(sent.append, timeout_secs=10, max_attempts=2, clock=lambda: now[0])
+    d = JobBook(sent.append, timeout_secs=10, max_attempts=2, clock=lambda: now[0])
     job = d.forecast_job("s", ts, v, horizon=12, thresholds=[80.0])
     d.submit(job)
     now[0] = 5

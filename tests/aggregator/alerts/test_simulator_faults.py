@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import zmq
 
+from legion.aggregator.analytics_bridge import band_from_store
 from legion.aggregator.store import IncomingBatch, Store
-from legion.analytics.bands import band_from_store
 from legion.cli.config import config_from_dict
 from legion.demo.faults import FaultBoard, FaultSpec
 from legion.demo.simulator import Simulator

@@ -1,6 +1,7 @@
 """Learned normal bands of the analysed series, kept current (ai_settings.ml_threshold_adjustment).
 
-`BandBook` holds one `legion.analytics.bands.NormalBand` per series. The analytics bridge calls
+`BandBook` holds one `legion.analytics.bands.NormalBand` per series, fitted from the store by
+`band_from_store`. The analytics bridge calls
 `refresh(series)` every `analysis_interval`; a series' band is (re)computed from the store when it
 has none yet (retried every `retry_secs` while the series is too short), when it is older than
 `retrain_secs` (`ai_settings.model_retrain_interval`), or after `request_retrain`. One refresh
@@ -26,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from legion.analytics import models
-from legion.analytics.bands import NormalBand, band_from_record, band_from_store, band_record
+from legion.analytics.bands import DAY_MS, NormalBand, band_from_record, band_record
 
 log = logging.getLogger("legion.aggregator.bands")
 
@@ -59,6 +62,29 @@ class _Seen:
 
 def _label_key(labels: Mapping[str, str]) -> LabelKey:
     return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+
+
+def band_from_store(store: Any, node: str, metric: str, labels: Mapping[str, str] | None = None,
+                    *, now_ms: int | None = None, days: float = 7.0,
+                    step_ms: int | None = 60_000, agg: str = "avg", min_points: int = 48,
+                    **band_params: Any) -> NormalBand | None:
+    """Fit the normal band of one series (exact `labels`, {} = none) from the store's last `days`.
+
+    Values are `agg` per `step_ms` bucket (None: raw points), so compare like-aggregated values
+    with the band. None when the series has fewer than `min_points` points in the range.
+    `store` is any object with the `Store.query` signature.
+    """
+    now = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    want = dict(labels or {})
+    rows = store.query(metric, node=node, labels=want or None, since_ms=now - int(days * DAY_MS),
+                       until_ms=now, step_ms=step_ms, agg=agg)
+    rows = [r for r in rows if r["node"] == node and dict(r["labels"]) == want]
+    if len(rows) < min_points:
+        return None
+    rows.sort(key=lambda r: r["ts_ms"])
+    ts = np.asarray([r["ts_ms"] for r in rows], np.int64)
+    v = np.asarray([r["value"] for r in rows], float)
+    return NormalBand(**band_params).fit(ts, v)
 
 
 class BandBook:

@@ -1,12 +1,12 @@
-"""Aggregator-side job bookkeeping: per-series detector state, pending jobs, timeouts, re-dispatch.
+"""Job bookkeeping of the analytics bridge: per-series detector state, pending jobs, re-dispatch.
 
-The aggregator owns the sockets (PUSH bound at `analytics.jobs_bind`, PULL at
-`analytics.results_bind`, both Curve servers); it hands `Dispatcher` a `send(bytes)` callable and
+The bridge (bridge.py) owns the sockets (PUSH bound at `analytics.jobs_bind`, PULL at
+`analytics.results_bind`, both Curve servers); it hands `JobBook` a `send(bytes)` callable and
 feeds it every result frame. Jobs are pure functions of their content, so a job whose result has
 not arrived within `timeout_secs` is simply sent again (any worker may take it), up to
 `max_attempts`; the first result per job id wins and duplicates are ignored.
 
-    d = Dispatcher(push.send, timeout_secs=30)
+    d = JobBook(push.send, timeout_secs=30)
     job = d.detect_job("node-3/cpu_usage_percent", ts, values)   # None if nothing new
     if job: d.submit(job)
     ...  res = d.on_result(pull.recv())   # Result to store, or None (duplicate / unknown)
@@ -34,7 +34,7 @@ import numpy as np
 from legion.analytics import models
 from legion.proto.jobs import Job, JobError, Result, decode_result, encode_job
 
-log = logging.getLogger("legion.analytics.dispatch")
+log = logging.getLogger("legion.aggregator.analytics.jobs")
 
 
 @dataclass(slots=True)
@@ -45,7 +45,7 @@ class _Pending:
     attempts: int
 
 
-class Dispatcher:
+class JobBook:
     """Tracks jobs in flight and the detector state of every series (no sockets, no threads)."""
 
     def __init__(self, send: Callable[[bytes], object], timeout_secs: float = 30.0,

@@ -4,8 +4,9 @@ Every `analysis_interval` the dispatcher sends a detect job for each watched ser
 points (only the new points plus the detector state from the previous result, so any worker can
 take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
 entry. The job bookkeeping (state per series, jobs in flight, re-dispatch after
-`analytics.job_timeout_secs`, first result wins) is `legion.analytics.dispatch.Dispatcher`; this
-module adds the sockets, the store queries and what becomes of results.
+`analytics.job_timeout_secs`, first result wins) is `JobBook` (jobs.py), which series are
+analysed and the store queries that build their jobs are watched.py; this module adds the
+sockets, the loop and what becomes of results.
 
 Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
 queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
@@ -13,7 +14,7 @@ reaches `analytics.anomaly_threshold`) with labels `node`, `metric` plus the sou
 labels. The anomaly rate of a series over a range is the average of its flag.
 
 With `ai_settings.ml_threshold_adjustment` the bridge also keeps a learned normal band per watched
-series (`legion.aggregator.band_book.BandBook`, `self.bands`): recomputed from the store every
+series (`BandBook`, band_book.py, `self.bands`): recomputed from the store every
 `ai_settings.model_retrain_interval` and on `request_retrain`, saved in
 `analytics.models_dir/bands`, reloaded at construction, read by the gateway's `/api/v1/bands`.
 """
@@ -25,68 +26,41 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zmq
 
+from legion.aggregator.analytics_bridge.band_book import BandBook
+from legion.aggregator.analytics_bridge.jobs import JobBook
+from legion.aggregator.analytics_bridge.watched import (
+    ANALYTICS_NODE,
+    Known,
+    WatchedSeries,
+    schedule_detect,
+    schedule_forecasts,
+    schedule_node_detect,
+    watched_series,
+)
 from legion.aggregator.auth import KeyRegistry
-from legion.aggregator.band_book import BandBook
 from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.store import IncomingBatch, Store
-from legion.analytics.dispatch import Dispatcher as JobBook
 from legion.kernel.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from legion.proto.jobs import Result
 
 log = logging.getLogger("legion.aggregator.analytics")
 
-ANALYTICS_NODE = "analytics"
 WORKER_DOMAIN = b"workers"
-MAX_HISTORY_POINTS = 2000
 BAND_BUDGET_SECS = 0.5  # band work per analysis_interval tick (the rest waits for the next)
-
-# The series watched for anomalies: metric name -> required labels (exact values; None = absent).
-WATCHED: dict[str, dict[str, str | None]] = {
-    "system_cpu_usage_percent": {"cpu": None},
-    "system_memory_usage_percent": {},
-    "system_disk_usage_percent": {},
-    "system_load1": {},
-    "agent_response_time_ms": {"quantile": "p95", "task_type": "__all__"},
-    "agent_success_rate_percent": {},
-    "agent_task_queue_depth": {},
-}
-# The node vector of `analytics.node_detector` (one multivariate model per node), in column
-# order: metric -> required labels. The agent stamps a whole tick with one time, so the rows
-# are the timestamps every column has.
-NODE_VECTOR: tuple[tuple[str, dict[str, str | None]], ...] = (
-    ("system_cpu_usage_percent", {"cpu": None}),
-    ("system_memory_usage_percent", {}),
-    ("system_load1", {}),
-    ("system_processes", {}),
-)
-NODE_VECTOR_METRIC = "node_vector"
-"""The `metric` label of a node model's scores."""
-
-# prediction_config names (the seed's) -> (metric, required labels)
-PREDICTED: dict[str, tuple[str, dict[str, str | None]]] = {
-    "cpu_usage": ("system_cpu_usage_percent", {"cpu": None}),
-    "memory_usage": ("system_memory_usage_percent", {}),
-    "disk_usage": ("system_disk_usage_percent", {}),
-    "response_time": ("agent_response_time_ms", {"quantile": "p95", "task_type": "__all__"}),
-}
-
-
-@dataclass
-class _Series:
-    node: str
-    metric: str
-    labels: dict[str, str]
 
 
 @dataclass
 class BridgeStats:
+    """What the bridge counts besides the job bookkeeping."""
+
     points_scored: int = 0
     anomalies: int = 0
     by_worker: dict[str, int] = field(default_factory=dict)
@@ -95,13 +69,13 @@ class BridgeStats:
 class AnalyticsBridge(threading.Thread):
     """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
+    def __init__(self, ctx: zmq.Context[Any], config: Config, keypair: tuple[bytes, bytes],
                  store: Store, submit: Callable[[IncomingBatch], None]) -> None:
         super().__init__(name="legion-analytics-bridge", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._store, self._submit = store, submit
         self._stopping = threading.Event()
-        self._series: dict[str, _Series] = {}
+        self._series: Known = {}
         self._epoch = int(time.time() * 1000)
         self._seq = 0
         self._lock = threading.Lock()
@@ -132,7 +106,7 @@ class AnalyticsBridge(threading.Thread):
         with self._lock:
             return list(reversed(self._anomalies))
 
-    def forecasts(self) -> list[dict[str, Any]]:
+    def forecasts(self) -> list[Mapping[str, Any]]:
         """The latest forecast of every predicted series."""
         with self._lock:
             return list(self._forecasts.values())
@@ -216,106 +190,33 @@ class AnalyticsBridge(threading.Thread):
         return self.bands.refresh(((k, s.node, s.metric, s.labels) for k, s in self.watched()),
                                   budget_s=BAND_BUDGET_SECS)
 
-    def watched(self) -> list[tuple[str, _Series]]:
-        """(key, series) of every stored series watched for anomalies (WATCHED)."""
-        out = []
-        for row in self._store.series():
-            want = WATCHED.get(row["metric"])
-            labels = row["labels"]
-            if want is None or row["node"] == ANALYTICS_NODE or any(
-                    labels.get(k) != v for k, v in want.items()):
-                continue
-            key = _key(row["node"], row["metric"], labels)
-            out.append((key, _Series(row["node"], row["metric"], dict(labels))))
-        return out
+    def watched(self) -> list[tuple[str, WatchedSeries]]:
+        """(key, series) of every stored series watched for anomalies (watched.WATCHED)."""
+        return watched_series(self._store)
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
         self._stopping.set()
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> None:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down
             log.warning("event=schedule_failed error=%s", exc)
 
     def _schedule_detect(self) -> None:
-        acfg = self._cfg.analytics
-        book = self._book
-        assert book is not None
-        for key, found in self.watched():
-            s = self._series.setdefault(key, found)
-            if key in book.in_flight:
-                continue
-            prev = book.state.get(key)
-            since = prev[1] + 1 if prev else int(
-                (time.time() - MAX_HISTORY_POINTS * self._cfg.collection_interval) * 1000)
-            pts = [p for p in self._store.query(s.metric, node=s.node, labels=s.labels,
-                                                since_ms=since) if p["labels"] == s.labels]
-            pts = pts[-MAX_HISTORY_POINTS:]
-            if not pts or (prev is None and len(pts) < acfg.window_size // 4):
-                continue  # nothing new, or not enough history to say anything yet
-            job = book.detect_job(key, np.array([p["ts_ms"] for p in pts], dtype=np.int64),
-                                  np.array([p["value"] for p in pts], dtype=np.float64),
-                                  model=acfg.detector, warmup=max(0, len(pts) - 30))
-            if job is not None:
-                book.submit(job)
+        assert self._book is not None
+        schedule_detect(self._store, self._book, self._series, self._cfg.analytics,
+                        self._cfg.collection_interval)
 
     def _schedule_node_detect(self) -> None:
-        """A node job per node with new ticks: rows of NODE_VECTOR values at the timestamps
-        every column has, for `analytics.node_detector`."""
-        acfg = self._cfg.analytics
-        book = self._book
-        assert book is not None
-        nodes = sorted({r["node"] for r in self._store.series(metric=NODE_VECTOR[0][0])
-                        if r["node"] != ANALYTICS_NODE})
-        for node in nodes:
-            key = _key(node, NODE_VECTOR_METRIC, {})
-            self._series.setdefault(key, _Series(node, NODE_VECTOR_METRIC, {}))
-            if key in book.in_flight:
-                continue
-            prev = book.state.get(key)
-            since = prev[1] + 1 if prev else int(
-                (time.time() - MAX_HISTORY_POINTS * self._cfg.collection_interval) * 1000)
-            columns = []
-            for metric, want in NODE_VECTOR:
-                pts = self._store.query(metric, node=node, since_ms=since)
-                columns.append({p["ts_ms"]: p["value"] for p in pts
-                                if all(p["labels"].get(k) == v for k, v in want.items())})
-            common = sorted(set.intersection(*(set(c) for c in columns)))[-MAX_HISTORY_POINTS:]
-            if not common or (prev is None and len(common) < acfg.window_size // 4):
-                continue
-            rows = np.array([[c[t] for c in columns] for t in common], dtype=np.float64)
-            job = book.detect_job(key, np.array(common, dtype=np.int64), rows,
-                                  model=acfg.node_detector,
-                                  warmup=max(0, len(common) - 30))
-            if job is not None:
-                book.submit(job)
+        assert self._book is not None
+        schedule_node_detect(self._store, self._book, self._series, self._cfg.analytics,
+                             self._cfg.collection_interval)
 
     def _schedule_forecasts(self) -> None:
-        book = self._book
-        assert book is not None
-        now_ms = int(time.time() * 1000)
-        for name, target in self._cfg.analytics.prediction_config.items():
-            metric, want = PREDICTED.get(name, (name, {}))
-            for row in self._store.series(metric=metric):
-                labels = row["labels"]
-                if row["node"] == ANALYTICS_NODE or any(
-                        labels.get(k) != v for k, v in want.items()):
-                    continue
-                pts = self._store.query(metric, node=row["node"], labels=labels,
-                                        since_ms=now_ms - 24 * 3600_000, step_ms=60_000,
-                                        agg="avg")
-                pts = [p for p in pts if p["labels"] == labels]
-                if len(pts) < 10:
-                    continue
-                key = _key(row["node"], metric, labels)
-                self._series.setdefault(key, _Series(row["node"], metric, dict(labels)))
-                book.submit(book.forecast_job(
-                    f"{key}|{name}", np.array([p["ts_ms"] for p in pts], dtype=np.int64),
-                    np.array([p["value"] for p in pts], dtype=np.float64),
-                    horizon=int(target.horizon_hours * 60),
-                    thresholds=[target.alert_threshold]))
+        assert self._book is not None
+        schedule_forecasts(self._store, self._book, self._series, self._cfg.analytics)
 
     def _on_result(self, data: bytes) -> None:
         assert self._book is not None
@@ -331,7 +232,7 @@ class AnalyticsBridge(threading.Thread):
         else:
             self._on_forecast(res)
 
-    def _on_scores(self, res: Any) -> None:
+    def _on_scores(self, res: Result) -> None:
         s = self._series.get(res.series)
         if s is None:
             return
@@ -355,7 +256,7 @@ class AnalyticsBridge(threading.Thread):
             self._submit(IncomingBatch(ANALYTICS_NODE, self._epoch, self._seq,
                                        MetricsBatch.from_samples(samples), int(time.time() * 1000)))
 
-    def _on_forecast(self, res: Any) -> None:
+    def _on_forecast(self, res: Result) -> None:
         key, name = res.series.rsplit("|", 1)
         node, metric, _ = key.split("|", 2)
         s = self._series.get(key)
@@ -378,10 +279,6 @@ def _pairs(fc: dict[str, Any], field_name: str, every: int = 10) -> list[list[fl
     ts = np.asarray(fc.get("ts_ms", []))[::every]
     vals = np.asarray(fc.get(field_name, []))[::every]
     return [[int(t), round(float(v), 3)] for t, v in zip(ts, vals, strict=False)]
-
-
-def _key(node: str, metric: str, labels: dict[str, str]) -> str:
-    return f"{node}|{metric}|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def worker_registry(config: Config) -> KeyRegistry | None:
