@@ -225,6 +225,12 @@ def test_3d_click_selects_agent_labels_and_search(gateway: NetGateway, browser: 
                 f"{len(AGENTS)} && window.__legion.view.frames > 3")
         # the anomalous agent is labelled without being selected
         pg.wait(f"() => window.__legion.view.agentLabels().includes('{SLOW_AGENT}')")
+        # value updates change the flows in place: their arcs are built once per structure
+        builds, msgs = pg.js("() => [window.__legion.view.flows.builds, "
+                             "window.__legion.socket.messages]")
+        pg.wait(f"() => window.__legion.socket.messages >= {msgs + 4}")
+        assert pg.js("() => window.__legion.view.flows.builds") == builds
+        assert pg.js("() => window.__legion.view.flows.curves.length") > 0
         # a rebuild with the pointer already over the map (hover picks before the next frame):
         # the agents' ray bounds must still follow them, so a click on a sphere selects it
         agent = AGENTS[7].agent_id

@@ -89,8 +89,11 @@ export function labelSprite(text, { color = 'rgba(226, 232, 240, 0.92)', plate =
   return sp;
 }
 
-/** Point at u in [0, 1] on the quadratic curve {a, m, b}. */
-export function bez(cv, u) {
+/** Point at u in [0, 1] on the quadratic curve {a, m, b}, written into `out` ([x, y, z]). */
+export function bezInto(cv, u, out) {
   const v = 1 - u; const a = cv.a; const m = cv.m; const b = cv.b;
-  return [v * v * a.x + 2 * v * u * m.x + u * u * b.x, v * v * a.y + 2 * v * u * m.y + u * u * b.y, v * v * a.z + 2 * v * u * m.z + u * u * b.z];
+  out[0] = v * v * a.x + 2 * v * u * m.x + u * u * b.x;
+  out[1] = v * v * a.y + 2 * v * u * m.y + u * u * b.y;
+  out[2] = v * v * a.z + 2 * v * u * m.z + u * u * b.z;
+  return out;
 }
