@@ -142,7 +142,8 @@ export class Fleet extends EventTarget {
 
   /**
    * Full host/agent objects from a topic's items: a snapshot's or plain update's as they are, a
-   * delta update's (`data.delta`) merged into the last full object (gateway delta.py).
+   * delta update's (`data.delta`) merged into the last full object (gateway delta.py: numbers at
+   * display precision, `last_seen`/`last_seen_ms` left out when they follow `ts_ms`).
    */
   _full(kind, list, snap, delta) {
     const raw = this.raw[kind]; const key = kind === 'host' ? 'node' : 'agent_id';
@@ -155,6 +156,9 @@ export class Fleet extends EventTarget {
         for (const k of r.metrics_removed || []) delete metrics[k];
         full = { ...old, ...r, metrics };
         delete full.metrics_removed;
+        if (r.ts_ms !== undefined && r.last_seen_ms === undefined && 'last_seen_ms' in old) { // they follow ts_ms
+          full.last_seen_ms = r.ts_ms; full.last_seen = new Date(r.ts_ms).toISOString();
+        }
       }
       raw.set(r[key], full);
       return full;
