@@ -14,7 +14,12 @@ the map it measures, for `--secs` seconds:
 - update bytes per second of two plain `/ws` clients in the same window, one with full updates
   and one with `delta` (what the page uses);
 - `first_full_map_s`: page load until every agent is on the map and 5 WebSocket messages came;
+  `map_steps_s`: when, from page load, the fleet (`/api/v1/fleet`) was on the page, the first
+  frames were drawn, and the 5 WebSocket messages (hello + snapshots) had come, with
+  `snapshot_bytes` the characters those messages took;
 - `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels);
+- `ws_message_cost_ms_max`: the most main-thread time one WebSocket message took in the window
+  (JSON parse and merge into the fleet model; the view and list update after it);
 - `gl_frame_ms_pr1_p50`: after the window, the cost of one complete frame at pixel ratio 1
   (render + a 1-pixel readback, which waits for the rasteriser), median of 15: the GL work alone,
   independent of the frame pacing and of the adaptive pixel ratio.
@@ -73,7 +78,7 @@ def host_batch(node: str, seq: int, now: int) -> IncomingBatch:
     for i, a in enumerate(AGENTS):
         base = {"agent_id": f"{a.agent_id}.{node}", "department": a.department}
 
-        def add(name: str, value: float, **extra: str) -> None:
+        def add(name: str, value: float, base: dict[str, str] = base, **extra: str) -> None:
             s.append(Sample(f"agent_{name}", canonical_labels({**base, **extra}), value, now))
         p95 = 700 + 400 * math.sin(t + i)
         add("response_time_ms", p95, quantile="p95")
@@ -201,45 +206,50 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     t_load = time.perf_counter()
     page.goto(f"{fleet.url}/#token={fleet.token}")
     n_agents = len(fleet.nodes) * len(AGENTS)
+    steps: list[float] = []
     try:
-        page.wait_for_function(f"() => window.__legion.fleet?.agents.size === {n_agents} && "
-                               "window.__legion.view?.frames > 3 && "
-                               "window.__legion.socket?.messages > 5", timeout=300_000)
+        for cond in (f"window.__legion.fleet?.agents.size === {n_agents}",
+                     "window.__legion.view?.frames > 3", "window.__legion.socket?.messages > 5"):
+            page.wait_for_function(f"() => {cond}", timeout=300_000, polling=50)
+            steps.append(round(time.perf_counter() - t_load, 2))
     except Exception:
         print("not ready:", page.evaluate("() => [window.__legion.fleet?.agents.size, "
                                           "window.__legion.view?.frames, "
                                           "window.__legion.socket?.messages]"), errors, flush=True)
         raise
     load_s = time.perf_counter() - t_load
+    snapshot_bytes = page.evaluate("() => window.__legion.socket.bytes")
     page.wait_for_timeout(3000)  # let the snapshot settle
-    start, plain = threading.Event(), {}
+    start, plain = threading.Event(), dict[str, float]()
     probes = [threading.Thread(target=ws_bytes, args=(fleet.url, fleet.token, d, start, secs,
                                                       plain), daemon=True) for d in (False, True)]
     for t in probes:
         t.start()
     time.sleep(2)
     start.set()
-    t0, b0, m0 = page.evaluate("() => [performance.now(), window.__legion.socket.bytes, "
-                               "window.__legion.socket.messages]")
+    t0, b0, m0 = page.evaluate("() => { const s = window.__legion.socket; s.maxCostMs = 0; "
+                               "return [performance.now(), s.bytes, s.messages]; }")
     page.wait_for_timeout(secs * 1000)
     t1, b1, m1, stats, mode, upd = page.evaluate(
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
         f" window.__legion.view.frameStats({t0}), window.__legion.mode,"
-        f" window.__legion.updateCostMs]")
+        f" [window.__legion.updateCostMs, window.__legion.socket.maxCostMs]]")
     gl_frame = page.evaluate(GL_FRAME_JS)
     ctx.close()
     for t in probes:
         t.join(secs + 30)
     span = (t1 - t0) / 1000
     return {"hosts": len(fleet.nodes), "agents": n_agents, "mode": mode,
-            "first_full_map_s": round(load_s, 2),
+            "first_full_map_s": round(load_s, 2), "map_steps_s": steps,
+            "snapshot_bytes": snapshot_bytes,
             "frame_interval_ms_p50": round(stats["interval_p50"], 1),
             "frame_interval_ms_p95": round(stats["interval_p95"], 1),
             "frame_cost_ms_p50": round(stats["cost_p50"], 1),
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
             "gl_frame_ms_pr1_p50": round(gl_frame, 1),
-            "update_cost_ms_view_list_panels": [round(x, 1) for x in upd or []],
+            "update_cost_ms_view_list_panels": [round(x, 1) for x in upd[0] or []],
+            "ws_message_cost_ms_max": round(upd[1], 1),
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
             "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),
             "ws_bytes_per_s": round((b1 - b0) / span), "ws_messages_per_s": round(
