@@ -1,6 +1,7 @@
 """The 3D dashboard at fleet scale: frame time and WebSocket bytes per client, 3 / 30 / 100 hosts.
 
     python bench/dashboard_fleet.py [--hosts 3,30,100] [--secs 20] [--out FILE.json]
+                                    [--dashboard-dir DIR]
 
 For each size the benchmark starts a simulated fleet (a writer thread storing, every second, the
 system metrics of N hosts and the Legion's 18 agents on each, with peer-labelled message counters,
@@ -12,7 +13,8 @@ the map it measures, for `--secs` seconds:
   frame (p50/p95), from the view's own frame log (`frameStats`);
 - bytes per second per client: characters received on the page's WebSocket after the snapshot;
 - update bytes per second of two plain `/ws` clients in the same window, one with full updates
-  and one with `delta` (what the page uses);
+  and one with `delta` (what the page uses), and per tick (all topics' update bytes / the number
+  of `agent_metrics` updates: independent of how fast the loaded store lets the hub tick);
 - `first_full_map_s`: page load until every agent is on the map and 5 WebSocket messages came;
   `map_steps_s`: when, from page load, the fleet (`/api/v1/fleet`) was on the page, the first
   frames were drawn, and the 5 WebSocket messages (hello + snapshots) had come, with
@@ -99,11 +101,12 @@ def host_batch(node: str, seq: int, now: int) -> IncomingBatch:
 class Fleet:
     """Store + writer thread + gateway (own thread and loop) for one fleet size."""
 
-    def __init__(self, tmp: Path, hosts: int) -> None:
+    def __init__(self, tmp: Path, hosts: int, dashboard_dir: str | None = None) -> None:
         self.config = config_from_dict({"security": {"enable_tls": False},
                                         "dashboard_config": {"update_interval_ms": 1000}},
                                        base_dir=tmp)
         self.tmp = tmp
+        self.dashboard_dir = dashboard_dir
         self.store = Store(tmp / "legion.duckdb")
         self.tokens = TokenStore(tmp / "tokens.json")
         self.token = self.tokens.add("bench", "viewer")
@@ -133,7 +136,8 @@ class Fleet:
     def _serve(self) -> None:
         async def main() -> None:
             app = create_app(self.config, self.store, dict, self.tokens,
-                             audit=AuditLog(self.tmp / "audit.log"))
+                             audit=AuditLog(self.tmp / "audit.log"),
+                             dashboard_dir=self.dashboard_dir)
             server = await start_gateway(app, self.config, port=0)
             self.url = server.url
             self.ready.set()
@@ -166,11 +170,11 @@ def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
             await ws.send_json({"op": "subscribe", "history": False, "delta": delta,
                                 "topics": ["agent_metrics", "system_health", "alerts",
                                            "anomalies", "forecasts"]})
-            n, t0 = 0, None
+            n, updates, t0 = 0, 0, None
             loop = asyncio.get_running_loop()
             while True:
                 if t0 is None and start.is_set():
-                    n, t0 = 0, loop.time()
+                    n, updates, t0 = 0, 0, loop.time()
                 if t0 is not None and loop.time() - t0 >= secs:
                     break
                 try:
@@ -181,7 +185,10 @@ def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
                     break
                 if '"type": "update"' in msg.data[:200]:
                     n += len(msg.data)
-            out["delta" if delta else "full"] = n / max(1e-9, loop.time() - (t0 or loop.time()))
+                    updates += '"topic": "agent_metrics"' in msg.data[:200]
+            kind = "delta" if delta else "full"
+            out[kind] = n / max(1e-9, loop.time() - (t0 or loop.time()))
+            out[f"{kind}_per_tick"] = n / max(1, updates)
     asyncio.run(main())
 
 
@@ -249,9 +256,11 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
             "frames": stats["frames"], "secs": round(span, 1),
             "gl_frame_ms_pr1_p50": round(gl_frame, 1),
             "update_cost_ms_view_list_panels": [round(x, 1) for x in upd[0] or []],
-            "ws_message_cost_ms_max": round(upd[1], 1),
+            "ws_message_cost_ms_max": round(upd[1] if upd[1] is not None else -1, 1),
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
             "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),
+            "ws_update_bytes_per_tick_full": round(plain.get("full_per_tick", -1)),
+            "ws_update_bytes_per_tick_delta": round(plain.get("delta_per_tick", -1)),
             "ws_bytes_per_s": round((b1 - b0) / span), "ws_messages_per_s": round(
                 (m1 - m0) / span, 2),
             "store_write_ms_p50": round(1000 * sorted(fleet.write_s)[len(fleet.write_s) // 2], 1),
@@ -264,6 +273,8 @@ def main() -> None:
     ap.add_argument("--hosts", default="3,30,100")
     ap.add_argument("--secs", type=float, default=20.0)
     ap.add_argument("--out", default="")
+    ap.add_argument("--dashboard-dir", default=None,
+                    help="serve this copy of the dashboard (e.g. an older one, to compare)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
     rows = []
@@ -271,7 +282,8 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             for n in (int(x) for x in args.hosts.split(",")):
-                with tempfile.TemporaryDirectory() as d, Fleet(Path(d), n) as fleet:
+                with tempfile.TemporaryDirectory() as d, \
+                        Fleet(Path(d), n, args.dashboard_dir) as fleet:
                     row = measure(browser, fleet, args.secs)
                 print(json.dumps(row), flush=True)
                 rows.append(row)

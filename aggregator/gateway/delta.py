@@ -24,11 +24,26 @@ DELTA_FIELDS = {"agents": "agent_id", "hosts": "node"}
 """Topic data fields sent as deltas, and the key of their items."""
 DISPLAY_DIGITS = 4
 """Significant digits of the numbers in a delta (the dashboard shows at most 4)."""
+_MISSING = object()
 
 
 def display_value(value: Any) -> Any:
-    """A float at `DISPLAY_DIGITS` significant digits; anything else as it is."""
-    return float(f"{value:.{DISPLAY_DIGITS}g}") if type(value) is float else value
+    """A float at `DISPLAY_DIGITS` (4) significant digits; anything else as it is."""
+    return float(f"{value:.4g}") if type(value) is float else value  # literal: the fast path
+
+
+def changed_values(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of `after` that differ from `before` at display precision, at that precision
+    (a value whose reading did not change is not rounded at all: the common case is cheap)."""
+    out: dict[str, Any] = {}
+    for k, v in after.items():
+        b = before.get(k, _MISSING)
+        if b is v or b == v:
+            continue
+        q = display_value(v)
+        if b is _MISSING or display_value(b) != q:
+            out[k] = q
+    return out
 
 
 def display_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,9 +59,8 @@ def entity_delta(old: Mapping[str, Any] | None, new: Mapping[str, Any],
     out: dict[str, Any] = {key: new[key]}
     for field, value in new.items():
         if field == "metrics":
-            before = display_metrics(old.get("metrics") or {})
-            changed = {k: v for k, v in display_metrics(value).items()
-                       if before.get(k) != v or k not in before}
+            before = old.get("metrics") or {}
+            changed = changed_values(before, value)
             if changed:
                 out["metrics"] = changed
             gone = [k for k in before if k not in value]
@@ -65,9 +79,11 @@ def _link_key(link: Mapping[str, Any]) -> tuple[Any, Any]:
     return link.get("source"), link.get("target")
 
 
-def display_link(link: Mapping[str, Any]) -> dict[str, Any]:
-    """A link with its rates at display precision."""
-    return {k: display_value(v) for k, v in link.items()}
+def link_delta(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`new` at display precision, or None when it equals `old` at that precision."""
+    if old is None:
+        return display_metrics(new)
+    return display_metrics(new) if changed_values(old, new) else None
 
 
 def delta_update(old_state: Mapping[str, Any], diff: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,9 +95,9 @@ def delta_update(old_state: Mapping[str, Any], diff: Mapping[str, Any]) -> dict[
             items = (entity_delta(before.get(e[key]), e, key) for e in diff[field])
             out[field] = [d for d in items if len(d) > 1]  # not when only below display precision
     if "links" in diff:
-        old_links = {_link_key(e): display_link(e) for e in old_state.get("links", ())}
-        out["links"] = [q for q in map(display_link, diff["links"])
-                        if old_links.get(_link_key(q)) != q]
+        old_links = {_link_key(e): e for e in old_state.get("links", ())}
+        links = (link_delta(old_links.get(_link_key(e)), e) for e in diff["links"])
+        out["links"] = [q for q in links if q is not None]
     out["delta"] = True
     return out
 
