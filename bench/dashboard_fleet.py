@@ -22,6 +22,8 @@ the map it measures, for `--secs` seconds:
 - `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels);
 - `ws_message_cost_ms_max`: the most main-thread time one WebSocket message took in the window
   (JSON parse and merge into the fleet model; the view and list update after it);
+- `view_refresh_ms_p50`: after the window, the 3D view's `refresh()` (what every update costs it)
+  with the values as they are, median of 11;
 - `gl_frame_ms_pr1_p50`: after the window, the cost of one complete frame at pixel ratio 1
   (render + a 1-pixel readback, which waits for the rasteriser), median of 15: the GL work alone,
   independent of the frame pacing and of the adaptive pixel ratio.
@@ -200,8 +202,18 @@ GL_FRAME_JS = """() => {
     const t = performance.now(); v.renderer.render(v.scene, v.camera);
     gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px); ts.push(performance.now() - t);
   }
+  const info = { ...v.renderer.info.render };
   v.renderer.setPixelRatio(pr); v.resize(); v.start();
-  return ts.sort((a, b) => a - b)[7];
+  return [ts.sort((a, b) => a - b)[7], info];
+}"""
+
+
+REFRESH_JS = """() => {
+  const v = window.__legion.view; const ts = [];
+  for (let i = 0; i < 11; i++) {
+    const t = performance.now(); v.refresh(); ts.push(performance.now() - t);
+  }
+  return ts.sort((a, b) => a - b)[5];
 }"""
 
 
@@ -241,7 +253,8 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
         f" window.__legion.view.frameStats({t0}), window.__legion.mode,"
         f" [window.__legion.updateCostMs, window.__legion.socket.maxCostMs]]")
-    gl_frame = page.evaluate(GL_FRAME_JS)
+    gl_frame, gl_info = page.evaluate(GL_FRAME_JS)
+    refresh_ms = page.evaluate(REFRESH_JS)
     ctx.close()
     for t in probes:
         t.join(secs + 30)
@@ -255,6 +268,8 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
             "gl_frame_ms_pr1_p50": round(gl_frame, 1),
+            "gl_draw": {k: gl_info.get(k) for k in ("calls", "triangles", "points", "lines")},
+            "view_refresh_ms_p50": round(refresh_ms, 2),
             "update_cost_ms_view_list_panels": [round(x, 1) for x in upd[0] or []],
             "ws_message_cost_ms_max": round(upd[1] if upd[1] is not None else -1, 1),
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),

@@ -47,6 +47,7 @@ def test_live_3d_dashboard_select_agent(gateway: LiveGateway, browser: Any) -> N
         pg.wait("() => window.__legion.socket && window.__legion.socket.messages > 0")
         assert "token=" not in p.url
         assert pg.js("() => sessionStorage.getItem('legion.token')") == gateway.token["admin"]
+        pg.wait("() => window.__legion.mode !== null")  # the view loads beside the socket
         assert pg.js("() => window.__legion.mode") == "3d", "WebGL (swiftshader) gives 3D"
         pg.wait(f"() => window.__legion.fleet.agents.size === {len(AGENTS)}")
         pg.wait(f"() => window.__legion.fleet.hosts.size === {len(HOSTS)}")
@@ -277,8 +278,9 @@ def test_against_legionctl_demo(pw: Any, procs: Any, tmp_path: Path) -> None:
         p.wait_for_function("() => window.__legion.socket?.messages > 0", timeout=20_000)
         n0 = p.evaluate("() => window.__legion.socket.messages")
         p.wait_for_function(f"() => window.__legion.socket.messages > {n0 + 2}", timeout=20_000)
-        assert p.evaluate("() => window.__legion.mode") == "3d"
-        p.wait_for_function("() => window.__legion.view.frames > 5", timeout=20_000)
+        # the socket starts while the 3D view loads: the view comes up beside the live data
+        p.wait_for_function("() => window.__legion.mode === '3d' && "
+                            "window.__legion.view.frames > 5", timeout=20_000)
         lit, colours = painted_fraction(p.locator("#viewport").screenshot())
         assert lit > 0.03 and colours > 50, f"3D canvas blank? {lit:.3f} painted, {colours} colours"
         agent = p.evaluate("() => [...window.__legion.fleet.agents.keys()].sort()[0]")

@@ -111,7 +111,10 @@ function normForecast(r) {
   };
 }
 
-/** A chart series: parallel arrays of ts_ms and values, capped. */
+/**
+ * A chart series: parallel arrays of ts_ms and values, capped at about `cap` points (trimmed in
+ * batches: trimming one point per push moved the whole array for each of ~10 000 series a tick).
+ */
 class Series {
   constructor(cap) { this.cap = cap; this.t = []; this.v = []; }
   push(t, v) {
@@ -119,7 +122,7 @@ class Series {
     const n = this.t.length;
     if (n && t <= this.t[n - 1]) { if (t === this.t[n - 1]) this.v[n - 1] = v; return; }
     this.t.push(t); this.v.push(v);
-    if (this.t.length > this.cap) { const d = this.t.length - this.cap; this.t.splice(0, d); this.v.splice(0, d); }
+    if (this.t.length > this.cap + Math.max(8, this.cap >> 3)) { const d = this.t.length - this.cap; this.t.splice(0, d); this.v.splice(0, d); }
   }
   replace(points) { this.t = []; this.v = []; for (const [t, v] of points) this.push(t, v); }
 }
