@@ -214,7 +214,7 @@ export class Fleet extends EventTarget {
         if (d.summary) this.summary = d.summary;
         if (snap && d.history) this._loadHistory('host', d.history);
         this._appendLive('host', hosts);
-        if (changed || snap) this.emit('structure');
+        if (changed) this.emit('structure'); // a snapshot of the same fleet rebuilds nothing
         this.emit('values', { topic: msg.topic });
         break;
       }
@@ -224,7 +224,7 @@ export class Fleet extends EventTarget {
         this._upsertLinks(d.links || [], snap);
         if (snap && d.history) this._loadHistory('agent', d.history);
         this._appendLive('agent', agents);
-        if (changed || snap) this.emit('structure');
+        if (changed) this.emit('structure'); // a snapshot of the same fleet rebuilds nothing
         this.emit('values', { topic: msg.topic });
         break;
       }

@@ -83,8 +83,8 @@ async function start(token) {
   // the socket's handshake and snapshots travel while the 3D view loads and builds (a fleet of
   // 100 hosts waited for both one after the other)
   app.socket.start();
-  await setMode(preferredMode());
-  onStructure();
+  await setMode(preferredMode()); // builds the view
+  structureShown();
   app.alerts.render();
   $('logout').hidden = false;
   // the role also arrives in the WebSocket hello; asking now shows it even while the socket is down
@@ -111,6 +111,11 @@ function onSession(s) {
 
 function onStructure() {
   app.view?.rebuild();
+  structureShown();
+}
+
+/** Everything but the map follows a changed fleet structure (hosts, agents, departments). */
+function structureShown() {
   app.list.rebuild();
   $('empty-stage').hidden = app.fleet.hosts.size > 0;
   if (app.selected && !app.fleet.entity(app.selected)) select(null);
