@@ -4,14 +4,13 @@
 // value update only changes rates and, where they changed, colours. Nothing is allocated per frame.
 import * as THREE from 'three';
 import { linkEnds, SPACING } from './layout.js';
-import { bezInto } from './scene-parts.js';
+import { bezInto, FLOW } from './scene-parts.js';
 
 const MAX_PACKETS = 4000;
 const PACKET_D = 0.26;          // packet size (world units)
 const ARC_SEGMENTS = 10;        // line segments per arc (software GL: ARC_SEGMENTS_CHEAP)
 const ARC_SEGMENTS_CHEAP = 6;
 const LINK_BUDGET = 600;        // arcs drawn at most: the ones nearest the camera's focus (LOD)
-const FLOW = new THREE.Color('#67e8f9');
 
 /** Brightness of an arc for its send rate (messages/s). */
 const intensity = (rate) => (rate > 0 ? Math.min(1, 0.25 + rate / 2) : 0.08);

@@ -1,16 +1,14 @@
 // Hosts in the 3D view: platforms with coloured edges, department pads and message hubs, built
 // once per layout; `setColors()` recolours only the hosts whose health or message rate changed.
 import * as THREE from 'three';
-import { departmentColors, HEALTH_COLORS, PLATFORM } from './layout.js';
-import { glowMaterial, litMaterial, shaded, GLOW } from './scene-parts.js';
+import { departmentColors, PLATFORM } from './layout.js';
+import { glowMaterial, litMaterial, shaded, FLOW, GLOW, HEALTH_3D as HEALTH } from './scene-parts.js';
 import { MergedCopy } from './merged-copy.js';
 
 const PLATFORM_COLOR = '#162032';
 const HUB_COLOR = '#1e3a5f';
 const PAD_OPACITY = 0.55;
 const HUB_STEPS = 20;           // hub brightness levels (a change below one step is not redrawn)
-const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
-const FLOW = new THREE.Color('#67e8f9');
 
 /** Level of detail by count: `values[i]` for the first `limits[i]` not exceeded, else the last. */
 function lod(n, limits, values) {

@@ -1,5 +1,10 @@
 // Small three.js building blocks for the 3D view.
 import * as THREE from 'three';
+import { HEALTH_COLORS } from './layout.js';
+
+/** Health colours (layout.js) as three.js colours, and the colour of message flows. */
+export const HEALTH_3D = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
+export const FLOW = new THREE.Color('#67e8f9');
 
 /**
  * A lit material: physically based, or, when `cheap` (software GL), an unlit one that shows the

@@ -4,15 +4,14 @@
 // health changed, sizes, host colours, halos when the anomalies changed, flows in place.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, loadOf, HEALTH_COLORS, AGENT_R, PLATFORM } from './layout.js';
-import { SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
+import { computeLayout, loadOf, AGENT_R, PLATFORM } from './layout.js';
+import { HEALTH_3D as HEALTH, SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
 import { SceneLabels } from './labels3d.js';
 import { AgentPoints } from './agent-points.js';
 import { HostMeshes } from './hosts3d.js';
 import { Flows } from './flows3d.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
-const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
 const SELECT = new THREE.Color('#38bdf8');
 
