@@ -1,6 +1,7 @@
 """The 3D dashboard at fleet scale: frame time and WebSocket bytes per client, 3 / 30 / 100 hosts.
 
     python bench/dashboard_fleet.py [--hosts 3,30,100] [--secs 20] [--out FILE.json]
+                                    [--dashboard-dir DIR]
 
 For each size the benchmark starts a simulated fleet (a writer thread storing, every second, the
 system metrics of N hosts and the Legion's 18 agents on each, with peer-labelled message counters,
@@ -12,9 +13,17 @@ the map it measures, for `--secs` seconds:
   frame (p50/p95), from the view's own frame log (`frameStats`);
 - bytes per second per client: characters received on the page's WebSocket after the snapshot;
 - update bytes per second of two plain `/ws` clients in the same window, one with full updates
-  and one with `delta` (what the page uses);
+  and one with `delta` (what the page uses), and per tick (all topics' update bytes / the number
+  of `agent_metrics` updates: independent of how fast the loaded store lets the hub tick);
 - `first_full_map_s`: page load until every agent is on the map and 5 WebSocket messages came;
+  `map_steps_s`: when, from page load, the fleet (`/api/v1/fleet`) was on the page, the first
+  frames were drawn, and the 5 WebSocket messages (hello + snapshots) had come, with
+  `snapshot_bytes` the characters those messages took;
 - `update_cost_ms_view_list_panels`: main-thread time of the last update (3D view, list, panels);
+- `ws_message_cost_ms_max`: the most main-thread time one WebSocket message took in the window
+  (JSON parse and merge into the fleet model; the view and list update after it);
+- `view_refresh_ms_p50`: after the window, the 3D view's `refresh()` (what every update costs it)
+  with the values as they are, median of 11;
 - `gl_frame_ms_pr1_p50`: after the window, the cost of one complete frame at pixel ratio 1
   (render + a 1-pixel readback, which waits for the rasteriser), median of 15: the GL work alone,
   independent of the frame pacing and of the adaptive pixel ratio.
@@ -73,7 +82,7 @@ def host_batch(node: str, seq: int, now: int) -> IncomingBatch:
     for i, a in enumerate(AGENTS):
         base = {"agent_id": f"{a.agent_id}.{node}", "department": a.department}
 
-        def add(name: str, value: float, **extra: str) -> None:
+        def add(name: str, value: float, base: dict[str, str] = base, **extra: str) -> None:
             s.append(Sample(f"agent_{name}", canonical_labels({**base, **extra}), value, now))
         p95 = 700 + 400 * math.sin(t + i)
         add("response_time_ms", p95, quantile="p95")
@@ -94,11 +103,12 @@ def host_batch(node: str, seq: int, now: int) -> IncomingBatch:
 class Fleet:
     """Store + writer thread + gateway (own thread and loop) for one fleet size."""
 
-    def __init__(self, tmp: Path, hosts: int) -> None:
+    def __init__(self, tmp: Path, hosts: int, dashboard_dir: str | None = None) -> None:
         self.config = config_from_dict({"security": {"enable_tls": False},
                                         "dashboard_config": {"update_interval_ms": 1000}},
                                        base_dir=tmp)
         self.tmp = tmp
+        self.dashboard_dir = dashboard_dir
         self.store = Store(tmp / "legion.duckdb")
         self.tokens = TokenStore(tmp / "tokens.json")
         self.token = self.tokens.add("bench", "viewer")
@@ -128,7 +138,8 @@ class Fleet:
     def _serve(self) -> None:
         async def main() -> None:
             app = create_app(self.config, self.store, dict, self.tokens,
-                             audit=AuditLog(self.tmp / "audit.log"))
+                             audit=AuditLog(self.tmp / "audit.log"),
+                             dashboard_dir=self.dashboard_dir)
             server = await start_gateway(app, self.config, port=0)
             self.url = server.url
             self.ready.set()
@@ -161,11 +172,11 @@ def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
             await ws.send_json({"op": "subscribe", "history": False, "delta": delta,
                                 "topics": ["agent_metrics", "system_health", "alerts",
                                            "anomalies", "forecasts"]})
-            n, t0 = 0, None
+            n, updates, t0 = 0, 0, None
             loop = asyncio.get_running_loop()
             while True:
                 if t0 is None and start.is_set():
-                    n, t0 = 0, loop.time()
+                    n, updates, t0 = 0, 0, loop.time()
                 if t0 is not None and loop.time() - t0 >= secs:
                     break
                 try:
@@ -176,7 +187,10 @@ def ws_bytes(url: str, token: str, delta: bool, start: threading.Event,
                     break
                 if '"type": "update"' in msg.data[:200]:
                     n += len(msg.data)
-            out["delta" if delta else "full"] = n / max(1e-9, loop.time() - (t0 or loop.time()))
+                    updates += '"topic": "agent_metrics"' in msg.data[:200]
+            kind = "delta" if delta else "full"
+            out[kind] = n / max(1e-9, loop.time() - (t0 or loop.time()))
+            out[f"{kind}_per_tick"] = n / max(1, updates)
     asyncio.run(main())
 
 
@@ -188,8 +202,18 @@ GL_FRAME_JS = """() => {
     const t = performance.now(); v.renderer.render(v.scene, v.camera);
     gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, px); ts.push(performance.now() - t);
   }
+  const info = { ...v.renderer.info.render };
   v.renderer.setPixelRatio(pr); v.resize(); v.start();
-  return ts.sort((a, b) => a - b)[7];
+  return [ts.sort((a, b) => a - b)[7], info];
+}"""
+
+
+REFRESH_JS = """() => {
+  const v = window.__legion.view; const ts = [];
+  for (let i = 0; i < 11; i++) {
+    const t = performance.now(); v.refresh(); ts.push(performance.now() - t);
+  }
+  return ts.sort((a, b) => a - b)[5];
 }"""
 
 
@@ -201,47 +225,57 @@ def measure(browser: Any, fleet: Fleet, secs: float) -> dict[str, Any]:
     t_load = time.perf_counter()
     page.goto(f"{fleet.url}/#token={fleet.token}")
     n_agents = len(fleet.nodes) * len(AGENTS)
+    steps: list[float] = []
     try:
-        page.wait_for_function(f"() => window.__legion.fleet?.agents.size === {n_agents} && "
-                               "window.__legion.view?.frames > 3 && "
-                               "window.__legion.socket?.messages > 5", timeout=300_000)
+        for cond in (f"window.__legion.fleet?.agents.size === {n_agents}",
+                     "window.__legion.view?.frames > 3", "window.__legion.socket?.messages > 5"):
+            page.wait_for_function(f"() => {cond}", timeout=300_000, polling=50)
+            steps.append(round(time.perf_counter() - t_load, 2))
     except Exception:
         print("not ready:", page.evaluate("() => [window.__legion.fleet?.agents.size, "
                                           "window.__legion.view?.frames, "
                                           "window.__legion.socket?.messages]"), errors, flush=True)
         raise
     load_s = time.perf_counter() - t_load
+    snapshot_bytes = page.evaluate("() => window.__legion.socket.bytes")
     page.wait_for_timeout(3000)  # let the snapshot settle
-    start, plain = threading.Event(), {}
+    start, plain = threading.Event(), dict[str, float]()
     probes = [threading.Thread(target=ws_bytes, args=(fleet.url, fleet.token, d, start, secs,
                                                       plain), daemon=True) for d in (False, True)]
     for t in probes:
         t.start()
     time.sleep(2)
     start.set()
-    t0, b0, m0 = page.evaluate("() => [performance.now(), window.__legion.socket.bytes, "
-                               "window.__legion.socket.messages]")
+    t0, b0, m0 = page.evaluate("() => { const s = window.__legion.socket; s.maxCostMs = 0; "
+                               "return [performance.now(), s.bytes, s.messages]; }")
     page.wait_for_timeout(secs * 1000)
     t1, b1, m1, stats, mode, upd = page.evaluate(
         f"() => [performance.now(), window.__legion.socket.bytes, window.__legion.socket.messages,"
         f" window.__legion.view.frameStats({t0}), window.__legion.mode,"
-        f" window.__legion.updateCostMs]")
-    gl_frame = page.evaluate(GL_FRAME_JS)
+        f" [window.__legion.updateCostMs, window.__legion.socket.maxCostMs]]")
+    gl_frame, gl_info = page.evaluate(GL_FRAME_JS)
+    refresh_ms = page.evaluate(REFRESH_JS)
     ctx.close()
     for t in probes:
         t.join(secs + 30)
     span = (t1 - t0) / 1000
     return {"hosts": len(fleet.nodes), "agents": n_agents, "mode": mode,
-            "first_full_map_s": round(load_s, 2),
+            "first_full_map_s": round(load_s, 2), "map_steps_s": steps,
+            "snapshot_bytes": snapshot_bytes,
             "frame_interval_ms_p50": round(stats["interval_p50"], 1),
             "frame_interval_ms_p95": round(stats["interval_p95"], 1),
             "frame_cost_ms_p50": round(stats["cost_p50"], 1),
             "frame_cost_ms_p95": round(stats["cost_p95"], 1),
             "frames": stats["frames"], "secs": round(span, 1),
             "gl_frame_ms_pr1_p50": round(gl_frame, 1),
-            "update_cost_ms_view_list_panels": [round(x, 1) for x in upd or []],
+            "gl_draw": {k: gl_info.get(k) for k in ("calls", "triangles", "points", "lines")},
+            "view_refresh_ms_p50": round(refresh_ms, 2),
+            "update_cost_ms_view_list_panels": [round(x, 1) for x in upd[0] or []],
+            "ws_message_cost_ms_max": round(upd[1] if upd[1] is not None else -1, 1),
             "ws_update_bytes_per_s_full": round(plain.get("full", -1)),
             "ws_update_bytes_per_s_delta": round(plain.get("delta", -1)),
+            "ws_update_bytes_per_tick_full": round(plain.get("full_per_tick", -1)),
+            "ws_update_bytes_per_tick_delta": round(plain.get("delta_per_tick", -1)),
             "ws_bytes_per_s": round((b1 - b0) / span), "ws_messages_per_s": round(
                 (m1 - m0) / span, 2),
             "store_write_ms_p50": round(1000 * sorted(fleet.write_s)[len(fleet.write_s) // 2], 1),
@@ -254,6 +288,8 @@ def main() -> None:
     ap.add_argument("--hosts", default="3,30,100")
     ap.add_argument("--secs", type=float, default=20.0)
     ap.add_argument("--out", default="")
+    ap.add_argument("--dashboard-dir", default=None,
+                    help="serve this copy of the dashboard (e.g. an older one, to compare)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
     rows = []
@@ -261,7 +297,8 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             for n in (int(x) for x in args.hosts.split(",")):
-                with tempfile.TemporaryDirectory() as d, Fleet(Path(d), n) as fleet:
+                with tempfile.TemporaryDirectory() as d, \
+                        Fleet(Path(d), n, args.dashboard_dir) as fleet:
                     row = measure(browser, fleet, args.secs)
                 print(json.dumps(row), flush=True)
                 rows.append(row)

@@ -1,31 +1,38 @@
 """The dashboard's numbers and interactions as a user sees them, in Debian's chromium (playwright)
 at 1600×900, against a real gateway and DuckDB store (the live fleet of test_dashboard_browser,
 plus per-interface network counters): sign-in retry, network rates equal to the API's, counts
-equal to `/api/v1/fleet`'s summary, agent detail and list in agreement, the 2D legend covering no
-card, clicking and labelling agents in 3D, the search flying to a match.
+equal to `/api/v1/fleet`'s summary, agent detail and list in agreement, alert names that
+`legionctl query` finds, the 2D legend covering no card, clicking and labelling agents in 3D, the
+search flying to a match.
 
 Screenshots go to `test-artifacts/` (printed). Never downloads a browser.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from legion.aggregator.store.types import IncomingBatch
+from legion.cli.config import Config, config_to_dict
+from legion.kernel.config import CONFIG_FILENAME
 from legion.proto import MetricsBatch, Sample, canonical_labels
-from tests.aggregator.test_dashboard_browser import (
+from tests.aggregator.dashboard_harness import (
     AGENTS,
-    ARGS,
     ARTIFACTS,
-    CHROMIUM,
     HOSTS,
+    HOT_HOST,
     SLOW_AGENT,
     LiveGateway,
     Page,
-    playwright_api,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -58,34 +65,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Any:
-    ARTIFACTS.mkdir(exist_ok=True)
-    print(f"screenshots: {ARTIFACTS}")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield b
-        b.close()
-
-
-def open_page(browser: Any, url: str) -> Page:
-    pg = Page.__new__(Page)
-    pg.ctx = browser.new_context(viewport=SIZE)
-    pg.page = pg.ctx.new_page()
-    pg.errors = []
-    pg.page.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
-    pg.page.on("pageerror", lambda e: pg.errors.append(f"uncaught: {e}"))
-    pg.page.goto(url)
-    return pg
-
-
 def api_fleet(pg: Page) -> dict[str, Any]:
     return pg.js("""async () => (await fetch('/api/v1/fleet', {headers: {Authorization:
         'Bearer ' + sessionStorage.getItem('legion.token')}})).json()""")
 
 
 def test_sign_in_wrong_then_right_without_reload(gateway: NetGateway, browser: Any) -> None:
-    pg = open_page(browser, f"{gateway.url}/?view=2d")  # 2D: light on the shared CPU
+    pg = Page(browser, f"{gateway.url}/?view=2d", SIZE)  # 2D: light on the shared CPU
     sent: list[str] = []
     pg.page.on("request", lambda r: sent.append(r.headers.get("authorization", ""))
                if r.url.endswith("/api/v1/fleet") else None)
@@ -112,7 +98,7 @@ def test_sign_in_wrong_then_right_without_reload(gateway: NetGateway, browser: A
 
 
 def test_numbers_agree_with_the_api(gateway: NetGateway, browser: Any) -> None:
-    pg = open_page(browser, f"{gateway.url}/?view=2d#token={gateway.token['admin']}")
+    pg = Page(browser, f"{gateway.url}/?view=2d#token={gateway.token['admin']}", SIZE)
     try:
         p = pg.page
         pg.wait(f"() => window.__legion.fleet.agents.size === {len(AGENTS)}")
@@ -183,6 +169,50 @@ def test_numbers_agree_with_the_api(gateway: NetGateway, browser: Any) -> None:
         pg.close()
 
 
+def legionctl_query(gateway: NetGateway, tmp: Path, metric: str,
+                    *where: str) -> list[dict[str, Any]]:
+    """`legionctl query METRIC WHERE... --format json` as a user runs it, against `gateway`."""
+    raw = config_to_dict(Config())
+    raw["security"]["enable_tls"] = False
+    raw["aggregator"]["api_host"] = "127.0.0.1"
+    raw["dashboard_config"]["websocket_port"] = urlsplit(gateway.url).port
+    cfg = tmp / CONFIG_FILENAME
+    cfg.write_text(json.dumps(raw))
+    res = subprocess.run([sys.executable, "-m", "legion.cli", "query", metric, *where,
+                          "--since", "10m", "--format", "json", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "LEGION_TOKEN": gateway.token["viewer"]})
+    assert res.returncode == 0, res.stderr
+    rows: list[dict[str, Any]] = json.loads(res.stdout)
+    return rows
+
+
+def test_alert_metric_names_query_through_legionctl(gateway: NetGateway, browser: Any,
+                                                     tmp_path: Path) -> None:
+    """The metric name an alert shows on the dashboard, copied into `legionctl query` with the
+    alert's host or agent, returns that series' points (the stored names, issue 16 item 4)."""
+    pg = Page(browser, f"{gateway.url}/?view=2d#token={gateway.token['viewer']}", SIZE)
+    try:
+        titles = ("() => [...document.querySelectorAll('#alerts-list .alert:not(.kind-anomaly) "
+                  ".alert-title')].map((b) => b.textContent)")
+        pg.wait(f"() => {{ const t = ({titles})(); return t.some((x) => x.startsWith("
+                f"'{HOT_HOST} · ')) && t.some((x) => x.startsWith('{SLOW_AGENT} · ')); }}",
+                timeout=60)
+        shown = dict(t.split(" · ", 1) for t in pg.js(titles))
+        pg.page.locator("#alerts-list").screenshot(path=str(ARTIFACTS / "dashboard-alerts.png"))
+        assert not pg.errors, pg.errors
+    finally:
+        pg.close()
+    host_metric, agent_metric = shown[HOT_HOST], shown[SLOW_AGENT]
+    assert (host_metric, agent_metric) == ("system_cpu_usage_percent", "agent_response_time_ms")
+    rows = legionctl_query(gateway, tmp_path, host_metric, "--node", HOT_HOST)
+    assert rows and {(r["metric"], r["node"]) for r in rows} == {(host_metric, HOT_HOST)}, rows
+    rows = legionctl_query(gateway, tmp_path, agent_metric, "--label", f"agent_id={SLOW_AGENT}")
+    assert rows and {r["metric"] for r in rows} == {agent_metric}, rows
+    assert {r["labels"]["agent_id"] for r in rows} == {SLOW_AGENT}
+    assert any(r["labels"].get("quantile") == "p95" and r["value"] > 5000 for r in rows)
+
+
 def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return a["left"] < b["right"] and b["left"] < a["right"] and a["top"] < b["bottom"] \
         and b["top"] < a["bottom"]
@@ -191,7 +221,7 @@ def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 @pytest.mark.parametrize("size", [SIZE, {"width": 1280, "height": 720}])
 def test_2d_legend_overlaps_no_card(gateway: NetGateway, browser: Any,
                                     size: dict[str, int]) -> None:
-    pg = open_page(browser, f"{gateway.url}/?view=2d#token={gateway.token['viewer']}")
+    pg = Page(browser, f"{gateway.url}/?view=2d#token={gateway.token['viewer']}", SIZE)
     try:
         pg.page.set_viewport_size(size)
         pg.wait(f"() => window.__legion.mode === '2d' && window.__legion.fleet.hosts.size === "
@@ -218,13 +248,19 @@ def test_2d_legend_overlaps_no_card(gateway: NetGateway, browser: Any,
 
 
 def test_3d_click_selects_agent_labels_and_search(gateway: NetGateway, browser: Any) -> None:
-    pg = open_page(browser, f"{gateway.url}/#token={gateway.token['viewer']}")
+    pg = Page(browser, f"{gateway.url}/#token={gateway.token['viewer']}", SIZE)
     try:
         p = pg.page
         pg.wait(f"() => window.__legion.mode === '3d' && window.__legion.fleet.agents.size === "
                 f"{len(AGENTS)} && window.__legion.view.frames > 3")
         # the anomalous agent is labelled without being selected
         pg.wait(f"() => window.__legion.view.agentLabels().includes('{SLOW_AGENT}')")
+        # value updates change the flows in place: their arcs are built once per structure
+        builds, msgs = pg.js("() => [window.__legion.view.flows.builds, "
+                             "window.__legion.socket.messages]")
+        pg.wait(f"() => window.__legion.socket.messages >= {msgs + 4}")
+        assert pg.js("() => window.__legion.view.flows.builds") == builds
+        assert pg.js("() => window.__legion.view.flows.curves.length") > 0
         # a rebuild with the pointer already over the map (hover picks before the next frame):
         # the agents' ray bounds must still follow them, so a click on a sphere selects it
         agent = AGENTS[7].agent_id

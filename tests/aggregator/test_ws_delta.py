@@ -3,7 +3,6 @@ client into what equals the plain stream's full objects; coalescing keeps that t
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from legion.aggregator.gateway.delta import delta_update, entity_delta, merge_entity
+from legion.aggregator.gateway.delta import (
+    delta_update,
+    display_metrics,
+    entity_delta,
+    merge_entity,
+)
 from legion.aggregator.gateway.hub import merge_update
 from tests.aggregator.test_gateway_ws import Env, receive_until, run
 
@@ -54,6 +58,32 @@ def test_delta_round_trip_and_coalescing() -> None:
     assert entity_delta(None, _agent(4), "agent_id") == _agent(4)
 
 
+def test_delta_sends_display_precision_and_restores_last_seen() -> None:
+    stamp = {"ts_ms": 1_700_000_000_000, "last_seen_ms": 1_700_000_000_000,
+             "last_seen": "2023-11-14T22:13:20.000Z"}
+    old = {"agents": [{**_agent(1, rate=314.296665), **stamp}]}
+    later = {"ts_ms": 1_700_000_001_250, "last_seen_ms": 1_700_000_001_250,
+             "last_seen": "2023-11-14T22:13:21.250Z"}
+    jitter = {**_agent(1, rate=314.301234), **later}     # the same at 4 significant digits
+    moved = {**_agent(1, rate=318.0, cpu=1.23456789), **later}
+    d = delta_update(old, {"agents": [jitter, moved]})
+    assert d["agents"][0] == {"agent_id": "a1", "ts_ms": later["ts_ms"]}  # time only
+    assert d["agents"][1] == {"agent_id": "a1", "ts_ms": later["ts_ms"],
+                              "metrics": {"rate": 318.0, "cpu": 1.235}}
+    merged = merge_entity(old["agents"][0], d["agents"][1])
+    assert {k: merged[k] for k in later} == later          # restored from ts_ms
+    assert display_metrics(merged["metrics"]) == display_metrics(moved["metrics"])
+    # an entity with nothing new at display precision, and an unchanged link, are left out
+    same = {**_agent(2, rate=5.000001)}
+    d = delta_update({"agents": [_agent(2, rate=5.0)],
+                      "links": [{"source": "a", "target": "b", "rate_per_s": 0.3832891}]},
+                     {"agents": [same], "links": [
+                         {"source": "a", "target": "b", "rate_per_s": 0.3832894},
+                         {"source": "a", "target": "c", "rate_per_s": 1.23456}]})
+    assert d["agents"] == []
+    assert d["links"] == [{"source": "a", "target": "c", "rate_per_s": 1.235}]
+
+
 def test_delta_stream_equals_full_stream_and_is_smaller(env: Env) -> None:
     async def scenario() -> None:
         async with env.serve() as srv, aiohttp.ClientSession() as s:
@@ -76,8 +106,11 @@ def test_delta_stream_equals_full_stream_and_is_smaller(env: Env) -> None:
                     for e in d["data"]["agents"]:
                         state[e["agent_id"]] = merge_entity(state[e["agent_id"]], e)
                         assert "agent_id" in e and "department" not in e  # unchanged: absent
-                    want = {a["agent_id"]: a for a in f["data"]["agents"]}
-                    assert {k: state[k] for k in want} == want
+                    # equal at display precision (what the page shows), every other field exact
+                    want = {a["agent_id"]: {**a, "metrics": display_metrics(a["metrics"])}
+                            for a in f["data"]["agents"]}
+                    assert {k: {**state[k], "metrics": display_metrics(state[k]["metrics"])}
+                            for k in want} == want
                     sizes["full"] += len(json.dumps(f["data"]["agents"]))
                     sizes["delta"] += len(json.dumps(d["data"]["agents"]))
                 assert sizes["delta"] < sizes["full"] * 0.8, sizes

@@ -111,7 +111,10 @@ function normForecast(r) {
   };
 }
 
-/** A chart series: parallel arrays of ts_ms and values, capped. */
+/**
+ * A chart series: parallel arrays of ts_ms and values, capped at about `cap` points (trimmed in
+ * batches: trimming one point per push moved the whole array for each of ~10 000 series a tick).
+ */
 class Series {
   constructor(cap) { this.cap = cap; this.t = []; this.v = []; }
   push(t, v) {
@@ -119,7 +122,7 @@ class Series {
     const n = this.t.length;
     if (n && t <= this.t[n - 1]) { if (t === this.t[n - 1]) this.v[n - 1] = v; return; }
     this.t.push(t); this.v.push(v);
-    if (this.t.length > this.cap) { const d = this.t.length - this.cap; this.t.splice(0, d); this.v.splice(0, d); }
+    if (this.t.length > this.cap + Math.max(8, this.cap >> 3)) { const d = this.t.length - this.cap; this.t.splice(0, d); this.v.splice(0, d); }
   }
   replace(points) { this.t = []; this.v = []; for (const [t, v] of points) this.push(t, v); }
 }
@@ -142,7 +145,8 @@ export class Fleet extends EventTarget {
 
   /**
    * Full host/agent objects from a topic's items: a snapshot's or plain update's as they are, a
-   * delta update's (`data.delta`) merged into the last full object (gateway delta.py).
+   * delta update's (`data.delta`) merged into the last full object (gateway delta.py: numbers at
+   * display precision, `last_seen`/`last_seen_ms` left out when they follow `ts_ms`).
    */
   _full(kind, list, snap, delta) {
     const raw = this.raw[kind]; const key = kind === 'host' ? 'node' : 'agent_id';
@@ -155,6 +159,9 @@ export class Fleet extends EventTarget {
         for (const k of r.metrics_removed || []) delete metrics[k];
         full = { ...old, ...r, metrics };
         delete full.metrics_removed;
+        if (r.ts_ms !== undefined && r.last_seen_ms === undefined && 'last_seen_ms' in old) { // they follow ts_ms
+          full.last_seen_ms = r.ts_ms; full.last_seen = new Date(r.ts_ms).toISOString();
+        }
       }
       raw.set(r[key], full);
       return full;
@@ -207,7 +214,7 @@ export class Fleet extends EventTarget {
         if (d.summary) this.summary = d.summary;
         if (snap && d.history) this._loadHistory('host', d.history);
         this._appendLive('host', hosts);
-        if (changed || snap) this.emit('structure');
+        if (changed) this.emit('structure'); // a snapshot of the same fleet rebuilds nothing
         this.emit('values', { topic: msg.topic });
         break;
       }
@@ -217,7 +224,7 @@ export class Fleet extends EventTarget {
         this._upsertLinks(d.links || [], snap);
         if (snap && d.history) this._loadHistory('agent', d.history);
         this._appendLive('agent', agents);
-        if (changed || snap) this.emit('structure');
+        if (changed) this.emit('structure'); // a snapshot of the same fleet rebuilds nothing
         this.emit('values', { topic: msg.topic });
         break;
       }

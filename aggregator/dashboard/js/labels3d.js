@@ -49,10 +49,18 @@ export class SceneLabels {
   /** Re-choose at the next update (selection, anomalies or the fleet changed). */
   invalidate() { this.key = ''; }
 
-  /** Show the names that matter for `view` now (cheap when nothing changed). */
+  /**
+   * Show the names that matter for `view` now. Called every frame: it returns at once unless the
+   * labels were invalidated, the hovered agent changed or the camera moved noticeably.
+   */
   update(view) {
     const L = view.layout; if (!L) return;
     const tgt = view.controls.target; const dist = view.camera.position.distanceTo(tgt);
+    const hovered = view.hovered?.kind === 'agent' ? view.hovered.id : null;
+    const at = this.at;
+    if (this.key && at && hovered === at.hovered && Math.hypot(tgt.x - at.x, tgt.z - at.z) < SPACING / 4
+      && Math.abs(dist - at.dist) < 0.1 * at.dist) return;
+    this.at = { x: tgt.x, z: tgt.z, dist, hovered };
     const anomalous = (view.haloAgents || []).slice().sort((a, b) => b[1] - a[1]).slice(0, MAX_ANOMALY_LABELS).map(([i]) => view.agentIds[i]);
     const agents = [...new Set([view.selected?.kind === 'agent' ? view.selected.id : null,
       view.hovered?.kind === 'agent' ? view.hovered.id : null, ...anomalous].filter(Boolean))];

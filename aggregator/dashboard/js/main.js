@@ -64,9 +64,6 @@ async function start(token) {
   app.list = new FleetList(fleet, { onSelect: (ref) => select(ref) });
   app.detail = new DetailPanel(fleet, api, { onSelect: (ref) => select(ref), onClose: () => select(null) });
   app.alerts = new AlertsPanel(fleet, api, { onSelect: (ref) => select(ref) });
-  await setMode(preferredMode());
-  onStructure();
-  app.alerts.render();
 
   fleet.addEventListener('structure', onStructure);
   fleet.addEventListener('values', scheduleValues);
@@ -83,7 +80,12 @@ async function start(token) {
     onState: setConn,
     onAuthFailed: () => { clearToken(); showLogin('Your session is no longer valid; sign in again.'); },
   });
+  // the socket's handshake and snapshots travel while the 3D view loads and builds (a fleet of
+  // 100 hosts waited for both one after the other)
   app.socket.start();
+  await setMode(preferredMode()); // builds the view
+  structureShown();
+  app.alerts.render();
   $('logout').hidden = false;
   // the role also arrives in the WebSocket hello; asking now shows it even while the socket is down
   api.get('/api/v1/whoami').then((who) => { if (!fleet.session) onSession(who); }).catch(() => {});
@@ -109,6 +111,11 @@ function onSession(s) {
 
 function onStructure() {
   app.view?.rebuild();
+  structureShown();
+}
+
+/** Everything but the map follows a changed fleet structure (hosts, agents, departments). */
+function structureShown() {
   app.list.rebuild();
   $('empty-stage').hidden = app.fleet.hosts.size > 0;
   if (app.selected && !app.fleet.entity(app.selected)) select(null);

@@ -1,5 +1,10 @@
 // Small three.js building blocks for the 3D view.
 import * as THREE from 'three';
+import { HEALTH_COLORS } from './layout.js';
+
+/** Health colours (layout.js) as three.js colours, and the colour of message flows. */
+export const HEALTH_3D = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
+export const FLOW = new THREE.Color('#67e8f9');
 
 /**
  * A lit material: physically based, or, when `cheap` (software GL), an unlit one that shows the
@@ -89,8 +94,11 @@ export function labelSprite(text, { color = 'rgba(226, 232, 240, 0.92)', plate =
   return sp;
 }
 
-/** Point at u in [0, 1] on the quadratic curve {a, m, b}. */
-export function bez(cv, u) {
+/** Point at u in [0, 1] on the quadratic curve {a, m, b}, written into `out` ([x, y, z]). */
+export function bezInto(cv, u, out) {
   const v = 1 - u; const a = cv.a; const m = cv.m; const b = cv.b;
-  return [v * v * a.x + 2 * v * u * m.x + u * u * b.x, v * v * a.y + 2 * v * u * m.y + u * u * b.y, v * v * a.z + 2 * v * u * m.z + u * u * b.z];
+  out[0] = v * v * a.x + 2 * v * u * m.x + u * u * b.x;
+  out[1] = v * v * a.y + 2 * v * u * m.y + u * u * b.y;
+  out[2] = v * v * a.z + 2 * v * u * m.z + u * u * b.z;
+  return out;
 }

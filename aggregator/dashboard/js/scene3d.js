@@ -1,25 +1,19 @@
-// The 3D fleet view: instanced platforms, agents, halos and animated message flows (three.js).
+// The 3D fleet view: hosts (hosts3d.js), agents as sphere impostors, halos, names (labels3d.js)
+// and animated message flows (flows3d.js), in three.js. `rebuild()` builds the meshes for the
+// fleet's structure; `refresh()` (every update) changes only what changed: agent colours where the
+// health changed, sizes, host colours, halos when the anomalies changed, flows in place.
 import * as THREE from 'three';
 import { OrbitControls } from 'three/addons/controls/OrbitControls.js';
-import { computeLayout, departmentColors, linkEnds, loadOf, HEALTH_COLORS, PLATFORM, AGENT_R, SPACING } from './layout.js';
-import { bez, glowMaterial, litMaterial, shaded, GLOW, SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
+import { computeLayout, loadOf, AGENT_R, PLATFORM } from './layout.js';
+import { HEALTH_3D as HEALTH, SKY, GROUND, HEMI_I, SUN_I, SUN_AT } from './scene-parts.js';
 import { SceneLabels } from './labels3d.js';
 import { AgentPoints } from './agent-points.js';
-import { MergedCopy } from './merged-copy.js';
+import { HostMeshes } from './hosts3d.js';
+import { Flows } from './flows3d.js';
 import { FramePacer, softwareGL } from './frame-pacing.js';
 
-const MAX_PACKETS = 4000;
-const PACKET_D = 0.26;          // packet size (world units)
-const ARC_SEGMENTS = 10;         // line segments per flow arc (software GL: ARC_SEGMENTS_CHEAP)
-const ARC_SEGMENTS_CHEAP = 6;
-const LINK_BUDGET = 600;        // flows drawn at most: the ones nearest the camera's focus (LOD)
-const HEALTH = Object.fromEntries(Object.entries(HEALTH_COLORS).map(([k, v]) => [k, new THREE.Color(v)]));
 const HALO = new THREE.Color('#e879f9');
-const FLOW = new THREE.Color('#67e8f9');
 const SELECT = new THREE.Color('#38bdf8');
-
-const PLATFORM_COLOR = '#162032';
-const PAD_OPACITY = 0.55;
 
 /** True when this browser can create a WebGL context. */
 export function webglAvailable() {
@@ -27,12 +21,6 @@ export function webglAvailable() {
     const c = document.createElement('canvas');
     return Boolean(c.getContext('webgl2') || c.getContext('webgl'));
   } catch { return false; }
-}
-
-/** Level of detail by count: `values[i]` for the first `limits[i]` not exceeded, else the last. */
-function lod(n, limits, values) {
-  const i = limits.findIndex((x) => n <= x);
-  return values[i === -1 ? values.length - 1 : i];
 }
 
 export class Scene3D {
@@ -79,7 +67,7 @@ export class Scene3D {
 
     this.raycaster = new THREE.Raycaster();
     this.pointer = new THREE.Vector2(); this._down = null; this._hoverPending = null;
-    this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._m = new THREE.Matrix4();
+    this.t0 = performance.now(); this._tmp = new THREE.Object3D(); this._pose = [0, 0, 0, 1];
     this.pacer = new FramePacer(this.renderer, () => this.resize()); this.hovered = null;
     this._bind();
     this.resize();
@@ -117,67 +105,21 @@ export class Scene3D {
     this.hostIndex = new Map(this.hostIds.map((id, i) => [id, i]));
     this.agentIndex = new Map(this.agentIds.map((id, i) => [id, i]));
     const nH = Math.max(1, this.hostIds.length); const nA = Math.max(1, this.agentIds.length);
-    const t = this._tmp;
 
-    // host platforms + glowing edges
-    this.platforms = new THREE.InstancedMesh(shaded(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM)),
-      litMaterial({ color: 0xffffff, roughness: 0.8, metalness: 0.25 }, this.software), nH);
-    this.platforms.count = this.hostIds.length;
-    this.hostIds.forEach((id, i) => {
-      const p = L.hosts.get(id); t.position.set(p.x, -0.05, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
-      this.platforms.setMatrixAt(i, t.matrix);
-    });
-    this.groups.add(this.platforms);
-    const edge = new THREE.EdgesGeometry(new THREE.BoxGeometry(PLATFORM, 0.5, PLATFORM));
-    const ePos = edge.attributes.position.array; const nE = ePos.length / 3;
-    const pos = new Float32Array(this.hostIds.length * nE * 3); const col = new Float32Array(pos.length);
-    this.hostIds.forEach((id, i) => {
-      const p = L.hosts.get(id);
-      for (let v = 0; v < nE; v++) {
-        pos[(i * nE + v) * 3] = ePos[v * 3] + p.x; pos[(i * nE + v) * 3 + 1] = ePos[v * 3 + 1] - 0.05; pos[(i * nE + v) * 3 + 2] = ePos[v * 3 + 2] + p.z;
-      }
-    });
-    edge.dispose();
-    const eg = new THREE.BufferGeometry();
-    eg.setAttribute('position', new THREE.BufferAttribute(pos, 3)); eg.setAttribute('color', new THREE.BufferAttribute(col, 3));
-    this.edges = new THREE.LineSegments(eg, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.9 }));
-    this.edgeVerts = nE; this.groups.add(this.edges);
-
-    // department pads
-    const dcol = departmentColors(f.departmentNames()); this.deptColors = dcol;
-    // (software GL: opaque, the platform's colour mixed in, instead of blended)
-    const disc = new THREE.CircleGeometry(1, lod(L.pads.length, [120], [28, 12])); disc.rotateX(-Math.PI / 2);
-    this.pads = new THREE.InstancedMesh(shaded(disc),
-      litMaterial({ color: 0xffffff, roughness: 0.9, transparent: !this.software, opacity: this.software ? 1 : PAD_OPACITY }, this.software), Math.max(1, L.pads.length));
-    this.pads.count = L.pads.length;
-    L.pads.forEach((pd, i) => {
-      t.position.set(pd.x, 0.26, pd.z); t.scale.set(pd.r, 1, pd.r); t.updateMatrix(); this.pads.setMatrixAt(i, t.matrix);
-      const pc = new THREE.Color(dcol.get(pd.department) || '#475569').multiplyScalar(0.45);
-      this.pads.setColorAt(i, this.software ? new THREE.Color(PLATFORM_COLOR).lerp(pc, PAD_OPACITY) : pc);
-    });
-    this.groups.add(this.pads);
-
-    // message hubs
-    this.hubs = new THREE.InstancedMesh(shaded(new THREE.CylinderGeometry(0.28, 0.42, 1.6, 10), GLOW),
-      glowMaterial({ color: 0x94a3b8, roughness: 0.4 }, this.software), nH);
-    this.hubs.count = this.hostIds.length;
-    this.hostIds.forEach((id, i) => {
-      const p = L.hubs.get(id); t.position.set(p.x, 0.95, p.z); t.scale.set(1, 1, 1); t.updateMatrix();
-      this.hubs.setMatrixAt(i, t.matrix); this.hubs.setColorAt(i, new THREE.Color('#1e3a5f'));
-    });
-    this.groups.add(this.hubs);
-    // software GL: the static instances drawn as one merged mesh each (the instanced ones stay for rays)
-    this.merged = this.software ? [this.platforms, this.pads, this.hubs].map((m) => new MergedCopy(m)) : [];
-    for (const c of this.merged) this.groups.add(c.mesh);
+    this.hostMeshes = new HostMeshes(this.groups, L, this.hostIds, f.departmentNames(), this.software);
+    this.platforms = this.hostMeshes.platforms; this.hubs = this.hostMeshes.hubs; // what rays hit
 
     // agents: drawn as sphere impostors (one point each); an unseen instanced mesh is what rays hit
     this.agentPoints = new AgentPoints(this.agentIds.length);
-    for (let i = 0; i < this.agentIds.length; i++) this.agentPoints.setColor(i, HEALTH.unknown);
     this.groups.add(this.agentPoints.points);
     this.agentsMesh = new THREE.InstancedMesh(new THREE.IcosahedronGeometry(AGENT_R, 1), new THREE.MeshBasicMaterial(), nA);
     this.agentsMesh.count = this.agentIds.length; this.agentsMesh.visible = false; // rays ignore `visible`
     this.groups.add(this.agentsMesh);
     this.phase = Float32Array.from(this.agentIds, (_, i) => (i * 2.399) % (Math.PI * 2));
+    // per agent: load in [0, 1], size, pulse speed, health shown (refresh() fills them)
+    this.load = new Float32Array(nA); this.scale = new Float32Array(nA).fill(0.8);
+    this.speed = new Float32Array(nA).fill(1.2); this.shownHealth = new Array(nA).fill('');
+    this.anomalyKey = null; this.haloAgents = []; this.haloHosts = [];
 
     // halos: agents (billboards) and hosts (flat rings)
     this.halos = new THREE.InstancedMesh(new THREE.RingGeometry(0.62, 0.9, 40),
@@ -189,16 +131,7 @@ export class Scene3D {
 
     this.labels = new SceneLabels(this.groups, L, this.software); // names: groups, hosts (LOD), some agents
 
-    // links (lines) and packets
-    this.linkGeom = new THREE.BufferGeometry();
-    this.linkLines = new THREE.LineSegments(this.linkGeom, new THREE.LineBasicMaterial({ vertexColors: true, transparent: true, opacity: 0.55, blending: THREE.AdditiveBlending, depthWrite: false }));
-    this.linkLines.frustumCulled = false; this.groups.add(this.linkLines);
-    // packets: points (one vertex each; software GL pays per instance), PACKET_D world units wide
-    this.packetPos = new THREE.BufferAttribute(new Float32Array(MAX_PACKETS * 3), 3).setUsage(THREE.DynamicDrawUsage);
-    const pg = new THREE.BufferGeometry(); pg.setAttribute('position', this.packetPos); pg.setDrawRange(0, 0);
-    this.packets = new THREE.Points(pg, new THREE.PointsMaterial({ color: FLOW, size: PACKET_D / Math.tan(THREE.MathUtils.degToRad(this.camera.fov / 2)),
-      transparent: true, opacity: 0.95, blending: THREE.AdditiveBlending, depthWrite: false }));
-    this.packets.frustumCulled = false; this.groups.add(this.packets);
+    this.flows = new Flows(this.groups, this.camera, this.software);
 
     this.refresh();
     this._animate(0); // instance matrices in place before the first pick (raycast bounds)
@@ -207,40 +140,34 @@ export class Scene3D {
     this._placeSelection();
   }
 
-  /** Update colours, sizes, halos and flows from the current values. */
+  /** Update colours, sizes, halos and flows from the current values (only what changed). */
   refresh() {
     if (!this.layout) return;
-    const f = this.fleet; const now = f.tsMs || Date.now();
-    const c = new THREE.Color();
-    this.agentState = this.agentIds.map((id, i) => {
-      const a = f.agents.get(id);
-      const base = a ? (HEALTH[a.health] || HEALTH.unknown) : HEALTH.unknown;
-      this.agentPoints.setColor(i, base);
+    const f = this.fleet; const hostRate = this._hostRate || (this._hostRate = new Map());
+    hostRate.clear();
+    for (let i = 0; i < this.agentIds.length; i++) {
+      const a = f.agents.get(this.agentIds[i]);
+      const health = a?.health || 'unknown';
+      if (health !== this.shownHealth[i]) { this.shownHealth[i] = health; this.agentPoints.setColor(i, HEALTH[health] || HEALTH.unknown); }
       const load = a ? loadOf(a) : 0;
-      return { load, scale: 0.8 + 0.55 * load, speed: 1.2 + load * 5 };
-    });
+      this.load[i] = load; this.scale[i] = 0.8 + 0.55 * load; this.speed[i] = 1.2 + load * 5;
+      if (a) hostRate.set(a.node, (hostRate.get(a.node) || 0) + (a.metrics.messages_sent_per_s || 0));
+    }
+    this.hostMeshes.setColors(f, hostRate);
+    this._refreshHalos(f.anomalousSet(f.tsMs || Date.now()));
+    this.flows.sync(f, this.layout, this.controls.target, this._selectedAgent());
+  }
 
-    const col = this.edges.geometry.attributes.color.array;
-    const hostRate = new Map();
-    for (const a of f.agents.values()) hostRate.set(a.node, (hostRate.get(a.node) || 0) + (a.metrics.messages_sent_per_s || 0));
-    const plat = new THREE.Color(); const hub = new THREE.Color();
-    this.hostIds.forEach((id, i) => {
-      const h = f.hosts.get(id);
-      c.copy(HEALTH[h?.health] || HEALTH.unknown);
-      this.platforms.setColorAt(i, plat.set(PLATFORM_COLOR).lerp(c, 0.07));
-      for (let v = 0; v < this.edgeVerts; v++) { const k = (i * this.edgeVerts + v) * 3; col[k] = c.r * 0.8; col[k + 1] = c.g * 0.8; col[k + 2] = c.b * 0.8; }
-      this.hubs.setColorAt(i, hub.set('#1e3a5f').lerp(FLOW, Math.min(1, 0.15 + (hostRate.get(id) || 0) / 10)));
-    });
-    if (this.platforms.instanceColor) this.platforms.instanceColor.needsUpdate = true;
-    if (this.hubs.instanceColor) this.hubs.instanceColor.needsUpdate = true;
-    for (const m of this.merged) m.syncColors();
-    this.edges.geometry.attributes.color.needsUpdate = true;
-
-    // halos
-    const anom = f.anomalousSet(now);
+  /** Halos for anomalous agents and hosts; labels are re-chosen only when the set changed. */
+  _refreshHalos(anom) {
+    let key = '';
+    for (const [k, score] of anom) key += `${k}=${score.toFixed(2)};`;
+    if (key === this.anomalyKey) return;
+    this.anomalyKey = key;
+    const c = new THREE.Color();
     this.haloAgents = []; this.haloHosts = [];
-    for (const [key, score] of anom) {
-      const [kind, id] = [key.slice(0, key.indexOf(':')), key.slice(key.indexOf(':') + 1)];
+    for (const [k, score] of anom) {
+      const [kind, id] = [k.slice(0, k.indexOf(':')), k.slice(k.indexOf(':') + 1)];
       if (kind === 'agent' && this.agentIndex.has(id)) this.haloAgents.push([this.agentIndex.get(id), score]);
       if (kind === 'host' && this.hostIndex.has(id)) this.haloHosts.push([this.hostIndex.get(id), score]);
     }
@@ -256,65 +183,28 @@ export class Scene3D {
     });
     this.hostHalos.instanceMatrix.needsUpdate = true;
     if (this.hostHalos.instanceColor) this.hostHalos.instanceColor.needsUpdate = true;
-
-    this._buildLinks();
-    this.labels?.invalidate(); // anomalies may have changed: re-choose labels
+    this.labels?.invalidate(); // anomalous agents are labelled: re-choose
   }
+
+  _selectedAgent() { return this.selected?.kind === 'agent' ? this.selected.id : null; }
 
   /** Ids of the agents labelled in the scene now (for tests). */
   agentLabels() { return this.labels ? this.labels.agents() : []; }
 
-  _buildLinks() {
-    const f = this.fleet; const L = this.layout;
-    this.curves = [];
-    for (const link of f.links.values()) {
-      const ends = linkEnds(L, f, link);
-      if (!ends) continue;
-      const [a, b] = ends;
-      const d = Math.hypot(b.x - a.x, b.z - a.z);
-      const mid = { x: (a.x + b.x) / 2, y: Math.max(a.y, b.y) + 0.6 + d * 0.25, z: (a.z + b.z) / 2 };
-      this.curves.push({ a, m: mid, b, rate: link.rate || 0, received: link.received || 0, seed: this.curves.length * 0.618, src: link.source, dst: link.target });
-    }
-    // level of detail: a big fleet draws the flows nearest the focus (and the selected agent's);
-    // software GL spends most of a frame on these blended lines and packets
-    const tgt = this.controls.target; this._linksAt = tgt.clone(); this.linksCulled = 0;
-    if (this.curves.length > LINK_BUDGET) {
-      const sel = this.selected?.kind === 'agent' ? this.selected.id : null;
-      const d2 = (c) => (c.src === sel || c.dst === sel ? -1 : (c.m.x - tgt.x) ** 2 + (c.m.z - tgt.z) ** 2);
-      this.linksCulled = this.curves.length - LINK_BUDGET;
-      this.curves = this.curves.map((c) => [d2(c), c]).sort((x, y) => x[0] - y[0]).slice(0, LINK_BUDGET).map(([, c]) => c);
-    }
-    const arc = this.software ? ARC_SEGMENTS_CHEAP : ARC_SEGMENTS;
-    const segs = this.curves.length * arc;
-    const pos = new Float32Array(segs * 6); const col = new Float32Array(segs * 6);
-    let k = 0;
-    for (const cv of this.curves) {
-      const inten = cv.rate > 0 ? Math.min(1, 0.25 + cv.rate / 2) : 0.08;
-      for (let s = 0; s < arc; s++) {
-        for (const u of [s / arc, (s + 1) / arc]) {
-          const p = bez(cv, u); pos[k] = p[0]; pos[k + 1] = p[1]; pos[k + 2] = p[2];
-          col[k] = FLOW.r * inten; col[k + 1] = FLOW.g * inten; col[k + 2] = FLOW.b * inten; k += 3;
-        }
-      }
-    }
-    this.linkGeom.setAttribute('position', new THREE.BufferAttribute(pos, 3));
-    this.linkGeom.setAttribute('color', new THREE.BufferAttribute(col, 3));
-    this.linkGeom.computeBoundingSphere();
-  }
-
-  /** Agent `i` at `time` (s): [x, y, z, scale]; size for load, pulse speed for load, a slow bob. */
+  /** Agent `i` at `time` (s) into `this._pose` [x, y, z, scale]: size and pulse for load, a slow bob. */
   _agentPose(i, time) {
-    const p = this.layout.agents.get(this.agentIds[i]); const st = this.agentState[i];
-    const s = st.scale * (1 + 0.07 * st.load * Math.sin(time * st.speed + this.phase[i]));
-    return [p.x, p.y + 0.06 * Math.sin(time * 0.8 + this.phase[i]), p.z, s];
+    const p = this.layout.agents.get(this.agentIds[i]); const ph = this.phase[i]; const o = this._pose;
+    o[0] = p.x; o[1] = p.y + 0.06 * Math.sin(time * 0.8 + ph); o[2] = p.z;
+    o[3] = this.scale[i] * (1 + 0.07 * this.load[i] * Math.sin(time * this.speed[i] + ph));
+    return o;
   }
 
   /** The pick mesh's instances where the agents are drawn now (before a raycast). */
   _placePickMesh() {
     const t = this._tmp;
     for (let i = 0; i < this.agentIds.length; i++) {
-      const [x, y, z, s] = this._agentPose(i, this._time || 0);
-      t.position.set(x, y, z); t.quaternion.identity(); t.scale.setScalar(s); t.updateMatrix();
+      const o = this._agentPose(i, this._time || 0);
+      t.position.set(o[0], o[1], o[2]); t.quaternion.identity(); t.scale.setScalar(o[3]); t.updateMatrix();
       this.agentsMesh.setMatrixAt(i, t.matrix);
     }
     this.agentsMesh.instanceMatrix.needsUpdate = true;
@@ -324,33 +214,20 @@ export class Scene3D {
   _animate(time) {
     const t = this._tmp; this._time = time;
     for (let i = 0; i < this.agentIds.length; i++) {
-      const [x, y, z, s] = this._agentPose(i, time);
-      this.agentPoints.place(i, x, y, z, 2 * AGENT_R * s);
+      const o = this._agentPose(i, time);
+      this.agentPoints.place(i, o[0], o[1], o[2], 2 * AGENT_R * o[3]);
     }
     this.camera.updateMatrixWorld();
     this.agentPoints.commit(this.camera, this.renderer.domElement.height);
     // agent halos face the camera and breathe
-    this.haloAgents.forEach(([i, sc], j) => {
-      const p = this.layout.agents.get(this.agentIds[i]);
+    for (let j = 0; j < this.haloAgents.length; j++) {
+      const [i, sc] = this.haloAgents[j]; const p = this.layout.agents.get(this.agentIds[i]);
       t.position.set(p.x, p.y, p.z); t.quaternion.copy(this.camera.quaternion);
       t.scale.setScalar(1.1 + 0.25 * (0.5 + 0.5 * Math.sin(time * 3 + i)) * sc); t.updateMatrix();
       this.halos.setMatrixAt(j, t.matrix);
-    });
-    this.halos.instanceMatrix.needsUpdate = true;
-    // packets along curves: count and speed follow the message rate
-    let n = 0;
-    for (const cv of this.curves) {
-      if (cv.rate <= 0 && cv.received <= 0) continue;
-      const per = Math.min(this.curves.length > 600 ? 1 : 4, 1 + Math.floor(Math.max(cv.rate, cv.received)));
-      const speed = 0.25 + Math.min(1.2, Math.max(cv.rate, cv.received) * 0.3);
-      for (let j = 0; j < per && n < MAX_PACKETS; j++) {
-        let u = (time * speed + cv.seed + j / per) % 1;
-        if (cv.rate <= 0) u = 1 - u; // only receiving: packets flow hub → agent
-        const p = bez(cv, u);
-        this.packetPos.setXYZ(n++, p[0], p[1], p[2]);
-      }
     }
-    this.packets.geometry.setDrawRange(0, n); this.packetPos.needsUpdate = true;
+    if (this.haloAgents.length) this.halos.instanceMatrix.needsUpdate = true;
+    this.flows.animate(time);
     if (this.selMarker.visible) this.selMarker.quaternion.copy(this.camera.quaternion);
   }
 
@@ -373,7 +250,7 @@ export class Scene3D {
       this._stepTween(now);
       this.controls.update();
       if (this.layout) {
-        if (this.linksCulled && this._linksAt.distanceTo(this.controls.target) > SPACING) this._buildLinks();
+        if (this.flows.stale(this.controls.target)) this.flows.sync(this.fleet, this.layout, this.controls.target, this._selectedAgent());
         this._animate(time); this.labels.update(this);
       }
       this.renderer.render(this.scene, this.camera);
@@ -410,7 +287,7 @@ export class Scene3D {
   select(ref, { focus = true } = {}) {
     this.selected = ref;
     this._placeSelection();
-    if (this.linksCulled) this._buildLinks(); // the selected agent's flows are always drawn
+    if (this.flows) this.flows.sync(this.fleet, this.layout, this.controls.target, this._selectedAgent()); // its flows are always drawn
     const p = this.worldPos(ref);
     if (p && focus) {
       this._userMoved = true;
