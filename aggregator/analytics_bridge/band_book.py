@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from legion.aggregator.analytics_bridge.watched import SeriesReader
 from legion.analytics import models
 from legion.analytics.bands import DAY_MS, NormalBand, band_from_record, band_record
 
@@ -64,15 +65,14 @@ def _label_key(labels: Mapping[str, str]) -> LabelKey:
     return tuple(sorted((str(k), str(v)) for k, v in labels.items()))
 
 
-def band_from_store(store: Any, node: str, metric: str, labels: Mapping[str, str] | None = None,
-                    *, now_ms: int | None = None, days: float = 7.0,
-                    step_ms: int | None = 60_000, agg: str = "avg", min_points: int = 48,
-                    **band_params: Any) -> NormalBand | None:
+def band_from_store(store: SeriesReader, node: str, metric: str,
+                    labels: Mapping[str, str] | None = None, *, now_ms: int | None = None,
+                    days: float = 7.0, step_ms: int | None = 60_000, agg: str = "avg",
+                    min_points: int = 48, **band_params: Any) -> NormalBand | None:
     """Fit the normal band of one series (exact `labels`, {} = none) from the store's last `days`.
 
     Values are `agg` per `step_ms` bucket (None: raw points), so compare like-aggregated values
     with the band. None when the series has fewer than `min_points` points in the range.
-    `store` is any object with the `Store.query` signature.
     """
     now = int(time.time() * 1000) if now_ms is None else int(now_ms)
     want = dict(labels or {})
@@ -90,7 +90,7 @@ def band_from_store(store: Any, node: str, metric: str, labels: Mapping[str, str
 class BandBook:
     """Bands per series: computed from the store on a schedule, persisted, looked up by series."""
 
-    def __init__(self, store: Any, models_dir: str | Path | None, *, retrain_secs: float,
+    def __init__(self, store: SeriesReader, models_dir: str | Path | None, *, retrain_secs: float,
                  days: float = 7.0, step_ms: int = 60_000, retry_secs: float = 600.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.retrain_secs, self.days = store, float(retrain_secs), float(days)
