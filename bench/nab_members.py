@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from nab_cv import ANALYTICS, DEFAULT, Config, cross_validate, recombine, report
@@ -24,6 +25,7 @@ from legion.analytics.detectors.base import StreamingDetector
 ART_SOURCES = ("calibration.py", "detectors/base.py", "detectors/art.py")
 # log10(4/3): the Bonferroni step from the best of 3 members to the best of 4.
 COST4 = 0.45 + math.log10(4 / 3)
+Corpus = list[tuple[str, np.ndarray, np.ndarray, list[tuple[int, int]]]]
 
 
 def art_key() -> str:
@@ -48,21 +50,22 @@ def art_trace(ts: np.ndarray, vals: np.ndarray) -> np.ndarray:
 
 def _cached(cf: Path, ts: np.ndarray, vals: np.ndarray) -> np.ndarray:
     if cf.exists():
-        return np.load(cf, allow_pickle=False)
+        loaded: np.ndarray = np.load(cf, allow_pickle=False)
+        return loaded
     tr = art_trace(ts, vals)
     cf.parent.mkdir(parents=True, exist_ok=True)
     np.save(cf, tr, allow_pickle=False)
     return tr
 
 
-def with_art(corpus: list, base: dict[str, np.ndarray], cache: Path) -> dict[str, np.ndarray]:
+def with_art(corpus: Corpus, base: dict[str, np.ndarray], cache: Path) -> dict[str, np.ndarray]:
     """{file: 5-row traces}: the member traces of `base` with the `art` trace under them."""
     root = cache / f"art-{art_key()}"
     return {f: np.vstack([base[f], _cached(root / (f.replace("/", "__") + ".npy"), ts, v)])
             for f, ts, v, _ in corpus}
 
 
-def node_with_art(cache: Path) -> list:
+def node_with_art(cache: Path) -> list[tuple[Any, list[np.ndarray]]]:
     """The synthetic nodes' member traces (nab_transfer.node_traces) with the `art` row."""
     from multivar_node import make_node
     out = []
@@ -86,13 +89,14 @@ CANDIDATES: list[tuple[str, Config]] = [
 ]
 
 
-def run_members(corpus: list, traces: dict, cache: Path, fixed: float) -> dict:
+def run_members(corpus: Corpus, traces: dict[str, dict[str, np.ndarray]], cache: Path,
+                fixed: float) -> dict[str, Any]:
     """The table of CANDIDATES and the set chosen per fold (see the module docstring)."""
     traces = {**traces, "art": with_art(corpus, traces["base"], cache)}
     nodes = {"base": node_traces(cache), "art": node_with_art(cache)}
     print(f"  {'configuration':<40}{'plain':>7}{'CV':>7}{'T=' + format(fixed, 'g'):>7}"
           f"{'node':>7}{'fa/day':>7}{'warm':>6}")
-    out = {}
+    out: dict[str, Any] = {}
     for name, c in CANDIDATES:
         res = cross_validate(corpus, traces, [c], fixed)
         h, n, fa, warm = node_eval(nodes, c, fixed)
