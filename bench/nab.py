@@ -7,9 +7,11 @@
         # + random half-splits against the cached scores of an earlier run (`--cache` there)
     python bench/nab.py --cv base,ablations --cache /tmp/nabcache
         # the leave-one-category-out protocol (bench/nab_cv.py): the figures every decision uses
+    python bench/nab.py --cv members --cache /tmp/nabcache   # + `art` as a fourth member
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
-labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
+labels only reach the scorer. The `jobs/s` column is the worker's incremental rate (60-point jobs
+with state, bench/nab_speed.py; `--no-speed` leaves it out). The published baselines of BASELINES.md are printed alongside.
 """
 
 from __future__ import annotations
