@@ -67,8 +67,11 @@ class SortedWindow:
     def from_state(cls, st: dict[str, Any]) -> SortedWindow:
         """Rebuild from `to_state` output."""
         w = cls(int(st["size"]))
-        for x in np.asarray(st["values"], dtype=float).tolist():
-            w.push(x)
+        vals = np.asarray(st["values"], dtype=float).tolist()
+        if len(vals) > w.size:  # never written so; `push` semantics: the newest `size` stay
+            vals = vals[len(vals) - w.size:]
+        w.ring.extend(vals)
+        w.sorted = sorted(vals)  # stable: equal values in insertion order, as `push` leaves them
         return w
 
 
@@ -183,11 +186,39 @@ class Debounce:
         return d
 
 
+def _kth_deviation(s: list[float], med: float, k: int) -> float:
+    """The k-th smallest (0-based) |x - med| over the sorted list s, in O(log n): the deviations
+    below med (read leftwards from the split) and above it are two sorted runs; binary search
+    for how many of the k + 1 smallest come from the lower run."""
+    split = bisect.bisect_left(s, med)
+    na, nb = split, len(s) - split
+    lo, hi = max(0, k + 1 - nb), min(k + 1, na)
+    while lo < hi:
+        i = (lo + hi) // 2
+        j = k + 1 - i
+        if j > 0 and med - s[split - 1 - i] < s[split + j - 1] - med:
+            lo = i + 1
+        else:
+            hi = i
+    j = k + 1 - lo
+    a = med - s[split - lo] if lo > 0 else -math.inf
+    b = s[split + j - 1] - med if j > 0 else -math.inf
+    return max(a, b)
+
+
 def robust_scale(win: SortedWindow, floor: float) -> tuple[float, float]:
-    """(median, MAD*1.4826) of a window, the scale floored at `floor`."""
+    """(median, MAD*1.4826) of a window, the scale floored at `floor`.
+
+    The MAD is read from the sorted window in O(log n) (`_kth_deviation`), with the same values
+    and the same even-count mean as `np.median(np.abs(values - med))`, so scores are unchanged.
+    """
     med = win.median()
-    if len(win) < 3:
+    n = len(win)
+    if n < 3:
         return med, floor
-    arr = np.fromiter(win.ring, float, len(win))
-    mad = float(np.median(np.abs(arr - med))) * 1.4826
-    return med, max(mad, floor)
+    s = win.sorted
+    if n % 2:
+        mid = _kth_deviation(s, med, n // 2)
+    else:
+        mid = (_kth_deviation(s, med, n // 2 - 1) + _kth_deviation(s, med, n // 2)) / 2
+    return med, max(mid * 1.4826, floor)

@@ -7,9 +7,11 @@
         # + random half-splits against the cached scores of an earlier run (`--cache` there)
     python bench/nab.py --cv base,ablations --cache /tmp/nabcache
         # the leave-one-category-out protocol (bench/nab_cv.py): the figures every decision uses
+    python bench/nab.py --cv members --cache /tmp/nabcache   # + `art` as a fourth member
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
-labels only reach the scorer. The published baselines of BASELINES.md are printed alongside.
+labels only reach the scorer. The `jobs/s` column is the worker's incremental rate (60-point jobs
+with state, bench/nab_speed.py; `--no-speed` leaves it out). The published baselines of BASELINES.md are printed alongside.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from legion.analytics.detectors import DETECTORS, make_detector
 from legion.analytics.scoring import PROFILES, score_corpus
 from legion.analytics.config import AnalyticsConfig
 from nab_constants import TUNED
+from nab_speed import incremental_jobs_per_s
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nab"
 
@@ -147,10 +150,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="a --cache folder of an earlier run to compare the splits with")
     ap.add_argument("--cv", default=None, metavar="GRIDS",
                     help="the leave-one-category-out protocol (bench/nab_cv.py) for the default "
-                         "ensemble and the named grids (none, base, full, additions, recal, ablations); "
+                         "ensemble and the named grids (none, base, full, additions, recal, "
+                         "ablations, members); "
                          "needs --cache")
     ap.add_argument("--cv-check", action="store_true",
                     help="with --cv: check the recombined ensemble against the detector")
+    ap.add_argument("--no-speed", action="store_true",
+                    help="leave out the jobs/s column (incremental jobs of 60 points per second "
+                         "per worker, bench/nab_speed.py; issue 14 asks >= 25)")
     ap.add_argument("--threshold", type=float, default=AnalyticsConfig().anomaly_threshold,
                     help="the fixed threshold of the protocol (the product's anomaly_threshold)")
     a = ap.parse_args(argv)
@@ -164,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     n_rows = sum(len(v) for _, _, v, _ in corpus)
     hdr = f"{'detector':<22}{'Standard':>9}{'Low FP':>9}{'Low FN':>9}{'std thr':>9}" \
-          f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}{'tuned':>6}"
+          f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}{'tuned':>6}{'jobs/s':>8}"
     print(f"NAB dev subset: {len(corpus)} files, {n_rows} rows, "
           f"{sum(len(w) for *_, w in corpus)} windows")
     print(hdr)
@@ -177,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}{std.score:9.2f}{res['reward_low_FP_rate'].score:9.2f}"
               f"{res['reward_low_FN_rate'].score:9.2f}{std.threshold:9.4f}"
               f"{std.windows_found:>5}/{std.n_windows:<3}{std.fp_rows:8d}{rate}"
-              f"{len(TUNED[name]) if name in TUNED else '?':>6}", flush=True)
+              f"{len(TUNED[name]) if name in TUNED else '?':>6}"
+              f"{'' if a.no_speed else format(incremental_jobs_per_s(name), '8.1f')}", flush=True)
         if a.halves:
             for h in (0, 1):
                 sub = [(scores[f], w) for j, (f, _, _, w) in enumerate(corpus) if j % 2 == h]

@@ -29,3 +29,5 @@ TUNED["ensemble"] = ENSEMBLE_TUNED
 TUNED["fisher"] = tuple(c for c in ENSEMBLE_TUNED  # Fisher's method replaces the combination's
                         if c.split("=")[0] not in ("mad_discount", "shift_discount", "agree",
                                                    "cost"))
+TUNED["art"] = ("step=5", "window=8", "rho=0.9", "chomp=0.075", "categories=200",
+                *CALIBRATION)  # ARTime's view, vigilance and chomp, not fitted here

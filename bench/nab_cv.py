@@ -72,6 +72,8 @@ class Config:
     cost_q: float = 0.0  # > 0: cost per series = this quantile of its combined log-rarity
     #                      minus what a calibrated -log10 p gives there (-log10(1 - q))
     cost_floor: float = -math.inf  # the per-series cost never below this
+    art: bool = False  # the `art` detector as a fourth member (variant "art": 5 trace rows)
+    art_discount: float = 0.0
 
     def label(self) -> str:
         """Short description of the configuration."""
@@ -82,7 +84,8 @@ class Config:
                 f"c={self.cost:g} dec={self.decades:g}{' recal' if self.recal else ''}"
                 + (f" {self.combine}" if self.combine != "agree" else "")
                 + (" per-time" if self.per_time else "")
-                + (f" cost-q{self.cost_q:g}>={self.cost_floor:g}" if self.cost_q else ""))
+                + (f" cost-q{self.cost_q:g}>={self.cost_floor:g}" if self.cost_q else "")
+                + (f" +art-{self.art_discount:g}" if self.art else ""))
 
 
 DEFAULT = Config()
@@ -187,6 +190,8 @@ def recombine(tr: np.ndarray, c: Config, step_s: float = REF_STEP_S) -> np.ndarr
         cols.append(t[2] - c.mad_discount)
     if c.shift:
         cols.append(t[3] - c.shift_discount)
+    if c.art:
+        cols.append(t[4] - c.art_discount)
     m = np.sort(np.vstack(cols), axis=0)
     if c.combine == "fisher":
         x = LN10 * np.maximum(m, 0.0).sum(axis=0)
@@ -379,14 +384,15 @@ def report(name: str, res: dict, fixed: float) -> None:
 def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
            check: bool = False) -> dict:
     """The protocol for the default ensemble alone (only the threshold is chosen per fold) and
-    for each named grid: 'base', 'full' (+ the trim0/tol0 member variants), 'additions', 'recal', and
-    'ablations' (bench/nab_transfer.py: each addition undone, with the synthetic node)."""
+    for each named grid: 'base', 'full' (+ the trim0/tol0 member variants), 'additions',
+    'recal', 'ablations' (bench/nab_transfer.py: each addition undone, with the synthetic node) and
+    'members' (bench/nab_members.py: the `art` detector as a fourth member)."""
     from nab_constants import TUNED
     from nab_transfer import print_false_alarms, run_ablations
-    unknown = set(grids) - {"base", "full", "additions", "recal", "ablations"}
+    unknown = set(grids) - {"base", "full", "additions", "recal", "ablations", "members"}
     if unknown:
         raise SystemExit(f"--cv: unknown grid(s) {sorted(unknown)}; "
-                         "choose from base, full, additions, recal, ablations")
+                         "choose from base, full, additions, recal, ablations, members")
     variants = sorted({"base"} | ({"trim0", "tol0"} if {"full", "additions", "ablations"}
                                   & set(grids) else set()))
     traces = load_traces(corpus, variants + (["win5000", "se0"] if "ablations" in grids else []),
@@ -405,6 +411,10 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
     for g in grids:
         if g == "ablations":
             out[g] = run_ablations(corpus, traces, cache, fixed)
+            continue
+        if g == "members":  # a fourth member, `art` (bench/nab_members.py)
+            from nab_members import run_members
+            out[g] = run_members(corpus, traces, cache, fixed)
             continue
         cfgs = (grid_recal(["base"]) if g == "recal" else grid_additions(variants)
                 if g == "additions" else grid(["base"] if g == "base" else variants))

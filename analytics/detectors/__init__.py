@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from legion.analytics.detectors.art import ArtDetector
 from legion.analytics.detectors.base import Detector, StreamingDetector
 from legion.analytics.detectors.ensemble import EnsembleDetector
 from legion.analytics.detectors.fisher import FisherEnsembleDetector
@@ -25,6 +26,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "shift": ShiftDetector,
     "ensemble": EnsembleDetector,
     "fisher": FisherEnsembleDetector,
+    "art": ArtDetector,
 }
 TORCH_NOTE = ""
 if torch_available():  # the PyTorch model is optional; torch is imported only when it trains

@@ -90,3 +90,32 @@ def test_a_new_series_does_not_alarm_while_its_calibration_fills() -> None:
         s = make_detector("mad").score(ts, v)
         early += [(seed, int(i)) for i in np.flatnonzero(s >= 0.8)]
     assert early == []
+
+
+def test_robust_scale_equals_numpy_median_of_deviations() -> None:
+    """The O(log n) MAD read from the sorted window is exactly numpy's (odd and even counts,
+    ties, windows that have evicted values), so detector scores do not change."""
+    from legion.analytics.calibration import SortedWindow, robust_scale
+
+    rng = np.random.default_rng(4)
+    for trial in range(400):
+        n = int(rng.integers(3, 80))
+        w = SortedWindow(n)
+        raw = rng.normal(5.0, 2.0, n + int(rng.integers(0, 30)))
+        vals = np.round(raw, 1) if trial % 2 else raw  # ties on odd trials
+        for x in vals.tolist():
+            w.push(x)
+        med = w.median()
+        arr = np.fromiter(w.ring, float, len(w))
+        assert robust_scale(w, 0.0) == (med, float(np.median(np.abs(arr - med))) * 1.4826)
+
+
+def test_sorted_window_restores_with_the_same_order() -> None:
+    from legion.analytics.calibration import SortedWindow
+
+    rng = np.random.default_rng(5)
+    w = SortedWindow(50)
+    for x in np.round(rng.normal(0, 1, 120), 1).tolist():
+        w.push(x)
+    r = SortedWindow.from_state(w.to_state())
+    assert list(r.ring) == list(w.ring) and r.sorted == w.sorted and r.size == w.size
