@@ -95,8 +95,9 @@ class BridgeStats:
 class AnalyticsBridge(threading.Thread):
     """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
-                 store: Store, submit: Callable[[IncomingBatch], None]) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: Config,
+                 keypair: tuple[bytes, bytes], store: Store,
+                 submit: Callable[[IncomingBatch], None]) -> None:
         super().__init__(name="legion-analytics-bridge", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._store, self._submit = store, submit
@@ -233,7 +234,7 @@ class AnalyticsBridge(threading.Thread):
         """Ask the loop to end (idempotent)."""
         self._stopping.set()
 
-    def _guard(self, fn: Callable[[], None]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> None:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down

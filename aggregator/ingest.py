@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import zmq
 
@@ -68,6 +69,10 @@ class Frame:
     received_ms: int
 
 
+# What the ingest queue carries: frames from the receiver, result batches from the analytics bridge.
+InboxItem: TypeAlias = Frame | IncomingBatch
+
+
 def heartbeat_ms(config: Config) -> int:
     """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
     return int(config.aggregator.heartbeat_interval_secs * 1000)
@@ -87,8 +92,9 @@ def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
 class Receiver(threading.Thread):
     """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, out: queue.Queue[Frame], telemetry: IngestTelemetry):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: Config,
+                 keypair: tuple[bytes, bytes], registry: KeyRegistry,
+                 out: queue.Queue[InboxItem], telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._out, self._tm = registry, out, telemetry
@@ -96,7 +102,7 @@ class Receiver(threading.Thread):
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
-    def _bind(self) -> zmq.Socket:
+    def _bind(self) -> zmq.Socket[Any]:
         sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
         # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
         # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
@@ -110,7 +116,7 @@ class Receiver(threading.Thread):
             raise
         return sock
 
-    def _rebind(self) -> zmq.Socket:
+    def _rebind(self) -> zmq.Socket[Any]:
         # ZeroMQ closes the old listener asynchronously in its I/O thread, so the port may
         # still be taken for a moment: retry instead of letting the receive loop die.
         for attempt in range(100):
@@ -143,7 +149,7 @@ class Receiver(threading.Thread):
                             msg = sock.recv(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        frame = Frame(msg.bytes, (msg.get("User-Id") or "").encode(),
+                        frame = Frame(msg.bytes, str(msg.get("User-Id") or "").encode(),
                                       int(time.time() * 1000))
                         self._tm.add(frames_received=1)
                         while not self._stopping.is_set():
@@ -173,13 +179,13 @@ class Receiver(threading.Thread):
 class Writer(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
-    def __init__(self, ctx: zmq.Context, config: Config, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, inbox: queue.Queue[Frame | IncomingBatch], store: Store,
-                 telemetry: IngestTelemetry):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: Config,
+                 keypair: tuple[bytes, bytes], registry: KeyRegistry,
+                 inbox: queue.Queue[InboxItem], store: Store, telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
-        self._fair: FairInbox[Frame | IncomingBatch] = FairInbox(inbox)  # one sender at a time
+        self._fair: FairInbox[InboxItem] = FairInbox(inbox)  # one sender at a time
         self._next_fail_log = 0.0
         self._stopping = threading.Event()
         self._ack_seq = 0
@@ -249,7 +255,7 @@ class Writer(threading.Thread):
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
-    def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
+    def _accept(self, frame: InboxItem, rejected_acks: dict[tuple[str, int], set[int]]
                 ) -> IncomingBatch | None:
         if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
             return frame

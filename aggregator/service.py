@@ -19,7 +19,7 @@ import zmq
 
 from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.auth import KeyRegistry, start_authenticator
-from legion.aggregator.ingest import Frame, Receiver, Writer
+from legion.aggregator.ingest import InboxItem, Receiver, Writer
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -50,7 +50,7 @@ class Aggregator:
         self.config = config
         self.telemetry = IngestTelemetry()
         self.store: Any = None
-        self._ctx: zmq.Context | None = None
+        self._ctx: zmq.Context[zmq.Socket[Any]] | None = None
         self._auth: Any = None
         self._receiver: Receiver | None = None
         self._writer: Writer | None = None
@@ -72,7 +72,7 @@ class Aggregator:
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)
-        inbox: queue.Queue[Frame] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
+        inbox: queue.Queue[InboxItem] = queue.Queue(maxsize=cfg.aggregator.queue_max_batches)
         # The writer writes through the Sink seam: the store first, then every configured sink.
         self.sinks = build_sinks(cfg, self.store)
         self.sinks.start()
@@ -114,7 +114,7 @@ class Aggregator:
         workers = worker_registry(self.config)
         if workers is None:
             return None
-        assert self._auth is not None
+        assert self._auth is not None and self._ctx is not None
         self._auth.configure_curve_callback(domain=WORKER_DOMAIN.decode(),
                                             credentials_provider=workers)
         d = AnalyticsBridge(self._ctx, self.config, keypair, self.store, self._submit_internal)

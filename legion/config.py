@@ -2,9 +2,9 @@
 
 The seed's keys (`collection_interval`, `analysis_interval`, `alert_thresholds`, `ai_settings`,
 `dashboard_config`, `security`) keep their meaning and defaults; new settings live in new sections
-(`agent`, `aggregator`, `storage`, `analytics`, `alerting`: owned by aggregator/alerts/config.py). Unknown keys and bad values are errors; every
-problem is reported with its key path, all at once. Relative paths are resolved against the
-directory of the config file.
+(`agent`, `aggregator`, `storage`, `analytics`, `alerting`: owned by aggregator/alerts/config.py).
+Unknown keys and bad values are errors; every problem is reported with its key path, all at once.
+Relative paths are resolved against the directory of the config file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from legion.aggregator.sinks.config import SinksConfig, sinks_problems
 from legion.errors import ConfigError
@@ -269,7 +269,7 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """The JSON form of a config (what `init` writes), without `base_dir`."""
-    out = _plain(cfg)
+    out: dict[str, Any] = _plain(cfg)
     out.pop("base_dir", None)
     from legion.aggregator.alerts.config import alerting_to_dict
 
@@ -313,7 +313,7 @@ def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):  # `X | None`: null means "not set"
         return None if val is None else _coerce(typing.get_args(tp)[0], val, path, problems)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(val, dict):
             problems.append(f"{path}: must be an object")
             return None
@@ -357,18 +357,21 @@ def _coerce(tp: Any, val: Any, path: str, problems: list[str]) -> Any:
     raise TypeError(f"unsupported config type {tp!r} at {path}")  # pragma: no cover
 
 
-def _freeze(cls: type, values: dict[str, Any], base_dir: str | None = None) -> Any:
+_Section = TypeVar("_Section")
+
+
+def _freeze(cls: type[_Section], values: dict[str, Any], base_dir: str | None = None) -> _Section:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, val in values.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             val = _freeze(tp, val)
         elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             val = tuple(_freeze(typing.get_args(tp)[0], v) for v in val)
         elif typing.get_origin(tp) is dict:
             _, vt = typing.get_args(tp)
-            if dataclasses.is_dataclass(vt):
+            if isinstance(vt, type) and dataclasses.is_dataclass(vt):
                 val = {k: _freeze(vt, v) for k, v in val.items()}
             val = types.MappingProxyType(dict(val))
         kwargs[name] = val

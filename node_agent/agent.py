@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from typing import Any
 
 import zmq
 
@@ -131,14 +132,15 @@ class NodeAgent:
             acks.close(linger=0)
             ctx.term()
 
-    def _publisher(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    def _publisher(self, ctx: zmq.Context[zmq.Socket[Any]], endpoint: str) -> zmq.Socket[Any]:
         hb = int(self.config.agent.heartbeat_interval_secs * 1000)
         pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair, hb)
         pub.setsockopt(zmq.SNDHWM, 10_000)
         pub.connect(endpoint)
         return pub
 
-    def _maybe_switch(self, ctx: zmq.Context, pub: zmq.Socket) -> zmq.Socket:
+    def _maybe_switch(self, ctx: zmq.Context[zmq.Socket[Any]],
+                      pub: zmq.Socket[Any]) -> zmq.Socket[Any]:
         """Fail over (or back) to another aggregator; unacked batches are resent there."""
         age = float(self.delivery.stats()["oldest_unacked_age_seconds"])
         index = self.failover.decide(age, lambda ep: self._publisher(ctx, ep))
@@ -150,7 +152,7 @@ class NodeAgent:
         self.delivery.resend_all_now()
         return self._publisher(ctx, endpoint)
 
-    def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
+    def _open_monitor(self, ctx: zmq.Context[zmq.Socket[Any]]) -> MonitorReceiver | None:
         ep = self.config.endpoint(self.config.agent.monitor_endpoint.replace("{node}", self.node))
         try:
             return MonitorReceiver(ctx, ep)
@@ -158,7 +160,7 @@ class NodeAgent:
             log.warning("event=monitor_endpoint_unavailable endpoint=%s error=%s", ep, exc)
             return None
 
-    def _send_live(self, pub: zmq.Socket, samples: list[Sample]) -> None:
+    def _send_live(self, pub: zmq.Socket[Any], samples: list[Sample]) -> None:
         if not samples:
             return
         now_ms = int(time.time() * 1000)
@@ -169,14 +171,14 @@ class NodeAgent:
             self._send(pub, frame)
             self.delivery.on_sent(seq)
 
-    def _send(self, pub: zmq.Socket, frame: bytes) -> None:
+    def _send(self, pub: zmq.Socket[Any], frame: bytes) -> None:
         try:
             pub.send(frame, zmq.NOBLOCK)
             self.sent += 1
         except zmq.Again:  # HWM reached: the spool still holds it and resend will retry
             pass
 
-    def _drain_acks(self, sock: zmq.Socket) -> None:
+    def _drain_acks(self, sock: zmq.Socket[Any]) -> None:
         for _ in range(1000):
             try:
                 _topic, data = sock.recv_multipart(zmq.NOBLOCK)

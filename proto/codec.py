@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
@@ -21,6 +21,7 @@ from legion.proto.messages import (
     KIND_ACK,
     KIND_METRICS,
     Ack,
+    Body,
     Envelope,
     Labels,
     MetricsBatch,
@@ -246,7 +247,7 @@ def _decode_ack(body: dict[str, Any], now_ms: int) -> Ack:
     return Ack(level=level, epoch=epoch, ranges=tuple(out))
 
 
-_BODY_DECODERS = {
+_BODY_DECODERS: dict[str, Callable[[dict[str, Any], int], Body]] = {
     KIND_METRICS: _decode_metrics,
     KIND_ACK: _decode_ack,
 }

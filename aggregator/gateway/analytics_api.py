@@ -19,6 +19,7 @@ from aiohttp import web
 from legion.aggregator.gateway.api import _METRIC_RE, _NODE_RE, BadRequest, _opt, _params
 from legion.aggregator.gateway.resolution import finest_holding
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
+from legion.aggregator.gateway.hub import Source
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 
 ANALYTICS_NODE = "analytics"
@@ -29,7 +30,7 @@ LATEST_LOOKBACK_STEPS = 10
 MAX_SERIES_KEY = 1024
 
 
-def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[dict[str, Any]]]],
+def make_analytics_routes(store: Any, sources: Mapping[str, Source],
                           retrain: Callable[[str | None], bool] | None = None,
                           bands: Any | None = None) -> list[web.RouteDef]:
     """GET /api/v1/anomalies, /api/v1/forecasts, /api/v1/bands; POST /api/v1/analytics/retrain.
@@ -81,10 +82,10 @@ def make_analytics_routes(store: Any, sources: Mapping[str, Callable[[], list[di
             if (node and f["node"] != node) or (metric and metric not in (f["metric"],
                                                                          f.get("name"))):
                 continue
-            f = dict(f)
-            if f.get("breach_at_ms"):
-                f["breach_at"] = iso_ms(f["breach_at_ms"])
-            out.append(f)
+            row = dict(f)
+            if row.get("breach_at_ms"):
+                row["breach_at"] = iso_ms(row["breach_at_ms"])
+            out.append(row)
         return web.json_response(out)
 
     @requires("write")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.hub import Hub
@@ -249,7 +250,7 @@ GATEWAY_STATUS_KEY: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("legio
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map errors to JSON `{"error": ...}` responses; never leak a traceback."""
     try:
         response = await handler(request)

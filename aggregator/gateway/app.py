@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
 
 from legion.aggregator.gateway import prom
 from legion.aggregator.gateway.alerts_api import AlertActions, make_alert_routes
@@ -53,7 +54,8 @@ DEFAULT_DASHBOARD_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 HUB_KEY = web.AppKey("legion_hub", Hub)
 TOKENS_KEY = web.AppKey("legion_tokens", TokenStore)
 AUDIT_KEY = web.AppKey("legion_audit", AuditLog)
-_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>", re.DOTALL | re.IGNORECASE)
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>",
+                            re.DOTALL | re.IGNORECASE)
 _REVALIDATE_EVERY_S = 5.0
 Telemetry = Any
 """A callable returning `(name, labels, value)` triples or `Sample`s, or an object with
@@ -106,7 +108,7 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
                analytics_retrain: Callable[[str | None], bool] | None = None,
                bands: Any | None = None
                ) -> web.Application:
-    """Build the gateway application (routes, middlewares, hub lifecycle); serve it with `start_gateway`."""
+    """Build the gateway app (routes, middlewares, hub lifecycle); `start_gateway` serves it."""
     dc, sec = config.dashboard_config, config.security
     audit = audit or AuditLog(config.path(config.aggregator.audit_log_path))
     stats: dict[str, int] = {k: 0 for k in (
@@ -149,7 +151,7 @@ def create_app(config: Config, store: Any, status_provider: Callable[[], Mapping
     csp = _Csp(dash / "index.html")
 
     @web.middleware
-    async def headers_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         # CORS only for the configured origins (e.g. a Tauri shell at tauri://localhost);
         # the served dashboard is same-origin and needs none. No cookies: no credentials.
         origin = request.headers.get("Origin")

@@ -32,7 +32,10 @@ WORKER_KEY = "worker"
 
 def default_config(d: Path) -> Config:
     """The embedded defaults with every path inside `d` and everything on loopback."""
-    p = lambda *parts: str(d.joinpath(*parts))  # noqa: E731
+
+    def p(*parts: str) -> str:
+        return str(d.joinpath(*parts))
+
     return Config(
         security=SecurityConfig(enable_tls=True, certificate_path=p("certs", "server.crt"),
                                 private_key_path=p("certs", "server.key")),

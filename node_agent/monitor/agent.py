@@ -147,7 +147,7 @@ class AgentMonitor:
         return _Span(s)
 
     def task(self, task_type: Any = None) -> Any:
-        """Decorator form: `@monitor.task("kind")` (or bare `@monitor.task`) on sync/async callables."""
+        """Decorator form: `@monitor.task("kind")` or bare `@monitor.task`, sync or async."""
         if callable(task_type) and not isinstance(task_type, str):
             return self.task(getattr(task_type, "__name__", "unknown"))(task_type)
 
