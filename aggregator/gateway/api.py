@@ -17,13 +17,15 @@ from legion.aggregator.gateway.resolution import RESOLUTION_HEADER, finest_holdi
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 from legion.aggregator.gateway.tokens import ROLES, TokenStore
 from legion.errors import AuthError, LegionError, QueryError, StoreError
+from legion.proto.limits import MAX_LABEL_KEY_LEN, MAX_NAME_LEN, MAX_NODE_LEN
+from legion.proto.names import LABEL_KEY_RE, METRIC_GLOB_RE, NODE_RE, within
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 QUERY_MAX_POINTS = 200_000
 QUERY_MAX_BUCKETS = 100_000
-_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_METRIC_RE = re.compile(r"^[a-zA-Z_:*?][a-zA-Z0-9_:*?]{0,199}$")
-_LABEL_KEY_RE = re.compile(r"^[a-zA-Z_]\w{0,63}$")
+_NODE_RE = within(NODE_RE, MAX_NODE_LEN)
+_METRIC_RE = within(METRIC_GLOB_RE, MAX_NAME_LEN)
+_LABEL_KEY_RE = within(LABEL_KEY_RE, MAX_LABEL_KEY_LEN)
 
 
 class BadRequest(Exception):

@@ -24,7 +24,7 @@ from legion.config import (
 )
 from legion.curve import create_keypair, read_node_binding, require_curve
 from legion.errors import LegionError
-from legion.proto.codec import NODE_RE
+from legion.proto.names import NODE_RE
 
 AGGREGATOR_KEY = "aggregator"
 WORKER_KEY = "worker"
