@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.band_book import BandBook
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.dispatch import Dispatcher as JobBook

@@ -1,6 +1,6 @@
 """Ingest: a receive loop that only receives, and one writer that decodes, stores and acks.
 
-    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [Writer thread]
+    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [IngestWriter thread]
                                                       decode · identity check · group ~100 ms
                                                       Store.write (one transaction)
                                                       ◀──PUB acks (topic = node)── committed
@@ -25,7 +25,7 @@ from typing import Any, TypeAlias
 
 import zmq
 
-from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
@@ -176,7 +176,7 @@ class Receiver(threading.Thread):
         self._stopping.set()
 
 
-class Writer(threading.Thread):
+class IngestWriter(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: Config,

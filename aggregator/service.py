@@ -17,9 +17,9 @@ from typing import Any
 
 import zmq
 
+from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_dispatch import WORKER_DOMAIN, AnalyticsBridge, worker_registry
-from legion.aggregator.auth import KeyRegistry, start_authenticator
-from legion.aggregator.ingest import InboxItem, Receiver, Writer
+from legion.aggregator.ingest import InboxItem, IngestWriter, Receiver
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -53,7 +53,7 @@ class Aggregator:
         self._ctx: zmq.Context[zmq.Socket[Any]] | None = None
         self._auth: Any = None
         self._receiver: Receiver | None = None
-        self._writer: Writer | None = None
+        self._writer: IngestWriter | None = None
         self.analytics: AnalyticsBridge | None = None
         self.sinks: SinkSet | None = None
         self.alerts: Any = None  # legion.aggregator.alerts.AlertEngine when alerting.enabled
@@ -77,7 +77,7 @@ class Aggregator:
         self.sinks = build_sinks(cfg, self.store)
         self.sinks.start()
         self.telemetry.extra_samples.append(self.sinks.samples)
-        self._writer = Writer(self._ctx, cfg, keypair, registry, inbox,
+        self._writer = IngestWriter(self._ctx, cfg, keypair, registry, inbox,
                               self.sinks,  # type: ignore[arg-type]
                               self.telemetry)
         self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)

@@ -26,7 +26,7 @@ from legion.node_agent.failover import Failover, endpoints_of
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
 from legion.node_agent.spool import Spool
-from legion.node_agent.state import AgentState
+from legion.node_agent.state import SeqAllocator
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples
 from legion.proto.limits import MAX_FRAME_BYTES
@@ -52,7 +52,7 @@ class NodeAgent:
                 f"(create one with `legionctl keys add-agent {node} --config F`)")
         self._keypair = load_secret(secret_path)
         state_dir = config.path(acfg.state_dir) / node
-        self.state = AgentState.open(state_dir)
+        self.state = SeqAllocator.open(state_dir)
         self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms,
                            epoch=self.state.epoch)
         self.delivery = Delivery(self.spool, resend_timeout=acfg.resend_timeout_secs)

@@ -14,7 +14,7 @@ from typing import Any, Self, TypeVar
 
 from legion.errors import ConfigError
 from legion.node_agent.monitor import flusher as _fl
-from legion.node_agent.monitor.summary import ALL, OVERFLOW, AgentState, TaskSeries
+from legion.node_agent.monitor.summary import ALL, OVERFLOW, MonitorState, TaskSeries
 
 log = logging.getLogger("legion.node_agent.monitor")
 
@@ -128,7 +128,7 @@ class AgentMonitor:
         sent, received = itertools.count(), itertools.count()
         self._sent_inc = sent.__next__
         self._recv_inc = received.__next__
-        self.state = AgentState(
+        self.state = MonitorState(
             agent_id, department, self._overflow_series, sent.__next__, received.__next__,
             max(1, math.ceil(success_window_secs / self.interval_secs)), self.process_metrics)
         self._lock = self.state.lock

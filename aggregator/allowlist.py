@@ -20,7 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from legion.curve import read_node_binding
 from legion.errors import TransportError
 
-log = logging.getLogger("legion.aggregator.auth")
+log = logging.getLogger("legion.aggregator.allowlist")
 
 class KeyRegistry:
     """Thread-safe map of authorized public keys (z85) to the node each is bound to."""
