@@ -1,6 +1,6 @@
 """Ingest: a receive loop that only receives, and one writer that decodes, stores and acks.
 
-    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [Writer thread]
+    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [IngestWriter thread]
                                                       decode · identity check · group ~100 ms
                                                       Store.write (one transaction)
                                                       ◀──PUB acks (topic = node)── committed
@@ -21,10 +21,11 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import zmq
 
-from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
@@ -68,7 +69,7 @@ class Frame:
     received_ms: int
 
 
-Inbound = Frame | IncomingBatch
+Inbound: TypeAlias = Frame | IncomingBatch
 """What the writer's queue carries: frames from the agents (Receiver) and batches made inside
 the aggregator (the analytics bridge's results), which are stored as they are."""
 
@@ -92,8 +93,9 @@ def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
 class Receiver(threading.Thread):
     """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
 
-    def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, out: queue.Queue[Inbound], telemetry: IngestTelemetry):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: ServiceConfig,
+                 keypair: tuple[bytes, bytes], registry: KeyRegistry,
+                 out: queue.Queue[Inbound], telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._out, self._tm = registry, out, telemetry
@@ -101,7 +103,7 @@ class Receiver(threading.Thread):
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
-    def _bind(self) -> zmq.Socket:
+    def _bind(self) -> zmq.Socket[Any]:
         sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
         # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
         # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
@@ -115,7 +117,7 @@ class Receiver(threading.Thread):
             raise
         return sock
 
-    def _rebind(self) -> zmq.Socket:
+    def _rebind(self) -> zmq.Socket[Any]:
         # ZeroMQ closes the old listener asynchronously in its I/O thread, so the port may
         # still be taken for a moment: retry instead of letting the receive loop die.
         for attempt in range(100):
@@ -148,7 +150,7 @@ class Receiver(threading.Thread):
                             msg = sock.recv(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        frame = Frame(msg.bytes, (msg.get("User-Id") or "").encode(),
+                        frame = Frame(msg.bytes, str(msg.get("User-Id") or "").encode(),
                                       int(time.time() * 1000))
                         self._tm.add(frames_received=1)
                         while not self._stopping.is_set():
@@ -175,16 +177,16 @@ class Receiver(threading.Thread):
         self._stopping.set()
 
 
-class Writer(threading.Thread):
+class IngestWriter(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
-    def __init__(self, ctx: zmq.Context, config: ServiceConfig, keypair: tuple[bytes, bytes],
-                 registry: KeyRegistry, inbox: queue.Queue[Inbound], store: Store,
-                 telemetry: IngestTelemetry):
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: ServiceConfig,
+                 keypair: tuple[bytes, bytes], registry: KeyRegistry,
+                 inbox: queue.Queue[Inbound], store: Store, telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
-        self._fair: FairInbox[Frame | IncomingBatch] = FairInbox(inbox)  # one sender at a time
+        self._fair: FairInbox[Inbound] = FairInbox(inbox)  # one sender at a time
         self._next_fail_log = 0.0
         self._stopping = threading.Event()
         self._ack_seq = 0
@@ -254,7 +256,7 @@ class Writer(threading.Thread):
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
-    def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
+    def _accept(self, frame: Inbound, rejected_acks: dict[tuple[str, int], set[int]]
                 ) -> IncomingBatch | None:
         if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
             return frame

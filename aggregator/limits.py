@@ -57,7 +57,8 @@ class SeriesLimits:
         width = len(batch.label_sets)
         pairs = np.unique(batch.name_idx.astype(np.int64) * width + batch.label_idx)
         new = [key for p in pairs.tolist()
-               if not self._seen(key := (node, batch.names[p // width], batch.label_sets[p % width]))]
+               if not self._seen(key := (node, batch.names[p // width],
+                                         batch.label_sets[p % width]))]
         if not new:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()

@@ -107,7 +107,7 @@ class RemoteQueryStore:
                ) -> list[dict[str, Any]]:
         """Series known to the remote store (ids are a stable hash: there is no local row)."""
         rows = self.api.get("/api/v1/series", **{"match[]": selector(metric, node)})
-        out = []
+        out: list[dict[str, Any]] = []
         for m in rows:
             name, nd, labels = _split(m)
             key = json.dumps([nd, name, sorted(labels.items())])

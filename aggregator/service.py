@@ -17,10 +17,10 @@ from typing import Any
 
 import zmq
 
+from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
-from legion.aggregator.auth import KeyRegistry, start_authenticator
 from legion.aggregator.config import ServiceConfig
-from legion.aggregator.ingest import Inbound, Receiver, Writer
+from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -50,10 +50,10 @@ class Aggregator:
         self.config = config
         self.telemetry = IngestTelemetry()
         self.store: Any = None
-        self._ctx: zmq.Context | None = None
+        self._ctx: zmq.Context[zmq.Socket[Any]] | None = None
         self._auth: Any = None
         self._receiver: Receiver | None = None
-        self._writer: Writer | None = None
+        self._writer: IngestWriter | None = None
         self.analytics: AnalyticsBridge | None = None
         self.sinks: SinkSet | None = None
         self.alerts: Any = None  # legion.aggregator.alerts.AlertEngine when alerting.enabled
@@ -78,7 +78,7 @@ class Aggregator:
         self.sinks = build_sinks(cfg, self.store)
         self.sinks.start()
         self.telemetry.extra_samples.append(self.sinks.samples)
-        self._writer = Writer(self._ctx, cfg, keypair, registry, inbox,
+        self._writer = IngestWriter(self._ctx, cfg, keypair, registry, inbox,
                               self.sinks,  # type: ignore[arg-type]
                               self.telemetry)
         self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
@@ -115,7 +115,7 @@ class Aggregator:
         workers = worker_registry(self.config)
         if workers is None:
             return None
-        assert self._auth is not None
+        assert self._auth is not None and self._ctx is not None
         self._auth.configure_curve_callback(domain=WORKER_DOMAIN.decode(),
                                             credentials_provider=workers)
         d = AnalyticsBridge(self._ctx, self.config, keypair, self.store, self._submit_internal)

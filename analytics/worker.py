@@ -111,7 +111,7 @@ class Worker:
 
     def __init__(self, jobs_endpoint: str, results_endpoint: str, server_public: bytes,
                  keypair: tuple[bytes, bytes], name: str = "worker",
-                 ctx: zmq.Context | None = None, poll_ms: int = 200) -> None:
+                 ctx: zmq.Context[zmq.Socket[Any]] | None = None, poll_ms: int = 200) -> None:
         self.jobs_endpoint, self.results_endpoint = jobs_endpoint, results_endpoint
         self.server_public, self.keypair = server_public, keypair
         self.name, self.poll_ms = name, poll_ms

@@ -178,7 +178,7 @@ def ceiling(cfg_path: Path, nodes: list[str], frames: dict[str, list[bytes]], po
             secs: float) -> float:
     """Points/s through the bare Curve transport (receiver counts frames, nothing more)."""
     cfg = load_config(cfg_path)
-    from legion.aggregator.auth import KeyRegistry, start_authenticator
+    from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 
     ctx = zmq.Context()
     auth = start_authenticator(ctx, KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir)))

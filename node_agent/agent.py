@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -26,7 +27,7 @@ from legion.node_agent.delivery import Delivery
 from legion.node_agent.failover import Failover, endpoints_of
 from legion.node_agent.monitor_receiver import MonitorReceiver
 from legion.node_agent.scheduler import Scheduler
-from legion.node_agent.state import AgentState
+from legion.node_agent.state import SeqAllocator
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import KIND_ACK, Ack, Sample, WireError, decode, encode_samples
 from legion.proto.limits import MAX_FRAME_BYTES
@@ -53,7 +54,7 @@ class NodeAgent:
                 f"(create one with `legionctl keys add-agent {node} --config F`)")
         self._keypair = load_secret(secret_path)
         state_dir = Path(acfg.state_dir) / node
-        self.state = AgentState.open(state_dir)
+        self.state = SeqAllocator.open(state_dir)
         self.spool = Spool(state_dir / "spool", acfg.spool_max_bytes, acfg.spool_sync_interval_ms,
                            epoch=self.state.epoch)
         self.delivery = Delivery(self.spool, resend_timeout=acfg.resend_timeout_secs)
@@ -133,14 +134,15 @@ class NodeAgent:
             acks.close(linger=0)
             ctx.term()
 
-    def _publisher(self, ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    def _publisher(self, ctx: zmq.Context[zmq.Socket[Any]], endpoint: str) -> zmq.Socket[Any]:
         hb = int(self.config.heartbeat_interval_secs * 1000)
         pub = client_socket(ctx, zmq.PUB, self._server_public, self._keypair, hb)
         pub.setsockopt(zmq.SNDHWM, 10_000)
         pub.connect(endpoint)
         return pub
 
-    def _maybe_switch(self, ctx: zmq.Context, pub: zmq.Socket) -> zmq.Socket:
+    def _maybe_switch(self, ctx: zmq.Context[zmq.Socket[Any]],
+                      pub: zmq.Socket[Any]) -> zmq.Socket[Any]:
         """Fail over (or back) to another aggregator; unacked batches are resent there."""
         age = float(self.delivery.stats()["oldest_unacked_age_seconds"])
         index = self.failover.decide(age, lambda ep: self._publisher(ctx, ep))
@@ -152,7 +154,7 @@ class NodeAgent:
         self.delivery.resend_all_now()
         return self._publisher(ctx, endpoint)
 
-    def _open_monitor(self, ctx: zmq.Context) -> MonitorReceiver | None:
+    def _open_monitor(self, ctx: zmq.Context[zmq.Socket[Any]]) -> MonitorReceiver | None:
         ep = self.config.monitor_endpoint.replace("{node}", self.node)
         try:
             return MonitorReceiver(ctx, ep)
@@ -160,7 +162,7 @@ class NodeAgent:
             log.warning("event=monitor_endpoint_unavailable endpoint=%s error=%s", ep, exc)
             return None
 
-    def _send_live(self, pub: zmq.Socket, samples: list[Sample]) -> None:
+    def _send_live(self, pub: zmq.Socket[Any], samples: list[Sample]) -> None:
         if not samples:
             return
         now_ms = int(time.time() * 1000)
@@ -171,14 +173,14 @@ class NodeAgent:
             self._send(pub, frame)
             self.delivery.on_sent(seq)
 
-    def _send(self, pub: zmq.Socket, frame: bytes) -> None:
+    def _send(self, pub: zmq.Socket[Any], frame: bytes) -> None:
         try:
             pub.send(frame, zmq.NOBLOCK)
             self.sent += 1
         except zmq.Again:  # HWM reached: the spool still holds it and resend will retry
             pass
 
-    def _drain_acks(self, sock: zmq.Socket) -> None:
+    def _drain_acks(self, sock: zmq.Socket[Any]) -> None:
         for _ in range(1000):
             try:
                 _topic, data = sock.recv_multipart(zmq.NOBLOCK)

@@ -48,8 +48,8 @@ class Failover:
         self.active = 0
         self.switched_at = clock()
         self._last_ack = self.switched_at
-        self._probe: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None
+        self._probe: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self.counters = {"failovers_total": 0, "failbacks_total": 0}
 
     def on_ack(self) -> None:
@@ -57,7 +57,7 @@ class Failover:
         self._last_ack = self.clock()
 
     def decide(self, oldest_unacked_age: float,
-               make_probe: Callable[[str], zmq.Socket]) -> int | None:
+               make_probe: Callable[[str], zmq.Socket[Any]]) -> int | None:
         """The index to switch to now, or None to stay."""
         now = self.clock()
         if len(self.endpoints) < 2:

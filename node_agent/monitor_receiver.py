@@ -36,7 +36,7 @@ _IPC_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the NUL
 class MonitorReceiver:
     """Binds a PULL socket at `endpoint` and hands out the samples AgentMonitors pushed."""
 
-    def __init__(self, ctx: zmq.Context[Any], endpoint: str) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], endpoint: str) -> None:
         self.endpoint = endpoint
         if endpoint.startswith("ipc://"):
             path = endpoint[len("ipc://"):]
@@ -57,7 +57,7 @@ class MonitorReceiver:
             self._sock.close(0)
             raise TransportError(f"cannot bind monitor endpoint {endpoint}: {exc}") from exc
         # the endpoint actually bound (resolves tcp://host:* to the chosen port)
-        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         if endpoint.startswith("ipc://"):
             try:
                 os.chmod(endpoint[len("ipc://"):], 0o600)

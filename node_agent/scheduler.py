@@ -154,10 +154,10 @@ class Scheduler:
             self._clock.sleep(delay)  # an injected clock decides what waiting means
 
     def run_once(self) -> list[Sample]:
-        """Run every collector once, hand the samples (with self-metrics) to `on_tick`, return them."""
+        """Run every collector once, give the samples and self-metrics to `on_tick`, return them."""
         ts_ms = int(self._clock.time() * 1000)
         samples: list[Sample] = []
-        for collector, acct in zip(self._collectors, self._acct):
+        for collector, acct in zip(self._collectors, self._acct, strict=True):
             t0 = self._clock.monotonic()
             try:
                 readings = collector.collect()

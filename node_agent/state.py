@@ -48,8 +48,8 @@ def _boot_id() -> bytes:
         return b"\0" * 16
 
 
-class AgentState:
-    """Epoch and seq allocator; `AgentState.open(dir)`, then `next_seq()` per batch."""
+class SeqAllocator:
+    """Epoch and seq allocator; `SeqAllocator.open(dir)`, then `next_seq()` per batch."""
 
     def __init__(self, directory: Path, epoch: int, next_seq: int, reserved_until: int,
                  block: int, new_epoch: bool, boot_id: bytes) -> None:
@@ -68,7 +68,7 @@ class AgentState:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], block: int = DEFAULT_BLOCK,
-             clock_ms: Callable[[], int] | None = None) -> AgentState:
+             clock_ms: Callable[[], int] | None = None) -> SeqAllocator:
         """Load or create the state in `directory`; a wiped or unreadable one starts a new epoch."""
         if block < 1:
             raise LegionError(f"seq block must be >= 1, got {block}")
@@ -98,7 +98,7 @@ class AgentState:
     def next_seq(self) -> int:
         """Hand out the next seq of this epoch (strictly increasing, never reused)."""
         if self._cursor_fd is None:
-            raise LegionError("AgentState is closed")
+            raise LegionError("SeqAllocator is closed")
         seq = self._next
         if seq >= self._reserved:
             self._reserve(seq)

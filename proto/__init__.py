@@ -1,4 +1,4 @@
-"""Wire schema v1: envelope, bodies, limits, the msgpack codec and typed rejections."""
+"""Wire schema v1: envelope, bodies, limits, name grammar, the msgpack codec, typed rejections."""
 
 from legion.proto.codec import Codec, MsgpackCodec, decode, encode, encode_samples
 from legion.proto.errors import Reason, WireError

@@ -7,9 +7,8 @@ escapes it, whatever the bytes (a hypothesis fuzz test holds it to that).
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
@@ -21,19 +20,18 @@ from legion.proto.messages import (
     KIND_ACK,
     KIND_METRICS,
     Ack,
+    Body,
     Envelope,
     Labels,
     MetricsBatch,
     Sample,
     intern_samples,
 )
+from legion.proto.names import LABEL_KEY_RE, NAME_RE, NODE_RE
 
 if TYPE_CHECKING:  # numpy is imported lazily: only decoding metrics needs it
     import numpy as np
 
-NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-LABEL_KEY_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-NODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 _UINT32, _FLOAT64, _INT64 = "<u4", "<f8", "<i8"
 
@@ -246,7 +244,7 @@ def _decode_ack(body: dict[str, Any], now_ms: int) -> Ack:
     return Ack(level=level, epoch=epoch, ranges=tuple(out))
 
 
-_BODY_DECODERS = {
+_BODY_DECODERS: dict[str, Callable[[dict[str, Any], int], Body]] = {
     KIND_METRICS: _decode_metrics,
     KIND_ACK: _decode_ack,
 }

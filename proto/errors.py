@@ -7,7 +7,7 @@ from enum import Enum
 from legion.kernel.errors import LegionError
 
 
-class Reason(str, Enum):
+class Reason(str, Enum):  # noqa: UP042 - StrEnum would change str() of a reason
     """Why a frame was rejected. Closed set: counters and dashboards key on these values."""
 
     FRAME_TOO_LARGE = "frame_too_large"

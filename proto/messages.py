@@ -147,11 +147,11 @@ def intern_samples(samples: Iterable[Sample]) -> tuple[
         l_idx.append(label_sets.setdefault(s.labels, len(label_sets)))
         values.append(s.value)
         ts.append(s.ts_ms)
-    cols = [n_idx, l_idx, values, ts]
     if sys.byteorder == "big":
-        for c in cols:
+        for c in (n_idx, l_idx, values, ts):
             c.byteswap()
-    return (tuple(names), tuple(label_sets), *(c.tobytes() for c in cols))  # type: ignore
+    return (tuple(names), tuple(label_sets),
+            n_idx.tobytes(), l_idx.tobytes(), values.tobytes(), ts.tobytes())
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -299,8 +299,8 @@ def _route(raw: Any, path: str, problems: list[str], receivers: set[str],
     if "receiver" in raw or root:
         rec = raw.get("receiver")
         if not isinstance(rec, str) or rec not in receivers:
-            problems.append(f"{path}.receiver: must name a receiver ({', '.join(sorted(receivers))})"
-                            f" (got {rec!r})")
+            problems.append(f"{path}.receiver: must name a receiver"
+                            f" ({', '.join(sorted(receivers))}) (got {rec!r})")
         kw["receiver"] = rec if isinstance(rec, str) else "log"
     if "group_by" in raw:
         kw["group_by"] = _strs(raw["group_by"], f"{path}.group_by", problems)

@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from legion.aggregator.alerts.lifecycle import Lifecycle
 from legion.aggregator.alerts.matchers import parse_matcher, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
-from legion.aggregator.alerts.rules import AlertRule, default_rules
+from legion.aggregator.alerts.rules import SEVERITY_RANK, AlertRule, default_rules
 from legion.aggregator.config import ServiceConfig
 from legion.kernel.errors import ConfigError
 from legion.proto import Sample, canonical_labels
@@ -42,7 +42,7 @@ class AlertEngine(threading.Thread):
     """The alerting engine of one aggregator."""
 
     def __init__(self, config: ServiceConfig, store: Any, *, bands: Any | None = None,
-                 forecasts: Callable[[], list[Mapping[str, Any]]] | None = None,
+                 forecasts: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
                  clock_ms: Callable[[], int] = wall_ms, external_url: str = "") -> None:
         super().__init__(name="legion-alerts", daemon=True)
         self.config = config
@@ -253,8 +253,7 @@ class AlertEngine(threading.Thread):
         with self._lock:
             items = [self._view(a) for a in self.lifecycle.alerts.values()
                      if state is None or a["state"] == state]
-        return sorted(items, key=lambda a: (-severity.SEVERITY_RANK.get(a["severity"], 0),
-                                            a["since_ms"]))
+        return sorted(items, key=lambda a: (-SEVERITY_RANK.get(a["severity"], 0), a["since_ms"]))
 
     def dashboard_alerts(self) -> list[dict[str, Any]]:
         """The hub's `alerts` source: pending and firing alerts."""

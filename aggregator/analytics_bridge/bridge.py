@@ -44,7 +44,7 @@ from legion.aggregator.analytics_bridge.watched import (
     schedule_node_detect,
     watched_series,
 )
-from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.store import IncomingBatch, Store
 from legion.kernel.curve import server_socket
@@ -69,8 +69,9 @@ class BridgeStats:
 class AnalyticsBridge(threading.Thread):
     """Owns the jobs PUSH and results PULL sockets; hands result series to `submit`."""
 
-    def __init__(self, ctx: zmq.Context[Any], config: Config, keypair: tuple[bytes, bytes],
-                 store: Store, submit: Callable[[IncomingBatch], None]) -> None:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: Config,
+                 keypair: tuple[bytes, bytes], store: Store,
+                 submit: Callable[[IncomingBatch], None]) -> None:
         super().__init__(name="legion-analytics-bridge", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._store, self._submit = store, submit

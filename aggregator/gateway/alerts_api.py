@@ -10,16 +10,17 @@ role check, so a viewer still gets 403). An engine that also offers `AlertQuerie
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.keys import ALERT_ACTIONS_KEY, HUB_KEY
+from legion.proto.limits import MAX_LABEL_KEY_LEN
+from legion.proto.names import LABEL_KEY_RE, within
 
 MAX_SILENCE_S = 30 * 86400
-_MATCHER_KEY = re.compile(r"^[a-zA-Z_]\w{0,63}$")
+_MATCHER_KEY = within(LABEL_KEY_RE, MAX_LABEL_KEY_LEN)
 
 
 class AlertActions(Protocol):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.keys import (
@@ -25,13 +26,15 @@ from legion.aggregator.gateway.resolution import RESOLUTION_HEADER, finest_holdi
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 from legion.aggregator.gateway.tokens import ROLES
 from legion.kernel.errors import AuthError, LegionError, QueryError, StoreError
+from legion.proto.limits import MAX_LABEL_KEY_LEN, MAX_NAME_LEN, MAX_NODE_LEN
+from legion.proto.names import LABEL_KEY_RE, METRIC_GLOB_RE, NODE_RE, within
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 QUERY_MAX_POINTS = 200_000
 QUERY_MAX_BUCKETS = 100_000
-_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-_METRIC_RE = re.compile(r"^[a-zA-Z_:*?][a-zA-Z0-9_:*?]{0,199}$")
-_LABEL_KEY_RE = re.compile(r"^[a-zA-Z_]\w{0,63}$")
+_NODE_RE = within(NODE_RE, MAX_NODE_LEN)
+_METRIC_RE = within(METRIC_GLOB_RE, MAX_NAME_LEN)
+_LABEL_KEY_RE = within(LABEL_KEY_RE, MAX_LABEL_KEY_LEN)
 
 
 class BadRequest(Exception):
@@ -261,7 +264,7 @@ async def users_revoke(request: web.Request) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map errors to JSON `{"error": ...}` responses; never leak a traceback."""
     try:
         response = await handler(request)

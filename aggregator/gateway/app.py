@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Handler
 
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.api import error_middleware
@@ -86,8 +87,7 @@ def create_app(config: Config, store: StoreReader,
                analytics_retrain: Callable[[str | None], bool] | None = None,
                bands: BandReader | None = None
                ) -> web.Application:
-    """Build the gateway application (routes, middlewares, hub lifecycle); serve it with
-    `start_gateway`."""
+    """Build the gateway app (routes, middlewares, hub lifecycle); `start_gateway` serves it."""
     dc, sec = config.dashboard_config, config.security
     audit = audit or AuditLog(config.path(config.aggregator.audit_log_path))
     counters = GatewayTelemetry(dc.max_ws_clients)

@@ -22,7 +22,7 @@ KEY_NAME = "server.key"
 def generate_self_signed(cert_path: str | Path, key_path: str | Path, *,
                          hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
                          days: int = 825, force: bool = False) -> tuple[Path, Path]:
-    """Write a self-signed ECDSA P-256 cert + key (key mode 0600); refuse to overwrite unless forced."""
+    """Write a self-signed ECDSA P-256 cert + key (key mode 0600); overwrite only when forced."""
     cert_path, key_path = Path(cert_path), Path(key_path)
     if not force and (cert_path.exists() or key_path.exists()):
         raise FileExistsError(f"{cert_path} or {key_path} exists (use --force to replace)")

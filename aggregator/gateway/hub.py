@@ -66,7 +66,7 @@ class Ring:
         n = min(limit, len(self.ts))
         if n <= 0:
             return []
-        return [[t, v] for t, v in zip(self.ts[-n:], self.values[-n:])]
+        return [[t, v] for t, v in zip(self.ts[-n:], self.values[-n:], strict=True)]
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -178,9 +178,9 @@ class Hub:
                 raise
             except Exception as exc:  # never crash after start-up; count and retry next tick
                 self.stats["tick_errors"] += 1
-                if self.stats["tick_errors"] in (1, 10, 100) or self.stats["tick_errors"] % 1000 == 0:
-                    log.warning("event=hub_tick_failed errors=%d error=%r",
-                                self.stats["tick_errors"], exc)
+                errors = self.stats["tick_errors"]
+                if errors in (1, 10, 100) or errors % 1000 == 0:
+                    log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
             if self.on_tick is not None:
                 self.on_tick()
             next_at += self.interval_s
@@ -297,8 +297,8 @@ class Hub:
         self.stats["updates"] += 1
         for c in list(self.clients):
             if topic in c.topics:
-                wants = delta is not None and topic in getattr(c, "delta_topics", ())
-                c.offer(topic, "update", delta if wants else data)
+                wants = topic in getattr(c, "delta_topics", ())
+                c.offer(topic, "update", delta if delta is not None and wants else data)
 
     def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:
         """Add or replace items (by `id`) of alerts/anomalies/forecasts; call on the event loop."""

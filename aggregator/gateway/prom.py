@@ -1,4 +1,4 @@
-"""Prometheus text exposition (format 0.0.4) for `/metrics`: self-metrics and optional latest values."""
+"""`/metrics` in Prometheus text format 0.0.4: self-metrics and, optionally, latest values."""
 
 from __future__ import annotations
 

@@ -89,8 +89,9 @@ class SioClient:
 
 
 def _token(environ: dict[str, Any], auth: Any) -> str | None:
-    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
-        return auth["token"]
+    token = auth.get("token") if isinstance(auth, dict) else None
+    if isinstance(token, str):
+        return token
     request: web.Request = environ["aiohttp.request"]
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
@@ -193,7 +194,8 @@ def attach_socketio(app: web.Application, hub: Hub, tokens: TokenStore, *,
 
     @public  # socket.io authenticates in its `connect` handler (tokens checked there)
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await sio.handle_request(request)
+        response: web.StreamResponse = await sio.handle_request(request)
+        return response
 
     for method in ("GET", "POST", "OPTIONS"):
         app.router.add_route(method, SOCKETIO_PATH, handle)

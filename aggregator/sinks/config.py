@@ -13,6 +13,7 @@ The glue composes this section with the others (legion/cli/config.py); `validate
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +71,8 @@ def sinks_problems(values: Any) -> list[str]:
             elif name in seen:
                 out.append(f"{p}.name: duplicate sink name {name!r}")
             seen.add(name)
-        if isinstance(url, str) and not url.startswith(("http://", "https://")):
-            out.append(f"{p}.url: must be an http:// or https:// URL (got {url!r})")
+        if isinstance(url, str) and not _is_http_url(url):
+            out.append(f"{p}.url: must be an http:// or https:// URL with a host (got {url!r})")
         if rw.get("bearer_token_file") and (rw.get("basic_auth_username")
                                             or rw.get("basic_auth_password_file")):
             out.append(f"{p}: use bearer_token_file or basic_auth_*, not both")
@@ -93,3 +94,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("min_backoff_secs", lambda v: v > 0, "must be > 0"),
     ("max_backoff_secs", lambda v: v > 0, "must be > 0"),
 ]
+
+
+def _is_http_url(url: str) -> bool:
+    """An http(s) URL naming a host (the sink connects to it)."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return url.startswith(("http://", "https://")) and bool(host)

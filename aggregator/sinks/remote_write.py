@@ -1,6 +1,6 @@
 """`RemoteWriteSink`: committed batches → durable on-disk queue → Prometheus remote-write 1.0.
 
-    Writer._commit ─▶ SinkSet.write ─▶ DuckDB (exactly-once) ─▶ RemoteWriteSink.write
+    IngestWriter._commit ─▶ SinkSet.write ─▶ DuckDB (exactly-once) ─▶ RemoteWriteSink.write
                                                                  encode · shard by series
                                                                  append to shard queue (disk)
                     shard thread ×N: read queue ─▶ snappy ─▶ HTTP POST ─▶ release
@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +266,7 @@ class RemoteWriteSink:
     def _post(self, conn: list[Any], body: bytes) -> tuple[int, str]:
         if conn[0] is None:
             u = self._url
+            assert u.hostname is not None  # the sinks config refuses a URL without a host
             if u.scheme == "https":
                 conn[0] = http.client.HTTPSConnection(u.hostname, u.port,
                                                       timeout=self.cfg.timeout_secs,
@@ -294,11 +295,11 @@ def _bounded_reason(status: int, text: str, known: Counter[str]) -> str:
     return reason
 
 
-def auth_header(cfg: RemoteWriteConfig, read: Any) -> str | None:
+def auth_header(cfg: RemoteWriteConfig, read: Callable[[str], str]) -> str | None:
     """The Authorization header from a bearer token file or basic auth (files read once)."""
     if cfg.bearer_token_file:
         return "Bearer " + read(cfg.bearer_token_file).strip()
-    if cfg.basic_auth_username:
+    if cfg.basic_auth_username and cfg.basic_auth_password_file:  # the config pairs them
         pw = read(cfg.basic_auth_password_file).strip()
         raw = f"{cfg.basic_auth_username}:{pw}".encode()
         return "Basic " + base64.b64encode(raw).decode()

@@ -95,7 +95,8 @@ class StoreHealth:
         """For `status`: state, error, since, reopens, and the free space beside the file."""
         try:
             usage = shutil.disk_usage(path.parent)
-            disk = {"disk_free_bytes": usage.free, "disk_total_bytes": usage.total}
+            disk: dict[str, int | None] = {"disk_free_bytes": usage.free,
+                                           "disk_total_bytes": usage.total}
         except OSError:
             disk = {"disk_free_bytes": None, "disk_total_bytes": None}
         with self._lock:

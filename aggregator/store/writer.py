@@ -176,7 +176,7 @@ class StoreWriter:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()
             table = self._shapes[shape] = np.zeros((len(mb.names), len(mb.label_sets)), np.int32)
-        ids = table[mb.name_idx, mb.label_idx]
+        ids: np.ndarray = table[mb.name_idx, mb.label_idx]
         if ids.all():
             return ids
         unknown = ids == 0
@@ -194,7 +194,8 @@ class StoreWriter:
                 if sid is None:
                     sid = new[key] = next(self._next_id)
                 pending[n_i, l_i] = sid
-        return np.where(table > 0, table, pending)[mb.name_idx, mb.label_idx]
+        resolved: np.ndarray = np.where(table > 0, table, pending)[mb.name_idx, mb.label_idx]
+        return resolved
 
     def _node_updates(self, accepted: list[IncomingBatch]) -> dict[str, NodeInfo]:
         out: dict[str, NodeInfo] = {}

@@ -63,7 +63,8 @@ class IsolationForestDetector(StreamingDetector):
         if self.model is None:
             return np.zeros(len(x))
         r = (-self.model.score_samples(x) - self.offset) / self.spread + 1.0
-        return np.maximum(r, 0.0)
+        clipped: np.ndarray = np.maximum(r, 0.0)
+        return clipped
 
     def _after(self, f: np.ndarray) -> None:
         self.buf.append(f)

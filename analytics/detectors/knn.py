@@ -124,7 +124,8 @@ class KnnDetector(WindowModelDetector):
         if self.stride == 1:
             return z
         c = np.cumsum(np.r_[0.0, z])
-        return (c[self.stride:] - c[:-self.stride]) / self.stride
+        means: np.ndarray = (c[self.stride:] - c[:-self.stride]) / self.stride
+        return means
 
     def _surprise(self, ts_ms: int, value: float) -> float:
         self.vals.append(value)

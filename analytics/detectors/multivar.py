@@ -72,7 +72,8 @@ class MultivariateDetector(StreamingDetector):
         w = self.weights
         flat = zwin.reshape(len(zwin), -1)
         h = np.tanh(flat @ w["0.weight"].T + w["0.bias"])
-        return zwin[:, -1, :] + h @ w["2.weight"].T + w["2.bias"]
+        nxt: np.ndarray = zwin[:, -1, :] + h @ w["2.weight"].T + w["2.bias"]
+        return nxt
 
     def _raw(self, x: np.ndarray) -> float:
         if not self.weights or len(self.buf) < self.lag:

@@ -23,7 +23,7 @@ from legion.analytics.forecasters.select import (
     time_to_threshold,
 )
 
-FORECASTERS: dict[str, Callable[..., Any]] = {
+FORECASTERS: dict[str, Callable[..., Forecaster]] = {
     "seasonal_naive": SeasonalNaive,
     "level": RobustLevel,
     "linear": RobustLinear,

@@ -80,7 +80,7 @@ class MLPForecaster:
             for _ in range(self.epochs):
                 opt.zero_grad()
                 loss = torch.nn.functional.l1_loss(net(xt), tt)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
                 opt.step()
         finally:
             torch.set_num_threads(threads)

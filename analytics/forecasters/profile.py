@@ -22,7 +22,8 @@ def circular_median(x: np.ndarray, width: int) -> np.ndarray:
         return np.asarray(x, float)
     half = min(width // 2, (len(x) - 1) // 2)
     idx = (np.arange(len(x))[:, None] + np.arange(-half, half + 1)[None, :]) % len(x)
-    return np.median(np.asarray(x, float)[idx], axis=1)
+    medians: np.ndarray = np.median(np.asarray(x, float)[idx], axis=1)
+    return medians
 
 
 def daily_profile(y: np.ndarray, period: int, days: int = 7, smooth_hours: float = 1.0,
@@ -66,7 +67,8 @@ def seasonal_at(idx: np.ndarray, period: int, profile: np.ndarray, weight: float
     """weight x profile at the phases of point indices `idx` (zeros without a period)."""
     if not period:
         return np.zeros(len(idx))
-    return weight * profile[(idx - start) % period]
+    seasonal: np.ndarray = weight * profile[(idx - start) % period]
+    return seasonal
 
 
 class RobustProfile:

@@ -78,7 +78,7 @@ class AutoForecaster:
                  candidates: Sequence[str] | None = None, se_mult: float = 1.0) -> None:
         self.horizon, self.folds, self.se_mult = horizon, folds, se_mult
         self.candidates = list(candidates) if candidates else None
-        self.chosen: Any = None
+        self.chosen: Forecaster | None = None
         self.scores: dict[str, float] = {}
 
     def fit(self, ts_ms: np.ndarray, values: np.ndarray) -> AutoForecaster:

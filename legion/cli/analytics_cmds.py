@@ -14,8 +14,9 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
@@ -25,18 +26,24 @@ from legion.cli.common import api, config_option, token_option
 DEFAULT_DETECTOR = "ensemble"
 PROGRESS_MIN_ROWS = 5000
 
+# click >= 8.4 types ParamType by the value it converts to; older click has no subscript at runtime.
+if TYPE_CHECKING:
+    _StrParamType = click.ParamType[str]
+else:
+    _StrParamType = click.ParamType
+
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-class _TableChoice(click.ParamType):
+class _TableChoice(_StrParamType):
     """A name from a registry table, loaded when the option is used (not at `legionctl` start:
     the detectors pull in numpy and scikit-learn, which every other command can do without)."""
 
     name = "name"
 
-    def __init__(self, load: Any) -> None:
+    def __init__(self, load: Callable[[], list[str]]) -> None:
         self._load = load
 
     def convert(self, value: Any, param: click.Parameter | None,

@@ -19,7 +19,7 @@ from legion.cli.output import format_option, render
 from legion.cli.setup_cmds import keys
 from legion.kernel.curve import create_keypair, read_node_binding
 from legion.kernel.errors import LegionError, TransportError
-from legion.proto.codec import NODE_RE
+from legion.proto.names import NODE_RE
 
 
 def _check_name(name: str, what: str) -> None:

@@ -3,6 +3,8 @@ gateway API."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from legion.cli.common import api, config_option, token_option
@@ -137,7 +139,7 @@ def explain_no_match(config_path: str, token: str | None, metric: str, node: str
     raise SystemExit(1)
 
 
-def _labels_of(row: dict) -> str:
+def _labels_of(row: dict[str, Any]) -> str:
     agent = row.get("agent_id")
     return f"agent_id={agent}" if agent else ""
 

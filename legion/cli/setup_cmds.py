@@ -19,7 +19,7 @@ from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.curve import create_keypair, read_node_binding, require_curve
 from legion.kernel.errors import LegionError
 from legion.node_agent.config import AgentConfig
-from legion.proto.codec import NODE_RE
+from legion.proto.names import NODE_RE
 
 AGGREGATOR_KEY = "aggregator"
 WORKER_KEY = "worker"
@@ -27,7 +27,10 @@ WORKER_KEY = "worker"
 
 def default_config(d: Path) -> Config:
     """The embedded defaults with every path inside `d` and everything on loopback."""
-    p = lambda *parts: str(d.joinpath(*parts))  # noqa: E731
+
+    def p(*parts: str) -> str:
+        return str(d.joinpath(*parts))
+
     return Config(
         security=SecurityConfig(enable_tls=True, certificate_path=p("certs", "server.crt"),
                                 private_key_path=p("certs", "server.key")),

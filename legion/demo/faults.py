@@ -10,7 +10,7 @@
 | `token_runaway` | the agent re-prompts in a loop: 4 LLM calls per task with x12 output tokens |
 
 All are bounded in time (`max_duration_secs`) and size, so a demo can never take the host down.
-"""
+"""  # noqa: E501 - markdown table rows cannot wrap
 
 from __future__ import annotations
 

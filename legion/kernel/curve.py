@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -84,8 +85,8 @@ def read_node_binding(path: Path) -> tuple[bytes, str | None]:
     return public, (m.group(1) if m else None)
 
 
-def client_socket(ctx: zmq.Context, kind: int, server_public: bytes,
-                  keypair: tuple[bytes, bytes], heartbeat_ms: int = 2000) -> zmq.Socket:
+def client_socket(ctx: zmq.Context[zmq.Socket[Any]], kind: int, server_public: bytes,
+                  keypair: tuple[bytes, bytes], heartbeat_ms: int = 2000) -> zmq.Socket[Any]:
     """A socket set up as a Curve client of `server_public` (connect it afterwards)."""
     require_curve()
     sock = ctx.socket(kind)
@@ -95,8 +96,8 @@ def client_socket(ctx: zmq.Context, kind: int, server_public: bytes,
     return sock
 
 
-def server_socket(ctx: zmq.Context, kind: int, keypair: tuple[bytes, bytes],
-                  heartbeat_ms: int = 2000) -> zmq.Socket:
+def server_socket(ctx: zmq.Context[zmq.Socket[Any]], kind: int, keypair: tuple[bytes, bytes],
+                  heartbeat_ms: int = 2000) -> zmq.Socket[Any]:
     """A socket set up as a Curve server (bind it afterwards; ZAP decides who may connect)."""
     require_curve()
     sock = ctx.socket(kind)
@@ -106,7 +107,7 @@ def server_socket(ctx: zmq.Context, kind: int, keypair: tuple[bytes, bytes],
     return sock
 
 
-def _keepalive(sock: zmq.Socket, heartbeat_ms: int = 2000) -> None:
+def _keepalive(sock: zmq.Socket[Any], heartbeat_ms: int = 2000) -> None:
     # TCP keepalive plus ZMTP heartbeats: a peer that vanished is noticed in seconds, not hours.
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)

@@ -32,7 +32,7 @@ class Collector(Protocol):
     name: str
 
     def collect(self) -> list[Reading]:
-        """Read the source once; raise on failure (the scheduler counts it), omit what is missing."""
+        """Read the source once; omit what is missing; raise on failure (the scheduler counts)."""
         ...
 
 
@@ -51,7 +51,7 @@ COLLECTORS: dict[str, Callable[[], Collector]] = {
 
 def available_collectors(names: Iterable[str] = (),
                      table: dict[str, Callable[[], Collector]] | None = None) -> list[Collector]:
-    """Instantiate the named collectors (all when empty); unavailable ones are logged once, skipped."""
+    """Instantiate the named collectors (all when empty); skip unavailable ones, logged once."""
     table = COLLECTORS if table is None else table
     wanted = list(names) or list(table)  # names checked by the `agent` section's validate()
     built: list[Collector] = []

@@ -68,7 +68,7 @@ class CpuCollector:
         # /proc/stat lists online CPUs only: when the count changes, indexes no longer match.
         if prev_total is not None and len(prev_cores) == len(now):
             add(out, "system_cpu_usage_percent", (), _percent(prev_total, total, len(now)))
-            for i, (before, cur) in enumerate(zip(prev_cores, now)):
+            for i, (before, cur) in enumerate(zip(prev_cores, now, strict=True)):
                 add(out, "system_cpu_usage_percent", (("cpu", str(i)),), _percent(before, cur))
         modes: dict[str, float] = {}
         for c in cores:

@@ -7,6 +7,7 @@ the agent says so once at start and does not schedule the collector.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -26,11 +27,10 @@ _NOT_SUPPORTED = 3  # NVML_ERROR_NOT_SUPPORTED, stable since the first NVML
 
 def _load_nvml() -> ModuleType:
     try:
-        import pynvml
+        return importlib.import_module("pynvml")
     except ImportError as exc:
         raise CollectorUnavailable("pynvml is not installed (pip install legion-monitor[gpu])") \
             from exc
-    return pynvml
 
 
 class GpuCollector:

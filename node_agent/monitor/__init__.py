@@ -54,9 +54,9 @@ per task type are kept for the percentiles (counts stay exact). Monitors do not 
 `fork()`: create them in the child. For `inproc://` pass the receiver's `context=`.
 Other calls: `flush()`, `close()`, `set_reporting(bool)`, `set_resource_usage(cpu, mem)`,
 `stats()`, and `close_monitors([...])` to close many with one final envelope.
-"""
+"""  # noqa: E501 - markdown table rows cannot wrap
 
-from legion.node_agent.monitor.agent import ALL, OVERFLOW, AgentMonitor
+from legion.node_agent.monitor.agent_monitor import ALL, OVERFLOW, AgentMonitor
 from legion.node_agent.monitor.flusher import ENDPOINT_ENV, close_monitors, resolve_endpoint
 
 __all__ = ["ALL", "ENDPOINT_ENV", "OVERFLOW", "AgentMonitor", "close_monitors",

@@ -95,7 +95,7 @@ class Flusher:
         # epoch: this process's flusher lifetime (ms since epoch, pid in the low 20 bits)
         self.epoch = (int(time.time() * 1000) << 20) | (os.getpid() & 0xFFFFF)
         self._seq: dict[tuple[int, str], int] = {}
-        self._ctx: zmq.Context[Any] | None = None
+        self._ctx: zmq.Context[zmq.Socket[Any]] | None = None
         self._proc: Any = None
         self._ncpu = 1
         self._last_warn = 0.0

@@ -100,7 +100,7 @@ def _num(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-class AgentState:
+class MonitorState:
     """Everything one monitor accumulates; app threads write, the flusher reads under `lock`."""
 
     def __init__(self, agent_id: str, department: str, overflow: TaskSeries,

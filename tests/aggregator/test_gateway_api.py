@@ -289,6 +289,11 @@ def test_alert_actions_reach_the_engine(env: Env) -> None:
     ("metric=x&colour=red", "unknown parameter 'colour'"),
     ("metric=x;drop table", "invalid metric"),
     ("metric=x&node=a%20b", "invalid node"),
+    ("metric=x&node=web-1:9100", "invalid node"),  # the wire's node grammar has no ':'
+    ("metric=x&node=web-1%0A", "invalid node"),
+    ("metric=x&node=" + "n" * 129, "invalid node"),
+    ("metric=cpu%0A", "invalid metric"),
+    ("metric=x&label=cl%C3%A9=v", "invalid label"),  # label keys are ASCII on the wire
     ("metric=x&since=1w&step=1s", "too many buckets"),
 ])
 def test_query_parameters_validated(env: Env, query: str, message: str) -> None:

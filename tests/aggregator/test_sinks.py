@@ -338,11 +338,12 @@ def test_config_contract_and_table(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         config_from_dict({"sinks": {"remote_write": [
             {"name": "a", "url": "ftp://x", "shards": 0, "bearer_token_file": "t",
-             "basic_auth_username": "u"}, {"name": "a", "url": "http://x", "nope": 1}]},
+             "basic_auth_username": "u"}, {"name": "a", "url": "http://x", "nope": 1},
+            {"name": "c", "url": "http:///write"}]},
             "storage": {"remote_read_url": "localhost:9090"}})
     text = str(err.value)
     for frag in ("sinks.remote_write[0].url", "sinks.remote_write[0].shards",
                  "sinks.remote_write[0]: use bearer_token_file or basic_auth_*",
                  "sinks.remote_write[1].name: duplicate", "sinks.remote_write[1].nope: unknown",
-                 "storage.remote_read_url"):
+                 "sinks.remote_write[2].url", "storage.remote_read_url"):
         assert frag in text, frag

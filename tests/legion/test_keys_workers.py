@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.allowlist import KeyRegistry
 from legion.cli.config import load_config
 from legion.cli.main import cli
 from legion.kernel.curve import load_public

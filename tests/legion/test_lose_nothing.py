@@ -19,7 +19,7 @@ from legion.aggregator.store.packing import count_raw
 from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
 from legion.kernel.spool.spool import Spool
-from legion.node_agent.state import AgentState
+from legion.node_agent.state import SeqAllocator
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -48,7 +48,7 @@ def nodes_now(cfg_path: Path) -> dict[str, dict]:
 def last_allocated(cfg_path: Path, node: str) -> tuple[int, int]:
     """(epoch, last seq handed out) of a stopped agent, from its persisted state."""
     cfg = load_config(cfg_path)
-    st = AgentState.open(cfg.path(cfg.agent.state_dir) / node)
+    st = SeqAllocator.open(cfg.path(cfg.agent.state_dir) / node)
     try:
         return st.epoch, st.peek_next_seq() - 1
     finally:

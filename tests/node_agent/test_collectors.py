@@ -42,9 +42,9 @@ from legion.node_agent.collectors import (
     close_collectors,
 )
 from legion.proto import MetricsBatch, Sample, decode, encode
-from legion.proto.codec import LABEL_KEY_RE, NAME_RE
 from legion.proto.limits import MAX_LABEL_VALUE_LEN, MAX_LABELS
 from legion.proto.messages import KIND_METRICS, Envelope
+from legion.proto.names import LABEL_KEY_RE, NAME_RE
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -217,11 +217,11 @@ AGENT_LOOP = """
 import sys, time
 from legion.node_agent.delivery import Delivery
 from legion.kernel.spool.spool import Spool
-from legion.node_agent.state import AgentState
+from legion.node_agent.state import SeqAllocator
 from legion.proto import (ACK_CHECKPOINTED, KIND_METRICS, Ack, Envelope, MetricsBatch, Sample,
                           canonical_labels, encode)
 d = sys.argv[1]
-st = AgentState.open(d)
+st = SeqAllocator.open(d)
 sp = Spool(d + "/spool", 1 << 24, 500, epoch=st.epoch)
 dl = Delivery(sp, resend_timeout=0.05)
 print("epoch", st.epoch, flush=True)
@@ -247,7 +247,7 @@ def test_kill9_agent_loop_then_restart_loses_nothing(tmp_path: Path) -> None:
     import sys
     import time
 
-    from legion.node_agent.state import AgentState
+    from legion.node_agent.state import SeqAllocator
     from legion.proto import decode
 
     d = str(tmp_path / "agent")
@@ -266,7 +266,7 @@ def test_kill9_agent_loop_then_restart_loses_nothing(tmp_path: Path) -> None:
     p.wait(timeout=10)
     assert sent > 50
 
-    st = AgentState.open(d)
+    st = SeqAllocator.open(d)
     assert st.epoch == epoch and st.peek_next_seq() > sent
     sp = Spool(d + "/spool", 1 << 24, 500, epoch=st.epoch)
     dl = Delivery(sp, resend_timeout=5.0)

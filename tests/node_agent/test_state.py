@@ -1,4 +1,4 @@
-"""AgentState: seqs continue across restarts and kill -9, a wiped dir starts a new epoch."""
+"""SeqAllocator: seqs continue across restarts and kill -9, a wiped dir starts a new epoch."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 
 from legion.node_agent import state as state_mod
-from legion.node_agent.state import CURSOR_FILE, STATE_FILE, AgentState
+from legion.node_agent.state import CURSOR_FILE, STATE_FILE, SeqAllocator
 
 pytestmark = pytest.mark.timeout(30)
 
 CHILD = """
 import sys
-from legion.node_agent.state import AgentState
-st = AgentState.open(sys.argv[1], block=int(sys.argv[2]))
+from legion.node_agent.state import SeqAllocator
+st = SeqAllocator.open(sys.argv[1], block=int(sys.argv[2]))
 print(st.epoch, flush=True)
 while True:
     s = st.next_seq()
@@ -29,7 +29,7 @@ while True:
 
 
 def test_new_dir_starts_epoch_at_seq_1(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path / "s", clock_ms=lambda: 1_700_000_000_000)
+    st = SeqAllocator.open(tmp_path / "s", clock_ms=lambda: 1_700_000_000_000)
     assert st.new_epoch and st.epoch == 1_700_000_000_000
     assert [st.next_seq() for _ in range(3)] == [1, 2, 3]
     st.close()
@@ -37,69 +37,69 @@ def test_new_dir_starts_epoch_at_seq_1(tmp_path: Path) -> None:
 
 
 def test_clean_restart_continues_exactly(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path, block=4)
+    st = SeqAllocator.open(tmp_path, block=4)
     seqs = [st.next_seq() for _ in range(10)]  # crosses two block reservations
     st.close()
-    st2 = AgentState.open(tmp_path, block=4)
+    st2 = SeqAllocator.open(tmp_path, block=4)
     assert st2.epoch == st.epoch and not st2.new_epoch
     assert st2.next_seq() == seqs[-1] + 1
 
 
 def test_wiped_dir_starts_newer_epoch(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path / "s")
+    st = SeqAllocator.open(tmp_path / "s")
     st.next_seq()
     st.close()
     for f in (tmp_path / "s").iterdir():
         f.unlink()
     (tmp_path / "s").rmdir()
     time.sleep(0.002)
-    st2 = AgentState.open(tmp_path / "s")
+    st2 = SeqAllocator.open(tmp_path / "s")
     assert st2.new_epoch and st2.epoch > st.epoch and st2.next_seq() == 1
 
 
 def test_clock_going_back_still_gives_new_epoch(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path, clock_ms=lambda: 5000)
+    st = SeqAllocator.open(tmp_path, clock_ms=lambda: 5000)
     st.close()
     (tmp_path / STATE_FILE).unlink()  # state lost, cursor still there
-    st2 = AgentState.open(tmp_path, clock_ms=lambda: 100)
+    st2 = SeqAllocator.open(tmp_path, clock_ms=lambda: 100)
     assert st2.epoch == 5001
 
 
 def test_corrupt_state_file_moved_aside_new_epoch(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path)
+    st = SeqAllocator.open(tmp_path)
     st.close()
     (tmp_path / STATE_FILE).write_text("{not json")
-    st2 = AgentState.open(tmp_path)
+    st2 = SeqAllocator.open(tmp_path)
     assert st2.new_epoch and st2.epoch != st.epoch
     assert list(tmp_path.glob(STATE_FILE + ".corrupt-*"))
 
 
 def test_other_boot_resumes_at_reservation_never_reuses(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    st = AgentState.open(tmp_path, block=100)
+    st = SeqAllocator.open(tmp_path, block=100)
     used = [st.next_seq() for _ in range(5)]
     # No close: as after a power loss. A different boot id means the cursor may be stale.
     fake = tmp_path / "boot_id"
     fake.write_text("00000000-0000-0000-0000-000000000001\n")
     monkeypatch.setattr(state_mod, "_BOOT_ID_PATH", str(fake))
-    st2 = AgentState.open(tmp_path, block=100)
+    st2 = SeqAllocator.open(tmp_path, block=100)
     nxt = st2.next_seq()
     assert nxt > max(used) and nxt == 101  # the reservation ceiling: a gap, never a reuse
 
 
 def test_corrupt_cursor_falls_back_to_reservation(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path, block=10)
+    st = SeqAllocator.open(tmp_path, block=10)
     for _ in range(3):
         st.next_seq()
     st.close()
     raw = bytearray((tmp_path / CURSOR_FILE).read_bytes())
     raw[9] ^= 0xFF
     (tmp_path / CURSOR_FILE).write_bytes(bytes(raw))
-    assert AgentState.open(tmp_path, block=10).next_seq() == 11
+    assert SeqAllocator.open(tmp_path, block=10).next_seq() == 11
 
 
 def test_state_file_written_atomically(tmp_path: Path) -> None:
-    st = AgentState.open(tmp_path, block=2)
+    st = SeqAllocator.open(tmp_path, block=2)
     for _ in range(5):
         st.next_seq()
     body = json.loads((tmp_path / STATE_FILE).read_text())
@@ -132,7 +132,7 @@ def test_kill9_continues_sequence(tmp_path: Path, block: int) -> None:
         # Only whole lines count; the child may have handed out one seq it did not print.
         printed += [int(x) for x in out.split("\n")[:-1]]
         assert printed == list(range(first, first + len(printed)))
-        st = AgentState.open(d, block=block)
+        st = SeqAllocator.open(d, block=block)
         nxt = st.peek_next_seq()
         st.close()
         assert nxt > max(printed)

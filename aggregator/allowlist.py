@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -19,7 +20,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from legion.kernel.curve import read_node_binding
 from legion.kernel.errors import TransportError
 
-log = logging.getLogger("legion.aggregator.auth")
+log = logging.getLogger("legion.aggregator.allowlist")
 
 class KeyRegistry:
     """Thread-safe map of authorized public keys (z85) to the node each is bound to."""
@@ -84,7 +85,8 @@ class KeyRegistry:
             self.on_denied("unknown_key")
         return allowed
 
-def start_authenticator(ctx: zmq.Context, registry: KeyRegistry) -> ThreadAuthenticator:
+def start_authenticator(ctx: zmq.Context[zmq.Socket[Any]],
+                        registry: KeyRegistry) -> ThreadAuthenticator:
     """Start the ZAP handler for `ctx`, answering from `registry` (User-Id = the z85 key)."""
     auth = ThreadAuthenticator(ctx, log=logging.getLogger("legion.aggregator.zap"))
     auth.start()

@@ -14,7 +14,7 @@ from typing import Any, Self, TypeVar
 
 from legion.kernel.errors import ConfigError
 from legion.node_agent.monitor import flusher as _fl
-from legion.node_agent.monitor.summary import ALL, OVERFLOW, AgentState, TaskSeries
+from legion.node_agent.monitor.summary import ALL, OVERFLOW, MonitorState, TaskSeries
 
 log = logging.getLogger("legion.node_agent.monitor")
 
@@ -128,7 +128,7 @@ class AgentMonitor:
         sent, received = itertools.count(), itertools.count()
         self._sent_inc = sent.__next__
         self._recv_inc = received.__next__
-        self.state = AgentState(
+        self.state = MonitorState(
             agent_id, department, self._overflow_series, sent.__next__, received.__next__,
             max(1, math.ceil(success_window_secs / self.interval_secs)), self.process_metrics)
         self._lock = self.state.lock
@@ -147,7 +147,7 @@ class AgentMonitor:
         return _Span(s)
 
     def task(self, task_type: Any = None) -> Any:
-        """Decorator form: `@monitor.task("kind")` (or bare `@monitor.task`) on sync/async callables."""
+        """Decorator form: `@monitor.task("kind")` or bare `@monitor.task`, sync or async."""
         if callable(task_type) and not isinstance(task_type, str):
             return self.task(getattr(task_type, "__name__", "unknown"))(task_type)
 
