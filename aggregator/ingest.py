@@ -26,14 +26,13 @@ from typing import Any, TypeAlias
 import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
+from legion.aggregator.config import ServiceConfig
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
-from legion.aggregator.config import ServiceConfig
 from legion.kernel.curve import server_socket
-from legion.proto.codec import peek_header
 from legion.proto import (
     ACK_CHECKPOINTED,
     ACK_COMMITTED,
@@ -48,6 +47,7 @@ from legion.proto import (
     decode,
     encode,
 )
+from legion.proto.codec import peek_header
 
 log = logging.getLogger("legion.aggregator.ingest")
 

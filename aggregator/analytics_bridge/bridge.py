@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.analytics_bridge.band_book import BandBook
 from legion.aggregator.analytics_bridge.jobs import JobBook
 from legion.aggregator.analytics_bridge.watched import (
@@ -44,7 +45,6 @@ from legion.aggregator.analytics_bridge.watched import (
     schedule_node_detect,
     watched_series,
 )
-from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.store import IncomingBatch, Store
 from legion.kernel.curve import server_socket

@@ -18,13 +18,9 @@ from aiohttp import web
 
 from legion.aggregator.gateway.api import _METRIC_RE, _NODE_RE, BadRequest, _opt, _params
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, requires
-<<<<<<< HEAD
 from legion.aggregator.gateway.keys import BANDS_KEY, RETRAIN_KEY, SOURCES_KEY, STORE_KEY
 from legion.aggregator.gateway.resolution import finest_holding
 from legion.aggregator.gateway.store_reader import StoreReader
-=======
-from legion.aggregator.gateway.hub import Source
->>>>>>> issue15c
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms, parse_duration_ms, parse_time_ms
 
 ANALYTICS_NODE = "analytics"
@@ -35,7 +31,6 @@ LATEST_LOOKBACK_STEPS = 10
 MAX_SERIES_KEY = 1024
 
 
-<<<<<<< HEAD
 @requires("read")
 async def anomalies(request: web.Request) -> web.Response:
     """GET /api/v1/anomalies: series ranked by anomaly rate over `since`."""
@@ -70,12 +65,6 @@ async def anomalies(request: web.Request) -> web.Response:
                      "max_score": round(peak.get(_key(r["labels"]), 0.0), 4)})
     rows.sort(key=lambda r: (r["anomaly_rate"], r["max_score"]), reverse=True)
     return web.json_response(rows[:max(0, limit)])
-=======
-def make_analytics_routes(store: Any, sources: Mapping[str, Source],
-                          retrain: Callable[[str | None], bool] | None = None,
-                          bands: Any | None = None) -> list[web.RouteDef]:
-    """GET /api/v1/anomalies, /api/v1/forecasts, /api/v1/bands; POST /api/v1/analytics/retrain.
->>>>>>> issue15c
 
 
 @requires("read")
@@ -96,25 +85,6 @@ async def forecasts(request: web.Request) -> web.Response:
         out.append(f)
     return web.json_response(out)
 
-<<<<<<< HEAD
-=======
-    @requires("read")
-    async def forecasts(request: web.Request) -> web.Response:
-        _params(request, ("node", "metric"))
-        node, metric = _opt(request, "node", _NODE_RE), _opt(request, "metric", _METRIC_RE)
-        getter = sources.get("forecasts")
-        items = getter() if getter else []
-        out = []
-        for f in items:
-            if (node and f["node"] != node) or (metric and metric not in (f["metric"],
-                                                                         f.get("name"))):
-                continue
-            row = dict(f)
-            if row.get("breach_at_ms"):
-                row["breach_at"] = iso_ms(row["breach_at_ms"])
-            out.append(row)
-        return web.json_response(out)
->>>>>>> issue15c
 
 @requires("write")
 async def retrain_route(request: web.Request) -> web.Response:

@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.typedefs import Handler
 
+from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.api import error_middleware
 from legion.aggregator.gateway.audit import AuditLog
@@ -57,7 +57,6 @@ from legion.aggregator.gateway.store_reader import StoreReader
 from legion.aggregator.gateway.telemetry import GatewayTelemetry
 from legion.aggregator.gateway.tokens import TokenStore
 from legion.aggregator.gateway.ws import revalidate_clients
-from legion.aggregator.config import ServiceConfig as Config
 from legion.kernel.errors import AddressInUse, ConfigError
 
 log = logging.getLogger("legion.aggregator.gateway")

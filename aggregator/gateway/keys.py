@@ -14,12 +14,12 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.hub import Hub, Source
 from legion.aggregator.gateway.store_reader import StoreReader
 from legion.aggregator.gateway.telemetry import GatewayTelemetry
 from legion.aggregator.gateway.tokens import TokenStore
-from legion.aggregator.config import ServiceConfig as Config
 
 
 class BandReader(Protocol):
