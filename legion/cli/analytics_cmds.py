@@ -174,7 +174,8 @@ def analytics_retrain(series: str | None, config_path: str, token: str | None) -
 def analytics_run(config_path: str | None, workers: int | None) -> None:
     """Run N analytics workers: PULL jobs from the aggregator, PUSH results (CurveZMQ)."""
     from legion.analytics.worker import run_pool
-    from legion.cli.common import default_config_path, load
+    from legion.cli.common import load
+    from legion.kernel.config import default_config_path
 
     path = config_path or default_config_path()
     cfg = load(path)
