@@ -11,16 +11,22 @@ on their own so that importing this package never touches ZeroMQ or torch.
 
 from __future__ import annotations
 
-from legion.analytics.bands import NormalBand
-from legion.analytics.detectors import DETECTORS, Detector, make_detector
-from legion.analytics.forecasters import (
-                                          FORECASTERS,
-                                          TORCH_NOTE,
-                                          Forecast,
-                                          Forecaster,
-                                          make_forecaster,
-                                          time_to_threshold,
-)
+import importlib
+from typing import Any
+
+# Exported names and their modules, imported on first use: the glue imports this package's
+# `config` module to compose the config file, and that must not load numpy (the node agent).
+_HOMES = {"NormalBand": "bands", "DETECTORS": "detectors", "Detector": "detectors",
+          "make_detector": "detectors", "FORECASTERS": "forecasters", "TORCH_NOTE": "forecasters",
+          "Forecast": "forecasters", "Forecaster": "forecasters",
+          "make_forecaster": "forecasters", "time_to_threshold": "forecasters"}
 
 __all__ = ["DETECTORS", "FORECASTERS", "TORCH_NOTE", "Detector", "Forecast", "Forecaster",
            "NormalBand", "make_detector", "make_forecaster", "time_to_threshold"]
+
+
+def __getattr__(name: str) -> Any:
+    """The exported names, each loaded from its module when first asked for."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
