@@ -237,8 +237,8 @@ class Writer(threading.Thread):
                 if group:
                     self._commit(group)
                 for (node, epoch), seqs in rejected_acks.items():
-                    self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
-                    self._store.note_rejected(node, epoch, seqs)
+                    if self._note_rejected(node, epoch, seqs):  # stored first, then acked
+                        self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
                 if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
                     done = self.checkpoint()
                     next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)
@@ -324,6 +324,18 @@ class Writer(threading.Thread):
                 self._publish(node, Ack(ACK_COMMITTED, epoch, ranges_of(seqs)))
         for (node, epoch), seqs in checkpointed.items():
             self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+
+    def _note_rejected(self, node: str, epoch: int, seqs: set[int]) -> bool:
+        """Store seqs about to be acked `rejected`; False (no ack: the agent resends, and is
+        refused again) when the store cannot write them."""
+        try:
+            self._store.note_rejected(node, epoch, seqs)
+        except Exception as exc:  # noqa: BLE001 - a failed write must not kill ingest
+            self._tm.add(commit_errors=1)
+            log.warning("event=rejected_not_recorded node=%s seqs=%d error=%s", node, len(seqs),
+                        str(exc).splitlines()[0])
+            return False
+        return True
 
     def checkpoint(self) -> bool:
         """Checkpoint the database, then tell agents which batches they may free; False when
