@@ -56,16 +56,19 @@ SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
 CHECKPOINT_RETRY_SECS = 0.5
 COMMIT_FAIL_LOG_SECS = 10.0
-OVERSIZE_READ = 4
+OVERSIZE_HEAD_BYTES = 4096
+"""Of a frame over `max_message_bytes` only this much is kept (its header, for the ack)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One received message: its bytes, the sender's Curve key (z85) and when it arrived."""
+    """One received message: its bytes, the sender's Curve key (z85), when it arrived and its
+    size on the wire (`data` holds only the head of a frame over `max_message_bytes`)."""
 
     data: bytes
     sender: bytes
     received_ms: int
+    size: int
 
 
 def heartbeat_ms(config: Config) -> int:
@@ -98,9 +101,11 @@ class Receiver(threading.Thread):
 
     def _bind(self) -> zmq.Socket:
         sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
-        # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
-        # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
-        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_READ * self._cfg.aggregator.max_message_bytes)
+        # No socket size limit: ZeroMQ would drop a larger frame unseen. Every frame is read,
+        # one over `max_message_bytes` cut to its head at once (`_frame`) and refused by the
+        # writer: counted `frame_too_large` and acked `rejected`. Only authenticated keys get
+        # this far.
+        sock.setsockopt(zmq.MAXMSGSIZE, -1)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
@@ -143,8 +148,7 @@ class Receiver(threading.Thread):
                             msg = sock.recv(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        frame = Frame(msg.bytes, (msg.get("User-Id") or "").encode(),
-                                      int(time.time() * 1000))
+                        frame = self._frame(msg)
                         self._tm.add(frames_received=1)
                         while not self._stopping.is_set():
                             try:
@@ -164,6 +168,12 @@ class Receiver(threading.Thread):
                     known = current
         finally:
             sock.close(linger=0)
+
+    def _frame(self, msg: zmq.Frame) -> Frame:
+        size = len(msg.buffer)
+        big = size > self._cfg.aggregator.max_message_bytes
+        data = bytes(msg.buffer[:OVERSIZE_HEAD_BYTES]) if big else msg.bytes
+        return Frame(data, (msg.get("User-Id") or "").encode(), int(time.time() * 1000), size)
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
@@ -257,11 +267,11 @@ class Writer(threading.Thread):
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)
             return None
-        if len(frame.data) > self._cfg.aggregator.max_message_bytes:
+        if frame.size > self._cfg.aggregator.max_message_bytes:
             self._tm.reject(Reason.FRAME_TOO_LARGE.value)
             head = peek_header(frame.data)
             log.warning("event=frame_too_large node=%s bytes=%d max=%d seq=%s", node,
-                        len(frame.data), self._cfg.aggregator.max_message_bytes,
+                        frame.size, self._cfg.aggregator.max_message_bytes,
                         head[3] if head else "?")
             if head and head[0] == KIND_METRICS and head[1] == node:
                 rejected_acks[(node, head[2])].add(head[3])

@@ -211,7 +211,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("agent.failback_probe_secs", lambda v: v > 0, _POSITIVE),
     ("agent.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
     ("aggregator.heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
-    ("aggregator.max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
+    ("aggregator.max_message_bytes", lambda v: v >= 65536,  # the largest sample fits
+     "must be >= 65536"),
     ("aggregator.queue_max_batches", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_interval_ms", lambda v: v >= 1, _POSITIVE),
     ("aggregator.commit_max_points", lambda v: v >= 1, _POSITIVE),
