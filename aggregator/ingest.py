@@ -21,12 +21,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import zmq
 
 from legion.aggregator.auth import KeyRegistry
+from legion.aggregator.commit_budget import CommitBudget
 from legion.aggregator.fair_inbox import FairInbox
-from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
+from legion.aggregator.limits import DEFER, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
@@ -200,6 +202,7 @@ class Writer(threading.Thread):
         agg = config.aggregator
         self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
                                    store.has_series, store.series_counts())
+        self.budget = CommitBudget(agg.commit_interval_ms / 1000)
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -221,24 +224,8 @@ class Writer(threading.Thread):
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
             while not self._stopping.is_set() or not self._fair.empty():
-                group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
-                points = 0
-                deadline = time.monotonic() + interval
-                # New series cost most of a commit: a group holding many ends early, so a
-                # burst from one node never holds the other nodes' batches for long.
-                while points < max_points and self.limits.pending < NEW_SERIES_PER_COMMIT:
-                    timeout = deadline - time.monotonic()
-                    if timeout <= 0:
-                        break
-                    try:
-                        frame = self._fair.get(timeout=timeout)
-                    except queue.Empty:
-                        break
-                    item = self._accept(frame, rejected_acks)
-                    if item is not None:
-                        group.append(item)
-                        points += len(item.batch)
+                group = self._collect(time.monotonic() + interval, max_points, rejected_acks)
                 self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
@@ -259,8 +246,44 @@ class Writer(threading.Thread):
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
-    def _accept(self, frame: Frame | IncomingBatch, rejected_acks: dict
-                ) -> IncomingBatch | None:
+    def _collect(self, deadline: float, max_points: int,
+                 rejected_acks: dict[tuple[str, int], set[int]]) -> list[IncomingBatch]:
+        """One commit group, taken round-robin per sender until `deadline` or `max_points`.
+
+        New series cost most of a commit, so a group holds at most the budget's cap of them
+        (about half an interval of work): the sender that fills it, or whose batch would pass
+        it (that batch waits for the next group), is done for this group. Then the group takes,
+        at once, what the other senders already have waiting (a batch without new series always
+        fits) and closes (at the deadline at the latest), so a quiet node's batches go into the
+        next commit whatever another node floods."""
+        group: list[IncomingBatch] = []
+        points, cap = 0, self.budget.cap()
+        done: set[object] = set()  # senders whose turn in this group is over
+        while points < max_points:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = 0.0 if done else left
+            try:
+                frame = self._fair.get(timeout=timeout, skip=done)
+            except queue.Empty:
+                break
+            before = self.limits.pending
+            item = self._accept(frame, rejected_acks, cap)
+            if item == DEFER:
+                self._fair.put_back(frame)
+                self.budget.deferred += 1
+                done.add(FairInbox.key_of(frame))
+            elif isinstance(item, IncomingBatch):
+                group.append(item)
+                points += len(item.batch)
+                if self.limits.pending >= cap > before:  # this batch filled the group
+                    done.add(FairInbox.key_of(frame))
+        return group
+
+    def _accept(self, frame: Frame | IncomingBatch,
+                rejected_acks: dict[tuple[str, int], set[int]], room: int
+                ) -> IncomingBatch | Literal["defer"] | None:
         if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
             return frame
         node = self._registry.node_for(frame.sender)
@@ -291,7 +314,9 @@ class Writer(threading.Thread):
             self._tm.reject(Reason.UNKNOWN_KIND.value)
             return None
         assert isinstance(env.body, MetricsBatch)
-        limited = self.limits.admit(node, env.body)
+        limited = self.limits.admit(node, env.body, room)
+        if limited == DEFER:
+            return DEFER
         if limited is not None:  # rejected whole, acked so the agent stops resending it
             self._tm.reject(limited.value)
             rejected_acks[(node, env.epoch)].add(env.seq)
@@ -314,8 +339,10 @@ class Writer(threading.Thread):
                 log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
                           self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
             return  # nothing acked: agents resend, and the store keeps nothing half-written
+        new_series = self.limits.pending
         self.limits.settle(stored=True)
         dt = time.perf_counter() - t0
+        self.budget.observe(dt, new_series)
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
                      points_accepted=result.points, batches_duplicate=len(result.duplicates))
         self._tm.set(commit_seconds_last=dt)
