@@ -84,14 +84,14 @@ def test_fair_inbox_put_back_goes_first_and_skip_passes_senders_over() -> None:
 
 
 def test_commit_budget_learns_the_cost_of_new_series() -> None:
-    budget = CommitBudget(interval_s=0.1)  # half of it for new series
+    budget = CommitBudget(interval_s=1.0)  # half of it for new series
     start = budget.cap()
     for _ in range(20):
         budget.observe(0.010, 0)  # commits of points only: 10 ms
     for _ in range(20):
-        budget.observe(0.010 + 1000 * 200e-6, 1000)  # 200 us per new series
-    assert abs(budget.cost_per_series_s - 200e-6) < 20e-6
-    assert budget.cap() == int((0.05 - budget.base_s) / budget.cost_per_series_s) < start
+        budget.observe(0.010 + 1000 * 100e-6, 1000)  # 100 us per new series
+    assert abs(budget.cost_per_series_s - 100e-6) < 10e-6
+    assert budget.cap() == int((0.5 - budget.base_s) / budget.cost_per_series_s) < start
     for _ in range(20):
         budget.observe(5.0, 1000)  # a box so slow that nothing fits: still progress
     assert budget.cap() == MIN_CAP
