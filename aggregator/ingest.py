@@ -175,7 +175,7 @@ class Receiver(threading.Thread):
         size = len(msg.buffer)
         big = size > self._cfg.aggregator.max_message_bytes
         data = bytes(msg.buffer[:OVERSIZE_HEAD_BYTES]) if big else msg.bytes
-        return Frame(data, (msg.get("User-Id") or "").encode(), int(time.time() * 1000), size)
+        return Frame(data, str(msg.get("User-Id") or "").encode(), int(time.time() * 1000), size)
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
