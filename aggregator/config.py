@@ -99,7 +99,8 @@ class AggregatorConfig:
         """Every problem of the section, with its key path."""
         return check_rules(self, "aggregator", [
             ("heartbeat_interval_secs", lambda v: 0.1 <= v <= 600, "must be in [0.1, 600]"),
-            ("max_message_bytes", lambda v: v >= 1024, "must be >= 1024"),
+            ("max_message_bytes", lambda v: v >= 65536,  # the largest sample fits
+             "must be >= 65536"),
             ("queue_max_batches", lambda v: v >= 1, POSITIVE),
             ("commit_interval_ms", lambda v: v >= 1, POSITIVE),
             ("commit_max_points", lambda v: v >= 1, POSITIVE),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -28,20 +29,38 @@ class FairInbox(Generic[T]):
         self._by_key: OrderedDict[object, deque[T]] = OrderedDict()
         self._size = 0
 
-    def get(self, timeout: float) -> T:
-        """Next item, one sender at a time; raise `queue.Empty` after `timeout` seconds."""
+    def get(self, timeout: float, skip: Collection[object] = ()) -> T:
+        """Next item, one sender at a time, from senders not in `skip`; raise `queue.Empty`
+        after `timeout` seconds (at once when only skipped senders have items here)."""
         self._fill()
-        if not self._size:
-            item = self._src.get(timeout=max(0.0, timeout))  # wait for the first one
-            self._add(item)
+        key = next((k for k in self._by_key if k not in skip), None)
+        if key is None:
+            if skip and self._size:
+                raise queue.Empty
+            self._add(self._src.get(timeout=max(0.0, timeout)))  # wait for the first one
             self._fill()
-        key, items = next(iter(self._by_key.items()))
+            key = next((k for k in self._by_key if k not in skip), None)
+            if key is None:
+                raise queue.Empty
+        items = self._by_key.pop(key)
         item = items.popleft()
         self._size -= 1
-        del self._by_key[key]
         if items:  # back of the line
             self._by_key[key] = items
         return item
+
+    def put_back(self, item: T) -> None:
+        """Return an item taken by `get` to the front of the line: it is the next one out, so
+        an item put back (it did not fit a commit group) opens the next group and never waits
+        behind others again."""
+        key = self.key_of(item)
+        self._by_key.setdefault(key, deque()).appendleft(item)
+        self._by_key.move_to_end(key, last=False)
+        self._size += 1
+
+    def senders(self) -> int:
+        """Senders with items waiting here."""
+        return len(self._by_key)
 
     def qsize(self) -> int:
         """Items waiting here and in the source queue."""
@@ -60,6 +79,10 @@ class FairInbox(Generic[T]):
                 return
 
     def _add(self, item: T) -> None:
-        key = getattr(item, "sender", None) or getattr(item, "node", None)
-        self._by_key.setdefault(key, deque()).append(item)
+        self._by_key.setdefault(self.key_of(item), deque()).append(item)
         self._size += 1
+
+    @staticmethod
+    def key_of(item: object) -> object:
+        """The sender an item is queued under: a frame's Curve key, or a batch's node."""
+        return getattr(item, "sender", None) or getattr(item, "node", None)

@@ -21,14 +21,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
+from legion.aggregator.commit_budget import CommitBudget
 from legion.aggregator.config import ServiceConfig
 from legion.aggregator.fair_inbox import FairInbox
-from legion.aggregator.limits import NEW_SERIES_PER_COMMIT, SeriesLimits
+from legion.aggregator.limits import DEFER, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
@@ -57,16 +58,19 @@ SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
 CHECKPOINT_RETRY_SECS = 0.5
 COMMIT_FAIL_LOG_SECS = 10.0
-OVERSIZE_READ = 4
+OVERSIZE_HEAD_BYTES = 4096
+"""Of a frame over `max_message_bytes` only this much is kept (its header, for the ack)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One received message: its bytes, the sender's Curve key (z85) and when it arrived."""
+    """One received message: its bytes, the sender's Curve key (z85), when it arrived and its
+    size on the wire (`data` holds only the head of a frame over `max_message_bytes`)."""
 
     data: bytes
     sender: bytes
     received_ms: int
+    size: int
 
 
 Inbound: TypeAlias = Frame | IncomingBatch
@@ -105,9 +109,11 @@ class Receiver(threading.Thread):
 
     def _bind(self) -> zmq.Socket[Any]:
         sock = server_socket(self._ctx, zmq.SUB, self._keypair, heartbeat_ms(self._cfg))
-        # Frames up to OVERSIZE_READ x the limit are read, so they can be counted and refused
-        # with an ack (the writer does); only beyond that does ZeroMQ drop the connection.
-        sock.setsockopt(zmq.MAXMSGSIZE, OVERSIZE_READ * self._cfg.aggregator.max_message_bytes)
+        # No socket size limit: ZeroMQ would drop a larger frame unseen. Every frame is read,
+        # one over `max_message_bytes` cut to its head at once (`_frame`) and refused by the
+        # writer: counted `frame_too_large` and acked `rejected`. Only authenticated keys get
+        # this far.
+        sock.setsockopt(zmq.MAXMSGSIZE, -1)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
@@ -150,8 +156,7 @@ class Receiver(threading.Thread):
                             msg = sock.recv(zmq.NOBLOCK, copy=False)
                         except zmq.Again:
                             break
-                        frame = Frame(msg.bytes, str(msg.get("User-Id") or "").encode(),
-                                      int(time.time() * 1000))
+                        frame = self._frame(msg)
                         self._tm.add(frames_received=1)
                         while not self._stopping.is_set():
                             try:
@@ -171,6 +176,12 @@ class Receiver(threading.Thread):
                     known = current
         finally:
             sock.close(linger=0)
+
+    def _frame(self, msg: zmq.Frame) -> Frame:
+        size = len(msg.buffer)
+        big = size > self._cfg.aggregator.max_message_bytes
+        data = bytes(msg.buffer[:OVERSIZE_HEAD_BYTES]) if big else msg.bytes
+        return Frame(data, str(msg.get("User-Id") or "").encode(), int(time.time() * 1000), size)
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
@@ -197,6 +208,7 @@ class IngestWriter(threading.Thread):
         agg = config.aggregator
         self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
                                    store.has_series, store.series_counts())
+        self.budget = CommitBudget(agg.commit_interval_ms / 1000)
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -218,24 +230,8 @@ class IngestWriter(threading.Thread):
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         try:
             while not self._stopping.is_set() or not self._fair.empty():
-                group: list[IncomingBatch] = []
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
-                points = 0
-                deadline = time.monotonic() + interval
-                # New series cost most of a commit: a group holding many ends early, so a
-                # burst from one node never holds the other nodes' batches for long.
-                while points < max_points and self.limits.pending < NEW_SERIES_PER_COMMIT:
-                    timeout = deadline - time.monotonic()
-                    if timeout <= 0:
-                        break
-                    try:
-                        frame = self._fair.get(timeout=timeout)
-                    except queue.Empty:
-                        break
-                    item = self._accept(frame, rejected_acks)
-                    if item is not None:
-                        group.append(item)
-                        points += len(item.batch)
+                group = self._collect(time.monotonic() + interval, max_points, rejected_acks)
                 self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
@@ -244,8 +240,8 @@ class IngestWriter(threading.Thread):
                 if group:
                     self._commit(group)
                 for (node, epoch), seqs in rejected_acks.items():
-                    self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
-                    self._store.note_rejected(node, epoch, seqs)
+                    if self._note_rejected(node, epoch, seqs):  # stored first, then acked
+                        self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
                 if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
                     done = self.checkpoint()
                     next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)
@@ -256,19 +252,55 @@ class IngestWriter(threading.Thread):
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
-    def _accept(self, frame: Inbound, rejected_acks: dict[tuple[str, int], set[int]]
-                ) -> IncomingBatch | None:
+    def _collect(self, deadline: float, max_points: int,
+                 rejected_acks: dict[tuple[str, int], set[int]]) -> list[IncomingBatch]:
+        """One commit group, taken round-robin per sender until `deadline` or `max_points`.
+
+        New series cost most of a commit, so a group holds at most the budget's cap of them
+        (about half an interval of work): the sender that fills it, or whose batch would pass
+        it (that batch waits for the next group), is done for this group. Then the group takes,
+        at once, what the other senders already have waiting (a batch without new series always
+        fits) and closes (at the deadline at the latest), so a quiet node's batches go into the
+        next commit whatever another node floods."""
+        group: list[IncomingBatch] = []
+        points, cap = 0, self.budget.cap()
+        done: set[object] = set()  # senders whose turn in this group is over
+        while points < max_points:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            timeout = 0.0 if done else left
+            try:
+                frame = self._fair.get(timeout=timeout, skip=done)
+            except queue.Empty:
+                break
+            before = self.limits.pending
+            item = self._accept(frame, rejected_acks, cap)
+            if item == DEFER:
+                self._fair.put_back(frame)
+                self.budget.deferred += 1
+                done.add(FairInbox.key_of(frame))
+            elif isinstance(item, IncomingBatch):
+                group.append(item)
+                points += len(item.batch)
+                if self.limits.pending >= cap > before:  # this batch filled the group
+                    done.add(FairInbox.key_of(frame))
+        return group
+
+    def _accept(self, frame: Inbound,
+                rejected_acks: dict[tuple[str, int], set[int]], room: int
+                ) -> IncomingBatch | Literal["defer"] | None:
         if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
             return frame
         node = self._registry.node_for(frame.sender)
         if node is None:
             self._tm.reject(Reason.UNKNOWN_KEY.value)
             return None
-        if len(frame.data) > self._cfg.aggregator.max_message_bytes:
+        if frame.size > self._cfg.aggregator.max_message_bytes:
             self._tm.reject(Reason.FRAME_TOO_LARGE.value)
             head = peek_header(frame.data)
             log.warning("event=frame_too_large node=%s bytes=%d max=%d seq=%s", node,
-                        len(frame.data), self._cfg.aggregator.max_message_bytes,
+                        frame.size, self._cfg.aggregator.max_message_bytes,
                         head[3] if head else "?")
             if head and head[0] == KIND_METRICS and head[1] == node:
                 rejected_acks[(node, head[2])].add(head[3])
@@ -288,7 +320,9 @@ class IngestWriter(threading.Thread):
             self._tm.reject(Reason.UNKNOWN_KIND.value)
             return None
         assert isinstance(env.body, MetricsBatch)
-        limited = self.limits.admit(node, env.body)
+        limited = self.limits.admit(node, env.body, room)
+        if limited == DEFER:
+            return DEFER
         if limited is not None:  # rejected whole, acked so the agent stops resending it
             self._tm.reject(limited.value)
             rejected_acks[(node, env.epoch)].add(env.seq)
@@ -311,8 +345,10 @@ class IngestWriter(threading.Thread):
                 log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
                           self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
             return  # nothing acked: agents resend, and the store keeps nothing half-written
+        new_series = self.limits.pending
         self.limits.settle(stored=True)
         dt = time.perf_counter() - t0
+        self.budget.observe(dt, new_series)
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
                      points_accepted=result.points, batches_duplicate=len(result.duplicates))
         self._tm.set(commit_seconds_last=dt)
@@ -331,6 +367,18 @@ class IngestWriter(threading.Thread):
                 self._publish(node, Ack(ACK_COMMITTED, epoch, ranges_of(seqs)))
         for (node, epoch), seqs in checkpointed.items():
             self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+
+    def _note_rejected(self, node: str, epoch: int, seqs: set[int]) -> bool:
+        """Store seqs about to be acked `rejected`; False (no ack: the agent resends, and is
+        refused again) when the store cannot write them."""
+        try:
+            self._store.note_rejected(node, epoch, seqs)
+        except Exception as exc:  # noqa: BLE001 - a failed write must not kill ingest
+            self._tm.add(commit_errors=1)
+            log.warning("event=rejected_not_recorded node=%s seqs=%d error=%s", node, len(seqs),
+                        str(exc).splitlines()[0])
+            return False
+        return True
 
     def checkpoint(self) -> bool:
         """Checkpoint the database, then tell agents which batches they may free; False when

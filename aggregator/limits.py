@@ -8,7 +8,8 @@ that only feed series already stored are always admitted: a node at its limit ke
 what it had.
 
 The writer thread calls `admit` for each decoded batch of a group and `settle` after the group's
-commit: series admitted in a group that failed to commit are given back.
+commit: series admitted in a group that failed to commit are given back. `admit` also answers
+`DEFER` for a batch whose new series would not fit the group's `room` (`commit_budget.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Final, Literal
 
 import numpy as np
 
@@ -26,9 +28,9 @@ log = logging.getLogger("legion.aggregator.limits")
 
 SeriesKey = tuple[str, str, Labels]
 MAX_SHAPES = 4096
-NEW_SERIES_PER_COMMIT = 2000
-"""The writer closes a commit group once it holds this many new series (~50 ms of work)."""
 LOG_EVERY_SECS = 60.0
+DEFER: Final = "defer"
+"""`admit`: the batch is fine but does not fit this group; offer it to the next one."""
 
 
 class SeriesLimits:
@@ -47,9 +49,11 @@ class SeriesLimits:
         self._shapes: set[tuple[str, tuple[str, ...], tuple[Labels, ...]]] = set()
         self._logged: dict[str, float] = {}
 
-    def admit(self, node: str, batch: MetricsBatch) -> Reason | None:
-        """None if the batch may be stored, else the reason to reject it whole."""
-        if not (self.max_per_node or self.max_per_metric) or len(batch) == 0:
+    def admit(self, node: str, batch: MetricsBatch, room: int | None = None
+              ) -> Reason | Literal["defer"] | None:
+        """None if the batch may be stored, else the reason to reject it whole, or `DEFER` when
+        its new series would take the group past `room` new series (and it is not the first)."""
+        if len(batch) == 0 or not (self.max_per_node or self.max_per_metric or room):
             return None
         shape = (node, batch.names, batch.label_sets)
         if shape in self._shapes:  # the usual case: the same series as last tick
@@ -72,6 +76,8 @@ class SeriesLimits:
             self.rejected[node] += 1
             self._log(node, len(new), over_metric)
             return Reason.SERIES_LIMIT
+        if room is not None and self._pending and len(self._pending) + len(new) > room:
+            return DEFER
         self._pending.update(new)
         self.by_node[node] += len(new)
         self.by_metric.update(per_metric)

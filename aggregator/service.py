@@ -149,7 +149,7 @@ class Aggregator:
         if self.store is not None:
             out["store"] = self.store.health.report(self.store.path)
         if self._writer is not None:
-            out["limits"] = self._writer.limits.report()
+            out["limits"] = {**self._writer.limits.report(), **self._writer.budget.report()}
         try:
             out["agents"] = self._agent_health()
         except StoreError as exc:  # an invalidated store: say so rather than answer 500

@@ -1,6 +1,7 @@
 """Series creation rate and a quiet node's commit latency during a cardinality flood.
 
     python bench/cardinality.py [--flood-batches 100] [--series-per-batch 1000]
+                                [--max-series-per-node 0] [--max-series-per-metric 0]
 
 1. creation: `Store.write` of batches that each bring N new series (N = 1,000 and 10,000),
    in-process on a fresh file: new series per second, against the rate of the same points for
@@ -9,8 +10,11 @@
    --series-per-batch distinct label values as fast as its Curve socket takes them, while a
    second node ("quiet") sends one small batch every 100 ms; the quiet node's commit latency
    (send -> `committed` ack) is measured before and during the flood, and the ratio printed.
-   Also printed: how long the flood took to be answered (committed or rejected) and what the
-   aggregator counted.
+   Also printed: how long the flood took to be answered (committed or rejected), what the
+   aggregator counted, its commit budget (`commit_budget.py`), the aggregator's RSS before,
+   at its peak during and after the flood (sampled every 50 ms), and whether the quiet node's
+   latency stayed within one commit interval of its own before the flood (max and p95). The
+   series limits default to 0 (off), so all the flood's series are created: the worst case.
 
 The machine may be shared: compare ratios from one run, not absolute numbers across runs.
 """
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -117,8 +122,36 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1) if xs else -1.0
 
 
-def flood(tmp: Path, batches: int, per_batch: int) -> dict:
-    cfg_path = make_setup(tmp / "flood")
+class Rss(threading.Thread):
+    """Samples one process's resident memory every 50 ms; `peak(t0, t1)` in MiB."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            try:
+                self.samples.append((time.monotonic(), self.proc.memory_info().rss))
+            except psutil.Error:
+                return
+
+    def peak(self, t0: float, t1: float) -> float:
+        xs = [r for t, r in self.samples if t0 <= t <= t1]
+        return round(max(xs) / 2**20, 1) if xs else -1.0
+
+
+def flood(tmp: Path, batches: int, per_batch: int, per_node: int, per_metric: int,
+          writer_only: bool = False) -> dict:
+    over: dict = {"aggregator": {"max_series_per_node": per_node,
+                                 "max_series_per_metric": per_metric}}
+    if writer_only:  # no alerting engine, no analytics bridge: the readers of every series
+        over |= {"alerting": {"enabled": False},
+                 "ai_settings": {"anomaly_detection_enabled": False,
+                                 "predictive_analytics_enabled": False}}
+    cfg_path = make_setup(tmp / "flood", **over)
     cfg = load_config(cfg_path)
     for n in ("flood", "quiet"):
         add_agent_key(cfg, n)
@@ -137,6 +170,8 @@ def flood(tmp: Path, batches: int, per_batch: int) -> dict:
                 if time.monotonic() > end:
                     raise SystemExit("aggregator did not come up") from None
                 time.sleep(0.2)
+        rss = Rss(agg.pid)
+        rss.start()
         quiet = Quiet(cfg, ctx)
         quiet.start()
         fl = client_socket(ctx, zmq.PUB, load_public(cfg.path(cfg.agent.server_public_key_path)),
@@ -147,13 +182,14 @@ def flood(tmp: Path, batches: int, per_batch: int) -> dict:
                              load_secret(cfg.path(cfg.agent.keys_dir) / "flood.key_secret"))
         acks.setsockopt(zmq.SUBSCRIBE, b"flood\0")
         acks.connect(cfg.agent.ack_endpoint)
-        time.sleep(5.0)  # slow joiners; and a quiet baseline
+        time.sleep(11.0)  # slow joiners; and a quiet baseline (10 s)
+        now = int(time.time() * 1000)  # encoded first: the burst is what is measured
+        frames = [encode(Envelope("metrics", "flood", 1, seq, now, flood_batch(
+            "flood", (seq - 1) * per_batch, per_batch, now))) for seq in range(1, batches + 1)]
         t_flood = time.monotonic()
-        base = quiet.latencies(t_flood - 4.0, t_flood)
-        now = int(time.time() * 1000)
-        for seq in range(1, batches + 1):
-            b = flood_batch("flood", (seq - 1) * per_batch, per_batch, now)
-            fl.send(encode(Envelope("metrics", "flood", 1, seq, now, b)))
+        base = quiet.latencies(t_flood - 10.0, t_flood)
+        for frame in frames:
+            fl.send(frame)
         answered: dict[str, set[int]] = {}
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -167,9 +203,11 @@ def flood(tmp: Path, batches: int, per_batch: int) -> dict:
             if len(done) >= batches:
                 break
         t_done = time.monotonic()
-        time.sleep(1.0)
+        time.sleep(3.0)
         quiet.stop.set()
         quiet.join(5)
+        rss.stop.set()
+        rss.join(5)
         during = quiet.latencies(t_flood, t_done)
         st = client.get("/api/v1/status")
         series = len(client.get("/api/v1/series", node="flood"))
@@ -183,9 +221,20 @@ def flood(tmp: Path, batches: int, per_batch: int) -> dict:
                "quiet_ms_during": {"p50": pct(during, .5), "p95": pct(during, .95),
                                    "max": pct(during, 1.0)},
                "ingest": {k: v for k, v in st["ingest"].items()
-                          if k in ("commits", "commit_seconds_avg", "rejected")}}
+                          if k in ("commits", "commit_seconds_avg", "rejected")},
+               "commit_budget": {k: v for k, v in st.get("limits", {}).items()
+                                 if k not in ("rejected_batches",)},
+               "aggregator_rss_mib": {"before": rss.peak(t_flood - 1.0, t_flood),
+                                      "peak_during": rss.peak(t_flood, t_done),
+                                      "after": rss.peak(t_done + 2.0, t_done + 3.0)}}
         out["quiet_max_ratio_during_over_before"] = round(
             out["quiet_ms_during"]["max"] / max(0.1, out["quiet_ms_before"]["max"]), 1)
+        interval = cfg.aggregator.commit_interval_ms
+        out["commit_interval_ms"] = interval
+        out["quiet_added_ms"] = {q: round(out["quiet_ms_during"][q] - out["quiet_ms_before"][q],
+                                          1) for q in ("p50", "p95", "max")}
+        out["within_one_interval"] = {q: out["quiet_added_ms"][q] <= interval
+                                      for q in ("p95", "max")}
         return out
     finally:
         agg.send_signal(signal.SIGTERM)
@@ -200,10 +249,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--flood-batches", type=int, default=100)
     ap.add_argument("--series-per-batch", type=int, default=1000)
+    ap.add_argument("--max-series-per-node", type=int, default=0, help="0 = no limit")
+    ap.add_argument("--max-series-per-metric", type=int, default=0, help="0 = no limit")
+    ap.add_argument("--skip-creation", action="store_true", help="only the flood")
+    ap.add_argument("--writer-only", action="store_true",
+                    help="alerting and analytics off: isolates the ingest writer")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="legion-bench-card-"))
-    results = {"creation": creation_rate(tmp),
-               "flood": flood(tmp, args.flood_batches, args.series_per_batch)}
+    results = {"creation": {} if args.skip_creation else creation_rate(tmp),
+               "flood": flood(tmp, args.flood_batches, args.series_per_batch,
+                              args.max_series_per_node, args.max_series_per_metric,
+                              args.writer_only)}
     print(json.dumps(results, indent=1))
 
 

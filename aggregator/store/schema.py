@@ -28,6 +28,8 @@ Why this shape:
   on every pass, folded by a compaction whose deletes made checkpoints slow). A bucket may hold
   several partial rows (late points merged in); readers always combine rows per bucket.
 * ``tier_state(tier, kept_since_ms)``: retention horizon per tier (and the archive's progress).
+* ``rejected_batches(node, epoch, seq, rejected_ms)`` (v4, ``rejected.py``): seqs acked
+  `rejected`, written before the ack, so `missing` stays exact across restarts.
 * ``alert_*`` (v3, written by ``legion.aggregator.alerts.journal``): alert state per fingerprint,
   every transition (incident history), incidents, silences, every notification attempt and the
   notification log (what each receiver was last told), so a restart neither forgets nor
@@ -46,7 +48,7 @@ import duckdb
 
 from legion.kernel.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 """Rollup tiers, finest first: name -> bucket width in ms."""
 
@@ -104,6 +106,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             outcome VARCHAR NOT NULL, error VARCHAR, alert_ids VARCHAR NOT NULL)""",
         """CREATE TABLE alert_nflog (group_key VARCHAR NOT NULL, receiver VARCHAR NOT NULL,
             digest VARCHAR NOT NULL, notified_ms BIGINT NOT NULL, resolved BOOLEAN NOT NULL)"""),
+    # v4: seqs acked `rejected` (aggregator/store/rejected.py).
+    3: ("""CREATE TABLE rejected_batches (node VARCHAR NOT NULL, epoch BIGINT NOT NULL,
+            seq BIGINT NOT NULL, rejected_ms BIGINT NOT NULL)""",),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from legion.aggregator.config import StorageConfig
-from legion.aggregator.store import packing, rate, retention, rollup
+from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
@@ -73,8 +73,8 @@ class Store:
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self.health = StoreHealth()
-        # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either. Kept in
-        # memory only: after a restart they count as missing again until the epoch changes.
+        # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
+        # in the file too (rejected.py), loaded below.
         self.rejected_seqs = SeqIndex()
         key = self._encryption_key()
         self._con: duckdb.DuckDBPyConnection | None = open_database(self.path, key)
@@ -86,6 +86,7 @@ class Store:
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
         try:
             self._writer.load()
+            self.rejected_seqs.load(rejected.load_ranges(self._con))
             self._refresh_kept(self._con)
         except BaseException:
             self._con.close()
@@ -287,10 +288,20 @@ class Store:
                  "dropped": n.dropped} for n in infos]
 
     def note_rejected(self, node: str, epoch: int, seqs: Iterable[int]) -> None:
-        """Record seqs acked `rejected`: reported apart from `missing` by `nodes()`."""
+        """Record seqs about to be acked `rejected`, in the file first: reported apart from
+        `missing` by `nodes()`, across restarts. StoreError when not written (do not ack)."""
+        new = sorted(s for s in {int(s) for s in seqs}
+                     if not self.rejected_seqs.contains(node, int(epoch), s))
+        if not new:
+            return
+        try:
+            rejected.record(self._open(), node, int(epoch), new, self._clock())
+        except StoreError as exc:
+            self.health.note_error(exc)
+            raise
         with self._lock:
-            for s in seqs:
-                self.rejected_seqs.add(node, int(epoch), int(s))
+            for s in new:
+                self.rejected_seqs.add(node, int(epoch), s)
 
     def has_series(self, key: tuple[str, str, Any]) -> bool:
         """Whether the series (node, name, labels) is stored (the writer thread's view)."""

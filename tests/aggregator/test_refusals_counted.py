@@ -20,6 +20,7 @@ from legion.aggregator.telemetry import IngestTelemetry
 from legion.cli.config import config_from_dict, load_config
 from legion.cli.setup_cmds import add_agent_key
 from legion.kernel.curve import client_socket, load_public
+from legion.kernel.errors import ConfigError
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import Envelope, Sample, decode, encode, encode_samples
 from legion.proto import limits as L
@@ -76,6 +77,54 @@ def test_a_frame_over_the_limit_is_counted_and_acked_rejected(aggregator) -> Non
         wait_for(lambda: (peer.pump(100), 3 in peer.acks["committed"])[1], 30)
     finally:
         peer.close()
+
+
+def test_a_frame_far_over_the_limit_is_counted_and_acked_rejected(tmp_path: Path) -> None:
+    """Issue 13: a 16.8 MB frame against max_message_bytes = 4 MiB (over 4x) was dropped by
+    ZeroMQ's MAXMSGSIZE unseen: no count, no ack, resent forever. Now every oversized frame is
+    read, cut to its head at once, counted and acked. Real Curve sockets on loopback."""
+    limit = 4 * 1024 * 1024
+    cfg = load_config(make_setup(tmp_path / "legion", aggregator={"max_message_bytes": limit}))
+    add_agent_key(cfg, "big")
+    agg = Aggregator(cfg)
+    agg.start()
+    ctx = zmq.Context()
+    peer = CurvePeer(ctx, cfg, "big")
+    try:
+        peer.connect()
+        frame = encode(Envelope("metrics", "big", 1, 2, int(time.time() * 1000),
+                                series_batch("huge_value", 0, 10)))
+        frame += b"\0" * (16_800_000 - len(frame))  # trailing bytes: the size is what counts
+        assert len(frame) > 4 * limit
+        peer.send_raw(frame)
+        wait_for(lambda: (peer.pump(100), 2 in peer.acks["rejected"])[1], 60)
+        assert agg.status()["ingest"]["rejected"].get("frame_too_large") == 1
+        assert [n["last_seq"] for n in agg.store.nodes() if n["node"] == "big"] == [1]
+        peer.send(3, series_batch("huge_value", 0, 10))  # the connection is still up
+        wait_for(lambda: (peer.pump(100), 3 in peer.acks["committed"])[1], 30)
+    finally:
+        peer.close()
+        agg.stop()
+        ctx.destroy(linger=0)
+
+
+def test_the_largest_sample_fits_the_smallest_frame_limit() -> None:
+    """So `split_for_wire` always yields frames a real agent may send: one sample cannot be
+    split further, and the smallest `max_message_bytes` the config accepts still holds it."""
+    with pytest.raises(ConfigError, match="aggregator.max_message_bytes"):
+        config_from_dict({"aggregator": {"max_message_bytes": 65535}})
+    smallest = config_from_dict({"aggregator": {"max_message_bytes": 65536}})
+    now = int(time.time() * 1000)
+    labels = tuple((f"k{i:02d}".ljust(L.MAX_LABEL_KEY_LEN, "k"), "\U0001d11e" *
+                    L.MAX_LABEL_VALUE_LEN) for i in range(L.MAX_LABELS))
+    worst = Sample("m" * L.MAX_NAME_LEN, labels, 1.0, now)
+    frame = encode_samples("n" * L.MAX_NODE_LEN, 2**62, 2**62, now, [worst])
+    assert len(decode(frame).body) == 1
+    assert len(frame) <= smallest.aggregator.max_message_bytes
+    wide = [Sample(f"m{i}".ljust(L.MAX_NAME_LEN, "m"), labels, 1.0, now) for i in range(5)]
+    parts = split_for_wire(wide, 65536)
+    assert [s for p in parts for s in p] == wide
+    assert all(len(encode_samples("n1", 1, 1, now, p)) <= 65536 for p in parts)
 
 
 def test_the_agent_splits_a_tick_the_aggregator_would_refuse() -> None:

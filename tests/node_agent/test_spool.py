@@ -133,6 +133,8 @@ def test_torn_tail_quarantined_and_counted(tmp_path: Path) -> None:
     q = list((tmp_path / "quarantine").iterdir())
     assert len(q) == 1 and q[0].stat().st_size == st["spool_quarantined_bytes_total"]
     assert seg.stat().st_size == size - HEADER.size - len(payload(20))  # tail cut off
+    # the torn record is lost: counted as dropped under the seq its header names
+    assert st["batches_dropped_total"] == 1 and sp.dropped_ranges() == ((EPOCH, 20, 20),)
     sp.append(20, payload(20))  # appending goes on cleanly
     sp.close()
     sp = open_spool(tmp_path)
@@ -150,6 +152,51 @@ def test_truncated_header_and_zero_tail(tmp_path: Path) -> None:
     sp = open_spool(tmp_path)
     assert [s for s, _ in sp.pending()] == [1, 2, 3, 4, 5]
     assert sp.stats()["spool_quarantined_bytes_total"] == 6 + 4096
+    # its header is cut short: the record after seq 5 was lost (at least that one)
+    assert sp.stats()["batches_dropped_total"] == 1 and sp.dropped_ranges() == ((EPOCH, 6, 6),)
+    sp.close()
+
+
+TORN_WRITER = """
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from test_spool import payload
+from legion.kernel.spool.spool import Spool
+sp = Spool(sys.argv[1], 1 << 20, 500, epoch=7, segment_bytes=1 << 20)
+for s in range(1, 31):
+    sp.append(s, payload(s, 400))
+sp.release(7, [(1, 10)])
+print("ready", flush=True)
+sys.stdin.read()  # killed here
+"""
+
+
+@pytest.mark.parametrize("cut", ["payload", "header"])
+def test_torn_tail_after_kill9_is_counted_dropped_once(tmp_path: Path, cut: str) -> None:
+    """Issue 13: a record torn at kill -9 was quarantined but not counted as dropped, so the
+    aggregator saw it `missing` while the agent said `dropped=0`. A real writer process is
+    killed with SIGKILL; a write that SIGKILL interrupts leaves a prefix of the record, which
+    the test makes by cutting the file mid-record (the kernel's short write is not timeable)."""
+    d = tmp_path / "spool"
+    p = subprocess.Popen([sys.executable, "-c", TORN_WRITER, str(d), str(Path(__file__).parent)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+    seg = segments(d)[-1]
+    size = seg.stat().st_size
+    start = size - HEADER.size - 400  # where record 30 begins
+    os.truncate(seg, start + (HEADER.size + 150 if cut == "payload" else 20))
+    sp = Spool(d, 1 << 20, 500, epoch=7, segment_bytes=1 << 20)
+    st = sp.stats()
+    assert [s for s, _ in sp.pending()] == list(range(11, 30))
+    assert st["batches_dropped_total"] == 1 and sp.dropped_ranges() == ((7, 30, 30),)
+    assert st["spool_quarantine_events_total"] == 1
+    sp.close()
+    sp = Spool(d, 1 << 20, 500, epoch=7, segment_bytes=1 << 20)  # the tail was cut: not again
+    assert sp.stats()["batches_dropped_total"] == 1
     sp.close()
 
 

@@ -118,9 +118,24 @@ def scan(data: bytes) -> tuple[list[RecordPos], list[tuple[int, int]]]:
     return good, bad
 
 
+def torn_key(tail: bytes, before: Key | None) -> Key | None:
+    """The (epoch, seq) of the record a torn tail held (kill -9 or power loss mid-append).
+
+    Records are appended in seq order, so the torn one follows `before` (the last good record
+    before it): its own header is trusted when whole and in that order, else it is `before`'s
+    next seq. None when nothing came before and the header is cut short: the seq is unknown.
+    """
+    if len(tail) >= HEADER.size:
+        magic, _crc, _length, epoch, seq, _ts = HEADER.unpack_from(tail, 0)
+        if magic == MAGIC and (before is None or (epoch == before[0] and seq > before[1])):
+            return epoch, seq
+    return None if before is None else (before[0], before[1] + 1)
+
+
 def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
-                    ) -> tuple[list[RecordPos], int, int, int]:
-    """Scan one segment at open: (good records, clean size, bytes quarantined, bad regions).
+                    ) -> tuple[list[RecordPos], int, int, int, bytes | None]:
+    """Scan one segment at open: (good records, clean size, bytes quarantined, bad regions,
+    the bad tail's bytes or None).
 
     Each bad region is copied to ``quarantine_dir``; a bad tail is cut off the file; a segment
     with no good record is deleted. The quarantine keeps its newest files within
@@ -128,6 +143,7 @@ def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
     """
     data = path.read_bytes()
     good, bad = scan(data)
+    tail = data[bad[-1][0]:] if bad and bad[-1][1] == len(data) else None
     for start, end in bad:
         atomic_write(quarantine_dir / f"{path.stem}-{start:012d}.bad", data[start:end])
         log.warning("event=spool_quarantine segment=%s offset=%d bytes=%d",
@@ -144,14 +160,27 @@ def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
         while len(files) > 1 and total > quarantine_max_bytes:
             total -= files[0].stat().st_size
             files.pop(0).unlink()
-    return good, size, sum(e - s for s, e in bad), len(bad)
+    return good, size, sum(e - s for s, e in bad), len(bad), tail
 
 
-def load_segments(directory: Path, quarantine_max_bytes: int
-                  ) -> tuple[list[tuple[Segment, list[RecordPos]]], int, int, int]:
-    """Recover every segment file at open: (segments with their good records, next segment id,
-    bytes quarantined, bad regions). An unreadable file is logged and left alone."""
+@dataclass(slots=True)
+class Recovered:
+    """What `load_segments` found: segments with their good records, the next segment id,
+    bytes quarantined, bad regions, and one entry per torn tail (its key, None if unknown)."""
+
+    segments: list[tuple[Segment, list[RecordPos]]]
+    next_id: int
+    quarantined_bytes: int
+    bad_regions: int
+    torn: list[Key | None]
+
+
+def load_segments(directory: Path, quarantine_max_bytes: int) -> Recovered:
+    """Recover every segment file at open (oldest first). An unreadable file is logged and
+    left alone."""
     out: list[tuple[Segment, list[RecordPos]]] = []
+    torn: list[Key | None] = []
+    last: Key | None = None
     next_id, q_bytes, q_events = 1, 0, 0
     for path in sorted(directory.glob("seg-*.log")):
         try:
@@ -160,15 +189,18 @@ def load_segments(directory: Path, quarantine_max_bytes: int
             continue
         next_id = max(next_id, seg_id + 1)
         try:
-            good, size, qb, qe = recover_segment(path, directory / "quarantine",
-                                                 quarantine_max_bytes)
+            good, size, qb, qe, tail = recover_segment(path, directory / "quarantine",
+                                                       quarantine_max_bytes)
         except OSError as exc:
             log.warning("event=spool_segment_unreadable segment=%s error=%s", path.name, exc)
             continue
         q_bytes, q_events = q_bytes + qb, q_events + qe
         if good:
             out.append((Segment(seg_id, path, size=size), good))
-    return out, next_id, q_bytes, q_events
+            last = (good[-1].epoch, good[-1].seq)
+        if tail is not None:
+            torn.append(torn_key(tail, last))
+    return Recovered(out, next_id, q_bytes, q_events, torn)
 
 
 def _resync(data: bytes, start: int) -> int | None:

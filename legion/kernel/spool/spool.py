@@ -17,8 +17,10 @@ the aggregator acknowledges what it got.
 Overflow: when a record does not fit under ``max_bytes``, whole oldest segments are deleted; every
 record in them that was not released counts as a dropped batch and its seq joins
 `dropped_ranges()`. A bad region at open (torn tail, flipped bytes) is copied to ``quarantine/``,
-counted, and skipped; start-up never fails on spool contents. Not thread-safe by design beyond a
-lock that makes each call atomic: one thread (the agent loop) owns it.
+counted, and skipped, and the batches it held count as dropped (a torn tail under the seq its
+header or its place gives, `spool_records.torn_key`); start-up never fails on spool contents.
+Not thread-safe by design beyond a lock that makes each call atomic: one thread (the agent loop)
+owns it.
 """
 
 from __future__ import annotations
@@ -386,9 +388,9 @@ class Spool:
     def _recover(self) -> None:
         for tmp in self.directory.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
-        segments, self._next_id, q_bytes, quarantined = R.load_segments(
-            self.directory, max(self.max_bytes // 8, 1 << 20))
-        self._counters["spool_quarantined_bytes_total"] += q_bytes
+        found = R.load_segments(self.directory, max(self.max_bytes // 8, 1 << 20))
+        segments, self._next_id, quarantined = found.segments, found.next_id, found.bad_regions
+        self._counters["spool_quarantined_bytes_total"] += found.quarantined_bytes
         self._counters["spool_quarantine_events_total"] += quarantined
         for seg, records in segments:
             for rec in records:
@@ -406,6 +408,7 @@ class Spool:
                 self._release_range(epoch, first, last)
         if quarantined:
             self._count_quarantined([rec for _, records in segments for rec in records])
+            self._count_torn(found.torn)
         for seg in [s for s in self._segments if s.pending <= 0]:
             self._delete_segment(seg)
         self._recovering = False
@@ -429,6 +432,22 @@ class Spool:
             self._ledger.note_dropped(lost, events=0)
             log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
                         lost[0][1])
+
+    def _count_torn(self, torn: list[Key | None]) -> None:
+        """A record cut short at the end of a segment (kill -9 or power loss mid-append) is
+        lost: counted as dropped once, under the seq it held (`R.torn_key`); one whose seq
+        cannot be known still counts in `batches_dropped_total`, with no range."""
+        def counted(k: Key) -> bool:
+            return any(ep == k[0] and a <= k[1] <= b for ep, a, b in self._ledger.dropped)
+        keys = [k for k in torn if k is not None and k not in self._index and not counted(k)]
+        unknown = sum(k is None for k in torn)
+        if keys:
+            self._ledger.note_dropped(keys, events=0)
+        if unknown:
+            self._counters["batches_dropped_total"] += unknown
+        if keys or unknown:
+            log.warning("event=spool_torn_tail_lost batches=%d seqs=%s", len(keys) + unknown,
+                        ",".join(str(k[1]) for k in keys) or "unknown")
 
     def _compact_release_log(self) -> None:
         """Rewrite released.log with only the released seqs of live segments."""
