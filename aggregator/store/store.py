@@ -18,6 +18,7 @@ import duckdb
 
 from legion.aggregator.store import packing, rate, retention, rollup
 from legion.aggregator.store import query as q
+from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
@@ -74,6 +75,7 @@ class Store:
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self.health = StoreHealth()
+        self.commits = CommitFeed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either. Kept in
         # memory only: after a restart they count as missing again until the epoch changes.
         self.rejected_seqs = SeqIndex()
@@ -107,6 +109,9 @@ class Store:
         except StoreError as exc:
             self.health.note_error(exc)
             raise
+        if self.commits and result.stored:
+            self.commits.publish(CommitNotice(frozenset(k[0] for k in result.stored),
+                                              tuple(self._writer.last_write_rows())))
         now = self._timer()
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval_secs
@@ -115,6 +120,11 @@ class Store:
             self._next_rollup = now + self.config.rollup_interval_ms / 1000
             self._guarded(self._light_round)
         return result
+
+    def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(CommitNotice)` on the writer thread after every write that stored
+        something (see commits.py); returns the function that unsubscribes it."""
+        return self.commits.subscribe(listener)
 
     def _light_round(self) -> None:
         """Between maintenance rounds, every `rollup_interval_ms`: the rollup pass, then pack
