@@ -26,9 +26,8 @@ sys.path.insert(0, str(HERE.parents[1]))  # the repository (tests.conftest)
 
 import ingest as ingest_bench  # noqa: E402
 from agent_overhead import cpu_seconds  # noqa: E402
-from storage import Fleet  # noqa: E402
-
 from peers import http_get, start_victoria_metrics  # noqa: E402
+from storage import Fleet  # noqa: E402
 
 HOUR = 3_600_000
 
