@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from legion.aggregator.store import packing, rate, retention, rollup
 from legion.aggregator.store import query as q
@@ -23,7 +25,7 @@ from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reop
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
-from legion.aggregator.store.writer import StoreWriter
+from legion.aggregator.store.writer import NO_TS, StoreWriter
 from legion.config import StorageConfig
 from legion.errors import ConfigError, QueryError, StoreError
 
@@ -378,14 +380,16 @@ class Store:
         return shaped[:max(0, k)]
 
     def latest(self, metric_glob: str = "*", node: str | None = None) -> list[dict[str, Any]]:
-        """Newest point of every series whose metric matches the glob."""
-        with self._cursor() as cur:
-            sel = q.select_series(cur, node=node, glob=metric_glob)
+        """Newest point of every series whose metric matches the glob, ordered by node, metric
+        and labels. Served from the writer's memory (series ids and newest points), no SQL."""
+        match = re.compile(fnmatch.translate(metric_glob)).match
+        w = self._writer
         with self._lock:
-            newest = {s.id: self._writer.latest(s.id) for s in sel}
-        return [{"ts_ms": p[0], "node": s.node, "metric": s.metric, "labels": s.labels,
-                 "value": p[1]} for s in sel if (p := newest[s.id]) is not None
-                and fnmatch.fnmatchcase(s.metric, metric_glob)]
+            keys = sorted(k for name, ks in w.by_name.items() if match(name) for k in ks
+                          if node is None or k[0] == node)
+            ts, val = w.latest_of(np.fromiter((w.series[k] for k in keys), np.int64, len(keys)))
+        return [{"ts_ms": t, "node": k[0], "metric": k[1], "labels": dict(k[2]), "value": v}
+                for k, t, v in zip(keys, ts, val, strict=True) if t != NO_TS]
 
     def cursor(self) -> _Cursor:
         """A cursor of the one connection for a component's own tables (the alert journal);

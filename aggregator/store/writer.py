@@ -59,6 +59,7 @@ class StoreWriter:
         self.rollups = rollups
         self.series: dict[SeriesKey, int] = {}
         self.keys: dict[int, SeriesKey] = {}  # the inverse of `series`, for commit notices
+        self.by_name: dict[str, list[SeriesKey]] = {}  # series per metric name (`latest`)
         self.last_write: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.seqs = SeqIndex()
         self.nodes: dict[str, NodeInfo] = {}
@@ -81,6 +82,7 @@ class StoreWriter:
                 skey = (node, name, tuple(tuple(p) for p in json.loads(key)))
                 self.series[skey] = sid
                 self.keys[sid] = skey
+                self.by_name.setdefault(name, []).append(skey)
                 top = max(top, sid)
             self._next_id = count(top + 1)
             self.seqs.load(con.execute(_LOAD_RANGES).fetchall())
@@ -136,6 +138,8 @@ class StoreWriter:
         with self._lock:
             self.series.update(new_series)
             self.keys.update((v, k) for k, v in new_series.items())
+            for k in new_series:
+                self.by_name.setdefault(k[1], []).append(k)
             for b in accepted:
                 self.seqs.add(b.node, int(b.epoch), int(b.seq))
             self.nodes.update(nodes)
@@ -153,6 +157,15 @@ class StoreWriter:
         if sid >= self._latest_ts.shape[0] or self._latest_ts[sid] == NO_TS:
             return None
         return int(self._latest_ts[sid]), float(self._latest_val[sid])
+
+    def latest_of(self, sids: np.ndarray) -> tuple[list[int], list[float]]:
+        """Newest ts and value of each series id (ts NO_TS where none; call under the lock)."""
+        inside = sids < self._latest_ts.shape[0]
+        ts = np.full(sids.shape[0], NO_TS, np.int64)
+        val = np.zeros(sids.shape[0])
+        ts[inside] = self._latest_ts[sids[inside]]
+        val[inside] = self._latest_val[sids[inside]]
+        return ts.tolist(), val.tolist()
 
     def last_write_rows(self) -> list[dict[str, Any]]:
         """The points of the last `write` that are now their series' newest, one per series,
