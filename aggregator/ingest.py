@@ -56,6 +56,10 @@ SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
 CHECKPOINT_RETRY_SECS = 0.5
 COMMIT_FAIL_LOG_SECS = 10.0
+QUIET_SECS = 0.005
+"""A group is committed once nothing more has arrived for this long, if the last commit was at
+least `commit_interval_ms` ago: a lone batch (or a burst) is stored at once, not at the end of an
+interval, and commits stay at most one per interval."""
 OVERSIZE_READ = 4
 
 
@@ -66,6 +70,15 @@ class Frame:
     data: bytes
     sender: bytes
     received_ms: int
+
+
+def group_wait(now: float, deadline: float, has_group: bool, may_commit_early: float) -> float:
+    """How long the writer waits for the next frame of a group (<= 0: commit it now): until the
+    group's deadline (one interval after its first batch), and once it holds a batch, only
+    `QUIET_SECS` more (not before `may_commit_early`, one interval after the last commit)."""
+    if not has_group:
+        return deadline - now
+    return min(deadline - now, max(0.0, may_commit_early - now) + QUIET_SECS)
 
 
 def heartbeat_ms(config: Config) -> int:
@@ -209,6 +222,7 @@ class Writer(threading.Thread):
         max_points = self._cfg.aggregator.commit_max_points
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
+        may_commit_early = 0.0  # the monotonic time from which a quiet group is committed
         try:
             while not self._stopping.is_set() or not self._fair.empty():
                 group: list[IncomingBatch] = []
@@ -218,7 +232,8 @@ class Writer(threading.Thread):
                 # New series cost most of a commit: a group holding many ends early, so a
                 # burst from one node never holds the other nodes' batches for long.
                 while points < max_points and self.limits.pending < NEW_SERIES_PER_COMMIT:
-                    timeout = deadline - time.monotonic()
+                    timeout = group_wait(time.monotonic(), deadline, bool(group),
+                                         may_commit_early)
                     if timeout <= 0:
                         break
                     try:
@@ -227,6 +242,8 @@ class Writer(threading.Thread):
                         break
                     item = self._accept(frame, rejected_acks)
                     if item is not None:
+                        if not group:  # a batch waits at most one interval for its commit
+                            deadline = time.monotonic() + interval
                         group.append(item)
                         points += len(item.batch)
                 self._tm.set(queue_depth=self._fair.qsize())
@@ -236,6 +253,7 @@ class Writer(threading.Thread):
                     group.append(self._self_batch())
                 if group:
                     self._commit(group)
+                    may_commit_early = time.monotonic() + interval
                 for (node, epoch), seqs in rejected_acks.items():
                     self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
                     self._store.note_rejected(node, epoch, seqs)

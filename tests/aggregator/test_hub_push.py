@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.gateway.app import HUB_KEY
 from legion.aggregator.store.commits import CommitNotice
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
-from legion.proto import MetricsBatch, Sample, canonical_labels
-
 from legion.config import config_from_dict
+from legion.proto import MetricsBatch, Sample, canonical_labels
 
 
 def batch(node: str, seq: int, samples: list[Sample]) -> IncomingBatch:
