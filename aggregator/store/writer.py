@@ -138,8 +138,8 @@ class StoreWriter:
         with self._lock:
             self.series.update(new_series)
             self.keys.update((v, k) for k, v in new_series.items())
-            for k in new_series:
-                self.by_name.setdefault(k[1], []).append(k)
+            for skey in new_series:
+                self.by_name.setdefault(skey[1], []).append(skey)
             for b in accepted:
                 self.seqs.add(b.node, int(b.epoch), int(b.seq))
             self.nodes.update(nodes)
