@@ -37,8 +37,8 @@ sys.path.insert(0, str(HERE.parents[1]))
 import peers  # noqa: E402
 
 SIZES = {  # quick, full
-    "hosts": (10, 100), "minutes": (15, 60), "ingest_frames": (150, 2000),
-    "query_reps": (9, 21), "host_window_s": (6.0, 60.0), "latency_s": (5.0, 30.0),
+    "hosts": (10, 100), "minutes": (15, 60), "ingest_frames": (120, 2000),
+    "query_reps": (9, 21), "host_window_s": (5.0, 60.0), "latency_s": (4.0, 30.0),
 }
 
 
