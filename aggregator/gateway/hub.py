@@ -17,12 +17,12 @@ import asyncio
 import logging
 import time
 from array import array
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.live_rows import LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.config import Config
 
@@ -45,7 +45,6 @@ RESYNC_S = 30.0
 PUSH_DUTY = 0.25
 """Rebuilds on pushed commits take at most about this share of the hub's time: after one that
 took d seconds the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces commits."""
-RowKey = tuple[str, str, tuple[tuple[str, str], ...]]
 
 
 HISTORY_BUDGET_POINTS = 2_000_000
@@ -167,8 +166,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # Live rows by (node, metric, labels), fed by the store's reads and pushed commits.
-        self._rows: dict[RowKey, Mapping[str, Any]] = {}
-        self._pushed_rows: deque[tuple[Mapping[str, Any], ...]] = deque()
+        self._live = LiveRows()
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
         self._wake = asyncio.Event()
         self._wake_pending = False
@@ -204,7 +202,7 @@ class Hub:
         rows = tuple(r for r in notice.rows if r["metric"].startswith(LIVE_PREFIXES))
         if not rows:
             return
-        self._pushed_rows.append(rows)
+        self._live.push(rows)
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -272,10 +270,9 @@ class Hub:
                 if read_sources:
                     self._extra = extra
                 if rows is not None:
-                    self._replace_rows(rows)
-            while self._pushed_rows:  # newest point per series wins, whatever the order
-                self._merge_rows(self._pushed_rows.popleft())
-            live = self._rows.values()
+                    self._live.replace(rows, keep_newer=self._unsubscribe is not None)
+            self._live.drain()
+            live = self._live.values()
             now = now_ms()
             fleet = self.builder.build([r for r in live if r["metric"].startswith("system_")],
                                        [r for r in live if r["metric"].startswith("agent_")],
@@ -295,24 +292,6 @@ class Hub:
         extra = {t: [dict(i) for i in src()] for t, src in self.sources.items()} \
             if read_sources else {}
         return rows, extra
-
-    @staticmethod
-    def _row_key(r: Mapping[str, Any]) -> RowKey:
-        return (r["node"], r["metric"], tuple(sorted((r.get("labels") or {}).items())))
-
-    def _replace_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """The store's read becomes the live set. With commits pushed, a row the read lacks
-        or holds older (committed after the read began) is kept."""
-        old, self._rows = self._rows, {self._row_key(r): r for r in rows}
-        if self._unsubscribe is not None:
-            self._merge_rows(old.values())
-
-    def _merge_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        for r in rows:
-            k = self._row_key(r)
-            cur = self._rows.get(k)
-            if cur is None or r["ts_ms"] > cur["ts_ms"]:
-                self._rows[k] = r
 
     def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int) -> None:
         alerts = extra.get("alerts", [])  # the alerting engine's (aggregator/alerts/)

@@ -12,6 +12,7 @@ import aiohttp
 
 from legion.aggregator.gateway import TokenStore, create_app, start_gateway, stop_gateway
 from legion.aggregator.gateway.app import HUB_KEY
+from legion.aggregator.gateway.live_rows import LiveRows
 from legion.aggregator.store.commits import CommitNotice
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
@@ -126,3 +127,21 @@ async def _receive(ws: aiohttp.ClientWebSocketResponse, deadline: float,
         msg: dict[str, Any] = await ws.receive_json(timeout=left)
         if pred(msg):
             return msg
+
+
+def test_live_rows_keep_the_newest_point_whatever_the_order() -> None:
+    def row(ts: int, v: float, node: str = "a") -> dict[str, Any]:
+        return {"ts_ms": ts, "node": node, "metric": "system_x", "labels": {"k": "1"},
+                "value": v}
+
+    live = LiveRows()
+    live.push((row(2, 2.0),))
+    live.push((row(1, 1.0), row(1, 5.0, node="b")))  # an older commit folded in later
+    live.drain()
+    assert sorted((r["node"], r["value"]) for r in live.values()) == [("a", 2.0), ("b", 5.0)]
+    # a store read that began before the newest commit: the pushed row stays, others come in
+    live.replace([row(1, 1.0), row(3, 7.0, node="c")], keep_newer=True)
+    assert sorted((r["node"], r["value"]) for r in live.values()) == \
+        [("a", 2.0), ("b", 5.0), ("c", 7.0)]
+    live.replace([row(1, 1.0)], keep_newer=False)  # polled only: the read is the whole truth
+    assert [r["value"] for r in live.values()] == [1.0]
