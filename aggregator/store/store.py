@@ -25,7 +25,7 @@ from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reop
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
-from legion.aggregator.store.writer import NO_TS, StoreWriter
+from legion.aggregator.store.writer import NO_TS, StoreWriter, labels_key
 from legion.config import StorageConfig
 from legion.errors import ConfigError, QueryError, StoreError
 
@@ -343,7 +343,7 @@ class Store:
             return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
                                    group_by)
         with self._cursor() as cur:
-            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            sel = self._select(metric, node, labels)
             if step_ms is None:
                 rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
                 meta = {s.id: s for s in sel}
@@ -370,7 +370,7 @@ class Store:
              until_ms: int | None = None, bottom: bool = False) -> list[dict[str, Any]]:
         """The k series with the highest (or lowest) `agg` over the range."""
         with self._cursor() as cur:
-            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            sel = self._select(metric, node, labels)
             _, rows = q.stepped(cur, sel, None, agg, since_ms, until_ms, self._kept(cur),
                                 tiers=self.config.rollups_enabled)
         shaped = self._shape(metric, sel, None, rows)
@@ -408,6 +408,18 @@ class Store:
                 "rollup_errors": self.rollup_errors}
 
     # ---- helpers ---------------------------------------------------------------------------
+    def _select(self, metric: str, node: str | None,
+                labels: Mapping[str, str] | None) -> list[q.SeriesRow]:
+        """`query.select_series` for one metric, from the writer's memory (no statement), in
+        the same order (node, metric, labels_key)."""
+        want = [(str(k), str(v)) for k, v in (labels or {}).items()]
+        with self._lock:
+            keys = [k for k in self._writer.by_name.get(metric, ())
+                    if (node is None or k[0] == node) and all(p in k[2] for p in want)]
+            ids = [self._writer.series[k] for k in keys]
+        rows = sorted(zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2])))
+        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in rows]
+
     def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
                rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
         if group_by is None:
