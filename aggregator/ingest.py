@@ -60,6 +60,10 @@ CHECKPOINT_RETRY_SECS = 0.5
 COMMIT_FAIL_LOG_SECS = 10.0
 OVERSIZE_HEAD_BYTES = 4096
 """Of a frame over `max_message_bytes` only this much is kept (its header, for the ack)."""
+QUIET_SECS = 0.005
+"""A group is committed once nothing more has arrived for this long, if the last commit was at
+least `commit_interval_ms` ago: a lone batch (or a burst) is stored at once, not at the end of an
+interval, and commits stay at most one per interval."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,15 @@ class Frame:
 Inbound: TypeAlias = Frame | IncomingBatch
 """What the writer's queue carries: frames from the agents (Receiver) and batches made inside
 the aggregator (the analytics bridge's results), which are stored as they are."""
+
+
+def group_wait(now: float, deadline: float, has_group: bool, may_commit_early: float) -> float:
+    """How long the writer waits for the next frame of a group (<= 0: commit it now): until the
+    group's deadline (one interval after its first batch), and once it holds a batch, only
+    `QUIET_SECS` more (not before `may_commit_early`, one interval after the last commit)."""
+    if not has_group:
+        return deadline - now
+    return min(deadline - now, max(0.0, may_commit_early - now) + QUIET_SECS)
 
 
 def heartbeat_ms(config: ServiceConfig) -> int:
@@ -228,10 +241,11 @@ class IngestWriter(threading.Thread):
         max_points = self._cfg.aggregator.commit_max_points
         next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
+        may_commit_early = 0.0  # the monotonic time from which a quiet group is committed
         try:
             while not self._stopping.is_set() or not self._fair.empty():
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
-                group = self._collect(time.monotonic() + interval, max_points, rejected_acks)
+                group = self._collect(interval, max_points, rejected_acks, may_commit_early)
                 self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
@@ -239,6 +253,7 @@ class IngestWriter(threading.Thread):
                     group.append(self._self_batch())
                 if group:
                     self._commit(group)
+                    may_commit_early = time.monotonic() + interval
                 for (node, epoch), seqs in rejected_acks.items():
                     if self._note_rejected(node, epoch, seqs):  # stored first, then acked
                         self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
@@ -252,8 +267,9 @@ class IngestWriter(threading.Thread):
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
 
-    def _collect(self, deadline: float, max_points: int,
-                 rejected_acks: dict[tuple[str, int], set[int]]) -> list[IncomingBatch]:
+    def _collect(self, interval: float, max_points: int,
+                 rejected_acks: dict[tuple[str, int], set[int]],
+                 may_commit_early: float) -> list[IncomingBatch]:
         """One commit group, taken round-robin per sender until `deadline` or `max_points`.
 
         New series cost most of a commit, so a group holds at most the budget's cap of them
@@ -261,12 +277,14 @@ class IngestWriter(threading.Thread):
         it (that batch waits for the next group), is done for this group. Then the group takes,
         at once, what the other senders already have waiting (a batch without new series always
         fits) and closes (at the deadline at the latest), so a quiet node's batches go into the
-        next commit whatever another node floods."""
+        next commit whatever another node floods. A group waits at most one interval after its
+        first batch, and once it holds one, only until the inbox is quiet (`group_wait`)."""
         group: list[IncomingBatch] = []
         points, cap = 0, self.budget.cap()
         done: set[object] = set()  # senders whose turn in this group is over
+        deadline = time.monotonic() + interval
         while points < max_points:
-            left = deadline - time.monotonic()
+            left = group_wait(time.monotonic(), deadline, bool(group), may_commit_early)
             if left <= 0:
                 break
             timeout = 0.0 if done else left
@@ -281,6 +299,8 @@ class IngestWriter(threading.Thread):
                 self.budget.deferred += 1
                 done.add(FairInbox.key_of(frame))
             elif isinstance(item, IncomingBatch):
+                if not group:  # a batch waits at most one interval for its commit
+                    deadline = time.monotonic() + interval
                 group.append(item)
                 points += len(item.batch)
                 if self.limits.pending >= cap > before:  # this batch filled the group

@@ -1,7 +1,11 @@
 """The live state behind the WebSocket: polls the store, diffs, keeps history, fans out updates.
 
 Every `dashboard_config.update_interval_ms` the hub reads the latest points (in a thread: DuckDB
-blocks), rebuilds the fleet, and hands each subscribed client only what changed. Topics
+blocks), rebuilds the fleet, and hands each subscribed client only what changed. A store that
+offers `subscribe_commits` (the local `Store`) also pushes what each commit stored: the hub then
+rebuilds the fleet from those rows as soon as they land (no store read), so a sample reaches the
+clients within about one commit interval; the poll then reads only the sources, and the store
+again every `RESYNC_S`. Topics
 `anomalies` and `forecasts` (and extra `alerts`) come from `sources` callables polled the same
 way, or are pushed with `push()`. Memory is bounded: history keeps `max_history_points` per
 series, event lists the same number of newest items.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -18,6 +23,7 @@ from typing import Any, Protocol
 from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.live_rows import LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 
 log = logging.getLogger("legion.aggregator.gateway.hub")
@@ -32,6 +38,13 @@ LIST_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 """Each list field of topic data and how its items are keyed (updates replace by key)."""
 EVENT_FIELDS = frozenset({"anomalies"})
 Source = Callable[[], Iterable[Mapping[str, Any]]]
+LIVE_PREFIXES = ("system_", "agent_")
+"""Metric prefixes the fleet is built from (the two reads of `_read`)."""
+RESYNC_S = 30.0
+"""With commits pushed, the poll re-reads the store's latest points this often (a safety net)."""
+PUSH_DUTY = 0.25
+"""Rebuilds on pushed commits take at most about this share of the hub's time: after one that
+took d seconds the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces commits."""
 
 
 HISTORY_BUDGET_POINTS = 2_000_000
@@ -146,21 +159,37 @@ class Hub:
         self.history: dict[str, dict[str, dict[str, Ring]]] = {
             "system_health": {}, "agent_metrics": {}}
         self.clients: set[Subscriber] = set()
-        self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0}
+        self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
+                      "pushes": 0}
         self._pushed: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in TOPICS}
         self._alert_since: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # Live rows by (node, metric, labels), fed by the store's reads and pushed commits.
+        self._live = LiveRows()
+        self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
+        self._wake = asyncio.Event()
+        self._wake_pending = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._next_resync = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the polling loop (no-op when running)."""
+        """Start the polling loop, and listen for commits when the store pushes them (no-op
+        when running)."""
         if self._task is None or self._task.done():
+            subscribe = getattr(self.store, "subscribe_commits", None)
+            if self._unsubscribe is None and callable(subscribe):
+                loop = asyncio.get_running_loop()
+                self._unsubscribe = subscribe(lambda notice: self._on_commit(loop, notice))
             self._task = asyncio.create_task(self._run(), name="legion-gateway-hub")
 
     async def stop(self) -> None:
         """Stop the polling loop (safe before start, safe twice)."""
         task, self._task = self._task, None
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
         if task is not None:
             task.cancel()
             try:
@@ -168,12 +197,28 @@ class Hub:
             except asyncio.CancelledError:
                 pass
 
+    def _on_commit(self, loop: asyncio.AbstractEventLoop, notice: Any) -> None:
+        """On the store's writer thread: keep the live rows of a commit, wake the loop once."""
+        rows = tuple(r for r in notice.rows if r["metric"].startswith(LIVE_PREFIXES))
+        if not rows:
+            return
+        self._live.push(rows)
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # the loop closed under us: nobody to tell
+                self._wake_pending = False
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
+            pushed = self._unsubscribe is not None
             try:
-                await self.refresh()
+                await self._refresh(read_store=not pushed or loop.time() >= self._next_resync)
+                if pushed and loop.time() >= self._next_resync:
+                    self._next_resync = loop.time() + RESYNC_S
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never crash after start-up; count and retry next tick
@@ -185,26 +230,68 @@ class Hub:
                 self.on_tick()
             next_at += self.interval_s
             next_at = max(next_at, loop.time())  # overran: skip, don't burst
-            await asyncio.sleep(next_at - loop.time())
+            await self._serve_pushes(loop, next_at)
+
+    async def _serve_pushes(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Until the next poll, rebuild from pushed commits as they come (coalesced, spaced by
+        `PUSH_DUTY`); without a commit feed this is a plain sleep."""
+        while (left := until - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                return
+            self._wake.clear()
+            self._wake_pending = False
+            if not self.clients:  # nobody to tell: the rows wait for the next poll
+                continue
+            t0 = time.perf_counter()
+            try:
+                await self._refresh(read_store=False, read_sources=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - counted like a failed tick
+                self.stats["tick_errors"] += 1
+                log.warning("event=hub_push_failed error=%r", exc)
+            self.stats["pushes"] += 1
+            rest = (time.perf_counter() - t0) * (1 / PUSH_DUTY - 1)
+            await asyncio.sleep(min(rest, max(0.0, until - loop.time())))
 
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
         """Poll the store and sources once, publish what changed; return the fleet."""
+        return await self._refresh(read_store=True)
+
+    async def _refresh(self, read_store: bool, read_sources: bool = True) -> dict[str, Any]:
+        """Rebuild the fleet from the live rows (after reading the store's latest points when
+        `read_store`, and the sources when `read_sources`) and publish what changed."""
         async with self._lock:
-            system_rows, agent_rows, extra = await asyncio.to_thread(self._read)
+            if read_store or read_sources:
+                rows, extra = await asyncio.to_thread(self._read, read_store, read_sources)
+                if read_sources:
+                    self._extra = extra
+                if rows is not None:
+                    self._live.replace(rows, keep_newer=self._unsubscribe is not None)
+            self._live.drain()
+            live = self._live.values()
             now = now_ms()
-            fleet = self.builder.build(system_rows, agent_rows, now)
+            fleet = self.builder.build([r for r in live if r["metric"].startswith("system_")],
+                                       [r for r in live if r["metric"].startswith("agent_")],
+                                       now)
             self.fleet = fleet
-            self._apply(fleet, extra, now)
-            self.stats["ticks"] += 1
+            self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now)
+            if read_sources:  # a poll; rebuilds on pushed commits count as `pushes`
+                self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
             return fleet
 
-    def _read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, list[Any]]]:
-        system_rows = self.store.latest("system_*")
-        agent_rows = self.store.latest("agent_*")
-        extra = {t: [dict(i) for i in src()] for t, src in self.sources.items()}
-        return system_rows, agent_rows, extra
+    def _read(self, read_store: bool, read_sources: bool
+              ) -> tuple[list[dict[str, Any]] | None, dict[str, list[Any]]]:
+        rows = None
+        if read_store:
+            rows = self.store.latest("system_*") + self.store.latest("agent_*")
+        extra = {t: [dict(i) for i in src()] for t, src in self.sources.items()} \
+            if read_sources else {}
+        return rows, extra
 
     def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int) -> None:
         alerts = extra.get("alerts", [])  # the alerting engine's (aggregator/alerts/)

@@ -68,8 +68,20 @@ def late_horizon(con: duckdb.DuckDBPyConnection) -> int:
 def pack_state(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
     """(until, first series id not yet packed) of the window in progress; (0, 0) when none.
     Rows of `points` with ts < until and a smaller series id are already in chunks."""
-    sid = kept_since(con, "pack_series")
-    return (kept_since(con, "pack_until"), sid) if sid else (0, 0)
+    return _pack_state(_pack_tiers(con))
+
+
+def _pack_tiers(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """'pack', 'pack_series' and 'pack_until' of `tier_state` in one statement (0 when unset)."""
+    rows = con.execute("SELECT tier, max(kept_since_ms) FROM tier_state WHERE tier IN "
+                       "('pack', 'pack_series', 'pack_until') GROUP BY tier").fetchall()
+    return {"pack": 0, "pack_series": 0, "pack_until": 0,
+            **{str(t): int(v or 0) for t, v in rows}}
+
+
+def _pack_state(tiers: dict[str, int]) -> tuple[int, int]:
+    sid = tiers["pack_series"]
+    return (tiers["pack_until"], sid) if sid else (0, 0)
 
 
 def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadline: float,
@@ -420,11 +432,17 @@ class RawSource:
         self.registered = False
 
     def __enter__(self) -> str:
-        until, sid = pack_state(self.cur)
+        tiers = _pack_tiers(self.cur)
+        until, sid = _pack_state(tiers)
         hot = "points" if not sid else (
             f"(SELECT * FROM points WHERE NOT (ts < {int(until)} AND series_id < {int(sid)}))")
         parts = [f"SELECT series_id, ts, value FROM {hot}",
                  "SELECT series_id, ts, value FROM late_points"]
+        # Chunks hold only points before the packing horizon: a range after it (the live reads
+        # of the last minutes) skips listing and reading them.
+        packed_before = max(tiers["pack"], tiers["pack_until"])
+        if self.lo is not None and self.lo >= packed_before:
+            return "(" + " UNION ALL ".join(parts) + ")"
         cold = read_chunks(self.cur, self.ids, self.lo, self.hi)
         if cold.num_rows:
             self.cur.register(self.COLD, cold)

@@ -7,6 +7,7 @@ import fnmatch
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -15,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
+from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
-from legion.aggregator.store.writer import StoreWriter
+from legion.aggregator.store.writer import NO_TS, StoreWriter, labels_key
 from legion.kernel.errors import QueryError, StoreError
 
 CHECKPOINT_MIN_WAL = 1 << 20
@@ -73,6 +76,7 @@ class Store:
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         self.health = StoreHealth()
+        self.commits = CommitFeed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
         # in the file too (rejected.py), loaded below.
         self.rejected_seqs = SeqIndex()
@@ -107,6 +111,9 @@ class Store:
         except StoreError as exc:
             self.health.note_error(exc)
             raise
+        if self.commits and result.stored:
+            self.commits.publish(CommitNotice(frozenset(k[0] for k in result.stored),
+                                              tuple(self._writer.last_write_rows())))
         now = self._timer()
         if now >= self._next_maintenance:
             self._next_maintenance = now + self.config.maintenance_interval_secs
@@ -115,6 +122,11 @@ class Store:
             self._next_rollup = now + self.config.rollup_interval_ms / 1000
             self._guarded(self._light_round)
         return result
+
+    def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener(CommitNotice)` on the writer thread after every write that stored
+        something (see commits.py); returns the function that unsubscribes it."""
+        return self.commits.subscribe(listener)
 
     def _light_round(self) -> None:
         """Between maintenance rounds, every `rollup_interval_ms`: the rollup pass, then pack
@@ -341,7 +353,7 @@ class Store:
             return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
                                    group_by)
         with self._cursor() as cur:
-            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            sel = self._select(metric, node, labels)
             if step_ms is None:
                 rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
                 meta = {s.id: s for s in sel}
@@ -368,7 +380,7 @@ class Store:
              until_ms: int | None = None, bottom: bool = False) -> list[dict[str, Any]]:
         """The k series with the highest (or lowest) `agg` over the range."""
         with self._cursor() as cur:
-            sel = q.select_series(cur, metric=metric, node=node, labels=labels)
+            sel = self._select(metric, node, labels)
             _, rows = q.stepped(cur, sel, None, agg, since_ms, until_ms, self._kept(cur),
                                 tiers=self.config.rollups_enabled)
         shaped = self._shape(metric, sel, None, rows)
@@ -378,14 +390,16 @@ class Store:
         return shaped[:max(0, k)]
 
     def latest(self, metric_glob: str = "*", node: str | None = None) -> list[dict[str, Any]]:
-        """Newest point of every series whose metric matches the glob."""
-        with self._cursor() as cur:
-            sel = q.select_series(cur, node=node, glob=metric_glob)
+        """Newest point of every series whose metric matches the glob, ordered by node, metric
+        and labels. Served from the writer's memory (series ids and newest points), no SQL."""
+        match = re.compile(fnmatch.translate(metric_glob)).match
+        w = self._writer
         with self._lock:
-            newest = {s.id: self._writer.latest(s.id) for s in sel}
-        return [{"ts_ms": p[0], "node": s.node, "metric": s.metric, "labels": s.labels,
-                 "value": p[1]} for s in sel if (p := newest[s.id]) is not None
-                and fnmatch.fnmatchcase(s.metric, metric_glob)]
+            keys = sorted(k for name, ks in w.by_name.items() if match(name) for k in ks
+                          if node is None or k[0] == node)
+            ts, val = w.latest_of(np.fromiter((w.series[k] for k in keys), np.int64, len(keys)))
+        return [{"ts_ms": t, "node": k[0], "metric": k[1], "labels": dict(k[2]), "value": v}
+                for k, t, v in zip(keys, ts, val, strict=True) if t != NO_TS]
 
     def cursor(self) -> _Cursor:
         """A cursor of the one connection for a component's own tables (the alert journal);
@@ -404,6 +418,18 @@ class Store:
                 "rollup_errors": self.rollup_errors}
 
     # ---- helpers ---------------------------------------------------------------------------
+    def _select(self, metric: str, node: str | None,
+                labels: Mapping[str, str] | None) -> list[q.SeriesRow]:
+        """`query.select_series` for one metric, from the writer's memory (no statement), in
+        the same order (node, metric, labels_key)."""
+        want = [(str(k), str(v)) for k, v in (labels or {}).items()]
+        with self._lock:
+            keys = [k for k in self._writer.by_name.get(metric, ())
+                    if (node is None or k[0] == node) and all(p in k[2] for p in want)]
+            ids = [self._writer.series[k] for k in keys]
+        rows = sorted(zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2])))
+        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in rows]
+
     def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
                rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
         if group_by is None:

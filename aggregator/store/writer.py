@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Sequence
 from itertools import count
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -57,6 +58,9 @@ class StoreWriter:
         self._lock = lock  # guards what readers see: nodes, seqs
         self.rollups = rollups
         self.series: dict[SeriesKey, int] = {}
+        self.keys: dict[int, SeriesKey] = {}  # the inverse of `series`, for commit notices
+        self.by_name: dict[str, list[SeriesKey]] = {}  # series per metric name (`latest`)
+        self.last_write: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.seqs = SeqIndex()
         self.nodes: dict[str, NodeInfo] = {}
         self._dropped_ts: dict[str, int] = {}
@@ -75,7 +79,10 @@ class StoreWriter:
             top = 0
             for sid, node, name, key in con.execute(
                     "SELECT id, node, name, labels_key FROM series").fetchall():
-                self.series[(node, name, tuple(tuple(p) for p in json.loads(key)))] = sid
+                skey = (node, name, tuple(tuple(p) for p in json.loads(key)))
+                self.series[skey] = sid
+                self.keys[sid] = skey
+                self.by_name.setdefault(name, []).append(skey)
                 top = max(top, sid)
             self._next_id = count(top + 1)
             self.seqs.load(con.execute(_LOAD_RANGES).fetchall())
@@ -100,6 +107,7 @@ class StoreWriter:
 
     def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
         """Store every batch not stored before, all in one transaction."""
+        self.last_write = None
         accepted: list[IncomingBatch] = []
         duplicates: list[BatchKey] = []
         seen: set[BatchKey] = set()
@@ -129,10 +137,14 @@ class StoreWriter:
             raise StoreError(f"write of {len(accepted)} batches failed: {exc}") from exc
         with self._lock:
             self.series.update(new_series)
+            self.keys.update((v, k) for k, v in new_series.items())
+            for skey in new_series:
+                self.by_name.setdefault(skey[1], []).append(skey)
             for b in accepted:
                 self.seqs.add(b.node, int(b.epoch), int(b.seq))
             self.nodes.update(nodes)
             self._update_latest(sid, ts, val)
+        self.last_write = (sid, ts, val)
         return WriteResult(tuple(b.key for b in accepted), tuple(duplicates), int(ts.shape[0]))
 
     def newest_ms(self) -> int:
@@ -145,6 +157,32 @@ class StoreWriter:
         if sid >= self._latest_ts.shape[0] or self._latest_ts[sid] == NO_TS:
             return None
         return int(self._latest_ts[sid]), float(self._latest_val[sid])
+
+    def latest_of(self, sids: np.ndarray) -> tuple[list[int], list[float]]:
+        """Newest ts and value of each series id (ts NO_TS where none; call under the lock)."""
+        inside = sids < self._latest_ts.shape[0]
+        ts = np.full(sids.shape[0], NO_TS, np.int64)
+        val = np.zeros(sids.shape[0])
+        ts[inside] = self._latest_ts[sids[inside]]
+        val[inside] = self._latest_val[sids[inside]]
+        return ts.tolist(), val.tolist()
+
+    def last_write_rows(self) -> list[dict[str, Any]]:
+        """The points of the last `write` that are now their series' newest, one per series,
+        shaped like `Store.latest()` rows (built only when someone listens for commits)."""
+        if self.last_write is None or not self.last_write[0].shape[0]:
+            return []
+        sid, ts, val = self.last_write
+        ends = np.flatnonzero(np.r_[sid[1:] != sid[:-1], True])  # last of each (sorted) run
+        s, t, v = sid[ends], ts[ends], val[ends]
+        newest = t == self._latest_ts[s]
+        out: list[dict[str, Any]] = []
+        for i, t_i, v_i in zip(s[newest].tolist(), t[newest].tolist(), v[newest].tolist(),
+                               strict=True):
+            node, name, labels = self.keys[i]
+            out.append({"ts_ms": t_i, "node": node, "metric": name, "labels": dict(labels),
+                        "value": v_i})
+        return out
 
     def _update_latest(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
         """Keep the newest point per series in two arrays indexed by the (dense) series id."""

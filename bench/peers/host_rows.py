@@ -15,7 +15,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/
 
 from agent_overhead import Sampler, series_of_node, start_agent, stop_proc  # noqa: E402
-
 from peers import Peer, http_get, start_collectd, start_node_exporter, start_prometheus  # noqa: E402,I001
 
 

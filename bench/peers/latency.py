@@ -76,7 +76,7 @@ async def _listen(url: str, token: str, secs: float) -> list[float]:
         while time.monotonic() < end:
             try:
                 msg = await ws.receive(timeout=max(0.1, end - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             now = time.time() * 1000
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -93,7 +93,8 @@ async def _listen(url: str, token: str, secs: float) -> list[float]:
 
 
 def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
-            update_interval_ms: int | None = None) -> list[dict[str, float]]:
+            update_interval_ms: int | None = None,
+            commit_interval_ms: int | None = None) -> list[dict[str, float]]:
     """p50/p99 ms from sample timestamp to WebSocket update at `hosts` hosts, per round (one
     aggregator and one set of hosts; a fresh WebSocket client per round)."""
     from legion.cli.client import ApiClient
@@ -103,14 +104,15 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
 
     work.mkdir(parents=True, exist_ok=True)
     dash = {} if update_interval_ms is None else {"update_interval_ms": update_interval_ms}
+    agg = {} if commit_interval_ms is None else {"commit_interval_ms": commit_interval_ms}
     cfg_path = make_setup(work / f"lat-{hosts}", collection_interval=1.0,
-                          security={"enable_tls": False}, dashboard_config=dash)
+                          security={"enable_tls": False}, dashboard_config=dash, aggregator=agg)
     cfg = load_config(cfg_path)
     token = (cfg_path.parent / "admin.token").read_text().strip()
     nodes = [f"h{i:03d}" for i in range(hosts)]
     for n in nodes:
         add_agent_key(cfg, n)
-    agg = ingest_bench.start_aggregator(cfg_path, work / f"lat-{hosts}-agg.log")
+    proc = ingest_bench.start_aggregator(cfg_path, work / f"lat-{hosts}-agg.log")
     procs: list[Any] = []
     try:
         ingest_bench.wait_api(ApiClient(cfg, token))
@@ -142,8 +144,8 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
                 p.join(30)
                 if p.is_alive():
                     p.terminate()
-        agg.terminate()
-        agg.wait(30)
+        proc.terminate()
+        proc.wait(30)
     return [{"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
              "n": float(len(lat))} if lat else
             {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0.0} for lat in lats]
