@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from legion.aggregator.alerts.config import AlertingConfig, RouteConfig
+from legion.aggregator.alerts.config import AlertingConfig
 from legion.aggregator.alerts.matchers import Matcher, all_match, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
+from legion.aggregator.alerts.route_config import RouteConfig
 
 
 @dataclass(slots=True)
