@@ -55,6 +55,8 @@ class AlertingConfig:
     evaluation_interval_secs: float | None = None  # None: the top-level analysis_interval
     flap_window_secs: float = 600.0
     flap_threshold: int = 4
+    min_band_history_secs: float = 3600.0  # ml_based: a younger learnt band is not used
+    severity_history_secs: float = 604800.0  # AI severity: how far back an alert's firings count
     rules: tuple[AlertRule, ...] = ()
     rules_files: tuple[str, ...] = ()
     receivers: tuple[ReceiverConfig, ...] = (ReceiverConfig("log", "log"),)
@@ -64,7 +66,8 @@ class AlertingConfig:
 
 
 _TOP_KEYS = {"enabled", "default_rules", "ai_severity", "evaluation_interval_secs",
-             "flap_window_secs", "flap_threshold", "rules", "rules_files", "receivers", "route",
+             "flap_window_secs", "flap_threshold", "min_band_history_secs",
+             "severity_history_secs", "rules", "rules_files", "receivers", "route",
              "inhibit_rules", "escalation"}
 
 
@@ -86,6 +89,9 @@ def parse_alerting(raw: Any, problems: list[str], path: str = "alerting") -> Ale
     if "flap_window_secs" in raw:
         kw["flap_window_secs"] = check_num(raw["flap_window_secs"], f"{path}.flap_window_secs",
                                       problems, 1)
+    for k in ("min_band_history_secs", "severity_history_secs"):
+        if k in raw:
+            kw[k] = check_num(raw[k], f"{path}.{k}", problems, 0)
     if "flap_threshold" in raw:
         kw["flap_threshold"] = int(check_num(raw["flap_threshold"], f"{path}.flap_threshold",
                                         problems, 2))
@@ -159,6 +165,8 @@ def alerting_to_dict(cfg: AlertingConfig) -> dict[str, Any]:
         "enabled": cfg.enabled, "default_rules": cfg.default_rules,
         "ai_severity": cfg.ai_severity, "flap_window_secs": cfg.flap_window_secs,
         "flap_threshold": cfg.flap_threshold,
+        "min_band_history_secs": cfg.min_band_history_secs,
+        "severity_history_secs": cfg.severity_history_secs,
         "rules": [{k: v for k, v in r.to_dict().items() if v is not None} for r in cfg.rules],
         "rules_files": list(cfg.rules_files),
         "receivers": [r.to_dict() for r in cfg.receivers],

@@ -63,6 +63,7 @@ class Inputs:
     nodes: list[dict[str, Any]]
     forecasts: list[Mapping[str, Any]] = field(default_factory=list)
     band_for: Callable[[str, str, Mapping[str, str]], Any] | None = None
+    min_band_ms: int = 0  # a band learnt from a shorter span of history is not used
 
 
 class Evaluator:
@@ -122,7 +123,7 @@ class Evaluator:
             if inp.band_for is None or not rule.selects(r["metric"], r["labels"]):
                 continue
             band = inp.band_for(r["node"], r["metric"], r["labels"])
-            if band is None:
+            if band is None or band.trained_to_ms - band.trained_from_ms < inp.min_band_ms:
                 continue
             labels = alert_labels(rule, r["node"], r["metric"], r["labels"])
             e = by_series.setdefault(fingerprint(labels), {"labels": labels})

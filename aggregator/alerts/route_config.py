@@ -17,10 +17,13 @@ RECEIVER_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "slack": (frozenset({"url"}), frozenset({"channel", "username"})),
     "email": (frozenset({"smarthost", "to", "from"}),
               frozenset({"username", "password", "require_tls", "hello", "ca_file"})),
-    "alertmanager": (frozenset({"url"}), frozenset()),
+    "alertmanager": (frozenset({"url"}), frozenset({"resend_secs"})),
     "log": (frozenset(), frozenset({"path"})),
 }
 """The keys of each receiver type (the NOTIFIERS table has one notifier per type)."""
+AM_RESEND_SECS = 60.0
+"""How often firing alerts are re-pushed to an `alertmanager` receiver (`resend_secs`), as
+Prometheus's `resend_delay`: Alertmanager resolves an alert nobody re-sends before its endsAt."""
 COMMON_RECEIVER_KEYS = frozenset({"name", "type", "timeout_secs", "max_attempts",
                                   "backoff_secs", "breaker_failures", "breaker_reset_secs"})
 
@@ -44,6 +47,13 @@ class ReceiverConfig:
                 "timeout_secs": self.timeout_secs, "max_attempts": self.max_attempts,
                 "backoff_secs": self.backoff_secs, "breaker_failures": self.breaker_failures,
                 "breaker_reset_secs": self.breaker_reset_secs}
+
+
+def resend_secs(receiver: ReceiverConfig) -> float | None:
+    """How often a receiver must be re-sent its firing alerts (None: only when they change)."""
+    if receiver.type != "alertmanager":
+        return None
+    return float(receiver.options.get("resend_secs", AM_RESEND_SECS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,8 @@ def parse_receivers(raw: Any, path: str, problems: list[str]) -> tuple[ReceiverC
                 problems.append(f"{p}.{k}: unknown key for a {typ} receiver")
         for k in sorted(required - set(r)):
             problems.append(f"{p}.{k}: missing required key for a {typ} receiver")
+        if "resend_secs" in r:
+            check_num(r["resend_secs"], f"{p}.resend_secs", problems, 0.5)
         for k in ("url", "smarthost"):
             if k in r and not (isinstance(r[k], str) and r[k]):
                 problems.append(f"{p}.{k}: must be a non-empty string")
