@@ -23,7 +23,7 @@ from legion.aggregator.alerts.lifecycle import Lifecycle
 from legion.aggregator.alerts.matchers import parse_matcher, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
-from legion.aggregator.alerts.rules import AlertRule, default_rules
+from legion.aggregator.alerts.rules import SEVERITY_RANK, AlertRule, default_rules
 from legion.config import Config
 from legion.errors import ConfigError
 from legion.proto import Sample, canonical_labels
@@ -260,7 +260,7 @@ class AlertEngine(threading.Thread):
         with self._lock:
             items = [self._view(a) for a in self.lifecycle.alerts.values()
                      if state is None or a["state"] == state]
-        return sorted(items, key=lambda a: (-severity.SEVERITY_RANK.get(a["severity"], 0),
+        return sorted(items, key=lambda a: (-SEVERITY_RANK.get(a["severity"], 0),
                                             a["since_ms"]))
 
     def dashboard_alerts(self) -> list[dict[str, Any]]:

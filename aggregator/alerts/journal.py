@@ -35,11 +35,12 @@ class Journal:
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.cursor() as cur:
-            return cur.execute(sql, list(params)).fetchall()
+            return list(cur.execute(sql, list(params)).fetchall())
 
     # ---- alert state and transitions ------------------------------------------------------
     def save_alerts(self, docs: Iterable[Mapping[str, Any]],
-                    events: Iterable[tuple[int, str, str, str, str, float | None, Mapping[str, str]]],
+                    events: Iterable[tuple[int, str, str, str, str, float | None,
+                                           Mapping[str, str]]],
                     now_ms: int) -> None:
         """Upsert alert documents (by fingerprint) and append transitions, in one transaction
         (bulk statements: a round that changes a thousand alerts is a handful of statements)."""

@@ -5,11 +5,11 @@ webhook receiver. Every notifier in the NOTIFIERS table is exercised."""
 
 from __future__ import annotations
 
-import shutil
-import time
-import subprocess
-import urllib.request
 import json
+import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
