@@ -177,7 +177,7 @@ def bench_simulator(tmp: Path, together: bool = False) -> dict[str, Any]:
     DEFAULT alerting config with AI severity on and off."""
     import zmq
 
-    from legion.demo.faults import FaultSpec, demo_schedule
+    from legion.demo.faults import FaultBoard, FaultSpec, demo_schedule
     from legion.demo.simulator import Simulator
     from legion.node_agent.monitor_receiver import MonitorReceiver
     from tests.aggregator.alerts import test_simulator_faults as t
@@ -202,7 +202,8 @@ def bench_simulator(tmp: Path, together: bool = False) -> dict[str, Any]:
         eng = AlertEngine(cfg, store, bands=bands)
         eng.dispatcher.start()
         runs[ai] = (store, eng, bands)
-    sim = Simulator(ep, seed=2, faults=plan)
+    board = FaultBoard(**t.BOARD) if together else FaultBoard()  # the demo's own strengths
+    sim = Simulator(ep, seed=2, faults=plan, board=board)
     t0 = time.monotonic()
     wall0 = int(time.time() * 1000)
     seq, learnt, rounds = 0, False, []
@@ -270,7 +271,9 @@ def _score(eng: AlertEngine, plan: Any, wall0: int, learn_at: float,
         aid = _json.loads(i["group_key"].split(":", 2)[2]).get("agent_id")
         if not any(f.agent_id == aid and window(f)[0] <= i["opened_ms"] < window(f)[1]
                    for f in plan):
-            false_inc.append(i["group_key"].split(":", 2)[2])
+            rules = sorted({e["rule_id"] for e in events if e["alert_id"] in i["alerts"]})
+            false_inc.append(f"{aid or i['group_key']} at "
+                             f"{(i['opened_ms'] - wall0) / 1000:.0f} s: {', '.join(rules)}")
     sent = [n for n in eng.journal.notifications(limit=100_000) if n["outcome"] == "sent"]
     return {"faults_detected": sum(1 for v in per_fault.values() if v["incidents"]),
             "false_incidents": len(false_inc), "false_incident_groups": false_inc,

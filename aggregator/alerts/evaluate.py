@@ -171,8 +171,11 @@ class Evaluator:
             if aid and fnmatch.fnmatchcase(r["metric"], rule.metric_pattern):
                 key = (r["node"], aid)
                 last[key] = max(last.get(key, 0), r["ts_ms"])
+        # silent while its node still reports: measured up to the node's last batch, so a stall
+        # of the whole node (or of the pipeline) is node_down's business, not 18 agent alerts
+        heard = {n["node"]: n["last_seen_ms"] for n in inp.nodes}
         for (node, aid), ts in last.items():
-            silent = inp.now_ms - ts
+            silent = min(inp.now_ms, heard.get(node, inp.now_ms)) - ts
             labels = alert_labels(rule, node, None, {"agent_id": aid})
             yield Observation(rule, labels, silent > limit_ms, silent / 1000,
                               {"silent_secs": round(silent / 1000), "threshold": limit_ms / 1000})

@@ -162,6 +162,8 @@ def test_predictive_says_when(tmp_path):
 
 
 def test_node_down_and_agent_silent(tmp_path):
+    """agent_silent counts up to its node's last batch: one agent quiet while its node reports
+    fires; the whole node quiet is node_down's (after 5 heartbeats), not every agent's."""
     clock = Clock()
     eng, store = make_engine(tmp_path, {"receivers": LOG}, clock)  # default rules
     feed = Feed(store)
@@ -173,6 +175,8 @@ def test_node_down_and_agent_silent(tmp_path):
                      ("agent_success_rate_percent", {"agent_id": "a2"}, 100))
             eng.evaluate_once()
         assert eng.alerts("firing") == []
+        eng.evaluate_once(clock.advance(8))  # the whole node is quiet 8 s, under node_down's 10
+        assert eng.alerts() == []  # not two silent agents: a stalled node (or pipeline)
         for _ in range(8):  # a2 stops reporting, the node keeps sending
             t = clock.advance(1.5)
             feed.put("web-1", t, ("system_cpu_usage_percent", {}, 10),
