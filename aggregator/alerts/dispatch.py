@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from legion.aggregator.alerts.config import ReceiverConfig
 from legion.aggregator.alerts.notifiers import NOTIFIERS, Notification, Notifier, NotifyError
+from legion.aggregator.alerts.route_config import ReceiverConfig
 
 log = logging.getLogger("legion.aggregator.alerts.dispatch")
 QUEUE_MAX = 256

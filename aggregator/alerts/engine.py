@@ -55,7 +55,8 @@ class AlertEngine(threading.Thread):
         self.journal = Journal(store)
         self.evaluator = Evaluator(config.collection_interval,
                                    config.agent.heartbeat_interval_secs)
-        self.lifecycle = Lifecycle(self.cfg.flap_window_secs, self.cfg.flap_threshold)
+        self.lifecycle = Lifecycle(self.cfg.flap_window_secs, self.cfg.flap_threshold,
+                                   self._past_firings)
         self.dispatcher = Dispatcher(self.cfg.receivers, self.journal.attempt,
                                      self._delivered, clock_ms)
         self.router = Router(self.cfg, self.dispatcher.send, self.journal, external_url)
@@ -139,6 +140,11 @@ class AlertEngine(threading.Thread):
                 log.error("event=rules_file_invalid path=%s error=%s", path, exc)
         return self._files[path][1]
 
+    def _past_firings(self, alert_id: str, now_ms: int) -> tuple[int, int]:
+        """(firings, self-resolved firings) of an alert in the last `severity_history_secs`."""
+        return self.journal.firing_history(alert_id,
+                                           now_ms - int(self.cfg.severity_history_secs * 1000))
+
     # ---- one round --------------------------------------------------------------------------
     def evaluate_once(self, now_ms: int | None = None) -> dict[str, Any]:
         """Evaluate every rule, advance the lifecycle, route and notify; returns counts."""
@@ -148,7 +154,8 @@ class AlertEngine(threading.Thread):
         rules = self.rules()
         inp = Inputs(now, self.store.latest("*"), self.store.nodes(),
                      list(self.forecasts()) if self.forecasts else [],
-                     self.bands.band_for if self.bands is not None else None)
+                     self.bands.band_for if self.bands is not None else None,
+                     int(self.cfg.min_band_history_secs * 1000))
         with self._lock:
             obs = self.evaluator.evaluate(rules, inp, self.lifecycle.is_active)
             changed, events = self.lifecycle.step(obs, now)
@@ -188,7 +195,7 @@ class AlertEngine(threading.Thread):
                           sort_keys=True, default=str)
 
     def _delivered(self, n: Notification) -> None:
-        if n.kind in ("flapping",):
+        if n.kind in ("flapping", "refresh"):
             return
         steady = [a["fingerprint"] for a in n.alerts if a.get("state") == "firing"
                   and not a.get("flapping")]
@@ -253,7 +260,8 @@ class AlertEngine(threading.Thread):
         with self._lock:
             items = [self._view(a) for a in self.lifecycle.alerts.values()
                      if state is None or a["state"] == state]
-        return sorted(items, key=lambda a: (-SEVERITY_RANK.get(a["severity"], 0), a["since_ms"]))
+        return sorted(items, key=lambda a: (-SEVERITY_RANK.get(a["severity"], 0),
+                                            a["since_ms"]))
 
     def dashboard_alerts(self) -> list[dict[str, Any]]:
         """The hub's `alerts` source: pending and firing alerts."""

@@ -63,6 +63,7 @@ class Inputs:
     nodes: list[dict[str, Any]]
     forecasts: list[Mapping[str, Any]] = field(default_factory=list)
     band_for: Callable[[str, str, Mapping[str, str]], Any] | None = None
+    min_band_ms: int = 0  # a band learnt from a shorter span of history is not used
 
 
 class Evaluator:
@@ -122,7 +123,7 @@ class Evaluator:
             if inp.band_for is None or not rule.selects(r["metric"], r["labels"]):
                 continue
             band = inp.band_for(r["node"], r["metric"], r["labels"])
-            if band is None:
+            if band is None or band.trained_to_ms - band.trained_from_ms < inp.min_band_ms:
                 continue
             labels = alert_labels(rule, r["node"], r["metric"], r["labels"])
             e = by_series.setdefault(fingerprint(labels), {"labels": labels})
@@ -170,8 +171,11 @@ class Evaluator:
             if aid and fnmatch.fnmatchcase(r["metric"], rule.metric_pattern):
                 key = (r["node"], aid)
                 last[key] = max(last.get(key, 0), r["ts_ms"])
+        # silent while its node still reports: measured up to the node's last batch, so a stall
+        # of the whole node (or of the pipeline) is node_down's business, not 18 agent alerts
+        heard = {n["node"]: n["last_seen_ms"] for n in inp.nodes}
         for (node, aid), ts in last.items():
-            silent = inp.now_ms - ts
+            silent = min(inp.now_ms, heard.get(node, inp.now_ms)) - ts
             labels = alert_labels(rule, node, None, {"agent_id": aid})
             yield Observation(rule, labels, silent > limit_ms, silent / 1000,
                               {"silent_secs": round(silent / 1000), "threshold": limit_ms / 1000})

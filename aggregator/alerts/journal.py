@@ -35,8 +35,7 @@ class Journal:
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.store.cursor() as cur:
-            rows: list[tuple[Any, ...]] = cur.execute(sql, list(params)).fetchall()
-            return rows
+            return list(cur.execute(sql, list(params)).fetchall())
 
     # ---- alert state and transitions ------------------------------------------------------
     def save_alerts(self, docs: Iterable[Mapping[str, Any]],
@@ -85,6 +84,24 @@ class Journal:
         rows = self._rows(sql + " ORDER BY ts_ms DESC, rowid DESC LIMIT ?", [*params, limit])
         return [{"ts_ms": r[0], "alert_id": r[1], "rule_id": r[2], "from": r[3], "to": r[4],
                  "value": r[5], "labels": json.loads(r[6])} for r in rows]
+
+    def firing_history(self, alert_id: str, since_ms: int,
+                       self_resolve_ms: int = 300_000) -> tuple[int, int]:
+        """(firings, firings that resolved by themselves within `self_resolve_ms`, without an
+        acknowledgement) of one alert since `since_ms`, from its stored transitions."""
+        rows = self._rows("SELECT ts_ms, to_state FROM alert_events WHERE alert_id = ? "
+                          "AND ts_ms >= ? ORDER BY ts_ms, rowid", [alert_id, since_ms])
+        fired = selfres = 0
+        fired_at: int | None = None
+        for ts, to in rows:
+            if to == "firing":
+                fired, fired_at = fired + 1, ts
+            elif to == "acknowledged":
+                fired_at = None
+            elif to == "resolved" and fired_at is not None:
+                selfres += ts - fired_at <= self_resolve_ms
+                fired_at = None
+        return fired, selfres
 
     # ---- incidents ------------------------------------------------------------------------
     def open_incident(self, incident_id: str, group_key: str, receiver: str, opened_ms: int,

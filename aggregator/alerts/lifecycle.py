@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import string
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from legion.aggregator.alerts.evaluate import Observation, fingerprint
@@ -33,12 +33,19 @@ def _fmt(v: Any) -> Any:
 
 
 class Lifecycle:
-    """Alert documents by fingerprint, advanced once per evaluation round."""
+    """Alert documents by fingerprint, advanced once per evaluation round.
 
-    def __init__(self, flap_window_s: float = 600.0, flap_threshold: int = 4) -> None:
+    `past_firings(alert_id, now_ms)` -> (firings, self-resolved firings) seeds the history of an
+    alert that is no longer listed (resolved over `RESOLVED_KEEP_MS` ago, or never seen since a
+    restart), so AI-assisted severity reads more than the last hour (the journal keeps it).
+    """
+
+    def __init__(self, flap_window_s: float = 600.0, flap_threshold: int = 4,
+                 past_firings: Callable[[str, int], tuple[int, int]] | None = None) -> None:
         self.alerts: dict[str, dict[str, Any]] = {}
         self.flap_window_ms = int(flap_window_s * 1000)
         self.flap_threshold = flap_threshold
+        self.past_firings = past_firings
 
     def load(self, docs: Iterable[dict[str, Any]]) -> None:
         """Restore documents saved by the journal (after a restart)."""
@@ -83,12 +90,16 @@ class Lifecycle:
             state = d["state"]
             if state == "pending":
                 if breached and now_ms - d["active_since_ms"] >= d["for_ms"]:
+                    d.pop("previous", None)
                     d["fired_ms"] = now_ms
                     self._flap_mark(d, now_ms)
                     move(d, "firing", d.get("value"))
                 elif not breached:
                     move(d, "inactive", d.get("value"))
-                    del self.alerts[fp]
+                    if d.get("previous"):  # a blip after a resolution: the resolved alert stays
+                        self.alerts[fp] = changed[fp] = d = d["previous"]
+                    else:
+                        del self.alerts[fp]
             elif state == "firing" and not breached:
                 if now_ms - d.get("last_breach_ms", 0) >= d["keep_firing_ms"]:
                     d["resolved_ms"] = now_ms
@@ -108,6 +119,11 @@ class Lifecycle:
 
     def _new(self, o: Observation, now_ms: int, old: dict[str, Any] | None) -> dict[str, Any]:
         fp = fingerprint(o.labels)
+        fired, selfres = (old or {}).get("fired_count", 0), (old or {}).get("self_resolved", 0)
+        if self.past_firings is not None:  # windowed, and right after a restart too
+            fired, selfres = self.past_firings(fp, now_ms)
+        previous = {k: v for k, v in old.items() if k != "previous"} \
+            if old is not None and old["state"] == "resolved" else None
         return {"id": fp, "fingerprint": fp, "rule_id": o.rule.rule_id,
                 "labels": dict(o.labels), "annotations": {}, "severity": o.rule.severity,
                 "base_severity": o.rule.severity, "threshold_type": o.rule.threshold_type,
@@ -119,8 +135,7 @@ class Lifecycle:
                 "fire_times": list((old or {}).get("fire_times", [])),
                 "flapping": (old or {}).get("flapping", False),
                 "flap_notified": (old or {}).get("flap_notified", False),
-                "self_resolved": (old or {}).get("self_resolved", 0),
-                "fired_count": (old or {}).get("fired_count", 0)}
+                "self_resolved": selfres, "fired_count": fired, "previous": previous}
 
     def _annotate(self, d: dict[str, Any], o: Observation) -> None:
         values = {**d["labels"], **d["details"], "value": _fmt(o.value), "rule_id": d["rule_id"]}

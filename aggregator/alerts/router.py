@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from legion.aggregator.alerts.config import AlertingConfig, RouteConfig
+from legion.aggregator.alerts.config import AlertingConfig
 from legion.aggregator.alerts.matchers import Matcher, all_match, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
+from legion.aggregator.alerts.route_config import RouteConfig, resend_secs
 
 
 @dataclass(slots=True)
@@ -35,6 +36,7 @@ class Group:
     next_flush_ms: int = 0
     digest: str = ""
     notified_ms: int | None = None
+    pushed_ms: int | None = None  # last message of any kind (the re-push clock)
 
 
 def digest(fps: Iterable[str]) -> str:
@@ -62,10 +64,12 @@ class Router:
         self.external_url = external_url
         self.groups: dict[str, Group] = {}
         self.nflog: dict[tuple[str, str], tuple[str, int, bool]] = {}
+        self.resend_ms = {r.name: int(s * 1000) for r in cfg.receivers
+                          if (s := resend_secs(r)) is not None}
         self.inhibits = [(parse_matchers(r.source_matchers), parse_matchers(r.target_matchers),
                           r.equal) for r in cfg.inhibit_rules]
         self.counts = {"notifications": 0, "suppressed_silenced": 0, "suppressed_inhibited": 0,
-                       "escalations": 0, "flapping_notices": 0}
+                       "escalations": 0, "flapping_notices": 0, "refreshes": 0}
 
     def load(self, nflog: Mapping[tuple[str, str], tuple[str, int, bool]],
              open_incidents: Iterable[Mapping[str, Any]]) -> None:
@@ -136,6 +140,7 @@ class Router:
             elif not a.get("flapping"):
                 a["flap_notified"] = False
         steady = [a for a in mine if not a.get("flapping")]
+        self._refresh(g, mine, now_ms)
         if now_ms < g.next_flush_ms:
             return
         d = digest(a["fingerprint"] for a in steady)
@@ -160,13 +165,25 @@ class Router:
               and not all(a.get("acked_by") for a in steady)):
             self._send(g, "repeat", "firing", steady, now_ms)
 
+    def _refresh(self, g: Group, mine: list[dict[str, Any]], now_ms: int) -> None:
+        """Re-push a notified group's firing alerts to a receiver that forgets them (see
+        `route_config.resend_secs`); not logged, so repeats and the nflog are unchanged."""
+        every = self.resend_ms.get(g.receiver)
+        if every is None or not mine or g.notified_ms is None or \
+                (g.pushed_ms is not None and now_ms - g.pushed_ms < every):
+            return  # (never pushed since a restart: now)
+        self.counts["refreshes"] += 1
+        self._send(g, "refresh", "firing", mine, now_ms, log=False)
+
     def _send(self, g: Group, kind: str, status: str, items: list[dict[str, Any]], now_ms: int,
               resolved: bool = False, log: bool = True) -> None:
         n = Notification(g.receiver, g.key, kind, status, tuple(_public(a) for a in items),
                          g.labels, self.external_url)
         if log:
             g.notified_ms = now_ms
-        self.counts["notifications"] += 1
+        g.pushed_ms = now_ms
+        if kind != "refresh":
+            self.counts["notifications"] += 1
         self.send(n)
 
     def _inhibitor(self, a: Mapping[str, Any], firing: list[dict[str, Any]]) -> str | None:
@@ -197,4 +214,5 @@ class Router:
 
 def _public(a: Mapping[str, Any]) -> dict[str, Any]:
     """The alert as notifiers and the API see it."""
-    return {k: v for k, v in a.items() if k not in ("fire_times", "for_ms", "keep_firing_ms")}
+    return {k: v for k, v in a.items()
+            if k not in ("fire_times", "for_ms", "keep_firing_ms", "previous")}

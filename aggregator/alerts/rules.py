@@ -176,7 +176,8 @@ def rule_from_dict(raw: Any, path: str, problems: list[str]) -> AlertRule | None
 
 
 def default_rules(thresholds: Any, collection_interval: float) -> tuple[AlertRule, ...]:
-    """The seed's `alert_thresholds` as static rules, its two AlertRules, node down, agent silent.
+    """The seed's `alert_thresholds` as static rules, its two AlertRules (plus a memory twin of
+    its ml_based cpu rule), node down, agent silent.
 
     Names are the STORED metric names, so a name copied from an alert works in `legionctl query`.
     """
@@ -197,8 +198,14 @@ def default_rules(thresholds: Any, collection_interval: float) -> tuple[AlertRul
         AlertRule("agent_success_rate_low", "agent_success_rate_percent", "static",
                   t.agent_success_rate, severity="high", comparison="below",
                   for_secs=2 * collection_interval, annotations=ann),
+        # the seed's rule, held 3 intervals: one sample outside a learnt band is ordinary
         AlertRule(rule_id="high_cpu_warning", metric_pattern="*_cpu_usage_percent",
-                  threshold_type="ml_based", ai_confidence_threshold=0.8, severity="medium"),
+                  threshold_type="ml_based", ai_confidence_threshold=0.8, severity="medium",
+                  for_secs=3 * collection_interval),
+        # its twin for memory (not in the seed): without it a memory leak is never seen
+        AlertRule(rule_id="high_memory_warning", metric_pattern="*_memory_usage_percent",
+                  threshold_type="ml_based", ai_confidence_threshold=0.8, severity="medium",
+                  for_secs=3 * collection_interval),
         AlertRule(rule_id="agent_failure_critical", metric_pattern="*_success_rate_percent",
                   threshold_type="static", threshold_value=80.0, severity="high"),
         AlertRule("node_down", "*", "node_down", severity="critical",

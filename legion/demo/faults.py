@@ -2,10 +2,10 @@
 
 | fault | effect |
 |---|---|
-| `slow` | every LLM and tool latency of the agent x6 |
+| `slow` | every LLM and tool latency of the agent x10 (`SLOW_FACTOR`) |
 | `failing` | 60% of its tasks raise; its tool calls fail 40% of the time |
-| `cpu_hog` | a thread burns real CPU (sha256 over a buffer, GIL released) at `cpu_duty` of one core |
-| `memory_leak` | a thread allocates real, touched memory at `leak_bytes_per_sec`, up to `leak_max_bytes`; freed at the end |
+| `cpu_hog` | a thread burns real CPU (sha256, GIL released) at `cpu_duty` of one core |
+| `memory_leak` | holds real, touched memory: `leak_bytes_per_sec`, up to `leak_max_bytes` |
 | `partition` | the agent stops working, sending messages and reporting metrics (its queue grows) |
 | `token_runaway` | the agent re-prompts in a loop: 4 LLM calls per task with x12 output tokens |
 
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from legion.kernel.errors import ConfigError
 
 FAULTS = ("slow", "failing", "cpu_hog", "memory_leak", "partition", "token_runaway")
+SLOW_FACTOR = 10.0
+"""How much slower a `slow` agent's LLM and tool calls are (most of its tasks then take > 5 s)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ class Notification:
 
     receiver: str
     group_key: str
-    kind: str  # firing | resolved | escalation | flapping
+    kind: str  # firing | resolved | repeat | escalation | flapping | refresh
     status: str  # firing | resolved (Alertmanager's group status)
     alerts: tuple[Mapping[str, Any], ...]
     group_labels: Mapping[str, str] = field(default_factory=dict)

@@ -98,8 +98,9 @@ def test_success_rate_below_and_label_matchers(tmp_path):
 
 
 class _Band:
-    def __init__(self, lo, hi):
+    def __init__(self, lo, hi, history_s=7200):
         self.lo, self.hi = lo, hi
+        self.trained_from_ms, self.trained_to_ms = 0, history_s * 1000
 
     def outside(self, ts, v):
         return np.asarray(not (self.lo <= v <= self.hi))
@@ -125,6 +126,7 @@ def test_ml_based_from_stored_score_and_band(tmp_path):
         t = clock.advance(1)
         feed.put("web-1", t, ("system_cpu_usage_percent", {}, 30))
         feed.put("db-1", t, ("system_cpu_usage_percent", {}, 30))
+        feed.put("app-1", t, ("system_cpu_usage_percent", {}, 30))
         # the analytics bridge stores scores as node `analytics` series
         feed.put("analytics", t, ("legion_anomaly_score",
                                   {"node": "web-1", "metric": "system_cpu_usage_percent"}, 0.93))
@@ -132,6 +134,8 @@ def test_ml_based_from_stored_score_and_band(tmp_path):
         assert [a["node"] for a in eng.alerts("firing")] == ["web-1"]
         assert "0.93" in eng.alerts("firing")[0]["summary"]
         bands.map[("db-1", "system_cpu_usage_percent")] = _Band(0, 20)  # 30 is outside
+        # a band learnt from 10 minutes (< min_band_history_secs, 1 h) is too narrow to trust
+        bands.map[("app-1", "system_cpu_usage_percent")] = _Band(0, 20, history_s=600)
         eng.evaluate_once(clock.advance(1))
         assert sorted(a["node"] for a in eng.alerts("firing")) == ["db-1", "web-1"]
     finally:
@@ -158,6 +162,8 @@ def test_predictive_says_when(tmp_path):
 
 
 def test_node_down_and_agent_silent(tmp_path):
+    """agent_silent counts up to its node's last batch: one agent quiet while its node reports
+    fires; the whole node quiet is node_down's (after 5 heartbeats), not every agent's."""
     clock = Clock()
     eng, store = make_engine(tmp_path, {"receivers": LOG}, clock)  # default rules
     feed = Feed(store)
@@ -169,6 +175,8 @@ def test_node_down_and_agent_silent(tmp_path):
                      ("agent_success_rate_percent", {"agent_id": "a2"}, 100))
             eng.evaluate_once()
         assert eng.alerts("firing") == []
+        eng.evaluate_once(clock.advance(8))  # the whole node is quiet 8 s, under node_down's 10
+        assert eng.alerts() == []  # not two silent agents: a stalled node (or pipeline)
         for _ in range(8):  # a2 stops reporting, the node keeps sending
             t = clock.advance(1.5)
             feed.put("web-1", t, ("system_cpu_usage_percent", {}, 10),

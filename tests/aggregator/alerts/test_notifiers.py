@@ -5,11 +5,11 @@ webhook receiver. Every notifier in the NOTIFIERS table is exercised."""
 
 from __future__ import annotations
 
-import shutil
-import time
-import subprocess
-import urllib.request
 import json
+import shutil
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -164,9 +164,13 @@ def test_email_refuses_plaintext_when_tls_is_required(tmp_path):
 @pytest.mark.skipif(not Path(ALERTMANAGER).exists(), reason="needs prometheus-alertmanager "
                     "(APT_PACKAGES in .ci/run installs it)")
 def test_real_alertmanager_receives_and_routes_on(tmp_path):
+    """... and keeps it active while it fires: Alertmanager resolves an alert that is not
+    re-sent within its resolve_timeout (3 s here), so the engine re-pushes it every
+    `resend_secs` (1 s here), as Prometheus does."""
     onward = Receiver()
     port = free_port()
     (tmp_path / "am.yml").write_text(
+        "global:\n  resolve_timeout: 3s\n"
         "route:\n  receiver: onward\n  group_by: [alertname, node]\n  group_wait: 1s\n"
         "  group_interval: 1s\n  repeat_interval: 1h\n"
         f"receivers:\n  - name: onward\n    webhook_configs:\n      - url: {onward.url}/am\n")
@@ -186,7 +190,8 @@ def test_real_alertmanager_receives_and_routes_on(tmp_path):
                 return False
         wait_for(ready, 30)
         eng, store = fire(tmp_path, {
-            "receivers": [{"name": "am", "type": "alertmanager", "url": base}],
+            "receivers": [{"name": "am", "type": "alertmanager", "url": base,
+                           "resend_secs": 1}],
             "route": route("am")}, start_ms=int(time.time() * 1000) - 5000)  # AM wants real time
 
         def in_am():
@@ -201,6 +206,21 @@ def test_real_alertmanager_receives_and_routes_on(tmp_path):
         body = wait_for(lambda: [b for p, b in onward.posts if p == "/am"], 30)[0]
         assert body["receiver"] == "onward"
         assert body["alerts"][0]["labels"]["alertname"] == "cpu_high"
+        # still firing for four resolve_timeouts: rounds on the real clock re-push it
+        feed, clock = Feed(store), eng.clock_ms
+        t_end = time.time() + 12
+        while time.time() < t_end:
+            clock.t = int(time.time() * 1000)
+            feed.put("web-1", clock.t, ("system_cpu_usage_percent", {}, 93.5))
+            eng.evaluate_once()
+            time.sleep(0.5)
+        [b] = in_am()
+        assert b["status"]["state"] == "active", b
+        assert b["endsAt"] > a["endsAt"]  # re-sent with a later end
+        refreshes = [n for n in eng.journal.notifications(limit=1000)
+                     if n["kind"] == "refresh" and n["outcome"] == "sent"]
+        assert len(refreshes) >= 5
+        assert not [p for p, b in onward.posts if p == "/am" and b["status"] == "resolved"]
     finally:
         if eng is not None:
             eng.stop()

@@ -95,3 +95,52 @@ def test_confidence_raises_and_node_down_is_never_lowered(tmp_path):
         assert down["severity"] == "critical" and not down["held_by_ai"]
     finally:
         store.close()
+
+
+def test_self_resolve_history_outlives_the_listing_and_a_restart(tmp_path):
+    """The history is read from the stored transitions (alert_events), for
+    `severity_history_secs`: not lost when the resolved alert leaves the list after an hour,
+    nor on restart; older firings no longer count."""
+    rules = [{"rule_id": "cpu", "metric_pattern": CPU, "threshold_type": "static",
+              "threshold_value": 80.0, "severity": "medium"}]
+    eng, store, feed, clock, _ = rig(tmp_path, True, rules=rules,
+                                     severity_history_secs=3 * 3600)
+    try:
+        blips(eng, feed, clock, 4)
+        eng.evaluate_once(clock.advance(2 * 3600))  # resolved > 1 h ago: no longer listed
+        assert eng.alerts() == []
+        eng.stop()
+        again, _ = make_engine(tmp_path, {"default_rules": False, "rules": rules,
+                                          "severity_history_secs": 3 * 3600}, clock, store=store)
+        feed.put("web-1", clock.advance(60), (CPU, {}, 95.0))
+        again.evaluate_once()
+        [a] = again.alerts("firing")
+        assert a["severity"] == "low", a["annotations"]
+        assert "in 4 of 5 firings" in a["annotations"]["ai_explanation"]
+        feed.put("web-1", clock.advance(30), (CPU, {}, 10.0))
+        again.evaluate_once()
+        feed.put("web-1", clock.advance(4 * 3600), (CPU, {}, 95.0))  # all beyond 3 h now
+        again.evaluate_once()
+        [a] = again.alerts("firing")
+        assert a["severity"] == "medium" and a["annotations"]["ai_explanation"] == \
+            "medium: no adjustment"
+    finally:
+        store.close()
+
+
+def test_a_blip_after_a_resolution_keeps_the_resolved_alert(tmp_path):
+    """A breach shorter than `for_secs` after a resolution leaves the resolved alert listed
+    (with when it fired), instead of replacing it with a pending one that then vanishes."""
+    rules = [{"rule_id": "cpu", "metric_pattern": CPU, "threshold_type": "static",
+              "threshold_value": 80.0, "severity": "medium", "for_secs": 10}]
+    eng, store, feed, clock, _ = rig(tmp_path, True, rules=rules)
+    try:
+        for v, secs in ((95.0, 1), (95.0, 11), (10.0, 5), (95.0, 30), (10.0, 2)):
+            feed.put("web-1", clock.advance(secs), (CPU, {}, v))
+            eng.evaluate_once()
+        [a] = eng.alerts()
+        assert a["state"] == "resolved" and a["fired_ms"] is not None
+        assert [e["to"] for e in reversed(eng.history())] == \
+            ["pending", "firing", "resolved", "pending", "inactive"]
+    finally:
+        store.close()

@@ -1,21 +1,24 @@
-"""The demo simulator's six faults against the engine, on real data: the simulator's 18 real
-AgentMonitors push over ZeroMQ to a real MonitorReceiver, every sample is stored in a real
-DuckDB store, and the engine evaluates once a second on the real clock.
+"""The demo simulator's six faults against the engine's DEFAULT configuration, on real data:
+the simulator's 18 real AgentMonitors push over ZeroMQ to a real MonitorReceiver, every sample
+is stored in a real DuckDB store, and the engine evaluates twice a second on the real clock.
 
 Timeline: 20 s warm-up (success-rate windows fill), 30 s from which the normal bands of each
-agent's cpu and memory are learnt (the project's `band_from_store`), a quiet
-window of 40 s that must give no incident, then all six faults at once on six agents for 40 s
-and 25 s after: exactly one incident per faulted agent, naming its node and agent, none for the
+agent's cpu and memory are learnt (the project's `band_from_store`), a quiet window of 60 s that
+must give no incident, then all six faults at once on six agents for 40 s and 20 s after (the
+same 60 s): exactly one incident per faulted agent, naming its node and agent, none for the
 twelve others.
 
-Rules: the seed's success-rate rule (below 80, with a clear value), response time p95 above
-20 s (the seed's 5 s is below this simulator's normal p95, which reaches 12 s), agent silent,
-a backlog (queue depth above 50, at load 1.0; at the demo's load 2.0 the software engineer's
-queue grows without bound even with no fault) and ml_based rules over the learnt cpu and memory
-bands. Measured here on a 2-core shared machine; the
-faults run at cpu_duty 0.9 of one core and leak 8 MiB/s (up to 512 MiB): the simulator's
-resource model shares the host among agents, so on a many-core or large-memory host the same
-fault is a smaller share and needs a longer fault or a narrower band to stand out.
+Configuration: `alerting` left at its defaults (the default rules, which include the seed's two
+rules, the default route, AI severity on) and the demo's load (2.0), except
+`min_band_history_secs`: the default (1 h) refuses bands learnt from less history, and this test
+can only afford 30 s (the bands here are learnt with a wide margin, 3 robust sd, instead).
+The cpu_hog and memory_leak faults run at the strengths of `BOARD` (CPU duty 0.9 of a core, 8
+MiB/s) rather than the demo's (0.5, 4 MiB/s): on the shared 2-core machine (load average ~13)
+the hog thread only gets its fair share of a core, and at 0.5 its CPU stayed at the edge of the
+agent's band (seen undetected in one 40 s run); the demo's faults last 90 s.
+What detects what: slow and token_runaway - `agent_response_time_high` (p95 > 5 s); failing -
+`agent_success_rate_low` and `agent_failure_critical`; cpu_hog - `high_cpu_warning`; memory_leak
+- `high_memory_warning`; partition - `agent_silent`.
 """
 
 from __future__ import annotations
@@ -41,30 +44,14 @@ pytestmark = pytest.mark.timeout(400)
 PLAN = {"slow": "market-researcher", "failing": "qa-tester", "cpu_hog": "devops-engineer",
         "memory_leak": "data-analyst", "token_runaway": "sales-assistant",
         "partition": "support-agent"}
-WARM, LEARN, QUIET, FAULT, TAIL = 20, 30, 40, 40, 25
+WARM, LEARN, QUIET, FAULT, TAIL = 20, 30, 60, 40, 20
 NODE = "sim-1"
-LOAD = 1.0  # at the demo's 2.0 the software engineer's queue grows without bound even when quiet
 BANDED = ("agent_cpu_usage_percent", "agent_memory_usage_percent")
 
-RULES = [
-    {"rule_id": "agent_failure_critical", "metric_pattern": "*_success_rate_percent",
-     "threshold_type": "static", "threshold_value": 80.0, "clear_value": 90.0,
-     "keep_firing_for_secs": 15, "for_secs": 3, "severity": "high"},
-    {"rule_id": "slow_responses", "metric_pattern": "agent_response_time_ms",
-     "threshold_type": "static", "threshold_value": 20000.0, "for_secs": 3,
-     "keep_firing_for_secs": 15, "matchers": ["quantile=p95", "task_type=__all__"],
-     "severity": "high"},
-    # A band learnt from 30 s of one agent's CPU is narrow: a few seconds outside it are
-    # ordinary (seen once at 10.6 % in a quiet window); the cpu_hog fault lasts 40 s.
-    {"rule_id": "agent_resources_unusual", "metric_pattern": "agent_*_usage_percent",
-     "threshold_type": "ml_based", "for_secs": 10, "keep_firing_for_secs": 15,
-     "severity": "medium"},
-    {"rule_id": "agent_backlog", "metric_pattern": "agent_task_queue_depth",
-     "threshold_type": "static", "threshold_value": 50.0, "for_secs": 3,
-     "keep_firing_for_secs": 15, "severity": "medium"},
-    {"rule_id": "agent_silent", "metric_pattern": "agent_*", "threshold_type": "agent_silent",
-     "keep_firing_for_secs": 15, "severity": "high"},
-]
+ALERTING = {"min_band_history_secs": LEARN - 5}
+"""The default `alerting` section but for the band history this test can afford."""
+BOARD = {"cpu_duty": 0.9, "leak_bytes_per_sec": 8 << 20, "leak_max_bytes": 512 << 20}
+"""Fault strengths (see the module's docstring)."""
 
 
 class Bands:
@@ -97,6 +84,18 @@ def incidents_by_agent(engine, since_ms):
     return out
 
 
+def detection_secs(engine, since_ms):
+    """Seconds from the faults' start to the first alert of each faulted agent turning firing
+    (from the stored transitions, so an alert that resolved and came back still counts)."""
+    first: dict[str, int] = {}
+    for e in engine.journal.events(since_ms, limit=1_000_000):
+        aid = e["labels"].get("agent_id")
+        if e["to"] == "firing" and aid in PLAN.values():
+            first[aid] = min(first.get(aid, e["ts_ms"]), e["ts_ms"])
+    return {a: (round((first[a] - since_ms) / 1000, 1) if a in first else None)
+            for a in PLAN.values()}
+
+
 def test_each_fault_one_incident_quiet_run_none(tmp_path):
     from legion.aggregator.alerts.engine import AlertEngine
 
@@ -106,17 +105,12 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
     recv = MonitorReceiver(ctx, ep)
     store = Store(tmp_path / "legion.duckdb")
     bands = Bands()
-    cfg = config_from_dict({"collection_interval": 1.0, "alerting": {
-        "default_rules": False, "ai_severity": True, "rules": RULES,
-        "route": {"receiver": "log", "group_by": ["node", "agent_id"], "group_wait_secs": 0,
-                  "group_interval_secs": 5, "repeat_interval_secs": 3600}}},
-        base_dir=tmp_path)
+    cfg = config_from_dict({"collection_interval": 1.0, "alerting": ALERTING}, base_dir=tmp_path)
     engine = AlertEngine(cfg, store, bands=bands)
     engine.dispatcher.start()
     start_at = WARM + LEARN + QUIET
-    board = FaultBoard(cpu_duty=0.9, leak_bytes_per_sec=8 << 20, leak_max_bytes=512 << 20)
-    sim = Simulator(ep, seed=1, load=LOAD, board=board, faults=[FaultSpec(f, a, start_at, FAULT)
-                                        for f, a in PLAN.items()])
+    sim = Simulator(ep, seed=1, board=FaultBoard(**BOARD),
+                    faults=[FaultSpec(f, a, start_at, FAULT) for f, a in PLAN.items()])
     seq = 0
     t0 = time.monotonic()
     marks: dict[str, int] = {}
@@ -150,7 +144,7 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
         got = incidents_by_agent(engine, marks["faults"])
         assert len(bands.bands) >= 2 * 17
         dbg = []
-        for (node, metric, lb), b in bands.bands.items():
+        for (_node, metric, lb), b in bands.bands.items():
             if any(a in lb for a in ("data-analyst", "devops-engineer")):
                 rows = store.query(metric, node=NODE, labels=json.loads(lb),
                                    since_ms=marks["faults"])
@@ -158,6 +152,8 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
                             round(float(b.high.max()), 2), "fault max",
                             round(max(r["value"] for r in rows), 2)))
         assert got == {a: 1 for a in PLAN.values()}, (sorted(got.items()), dbg)
+        for agent, secs in detection_secs(engine, marks["faults"]).items():
+            assert secs is not None and secs <= FAULT + TAIL, (agent, secs)
     finally:
         sim.stop()
         engine.stop()
