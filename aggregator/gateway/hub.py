@@ -184,6 +184,11 @@ class Hub:
                 self._unsubscribe = subscribe(lambda notice: self._on_commit(loop, notice))
             self._task = asyncio.create_task(self._run(), name="legion-gateway-hub")
 
+    @property
+    def running(self) -> bool:
+        """Whether the polling loop runs (its snapshot is then at most one tick old)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         """Stop the polling loop (safe before start, safe twice)."""
         task, self._task = self._task, None

@@ -453,3 +453,40 @@ def test_tls_missing_certificate_is_a_clear_config_error(tmp_path: Path) -> None
             run(env.serve().__aenter__())
     finally:
         env.store.close()
+
+
+def test_fleet_served_from_the_running_hub_without_a_forced_rebuild(tmp_path: Path) -> None:
+    """With the hub's loop running, GET /api/v1/fleet answers its snapshot as it is (a forced
+    rebuild took seconds at 100 hosts, issue 16); with the loop stopped, a stale one is re-read."""
+    from legion.aggregator.gateway.keys import HUB_KEY
+
+    env = Env(tmp_path, dashboard_config={"update_interval_ms": 600_000})  # one tick, then idle
+
+    async def scenario() -> tuple[int, int, int]:
+        app = create_app(env.config, env.store, lambda: STATUS, env.tokens, audit=env.audit)
+        server = await start_gateway(app, env.config, port=0)
+        hub = app[HUB_KEY]
+        try:
+            async with aiohttp.ClientSession(headers=env.auth("viewer")) as s:
+                for _ in range(200):  # the loop's first tick builds the snapshot
+                    if hub.fleet is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert hub.running and hub.fleet is not None
+                aged = hub.fleet["ts_ms"] - 3_600_000
+                hub.fleet["ts_ms"] = aged  # an hour old: the old rule rebuilt it here
+                async with s.get(server.url + "/api/v1/fleet") as r:
+                    served_running = (await r.json())["ts_ms"]
+                await hub.stop()
+                assert not hub.running
+                hub.fleet["ts_ms"] = aged
+                async with s.get(server.url + "/api/v1/fleet") as r:
+                    served_stopped = (await r.json())["ts_ms"]
+        finally:
+            await stop_gateway(server)
+            env.store.close()
+        return aged, served_running, served_stopped
+
+    aged, served_running, served_stopped = run(scenario())
+    assert served_running == aged  # no rebuild while the loop keeps the snapshot current
+    assert served_stopped > aged  # nothing keeps it current: read afresh
