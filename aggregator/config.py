@@ -3,8 +3,9 @@
 Sections owned here: `aggregator` (sockets, allowlist, ingest queue, API), `storage` (the DuckDB
 store), and the seed's `dashboard_config`, `security` and `alert_thresholds`. The `alerting` and
 `sinks` sections live with their packages (alerts/config.py, sinks/config.py); the analytics
-bridge reads `analytics` and `ai_settings` (analytics/config.py). `ServiceConfig` names what the
-aggregator reads of the composed file, so the aggregator never imports the glue that composes it.
+bridge reads `analytics` and `ai_settings` (analytics/config.py). `AggregatorSettings` is what the
+service is handed: the sections it reads, every path and endpoint already resolved by the kernel's
+one rule (the glue builds it: legion/cli/config.py `Config.aggregator_settings()`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from legion.kernel.config import POSITIVE, Rule, check_rules, resolve_path
+from legion.kernel.config import POSITIVE, Rule, check_rules, resolve_endpoint, resolve_path
 
 if TYPE_CHECKING:
     from legion.aggregator.alerts.config import AlertingConfig
@@ -73,6 +74,12 @@ class SecurityConfig:
         """No checks beyond the types."""
         return []
 
+    def resolved(self, base_dir: str | Path) -> SecurityConfig:
+        """This section with the TLS certificate and key paths resolved against `base_dir`."""
+        return dataclasses.replace(
+            self, certificate_path=str(resolve_path(base_dir, self.certificate_path)),
+            private_key_path=str(resolve_path(base_dir, self.private_key_path)))
+
 
 @dataclass(frozen=True, slots=True)
 class AggregatorConfig:
@@ -106,6 +113,17 @@ class AggregatorConfig:
             ("commit_max_points", lambda v: v >= 1, POSITIVE),
             ("max_series_per_node", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
             ("max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)")])
+
+    def resolved(self, base_dir: str | Path) -> AggregatorConfig:
+        """This section with its endpoints (ipc://) and files resolved against `base_dir`."""
+        def path(p: str) -> str:
+            return str(resolve_path(base_dir, p))
+        return dataclasses.replace(
+            self, ingest_bind=resolve_endpoint(base_dir, self.ingest_bind),
+            ack_bind=resolve_endpoint(base_dir, self.ack_bind),
+            secret_key_path=path(self.secret_key_path),
+            authorized_keys_dir=path(self.authorized_keys_dir),
+            tokens_path=path(self.tokens_path), audit_log_path=path(self.audit_log_path))
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +166,15 @@ class StorageConfig:
         return problems
 
     def resolved(self, base_dir: str | Path) -> StorageConfig:
-        """This section with the store's own paths resolved against `base_dir` (the one rule)."""
+        """This section with its paths resolved against `base_dir` (the one rule)."""
+        def path(p: str | None) -> str | None:
+            return str(resolve_path(base_dir, p)) if p else p  # unset stays unset
         return dataclasses.replace(
             self, db_path=str(resolve_path(base_dir, self.db_path)),
             archive_dir=str(resolve_path(base_dir, self.archive_dir)),
-            encryption_key_path=str(resolve_path(base_dir, self.encryption_key_path)))
+            encryption_key_path=str(resolve_path(base_dir, self.encryption_key_path)),
+            remote_read_bearer_token_file=path(self.remote_read_bearer_token_file),
+            remote_read_tls_ca_path=path(self.remote_read_tls_ca_path))
 
 
 _STORAGE_RULES: list[Rule] = [
@@ -169,47 +191,23 @@ _STORAGE_RULES: list[Rule] = [
 ]
 
 
-class AgentHeartbeat(Protocol):
-    """The one value of the `agent` section the aggregator reads (to judge an agent silent)."""
+@dataclass(frozen=True, slots=True)
+class AggregatorSettings:
+    """What the aggregator service is handed: its sections, every path and endpoint resolved.
 
-    @property
-    def heartbeat_interval_secs(self) -> float: ...
+    Built once by the glue (`Config.aggregator_settings()`); nothing in the aggregator resolves a
+    path again. `agent_heartbeat_secs` is the one `agent` value it reads (node_down's silence).
+    """
 
-
-class ServiceConfig(Protocol):
-    """What the aggregator reads of the composed config file (legion/cli/config.py: Config)."""
-
-    @property
-    def collection_interval(self) -> float: ...
-    @property
-    def analysis_interval(self) -> float: ...
-    @property
-    def alert_thresholds(self) -> AlertThresholds: ...
-    @property
-    def ai_settings(self) -> AISettings: ...
-    @property
-    def dashboard_config(self) -> DashboardConfig: ...
-    @property
-    def security(self) -> SecurityConfig: ...
-    @property
-    def agent(self) -> AgentHeartbeat: ...
-    @property
-    def aggregator(self) -> AggregatorConfig: ...
-    @property
-    def storage(self) -> StorageConfig: ...
-    @property
-    def analytics(self) -> AnalyticsConfig: ...
-    @property
-    def sinks(self) -> SinksConfig: ...
-    @property
-    def alerting(self) -> AlertingConfig: ...
-    @property
-    def base_dir(self) -> str: ...
-
-    def path(self, p: str) -> Path:
-        """A configured path resolved by the kernel's one rule (legion/kernel/config.py)."""
-        ...
-
-    def endpoint(self, ep: str) -> str:
-        """A ZeroMQ endpoint with a relative ipc:// path resolved likewise."""
-        ...
+    collection_interval: float
+    analysis_interval: float
+    agent_heartbeat_secs: float
+    alert_thresholds: AlertThresholds
+    ai_settings: AISettings
+    dashboard_config: DashboardConfig
+    security: SecurityConfig
+    aggregator: AggregatorConfig
+    storage: StorageConfig
+    analytics: AnalyticsConfig
+    sinks: SinksConfig
+    alerting: AlertingConfig

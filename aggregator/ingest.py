@@ -27,7 +27,7 @@ import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.commit_budget import CommitBudget
-from legion.aggregator.config import ServiceConfig
+from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import DEFER, SeriesLimits
 from legion.aggregator.store import IncomingBatch, Store
@@ -91,7 +91,7 @@ def group_wait(now: float, deadline: float, has_group: bool, may_commit_early: f
     return min(deadline - now, max(0.0, may_commit_early - now) + QUIET_SECS)
 
 
-def heartbeat_ms(config: ServiceConfig) -> int:
+def heartbeat_ms(config: AggregatorSettings) -> int:
     """ZMTP heartbeat interval of the aggregator's agent-facing sockets."""
     return int(config.aggregator.heartbeat_interval_secs * 1000)
 
@@ -110,7 +110,7 @@ def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
 class Receiver(threading.Thread):
     """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: ServiceConfig,
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: AggregatorSettings,
                  keypair: tuple[bytes, bytes], registry: KeyRegistry,
                  out: queue.Queue[Inbound], telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-recv", daemon=True)
@@ -130,7 +130,7 @@ class Receiver(threading.Thread):
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
         try:
-            sock.bind(self._cfg.endpoint(self._cfg.aggregator.ingest_bind))
+            sock.bind(self._cfg.aggregator.ingest_bind)
         except zmq.ZMQError:
             sock.close(linger=0)
             raise
@@ -204,7 +204,7 @@ class Receiver(threading.Thread):
 class IngestWriter(threading.Thread):
     """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: ServiceConfig,
+    def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: AggregatorSettings,
                  keypair: tuple[bytes, bytes], registry: KeyRegistry,
                  inbox: queue.Queue[Inbound], store: Store, telemetry: IngestTelemetry):
         super().__init__(name="legion-ingest-writer", daemon=True)
@@ -229,7 +229,7 @@ class IngestWriter(threading.Thread):
         acks = server_socket(self._ctx, zmq.PUB, self._keypair, heartbeat_ms(self._cfg))
         try:
             acks.setsockopt(zmq.SNDHWM, 100_000)
-            acks.bind(self._cfg.endpoint(self._cfg.aggregator.ack_bind))
+            acks.bind(self._cfg.aggregator.ack_bind)
         except zmq.ZMQError as exc:
             acks.close(linger=0)  # else the context's term() waits for it forever
             self.bind_error = exc

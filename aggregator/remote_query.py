@@ -25,8 +25,10 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.sinks.prompb import NODE_LABEL, label_name, metric_name
 from legion.kernel.errors import StoreError
 
@@ -156,14 +158,14 @@ class RemoteQueryStore:
         return getattr(self.local, name)
 
 
-def query_store(config: Any, local: Any) -> Any:
+def query_store(config: AggregatorSettings, local: Any) -> Any:
     """The store the gateway reads: remote when `storage.remote_read_url` is set, else local."""
     st = config.storage
     if not st.remote_read_url:
         return local
     headers = dict(st.remote_read_headers)
     if st.remote_read_bearer_token_file:
-        token = config.path(st.remote_read_bearer_token_file).read_text().strip()
+        token = Path(st.remote_read_bearer_token_file).read_text().strip()
         headers["Authorization"] = f"Bearer {token}"
-    ca = str(config.path(st.remote_read_tls_ca_path)) if st.remote_read_tls_ca_path else None
+    ca = st.remote_read_tls_ca_path or None
     return RemoteQueryStore(PromApi(st.remote_read_url, ca_path=ca, headers=headers), local)

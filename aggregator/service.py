@@ -19,7 +19,7 @@ import zmq
 
 from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
-from legion.aggregator.config import ServiceConfig
+from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
@@ -46,7 +46,7 @@ def bind_error(key: str, address: str, exc: Exception) -> Exception:
 class Aggregator:
     """Ingest threads plus the store; `start()`/`stop()` are idempotent, stop is safe first."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: AggregatorSettings) -> None:
         self.config = config
         self.telemetry = IngestTelemetry()
         self.store: Any = None
@@ -65,11 +65,10 @@ class Aggregator:
             return
         require_curve()
         cfg = self.config
-        keypair = load_secret(cfg.path(cfg.aggregator.secret_key_path))
-        registry = KeyRegistry(cfg.path(cfg.aggregator.authorized_keys_dir),
+        keypair = load_secret(Path(cfg.aggregator.secret_key_path))
+        registry = KeyRegistry(Path(cfg.aggregator.authorized_keys_dir),
                                on_denied=self.telemetry.handshake_failed)
-        storage = cfg.storage.resolved(cfg.base_dir)  # handed its section, paths resolved
-        self.store = Store(storage.db_path, storage)
+        self.store = Store(cfg.storage.db_path, cfg.storage)
         self.store.checkpoint()  # whatever the WAL replayed is now in the main file
         self._ctx = zmq.Context()
         self._auth = start_authenticator(self._ctx, registry)
@@ -212,7 +211,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     from legion.aggregator.gateway.tokens import TokenStore
 
     cfg = agg.config
-    tokens = TokenStore(Path(cfg.path(cfg.aggregator.tokens_path)))
+    tokens = TokenStore(Path(cfg.aggregator.tokens_path))
     store = query_store(cfg, agg.store)  # remote reads when storage.remote_read_url is set
     app = create_app(cfg, store, agg.status, tokens, telemetry=agg,
                      sources=agg.sources(), alert_actions=agg.alerts,
@@ -229,7 +228,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
         await stop_gateway(runner)
 
 
-def run_aggregator(config: ServiceConfig) -> None:
+def run_aggregator(config: AggregatorSettings) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
     agg = Aggregator(config)
     agg.start()

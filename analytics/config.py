@@ -3,9 +3,11 @@ worker process is handed at start."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from legion.kernel.config import POSITIVE, Rule, check_rules
+from legion.kernel.config import POSITIVE, Rule, check_rules, resolve_endpoint, resolve_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ class AnalyticsConfig:
     def validate(self) -> list[str]:
         """Every problem of the section, with its key path."""
         return check_rules(self, "analytics", _RULES)
+
+    def resolved(self, base_dir: str | Path) -> AnalyticsConfig:
+        """This section with its endpoints (ipc://) and folders resolved against `base_dir`."""
+        return dataclasses.replace(
+            self, jobs_bind=resolve_endpoint(base_dir, self.jobs_bind),
+            results_bind=resolve_endpoint(base_dir, self.results_bind),
+            keys_dir=str(resolve_path(base_dir, self.keys_dir)),
+            models_dir=str(resolve_path(base_dir, self.models_dir)))
 
 
 _RULES: list[Rule] = [

@@ -90,7 +90,7 @@ def bench_evaluation(hosts: int, rounds: int, tmp: Path) -> dict[str, Any]:
     store = Store(tmp / "eval.duckdb")
     cfg = config_from_dict({"alerting": {"route": {"receiver": "log", "group_wait_secs": 0}}},
                            base_dir=tmp)
-    eng = AlertEngine(cfg, store)
+    eng = AlertEngine(cfg.aggregator_settings(), store)
     eng.dispatcher.start()
     ph = _Phases(eng, tmp / "eval.duckdb")
     per_round: list[dict[str, Any]] = []
@@ -144,7 +144,7 @@ def bench_latency(samples: int, tmp: Path) -> dict[str, Any]:
         "receivers": [{"name": "hook", "type": "webhook", "url": hook.url}],
         "route": {"receiver": "hook", "group_by": ["node"], "group_wait_secs": 0,
                   "group_interval_secs": 0}}}, base_dir=tmp)
-    eng = AlertEngine(cfg, store)
+    eng = AlertEngine(cfg.aggregator_settings(), store)
     eng.start()
     lat = []
     try:
@@ -199,7 +199,7 @@ def bench_simulator(tmp: Path, together: bool = False) -> dict[str, Any]:
         cfg = config_from_dict({"collection_interval": 1.0, "alerting": {
             **t.ALERTING, "ai_severity": ai}}, base_dir=tmp)
         bands = t.Bands()
-        eng = AlertEngine(cfg, store, bands=bands)
+        eng = AlertEngine(cfg.aggregator_settings(), store, bands=bands)
         eng.dispatcher.start()
         runs[ai] = (store, eng, bands)
     board = FaultBoard(**t.BOARD) if together else FaultBoard()  # the demo's own strengths

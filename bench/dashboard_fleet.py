@@ -106,7 +106,7 @@ class Fleet:
     def __init__(self, tmp: Path, hosts: int, dashboard_dir: str | None = None) -> None:
         self.config = config_from_dict({"security": {"enable_tls": False},
                                         "dashboard_config": {"update_interval_ms": 1000}},
-                                       base_dir=tmp)
+                                       base_dir=tmp).aggregator_settings()
         self.tmp = tmp
         self.dashboard_dir = dashboard_dir
         self.store = Store(tmp / "legion.duckdb")

@@ -17,6 +17,7 @@ Every problem is reported with its key path (`alerting.route.routes[0].receiver:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from legion.aggregator.alerts.route_config import (
 )
 from legion.aggregator.alerts.rules import AlertRule, rule_from_dict
 from legion.aggregator.alerts.values import check_bool, check_num, check_strs
+from legion.kernel.config import resolve_path
 from legion.kernel.errors import ConfigError
 
 __all__ = ["COMMON_RECEIVER_KEYS", "RECEIVER_KEYS", "AlertingConfig", "EscalationConfig",
@@ -63,6 +65,11 @@ class AlertingConfig:
     route: RouteConfig = field(default_factory=RouteConfig)
     inhibit_rules: tuple[InhibitRule, ...] = field(default_factory=default_inhibits)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
+
+    def resolved(self, base_dir: str | Path) -> AlertingConfig:
+        """This section with its rules files resolved against `base_dir`."""
+        return dataclasses.replace(self, rules_files=tuple(
+            str(resolve_path(base_dir, f)) for f in self.rules_files))
 
 
 _TOP_KEYS = {"enabled", "default_rules", "ai_severity", "evaluation_interval_secs",

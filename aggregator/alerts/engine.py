@@ -24,7 +24,7 @@ from legion.aggregator.alerts.matchers import parse_matcher, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
 from legion.aggregator.alerts.rules import SEVERITY_RANK, AlertRule, default_rules
-from legion.aggregator.config import ServiceConfig
+from legion.aggregator.config import AggregatorSettings
 from legion.kernel.errors import ConfigError
 from legion.proto import Sample, canonical_labels
 
@@ -41,7 +41,7 @@ def wall_ms() -> int:
 class AlertEngine(threading.Thread):
     """The alerting engine of one aggregator."""
 
-    def __init__(self, config: ServiceConfig, store: Any, *, bands: Any | None = None,
+    def __init__(self, config: AggregatorSettings, store: Any, *, bands: Any | None = None,
                  forecasts: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
                  clock_ms: Callable[[], int] = wall_ms, external_url: str = "") -> None:
         super().__init__(name="legion-alerts", daemon=True)
@@ -53,8 +53,7 @@ class AlertEngine(threading.Thread):
         self.clock_ms = clock_ms
         self.interval_s = self.cfg.evaluation_interval_secs or config.analysis_interval
         self.journal = Journal(store)
-        self.evaluator = Evaluator(config.collection_interval,
-                                   config.agent.heartbeat_interval_secs)
+        self.evaluator = Evaluator(config.collection_interval, config.agent_heartbeat_secs)
         self.lifecycle = Lifecycle(self.cfg.flap_window_secs, self.cfg.flap_threshold,
                                    self._past_firings)
         self.dispatcher = Dispatcher(self.cfg.receivers, self.journal.attempt,
@@ -117,7 +116,7 @@ class AlertEngine(threading.Thread):
                                              self.config.collection_interval)
                     if r.rule_id not in mine]
         for f in self.cfg.rules_files:
-            out += self._file_rules(str(self.config.path(f)))
+            out += self._file_rules(f)
         return tuple(out)
 
     def _file_rules(self, path: str) -> tuple[AlertRule, ...]:

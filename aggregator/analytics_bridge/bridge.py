@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ from legion.aggregator.analytics_bridge.watched import (
     schedule_node_detect,
     watched_series,
 )
-from legion.aggregator.config import ServiceConfig as Config
+from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.store import IncomingBatch, Store
 from legion.kernel.curve import server_socket
 from legion.proto import MetricsBatch, Sample, canonical_labels
@@ -89,7 +90,7 @@ class AnalyticsBridge(threading.Thread):
         ai, acfg = config.ai_settings, config.analytics
         # Learned normal bands (loaded here, so a restarted aggregator serves them at once).
         self.bands: BandBook | None = BandBook(
-            store, config.path(acfg.models_dir), retrain_secs=ai.model_retrain_interval,
+            store, Path(acfg.models_dir), retrain_secs=ai.model_retrain_interval,
             days=acfg.band_days, step_ms=int(acfg.band_step_secs * 1000)
         ) if ai.ml_threshold_adjustment else None
 
@@ -118,11 +119,11 @@ class AnalyticsBridge(threading.Thread):
             jobs = server_socket(self._ctx, zmq.PUSH, self._keypair)
             jobs.setsockopt(zmq.ZAP_DOMAIN, WORKER_DOMAIN)
             jobs.setsockopt(zmq.SNDHWM, 1000)
-            jobs.bind(self._cfg.endpoint(self._cfg.analytics.jobs_bind))
+            jobs.bind(self._cfg.analytics.jobs_bind)
             results = server_socket(self._ctx, zmq.PULL, self._keypair)
             results.setsockopt(zmq.ZAP_DOMAIN, WORKER_DOMAIN)
             results.setsockopt(zmq.MAXMSGSIZE, 64 * 1024 * 1024)
-            results.bind(self._cfg.endpoint(self._cfg.analytics.results_bind))
+            results.bind(self._cfg.analytics.results_bind)
         except zmq.ZMQError as exc:
             self.bind_error = exc
             self.ready.set()
@@ -137,7 +138,7 @@ class AnalyticsBridge(threading.Thread):
         # retrained every ai_settings.model_retrain_interval of data time (legion.analytics).
         self._book = JobBook(send, timeout_secs=self._cfg.analytics.job_timeout_secs,
                              max_attempts=5,
-                             models_dir=self._cfg.path(self._cfg.analytics.models_dir),
+                             models_dir=Path(self._cfg.analytics.models_dir),
                              retrain_secs=self._cfg.ai_settings.model_retrain_interval)
         self.ready.set()
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
@@ -285,7 +286,7 @@ def _pairs(fc: dict[str, Any], field_name: str, every: int = 10) -> list[list[fl
 def worker_registry(config: Config) -> KeyRegistry | None:
     """The allowlist of analytics worker keys, or None when there is none."""
     try:
-        return KeyRegistry(config.path(config.analytics.keys_dir))
+        return KeyRegistry(Path(config.analytics.keys_dir))
     except Exception as exc:  # noqa: BLE001 - no worker keys: analytics stays off
         log.info("event=analytics_disabled reason=%s", exc)
         return None

@@ -1,7 +1,7 @@
 """The gateway's aiohttp application and its server lifecycle.
 
-    app = create_app(config, store, status_provider, TokenStore(config.path(
-        config.aggregator.tokens_path)))
+    app = create_app(config, store, status_provider,
+                     TokenStore(Path(config.aggregator.tokens_path)))
     server = await start_gateway(app, config)     # TLS when security.enable_tls
     ...                                           # server.url, server.port
     await stop_gateway(server)                    # idempotent
@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from legion.aggregator.config import ServiceConfig as Config
+from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.api import error_middleware
 from legion.aggregator.gateway.audit import AuditLog
@@ -88,7 +88,7 @@ def create_app(config: Config, store: StoreReader,
                ) -> web.Application:
     """Build the gateway app (routes, middlewares, hub lifecycle); `start_gateway` serves it."""
     dc, sec = config.dashboard_config, config.security
-    audit = audit or AuditLog(config.path(config.aggregator.audit_log_path))
+    audit = audit or AuditLog(Path(config.aggregator.audit_log_path))
     counters = GatewayTelemetry(dc.max_ws_clients)
     app = web.Application(
         middlewares=[error_middleware, headers_middleware,
@@ -200,8 +200,7 @@ async def start_gateway(app: web.Application, config: Config, *, host: str | Non
     sec = config.security
     ssl_ctx = None
     if sec.enable_tls:
-        ssl_ctx = server_ssl_context(config.path(sec.certificate_path),
-                                     config.path(sec.private_key_path))
+        ssl_ctx = server_ssl_context(Path(sec.certificate_path), Path(sec.private_key_path))
     host = host or config.aggregator.api_host
     port = config.dashboard_config.websocket_port if port is None else port
     runner = web.AppRunner(app, handle_signals=False, access_log_class=_AccessLogger,

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from legion.aggregator.config import ServiceConfig as Config
+from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.timefmt import iso_ms
 
 HOST_PREFIX = "system_"

@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from legion.aggregator.config import ServiceConfig as Config
+from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
 from legion.aggregator.gateway.live_rows import LiveRows

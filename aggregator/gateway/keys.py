@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from legion.aggregator.config import ServiceConfig as Config
+from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.hub import Hub, Source
 from legion.aggregator.gateway.store_reader import StoreReader

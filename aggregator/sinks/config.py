@@ -12,12 +12,14 @@ The glue composes this section with the others (legion/cli/config.py); `validate
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from legion.kernel.config import to_plain
+from legion.kernel.config import resolve_path, to_plain
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -42,6 +44,15 @@ class RemoteWriteConfig:
     min_backoff_secs: float = 0.1
     max_backoff_secs: float = 30.0
 
+    def resolved(self, base_dir: str | Path) -> RemoteWriteConfig:
+        """This destination with its files resolved against `base_dir`."""
+        def path(p: str | None) -> str | None:
+            return str(resolve_path(base_dir, p)) if p else p  # unset stays unset
+        return dataclasses.replace(
+            self, basic_auth_password_file=path(self.basic_auth_password_file),
+            bearer_token_file=path(self.bearer_token_file), tls_ca_path=path(self.tls_ca_path),
+            queue_path=path(self.queue_path))
+
 
 @dataclass(frozen=True, slots=True)
 class SinksConfig:
@@ -52,6 +63,10 @@ class SinksConfig:
     def validate(self) -> list[str]:
         """Every problem of the section beyond types, with its key path."""
         return sinks_problems(to_plain(self))
+
+    def resolved(self, base_dir: str | Path) -> SinksConfig:
+        """This section with every destination's files resolved against `base_dir`."""
+        return SinksConfig(tuple(rw.resolved(base_dir) for rw in self.remote_write))
 
 
 def sinks_problems(values: Any) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from legion.aggregator.config import ServiceConfig
+from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.sinks.config import RemoteWriteConfig
 from legion.aggregator.sinks.remote_write import RemoteWriteSink, auth_header
 from legion.aggregator.store import IncomingBatch, Store, WriteResult
@@ -85,13 +85,13 @@ class StoreSink:
         return {}
 
 
-def _remote_write(config: ServiceConfig, cfg: RemoteWriteConfig) -> Sink:
-    ca = config.path(cfg.tls_ca_path) if cfg.tls_ca_path else None
+def _remote_write(config: AggregatorSettings, cfg: RemoteWriteConfig) -> Sink:
+    ca = Path(cfg.tls_ca_path) if cfg.tls_ca_path else None
     return RemoteWriteSink(cfg, queue_dir_of(config, cfg), ca_path=ca,
-                           auth_header=auth_header(cfg, lambda p: config.path(p).read_text()))
+                           auth_header=auth_header(cfg, lambda p: Path(p).read_text()))
 
 
-SINKS: dict[str, Callable[[ServiceConfig, Any], Sink]] = {
+SINKS: dict[str, Callable[[AggregatorSettings, Any], Sink]] = {
     "remote_write": _remote_write,
 }
 """Configured sink kinds: `sinks.<kind>` is a list of per-sink configs (the store is implicit)."""
@@ -177,7 +177,7 @@ class SinkSet:
         return getattr(self.primary.store, name)
 
 
-def build_sinks(config: ServiceConfig, store: Store) -> SinkSet:
+def build_sinks(config: AggregatorSettings, store: Store) -> SinkSet:
     """The store plus one sink per entry of every `sinks.<kind>` list."""
     sinks: list[Sink] = []
     for kind, make in SINKS.items():
@@ -186,9 +186,9 @@ def build_sinks(config: ServiceConfig, store: Store) -> SinkSet:
     return SinkSet(store, sinks)
 
 
-def queue_dir_of(config: ServiceConfig, cfg: RemoteWriteConfig) -> Path:
+def queue_dir_of(config: AggregatorSettings, cfg: RemoteWriteConfig) -> Path:
     """Where a remote-write sink keeps its queue: `queue_path`, else `sinks/<name>` beside the
     DuckDB file (the aggregator's writable state directory)."""
     if cfg.queue_path:
-        return config.path(cfg.queue_path)
-    return config.path(config.storage.db_path).parent / "sinks" / cfg.name
+        return Path(cfg.queue_path)
+    return Path(config.storage.db_path).parent / "sinks" / cfg.name

@@ -17,6 +17,7 @@ from typing import Any
 from legion.aggregator.alerts.config import AlertingConfig, alerting_to_dict, parse_alerting
 from legion.aggregator.config import (
     AggregatorConfig,
+    AggregatorSettings,
     AlertThresholds,
     DashboardConfig,
     SecurityConfig,
@@ -74,11 +75,22 @@ class Config:
         return AgentSettings(self.agent.resolved(self.base_dir), self.collection_interval,
                              self.aggregator.max_message_bytes)
 
+    def aggregator_settings(self) -> AggregatorSettings:
+        """What the aggregator service is handed: its sections, every path resolved, once."""
+        b = self.base_dir
+        return AggregatorSettings(
+            collection_interval=self.collection_interval, analysis_interval=self.analysis_interval,
+            agent_heartbeat_secs=self.agent.heartbeat_interval_secs,
+            alert_thresholds=self.alert_thresholds, ai_settings=self.ai_settings,
+            dashboard_config=self.dashboard_config, security=self.security.resolved(b),
+            aggregator=self.aggregator.resolved(b), storage=self.storage.resolved(b),
+            analytics=self.analytics.resolved(b), sinks=self.sinks.resolved(b),
+            alerting=self.alerting.resolved(b))
+
     def worker_settings(self) -> WorkerSettings:
         """What an analytics worker process is handed."""
-        a = self.analytics
-        return WorkerSettings(self.endpoint(a.jobs_bind), self.endpoint(a.results_bind),
-                              str(self.path(a.keys_dir)),
+        a = self.analytics.resolved(self.base_dir)
+        return WorkerSettings(a.jobs_bind, a.results_bind, a.keys_dir,
                               str(self.path(self.agent.server_public_key_path)))
 
 

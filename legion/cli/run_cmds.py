@@ -18,7 +18,7 @@ def aggregator_run(config_path: str) -> None:
     """Run the aggregator until SIGINT/SIGTERM."""
     from legion.aggregator.service import run_aggregator
 
-    run_aggregator(load(config_path))
+    run_aggregator(load(config_path).aggregator_settings())
 
 
 @click.group("agent")

@@ -94,7 +94,7 @@ class LiveGateway:
         self.config = config_from_dict({"security": {"enable_tls": False},
                                         "dashboard_config": {"update_interval_ms": 500},
                                         "alerting": {"evaluation_interval_secs": 0.5}},
-                                       base_dir=tmp)
+                                       base_dir=tmp).aggregator_settings()
         self.store = Store(tmp / "legion.duckdb")
         self.alerts = AlertEngine(self.config, self.store)  # the dashboard's alerts
         self.tokens = TokenStore(tmp / "tokens.json")

@@ -53,7 +53,7 @@ class World:
         self.config = config_from_dict({
             "security": {"enable_tls": False},
             "ai_settings": {"ml_threshold_adjustment": ml, "model_retrain_interval": 3600}},
-            base_dir=tmp)
+            base_dir=tmp).aggregator_settings()
         self.store = Store(tmp / "legion.duckdb")
         self.tokens = TokenStore(tmp / "tokens.json")
         self.viewer = self.tokens.add("viewer", "viewer")
@@ -219,7 +219,7 @@ def test_legionctl_bands_table_json_csv(world: World, tmp_path: Path) -> None:
     world.spike()
     base = ["--config", str(cfg_path), "--token", world.viewer]
     runner = CliRunner()
-    config = load_config(cfg_path)
+    config = load_config(cfg_path).aggregator_settings()
     with gateway_thread(config, lambda: create_app(config, world.store, lambda: {},
                                                    world.tokens, bands=bridge.bands)):
         res = runner.invoke(cli, ["bands", CPU, "--node", "web-1", "--format", "json", *base])

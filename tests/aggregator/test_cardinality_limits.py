@@ -26,7 +26,7 @@ def test_flood_is_limited_and_the_quiet_node_keeps_committing(tmp_path: Path) ->
     cfg = load_config(cfg_path)
     for node in ("flood", "quiet"):
         add_agent_key(cfg, node)
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")
@@ -81,7 +81,7 @@ def test_limits_survive_a_restart(tmp_path: Path) -> None:
     cfg = load_config(cfg_path)
     add_agent_key(cfg, "flood")
     for attempt in range(2):
-        agg = Aggregator(cfg)
+        agg = Aggregator(cfg.aggregator_settings())
         agg.start()
         ctx = zmq.Context()
         peer = CurvePeer(ctx, cfg, "flood")

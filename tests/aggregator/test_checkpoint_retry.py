@@ -24,7 +24,7 @@ def test_checkpoints_meeting_queries_are_retried_not_failed(
     monkeypatch.setattr(ingest, "CHECKPOINT_SECS", 0.3)  # many attempts while queries run
     cfg = load_config(make_setup(tmp_path / "legion"))
     add_agent_key(cfg, "busy")
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     peer = CurvePeer(ctx, cfg, "busy")

@@ -32,7 +32,7 @@ def test_quiet_batches_with_new_series_are_committed_before_the_flood_is_through
         "max_series_per_node": 0, "max_series_per_metric": 0}))
     for node in ("flood", "quiet"):
         add_agent_key(cfg, node)
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")

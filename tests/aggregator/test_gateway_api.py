@@ -66,7 +66,7 @@ class Env:
         for section, values in overrides.items():
             raw.setdefault(section, {}).update(values)
         self.dir = tmp
-        self.config = config_from_dict(raw, base_dir=tmp)
+        self.config = config_from_dict(raw, base_dir=tmp).aggregator_settings()
         self.store = Store(tmp / "legion.duckdb")
         self.tokens = TokenStore(tmp / "tokens.json")
         self.token = {r: self.tokens.add(r, r) for r in ("admin", "operator", "viewer")}

@@ -37,11 +37,11 @@ def test_certs_init_then_users_through_the_tls_api(tmp_path: Path) -> None:
     raw["dashboard_config"]["websocket_port"] = free_port()
     (tmp_path / CONFIG_FILENAME).write_text(json.dumps(raw))
     cfg_path = str(tmp_path / CONFIG_FILENAME)
-    config = load_config(cfg_path)
-    tokens = TokenStore(config.path(config.aggregator.tokens_path))
+    config = load_config(cfg_path).aggregator_settings()
+    tokens = TokenStore(Path(config.aggregator.tokens_path))
     admin = tokens.add("admin", "admin")
     viewer = tokens.add("watcher", "viewer")
-    store = Store(config.path(config.storage.db_path))
+    store = Store(config.storage.db_path)
     try:
         with gateway_thread(config, lambda: create_app(config, store, lambda: {"accepted": 0},
                                                         tokens)):

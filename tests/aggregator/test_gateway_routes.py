@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from legion.aggregator.alerts.engine import AlertEngine
+from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.gateway import TokenStore, create_app
 from legion.aggregator.gateway.alerts_api import offers_queries
 from legion.aggregator.gateway.keys import (
@@ -28,13 +29,16 @@ from legion.cli.config import Config, config_to_dict, load_config
 from legion.kernel.config import CONFIG_FILENAME
 
 
+Parts = tuple[AggregatorSettings, Store, TokenStore]
+
+
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Config, Store, TokenStore]]:
+def parts(tmp_path: Path) -> Iterator[Parts]:
     (tmp_path / CONFIG_FILENAME).write_text(json.dumps(config_to_dict(Config())))
-    config = load_config(str(tmp_path / CONFIG_FILENAME))
-    store = Store(config.path(config.storage.db_path))
+    config = load_config(str(tmp_path / CONFIG_FILENAME)).aggregator_settings()
+    store = Store(config.storage.db_path)
     try:
-        yield config, store, TokenStore(config.path(config.aggregator.tokens_path))
+        yield config, store, TokenStore(Path(config.aggregator.tokens_path))
     finally:
         store.close()
 
@@ -50,7 +54,7 @@ def served(app: web.Application) -> dict[tuple[str, str], object]:
     return out
 
 
-def test_the_table_is_what_the_app_serves(parts: tuple[Config, Store, TokenStore]) -> None:
+def test_the_table_is_what_the_app_serves(parts: Parts) -> None:
     config, store, tokens = parts
     app = create_app(config, store, lambda: {}, tokens)
     routes = served(app)
@@ -78,7 +82,7 @@ def test_alert_query_routes_follow_the_engine() -> None:
         assert getattr(handler, "__legion_action__", None) in ("read", "write"), path
 
 
-def test_client_slots_and_counters(parts: tuple[Config, Store, TokenStore]) -> None:
+def test_client_slots_and_counters(parts: Parts) -> None:
     config, store, tokens = parts
     app = create_app(config, store, lambda: {}, tokens)
     tm = app[TELEMETRY_KEY]

@@ -48,7 +48,7 @@ class Env:
     def __init__(self, tmp: Path, **dashboard: Any) -> None:
         self.config = config_from_dict(
             {"security": {"enable_tls": False},
-             "dashboard_config": {"update_interval_ms": 100, **dashboard}}, base_dir=tmp)
+             "dashboard_config": {"update_interval_ms": 100, **dashboard}}, base_dir=tmp).aggregator_settings()
         self.store = Store(tmp / "legion.duckdb")
         self.tokens = TokenStore(tmp / "tokens.json")
         self.token = {r: self.tokens.add(r, r) for r in ("admin", "operator", "viewer")}

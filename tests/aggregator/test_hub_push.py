@@ -82,7 +82,7 @@ def test_a_commit_reaches_the_websocket_before_the_next_poll(tmp_path: Path) -> 
     """The hub polls every 10 minutes here: only the pushed commit can deliver the update."""
     config = config_from_dict({"security": {"enable_tls": False},
                                "dashboard_config": {"update_interval_ms": 600_000}},
-                              base_dir=tmp_path)
+                              base_dir=tmp_path).aggregator_settings()
     store = Store(tmp_path / "legion.duckdb")
     tokens = TokenStore(tmp_path / "tokens.json")
     token = tokens.add("viewer", "viewer")

@@ -61,7 +61,8 @@ def test_node_detector_setting_is_checked(tmp_path: Path) -> None:
 @needs_torch
 def test_node_jobs_from_the_store_scored_and_stored(tmp_path: Path) -> None:
     config = config_from_dict({"security": {"enable_tls": False},
-                               "analytics": {"node_detector": "multivar"}}, base_dir=tmp_path)
+                               "analytics": {"node_detector": "multivar"}},
+                              base_dir=tmp_path).aggregator_settings()
     store = Store(tmp_path / "legion.duckdb")
     try:
         now = int(time.time() * 1000) // 1000 * 1000

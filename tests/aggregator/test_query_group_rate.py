@@ -148,7 +148,7 @@ def test_legionctl_query_group_by(tmp_path: Path) -> None:
     (tmp_path / "cli").mkdir()
     cfg_path = tmp_path / "cli" / CONFIG_FILENAME
     cfg_path.write_text(json.dumps(raw))
-    config = load_config(cfg_path)
+    config = load_config(cfg_path).aggregator_settings()
     store = Store(tmp_path / "q.duckdb")
     tokens = TokenStore(tmp_path / "tokens.json")
     token = tokens.add("viewer", "viewer")

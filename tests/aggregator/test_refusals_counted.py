@@ -35,7 +35,7 @@ def aggregator(tmp_path: Path):
     cfg_path = make_setup(tmp_path / "legion", aggregator={"max_message_bytes": MAX_BYTES})
     cfg = load_config(cfg_path)
     add_agent_key(cfg, "big")
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     yield cfg, agg, ctx
@@ -86,7 +86,7 @@ def test_a_frame_far_over_the_limit_is_counted_and_acked_rejected(tmp_path: Path
     limit = 4 * 1024 * 1024
     cfg = load_config(make_setup(tmp_path / "legion", aggregator={"max_message_bytes": limit}))
     add_agent_key(cfg, "big")
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     peer = CurvePeer(ctx, cfg, "big")
@@ -163,7 +163,8 @@ def test_self_metrics_include_every_counter() -> None:
 def test_a_websocket_client_closed_by_the_heartbeat_is_counted(tmp_path: Path,
                                                                monkeypatch) -> None:
     monkeypatch.setattr(ws_mod, "WS_HEARTBEAT_SECS", 0.4)
-    config = config_from_dict({"security": {"enable_tls": False}}, base_dir=tmp_path)
+    config = config_from_dict({"security": {"enable_tls": False}},
+                              base_dir=tmp_path).aggregator_settings()
     store = Store(tmp_path / "legion.duckdb")
     tokens = TokenStore(tmp_path / "tokens.json")
     token = tokens.add("viewer", "viewer")

@@ -268,7 +268,7 @@ def test_tls_ca_and_basic_auth_from_config(tmp_path: Path, peers: list[Peer]) ->
          "basic_auth_username": "legion", "basic_auth_password_file": "bad", "shards": 1}]}},
         base_dir=tmp_path)
     store = Store(tmp_path / "db.duckdb")
-    sinks = build_sinks(cfg, store)
+    sinks = build_sinks(cfg.aggregator_settings(), store)
     sinks.start()
     try:
         now = int(time.time() * 1000)
@@ -286,7 +286,7 @@ def test_tls_ca_and_basic_auth_from_config(tmp_path: Path, peers: list[Peer]) ->
         reader_cfg = config_from_dict({"storage": {
             "remote_read_url": peer.base, "remote_read_tls_ca_path": "prom.crt",
             "remote_read_headers": {"Authorization": auth}}}, base_dir=tmp_path)
-        reader = query_store(reader_cfg, store)
+        reader = query_store(reader_cfg.aggregator_settings(), store)
         assert isinstance(reader, RemoteQueryStore)
         rows = reader.query("tls_metric", node="n", since_ms=now - 1000, until_ms=now + 1000)
         assert rows == [{"ts_ms": now, "node": "n", "metric": "tls_metric", "labels": {},
@@ -296,7 +296,7 @@ def test_tls_ca_and_basic_auth_from_config(tmp_path: Path, peers: list[Peer]) ->
         assert reader.nodes() == store.nodes()  # everything else stays local
         denied = query_store(config_from_dict({"storage": {
             "remote_read_url": peer.base, "remote_read_tls_ca_path": "prom.crt"}},
-            base_dir=tmp_path), store)
+            base_dir=tmp_path).aggregator_settings(), store)
         with pytest.raises(StoreError, match="401"):
             denied.query("tls_metric", since_ms=now - 1000, until_ms=now + 1000)
     finally:
@@ -331,7 +331,7 @@ def test_config_contract_and_table(tmp_path: Path) -> None:
     assert cfg.storage.remote_read_url == "http://127.0.0.1:9"
     assert set(SINKS) == {"remote_write"}
     store = Store(tmp_path / "db.duckdb")
-    built = build_sinks(cfg, store)
+    built = build_sinks(cfg.aggregator_settings(), store)
     assert [s.name for s in built.sinks] == ["prom"] and (tmp_path / "q/prom").is_dir()
     built.stop()
     store.close()

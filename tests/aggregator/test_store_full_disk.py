@@ -77,7 +77,7 @@ def test_invalidated_database_is_reopened_and_reported(tmpfs: Path, monkeypatch)
         assert report["disk_free_bytes"] < 1024 * 1024
 
         # The aggregator's status says so instead of failing (it was HTTP 500).
-        agg = Aggregator(config_from_dict({}, tmpfs))
+        agg = Aggregator(config_from_dict({}, tmpfs).aggregator_settings())
         agg.store = store
         status = agg.status()
         assert status["store"]["state"] == "invalidated"
@@ -132,7 +132,7 @@ def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
     cfg = load_config(make_setup(tmp_path / "legion",
                                  storage={"db_path": str(tmpfs / "legion.duckdb")}))
     add_agent_key(cfg, "full-1")
-    agg = Aggregator(cfg)
+    agg = Aggregator(cfg.aggregator_settings())
     agg.start()
     ctx = zmq.Context()
     peer = CurvePeer(ctx, cfg, "full-1")

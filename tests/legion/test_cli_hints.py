@@ -28,10 +28,10 @@ def test_series_listing_and_queries_that_match_nothing(tmp_path: Path) -> None:
     raw["dashboard_config"]["websocket_port"] = free_port()
     (tmp_path / CONFIG_FILENAME).write_text(json.dumps(raw))
     cfg_path = str(tmp_path / CONFIG_FILENAME)
-    config = load_config(cfg_path)
-    tokens = TokenStore(config.path(config.aggregator.tokens_path))
+    config = load_config(cfg_path).aggregator_settings()
+    tokens = TokenStore(Path(config.aggregator.tokens_path))
     admin = tokens.add("admin", "admin")
-    store = Store(config.path(config.storage.db_path))
+    store = Store(config.storage.db_path)
     now = int(time.time() * 1000)
     store.write([IncomingBatch("web-1", 1, 1, MetricsBatch.from_samples([
         Sample("system_cpu_usage_percent", (), 12.5, now),

@@ -111,7 +111,7 @@ def test_heartbeat_settings_reach_the_sockets() -> None:
     from legion.aggregator.ingest import heartbeat_ms
     from legion.kernel.curve import client_socket, server_socket
 
-    cfg = config_from_dict({"aggregator": {"heartbeat_interval_secs": 0.5}})
+    cfg = config_from_dict({"aggregator": {"heartbeat_interval_secs": 0.5}}).aggregator_settings()
     assert heartbeat_ms(cfg) == 500
     ctx = zmq.Context()
     try:

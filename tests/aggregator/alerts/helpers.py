@@ -44,4 +44,4 @@ def make_engine(tmp_path: Any, alerting: dict[str, Any], clock: Clock, store: St
                 **kw: Any) -> tuple[AlertEngine, Store]:
     cfg = config_from_dict({"collection_interval": 1.0, "alerting": alerting}, base_dir=tmp_path)
     store = store or Store(tmp_path / "legion.duckdb")
-    return AlertEngine(cfg, store, clock_ms=clock, **kw), store
+    return AlertEngine(cfg.aggregator_settings(), store, clock_ms=clock, **kw), store

@@ -98,7 +98,8 @@ def test_routes_history_incidents_metrics(tmp_path):
     Feed(store).put("web-1", clock.advance(1), ("system_cpu_usage_percent", {}, 99))
     eng.dispatcher.start()
     eng.evaluate_once()
-    cfg = config_from_dict({"security": {"enable_tls": False}}, base_dir=tmp_path)
+    cfg = config_from_dict({"security": {"enable_tls": False}},
+                           base_dir=tmp_path).aggregator_settings()
     tokens = TokenStore(tmp_path / "tokens.json")
     admin, viewer = tokens.add("ann", "admin"), tokens.add("vic", "viewer")
 

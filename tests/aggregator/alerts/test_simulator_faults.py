@@ -106,7 +106,7 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
     store = Store(tmp_path / "legion.duckdb")
     bands = Bands()
     cfg = config_from_dict({"collection_interval": 1.0, "alerting": ALERTING}, base_dir=tmp_path)
-    engine = AlertEngine(cfg, store, bands=bands)
+    engine = AlertEngine(cfg.aggregator_settings(), store, bands=bands)
     engine.dispatcher.start()
     start_at = WARM + LEARN + QUIET
     sim = Simulator(ep, seed=1, board=FaultBoard(**BOARD),
