@@ -220,8 +220,7 @@ def run_agent(settings: AgentSettings, node: str) -> None:
         signal.signal(sig, lambda *_: stop.set())
     agent.start()
     try:
-        while not stop.wait(0.5):
-            pass
+        stop.wait()  # a signal interrupts the wait (PEP 475); no periodic wake-up (issue 17)
     finally:
         agent.stop()
         log.info("event=stopped node=%s", node)
