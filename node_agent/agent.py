@@ -220,7 +220,7 @@ def run_agent(settings: AgentSettings, node: str) -> None:
         signal.signal(sig, lambda *_: stop.set())
     agent.start()
     try:
-        stop.wait()  # a signal interrupts the wait (PEP 475); no periodic wake-up (issue 17)
+        stop.wait()  # the handler runs in this thread during the wait: no periodic wake-up
     finally:
         agent.stop()
         log.info("event=stopped node=%s", node)
