@@ -22,7 +22,7 @@ class AgentConfig:
     monitor_endpoint: str = "ipc://run/agent-monitor.sock"
     collectors: tuple[str, ...] = ()
     spool_max_bytes: int = 256 * 1024 * 1024
-    spool_sync_interval_ms: int = 500
+    spool_sync_interval_ms: int = 2000
     resend_timeout_secs: float = 5.0
     heartbeat_interval_secs: float = 2.0
     aggregator_endpoints: tuple[str, ...] = ()  # ordered failover list (overrides the above)

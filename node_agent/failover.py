@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 Endpoint = tuple[str, str]
 """(ingest endpoint, ack endpoint) of one aggregator."""
@@ -76,6 +75,10 @@ class Failover:
         return None
 
     def _handshake_seen(self) -> bool:
+        # Imported here: zmq.utils.monitor loads asyncio and ssl (~4 MiB of RSS, issue 17), and
+        # only an agent failed over to a second aggregator ever probes.
+        from zmq.utils.monitor import recv_monitor_message
+
         assert self._monitor is not None
         seen = False
         while self._monitor.poll(0):

@@ -33,6 +33,18 @@ class LegionGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
 
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Load the command modules on first use: `agent` loads only its own (issue 17: the
+        agent process stays small), any other name loads them all."""
+        if cmd_name not in self.commands:
+            _register(only=cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name (loads all command modules)."""
+        _register()
+        return super().list_commands(ctx)
+
 
 @click.group(cls=LegionGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -44,7 +56,17 @@ def cli(verbose: bool) -> None:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
 
-def _register() -> None:
+# Commands loaded without the others: their process imports only what they need.
+LEAN_COMMANDS = {"agent": "legion.cli.run_cmds"}
+
+
+def _register(only: str | None = None) -> None:
+    if only in LEAN_COMMANDS:
+        import importlib
+
+        module = importlib.import_module(LEAN_COMMANDS[only])
+        cli.add_command(next(c for c in module.COMMANDS if c.name == only))
+        return
     from legion.cli import (
         alerts_cmds,
         analytics_cmds,
@@ -63,9 +85,6 @@ def _register() -> None:
                 storage_cmds, demo_cmds, keys_cmds, series_cmds, alerts_cmds):
         for cmd in mod.COMMANDS:
             cli.add_command(cmd)
-
-
-_register()
 
 
 def main() -> None:

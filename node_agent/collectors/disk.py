@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +23,9 @@ DEFAULT_FSTYPE_EXCLUDE = (
     r"erofs|sysfs|tracefs|tmpfs|ramfs)$"
 )
 MAX_MOUNTS = 64
+# Listing mounts (two /proc reads and a regex per line) costs more than the statvfs calls
+# themselves: the list is re-read this often, and a vanished mount is omitted meanwhile.
+MOUNTS_REFRESH_SECS = 60.0
 
 
 class DiskUsageCollector:
@@ -37,11 +41,14 @@ class DiskUsageCollector:
     def __init__(self, source: ModuleType | Any = psutil,
                  mount_exclude: str = DEFAULT_MOUNT_EXCLUDE,
                  fstype_exclude: str = DEFAULT_FSTYPE_EXCLUDE,
-                 max_mounts: int = MAX_MOUNTS) -> None:
+                 max_mounts: int = MAX_MOUNTS,
+                 refresh_secs: float = MOUNTS_REFRESH_SECS) -> None:
         self._source = source
         self._mount_exclude = re.compile(mount_exclude)
         self._fstype_exclude = re.compile(fstype_exclude)
         self._max_mounts = max_mounts
+        self._refresh_secs = refresh_secs
+        self._listed: tuple[float, list[str]] | None = None  # (monotonic time, mounts)
 
     def mounts(self) -> list[str]:
         """The mount points this collector reports, in order."""
@@ -67,7 +74,10 @@ class DiskUsageCollector:
     def collect(self) -> list[Reading]:
         """statvfs each mount; a mount that vanished or is unreadable is omitted this tick."""
         out: list[Reading] = []
-        for mnt in self.mounts():
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] >= self._refresh_secs:
+            self._listed = (now, self.mounts())
+        for mnt in self._listed[1]:
             try:
                 u = self._source.disk_usage(mnt)
             except OSError:  # unmounted between listing and stat, or no permission

@@ -49,7 +49,8 @@ def test_wheel_builds_and_imports(tmp_path: Path, wheel: Path) -> None:
         "import importlib;"
         f"mods = [importlib.import_module(m) for m in {PACKAGES!r}];"
         "assert all(m.__file__.startswith(sys.argv[1]) for m in mods), [m.__file__ for m in mods];"
-        "from legion.cli.main import cli; print('ok', len(cli.commands))"
+        "import click; from legion.cli.main import cli;"  # commands load on first use (issue 17)
+        "print('ok', len(cli.list_commands(click.Context(cli))))"
     )
     run = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True,
                          text=True, timeout=60, cwd=tmp_path)

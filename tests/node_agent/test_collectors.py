@@ -342,6 +342,35 @@ def test_long_mount_label_is_bounded() -> None:
     assert len(labels) == 2
 
 
+def test_mount_list_is_reread_after_refresh_secs_only() -> None:
+    """The mount list is cached (issue 17: listing costs more than statvfs); a new mount shows up
+    once `refresh_secs` passed, never sooner."""
+    part = collections.namedtuple("sdiskpart", "device mountpoint fstype opts")
+
+    class Src:
+        parts = [part("/dev/vda1", "/", "ext4", "rw")]
+        listed = 0
+
+        def disk_partitions(self, all: bool = False) -> list[Any]:
+            self.listed += 1
+            return list(self.parts)
+
+        def disk_usage(self, path: str) -> Any:
+            return psutil.disk_usage("/")
+
+    def mounts(c: DiskUsageCollector) -> set[str]:
+        return {lab[0][1] for _, lab, _ in c.collect()}
+
+    src = Src()
+    cached, fresh = DiskUsageCollector(src, refresh_secs=3600), DiskUsageCollector(src,
+                                                                                  refresh_secs=0)
+    assert mounts(cached) == mounts(fresh) == {"/"}
+    src.parts.append(part("/dev/vdb1", "/data", "ext4", "rw"))
+    assert mounts(cached) == {"/"}
+    assert mounts(fresh) == {"/", "/data"}
+    assert src.listed == 3  # cached: once; fresh: every tick
+
+
 def test_memory_without_swap() -> None:
     rec = Recorded("baseline")
     got = by_key(MemoryCollector(rec).collect())
