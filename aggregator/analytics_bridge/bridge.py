@@ -2,11 +2,12 @@
 
 Every `analysis_interval` the dispatcher sends a detect job for each watched series that has new
 points (only the new points plus the detector state from the previous result, so any worker can
-take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
-entry. The job bookkeeping (state per series, jobs in flight, re-dispatch after
-`analytics.job_timeout_secs`, first result wins) is `JobBook` (jobs.py), which series are
-analysed and the store queries that build their jobs are watched.py; this module adds the
-sockets, the loop and what becomes of results.
+take any job; a series with no point newer than its last job is not even read: new_points.py);
+every `analytics.forecast_interval_secs` a forecast job per `prediction_config` entry. The job
+bookkeeping (state per series, jobs in flight, re-dispatch after `analytics.job_timeout_secs`,
+first result wins) is `JobBook` (jobs.py), which series are analysed and the store queries that
+build their jobs are watched.py; this module adds the sockets, the loop and what becomes of
+results.
 
 Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
 queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
@@ -36,6 +37,7 @@ import zmq
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.analytics_bridge.band_book import BandBook
 from legion.aggregator.analytics_bridge.jobs import JobBook
+from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import (
     ANALYTICS_NODE,
     Known,
@@ -43,7 +45,7 @@ from legion.aggregator.analytics_bridge.watched import (
     schedule_detect,
     schedule_forecasts,
     schedule_node_detect,
-    watched_series,
+    select_watched,
 )
 from legion.aggregator.config import ServiceConfig as Config
 from legion.aggregator.store import IncomingBatch, Store
@@ -77,6 +79,7 @@ class AnalyticsBridge(threading.Thread):
         self._store, self._submit = store, submit
         self._stopping = threading.Event()
         self._series: Known = {}
+        self.news = NewPoints(store, select_watched)  # watched set and what each series took
         self._epoch = int(time.time() * 1000)
         self._seq = 0
         self._lock = threading.Lock()
@@ -94,8 +97,10 @@ class AnalyticsBridge(threading.Thread):
         ) if ai.ml_threshold_adjustment else None
 
     def stats(self) -> dict[str, Any]:
-        """Job bookkeeping counters plus points scored, anomalies found, results per worker."""
+        """Job bookkeeping counters plus points scored, anomalies found, results per worker,
+        and the scheduling reads (`scheduling`: watched series, nodes, series read)."""
         out: dict[str, Any] = dict(self._book.stats) if self._book else {}
+        out["scheduling"] = dict(self.news.stats())
         out.update(dataclasses.asdict(self.counters))
         if self.bands is not None:
             out["bands"] = {**self.bands.stats, "series": len(self.bands.entries())}
@@ -193,7 +198,8 @@ class AnalyticsBridge(threading.Thread):
 
     def watched(self) -> list[tuple[str, WatchedSeries]]:
         """(key, series) of every stored series watched for anomalies (watched.WATCHED)."""
-        return watched_series(self._store)
+        self.news.refresh()
+        return [(key, s) for key, s, _ in self.news.watched]
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
@@ -207,12 +213,12 @@ class AnalyticsBridge(threading.Thread):
 
     def _schedule_detect(self) -> None:
         assert self._book is not None
-        schedule_detect(self._store, self._book, self._series, self._cfg.analytics,
+        schedule_detect(self.news, self._book, self._series, self._cfg.analytics,
                         self._cfg.collection_interval)
 
     def _schedule_node_detect(self) -> None:
         assert self._book is not None
-        schedule_node_detect(self._store, self._book, self._series, self._cfg.analytics,
+        schedule_node_detect(self.news, self._book, self._series, self._cfg.analytics,
                              self._cfg.collection_interval)
 
     def _schedule_forecasts(self) -> None:
