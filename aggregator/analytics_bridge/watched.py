@@ -66,9 +66,6 @@ PREDICTED: dict[str, tuple[str, dict[str, str | None]]] = {
 class SeriesReader(NewPointsReader, Protocol):
     """The part of `Store` the bridge reads."""
 
-    def series(self, node: str | None = None, metric: str | None = None
-               ) -> list[dict[str, Any]]: ...
-
     def query(self, metric: str, node: str | None = None,
               labels: Mapping[str, str] | None = None, since_ms: int | None = None,
               until_ms: int | None = None, step_ms: int | None = None,
@@ -197,23 +194,33 @@ def schedule_node_detect(news: NewPoints[WatchedSeries], book: JobBook, known: K
 
 def schedule_forecasts(store: SeriesReader, book: JobBook, known: Known,
                        acfg: AnalyticsConfig) -> None:
-    """A forecast job per series of every `prediction_config` entry with enough history."""
+    """A forecast job per series of every `prediction_config` entry with enough history (one
+    stepped read per metric for all its series, not one per series)."""
     now_ms = int(time.time() * 1000)
+    by_metric: dict[str, dict[str, tuple[WatchedSeries, list[int], list[float]]]] = {}
     for name, target in acfg.prediction_config.items():
         metric, want = PREDICTED.get(name, (name, {}))
-        for row in store.series(metric=metric):
-            labels = row["labels"]
-            if row["node"] == ANALYTICS_NODE or not _selected(labels, want):
+        if metric not in by_metric:
+            by_metric[metric] = _per_series(metric, store.query(
+                metric, since_ms=now_ms - 24 * 3600_000, step_ms=60_000, agg="avg"))
+        for key, (s, ts, vals) in by_metric[metric].items():
+            if s.node == ANALYTICS_NODE or not _selected(s.labels, want) or len(ts) < 10:
                 continue
-            pts = store.query(metric, node=row["node"], labels=labels,
-                              since_ms=now_ms - 24 * 3600_000, step_ms=60_000, agg="avg")
-            pts = [p for p in pts if p["labels"] == labels]
-            if len(pts) < 10:
-                continue
-            key = series_key(row["node"], metric, labels)
-            known.setdefault(key, WatchedSeries(row["node"], metric, dict(labels)))
+            known.setdefault(key, s)
             book.submit(book.forecast_job(
-                f"{key}|{name}", np.array([p["ts_ms"] for p in pts], dtype=np.int64),
-                np.array([p["value"] for p in pts], dtype=np.float64),
-                horizon=int(target.horizon_hours * 60),
-                thresholds=[target.alert_threshold]))
+                f"{key}|{name}", np.array(ts, dtype=np.int64), np.array(vals, dtype=np.float64),
+                horizon=int(target.horizon_hours * 60), thresholds=[target.alert_threshold]))
+
+
+def _per_series(metric: str, rows: list[dict[str, Any]]
+                ) -> dict[str, tuple[WatchedSeries, list[int], list[float]]]:
+    """Rows of one metric's stepped query, split per series (key order), in time order."""
+    out: dict[str, tuple[WatchedSeries, list[int], list[float]]] = {}
+    for r in sorted(rows, key=lambda r: (series_key(r["node"], metric, r["labels"]),
+                                         r["ts_ms"])):
+        key = series_key(r["node"], metric, r["labels"])
+        _, ts, vals = out.setdefault(key, (WatchedSeries(r["node"], metric, dict(r["labels"])),
+                                           [], []))
+        ts.append(r["ts_ms"])
+        vals.append(r["value"])
+    return out

@@ -21,6 +21,7 @@ from legion.aggregator.analytics_bridge.watched import (
     NODE_VECTOR,
     WatchedSeries,
     schedule_detect,
+    schedule_forecasts,
     schedule_node_detect,
     select_watched,
 )
@@ -102,8 +103,8 @@ def sid_of(store: Store, node: str) -> int:
 
 
 def test_a_series_without_new_points_is_not_read_again(rig: Rig) -> None:
-    rig.write("a", range(0, 100))
-    rig.write("b", range(0, 100))
+    rig.write("a", range(100))
+    rig.write("b", range(100))
     first = rig.tick()
     assert sorted(j.series.split("|")[0] for j in first) == ["a", "b"]
     assert sorted(rig.rec.read_ids) == sorted([sid_of(rig.store, "a"), sid_of(rig.store, "b")])
@@ -120,7 +121,7 @@ def test_a_series_without_new_points_is_not_read_again(rig: Rig) -> None:
 def test_a_given_up_job_is_not_reread_until_a_new_point(rig: Rig) -> None:
     """No worker answers: after the last attempt the series waits for a newer point, and then
     its job still starts after its last scored point (nothing is skipped)."""
-    rig.write("a", range(0, 100))
+    rig.write("a", range(100))
     rig.tick()  # a state: scored up to tick 99
     rig.write("a", range(100, 105))
     before = len(rig.sent)
@@ -138,13 +139,13 @@ def test_a_given_up_job_is_not_reread_until_a_new_point(rig: Rig) -> None:
 
 
 def test_the_watched_set_is_listed_again_only_after_new_series(rig: Rig) -> None:
-    rig.write("a", range(0, 100))
+    rig.write("a", range(100))
     rig.tick()
     listed = rig.rec.listings
     rig.write("a", range(100, 101))
     rig.tick()
     assert rig.rec.listings == listed  # same series: the cached set is used
-    rig.write("c", range(0, 100))  # a new series
+    rig.write("c", range(100))  # a new series
     jobs = rig.tick()
     assert rig.rec.listings > listed
     assert [j.series.split("|")[0] for j in jobs] == ["c"]
@@ -177,3 +178,28 @@ def test_a_node_without_new_ticks_is_not_read_again(rig: Rig) -> None:
     rig.write("n", range(60, 61))  # one column moves on: still no new row, nothing read
     schedule_node_detect(rig.news, rig.book, rig.known, rig.acfg, 1.0)
     assert rig.rec.read_ids == [] and len(rig.sent) == 1
+
+
+def test_forecast_jobs_per_series_from_one_read_per_metric(rig: Rig) -> None:
+    """Each predicted series gets its own job with its own per-minute averages; a per-core cpu
+    series and a series with under 10 minutes of history get none."""
+    t0 = (rig.t0 // 60_000 - 20) * 60_000  # minute-aligned: one step per minute
+    cpu = "system_cpu_usage_percent"
+    samples = [Sample(cpu, (), 10.0 + m, t0 + m * 60_000 + s * 1000)
+               for m in range(20) for s in (0, 30)]  # node a: 20 minutes, two points each
+    samples += [Sample(cpu, canonical_labels({"cpu": "0"}), 99.0, t0 + m * 60_000)
+                for m in range(20)]
+    rig.store.write([IncomingBatch("a", 1, 1, MetricsBatch.from_samples(samples), t0)])
+    rig.store.write([IncomingBatch("b", 1, 1, MetricsBatch.from_samples(
+        [Sample(cpu, (), 1.0, t0 + m * 60_000) for m in range(5)]), t0)])
+    rig.store.write([IncomingBatch("c", 1, 1, MetricsBatch.from_samples(
+        [Sample(cpu, (), 5.0 + m % 2, t0 + m * 60_000) for m in range(12)]), t0)])
+    acfg = AnalyticsConfig(prediction_config={"cpu_usage": AnalyticsConfig().prediction_config[
+        "cpu_usage"]})
+    schedule_forecasts(rig.store, rig.book, rig.known, acfg)
+    jobs = {j.series: j for j in map(decode_job, rig.sent)}
+    assert sorted(jobs) == [f"a|{cpu}||cpu_usage", f"c|{cpu}||cpu_usage"]
+    a = jobs[f"a|{cpu}||cpu_usage"]
+    assert a.ts_ms.tolist() == [t0 + m * 60_000 for m in range(20)]
+    assert a.values.tolist() == [10.0 + m for m in range(20)]
+    assert jobs[f"c|{cpu}||cpu_usage"].values.tolist() == [5.0 + m % 2 for m in range(12)]
