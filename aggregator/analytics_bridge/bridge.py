@@ -146,12 +146,18 @@ class AnalyticsBridge(threading.Thread):
                              retrain_secs=self._cfg.ai_settings.model_retrain_interval)
         self.ready.set()
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
-        next_detect = time.monotonic() + self._cfg.analysis_interval
-        next_forecast = time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
-        next_bands = time.monotonic()
+        never = float("inf")  # the next pass of what is switched off
+        next_detect = (time.monotonic() + self._cfg.analysis_interval
+                       if ai.anomaly_detection_enabled else never)
+        next_forecast = (time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
+                         if ai.predictive_analytics_enabled else never)
+        next_bands = time.monotonic() if self.bands is not None else never
         try:
             while not self._stopping.is_set():
-                if results.poll(200):
+                # Results wake the poll at once; otherwise sleep until the next due pass (at
+                # most 0.5 s, the re-dispatch and stop granularity): few wake-ups when idle.
+                due = min(next_detect, next_forecast, next_bands) - time.monotonic()
+                if results.poll(int(1000 * min(0.5, max(0.02, due)))):
                     for _ in range(1000):
                         try:
                             self._on_result(results.recv(zmq.NOBLOCK))
