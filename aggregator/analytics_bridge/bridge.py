@@ -57,6 +57,7 @@ log = logging.getLogger("legion.aggregator.analytics")
 
 WORKER_DOMAIN = b"workers"
 BAND_BUDGET_SECS = 0.5  # band work per analysis_interval tick (the rest waits for the next)
+SLICE_PAUSE_SECS = 0.1  # between detect passes while series are left over from the last
 
 
 @dataclass
@@ -165,10 +166,12 @@ class AnalyticsBridge(threading.Thread):
                             break
                 now = time.monotonic()
                 if ai.anomaly_detection_enabled and now >= next_detect:
-                    next_detect = now + self._cfg.analysis_interval
-                    self._guard(self._schedule_detect)
+                    left = self._guard(self._schedule_detect)
                     if acfg.node_detector != "off":
-                        self._guard(self._schedule_node_detect)
+                        left += self._guard(self._schedule_node_detect)
+                    # Work left over (budget spent): the next slice soon, so that a big pass
+                    # never holds the GIL against ingest for long in one go.
+                    next_detect = now + (SLICE_PAUSE_SECS if left else self._cfg.analysis_interval)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
                     self._guard(self._schedule_forecasts)
@@ -211,20 +214,23 @@ class AnalyticsBridge(threading.Thread):
         """Ask the loop to end (idempotent)."""
         self._stopping.set()
 
-    def _guard(self, fn: Callable[[], object]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> int:
+        """Run a pass; what it returns if an int (work left), else 0; failures logged."""
         try:
-            fn()
+            out = fn()
         except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down
             log.warning("event=schedule_failed error=%s", exc)
+            return 0
+        return out if isinstance(out, int) else 0
 
-    def _schedule_detect(self) -> None:
+    def _schedule_detect(self) -> int:
         assert self._book is not None
-        schedule_detect(self.news, self._book, self._series, self._cfg.analytics,
+        return schedule_detect(self.news, self._book, self._series, self._cfg.analytics,
                         self._cfg.collection_interval)
 
-    def _schedule_node_detect(self) -> None:
+    def _schedule_node_detect(self) -> int:
         assert self._book is not None
-        schedule_node_detect(self.news, self._book, self._series, self._cfg.analytics,
+        return schedule_node_detect(self.news, self._book, self._series, self._cfg.analytics,
                              self._cfg.collection_interval)
 
     def _schedule_forecasts(self) -> None:

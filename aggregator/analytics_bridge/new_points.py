@@ -103,7 +103,7 @@ class NewPoints(Generic[S]):
         deadline = time.monotonic() + budget_s
         wants = sorted(wants, key=lambda w: w.since_ms)
         i = 0
-        while i < len(wants) and time.monotonic() < deadline:
+        while i < len(wants) and (i == 0 or time.monotonic() < deadline):  # one group at least
             group = [wants[i]]
             n_ids = len(wants[i].ids)
             i += 1

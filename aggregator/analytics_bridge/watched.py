@@ -30,7 +30,7 @@ from legion.analytics.config import AnalyticsConfig
 ANALYTICS_NODE = "analytics"
 """The node of the result series (and never itself analysed)."""
 MAX_HISTORY_POINTS = 2000
-SCHEDULE_BUDGET_SECS = 0.25  # reads per schedule pass per tick (the rest waits for the next)
+SCHEDULE_BUDGET_SECS = 0.05  # reads per schedule pass (the rest: another pass right after)
 
 # The series watched for anomalies: metric name -> required labels (exact values; None = absent).
 WATCHED: dict[str, dict[str, str | None]] = {
@@ -123,9 +123,10 @@ def _history_start(book: JobBook, key: str, collection_interval: float) -> int:
 
 def schedule_detect(news: NewPoints[WatchedSeries], book: JobBook, known: Known,
                     acfg: AnalyticsConfig, collection_interval: float,
-                    budget_s: float = SCHEDULE_BUDGET_SECS) -> None:
+                    budget_s: float = SCHEDULE_BUDGET_SECS) -> int:
     """A detect job for each watched series with points it has not taken yet (one in flight
-    per series); only those series are read, and only their new points."""
+    per series); only those series are read, and only their new points. Returns how many
+    series are left for another pass (the budget ran out)."""
     news.refresh()
     newest = news.newest([sid for _, _, sid in news.watched])
     wants, top = [], {}
@@ -137,7 +138,9 @@ def schedule_detect(news: NewPoints[WatchedSeries], book: JobBook, known: Known,
         if news.is_new(key, last, since):
             wants.append(Want(key, (sid,), since))
             top[key] = last
+    left = len(wants)
     for want, points in news.read(wants, budget_s):
+        left -= 1
         key = want.key
         ts, vals = points[want.ids[0]]
         ts, vals = ts[-MAX_HISTORY_POINTS:], vals[-MAX_HISTORY_POINTS:]
@@ -149,13 +152,15 @@ def schedule_detect(news: NewPoints[WatchedSeries], book: JobBook, known: Known,
                               model=acfg.detector, warmup=max(0, len(ts) - 30))
         if job is not None:
             book.submit(job)
+    return left
 
 
 def schedule_node_detect(news: NewPoints[WatchedSeries], book: JobBook, known: Known,
                          acfg: AnalyticsConfig, collection_interval: float,
-                         budget_s: float = SCHEDULE_BUDGET_SECS) -> None:
+                         budget_s: float = SCHEDULE_BUDGET_SECS) -> int:
     """A node job per node with new ticks: rows of NODE_VECTOR values at the timestamps
-    every column has, for `analytics.node_detector`; only nodes with new ticks are read."""
+    every column has, for `analytics.node_detector`; only nodes with new ticks are read.
+    Returns how many nodes are left for another pass."""
     news.refresh()
     nodes = list(news.node_columns.items())
     flat = [sid for _, cols in nodes for ids in cols for sid in ids]
@@ -172,7 +177,9 @@ def schedule_node_detect(news: NewPoints[WatchedSeries], book: JobBook, known: K
         if news.is_new(key, last, since):
             wants.append(Want(key, tuple(sid for ids in cols for sid in ids), since))
             top[key], node_of[key] = last, node
+    left = len(wants)
     for want, points in news.read(wants, budget_s):
+        left -= 1
         key = want.key
         cols = news.node_columns[node_of[key]]
         columns = []
@@ -190,6 +197,7 @@ def schedule_node_detect(news: NewPoints[WatchedSeries], book: JobBook, known: K
                               model=acfg.node_detector, warmup=max(0, len(common) - 30))
         if job is not None:
             book.submit(job)
+    return left
 
 
 def schedule_forecasts(store: SeriesReader, book: JobBook, known: Known,

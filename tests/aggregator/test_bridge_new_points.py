@@ -151,6 +151,22 @@ def test_the_watched_set_is_listed_again_only_after_new_series(rig: Rig) -> None
     assert [j.series.split("|")[0] for j in jobs] == ["c"]
 
 
+def test_a_pass_is_bounded_and_the_next_one_goes_on(rig: Rig,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no time budget a pass reads one group (here one series) and says how many are
+    left; the following passes take the rest, oldest pending first, none twice."""
+    import legion.aggregator.analytics_bridge.new_points as new_points
+
+    monkeypatch.setattr(new_points, "READ_GROUP_SERIES", 1)
+    for node in ("a", "b", "c"):
+        rig.write(node, range(100))
+    lefts = [schedule_detect(rig.news, rig.book, rig.known, rig.acfg, 1.0, budget_s=0.0)
+             for _ in range(4)]
+    assert lefts == [2, 1, 0, 0]
+    assert sorted(rig.rec.read_ids) == sorted(sid_of(rig.store, n) for n in "abc")
+    assert sorted(decode_job(f).series.split("|")[0] for f in rig.sent) == ["a", "b", "c"]
+
+
 def give_up(book: JobBook) -> None:
     """Every job in flight times out for good (as with no worker connected)."""
     book.max_attempts = 0
