@@ -2,11 +2,12 @@
 
 Every `analysis_interval` the dispatcher sends a detect job for each watched series that has new
 points (only the new points plus the detector state from the previous result, so any worker can
-take any job); every `analytics.forecast_interval_secs` a forecast job per `prediction_config`
-entry. The job bookkeeping (state per series, jobs in flight, re-dispatch after
-`analytics.job_timeout_secs`, first result wins) is `JobBook` (jobs.py), which series are
-analysed and the store queries that build their jobs are watched.py; this module adds the
-sockets, the loop and what becomes of results.
+take any job; a series with no point newer than its last job is not even read: new_points.py);
+every `analytics.forecast_interval_secs` a forecast job per `prediction_config` entry. The job
+bookkeeping (state per series, jobs in flight, re-dispatch after `analytics.job_timeout_secs`,
+first result wins) is `JobBook` (jobs.py), which series are analysed and the store queries that
+build their jobs are watched.py; this module adds the sockets, the loop and what becomes of
+results.
 
 Results become ordinary series of node `analytics` (so they are stored, rolled up, retained and
 queried like everything else): `legion_anomaly_score` and `legion_anomaly_flag` (1 when the score
@@ -37,6 +38,7 @@ import zmq
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.analytics_bridge.band_book import BandBook
 from legion.aggregator.analytics_bridge.jobs import JobBook
+from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import (
     ANALYTICS_NODE,
     Known,
@@ -44,7 +46,7 @@ from legion.aggregator.analytics_bridge.watched import (
     schedule_detect,
     schedule_forecasts,
     schedule_node_detect,
-    watched_series,
+    select_watched,
 )
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.store import IncomingBatch, Store
@@ -56,6 +58,7 @@ log = logging.getLogger("legion.aggregator.analytics")
 
 WORKER_DOMAIN = b"workers"
 BAND_BUDGET_SECS = 0.5  # band work per analysis_interval tick (the rest waits for the next)
+SLICE_PAUSE_SECS = 0.1  # between detect passes while series are left over from the last
 
 
 @dataclass
@@ -78,6 +81,7 @@ class AnalyticsBridge(threading.Thread):
         self._store, self._submit = store, submit
         self._stopping = threading.Event()
         self._series: Known = {}
+        self.news = NewPoints(store, select_watched)  # watched set and what each series took
         self._epoch = int(time.time() * 1000)
         self._seq = 0
         self._lock = threading.Lock()
@@ -95,8 +99,10 @@ class AnalyticsBridge(threading.Thread):
         ) if ai.ml_threshold_adjustment else None
 
     def stats(self) -> dict[str, Any]:
-        """Job bookkeeping counters plus points scored, anomalies found, results per worker."""
+        """Job bookkeeping counters plus points scored, anomalies found, results per worker,
+        and the scheduling reads (`scheduling`: watched series, nodes, series read)."""
         out: dict[str, Any] = dict(self._book.stats) if self._book else {}
+        out["scheduling"] = dict(self.news.stats())
         out.update(dataclasses.asdict(self.counters))
         if self.bands is not None:
             out["bands"] = {**self.bands.stats, "series": len(self.bands.entries())}
@@ -142,12 +148,18 @@ class AnalyticsBridge(threading.Thread):
                              retrain_secs=self._cfg.ai_settings.model_retrain_interval)
         self.ready.set()
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
-        next_detect = time.monotonic() + self._cfg.analysis_interval
-        next_forecast = time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
-        next_bands = time.monotonic()
+        never = float("inf")  # the next pass of what is switched off
+        next_detect = (time.monotonic() + self._cfg.analysis_interval
+                       if ai.anomaly_detection_enabled else never)
+        next_forecast = (time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
+                         if ai.predictive_analytics_enabled else never)
+        next_bands = time.monotonic() if self.bands is not None else never
         try:
             while not self._stopping.is_set():
-                if results.poll(200):
+                # Results wake the poll at once; otherwise sleep until the next due pass (at
+                # most 0.5 s, the re-dispatch and stop granularity): few wake-ups when idle.
+                due = min(next_detect, next_forecast, next_bands) - time.monotonic()
+                if results.poll(int(1000 * min(0.5, max(0.02, due)))):
                     for _ in range(1000):
                         try:
                             self._on_result(results.recv(zmq.NOBLOCK))
@@ -155,10 +167,12 @@ class AnalyticsBridge(threading.Thread):
                             break
                 now = time.monotonic()
                 if ai.anomaly_detection_enabled and now >= next_detect:
-                    next_detect = now + self._cfg.analysis_interval
-                    self._guard(self._schedule_detect)
+                    left = self._guard(self._schedule_detect)
                     if acfg.node_detector != "off":
-                        self._guard(self._schedule_node_detect)
+                        left += self._guard(self._schedule_node_detect)
+                    # Work left over (budget spent): the next slice soon, so that a big pass
+                    # never holds the GIL against ingest for long in one go.
+                    next_detect = now + (SLICE_PAUSE_SECS if left else self._cfg.analysis_interval)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
                     next_forecast = now + acfg.forecast_interval_secs
                     self._guard(self._schedule_forecasts)
@@ -194,26 +208,30 @@ class AnalyticsBridge(threading.Thread):
 
     def watched(self) -> list[tuple[str, WatchedSeries]]:
         """(key, series) of every stored series watched for anomalies (watched.WATCHED)."""
-        return watched_series(self._store)
+        self.news.refresh()
+        return [(key, s) for key, s, _ in self.news.watched]
 
     def stop(self) -> None:
         """Ask the loop to end (idempotent)."""
         self._stopping.set()
 
-    def _guard(self, fn: Callable[[], object]) -> None:
+    def _guard(self, fn: Callable[[], object]) -> int:
+        """Run a pass; what it returns if an int (work left), else 0; failures logged."""
         try:
-            fn()
+            out = fn()
         except Exception as exc:  # noqa: BLE001 - analytics must never take ingest down
             log.warning("event=schedule_failed error=%s", exc)
+            return 0
+        return out if isinstance(out, int) else 0
 
-    def _schedule_detect(self) -> None:
+    def _schedule_detect(self) -> int:
         assert self._book is not None
-        schedule_detect(self._store, self._book, self._series, self._cfg.analytics,
+        return schedule_detect(self.news, self._book, self._series, self._cfg.analytics,
                         self._cfg.collection_interval)
 
-    def _schedule_node_detect(self) -> None:
+    def _schedule_node_detect(self) -> int:
         assert self._book is not None
-        schedule_node_detect(self._store, self._book, self._series, self._cfg.analytics,
+        return schedule_node_detect(self.news, self._book, self._series, self._cfg.analytics,
                              self._cfg.collection_interval)
 
     def _schedule_forecasts(self) -> None:

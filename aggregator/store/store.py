@@ -401,6 +401,28 @@ class Store:
         return [{"ts_ms": t, "node": k[0], "metric": k[1], "labels": dict(k[2]), "value": v}
                 for k, t, v in zip(keys, ts, val, strict=True) if t != NO_TS]
 
+    def series_count(self) -> int:
+        """How many series are stored: grows when one is created (a cheap change signal)."""
+        return len(self._writer.keys)
+
+    def series_of(self, metric: str) -> list[q.SeriesRow]:
+        """The series (id, node, metric, labels) of one metric, from the writer's memory."""
+        return self._select(metric, None, None)
+
+    def newest_ts(self, ids: Sequence[int]) -> list[int]:
+        """Newest stored timestamp of each series id, from memory (NO_TS where none)."""
+        with self._lock:
+            ts, _ = self._writer.latest_of(np.asarray(ids, np.int64))
+        return ts
+
+    def raw_since(self, ids: Sequence[int], since_ms: int) -> list[tuple[int, int, float]]:
+        """Raw (series_id, ts, value) of these series from `since_ms` on (raised to the raw
+        horizon), ordered by series then time, in one statement."""
+        sel = [q.SeriesRow(int(i), "", "", {}) for i in ids]
+        with self._cursor() as cur:
+            kept = self._kept(cur)["raw"]
+            return q.raw_points(cur, sel, max(since_ms, kept), None, kept)
+
     def cursor(self) -> _Cursor:
         """A cursor of the one connection for a component's own tables (the alert journal);
         duckdb errors become StoreError."""
