@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import zmq
 
+from legion.aggregator.service import Aggregator
 from legion.cli.config import Config
+from legion.cli.setup_cmds import add_agent_key
 from legion.kernel.curve import client_socket, load_public, load_secret
 from legion.proto import Envelope, MetricsBatch, Sample, decode, encode
 
@@ -82,3 +86,23 @@ class CurvePeer:
         """Close both sockets."""
         self.pub.close(linger=0)
         self.sub.close(linger=0)
+
+
+@contextlib.contextmanager
+def flood_and_quiet(cfg: Config) -> Iterator[tuple[Aggregator, CurvePeer, CurvePeer]]:
+    """A running aggregator and two connected peers, `flood` and `quiet` (keys added here)."""
+    for node in ("flood", "quiet"):
+        add_agent_key(cfg, node)
+    agg = Aggregator(cfg.aggregator_settings())
+    agg.start()
+    ctx = zmq.Context()
+    flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")
+    try:
+        flood.connect()
+        quiet.connect()
+        yield agg, flood, quiet
+    finally:
+        flood.close()
+        quiet.close()
+        agg.stop()
+        ctx.term()

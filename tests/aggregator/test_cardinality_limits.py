@@ -14,7 +14,7 @@ from legion.aggregator.service import Aggregator
 from legion.cli.config import config_from_dict, load_config
 from legion.cli.setup_cmds import add_agent_key
 from legion.kernel.errors import ConfigError
-from tests.aggregator.curve_peer import CurvePeer, series_batch
+from tests.aggregator.curve_peer import CurvePeer, flood_and_quiet, series_batch
 from tests.conftest import make_setup, wait_for
 
 PER_NODE = 2_000
@@ -24,15 +24,7 @@ PER_BATCH = 500
 def test_flood_is_limited_and_the_quiet_node_keeps_committing(tmp_path: Path) -> None:
     cfg_path = make_setup(tmp_path / "legion", aggregator={"max_series_per_node": PER_NODE})
     cfg = load_config(cfg_path)
-    for node in ("flood", "quiet"):
-        add_agent_key(cfg, node)
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")
-    try:
-        flood.connect()
-        quiet.connect()
+    with flood_and_quiet(cfg) as (agg, flood, quiet):
         batches = 20  # 10,000 new series against a limit of 2,000 (the probe holds one)
         for seq in range(2, batches + 2):
             flood.send(seq, series_batch("flood_value", (seq - 2) * PER_BATCH, PER_BATCH))
@@ -68,11 +60,6 @@ def test_flood_is_limited_and_the_quiet_node_keeps_committing(tmp_path: Path) ->
         # Refused seqs are reported apart: `missing` still means "lost" (it stayed 17 before).
         row = next(n for n in agg.store.nodes() if n["node"] == "flood")
         assert (row["last_seq"], row["missing"], row["rejected"]) == (batches + 2, 0, batches - 3)
-    finally:
-        flood.close()
-        quiet.close()
-        agg.stop()
-        ctx.term()
 
 
 def test_limits_survive_a_restart(tmp_path: Path) -> None:

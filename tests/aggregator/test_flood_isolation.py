@@ -8,14 +8,11 @@ import queue
 from pathlib import Path
 from types import SimpleNamespace
 
-import zmq
 
 from legion.aggregator.commit_budget import MIN_CAP, CommitBudget
 from legion.aggregator.fair_inbox import FairInbox
-from legion.aggregator.service import Aggregator
-from legion.cli.setup_cmds import add_agent_key
 from legion.cli.config import load_config
-from tests.aggregator.curve_peer import CurvePeer, series_batch
+from tests.aggregator.curve_peer import flood_and_quiet, series_batch
 from tests.conftest import make_setup, wait_for
 
 FLOOD = 40
@@ -30,15 +27,7 @@ def test_quiet_batches_with_new_series_are_committed_before_the_flood_is_through
     was put off group after group (in a first version: until the flood was over)."""
     cfg = load_config(make_setup(tmp_path / "legion", aggregator={
         "max_series_per_node": 0, "max_series_per_metric": 0}))
-    for node in ("flood", "quiet"):
-        add_agent_key(cfg, node)
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")
-    try:
-        flood.connect()
-        quiet.connect()
+    with flood_and_quiet(cfg) as (agg, flood, quiet):
         for seq in range(2, FLOOD + 2):
             flood.send(seq, series_batch("flood_value", seq * PER_BATCH, PER_BATCH))
         wait_for(lambda: (flood.pump(20), flood.acks["committed"])[1], 60)  # flood under way
@@ -53,11 +42,6 @@ def test_quiet_batches_with_new_series_are_committed_before_the_flood_is_through
         assert len(agg.store.series(node="flood")) == 1 + FLOOD * PER_BATCH
         budget = agg.status()["limits"]
         assert budget["new_series_cap"] >= MIN_CAP and budget["us_per_new_series"] > 0
-    finally:
-        flood.close()
-        quiet.close()
-        agg.stop()
-        ctx.term()
 
 
 def test_fair_inbox_put_back_goes_first_and_skip_passes_senders_over() -> None:
