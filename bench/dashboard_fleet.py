@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -46,18 +47,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from legion.aggregator.gateway import (  # noqa: E402
-    AuditLog,
-    TokenStore,
-    create_app,
-    start_gateway,
-    stop_gateway,
-)
+from legion.aggregator.gateway import AuditLog, TokenStore, create_app  # noqa: E402
 from legion.aggregator.store.store import Store  # noqa: E402
 from legion.aggregator.store.types import IncomingBatch  # noqa: E402
 from legion.cli.config import config_from_dict  # noqa: E402
 from legion.demo.roster import AGENTS  # noqa: E402
 from legion.proto import MetricsBatch, Sample, canonical_labels  # noqa: E402
+from tests.conftest import gateway_thread  # noqa: E402
 
 CHROMIUM = os.environ.get("LEGION_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -115,12 +111,11 @@ class Fleet:
         self.nodes = host_names(hosts)
         self.seq = 0
         self.stop_evt = threading.Event()
-        self.ready = threading.Event()
         self.url = ""
         self.write_s: list[float] = []
         self._write()
-        self.threads = [threading.Thread(target=self._writer, daemon=True),
-                        threading.Thread(target=self._serve, daemon=True)]
+        self.writer = threading.Thread(target=self._writer, daemon=True)
+        self._gateway = contextlib.ExitStack()
 
     def _write(self) -> None:
         self.seq += 1
@@ -135,29 +130,19 @@ class Fleet:
         while not self.stop_evt.wait(max(1.0, 1.5 * self.write_s[-1])):
             self._write()
 
-    def _serve(self) -> None:
-        async def main() -> None:
-            app = create_app(self.config, self.store, dict, self.tokens,
-                             audit=AuditLog(self.tmp / "audit.log"),
-                             dashboard_dir=self.dashboard_dir)
-            server = await start_gateway(app, self.config, port=0)
-            self.url = server.url
-            self.ready.set()
-            while not self.stop_evt.is_set():
-                await asyncio.sleep(0.1)
-            await stop_gateway(server)
-        asyncio.run(main())
+    def _app(self) -> Any:
+        return create_app(self.config, self.store, dict, self.tokens,
+                          audit=AuditLog(self.tmp / "audit.log"), dashboard_dir=self.dashboard_dir)
 
     def __enter__(self) -> Fleet:
-        for t in self.threads:
-            t.start()
-        assert self.ready.wait(30), "gateway did not start"
+        self.writer.start()
+        self.url = self._gateway.enter_context(gateway_thread(self.config, self._app, port=0)).url
         return self
 
     def __exit__(self, *_: Any) -> None:
         self.stop_evt.set()
-        for t in self.threads:
-            t.join(30)
+        self._gateway.close()
+        self.writer.join(30)
         self.store.close()
 
 

@@ -54,9 +54,11 @@ def receiver(endpoint: str) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def gateway_thread(config: Any, make_app: Callable[[], Any]) -> Iterator[Any]:
+def gateway_thread(config: Any, make_app: Callable[[], Any],
+                   port: int | None = None) -> Iterator[Any]:
     """The real gateway (the app `make_app` builds) served on its own event loop thread, so
-    blocking CLI calls can reach it; yields the running server."""
+    blocking CLI calls (and browsers) can reach it; yields the running server. `port` as in
+    `start_gateway` (0: a free one; None: the configured one)."""
     from legion.aggregator.gateway import start_gateway, stop_gateway
 
     loop = asyncio.new_event_loop()
@@ -66,7 +68,8 @@ def gateway_thread(config: Any, make_app: Callable[[], Any]) -> Iterator[Any]:
     def serve() -> None:
         asyncio.set_event_loop(loop)
         try:
-            holder["server"] = loop.run_until_complete(start_gateway(make_app(), config))
+            holder["server"] = loop.run_until_complete(start_gateway(make_app(), config,
+                                                                      port=port))
         except BaseException as exc:  # raised in the test's thread below
             holder["error"] = exc
             ready.set()
@@ -78,7 +81,7 @@ def gateway_thread(config: Any, make_app: Callable[[], Any]) -> Iterator[Any]:
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
-    assert ready.wait(15)
+    assert ready.wait(30), "gateway did not start"
     if "error" in holder:
         raise holder["error"]
     try:

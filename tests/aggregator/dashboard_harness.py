@@ -10,7 +10,7 @@ fixtures are in conftest.py.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import math
 import os
@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 
 from legion.aggregator.alerts.engine import AlertEngine
-from legion.aggregator.gateway import AuditLog, TokenStore, create_app, start_gateway, stop_gateway
+from legion.aggregator.gateway import AuditLog, TokenStore, create_app
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.cli.config import config_from_dict
 from legion.demo.roster import AGENTS
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from tests.conftest import gateway_thread
 
 CHROMIUM = os.environ.get("LEGION_CHROMIUM", "/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -101,13 +102,12 @@ class LiveGateway:
         self.token = {r: self.tokens.add(f"{r}-user", r) for r in ("admin", "operator", "viewer")}
         self.audit = AuditLog(tmp / "audit.log")
         self.stop_evt = threading.Event()
-        self.ready = threading.Event()
         self.url = ""
         self.seq = 0
         self.t0 = int(time.time() * 1000)
         self._write()  # a first picture before the page loads
         self.writer = threading.Thread(target=self._writer, daemon=True)
-        self.server_thread = threading.Thread(target=self._serve, daemon=True)
+        self._gateway = contextlib.ExitStack()
 
     def _write(self) -> None:
         self.seq += 1
@@ -132,30 +132,21 @@ class LiveGateway:
         while not self.stop_evt.wait(0.5):
             self._write()
 
-    def _serve(self) -> None:
-        async def main() -> None:
-            app = create_app(self.config, self.store, dict, self.tokens, audit=self.audit,
-                             sources={"anomalies": self._anomalies, "forecasts": self._forecasts,
-                                      "alerts": self.alerts.dashboard_alerts},
-                             alert_actions=self.alerts)
-            server = await start_gateway(app, self.config, port=0)
-            self.url = server.url
-            self.ready.set()
-            while not self.stop_evt.is_set():
-                await asyncio.sleep(0.1)
-            await stop_gateway(server)
-        asyncio.run(main())
+    def _app(self) -> Any:
+        return create_app(self.config, self.store, dict, self.tokens, audit=self.audit,
+                          sources={"anomalies": self._anomalies, "forecasts": self._forecasts,
+                                   "alerts": self.alerts.dashboard_alerts},
+                          alert_actions=self.alerts)
 
     def start(self) -> LiveGateway:
         self.alerts.start()
         self.writer.start()
-        self.server_thread.start()
-        assert self.ready.wait(20), "gateway did not start"
+        self.url = self._gateway.enter_context(gateway_thread(self.config, self._app, port=0)).url
         return self
 
     def stop(self) -> None:
         self.stop_evt.set()
-        self.server_thread.join(20)
+        self._gateway.close()
         self.writer.join(5)
         self.alerts.stop()
         self.store.close()
