@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from legion.cli.common import api, config_option, token_option
+from legion.cli.listing import listing_command
 from legion.cli.output import format_option, render
 from legion.kernel.errors import ConfigError
 
@@ -86,15 +87,9 @@ def silence_add_cmd(matchers: tuple[str, ...], duration: str, comment: str, conf
     click.echo(render(out, fmt) if fmt != "table" else f"silence {out['id']} created")
 
 
-@silence_cmd.command("list")
-@config_option
-@token_option
-@format_option
-def silence_list_cmd(config_path: str, token: str | None, fmt: str) -> None:
-    """List silences with their status."""
-    rows = api(config_path, token).get("/api/v1/silences")
-    click.echo(render(rows, fmt, None if fmt == "json" else
-                      ["id", "status", "matchers", "ends_ms", "created_by", "comment"]))
+silence_cmd.add_command(listing_command(
+    "list", "/api/v1/silences", ["id", "status", "matchers", "ends_ms", "created_by", "comment"],
+    "List silences with their status."))
 
 
 @silence_cmd.command("expire")
@@ -112,16 +107,10 @@ def rules_cmd() -> None:
     """Alert rules."""
 
 
-@rules_cmd.command("list")
-@config_option
-@token_option
-@format_option
-def rules_list_cmd(config_path: str, token: str | None, fmt: str) -> None:
-    """The rules in effect (config, defaults, rules files)."""
-    rows = api(config_path, token).get("/api/v1/rules")
-    click.echo(render(rows, fmt, None if fmt == "json" else
-                      ["rule_id", "threshold_type", "metric_pattern", "comparison",
-                       "threshold_value", "for_secs", "severity", "source"]))
+rules_cmd.add_command(listing_command(
+    "list", "/api/v1/rules", ["rule_id", "threshold_type", "metric_pattern", "comparison",
+                              "threshold_value", "for_secs", "severity", "source"],
+    "The rules in effect (config, defaults, rules files)."))
 
 
 @rules_cmd.command("check")

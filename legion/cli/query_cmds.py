@@ -8,21 +8,16 @@ from typing import Any
 import click
 
 from legion.cli.common import api, config_option, token_option
+from legion.cli.listing import listing_command
 from legion.cli.output import format_option, render
 
 AGGS = ("avg", "min", "max", "sum", "count", "last", "rate")
 
 
-@click.command("nodes")
-@config_option
-@token_option
-@format_option
-def nodes_cmd(config_path: str, token: str | None, fmt: str) -> None:
-    """List nodes: last seen, points stored, epoch, last seq, missing, dropped."""
-    rows = api(config_path, token).get("/api/v1/nodes")
-    click.echo(render(rows, fmt, None if fmt == "json" else
-                      ["node", "last_seen", "points", "epoch", "last_seq", "missing", "rejected",
-                       "dropped"]))
+nodes_cmd = listing_command(
+    "nodes", "/api/v1/nodes", ["node", "last_seen", "points", "epoch", "last_seq", "missing",
+                               "rejected", "dropped"],
+    "List nodes: last seen, points stored, epoch, last seq, missing, dropped.")
 
 
 @click.command("query")

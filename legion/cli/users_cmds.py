@@ -7,7 +7,7 @@ import urllib.parse
 import click
 
 from legion.cli.common import api, config_option, token_option
-from legion.cli.output import format_option, render
+from legion.cli.listing import listing_command
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -32,14 +32,8 @@ def users_add(name: str, role: str, config_path: str, token: str | None) -> None
                "once: keep it safe", err=True)
 
 
-@users.command("list")
-@config_option
-@token_option
-@format_option
-def users_list(config_path: str, token: str | None, fmt: str) -> None:
-    """List users and roles (never tokens)."""
-    rows = api(config_path, token).get("/api/v1/users")
-    click.echo(render(rows, fmt, None if fmt == "json" else ["name", "role", "created"]))
+users.add_command(listing_command("list", "/api/v1/users", ["name", "role", "created"],
+                                  "List users and roles (never tokens)."))
 
 
 @users.command("revoke")
