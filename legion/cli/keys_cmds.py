@@ -8,23 +8,16 @@ authorized by being in `analytics.keys_dir` on the aggregator, bound to the work
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
 
 from legion.cli.common import config_option, load
 from legion.cli.config import Config
-from legion.cli.output import format_option, render
-from legion.cli.setup_cmds import keys
+from legion.cli.output import format_option
+from legion.cli.setup_cmds import check_name, install_certificate, keys, render_keys
 from legion.kernel.curve import create_keypair, read_node_binding
 from legion.kernel.errors import LegionError, TransportError
-from legion.proto.names import NODE_RE
-
-
-def _check_name(name: str, what: str) -> None:
-    if not NODE_RE.match(name) or len(name) > 128:
-        raise LegionError(f"invalid {what} name {name!r} (letters, digits, '.', '_', '-')")
 
 
 def generate_keypair(directory: Path, name: str, node: str | None) -> tuple[Path, Path, bool]:
@@ -32,7 +25,7 @@ def generate_keypair(directory: Path, name: str, node: str | None) -> tuple[Path
 
     An existing secret is kept (idempotent), unless its binding differs from `node`.
     """
-    _check_name(name, "key")
+    check_name(name, "key")
     public, secret = directory / f"{name}.key", directory / f"{name}.key_secret"
     if secret.exists():
         _, bound = read_node_binding(secret)
@@ -55,7 +48,7 @@ def authorize_worker(cfg: Config, name: str, public_key: Path | None,
     Returns (authorized certificate, secret key or None). A given certificate must be bound to
     NAME (`legionctl keys generate worker --node NAME` on the worker host writes one).
     """
-    _check_name(name, "worker")
+    check_name(name, "worker")
     directory = _workers_dir(cfg)
     dest = directory / f"{name}.key"
     if dest.exists() and not force:
@@ -69,11 +62,7 @@ def authorize_worker(cfg: Config, name: str, public_key: Path | None,
         raise LegionError(str(exc)) from None
     if bound != name:
         raise LegionError(f"{public_key} is bound to {bound!r}, not to worker {name!r}")
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
-    shutil.copyfile(public_key, tmp)
-    tmp.replace(dest)  # atomic: the aggregator never reads half a certificate
-    return dest, None
+    return install_certificate(public_key, dest), None
 
 
 @keys.command("generate")
@@ -84,7 +73,7 @@ def authorize_worker(cfg: Config, name: str, public_key: Path | None,
 def keys_generate(name: str, directory: str, node: str | None) -> None:
     """Make a keypair on this host; keeps an existing one. Only NAME.key leaves the host."""
     if node is not None:
-        _check_name(node, "node")
+        check_name(node, "node")
     public, secret, created = generate_keypair(Path(directory), name, node)
     click.echo(f"{'created' if created else 'kept'} {secret} (mode 0600, stays on this host)")
     click.echo(f"public certificate {public} (authorize it on the aggregator)")
@@ -111,12 +100,7 @@ def keys_add_worker(name: str, config_path: str, public_key: str | None, force: 
 @format_option
 def keys_list_workers(config_path: str, fmt: str) -> None:
     """List authorized analytics worker keys and the name each is bound to."""
-    cfg = load(config_path)
-    rows = []
-    for f in sorted(_workers_dir(cfg).glob("*.key")):
-        public, node = read_node_binding(f)
-        rows.append({"worker": node, "public_key": public.decode(), "file": str(f)})
-    click.echo(render(rows, fmt, ["worker", "public_key", "file"]))
+    click.echo(render_keys(_workers_dir(load(config_path)), "worker", fmt))
 
 
 @keys.command("revoke-worker")
@@ -124,7 +108,7 @@ def keys_list_workers(config_path: str, fmt: str) -> None:
 @config_option
 def keys_revoke_worker(name: str, config_path: str) -> None:
     """Remove worker NAME's certificate (and a secret made here) from the allowlist."""
-    _check_name(name, "worker")
+    check_name(name, "worker")
     cfg = load(config_path)
     path = _workers_dir(cfg) / f"{name}.key"
     if not path.exists():

@@ -86,20 +86,39 @@ def write_setup(d: Path, force: bool = False, port: int | None = None) -> dict[s
             "admin_token": token}
 
 
+def check_name(name: str, what: str) -> None:
+    """Refuse a node/worker/key name the wire would refuse (LegionError)."""
+    if not NODE_RE.match(name) or len(name) > 128:
+        raise LegionError(f"invalid {what} name {name!r} (letters, digits, '.', '_', '-')")
+
+
+def install_certificate(public: Path, dest: Path) -> Path:
+    """Copy a public certificate to `dest` in an allowlist folder (made if missing)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    tmp.write_bytes(public.read_bytes())
+    tmp.replace(dest)  # atomic: the aggregator never reads half a certificate
+    return dest
+
+
+def render_keys(directory: Path, bound_to: str, fmt: str) -> str:
+    """The certificates in an allowlist folder, each with the name it is bound to."""
+    rows = []
+    for f in sorted(directory.glob("*.key")):
+        public, name = read_node_binding(f)
+        rows.append({bound_to: name, "public_key": public.decode(), "file": str(f)})
+    return render(rows, fmt, [bound_to, "public_key", "file"])
+
+
 def add_agent_key(cfg: Config, node: str, force: bool = False) -> tuple[Path, Path]:
     """Create a keypair bound to `node` and authorize its public key."""
-    if not NODE_RE.match(node) or len(node) > 128:
-        raise LegionError(f"invalid node name {node!r} (letters, digits, '.', '_', '-')")
+    check_name(node, "node")
     keys_dir = cfg.path(cfg.agent.keys_dir)
-    auth_dir = cfg.path(cfg.aggregator.authorized_keys_dir)
     if (keys_dir / f"{node}.key_secret").exists() and not force:
         raise LegionError(f"a key for node {node!r} exists already (use --force to replace)")
     public, secret = create_keypair(keys_dir, node, node=node)
-    auth_dir.mkdir(parents=True, exist_ok=True)
-    authorized = auth_dir / f"{node}.key"
-    tmp = authorized.with_suffix(".tmp")
-    tmp.write_bytes(public.read_bytes())
-    tmp.replace(authorized)  # atomic: the aggregator never reads half a certificate
+    authorized = install_certificate(
+        public, cfg.path(cfg.aggregator.authorized_keys_dir) / f"{node}.key")
     return secret, authorized
 
 
@@ -160,11 +179,7 @@ def keys_revoke(node: str, config_path: str) -> None:
 def keys_list(config_path: str, fmt: str) -> None:
     """List authorized agent keys and the node each is bound to."""
     cfg = load(config_path)
-    rows = []
-    for f in sorted(cfg.path(cfg.aggregator.authorized_keys_dir).glob("*.key")):
-        public, node = read_node_binding(f)
-        rows.append({"node": node, "public_key": public.decode(), "file": str(f)})
-    click.echo(render(rows, fmt, ["node", "public_key", "file"]))
+    click.echo(render_keys(cfg.path(cfg.aggregator.authorized_keys_dir), "node", fmt))
 
 
 COMMANDS = [init_cmd, keys]
