@@ -89,20 +89,29 @@ class CurvePeer:
 
 
 @contextlib.contextmanager
+def aggregator_with_peers(cfg: Config, *nodes: str) -> Iterator[tuple[Aggregator,
+                                                                      list[CurvePeer]]]:
+    """A running aggregator and one connected peer per node (their keys already authorized);
+    peers, aggregator and sockets are closed on the way out."""
+    agg = Aggregator(cfg.aggregator_settings())
+    agg.start()
+    ctx = zmq.Context()
+    peers = [CurvePeer(ctx, cfg, node) for node in nodes]
+    try:
+        for peer in peers:
+            peer.connect()
+        yield agg, peers
+    finally:
+        for peer in peers:
+            peer.close()
+        agg.stop()
+        ctx.term()
+
+
+@contextlib.contextmanager
 def flood_and_quiet(cfg: Config) -> Iterator[tuple[Aggregator, CurvePeer, CurvePeer]]:
     """A running aggregator and two connected peers, `flood` and `quiet` (keys added here)."""
     for node in ("flood", "quiet"):
         add_agent_key(cfg, node)
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    flood, quiet = CurvePeer(ctx, cfg, "flood"), CurvePeer(ctx, cfg, "quiet")
-    try:
-        flood.connect()
-        quiet.connect()
+    with aggregator_with_peers(cfg, "flood", "quiet") as (agg, (flood, quiet)):
         yield agg, flood, quiet
-    finally:
-        flood.close()
-        quiet.close()
-        agg.stop()
-        ctx.term()

@@ -8,13 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-import zmq
 
-from legion.aggregator.service import Aggregator
 from legion.cli.config import config_from_dict, load_config
 from legion.cli.setup_cmds import add_agent_key
 from legion.kernel.errors import ConfigError
-from tests.aggregator.curve_peer import CurvePeer, flood_and_quiet, series_batch
+from tests.aggregator.curve_peer import aggregator_with_peers, flood_and_quiet, series_batch
 from tests.conftest import make_setup, wait_for
 
 PER_NODE = 2_000
@@ -68,21 +66,12 @@ def test_limits_survive_a_restart(tmp_path: Path) -> None:
     cfg = load_config(cfg_path)
     add_agent_key(cfg, "flood")
     for attempt in range(2):
-        agg = Aggregator(cfg.aggregator_settings())
-        agg.start()
-        ctx = zmq.Context()
-        peer = CurvePeer(ctx, cfg, "flood")
-        try:
-            peer.connect()
+        with aggregator_with_peers(cfg, "flood") as (_, [peer]):
             seq = 10 + attempt
             peer.send(seq, series_batch("flood_value", attempt * 500, 500))
             wait_for(lambda: (peer.pump(100), seq in peer.answered())[1], 30)
             level = "committed" if attempt == 0 else "rejected"
             assert seq in peer.acks[level]
-        finally:
-            peer.close()
-            agg.stop()
-            ctx.term()
 
 
 def test_limit_keys_are_validated() -> None:

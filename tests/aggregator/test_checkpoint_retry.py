@@ -9,13 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
-import zmq
 
 from legion.aggregator import ingest
-from legion.aggregator.service import Aggregator
 from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key
-from tests.aggregator.curve_peer import CurvePeer, series_batch
+from tests.aggregator.curve_peer import aggregator_with_peers, series_batch
 from tests.conftest import make_setup, wait_for
 
 
@@ -24,39 +22,32 @@ def test_checkpoints_meeting_queries_are_retried_not_failed(
     monkeypatch.setattr(ingest, "CHECKPOINT_SECS", 0.3)  # many attempts while queries run
     cfg = load_config(make_setup(tmp_path / "legion"))
     add_agent_key(cfg, "busy")
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    peer = CurvePeer(ctx, cfg, "busy")
     stop = threading.Event()
     reads = [0]
-
-    def reader() -> None:  # what the gateway does all day: stepped queries and stats
-        while not stop.is_set():
-            agg.store.query("busy_value", step_ms=60_000, since_ms=0)
-            agg.store.query("busy_value")
-            agg.store.stats()
-            reads[0] += 1
-
-    threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
     caplog.set_level(logging.DEBUG, logger="legion.aggregator")
-    try:
-        peer.connect()
-        for t in threads:
-            t.start()
-        last = 60
-        for seq in range(2, last + 1):
-            peer.send(seq, series_batch("busy_value", 0, 200))
-            peer.pump(50)
-        wait_for(lambda: (peer.pump(100),
-                          set(range(1, last + 1)) <= set(peer.acks["checkpointed"]))[1], 120)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-        peer.close()
-        agg.stop()
-        ctx.term()
+    with aggregator_with_peers(cfg, "busy") as (agg, [peer]):
+
+        def reader() -> None:  # what the gateway does all day: stepped queries and stats
+            while not stop.is_set():
+                agg.store.query("busy_value", step_ms=60_000, since_ms=0)
+                agg.store.query("busy_value")
+                agg.store.stats()
+                reads[0] += 1
+
+        threads = [threading.Thread(target=reader, daemon=True) for _ in range(2)]
+        try:
+            for t in threads:
+                t.start()
+            last = 60
+            for seq in range(2, last + 1):
+                peer.send(seq, series_batch("busy_value", 0, 200))
+                peer.pump(50)
+            wait_for(lambda: (peer.pump(100),
+                              set(range(1, last + 1)) <= set(peer.acks["checkpointed"]))[1], 120)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
     st_errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not st_errors, [r.getMessage() for r in st_errors]
     print(f"reads {reads[0]}, checkpoint retries "

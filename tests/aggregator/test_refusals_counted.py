@@ -24,7 +24,7 @@ from legion.kernel.errors import ConfigError
 from legion.node_agent.wire_split import split_for_wire
 from legion.proto import Envelope, Sample, decode, encode, encode_samples
 from legion.proto import limits as L
-from tests.aggregator.curve_peer import CurvePeer, series_batch
+from tests.aggregator.curve_peer import CurvePeer, aggregator_with_peers, series_batch
 from tests.conftest import make_setup, wait_for
 
 MAX_BYTES = 64 * 1024
@@ -86,12 +86,7 @@ def test_a_frame_far_over_the_limit_is_counted_and_acked_rejected(tmp_path: Path
     limit = 4 * 1024 * 1024
     cfg = load_config(make_setup(tmp_path / "legion", aggregator={"max_message_bytes": limit}))
     add_agent_key(cfg, "big")
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    peer = CurvePeer(ctx, cfg, "big")
-    try:
-        peer.connect()
+    with aggregator_with_peers(cfg, "big") as (agg, [peer]):
         frame = encode(Envelope("metrics", "big", 1, 2, int(time.time() * 1000),
                                 series_batch("huge_value", 0, 10)))
         frame += b"\0" * (16_800_000 - len(frame))  # trailing bytes: the size is what counts
@@ -102,10 +97,6 @@ def test_a_frame_far_over_the_limit_is_counted_and_acked_rejected(tmp_path: Path
         assert [n["last_seq"] for n in agg.store.nodes() if n["node"] == "big"] == [1]
         peer.send(3, series_batch("huge_value", 0, 10))  # the connection is still up
         wait_for(lambda: (peer.pump(100), 3 in peer.acks["committed"])[1], 30)
-    finally:
-        peer.close()
-        agg.stop()
-        ctx.destroy(linger=0)
 
 
 def test_the_largest_sample_fits_the_smallest_frame_limit() -> None:
@@ -170,7 +161,7 @@ def test_a_websocket_client_closed_by_the_heartbeat_is_counted(tmp_path: Path,
     token = tokens.add("viewer", "viewer")
 
     async def scenario() -> int:
-        app = create_app(config, store, lambda: {}, tokens)
+        app = create_app(config, store, dict, tokens)
         server = await start_gateway(app, config, port=0)
         try:
             async with aiohttp.ClientSession() as s:
@@ -180,7 +171,7 @@ def test_a_websocket_client_closed_by_the_heartbeat_is_counted(tmp_path: Path,
                     while not ws.closed and time.monotonic() < deadline:
                         try:
                             await ws.receive(timeout=0.5)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             pass
                 for _ in range(100):
                     async with s.get(f"{server.url}/api/v1/status",

@@ -119,12 +119,10 @@ def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
                                                   monkeypatch) -> None:
     """End to end: an agent keeps sending while the disk fills and frees; without a restart the
     aggregator stores every batch again once space is back (acked `committed`)."""
-    import zmq
-
     from legion.aggregator import ingest
     from legion.cli.config import load_config
     from legion.cli.setup_cmds import add_agent_key
-    from tests.aggregator.curve_peer import CurvePeer
+    from tests.aggregator.curve_peer import aggregator_with_peers
     from tests.conftest import make_setup
 
     monkeypatch.setattr(store_health, "REOPEN_RETRY_SECS", 0.2)
@@ -132,12 +130,7 @@ def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
     cfg = load_config(make_setup(tmp_path / "legion",
                                  storage={"db_path": str(tmpfs / "legion.duckdb")}))
     add_agent_key(cfg, "full-1")
-    agg = Aggregator(cfg.aggregator_settings())
-    agg.start()
-    ctx = zmq.Context()
-    peer = CurvePeer(ctx, cfg, "full-1")
-    try:
-        peer.connect()
+    with aggregator_with_peers(cfg, "full-1") as (agg, [peer]):
         filler = fill(tmpfs, 400 * 1024)  # room for a few commits, then none
         seq, saw_trouble = 1, False
         deadline = time.monotonic() + 60
@@ -165,7 +158,3 @@ def test_the_running_aggregator_resumes_by_itself(tmp_path: Path, tmpfs: Path,
         print(f"commit errors {st['ingest']['commit_errors']}, reopens {st['store']['reopens']}")
         assert st["store"]["state"] == "ok" and st["store"]["disk_free_bytes"] > 1024 * 1024
         assert agg.store.stored_ranges("full-1", 1) == [(1, seq)]
-    finally:
-        peer.close()
-        agg.stop()
-        ctx.term()
