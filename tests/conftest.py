@@ -127,14 +127,17 @@ def make_setup(directory: Path, **overrides: Any) -> Path:
 
 
 class Proc:
-    """A real `legionctl` subprocess with its output in a log file."""
+    """A real `legionctl` subprocess with its output in a log file (`program`: another
+    `legionctl`, e.g. an installed wheel's; `cwd`: where it starts)."""
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, *,
+                 program: list[str] = LEGIONCTL, cwd: Path | None = None) -> None:
         self.args = args
         self.log = log
         self._fh = open(log, "wb")
-        self.p = subprocess.Popen(LEGIONCTL + args, stdout=self._fh, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(env or {})}, start_new_session=True)
+        self.p = subprocess.Popen(program + args, stdout=self._fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(env or {})}, cwd=cwd,
+                                  start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 
 from legion.cli.client import ApiClient
 from legion.cli.config import load_config
-from tests.conftest import LEGIONCTL, free_port, wait_for
+from tests.conftest import Proc, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,10 +29,8 @@ def demo_processes(directory: Path) -> list[psutil.Process]:
 
 def test_demo_stores_all_agents_and_stops_cleanly(tmp_path: Path) -> None:
     d = tmp_path / "demo"
-    log = open(tmp_path / "demo.log", "wb")
-    demo = subprocess.Popen(LEGIONCTL + ["demo", "--dir", str(d), "--port", str(free_port()),
-                                         "--workers", "1"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    demo = Proc(["demo", "--dir", str(d), "--port", str(free_port()), "--workers", "1"],
+                tmp_path / "demo.log")
     try:
         cfg_path = wait_for(lambda: (d / "monitoring_config.json").exists() and
                             (d / "admin.token").exists() and d / "monitoring_config.json",
@@ -60,13 +56,8 @@ def test_demo_stores_all_agents_and_stops_cleanly(tmp_path: Path) -> None:
         text = (tmp_path / "demo.log").read_text()
         assert "#token=" in text and "dashboard" in text
     finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(40)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-        log.close()
-    assert demo.returncode == 0, (tmp_path / "demo.log").read_text()[-2000:]
+        returncode = demo.stop(40)  # SIGINT, as Ctrl-C
+    assert returncode == 0, demo.output()[-2000:]
     left = wait_for(lambda: not demo_processes(d) or None, timeout=5) if demo_processes(d) \
         else True
     assert left and not demo_processes(d)

@@ -3,7 +3,6 @@ and installed (not editable) it runs `legionctl demo` from the checkout's root."
 
 from __future__ import annotations
 
-import signal
 import site
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from legion.cli.client import ApiClient
 from legion.cli.config import load_config
-from tests.conftest import free_port, wait_for
+from tests.conftest import Proc, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["legion", "legion.cli", "legion.proto", "legion.node_agent",
@@ -87,13 +86,11 @@ def test_installed_wheel_runs_the_demo_from_the_checkout_root(tmp_path: Path, wh
     assert plain.returncode != 0 and "legion.proto" in plain.stderr, plain.stderr[-2000:]
 
     d = tmp_path / "demo"
-    log = open(tmp_path / "demo.log", "wb")
-    demo = subprocess.Popen([str(legionctl), "demo", "--dir", str(d), "--port", str(free_port()),
-                             "--hosts", "1", "--workers", "0"],
-                            stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    demo = Proc(["demo", "--dir", str(d), "--port", str(free_port()), "--hosts", "1",
+                 "--workers", "0"], tmp_path / "demo.log", program=[str(legionctl)], cwd=ROOT)
     try:
         # the URL is printed only once the aggregator (a child) answers
-        wait_for(lambda: demo.poll() is None and "#token=" in
+        wait_for(lambda: demo.p.poll() is None and "#token=" in
                  (tmp_path / "demo.log").read_text(errors="replace"), timeout=150, interval=1)
         cfg = load_config(d / "monitoring_config.json")
         client = ApiClient(cfg, (d / "admin.token").read_text().strip(), timeout=5)
@@ -110,10 +107,5 @@ def test_installed_wheel_runs_the_demo_from_the_checkout_root(tmp_path: Path, wh
         assert not [p.name for p in (d / "logs").glob("*.log")
                     if "No module named" in p.read_text(errors="replace")]
     finally:
-        demo.send_signal(signal.SIGINT)
-        try:
-            demo.wait(40)
-        except subprocess.TimeoutExpired:
-            demo.kill()
-        log.close()
-    assert demo.returncode == 0, (tmp_path / "demo.log").read_text()[-2000:]
+        returncode = demo.stop(40)  # SIGINT, as Ctrl-C
+    assert returncode == 0, demo.output()[-2000:]
