@@ -110,6 +110,32 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise SystemExit(f"{url} did not come up within {timeout:.0f} s")
 
 
+def wait_quiet(*pids: int, cpu_below: float = 0.1, window_s: float = 0.5, windows: int = 2,
+               timeout: float = 20.0) -> float:
+    """Poll until each process in `pids` has used under `cpu_below` of one core in `windows`
+    windows of `window_s` in a row (their start-up work done: what a fixed settle sleep guessed
+    at); return the seconds waited. At `timeout` it returns anyway, saying so: a busy machine is
+    no error."""
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in pids]
+
+    def cpu() -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in procs]
+
+    start = time.monotonic()
+    quiet, last = 0, cpu()
+    while quiet < windows and time.monotonic() - start < timeout:
+        time.sleep(window_s)
+        now = cpu()
+        busy = any(b - a >= cpu_below * window_s for a, b in zip(last, now, strict=True))
+        quiet, last = (0 if busy else quiet + 1), now
+    waited = time.monotonic() - start
+    if quiet < windows:
+        print(f"  (pids {pids} still busy after {waited:.0f} s; measuring anyway)", flush=True)
+    return waited
+
+
 class Peer:
     """A peer process in its own session, with its log; `stop()` ends it (and only it)."""
 

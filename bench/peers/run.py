@@ -58,8 +58,8 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
 
     from legion.aggregator.store import Store
     from legion.cli.client import ApiClient
-    from legion.cli.setup_cmds import add_agent_key
     from legion.cli.config import load_config
+    from legion.cli.setup_cmds import add_agent_key
     from tests.conftest import make_setup
 
     work.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,9 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
         agg = ingest_bench.start_aggregator(cfg_path, work / "agg.log")
         try:
             ingest_bench.wait_api(api)
-            time.sleep(3)  # past start-up work (first maintenance round, hub, analytics)
+            # past its start-up work (hub, analytics, alerting): polled, not a fixed 3 s sleep
+            print(f"  (aggregator quiet {peers.wait_quiet(agg.pid):.1f} s after answering)",
+                  flush=True)
             res2 = [d.query_round(lambda q: api.get("/api/v1/query", **d.http_params(q, lo, end)),
                                   "http", vm_url, lo, end, orders(r), size["query_reps"])
                     for r in range(rounds)]
@@ -149,8 +151,11 @@ def run_host(work: Path, size: dict[str, Any], rounds: int) -> dict[str, Any]:
 
     print(f"[agent + receiving side] {rounds} windows of {size['host_window_s']:.0f} s, all "
           "five processes at once", flush=True)
-    rows = HostRows(work / "host", warmup_s=5.0)
+    rows = HostRows(work / "host", warmup_s=0.0)
     try:
+        # past their start-up work (the aggregator's took 4.5 s at load 13): polled, not 5 s
+        print(f"  (quiet {peers.wait_quiet(*rows.pids.values()):.1f} s after starting)",
+              flush=True)
         res = [rows.round(size["host_window_s"]) for _ in range(rounds)]
     finally:
         rows.close()
