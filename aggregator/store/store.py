@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
+from legion.aggregator.store.head import QueryHead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
@@ -88,6 +90,8 @@ class Store:
             derived = base64.b64encode(hashlib.sha256(b"legion-archive:" + key.encode()).digest())
             self._con.execute(f"PRAGMA add_parquet_key('legion_archive', '{derived.decode()}')")
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
+        self.head = (QueryHead(self.config.query_head_mib << 20) if self.config.rollups_enabled
+                     and self.config.query_head_mib > 0 else None)
         try:
             self._writer.load()
             self.rejected_seqs.load(rejected.load_ranges(self._con))
@@ -107,7 +111,9 @@ class Store:
             reopen(self)
         self._open()
         try:
-            result = self._writer.write(batches)
+            with self.head.gate if self.head is not None else contextlib.nullcontext():
+                result = self._writer.write(batches)
+                self._feed_head()
         except StoreError as exc:
             self.health.note_error(exc)
             raise
@@ -352,8 +358,13 @@ class Store:
         if agg == rate.RATE:
             return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
                                    group_by)
+        sel = self._select(metric, node, labels)
+        if self.head is not None and step_ms is not None:
+            from_head = self.head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept(),
+                                          group_by, self._load_head)
+            if from_head is not None:
+                return self._shape(metric, sel, group_by, from_head)
         with self._cursor() as cur:
-            sel = self._select(metric, node, labels)
             if step_ms is None:
                 rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
                 meta = {s.id: s for s in sel}
@@ -466,6 +477,29 @@ class Store:
             out.append({"ts_ms": b, "node": node, "metric": metric, "labels": values,
                         "value": v})
         return out
+
+    def _feed_head(self) -> None:
+        """Add the write just committed to the query head (under its gate); a head that
+        fails is dropped and reloaded by the next query, never fails the write."""
+        if self.head is None or self._writer.last_write is None:
+            return
+        try:
+            self.head.apply(*self._writer.last_write)
+        except Exception as exc:  # noqa: BLE001 - the points are stored; only the head is off
+            log.error("event=query_head_failed error=%r", exc)
+            self.head = QueryHead(self.config.query_head_mib << 20)
+
+    def _load_head(self) -> None:
+        """Fill the query head from the file while no write runs (the first query's cost)."""
+        head = self.head
+        assert head is not None
+        with head.gate:
+            if head.start is not None:
+                return
+            with self._lock:
+                cap = max(self._writer.series.values(), default=0) + 1
+            with self._cursor() as cur:
+                head.load(cur, cap)
 
     def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
         """Retention horizons per tier (cached; only `maintain` moves them)."""

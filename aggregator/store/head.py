@@ -1,0 +1,224 @@
+"""The query head: the newest minutes of the rollup tiers in memory, so recent stepped queries
+never touch DuckDB (like Prometheus' head block).
+
+Per minute, one float64 block of shape (6, series capacity): min, max, sum, count, last_ts,
+last, indexed by series id. It is loaded once from the 1m tier (and from raw for the minutes
+still dirty) by the first query that could use it, while writes wait; after that every write
+adds its points (`apply`, on the writer thread, right after COMMIT), so the head holds exactly
+what the tiers hold. It keeps the newest minutes that fit `storage.query_head_mib` and covers
+[start, now): a query whose aligned range starts before `start`, reads raw, or has no step
+goes to DuckDB. Answers equal the tier SQL's; float sums may differ in the last bits (the
+same values added in another order).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import duckdb
+import numpy as np
+
+from legion.aggregator.store.query import DIRECT_MAX, SeriesRow, aligned, group_key, plan
+
+MIN, MAX, SUM, COUNT, LAST_TS, LAST = range(6)
+MINUTE_MS = 60_000
+_EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
+
+_LOAD_SQL = """
+    WITH dirty AS (SELECT DISTINCT minute FROM dirty_minutes),
+    parts AS (
+        SELECT series_id AS s, bucket AS b, min, max, sum, count, last_ts, last
+        FROM rollup_1m
+        WHERE bucket >= {start} AND bucket // 60000 NOT IN (SELECT minute FROM dirty)
+        UNION ALL
+        SELECT series_id, ts // 60000 * 60000, min(value), max(value), sum(value), count(*),
+               max(ts), arg_max(value, ts)
+        FROM points WHERE ts >= {start} AND ts // 60000 IN (SELECT minute FROM dirty)
+        GROUP BY ALL)
+    SELECT s, b, min(min) AS mn, max(max) AS mx, sum(sum) AS sm, sum(count)::DOUBLE AS n,
+           max(last_ts) AS lt, arg_max(last, last_ts) AS l
+    FROM parts GROUP BY s, b"""
+"""Every (series, minute) partial from `start` on, as the tier SQL reads the 1m source."""
+
+
+class QueryHead:
+    """Recent minute partials of every series, bounded to `budget_bytes`."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.gate = threading.Lock()  # held by a write (commit + apply) and by the load
+        self._lock = threading.Lock()  # guards the blocks
+        self._blocks: dict[int, np.ndarray] = {}  # minute start (ms) -> (6, cap)
+        self._cap = 1024
+        self.start: int | None = None  # None: not loaded; else held completely from here
+        self.loads = 0
+        self.hits = 0  # queries answered here
+
+    # ---- feeding ---------------------------------------------------------------------------
+    def apply(self, sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
+        """Add one committed write's points (sorted by series, then time); call under `gate`."""
+        if self.start is None or not ts.shape[0]:
+            return
+        keep = ts >= self.start
+        if not keep.all():
+            sid, ts, val = sid[keep], ts[keep], val[keep]
+        minute = ts // MINUTE_MS * MINUTE_MS
+        with self._lock:
+            self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
+            for m in np.unique(minute).tolist():
+                pick = minute == m
+                self._merge(m, sid[pick].astype(np.int64), ts[pick], val[pick])
+            self._evict()
+
+    def _merge(self, m: int, s: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        ends = np.r_[starts[1:], s.shape[0]] - 1
+        u = s[starts]
+        blk = self._blocks.get(m)
+        if blk is None:
+            blk = self._blocks[m] = np.repeat(_EMPTY[:, None], self._cap, axis=1)
+        blk[MIN, u] = np.minimum(blk[MIN, u], np.minimum.reduceat(v, starts))
+        blk[MAX, u] = np.maximum(blk[MAX, u], np.maximum.reduceat(v, starts))
+        blk[SUM, u] += np.add.reduceat(v, starts)
+        blk[COUNT, u] += ends - starts + 1
+        newer = t[ends] >= blk[LAST_TS, u]
+        blk[LAST_TS, u[newer]] = t[ends][newer]
+        blk[LAST, u[newer]] = v[ends][newer]
+
+    def _grow(self, need: int) -> None:
+        if need <= self._cap:
+            return
+        cap = max(need, 2 * self._cap)
+        for m, blk in self._blocks.items():
+            grown = np.repeat(_EMPTY[:, None], cap, axis=1)
+            grown[:, :self._cap] = blk
+            self._blocks[m] = grown
+        self._cap = cap
+
+    def max_minutes(self) -> int:
+        """How many minute blocks fit the budget at the current series capacity."""
+        return max(1, self.budget // (6 * 8 * self._cap))
+
+    def _evict(self) -> None:
+        extra = len(self._blocks) - self.max_minutes()
+        if extra <= 0:
+            return
+        for m in sorted(self._blocks)[:extra]:
+            del self._blocks[m]
+            self.start = max(self.start or 0, m + MINUTE_MS)
+
+    def load(self, cur: duckdb.DuckDBPyConnection, series_cap: int) -> None:
+        """Fill from the file (the newest minutes that fit); call under `gate`, no write
+        running, so that every later write is applied exactly once."""
+        self._cap = max(self._cap, series_cap)
+        k = self.max_minutes()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            newest = [int(r[0]) for r in cur.execute(
+                "SELECT DISTINCT b FROM (SELECT bucket AS b FROM rollup_1m UNION "
+                "SELECT DISTINCT minute * 60000 FROM dirty_minutes) ORDER BY b DESC LIMIT ?",
+                [k + 1]).fetchall()]
+            # All of them fit: from the start of time; else from the k-th newest minute.
+            start = 0 if len(newest) <= k else newest[k - 1]
+            cols = cur.execute(_LOAD_SQL.format(start=int(start))).fetchnumpy()
+        finally:
+            cur.execute("COMMIT")
+        sid = np.asarray(cols["s"], np.int64)
+        with self._lock:
+            self._blocks = {}
+            self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
+            b = np.asarray(cols["b"], np.int64)
+            for m in np.unique(b).tolist():
+                pick = b == m
+                blk = self._blocks[m] = np.repeat(_EMPTY[:, None], self._cap, axis=1)
+                for row, name in ((MIN, "mn"), (MAX, "mx"), (SUM, "sm"), (COUNT, "n"),
+                                  (LAST_TS, "lt"), (LAST, "l")):
+                    blk[row, sid[pick]] = np.asarray(cols[name], np.float64)[pick]
+            self.start = start
+            self.loads += 1
+            self._evict()
+
+    def nbytes(self) -> int:
+        """Bytes the blocks take."""
+        with self._lock:
+            return sum(b.nbytes for b in self._blocks.values())
+
+    # ---- reading ---------------------------------------------------------------------------
+    def stepped(self, sel: list[SeriesRow], step_ms: int, agg: str, since_ms: int | None,
+                until_ms: int | None, kept: Mapping[str, int], group_by: str | None,
+                ensure_loaded: Callable[[], None]) -> list[tuple[Any, int, float]] | None:
+        """`query.stepped`'s rows when the head holds the whole range read from a tier, else
+        None (the caller asks DuckDB). Raises what `query.plan` raises."""
+        lo, hi = aligned(step_ms, since_ms, until_ms)
+        p = plan(step_ms, agg, lo, hi, kept)
+        if p.source == "raw" or lo is None:
+            return None
+        if self.start is None:
+            ensure_loaded()
+        with self._lock:
+            if self.start is None or lo < max(self.start, kept.get("1m", 0)):
+                return None
+            if not sel:
+                self.hits += 1
+                return []
+            minutes = sorted(m for m in self._blocks if m >= lo and (hi is None or m < hi))
+            ids = np.fromiter((s.id for s in sel), np.int64, len(sel))
+            inside = ids < self._cap
+            cols = np.where(inside, ids, 0)
+            if not minutes:
+                self.hits += 1
+                return []
+            arr = np.stack([self._blocks[m][:, cols] for m in minutes])  # (M, 6, N)
+            self.hits += 1
+        if not inside.all():
+            arr[:, :, ~inside] = _EMPTY[None, :, None]
+        return _combine(arr, np.asarray(minutes, np.int64), step_ms, agg, sel, group_by)
+
+
+def _reduce(arr: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
+    """Combine partials over contiguous segments of `axis` (rows of axis 1 are the fields)."""
+    take: list[Any] = [slice(None)] * 3
+    ax = axis if axis == 0 else axis - 1  # the axis once the field axis is taken
+    out = []
+    for row, ufunc in ((MIN, np.minimum), (MAX, np.maximum), (SUM, np.add), (COUNT, np.add),
+                       (LAST_TS, np.maximum)):
+        take[1] = row
+        out.append(ufunc.reduceat(arr[tuple(take)], starts, axis=ax))
+    take[1] = LAST_TS
+    lt = arr[tuple(take)]
+    take[1] = LAST
+    last = arr[tuple(take)]
+    sizes = np.diff(np.r_[starts, lt.shape[ax]])
+    newest = np.repeat(out[-1], sizes, axis=ax)
+    out.append(np.fmax.reduceat(np.where(lt == newest, last, np.nan), starts, axis=ax))
+    return np.stack(out, axis=1)
+
+
+def _combine(arr: np.ndarray, minutes: np.ndarray, step_ms: int, agg: str,
+             sel: list[SeriesRow], group_by: str | None) -> list[tuple[Any, int, float]]:
+    buckets = minutes // step_ms * step_ms
+    b_starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    per_bucket = _reduce(arr, b_starts, axis=0)  # (B, 6, N)
+    keys = [group_key(s, group_by) for s in sel]
+    if group_by is None and len(sel) <= DIRECT_MAX:
+        order = sorted(range(len(sel)), key=lambda i: sel[i].id)
+    else:
+        order = sorted(range(len(sel)), key=lambda i: keys[i])
+    sorted_keys = [keys[i] for i in order]
+    g_starts = np.flatnonzero([i == 0 or sorted_keys[i] != sorted_keys[i - 1]
+                               for i in range(len(sorted_keys))])
+    grouped = _reduce(per_bucket[:, :, order], g_starts, axis=2)  # (B, 6, G)
+    n = grouped[:, COUNT, :]
+    value = {"avg": grouped[:, SUM, :] / np.where(n > 0, n, 1.0), "min": grouped[:, MIN, :],
+             "max": grouped[:, MAX, :], "sum": grouped[:, SUM, :], "count": n,
+             "last": grouped[:, LAST, :]}[agg]
+    b_list = buckets[b_starts].tolist()
+    out: list[tuple[Any, int, float]] = []
+    for gi, start in enumerate(g_starts.tolist()):
+        key = sorted_keys[start]
+        has = n[:, gi] > 0
+        out += [(key, b_list[bi], v) for bi, v in zip(np.flatnonzero(has).tolist(),
+                                                          value[has, gi].tolist(), strict=True)]
+    return out
