@@ -13,6 +13,7 @@ same values added in another order).
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,6 +52,7 @@ class QueryHead:
         self.gate = threading.Lock()  # held by a write (commit + apply) and by the load
         self._lock = threading.Lock()  # guards the blocks
         self._blocks: dict[int, np.ndarray] = {}  # minute start (ms) -> (6, cap)
+        self._minutes: list[int] = []  # the keys of _blocks, sorted
         self._cap = 1024
         self.start: int | None = None  # None: not loaded; else held completely from here
         self.loads = 0
@@ -79,6 +81,7 @@ class QueryHead:
         blk = self._blocks.get(m)
         if blk is None:
             blk = self._blocks[m] = np.repeat(_EMPTY[:, None], self._cap, axis=1)
+            bisect.insort(self._minutes, m)
         blk[MIN, u] = np.minimum(blk[MIN, u], np.minimum.reduceat(v, starts))
         blk[MAX, u] = np.maximum(blk[MAX, u], np.maximum.reduceat(v, starts))
         blk[SUM, u] += np.add.reduceat(v, starts)
@@ -105,9 +108,10 @@ class QueryHead:
         extra = len(self._blocks) - self.max_minutes()
         if extra <= 0:
             return
-        for m in sorted(self._blocks)[:extra]:
+        for m in self._minutes[:extra]:
             del self._blocks[m]
             self.start = max(self.start or 0, m + MINUTE_MS)
+        del self._minutes[:extra]
 
     def load(self, cur: duckdb.DuckDBPyConnection, series_cap: int) -> None:
         """Fill from the file (the newest minutes that fit); call under `gate`, no write
@@ -136,6 +140,7 @@ class QueryHead:
                 for row, name in ((MIN, "mn"), (MAX, "mx"), (SUM, "sm"), (COUNT, "n"),
                                   (LAST_TS, "lt"), (LAST, "l")):
                     blk[row, sid[pick]] = np.asarray(cols[name], np.float64)[pick]
+            self._minutes = sorted(self._blocks)
             self.start = start
             self.loads += 1
             self._evict()
@@ -163,7 +168,9 @@ class QueryHead:
             if not sel:
                 self.hits += 1
                 return []
-            minutes = sorted(m for m in self._blocks if m >= lo and (hi is None or m < hi))
+            held = self._minutes
+            minutes = held[bisect.bisect_left(held, lo):
+                           len(held) if hi is None else bisect.bisect_left(held, hi)]
             ids = np.fromiter((s.id for s in sel), np.int64, len(sel))
             inside = ids < self._cap
             cols = np.where(inside, ids, 0)
@@ -174,51 +181,55 @@ class QueryHead:
             self.hits += 1
         if not inside.all():
             arr[:, :, ~inside] = _EMPTY[None, :, None]
-        return _combine(arr, np.asarray(minutes, np.int64), step_ms, agg, sel, group_by)
+        return _combine(arr, minutes, step_ms, agg, sel, group_by)
 
 
-def _reduce(arr: np.ndarray, starts: np.ndarray, axis: int) -> np.ndarray:
-    """Combine partials over contiguous segments of `axis` (rows of axis 1 are the fields)."""
-    take: list[Any] = [slice(None)] * 3
-    ax = axis if axis == 0 else axis - 1  # the axis once the field axis is taken
-    out = []
-    for row, ufunc in ((MIN, np.minimum), (MAX, np.maximum), (SUM, np.add), (COUNT, np.add),
-                       (LAST_TS, np.maximum)):
-        take[1] = row
-        out.append(ufunc.reduceat(arr[tuple(take)], starts, axis=ax))
-    take[1] = LAST_TS
-    lt = arr[tuple(take)]
-    take[1] = LAST
-    last = arr[tuple(take)]
-    sizes = np.diff(np.r_[starts, lt.shape[ax]])
-    newest = np.repeat(out[-1], sizes, axis=ax)
-    out.append(np.fmax.reduceat(np.where(lt == newest, last, np.nan), starts, axis=ax))
-    return np.stack(out, axis=1)
+_NEEDS = {"avg": (SUM, COUNT), "min": (MIN, COUNT), "max": (MAX, COUNT), "sum": (SUM, COUNT),
+          "count": (COUNT,), "last": (LAST_TS, LAST, COUNT)}
+_FIELD = {"min": MIN, "max": MAX, "sum": SUM, "last": LAST}
+_UFUNC = {MIN: np.minimum, MAX: np.maximum, SUM: np.add, COUNT: np.add, LAST_TS: np.maximum}
 
 
-def _combine(arr: np.ndarray, minutes: np.ndarray, step_ms: int, agg: str,
+def _reduce(parts: dict[int, np.ndarray], starts: np.ndarray, axis: int
+            ) -> dict[int, np.ndarray]:
+    """Combine partials (field -> 2-D array) over contiguous segments of `axis`."""
+    if starts.shape[0] == next(iter(parts.values())).shape[axis]:
+        return parts  # every segment is one row: nothing to combine
+    out = {f: _UFUNC[f].reduceat(a, starts, axis=axis) for f, a in parts.items() if f != LAST}
+    if LAST in parts:
+        lt = parts[LAST_TS]
+        sizes = np.diff(np.append(starts, lt.shape[axis]))
+        newest = np.repeat(out[LAST_TS], sizes, axis=axis)
+        out[LAST] = np.fmax.reduceat(np.where(lt == newest, parts[LAST], np.nan), starts,
+                                     axis=axis)
+    return out
+
+
+def _segments(keys: list[Any]) -> np.ndarray:
+    """Where each run of equal keys starts."""
+    return np.flatnonzero([i == 0 or keys[i] != keys[i - 1] for i in range(len(keys))])
+
+
+def _combine(arr: np.ndarray, minutes: list[int], step_ms: int, agg: str,
              sel: list[SeriesRow], group_by: str | None) -> list[tuple[Any, int, float]]:
-    buckets = minutes // step_ms * step_ms
-    b_starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
-    per_bucket = _reduce(arr, b_starts, axis=0)  # (B, 6, N)
+    """Rows (group key, bucket, value) ordered as the tier SQL orders them."""
+    buckets = [m // step_ms * step_ms for m in minutes]
+    b_starts = _segments(buckets)
+    parts = _reduce({f: arr[:, f, :] for f in _NEEDS[agg]}, b_starts, axis=0)  # (B, N)
     keys = [group_key(s, group_by) for s in sel]
     if group_by is None and len(sel) <= DIRECT_MAX:
         order = sorted(range(len(sel)), key=lambda i: sel[i].id)
     else:
         order = sorted(range(len(sel)), key=lambda i: keys[i])
     sorted_keys = [keys[i] for i in order]
-    g_starts = np.flatnonzero([i == 0 or sorted_keys[i] != sorted_keys[i - 1]
-                               for i in range(len(sorted_keys))])
-    grouped = _reduce(per_bucket[:, :, order], g_starts, axis=2)  # (B, 6, G)
-    n = grouped[:, COUNT, :]
-    value = {"avg": grouped[:, SUM, :] / np.where(n > 0, n, 1.0), "min": grouped[:, MIN, :],
-             "max": grouped[:, MAX, :], "sum": grouped[:, SUM, :], "count": n,
-             "last": grouped[:, LAST, :]}[agg]
-    b_list = buckets[b_starts].tolist()
-    out: list[tuple[Any, int, float]] = []
-    for gi, start in enumerate(g_starts.tolist()):
-        key = sorted_keys[start]
-        has = n[:, gi] > 0
-        out += [(key, b_list[bi], v) for bi, v in zip(np.flatnonzero(has).tolist(),
-                                                          value[has, gi].tolist(), strict=True)]
-    return out
+    g_starts = _segments(sorted_keys)
+    if order != list(range(len(sel))):
+        parts = {f: a[:, order] for f, a in parts.items()}
+    g = _reduce(parts, g_starts, axis=1)  # (B, G)
+    n = g[COUNT]
+    value = (g[SUM] / np.where(n > 0, n, 1.0) if agg == "avg" else
+             n if agg == "count" else g[_FIELD[agg]])
+    gi, bi = np.nonzero((n > 0).T)  # ordered by group, then bucket
+    b_list, g_keys = [buckets[i] for i in b_starts.tolist()], [sorted_keys[i] for i in g_starts]
+    return [(g_keys[a], b_list[b], v) for a, b, v in
+            zip(gi.tolist(), bi.tolist(), value[bi, gi].tolist(), strict=True)]
