@@ -1,7 +1,7 @@
 """The query head: the newest minutes of the rollup tiers in memory, so recent stepped queries
 never touch DuckDB (like Prometheus' head block).
 
-Per minute, one float64 block of shape (6, series capacity): min, max, sum, count, last_ts,
+Per minute, one float64 block of shape (series capacity, 6): min, max, sum, count, last_ts,
 last, indexed by series id. It is loaded once from the 1m tier (and from raw for the minutes
 still dirty) by the first query that could use it, while writes wait; after that every write
 adds its points (`apply`, on the writer thread, right after COMMIT), so the head holds exactly
@@ -27,21 +27,19 @@ MIN, MAX, SUM, COUNT, LAST_TS, LAST = range(6)
 MINUTE_MS = 60_000
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
 
-_LOAD_SQL = """
-    WITH dirty AS (SELECT DISTINCT minute FROM dirty_minutes),
-    parts AS (
-        SELECT series_id AS s, bucket AS b, min, max, sum, count, last_ts, last
-        FROM rollup_1m
-        WHERE bucket >= {start} AND bucket // 60000 NOT IN (SELECT minute FROM dirty)
-        UNION ALL
-        SELECT series_id, ts // 60000 * 60000, min(value), max(value), sum(value), count(*),
-               max(ts), arg_max(value, ts)
-        FROM points WHERE ts >= {start} AND ts // 60000 IN (SELECT minute FROM dirty)
-        GROUP BY ALL)
-    SELECT s, b, min(min) AS mn, max(max) AS mx, sum(sum) AS sm, sum(count)::DOUBLE AS n,
-           max(last_ts) AS lt, arg_max(last, last_ts) AS l
-    FROM parts GROUP BY s, b"""
-"""Every (series, minute) partial from `start` on, as the tier SQL reads the 1m source."""
+_ROLLED_SQL = """
+    SELECT series_id AS s, bucket AS b, min AS mn, max AS mx, sum AS sm, count::DOUBLE AS n,
+           last_ts::DOUBLE AS lt, last AS l
+    FROM rollup_1m WHERE bucket >= {start}"""
+_DIRTY_SQL = """
+    SELECT series_id AS s, ts // 60000 * 60000 AS b, min(value) AS mn, max(value) AS mx,
+           sum(value) AS sm, count(*)::DOUBLE AS n, max(ts)::DOUBLE AS lt,
+           arg_max(value, ts) AS l
+    FROM points WHERE ts >= {lo} AND ts < {hi} AND ts // 60000 IN ({minutes})
+    GROUP BY ALL"""
+"""The 1m source as the tier SQL reads it: rolled minutes from `rollup_1m` (possibly several
+partial rows per series and minute), dirty minutes from raw (never packed, so `points`)."""
+_COLS = ("mn", "mx", "sm", "n", "lt", "l")
 
 
 class QueryHead:
@@ -51,7 +49,7 @@ class QueryHead:
         self.budget = budget_bytes
         self.gate = threading.Lock()  # held by a write (commit + apply) and by the load
         self._lock = threading.Lock()  # guards the blocks
-        self._blocks: dict[int, np.ndarray] = {}  # minute start (ms) -> (6, cap)
+        self._blocks: dict[int, np.ndarray] = {}  # minute start (ms) -> (cap, 6)
         self._minutes: list[int] = []  # the keys of _blocks, sorted
         self._cap = 1024
         self.start: int | None = None  # None: not loaded; else held completely from here
@@ -71,32 +69,36 @@ class QueryHead:
             self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
             for m in np.unique(minute).tolist():
                 pick = minute == m
-                self._merge(m, sid[pick].astype(np.int64), ts[pick], val[pick])
+                v, t = val[pick], ts[pick].astype(np.float64)
+                self._merge(m, sid[pick].astype(np.int64), (v, v, v, np.ones_like(v), t, v))
             self._evict()
 
-    def _merge(self, m: int, s: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+    def _merge(self, m: int, s: np.ndarray, parts: tuple[np.ndarray, ...]) -> None:
+        """Fold partials (min, max, sum, count, last_ts, last per row; rows sorted by series,
+        then last_ts) into minute `m`'s block."""
+        mn, mx, sm, n, lt, last = parts
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         ends = np.r_[starts[1:], s.shape[0]] - 1
         u = s[starts]
         blk = self._blocks.get(m)
         if blk is None:
-            blk = self._blocks[m] = np.repeat(_EMPTY[:, None], self._cap, axis=1)
+            blk = self._blocks[m] = np.repeat(_EMPTY[None, :], self._cap, axis=0)
             bisect.insort(self._minutes, m)
-        blk[MIN, u] = np.minimum(blk[MIN, u], np.minimum.reduceat(v, starts))
-        blk[MAX, u] = np.maximum(blk[MAX, u], np.maximum.reduceat(v, starts))
-        blk[SUM, u] += np.add.reduceat(v, starts)
-        blk[COUNT, u] += ends - starts + 1
-        newer = t[ends] >= blk[LAST_TS, u]
-        blk[LAST_TS, u[newer]] = t[ends][newer]
-        blk[LAST, u[newer]] = v[ends][newer]
+        blk[u, MIN] = np.minimum(blk[u, MIN], np.minimum.reduceat(mn, starts))
+        blk[u, MAX] = np.maximum(blk[u, MAX], np.maximum.reduceat(mx, starts))
+        blk[u, SUM] += np.add.reduceat(sm, starts)
+        blk[u, COUNT] += np.add.reduceat(n, starts)
+        newer = lt[ends] >= blk[u, LAST_TS]
+        blk[u[newer], LAST_TS] = lt[ends][newer]
+        blk[u[newer], LAST] = last[ends][newer]
 
     def _grow(self, need: int) -> None:
         if need <= self._cap:
             return
         cap = max(need, 2 * self._cap)
         for m, blk in self._blocks.items():
-            grown = np.repeat(_EMPTY[:, None], cap, axis=1)
-            grown[:, :self._cap] = blk
+            grown = np.repeat(_EMPTY[None, :], cap, axis=0)
+            grown[:self._cap] = blk
             self._blocks[m] = grown
         self._cap = cap
 
@@ -126,21 +128,30 @@ class QueryHead:
                 [k + 1]).fetchall()]
             # All of them fit: from the start of time; else from the k-th newest minute.
             start = 0 if len(newest) <= k else newest[k - 1]
-            cols = cur.execute(_LOAD_SQL.format(start=int(start))).fetchnumpy()
+            dirty = sorted(int(r[0]) for r in cur.execute(
+                "SELECT DISTINCT minute FROM dirty_minutes").fetchall())
+            parts = [cur.execute(_ROLLED_SQL.format(start=int(start))).fetchnumpy()]
+            if dirty:
+                parts.append(cur.execute(_DIRTY_SQL.format(
+                    lo=max(int(start), dirty[0] * MINUTE_MS), hi=(dirty[-1] + 1) * MINUTE_MS,
+                    minutes=", ".join(map(str, dirty)))).fetchnumpy())
         finally:
             cur.execute("COMMIT")
-        sid = np.asarray(cols["s"], np.int64)
+        cols = {c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in ("s", "b", *_COLS)}
+        if dirty:  # rolled rows of dirty minutes are stale: the tier SQL reads those from raw
+            rolled = len(parts[0]["s"])
+            stale = np.isin(cols["b"][:rolled] // MINUTE_MS, dirty)
+            keep = np.r_[~stale, np.ones(cols["s"].shape[0] - rolled, bool)]
+            cols = {c: a[keep] for c, a in cols.items()}
+        order = np.lexsort((cols["lt"], cols["s"], cols["b"]))
+        b, sid = cols["b"][order].astype(np.int64), cols["s"][order].astype(np.int64)
+        fields = tuple(np.asarray(cols[c], np.float64)[order] for c in _COLS)
         with self._lock:
-            self._blocks = {}
+            self._blocks, self._minutes = {}, []
             self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
-            b = np.asarray(cols["b"], np.int64)
-            for m in np.unique(b).tolist():
-                pick = b == m
-                blk = self._blocks[m] = np.repeat(_EMPTY[:, None], self._cap, axis=1)
-                for row, name in ((MIN, "mn"), (MAX, "mx"), (SUM, "sm"), (COUNT, "n"),
-                                  (LAST_TS, "lt"), (LAST, "l")):
-                    blk[row, sid[pick]] = np.asarray(cols[name], np.float64)[pick]
-            self._minutes = sorted(self._blocks)
+            bounds = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True])
+            for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                self._merge(int(b[i]), sid[i:j], tuple(f[i:j] for f in fields))
             self.start = start
             self.loads += 1
             self._evict()
@@ -177,10 +188,10 @@ class QueryHead:
             if not minutes:
                 self.hits += 1
                 return []
-            arr = np.stack([self._blocks[m][:, cols] for m in minutes])  # (M, 6, N)
+            arr = np.stack([self._blocks[m][cols] for m in minutes])  # (M, N, 6)
             self.hits += 1
         if not inside.all():
-            arr[:, :, ~inside] = _EMPTY[None, :, None]
+            arr[:, ~inside, :] = _EMPTY
         return _combine(arr, minutes, step_ms, agg, sel, group_by)
 
 
@@ -215,7 +226,7 @@ def _combine(arr: np.ndarray, minutes: list[int], step_ms: int, agg: str,
     """Rows (group key, bucket, value) ordered as the tier SQL orders them."""
     buckets = [m // step_ms * step_ms for m in minutes]
     b_starts = _segments(buckets)
-    parts = _reduce({f: arr[:, f, :] for f in _NEEDS[agg]}, b_starts, axis=0)  # (B, N)
+    parts = _reduce({f: arr[:, :, f] for f in _NEEDS[agg]}, b_starts, axis=0)  # (B, N)
     keys = [group_key(s, group_by) for s in sel]
     if group_by is None and len(sel) <= DIRECT_MAX:
         order = sorted(range(len(sel)), key=lambda i: sel[i].id)

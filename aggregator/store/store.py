@@ -77,6 +77,8 @@ class Store:
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        # (metric, node, labels) -> (series count when selected, sorted (key, id) pairs)
+        self._selections: dict[tuple[Any, ...], tuple[int, list[tuple[Any, int]]]] = {}
         self.health = StoreHealth()
         self.commits = CommitFeed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
@@ -456,12 +458,20 @@ class Store:
         """`query.select_series` for one metric, from the writer's memory (no statement), in
         the same order (node, metric, labels_key)."""
         want = [(str(k), str(v)) for k, v in (labels or {}).items()]
+        # Series are only ever added: a selection stays right while the count is unchanged.
+        memo_key = (metric, node, tuple(sorted(want)))
         with self._lock:
-            keys = [k for k in self._writer.by_name.get(metric, ())
-                    if (node is None or k[0] == node) and all(p in k[2] for p in want)]
-            ids = [self._writer.series[k] for k in keys]
-        rows = sorted(zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2])))
-        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in rows]
+            version = len(self._writer.keys)
+            hit = self._selections.get(memo_key)
+            if hit is None or hit[0] != version:
+                keys = [k for k in self._writer.by_name.get(metric, ())
+                        if (node is None or k[0] == node) and all(p in k[2] for p in want)]
+                ids = [self._writer.series[k] for k in keys]
+                if len(self._selections) >= 1024:
+                    self._selections.clear()
+                hit = self._selections[memo_key] = (version, sorted(
+                    zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2]))))
+        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in hit[1]]
 
     def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
                rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
