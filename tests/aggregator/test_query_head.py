@@ -5,6 +5,7 @@ and loaded afresh from the file."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +137,16 @@ def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
 def test_query_head_mib_is_checked() -> None:
     assert StorageConfig(query_head_mib=-1).validate() == [
         "storage.query_head_mib: must be >= 0 (0 = off) (got -1)"]
+
+
+def test_query_body_is_json_with_iso_times_and_nan_as_null() -> None:
+    from legion.aggregator.gateway.api import query_body
+    from legion.aggregator.gateway.timefmt import iso_ms
+
+    rows = [{"ts_ms": T0 + i // 2 * MIN, "node": "a", "metric": "m", "labels": {"cpu": "0"},
+             "value": float("nan") if i == 3 else i / 3} for i in range(6)]
+    got = json.loads(query_body(rows))
+    assert [r["ts"] for r in got] == [iso_ms(T0 + i // 2 * MIN) for i in range(6)]
+    assert [r["value"] for r in got] == [i / 3 if i != 3 else None for i in range(6)]
+    assert got[0] == {"ts_ms": T0, "node": "a", "metric": "m", "labels": {"cpu": "0"},
+                      "value": 0.0, "ts": "2023-11-15T00:00:00.000Z"}
