@@ -118,14 +118,6 @@ class RemoteQueryStore:
         out.sort(key=lambda r: (r["node"], r["metric"], sorted(r["labels"].items())))
         return out
 
-    def query_in_memory(self, metric: str, node: str | None = None,
-                        labels: Mapping[str, str] | None = None, since_ms: int | None = None,
-                        until_ms: int | None = None, step_ms: int | None = None,
-                        agg: str = "avg", group_by: str | None = None
-                        ) -> list[dict[str, Any]] | None:
-        """Never: every query goes to the remote store."""
-        return None
-
     def query(self, metric: str, node: str | None = None,
               labels: Mapping[str, str] | None = None, since_ms: int | None = None,
               until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",

@@ -184,11 +184,7 @@ async def query(request: web.Request) -> web.Response:
         source, width = await _call_store(finest_holding, store, args["since_ms"],
                                           args["until_ms"])
         args["step_ms"] = width
-    # A recent range the query head holds is answered here, without a thread hop (each
-    # hop is a wake-up that waits for a CPU on a busy machine).
-    rows = store.query_in_memory(**args)
-    if rows is None:
-        rows = await _call_store(store.query, **args)
+    rows = await _call_store(store.query, **args)
     if len(rows) > QUERY_MAX_POINTS:
         raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
                          "narrow 'since'/'until' or add a 'step'")

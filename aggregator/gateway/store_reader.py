@@ -32,14 +32,6 @@ class StoreReader(LatestReader, Protocol):
         """Points (ts_ms, node, metric, labels, value), raw or per step bucket."""
         ...
 
-    def query_in_memory(self, metric: str, node: str | None = None,
-                        labels: Mapping[str, str] | None = None, since_ms: int | None = None,
-                        until_ms: int | None = None, step_ms: int | None = None,
-                        agg: str = "avg", group_by: str | None = None
-                        ) -> list[dict[str, Any]] | None:
-        """`query`'s rows when memory answers them at once (no blocking), else None."""
-        ...
-
     def topk(self, metric: str, k: int = 10, agg: str = "avg", node: str | None = None,
              labels: Mapping[str, str] | None = None, since_ms: int | None = None,
              until_ms: int | None = None, bottom: bool = False) -> list[dict[str, Any]]:

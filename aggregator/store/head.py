@@ -164,17 +164,14 @@ class QueryHead:
     # ---- reading ---------------------------------------------------------------------------
     def stepped(self, sel: list[SeriesRow], step_ms: int, agg: str, since_ms: int | None,
                 until_ms: int | None, kept: Mapping[str, int], group_by: str | None,
-                ensure_loaded: Callable[[], None] | None, max_cells: int | None = None
-                ) -> list[tuple[Any, int, float]] | None:
+                ensure_loaded: Callable[[], None]) -> list[tuple[Any, int, float]] | None:
         """`query.stepped`'s rows when the head holds the whole range read from a tier, else
-        None (the caller asks DuckDB). Raises what `query.plan` raises. Without
-        `ensure_loaded` a head not loaded yet answers None; with `max_cells`, so does a range
-        of more (minutes x series) than that."""
+        None (the caller asks DuckDB). Raises what `query.plan` raises."""
         lo, hi = aligned(step_ms, since_ms, until_ms)
         p = plan(step_ms, agg, lo, hi, kept)
         if p.source == "raw" or lo is None:
             return None
-        if self.start is None and ensure_loaded is not None:
+        if self.start is None:
             ensure_loaded()
         with self._lock:
             if self.start is None or lo < max(self.start, kept.get("1m", 0)):
@@ -191,8 +188,6 @@ class QueryHead:
             if not minutes:
                 self.hits += 1
                 return []
-            if max_cells is not None and len(minutes) * len(sel) > max_cells:
-                return None
             arr = np.stack([self._blocks[m][cols] for m in minutes])  # (M, N, 6)
             self.hits += 1
         if not inside.all():

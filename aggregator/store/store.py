@@ -41,10 +41,6 @@ CHECKPOINT_COST_GUESS = 0.03
 log = logging.getLogger("legion.aggregator.store")
 
 
-IN_MEMORY_MAX_CELLS = 20_000
-"""The most (minutes x series) `query_in_memory` combines (about 2 ms here)."""
-
-
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
@@ -379,21 +375,6 @@ class Store:
             _, rows2 = q.stepped(cur, sel, step_ms, agg, since_ms, until_ms, self._kept(cur),
                                  group_by, tiers=self.config.rollups_enabled)
         return self._shape(metric, sel, group_by, rows2)
-
-    def query_in_memory(self, metric: str, node: str | None = None,
-                        labels: Mapping[str, str] | None = None, since_ms: int | None = None,
-                        until_ms: int | None = None, step_ms: int | None = None,
-                        agg: str = "avg", group_by: str | None = None
-                        ) -> list[dict[str, Any]] | None:
-        """`query`'s rows if the loaded query head answers them quickly (at most
-        `IN_MEMORY_MAX_CELLS` minutes x series), else None; never waits on DuckDB, so an
-        event loop may call it (the gateway does, before a thread for `query`)."""
-        if self.head is None or step_ms is None or agg == rate.RATE:
-            return None
-        sel = self._select(metric, node, labels)
-        rows = self.head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept(), group_by,
-                                 None, IN_MEMORY_MAX_CELLS)
-        return None if rows is None else self._shape(metric, sel, group_by, rows)
 
     def plan(self, step_ms: int | None, agg: str = "avg", since_ms: int | None = None,
              until_ms: int | None = None) -> str:

@@ -14,7 +14,6 @@ import pytest
 
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
-from legion.aggregator.store import store as store_module
 from legion.proto import MetricsBatch, Sample, canonical_labels
 
 T0 = 1_700_006_400_000  # a UTC midnight
@@ -114,7 +113,7 @@ def test_head_equals_duckdb_over_packed_late_and_dirty_data(tmp_path: Path) -> N
 
 
 def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     store = Store(tmp_path / "s.duckdb", StorageConfig(
         rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
@@ -122,14 +121,7 @@ def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
     try:
         store.write(batches(rng, T0, T0 + 2 * HOUR, 30_000, 1))
         store.roll_up(budget_s=60, include_open=True)
-        recent = {"metric": "cpu_percent", "since_ms": T0 + 110 * MIN, "step_ms": 5 * MIN,
-                  "group_by": "cpu"}
-        assert store.query_in_memory(**recent) is None  # not loaded: never loads on a loop
         assert store.query("cpu_percent", since_ms=T0 + HOUR, step_ms=MIN)
-        assert store.query_in_memory(**recent) == store.query(**recent) != []
-        assert store.query_in_memory(**{**recent, "agg": "rate"}) is None
-        monkeypatch.setattr(store_module, "IN_MEMORY_MAX_CELLS", 10)  # 10 minutes x 9 series
-        assert store.query_in_memory(**recent) is None
         head = store.head
         assert head is not None and head.start is not None
         assert T0 < head.start < T0 + 2 * HOUR  # 1 MiB at 1024 series: 21 minutes
