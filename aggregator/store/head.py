@@ -102,9 +102,9 @@ class QueryHead:
             self._blocks[m] = grown
         self._cap = cap
 
-    def max_minutes(self) -> int:
-        """How many minute blocks fit the budget at the current series capacity."""
-        return max(1, self.budget // (6 * 8 * self._cap))
+    def max_minutes(self, cap: int | None = None) -> int:
+        """How many minute blocks fit the budget at the current (or `cap`) series capacity."""
+        return max(1, self.budget // (6 * 8 * max(self._cap, cap or 0)))
 
     def _evict(self) -> None:
         extra = len(self._blocks) - self.max_minutes()
@@ -164,7 +164,7 @@ class QueryHead:
     # ---- reading ---------------------------------------------------------------------------
     def stepped(self, sel: list[SeriesRow], step_ms: int, agg: str, since_ms: int | None,
                 until_ms: int | None, kept: Mapping[str, int], group_by: str | None,
-                ensure_loaded: Callable[[], None]) -> list[tuple[Any, int, float]] | None:
+                ensure_loaded: Callable[[int], None]) -> list[tuple[Any, int, float]] | None:
         """`query.stepped`'s rows when the head holds the whole range read from a tier, else
         None (the caller asks DuckDB). Raises what `query.plan` raises."""
         lo, hi = aligned(step_ms, since_ms, until_ms)
@@ -172,7 +172,7 @@ class QueryHead:
         if p.source == "raw" or lo is None:
             return None
         if self.start is None:
-            ensure_loaded()
+            ensure_loaded(lo)
         with self._lock:
             if self.start is None or lo < max(self.start, kept.get("1m", 0)):
                 return None

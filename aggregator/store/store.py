@@ -499,8 +499,10 @@ class Store:
             log.error("event=query_head_failed error=%r", exc)
             self.head = QueryHead(self.config.query_head_mib << 20)
 
-    def _load_head(self) -> None:
-        """Fill the query head from the file while no write runs (the first query's cost)."""
+    def _load_head(self, lo: int) -> None:
+        """Fill the query head from the file while no write runs (the first query's cost);
+        not for a range starting before the newest minutes it could hold (a query over days
+        would pay the load and still read DuckDB)."""
         head = self.head
         assert head is not None
         with head.gate:
@@ -508,6 +510,9 @@ class Store:
                 return
             with self._lock:
                 cap = max(self._writer.series.values(), default=0) + 1
+                newest = self._writer.newest_ms()
+            if lo < newest - head.max_minutes(cap) * rollup.MINUTE_MS:
+                return
             with self._cursor() as cur:
                 head.load(cur, cap)
 

@@ -121,9 +121,14 @@ def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
     try:
         store.write(batches(rng, T0, T0 + 2 * HOUR, 30_000, 1))
         store.roll_up(budget_s=60, include_open=True)
-        assert store.query("cpu_percent", since_ms=T0 + HOUR, step_ms=MIN)
         head = store.head
-        assert head is not None and head.start is not None
+        assert head is not None
+        # A range older than the newest 21 minutes it could hold does not load it...
+        assert store.query("cpu_percent", since_ms=T0 + HOUR, step_ms=MIN)
+        assert head.start is None and head.loads == 0
+        # ...a recent one does.
+        assert store.query("cpu_percent", since_ms=T0 + 110 * MIN, step_ms=MIN)
+        assert head.start is not None and head.loads == 1
         assert T0 < head.start < T0 + 2 * HOUR  # 1 MiB at 1024 series: 21 minutes
         assert head.nbytes() <= 1 << 20
         store.write(batches(rng, T0 + 2 * HOUR, T0 + 150 * MIN, 30_000, 5_000))
