@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -187,9 +188,20 @@ async def query(request: web.Request) -> web.Response:
     if len(rows) > QUERY_MAX_POINTS:
         raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
                          "narrow 'since'/'until' or add a 'step'")
-    resp = web.json_response(_iso_rows(rows, "ts"))
+    resp = web.Response(body=query_body(rows), content_type="application/json")
     resp.headers[RESOLUTION_HEADER] = source
     return resp
+
+
+def query_body(rows: list[dict[str, Any]]) -> bytes:
+    """The query rows as JSON, each with its `ts` (ISO 8601, formatted once per timestamp);
+    orjson: a tenth of `json.dumps`' time, and a NaN value is `null` (valid JSON)."""
+    iso: dict[int, str | None] = {}
+    for r in rows:
+        t = r.get("ts_ms")
+        if t is not None:
+            r["ts"] = iso[t] if t in iso else iso.setdefault(t, iso_ms(t))
+    return orjson.dumps(rows)
 
 
 @requires("read")

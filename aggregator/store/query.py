@@ -112,20 +112,25 @@ def plan(step_ms: int | None, agg: str, lo: int | None, hi: int | None,
     return Plan("raw", lo, hi)
 
 
+def aligned(step_ms: int | None, since_ms: int | None, until_ms: int | None
+            ) -> tuple[int | None, int | None]:
+    """The range a stepped query reads: `since` down and `until` up to whole steps (no step:
+    as given)."""
+    if step_ms is None:
+        return since_ms, until_ms
+    if step_ms <= 0:
+        raise QueryError(f"step must be positive (got {step_ms} ms)")
+    return (None if since_ms is None else since_ms // step_ms * step_ms,
+            None if until_ms is None else -(-until_ms // step_ms) * step_ms)
+
+
 def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int | None,
             agg: str, since_ms: int | None, until_ms: int | None, kept: Mapping[str, int],
             group_by: str | None = None, tiers: bool = True
             ) -> tuple[Plan, list[tuple[Any, int, float]]]:
     """Aggregate per (series or group, step bucket); step None = one bucket for the range."""
     whole = step_ms is None
-    if whole:
-        lo, hi = since_ms, until_ms
-    else:
-        assert step_ms is not None
-        if step_ms <= 0:
-            raise QueryError(f"step must be positive (got {step_ms} ms)")
-        lo = None if since_ms is None else since_ms // step_ms * step_ms
-        hi = None if until_ms is None else -(-until_ms // step_ms) * step_ms
+    lo, hi = aligned(step_ms, since_ms, until_ms)
     p = plan(step_ms, agg, lo, hi, kept, whole=whole, tiers=tiers)
     if not sel:
         return p, []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import fnmatch
 import hashlib
 import logging
@@ -22,6 +23,7 @@ from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
+from legion.aggregator.store.head import QueryHead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
@@ -75,6 +77,8 @@ class Store:
         self._ckpt_cost = CHECKPOINT_COST_GUESS  # seconds, measured as we go
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
+        # (metric, node, labels) -> (series count when selected, sorted (key, id) pairs)
+        self._selections: dict[tuple[Any, ...], tuple[int, list[tuple[Any, int]]]] = {}
         self.health = StoreHealth()
         self.commits = CommitFeed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
@@ -88,6 +92,8 @@ class Store:
             derived = base64.b64encode(hashlib.sha256(b"legion-archive:" + key.encode()).digest())
             self._con.execute(f"PRAGMA add_parquet_key('legion_archive', '{derived.decode()}')")
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
+        self.head = (QueryHead(self.config.query_head_mib << 20) if self.config.rollups_enabled
+                     and self.config.query_head_mib > 0 else None)
         try:
             self._writer.load()
             self.rejected_seqs.load(rejected.load_ranges(self._con))
@@ -107,7 +113,9 @@ class Store:
             reopen(self)
         self._open()
         try:
-            result = self._writer.write(batches)
+            with self.head.gate if self.head is not None else contextlib.nullcontext():
+                result = self._writer.write(batches)
+                self._feed_head()
         except StoreError as exc:
             self.health.note_error(exc)
             raise
@@ -352,8 +360,13 @@ class Store:
         if agg == rate.RATE:
             return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
                                    group_by)
+        sel = self._select(metric, node, labels)
+        if self.head is not None and step_ms is not None:
+            from_head = self.head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept(),
+                                          group_by, self._load_head)
+            if from_head is not None:
+                return self._shape(metric, sel, group_by, from_head)
         with self._cursor() as cur:
-            sel = self._select(metric, node, labels)
             if step_ms is None:
                 rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
                 meta = {s.id: s for s in sel}
@@ -445,12 +458,20 @@ class Store:
         """`query.select_series` for one metric, from the writer's memory (no statement), in
         the same order (node, metric, labels_key)."""
         want = [(str(k), str(v)) for k, v in (labels or {}).items()]
+        # Series are only ever added: a selection stays right while the count is unchanged.
+        memo_key = (metric, node, tuple(sorted(want)))
         with self._lock:
-            keys = [k for k in self._writer.by_name.get(metric, ())
-                    if (node is None or k[0] == node) and all(p in k[2] for p in want)]
-            ids = [self._writer.series[k] for k in keys]
-        rows = sorted(zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2])))
-        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in rows]
+            version = len(self._writer.keys)
+            hit = self._selections.get(memo_key)
+            if hit is None or hit[0] != version:
+                keys = [k for k in self._writer.by_name.get(metric, ())
+                        if (node is None or k[0] == node) and all(p in k[2] for p in want)]
+                ids = [self._writer.series[k] for k in keys]
+                if len(self._selections) >= 1024:
+                    self._selections.clear()
+                hit = self._selections[memo_key] = (version, sorted(
+                    zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2]))))
+        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in hit[1]]
 
     def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
                rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
@@ -466,6 +487,34 @@ class Store:
             out.append({"ts_ms": b, "node": node, "metric": metric, "labels": values,
                         "value": v})
         return out
+
+    def _feed_head(self) -> None:
+        """Add the write just committed to the query head (under its gate); a head that
+        fails is dropped and reloaded by the next query, never fails the write."""
+        if self.head is None or self._writer.last_write is None:
+            return
+        try:
+            self.head.apply(*self._writer.last_write)
+        except Exception as exc:  # noqa: BLE001 - the points are stored; only the head is off
+            log.error("event=query_head_failed error=%r", exc)
+            self.head = QueryHead(self.config.query_head_mib << 20)
+
+    def _load_head(self, lo: int) -> None:
+        """Fill the query head from the file while no write runs (the first query's cost);
+        not for a range starting before the newest minutes it could hold (a query over days
+        would pay the load and still read DuckDB)."""
+        head = self.head
+        assert head is not None
+        with head.gate:
+            if head.start is not None:
+                return
+            with self._lock:
+                cap = max(self._writer.series.values(), default=0) + 1
+                newest = self._writer.newest_ms()
+            if lo < newest - head.max_minutes(cap) * rollup.MINUTE_MS:
+                return
+            with self._cursor() as cur:
+                head.load(cur, cap)
 
     def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
         """Retention horizons per tier (cached; only `maintain` moves them)."""
