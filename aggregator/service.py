@@ -21,6 +21,7 @@ from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
+from legion.aggregator.lean_imports import keep_pandas_out
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -230,6 +231,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
 def run_aggregator(config: AggregatorSettings) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
+    keep_pandas_out()  # pyarrow would load pandas (+43 MiB) at the first commit: lean_imports.py
     agg = Aggregator(config)
     agg.start()
 
