@@ -21,7 +21,7 @@ from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
-from legion.aggregator.lean_imports import keep_pandas_out
+from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out, keep_pandas_out
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -208,7 +208,8 @@ class Aggregator:
 
 
 async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
-    from legion.aggregator.gateway.app import create_app, start_gateway, stop_gateway
+    with keep_out(CLIENT_ONLY):  # Socket.IO's client side is never used here: lean_imports.py
+        from legion.aggregator.gateway.app import create_app, start_gateway, stop_gateway
     from legion.aggregator.gateway.tokens import TokenStore
 
     cfg = agg.config

@@ -59,3 +59,34 @@ def test_keep_pandas_out_is_a_no_op_once_pandas_is_loaded() -> None:
         from legion.aggregator.lean_imports import keep_pandas_out
         print(keep_pandas_out(), pa.table({'a': [1]}).to_pandas().shape)""")
     assert out == "False (1, 1)"
+
+
+def test_gateway_imported_without_socketio_clients() -> None:
+    """Imported as the service does, the gateway loads no Socket.IO client dependency, and
+    those modules stay importable afterwards."""
+    out = _run("""
+        import sys
+        from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out
+        with keep_out(CLIENT_ONLY):
+            from legion.aggregator.gateway.app import create_app
+        print(sorted(m for m in CLIENT_ONLY if m in sys.modules))
+        import requests
+        print('requests' in sys.modules)""")
+    assert out.split("\n") == ["[]", "True"]
+
+
+def test_socketio_serves_when_imported_lean(tmp_path) -> None:
+    """The Socket.IO test of the gateway, in a process that imported the gateway the lean way
+    (a real server and a python-socketio client on loopback)."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, pytest
+        from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out
+        with keep_out(CLIENT_ONLY):
+            import legion.aggregator.gateway.app
+        import engineio.client
+        assert engineio.client.requests is None, 'not imported the lean way'
+        sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '--basetemp',
+                              {str(tmp_path / 'pt')!r}, 'tests/aggregator/test_gateway_socketio.py'
+                              '::test_viewer_receives_both_events_then_updates']))""")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
