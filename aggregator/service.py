@@ -233,6 +233,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 def run_aggregator(config: AggregatorSettings) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
     keep_pandas_out()  # pyarrow would load pandas (+43 MiB) at the first commit: lean_imports.py
+    # No MALLOC_ARENA_MAX and no DuckDB memory/thread settings: measured at one agent, neither
+    # moved RSS or CPU (docs/peers.md, bench/results/idle_cost.txt), so none is imposed.
     agg = Aggregator(config)
     agg.start()
 
