@@ -21,6 +21,7 @@ from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
+from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out, keep_pandas_out
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -207,7 +208,8 @@ class Aggregator:
 
 
 async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
-    from legion.aggregator.gateway.app import create_app, start_gateway, stop_gateway
+    with keep_out(CLIENT_ONLY):  # Socket.IO's client side is never used here: lean_imports.py
+        from legion.aggregator.gateway.app import create_app, start_gateway, stop_gateway
     from legion.aggregator.gateway.tokens import TokenStore
 
     cfg = agg.config
@@ -230,6 +232,9 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
 def run_aggregator(config: AggregatorSettings) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
+    keep_pandas_out()  # pyarrow would load pandas (+43 MiB) at the first commit: lean_imports.py
+    # No MALLOC_ARENA_MAX and no DuckDB memory/thread settings: measured at one agent, neither
+    # moved RSS or CPU (docs/peers.md, bench/results/idle_cost.txt), so none is imposed.
     agg = Aggregator(config)
     agg.start()
 

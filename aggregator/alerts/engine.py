@@ -68,6 +68,10 @@ class AlertEngine(threading.Thread):
                                         "evaluation_seconds": 0.0, "round_errors": 0,
                                         "last_round_seconds": 0.0}
         self._loaded = False
+        # The journal's silences, re-read only after this engine (their only writer) changed
+        # them: a round reads no table when nothing changed (issue 17). (generation, rows)
+        self._silence_gen = 0
+        self._silence_rows: tuple[int, list[dict[str, Any]]] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
     def load(self) -> None:
@@ -203,8 +207,19 @@ class AlertEngine(threading.Thread):
 
     # ---- silences ---------------------------------------------------------------------------
     def _active_silences(self, now: int) -> list[tuple[str, list[Any]]]:
-        return [(s["id"], list(parse_matchers(s["matchers"]))) for s in self.journal.silences()
+        return [(s["id"], list(parse_matchers(s["matchers"]))) for s in self._all_silences()
                 if s["expired_ms"] is None and s["starts_ms"] <= now < s["ends_ms"]]
+
+    def _silences_changed(self) -> None:
+        with self._lock:  # gateway threads may add at once: no lost increment
+            self._silence_gen += 1
+
+    def _all_silences(self) -> list[dict[str, Any]]:
+        """Every silence (the journal's rows, cached until add/expire bumps the generation)."""
+        gen, cached = self._silence_gen, self._silence_rows
+        if cached is None or cached[0] != gen:
+            cached = self._silence_rows = (gen, self.journal.silences())
+        return cached[1]
 
     def add_silence(self, matchers: list[str], duration_s: float, comment: str,
                     user: str) -> dict[str, Any]:
@@ -217,6 +232,7 @@ class AlertEngine(threading.Thread):
              "starts_ms": now, "ends_ms": now + int(duration_s * 1000), "comment": comment,
              "created_by": user, "expired_ms": None}
         self.journal.add_silence(s)
+        self._silences_changed()
         return s
 
     def silence(self, matchers: dict[str, str], duration_s: float, comment: str,
@@ -227,13 +243,15 @@ class AlertEngine(threading.Thread):
 
     def expire_silence(self, silence_id: str) -> bool:
         """End a silence now; False when unknown or already over."""
-        return self.journal.expire_silence(silence_id, self.clock_ms())
+        ended = self.journal.expire_silence(silence_id, self.clock_ms())
+        self._silences_changed()
+        return ended
 
     def silences(self) -> list[dict[str, Any]]:
         """Every silence with its status (active, expired, pending)."""
         now = self.clock_ms()
         out = []
-        for s in self.journal.silences():
+        for s in self._all_silences():
             st = "expired" if s["expired_ms"] is not None or s["ends_ms"] <= now else \
                 ("active" if s["starts_ms"] <= now else "pending")
             out.append({**s, "status": st})

@@ -25,6 +25,7 @@ from legion.aggregator.store import query as q
 from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
 from legion.aggregator.store.head import QueryHead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
+from legion.aggregator.store.light_gate import LightRoundGate
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
 from legion.aggregator.store.types import IncomingBatch, WriteResult
@@ -104,6 +105,7 @@ class Store:
         now = self._timer()
         self._next_rollup = now + self.config.rollup_interval_ms / 1000
         self._next_maintenance = now + self.config.maintenance_interval_secs
+        self.light_gate = LightRoundGate()
         self.rollup_errors = 0
 
     # ---- writing (the writer thread) -------------------------------------------------------
@@ -143,9 +145,13 @@ class Store:
         budget = self.config.maintenance_budget_ms / 1000
         deadline = time.monotonic() + budget
         minutes = self.roll_up(budget)
+        settled = self._settled_ms()
+        if self.light_gate.may_skip(minutes, settled):  # nothing settled: light_gate.py
+            return
         con = self._open()
         hours = self._materialise(con, deadline, may_overrun=False)
-        self._pack(con, deadline, may_overrun=minutes == 0 and not hours)
+        packed = self._pack(con, deadline, may_overrun=minutes == 0 and not hours)
+        self.light_gate.done(bool(minutes or hours or packed), settled)
 
     def roll_up(self, budget_s: float | None = None, include_open: bool = False) -> int:
         """Recompute rollups of settled minutes written since the last pass (all of them with
@@ -170,6 +176,7 @@ class Store:
         round that has done nothing else makes one smallest step regardless, so no part starves.
         """
         con = self._open()
+        self.light_gate.rearm()
         budget = self.config.maintenance_budget_ms / 1000 if budget_s is None else budget_s
         deadline = time.monotonic() + budget
         took: dict[str, float] = {}

@@ -34,8 +34,8 @@ class LegionGroup(click.Group):
             ctx.exit(1)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """Load the command modules on first use: `agent` loads only its own (issue 17: the
-        agent process stays small), any other name loads them all."""
+        """Load the command modules on first use: `agent` and `aggregator` load only their own
+        (issue 17: those processes stay small), any other name loads them all."""
         if cmd_name not in self.commands:
             _register(only=cmd_name)
         return super().get_command(ctx, cmd_name)
@@ -57,7 +57,7 @@ def cli(verbose: bool) -> None:
 
 
 # Commands loaded without the others: their process imports only what they need.
-LEAN_COMMANDS = {"agent": "legion.cli.run_cmds"}
+LEAN_COMMANDS = {"agent": "legion.cli.run_cmds", "aggregator": "legion.cli.run_cmds"}
 
 
 def _register(only: str | None = None) -> None:

@@ -202,3 +202,19 @@ def test_flapping_alert_notifies_once(rig):
     assert kinds.count("flapping") == 1
     assert kinds.count("firing") <= 2           # the first firings, before it was flapping
     assert r.eng.router.counts["flapping_notices"] == 1
+
+
+def test_silence_added_or_expired_between_rounds_takes_effect_next_round(rig):
+    """Rounds read the silences from memory once read (issue 17); one added or expired after
+    rounds already ran still applies from the very next round."""
+    r = rig(default_rules=False, rules=[rule("cpu", CPU, 80)],
+            route={"receiver": "ops", "group_wait_secs": 0})
+    r.step(1, system_cpu_usage_percent=50)
+    r.step(1, system_cpu_usage_percent=50)  # rounds ran: the (empty) silences are cached
+    s = r.eng.add_silence(["node=web-1"], 3600, "maintenance", "alice")
+    r.step(1, system_cpu_usage_percent=99)
+    assert r.sent == [] and r.eng.alerts("firing")[0]["silenced_by"] == s["id"]
+    assert r.eng.expire_silence(s["id"])
+    r.step(1, system_cpu_usage_percent=99)
+    assert r.eng.alerts("firing")[0]["silenced_by"] is None
+    assert r.kinds() == [("ops", "firing", ["cpu"])]
