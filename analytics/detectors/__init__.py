@@ -7,6 +7,7 @@ from typing import Any
 
 from legion.analytics.detectors.art import ArtDetector
 from legion.analytics.detectors.base import Detector, StreamingDetector
+from legion.analytics.detectors.context import ContextDetector
 from legion.analytics.detectors.ensemble import EnsembleDetector
 from legion.analytics.detectors.fisher import FisherEnsembleDetector
 from legion.analytics.detectors.iforest import IsolationForestDetector
@@ -27,6 +28,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "ensemble": EnsembleDetector,
     "fisher": FisherEnsembleDetector,
     "art": ArtDetector,
+    "context": ContextDetector,
 }
 TORCH_NOTE = ""
 if torch_available():  # the PyTorch model is optional; torch is imported only when it trains
