@@ -138,13 +138,25 @@ def test_rest_period_silences_the_points_after_a_high_raw_score() -> None:
 
 def test_state_round_trip_mid_series_through_a_model_file(tmp_path: Path) -> None:
     ts, v = _cycle(900, seed=2)
-    for calibrated in (True, False):
+    v[800] += 40
+    for calibrated, cut in ((True, 517), (False, 517), (True, 700)):  # 700: range fixed
         whole = ContextDetector(calibrated=calibrated).score(ts, v)
         det = ContextDetector(calibrated=calibrated)
-        first = det.score(ts[:517], v[:517])
+        first = det.score(ts[:cut], v[:cut])
         path = models.save(tmp_path / "c.npz", models.detector_record(det))
-        rest = models.restore_detector(models.load(path)).score(ts[517:], v[517:])
+        rest = models.restore_detector(models.load(path)).score(ts[cut:], v[cut:])
         assert np.array_equal(np.r_[first, rest], whole)
+
+
+def test_quantisation_range_is_fixed_after_range_points() -> None:
+    ts, v = _cycle(400, seed=8)
+    v[350] = 500.0
+    det = ContextDetector(calibrated=False, range_points=300)
+    det.score(ts, v)
+    assert det.hi == v[:300].max() and det.lo == v[:300].min()
+    running = ContextDetector(calibrated=False, range_points=0)
+    running.score(ts, v)
+    assert running.hi == 500.0
 
 
 def test_protocol_trace_recombines_to_the_detector() -> None:
