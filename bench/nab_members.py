@@ -39,7 +39,7 @@ EXTRA: dict[str, tuple[tuple[str, ...], Callable[[], StreamingDetector]]] = {
     "art": (("calibration.py", "detectors/base.py", "detectors/art.py"),
             lambda: ArtDetector(debounce=0)),
     "context": (("calibration.py", "detectors/base.py", "detectors/context.py"),
-                lambda: ContextDetector(debounce=0)),
+                lambda: ContextDetector(calibrated=True, debounce=0)),
     "art_adaptive": (("calibration.py", "detectors/base.py", "detectors/art.py",
                       "detectors/art_vigilance.py"),
                      lambda: ArtDetector(adaptive=True, debounce=0)),

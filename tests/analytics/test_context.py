@@ -168,4 +168,4 @@ def test_protocol_trace_recombines_to_the_detector() -> None:
     five = np.vstack([np.zeros((4, len(v))), tr])
     five[0, 200] = np.nan
     assert np.array_equal(nab_cv.recombine(five, nab_members.alone("context")),
-                          make_detector("context").score(ts, v))
+                          make_detector("context", calibrated=True).score(ts, v))
