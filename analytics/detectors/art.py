@@ -19,7 +19,10 @@ our streaming reading of that design, with the calibration every detector here s
   least recently resonating one is replaced.
 * The surprise is calibrated by `Rarity` (a score of 0.8 = 1 in 1,600 views of this series) and
   debounced. ARTime's own confidence and adaptive vigilance are left out: `Rarity` gives one
-  meaning to a score on every series, which is what issue 14 asks of calibration.
+  meaning to a score on every series, which is what issue 14 asks of calibration. With
+  `adaptive=True` they are in (analytics/detectors/art_vigilance.py): dual vigilance adapted
+  online, a new cluster after the probation is the event, the range is the probation's, and
+  `calibrated=False` returns ARTime's event confidence itself.
 
 Constructor parameters have a meaning (points per bin, bins per view, vigilance, range fraction);
 `step=5, window=8` is ARTime's view on a NAB file of 4,000 points (40 points, 3 h 20 at 5 min).
@@ -84,7 +87,8 @@ class ArtDetector(StreamingDetector):
 
     def _surprise(self, ts_ms: int, value: float) -> float:
         self.count += 1
-        self.lo, self.hi = min(self.lo, value), max(self.hi, value)
+        if self.vigilance is None or not self.vigilance.done:  # adaptive: the probation's range
+            self.lo, self.hi = min(self.lo, value), max(self.hi, value)
         self.raw.append(value)
         if len(self.raw) < self.step * self.window:
             return math.nan  # warm-up: no view yet, kept out of the rarity history

@@ -18,6 +18,10 @@ constants):
   change (until `mask` views pass without a new category), unless its match is below 0.9 (in the
   anomaly mask) or 0.7 (otherwise) of the last anomaly's match.
 
+The range the view features are scaled by is that of the probation, then fixed (ARTime is
+given the file's min and max in advance; a live series is not, and a range that keeps growing
+re-scales every learnt category).
+
 The event's confidence is ARTime's without its energy term: 0.35 (rho_ub - A) / (1 - A) +
 0.65 (rho_lb - A) / (1 - A). Departures: views are per point (ARTime's are per downsampled
 sample), so the trend window (`probation` views) and the mask (1.5 windows of bins, in points)

@@ -72,6 +72,7 @@ def test_adaptive_vigilance_learns_during_probation_then_reports_rare_events() -
     vig = det.vigilance
     assert vig is not None and vig.done
     assert 0.0 < vig.rho_lb <= vig.rho_ub <= 0.97
+    assert det.hi == v[:639].max() < v.max()  # the range is the probation's (ARTime's dmin/dmax)
 
 
 def test_adaptive_state_round_trip_in_and_after_probation(tmp_path: Path) -> None:
