@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from legion.analytics.detectors.art import ArtDetector
+from legion.analytics.detectors.art import AdaptiveArtDetector, ArtDetector
 from legion.analytics.detectors.base import Detector, StreamingDetector
 from legion.analytics.detectors.context import ContextDetector
 from legion.analytics.detectors.ensemble import EnsembleDetector
@@ -29,6 +29,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "fisher": FisherEnsembleDetector,
     "art": ArtDetector,
     "context": ContextDetector,
+    "art_adaptive": AdaptiveArtDetector,
 }
 TORCH_NOTE = ""
 if torch_available():  # the PyTorch model is optional; torch is imported only when it trains

@@ -170,3 +170,13 @@ class ArtDetector(StreamingDetector):
         self.count = int(state["count"])
         if self.vigilance is not None:
             self.vigilance.load(state["vigilance"])
+
+
+class AdaptiveArtDetector(ArtDetector):
+    """`art` with ARTime's adaptive dual vigilance (`adaptive=True`), under its own table name
+    so that `legionctl detect --detector art_adaptive` and worker jobs can name it."""
+
+    name = "art_adaptive"
+
+    def __init__(self, adaptive: bool = True, **params: Any) -> None:
+        super().__init__(adaptive=adaptive, **params)
