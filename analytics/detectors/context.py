@@ -67,6 +67,14 @@ class _Ints:
     def view(self) -> np.ndarray:
         return self.a[:self.n]
 
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Ints:
+        """A growable copy of `values`."""
+        out = cls()
+        out.a = np.concatenate([np.asarray(values, np.int64), np.empty(16, np.int64)])
+        out.n = len(values)
+        return out
+
 
 class ContextDetector(StreamingDetector):
     """Share of unexpected contexts, learned online (contextOSE)."""
@@ -108,8 +116,12 @@ class ContextDetector(StreamingDetector):
             self.semis[side].append(facts)
             self.semi_ix[side][facts] = ix
             self.semi_len[side].append(len(facts))
+            index = self.by_fact[side]
             for f in facts:
-                self.by_fact[side].setdefault(f, _Ints()).append(ix)
+                ids = index.get(f)
+                if ids is None:
+                    ids = index[f] = _Ints()
+                ids.append(ix)
             if side == 0:
                 self.left_ctx.append({})
         return ix
@@ -229,17 +241,26 @@ class ContextDetector(StreamingDetector):
         self.history = deque(np.asarray(state["history"], float).tolist(), maxlen=self.rest)
         self._clear_memory()
         for side, key in ((0, "left"), (1, "right")):
-            flat = np.asarray(state[key + "_facts"], np.int64).tolist()
-            pos = 0
-            for n in np.asarray(state[key + "_len"], np.int64).tolist():
-                self._semi(side, tuple(flat[pos:pos + n]))
-                pos += n
-        ctx = np.asarray(state["ctx"], np.int64).reshape(4, -1).tolist()
-        for c, (lid, rid, count, zero) in enumerate(zip(*ctx, strict=True)):
+            lens = np.asarray(state[key + "_len"], np.int64)
+            flat = np.asarray(state[key + "_facts"], np.int64)
+            ends = np.cumsum(lens)
+            fl = flat.tolist()
+            semis = [tuple(fl[a:b]) for a, b in zip((ends - lens).tolist(), ends.tolist(),
+                                                     strict=True)]
+            self.semis[side].extend(semis)
+            self.semi_ix[side].update({f: i for i, f in enumerate(semis)})
+            self.semi_len[side].a, self.semi_len[side].n = _Ints.of(lens).a, len(lens)
+            owner = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+            order = np.argsort(flat, kind="stable")  # per fact: its semis in id order
+            facts, first = np.unique(flat[order], return_index=True)
+            bounds = np.r_[first, len(flat)].tolist()
+            for k, f in enumerate(facts.tolist()):
+                self.by_fact[side][f] = _Ints.of(owner[order[bounds[k]:bounds[k + 1]]])
+        self.left_ctx = [{} for _ in self.semis[0]]
+        ctx = np.asarray(state["ctx"], np.int64).reshape(4, -1)
+        for c, (lid, rid) in enumerate(zip(ctx[0].tolist(), ctx[1].tolist(), strict=True)):
             self.left_ctx[lid][rid] = c
-            self.ctx_l.append(lid)
-            self.ctx_r.append(rid)
-            self.ctx_count.append(count)
-            self.ctx_zero.append(zero)
+        self.ctx_l, self.ctx_r = _Ints.of(ctx[0]), _Ints.of(ctx[1])
+        self.ctx_count, self.ctx_zero = _Ints.of(ctx[2]), _Ints.of(ctx[3])
         self.group = tuple(np.asarray(state["group"], np.int64).tolist())
         self.lcount = self._count(0, self.group)
