@@ -31,3 +31,13 @@ TUNED["fisher"] = tuple(c for c in ENSEMBLE_TUNED  # Fisher's method replaces th
                                                    "cost"))
 TUNED["art"] = ("step=5", "window=8", "rho=0.9", "chomp=0.075", "categories=200",
                 *CALIBRATION)  # ARTime's view, vigilance and chomp, not fitted here
+# contextOSE's constants (rest: NAB's on a 4,000-point file) and `range_points` (chosen by the
+# protocol); its default, contextOSE's own score, uses none of the calibration constants.
+TUNED["context"] = ("bits=3", "max_left=7", "max_active=15", "base_threshold=0.75", "rest=120",
+                    "range_points=600")
+# `art` with adaptive=True (bench/nab_members.py "art_adaptive"): ARTime's vigilance schedule
+# replaces the fixed rho; none fitted here.
+TUNED["art_adaptive"] = tuple(c for c in TUNED["art"] if c != "rho=0.9") + (
+    "probation=600", "initial_rho=0.8", "rho_ub cap=0.97", "rho_lb rise=0.19",
+    "shortfall floor=0.05", "shortfall cap=0.37", "min step=0.01", "mask=1.5 windows",
+    "below-last=0.9/0.7", "confidence=0.35/0.65")

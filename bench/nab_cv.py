@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -323,21 +324,32 @@ def grid_recal(variants: list[str]) -> list[Config]:
 
 def cross_validate(corpus: list, traces: dict, configs: list[Config], fixed: float,
                    profile: str = "standard") -> dict:
-    """Plain dev and leave-one-category-out figures of choosing among `configs`.
+    """Plain dev and leave-one-category-out figures of choosing among `configs`
+    (`cross_validate_scores` of their recombined scores)."""
+    steps = step_seconds(corpus)
+    cands = ((cfg.label(), {f: recombine(traces[cfg.variant][f], cfg, steps[f])
+                            for f, *_ in corpus}) for cfg in configs)
+    return cross_validate_scores(corpus, cands, fixed, profile)
 
-    For each fold the configuration (and, swept, the threshold) with the best training score
+
+def cross_validate_scores(corpus: list, candidates: Iterable[tuple[str, dict]], fixed: float,
+                          profile: str = "standard") -> dict:
+    """Plain dev and leave-one-category-out figures of choosing among candidate detectors
+    (label, {file: scores}).
+
+    For each fold the candidate (and, swept, the threshold) with the best training score
     (6 categories) is applied to the held-out category; the pooled held-out gains are
     normalised with all windows (raw scores add up over files at a fixed threshold per fold).
     """
     prep = Prepared(corpus, profile)
-    steps = step_seconds(corpus)
     cats = sorted({f.split("/")[0] for f, *_ in corpus})
     all_names = {f for f, *_ in corpus}
     folds = [(c, {f for f in all_names if f.startswith(c + "/")}) for c in cats]
-    rows = []  # per config: (plain gain, plain thr, fixed gain, [(train swept gain, thr,
+    rows = []  # per candidate: (plain gain, plain thr, fixed gain, [(train swept gain, thr,
     #             held gain at thr, train fixed gain, held fixed gain) per fold])
-    for cfg in configs:
-        scores = {f: recombine(traces[cfg.variant][f], cfg, steps[f]) for f, *_ in corpus}
+    labels = []
+    for label, scores in candidates:
+        labels.append(label)
         sc, wi, va, _ = prep.gather(scores, all_names)
         pg, pt = prep.best(sc, wi, va)
         pf = prep.at(sc, wi, va, fixed)
@@ -349,20 +361,20 @@ def cross_validate(corpus: list, traces: dict, configs: list[Config], fixed: flo
             per.append((g, t, prep.at(*he, t), prep.at(*tr, fixed), prep.at(*he, fixed)))
         rows.append((pg, pt, pf, per))
     nw = prep.n_windows
-    plain_i = max(range(len(configs)), key=lambda i: (rows[i][0], -i))
-    fixed_i = max(range(len(configs)), key=lambda i: (rows[i][2], -i))
-    res = {"configs": len(configs), "plain": prep.norm(rows[plain_i][0], nw),
-           "plain_thr": rows[plain_i][1], "plain_cfg": configs[plain_i].label(),
+    plain_i = max(range(len(labels)), key=lambda i: (rows[i][0], -i))
+    fixed_i = max(range(len(labels)), key=lambda i: (rows[i][2], -i))
+    res = {"configs": len(labels), "plain": prep.norm(rows[plain_i][0], nw),
+           "plain_thr": rows[plain_i][1], "plain_cfg": labels[plain_i],
            "plain_fixed": prep.norm(rows[fixed_i][2], nw), "plain_fixed_cfg":
-           configs[fixed_i].label(), "folds": []}
+           labels[fixed_i], "folds": []}
     cv = cvf = 0.0
     for j, (cat, _) in enumerate(folds):
-        i = max(range(len(configs)), key=lambda i: (rows[i][3][j][0], -i))
-        k = max(range(len(configs)), key=lambda i: (rows[i][3][j][3], -i))
+        i = max(range(len(labels)), key=lambda i: (rows[i][3][j][0], -i))
+        k = max(range(len(labels)), key=lambda i: (rows[i][3][j][3], -i))
         cv += rows[i][3][j][2]
         cvf += rows[k][3][j][4]
-        res["folds"].append((cat, configs[i].label(), rows[i][3][j][1], rows[i][3][j][2],
-                             configs[k].label(), rows[k][3][j][4]))
+        res["folds"].append((cat, labels[i], rows[i][3][j][1], rows[i][3][j][2],
+                             labels[k], rows[k][3][j][4]))
     res["cv"], res["cv_fixed"] = prep.norm(cv, nw), prep.norm(cvf, nw)
     return res
 
@@ -414,7 +426,7 @@ def run_cv(corpus: list, cache: Path, jobs: int, fixed: float, grids: list[str],
             continue
         if g == "members":  # a fourth member, `art` (bench/nab_members.py)
             from nab_members import run_members
-            out[g] = run_members(corpus, traces, cache, fixed)
+            out[g] = run_members(corpus, traces, cache, fixed, jobs)
             continue
         cfgs = (grid_recal(["base"]) if g == "recal" else grid_additions(variants)
                 if g == "additions" else grid(["base"] if g == "base" else variants))

@@ -9,6 +9,7 @@ decoded, points scored, state encoded). Measured in this process on a noisy dail
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -18,14 +19,16 @@ from legion.proto.jobs import Job
 JOB_POINTS = 60
 
 
-def incremental_jobs_per_s(name: str, warm: int = 2000, jobs: int = 20) -> float:
-    """Jobs per second of `jobs` consecutive incremental jobs of 60 points each."""
+def incremental_jobs_per_s(name: str, warm: int = 2000, jobs: int = 20,
+                           params: dict[str, Any] | None = None) -> float:
+    """Jobs per second of `jobs` consecutive incremental jobs of 60 points each (`params`: the
+    detector's constructor parameters, e.g. {"adaptive": True} for `art`)."""
     n = warm + JOB_POINTS * jobs
     rng = np.random.default_rng(0)
     t = np.arange(n)
     ts = 1_600_000_000_000 + t.astype(np.int64) * 300_000
     vals = 50 + 10 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 1, n)
-    res = process(Job("warm", "detect", "s", ts[:warm], vals[:warm], name))
+    res = process(Job("warm", "detect", "s", ts[:warm], vals[:warm], name, dict(params or {})))
     if not res.ok:
         raise RuntimeError(f"{name}: {res.error}")
     state = res.state

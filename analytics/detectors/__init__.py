@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from legion.analytics.detectors.art import ArtDetector
+from legion.analytics.detectors.art import AdaptiveArtDetector, ArtDetector
 from legion.analytics.detectors.base import Detector, StreamingDetector
+from legion.analytics.detectors.context import ContextDetector
 from legion.analytics.detectors.ensemble import EnsembleDetector
 from legion.analytics.detectors.fisher import FisherEnsembleDetector
 from legion.analytics.detectors.iforest import IsolationForestDetector
@@ -27,6 +28,8 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "ensemble": EnsembleDetector,
     "fisher": FisherEnsembleDetector,
     "art": ArtDetector,
+    "context": ContextDetector,
+    "art_adaptive": AdaptiveArtDetector,
 }
 TORCH_NOTE = ""
 if torch_available():  # the PyTorch model is optional; torch is imported only when it trains

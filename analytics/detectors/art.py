@@ -19,7 +19,10 @@ our streaming reading of that design, with the calibration every detector here s
   least recently resonating one is replaced.
 * The surprise is calibrated by `Rarity` (a score of 0.8 = 1 in 1,600 views of this series) and
   debounced. ARTime's own confidence and adaptive vigilance are left out: `Rarity` gives one
-  meaning to a score on every series, which is what issue 14 asks of calibration.
+  meaning to a score on every series, which is what issue 14 asks of calibration. With
+  `adaptive=True` they are in (analytics/detectors/art_vigilance.py): dual vigilance adapted
+  online, a new cluster after the probation is the event, the range is the probation's, and
+  `calibrated=False` returns ARTime's event confidence itself.
 
 Constructor parameters have a meaning (points per bin, bins per view, vigilance, range fraction);
 `step=5, window=8` is ARTime's view on a NAB file of 4,000 points (40 points, 3 h 20 at 5 min).
@@ -34,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from legion.analytics.calibration import SortedWindow
+from legion.analytics.detectors.art_vigilance import AdaptiveVigilance
 from legion.analytics.detectors.base import StreamingDetector
 
 
@@ -44,9 +48,12 @@ class ArtDetector(StreamingDetector):
 
     def __init__(self, step: int = 5, window: int = 8, rho: float = 0.9, chomp: float = 0.075,
                  categories: int = 200, rarity_window: int = 2000, decades: float = 4.0,
-                 debounce: int = 100) -> None:
+                 debounce: int = 100, adaptive: bool = False, probation: int = 600,
+                 calibrated: bool = True) -> None:
+        extra = {"adaptive": True, "probation": probation, "calibrated": calibrated} \
+            if adaptive else {}  # the fixed-vigilance `art` keeps its params (saved models)
         super().__init__(rarity_window, decades, debounce, step=step, window=window, rho=rho,
-                         chomp=chomp, categories=categories)
+                         chomp=chomp, categories=categories, **extra)
         self.step, self.window, self.rho = int(step), int(window), float(rho)
         self.chomp, self.categories = float(chomp), int(categories)
         self.raw: deque[float] = deque(maxlen=self.step * self.window)
@@ -57,6 +64,9 @@ class ArtDetector(StreamingDetector):
         self.box_hi = np.empty((0, dim))
         self.used = np.empty(0, dtype=np.int64)  # when each box last resonated
         self.count = 0
+        self.calibrated = bool(calibrated) or not adaptive
+        self.vigilance = AdaptiveVigilance(probation, int(1.5 * self.window * self.step)) \
+            if adaptive else None
 
     def _view(self) -> np.ndarray:
         """The 2 x window features of the current view."""
@@ -77,11 +87,14 @@ class ArtDetector(StreamingDetector):
 
     def _surprise(self, ts_ms: int, value: float) -> float:
         self.count += 1
-        self.lo, self.hi = min(self.lo, value), max(self.hi, value)
+        if self.vigilance is None or not self.vigilance.done:  # adaptive: the probation's range
+            self.lo, self.hi = min(self.lo, value), max(self.hi, value)
         self.raw.append(value)
         if len(self.raw) < self.step * self.window:
             return math.nan  # warm-up: no view yet, kept out of the rarity history
         x = self._view()
+        if self.vigilance is not None:
+            return self.vigilance.step(x, self._train, self._reset)
         if not len(self.box_lo):
             self._found(x)
             return math.nan
@@ -96,6 +109,38 @@ class ArtDetector(StreamingDetector):
             self._found(x)
         return surprise
 
+    def _train(self, x: np.ndarray, rho_lb: float, rho_ub: float) -> tuple[int, float]:
+        """Dual-vigilance learning of view x: (category, best match A). A match is fuzzy ART's
+        |x ^ w| / |x|, i.e. 1 - the mean side of the box grown to include x; A >= rho_ub refines
+        the best box, A >= rho_lb founds a box of the same cluster, below it a new cluster
+        (category -1)."""
+        if not len(self.box_lo):
+            self._found(x)
+            return -1, 1.0
+        lo, hi = np.minimum(self.box_lo, x), np.maximum(self.box_hi, x)
+        match = 1.0 - (hi - lo).mean(axis=1)
+        j = int(np.argmax(match))
+        a = float(match[j])
+        if a >= rho_ub:
+            self.box_lo[j], self.box_hi[j], self.used[j] = lo[j], hi[j], self.count
+            return j, a
+        self._found(x)
+        return (len(self.box_lo) - 1 if a >= rho_lb else -1), a
+
+    def _reset(self) -> None:
+        """Forget every category."""
+        dim = 2 * self.window
+        self.box_lo, self.box_hi = np.empty((0, dim)), np.empty((0, dim))
+        self.used = np.empty(0, dtype=np.int64)
+
+    def update(self, ts_ms: int, value: float) -> float:
+        """Score of this point: calibrated, or (adaptive, `calibrated=False`) ARTime's own
+        event confidence."""
+        if self.calibrated or not math.isfinite(value):
+            return super().update(ts_ms, value)
+        s = self._surprise(ts_ms, value)
+        return s if math.isfinite(s) else 0.0
+
     def _found(self, x: np.ndarray) -> None:
         """A new category holding only x (replacing the least recently used one when full)."""
         if len(self.box_lo) < self.categories:
@@ -107,9 +152,12 @@ class ArtDetector(StreamingDetector):
         self.box_lo[j], self.box_hi[j], self.used[j] = x, x, self.count
 
     def _get_state(self) -> dict[str, Any]:
-        return {"raw": np.asarray(self.raw, float), "bins": self.bins.to_state(),
-                "range": np.asarray([self.lo, self.hi], float), "box_lo": self.box_lo.copy(),
-                "box_hi": self.box_hi.copy(), "used": self.used.copy(), "count": self.count}
+        st = {"raw": np.asarray(self.raw, float), "bins": self.bins.to_state(),
+              "range": np.asarray([self.lo, self.hi], float), "box_lo": self.box_lo.copy(),
+              "box_hi": self.box_hi.copy(), "used": self.used.copy(), "count": self.count}
+        if self.vigilance is not None:
+            st["vigilance"] = self.vigilance.to_state()
+        return st
 
     def _set_state(self, state: dict[str, Any]) -> None:
         self.raw = deque(np.asarray(state["raw"], float).tolist(), maxlen=self.step * self.window)
@@ -120,3 +168,15 @@ class ArtDetector(StreamingDetector):
         self.box_hi = np.asarray(state["box_hi"], float).reshape(-1, dim)
         self.used = np.asarray(state["used"], np.int64)
         self.count = int(state["count"])
+        if self.vigilance is not None:
+            self.vigilance.load(state["vigilance"])
+
+
+class AdaptiveArtDetector(ArtDetector):
+    """`art` with ARTime's adaptive dual vigilance (`adaptive=True`), under its own table name
+    so that `legionctl detect --detector art_adaptive` and worker jobs can name it."""
+
+    name = "art_adaptive"
+
+    def __init__(self, adaptive: bool = True, **params: Any) -> None:
+        super().__init__(adaptive=adaptive, **params)

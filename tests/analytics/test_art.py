@@ -57,5 +57,37 @@ def test_protocol_trace_recombines_to_the_detector() -> None:
     assert np.isnan(tr[200])
     five = np.vstack([np.zeros((4, len(v))), tr])
     five[0, 200] = np.nan  # the recombination reads a row's validity from the first trace
-    assert np.array_equal(nab_cv.recombine(five, nab_members.ART_ALONE),
+    assert np.array_equal(nab_cv.recombine(five, nab_members.alone("art")),
                           make_detector("art").score(ts, v))
+
+
+def test_adaptive_vigilance_learns_during_probation_then_reports_rare_events() -> None:
+    ts, v = _cycle(2400, seed=5)
+    v[1800:1900] += 25  # a level shift long after the probation
+    det = ArtDetector(adaptive=True, calibrated=False, probation=600)
+    s = det.score(ts, v)
+    assert not s[:40 + 600].any()  # warm-up and probation: no opinion
+    assert s[1800:1900].max() > 0  # the shift founds a new cluster: an event
+    assert (s[700:1790] > 0).mean() < 0.01  # the learnt cycle: (almost) no events
+    vig = det.vigilance
+    assert vig is not None and vig.done
+    assert 0.0 < vig.rho_lb <= vig.rho_ub <= 0.97
+    assert det.hi == v[:639].max() < v.max()  # the range is the probation's (ARTime's dmin/dmax)
+
+
+def test_adaptive_state_round_trip_in_and_after_probation(tmp_path: Path) -> None:
+    from legion.analytics import models
+    ts, v = _cycle(1500, seed=6)
+    v[1200:1240] = 70.0
+    whole = ArtDetector(adaptive=True, probation=300).score(ts, v)
+    for cut in (200, 900):  # inside the probation (views kept) and after it
+        det = ArtDetector(adaptive=True, probation=300)
+        first = det.score(ts[:cut], v[:cut])
+        path = models.save(tmp_path / f"a{cut}.npz", models.detector_record(det))
+        rest = models.restore_detector(models.load(path)).score(ts[cut:], v[cut:])
+        assert np.array_equal(np.r_[first, rest], whole)
+
+
+def test_fixed_vigilance_art_keeps_its_params_for_saved_models() -> None:
+    assert "adaptive" not in ArtDetector().params()
+    assert ArtDetector(adaptive=True).params()["adaptive"] is True
