@@ -18,7 +18,7 @@ from legion.aggregator.store.packing import (
     chunk_tables,
 )
 from legion.aggregator.store.retention import used_bytes
-from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
+from legion.aggregator.store.schema import DDL_V1, NEW_FILE_BLOCK_SIZE, SCHEMA_VERSION
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
 from tests.aggregator.test_store_tiers import assert_close
@@ -388,3 +388,36 @@ def test_live_packing_waits_for_the_whole_hour(tmp_path):
         assert raw_rows(store) == sorted(truth)
     finally:
         store.close()
+
+
+def test_new_files_get_the_small_block_size_and_old_files_keep_theirs(tmp_path):
+    """A file this build creates uses NEW_FILE_BLOCK_SIZE (a table costs a block, not 256 KiB);
+    a file created with DuckDB's default 256 KiB blocks (every earlier build) opens as it is,
+    its points readable and new ones written to it."""
+    new, old = tmp_path / "new.duckdb", tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))  # as the previous build made it: DuckDB's default block size
+    for stmt in DDL_V1:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1, 0)")
+    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[[\"cpu\",\"0\"]]', "
+                "MAP {'cpu': '0'}, 0)")
+    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i / 10 FROM range(60) t(i)")
+    con.close()
+    rng = np.random.default_rng(5)
+    batches, truth = batches_for(rng, range(1, 61), [T0 + HOUR + i * 60_000 for i in range(60)])
+    for path, size in ((new, NEW_FILE_BLOCK_SIZE), (old, 262_144)):
+        for _ in range(2):  # created (or migrated), then reopened
+            store = Store(path, StorageConfig(rollups_enabled=False), clock_ms=lambda: T0 + DAY)
+            try:
+                with store._cursor() as cur:
+                    assert cur.execute("SELECT block_size FROM pragma_database_size() WHERE "
+                                       "database_name = current_database()").fetchall()[0][0] \
+                        == size
+                store.write(batches)
+                store.maintain(budget_s=30)
+                want = sorted(truth) if path == new else sorted(
+                    truth + [("old", "0", T0 + i * 60_000, i / 10) for i in range(60)])
+                assert raw_rows(store) == want
+            finally:
+                store.close()
+    assert NEW_FILE_BLOCK_SIZE < 262_144
