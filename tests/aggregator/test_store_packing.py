@@ -154,11 +154,12 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert report["packed_points"] == len(truth)
         rows = store.stats()["rows"]
         assert rows["points"] == 0 and rows["packed_points"] == len(truth)
-        assert rows["chunks"] == 5 * 8  # one per series and hour
+        windows = 5 * HOUR // packing.WINDOW_MS
+        assert rows["chunks"] == windows * 8  # one per series and window
         with store._cursor() as cur:  # both nodes' 4 series have the same ticks: 1 owner + 7
             shared = cur.execute(" UNION ALL ".join(
                 f"SELECT count(ts_from) FROM {t.name}" for t in chunk_tables(cur))).fetchall()
-        assert sum(r[0] for r in shared) == 7 * 5  # per hour
+        assert sum(r[0] for r in shared) == 7 * windows  # per window
         assert rows["chunk_bytes"] / len(truth) < 2.5  # vs 5-7 bytes per row
         assert raw_rows(store) == before_raw  # exact, floats bit for bit
         for (s, a), want in before.items():
@@ -215,8 +216,9 @@ def test_packing_in_small_steps_is_exact_at_every_intermediate_state(tmp_path):
             rounds += 1
             assert rounds < 200
         assert PACK_MIN_SERIES == 16
-        # per hour: 3 encoding steps (series ranges), then 60 deletion steps of one minute
-        assert rounds == 2 * (3 + 60) and states == {16, 32, ALL_SERIES, 0}
+        # per window: 3 encoding steps (series ranges), then a deletion step per minute
+        windows, minutes = 2 * HOUR // packing.WINDOW_MS, packing.WINDOW_MS // MIN
+        assert rounds == windows * (3 + minutes) and states == {16, 32, ALL_SERIES, 0}
     finally:
         store.close()
 
@@ -366,11 +368,13 @@ def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
         store.close()
 
 
-def test_live_packing_waits_for_the_whole_hour(tmp_path):
+def test_live_packing_waits_for_the_whole_window(tmp_path):
     """Light rounds run every few seconds: packing each newly settled minute would make chunks
-    of a minute, which compress far worse. Only whole settled hours are packed."""
+    of a minute, which compress far worse. Only whole settled windows (WINDOW_MS) are packed,
+    each into its hour's table, and reads are the same whatever was packed."""
+    assert HOUR % packing.WINDOW_MS == 0 and packing.WINDOW_MS == 15 * MIN
     rng = np.random.default_rng(13)
-    clock = {"ms": T0 + HOUR + 40 * MIN}
+    clock = {"ms": T0 + HOUR + 25 * MIN}  # settled up to 01:23: windows before 01:15
     store = Store(tmp_path / "live.duckdb", clock_ms=lambda: clock["ms"])
     try:
         ts_list = [T0 + i * 10_000 for i in range(int(1.5 * 360))]  # 00:00 to 01:30
@@ -379,9 +383,12 @@ def test_live_packing_waits_for_the_whole_hour(tmp_path):
         store.roll_up(budget_s=30)
         store.maintain(budget_s=30)
         rows = store.stats()["rows"]
-        assert rows["packed_points"] == sum(1 for r in truth if r[2] < T0 + HOUR)
-        assert rows["points"] == sum(1 for r in truth if r[2] >= T0 + HOUR)  # 01:xx waits
-        clock["ms"] = T0 + 2 * HOUR + 3 * MIN  # the hour has ended and settled
+        cut = T0 + HOUR + 15 * MIN
+        assert rows["packed_points"] == sum(1 for r in truth if r[2] < cut)
+        assert rows["points"] == sum(1 for r in truth if r[2] >= cut)  # 01:15-01:30 waits
+        assert rows["chunks"] == 4 * 5 * 2  # per series (2 nodes x 4): one per window
+        assert raw_rows(store) == sorted(truth)
+        clock["ms"] = T0 + HOUR + 33 * MIN  # the window has ended and settled
         store.maintain(budget_s=30)
         rows = store.stats()["rows"]
         assert rows["points"] == 0 and rows["packed_points"] == len(truth)
