@@ -2,17 +2,19 @@
 each hour adds.
 
     python bench/peers/steady_file.py [--hosts 10] [--hours 6] [--raw-hours 2]
-        [--rollup-hours 3] [--block-size BYTES] [--vm]
+        [--rollup-hours 3] [--commit-secs 5] [--block-size BYTES] [--window-min M] [--vm]
 
 The peers bench's storage row loads once and packs once: the worst case, since the blocks the
 packed raw rows free stay in the file. Here hours follow each other as in service, through the real
 Store with the real retention keys (`raw_retention_hours`, `rollup_1m_retention_days`,
-`rollup_1h_retention_days` set short so that steady state comes within the run): a minute per
-commit, rollups, then maintenance rounds on the clock 5 minutes past the hour (packing the settled
-hour, retention deleting what expired), a checkpoint. After each hour it prints what the file holds
-(raw points, chunk payload, used blocks) against the file on disk. `--block-size` creates the file
-with that DuckDB block size first (the before/after of `schema.NEW_FILE_BLOCK_SIZE`); `--vm`
-imports the raw points held at the end into VictoriaMetrics and prints its `du` on them.
+`rollup_1h_retention_days`; short by default so that steady state comes within the run) and its
+own timers on a simulated clock: a write per `--commit-secs` of data, each running the light round
+or maintenance round that is due (rollups, packing, retention, paced checkpoints), as in service.
+After each hour it prints what the file holds (raw points, chunk payload, used blocks) against the
+file and WAL on disk, and at the end the stall a write saw (the write plus the round it ran).
+`--block-size` creates the file with that DuckDB block size first (the before/after of
+`schema.NEW_FILE_BLOCK_SIZE`), `--window-min` sets `packing.WINDOW_MS` (before/after of the
+window); `--vm` imports the raw points held at the end into VictoriaMetrics and prints its `du`.
 """
 
 from __future__ import annotations
@@ -51,20 +53,23 @@ def create_file(db: Path, block_size: int) -> None:
 
 
 def file_state(store: object, db: Path) -> dict[str, float]:
-    """Raw points held, chunk payload, used and free blocks, file size (bytes)."""
+    """Raw points held, chunk payload, used and free blocks, file and WAL size (bytes)."""
     st = store.stats()["rows"]  # type: ignore[attr-defined]
     bs, used, free = store._con.execute(  # type: ignore[attr-defined] # noqa: SLF001
         "SELECT block_size, block_size * used_blocks, block_size * free_blocks FROM "
         "pragma_database_size() WHERE database_name = 'legion'").fetchall()[0]
+    wal = Path(str(db) + ".wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
     return {"raw_points": st["raw_points"], "chunk_bytes": st["chunk_bytes"], "used": used,
-            "free": free, "file": db.stat().st_size, "block_size": bs,
+            "free": free, "file": db.stat().st_size, "block_size": bs, "wal": wal_bytes,
+            "disk": db.stat().st_size + wal_bytes, "points": st["points"],
             "rollup_1m": st["rollup_1m"], "batches": st["batches"],
             "chunk_tables": st["chunk_tables"]}
 
 
 def main(argv: list[str] | None = None) -> int:
     from legion.aggregator.config import StorageConfig
-    from legion.aggregator.store import IncomingBatch, Store
+    from legion.aggregator.store import IncomingBatch, Store, packing
     from legion.proto import MetricsBatch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,8 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rollup-hours", type=float, default=3.0,
                     help="rollup_1m/1h_retention_days, in hours")
     ap.add_argument("--block-size", type=int, default=0, help="create the file with this")
+    ap.add_argument("--commit-secs", type=int, default=5, help="seconds of data per write")
+    ap.add_argument("--window-min", type=float, default=0,
+                    help="packing window in minutes (default packing.WINDOW_MS)")
     ap.add_argument("--vm", action="store_true", help="VictoriaMetrics' du on the held points")
     args = ap.parse_args(argv)
+    if args.window_min:
+        packing.WINDOW_MS = int(args.window_min * 60_000)
     fleet = Fleet(args.hosts, 1.0, seed=3)
     t0 = (int(time.time() * 1000) // HOUR_MS - args.hours - 2) * HOUR_MS
     work = Path(tempfile.mkdtemp(prefix="legion-steady-"))
@@ -84,20 +94,21 @@ def main(argv: list[str] | None = None) -> int:
         create_file(db, args.block_size)
     clock = {"ms": t0}
     days = args.rollup_hours / 24
-    cfg = StorageConfig(rollup_interval_ms=10**9, maintenance_interval_secs=10**9,
-                        raw_retention_hours=args.raw_hours, rollup_1m_retention_days=days,
+    # Service timers (light round every rollup_interval_ms, maintenance every
+    # maintenance_interval_secs) run inside `write` on the store's clock, as in service.
+    cfg = StorageConfig(raw_retention_hours=args.raw_hours, rollup_1m_retention_days=days,
                         rollup_1h_retention_days=days)
     store = Store(db, cfg, clock_ms=lambda: clock["ms"])
-    held_hours = int(np.ceil(args.raw_hours)) + 1
-    kept: deque[tuple[int, np.ndarray]] = deque(maxlen=held_hours)  # (hour start, values)
+    kept: deque[tuple[int, np.ndarray]] = deque(maxlen=int(np.ceil(args.raw_hours)) + 2)
     seq = 0
-    rounds_s: list[float] = []
+    writes_s: list[float] = []
+    s: dict[str, float] = {}
     try:
         for hour in range(args.hours):
             ticks = []
-            for _ in range(60):
+            for _ in range(3600 // args.commit_secs):
                 group = []
-                for _ in range(60):
+                for _ in range(args.commit_secs):
                     seq += 1
                     ts = t0 + (seq - 1) * 1000
                     vals = fleet.tick()
@@ -106,33 +117,27 @@ def main(argv: list[str] | None = None) -> int:
                         fleet.names, fleet.label_sets, fleet.name_idx, fleet.label_idx, vals[k],
                         np.full(fleet.n, ts, np.int64)), ts) for k in range(args.hosts)]
                 clock["ms"] = ts + 1000
-                store.write(group)
-                store.roll_up(budget_s=10)
-            kept.append((t0 + hour * HOUR_MS, np.stack(ticks)))
-            clock["ms"] += 5 * 60_000  # the hour just written settles
-            for _ in range(20_000):  # maintenance rounds until nothing is left to do
                 t = time.monotonic()
-                rep = store.maintain()
-                rounds_s.append(time.monotonic() - t)
-                if not (rep["steps"] or rep["packed_points"] or rep["materialised"]
-                        or rep["rolled_up_minutes"]) and not store.stats()["rows"]["points"]:
-                    break
-            clock["ms"] -= 5 * 60_000
-            store.checkpoint()
+                store.write(group)  # and whatever round is due: the stall ingest sees
+                writes_s.append(time.monotonic() - t)
+            kept.append((t0 + hour * HOUR_MS, np.stack(ticks)))
             s = file_state(store, db)
             n = max(s["raw_points"], 1)
             print(f"hour {hour + 1}: raw held {n / 1e6:.2f} M points ({s['chunk_tables']} chunk "
-                  f"tables, 1m rows {s['rollup_1m']}, batches {s['batches']}); B/point held: "
-                  f"chunks {s['chunk_bytes'] / n:.2f}, used {s['used'] / n:.2f}, file "
-                  f"{s['file'] / n:.2f}; MiB: used {s['used'] / 2**20:.1f}, free "
-                  f"{s['free'] / 2**20:.1f}, file {s['file'] / 2**20:.1f}; file / used "
-                  f"{s['file'] / max(s['used'], 1):.2f}", flush=True)
+                  f"tables, unpacked {s['points']}, 1m rows {s['rollup_1m']}, batches "
+                  f"{s['batches']}); B/point held: chunks {s['chunk_bytes'] / n:.2f}, used "
+                  f"{s['used'] / n:.2f}, on disk {s['disk'] / n:.2f}; MiB: used "
+                  f"{s['used'] / 2**20:.1f}, free {s['free'] / 2**20:.1f}, file "
+                  f"{s['file'] / 2**20:.1f}, WAL {s['wal'] / 2**20:.1f}; on disk / used "
+                  f"{s['disk'] / max(s['used'], 1):.2f}", flush=True)
     finally:
         store.close()
-    rounds_s.sort()
-    print(f"block size {s['block_size']}; maintenance rounds {len(rounds_s)}, p50 "
-          f"{rounds_s[len(rounds_s) // 2] * 1000:.0f} ms, max {rounds_s[-1] * 1000:.0f} ms "
-          f"(budget {cfg.maintenance_budget_ms} ms)")
+    writes_s.sort()
+    print(f"block size {s['block_size']}, packing window {packing.WINDOW_MS // 60_000} min; "
+          f"{len(writes_s)} writes of {args.commit_secs} s of data, each with the round due: "
+          f"p50 {writes_s[len(writes_s) // 2] * 1000:.0f} ms, p99 "
+          f"{writes_s[int(len(writes_s) * 0.99)] * 1000:.0f} ms, max {writes_s[-1] * 1000:.0f} "
+          f"ms (maintenance_budget_ms {cfg.maintenance_budget_ms})")
     if args.vm:
         vm_du(work, fleet, kept, s["raw_points"])
     return 0
