@@ -52,8 +52,10 @@ PACK_MIN_SERIES = 16
 CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("chunk_id", pa.int64()),
                           ("ts_from", pa.int64()), ("t_min", pa.int64()), ("t_max", pa.int64()),
                           ("n", pa.int32()), ("data", pa.list_(pa.binary()))])
-SMALL_TABLE_BYTES = 1 << 20
-"""Below this, the next chunk table spans the rest of the UTC day instead of one hour."""
+SMALL_TABLE_BLOCKS = 4
+"""Below this many of the file's blocks of payload (1 MiB at DuckDB's default 256 KiB, 256 KiB
+at schema.NEW_FILE_BLOCK_SIZE), the next chunk table spans the rest of the UTC day instead of one
+hour; 0: always one hour."""
 PIECE_BYTES = 4000
 """A chunk's blob is stored as a list of pieces of at most this many bytes. DuckDB keeps strings
 under 4 KiB inline and larger ones in overflow blocks, and a column mixing both wasted 33 % of
@@ -267,14 +269,18 @@ def chunk_tables(con: duckdb.DuckDBPyConnection) -> list[ChunkTable]:
 def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTable]
                ) -> ChunkTable:
     """The table holding `hour`'s chunks, created if needed: one hour, or the rest of the UTC
-    day when the newest earlier table holds less than SMALL_TABLE_BYTES (a table costs at least
-    one 256 KiB block, which would dwarf the hour of a small fleet)."""
+    day when the newest earlier table holds less than SMALL_TABLE_BLOCKS blocks of payload (a
+    table costs at least one block, which would dwarf the hour of a small fleet; a day table is
+    dropped only once its whole day has expired)."""
     for t in tables:
         if t.start <= hour < t.start + t.span:
             return t
     span = 1
     before = [t for t in tables if t.start < hour]
-    if before and _table_bytes(con, before[-1]) < SMALL_TABLE_BYTES:
+    small = SMALL_TABLE_BLOCKS * int(con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = "
+        "current_database()").fetchall()[0][0])
+    if before and _table_bytes(con, before[-1]) < small:
         span = 24 - hour % 24
         later = [t.start for t in tables if t.start > hour]
         if later:

@@ -276,7 +276,7 @@ def test_reopen_restores_late_horizon_and_latest_from_chunks(tmp_path):
 
 
 def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(packing, "SMALL_TABLE_BYTES", 0)  # hour tables, as for a large fleet
+    monkeypatch.setattr(packing, "SMALL_TABLE_BLOCKS", 0)  # hour tables, as for a large fleet
     rng = np.random.default_rng(11)
     path = tmp_path / "cap.duckdb"
     store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
@@ -340,7 +340,7 @@ def test_a_version_1_file_is_migrated_and_its_points_packed(tmp_path):
 
 
 def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
-    """An hour of a few series would waste most of a 256 KiB block per hour table: after a first
+    """An hour of a few series would waste most of a block per hour table: after a first
     small hour the next table spans the rest of the UTC day; it is dropped only when the whole
     day has expired, and every read is the same."""
     rng = np.random.default_rng(12)
