@@ -20,6 +20,7 @@ window); `--vm` imports the raw points held at the end into VictoriaMetrics and 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -138,8 +139,11 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {writes_s[len(writes_s) // 2] * 1000:.0f} ms, p99 "
           f"{writes_s[int(len(writes_s) * 0.99)] * 1000:.0f} ms, max {writes_s[-1] * 1000:.0f} "
           f"ms (maintenance_budget_ms {cfg.maintenance_budget_ms})")
-    if args.vm:
-        vm_du(work, fleet, kept, s["raw_points"])
+    try:
+        if args.vm:
+            vm_du(work, fleet, kept, s["raw_points"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
