@@ -277,10 +277,7 @@ def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTabl
             return t
     span = 1
     before = [t for t in tables if t.start < hour]
-    small = SMALL_TABLE_BLOCKS * int(con.execute(
-        "SELECT block_size FROM pragma_database_size() WHERE database_name = "
-        "current_database()").fetchall()[0][0])
-    if before and _table_bytes(con, before[-1]) < small:
+    if before and _table_bytes(con, before[-1]) < small_table_bytes(con):
         span = 24 - hour % 24
         later = [t.start for t in tables if t.start > hour]
         if later:
@@ -290,6 +287,14 @@ def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTabl
     tables.append(table)
     tables.sort()
     return table
+
+
+def small_table_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """Payload below which an hour's chunk table is small: SMALL_TABLE_BLOCKS of the file's
+    blocks."""
+    return SMALL_TABLE_BLOCKS * int(con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = "
+        "current_database()").fetchall()[0][0])
 
 
 def _table_bytes(con: duckdb.DuckDBPyConnection, table: ChunkTable) -> int:

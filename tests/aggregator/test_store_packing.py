@@ -420,6 +420,8 @@ def test_new_files_get_the_small_block_size_and_old_files_keep_theirs(tmp_path):
                     assert cur.execute("SELECT block_size FROM pragma_database_size() WHERE "
                                        "database_name = current_database()").fetchall()[0][0] \
                         == size
+                    # a small fleet's day tables: below 4 blocks of payload an hour
+                    assert packing.small_table_bytes(cur) == 4 * size
                 store.write(batches)
                 store.maintain(budget_s=30)
                 want = sorted(truth) if path == new else sorted(
