@@ -1,9 +1,9 @@
 """Settled raw points packed into compressed per-series chunks, and raw reads over both forms.
 
 New points land in `points` (one row each, fast to insert and to roll up). Once a window of data
-has settled (by default each whole hour, two minutes after it ended, once its minutes are rolled
+has settled (each WINDOW_MS of a UTC hour, two minutes after it ended, once its minutes are rolled
 up), `pack` moves its points into chunk tables: one row per series and window holding a
-`chunkcodec` blob, about 1 byte per point instead of 5-7 (`bench/storage.py`). Chunks are
+`chunkcodec` blob, about 1 byte per point instead of 5-9 (`bench/storage.py`). Chunks are
 partitioned into one table per UTC hour (`chunks_<ts // 3600000>`), or per rest of the UTC day
 when the fleet is small (`chunks_<hour>_<hours>`, see `_table_for`): DuckDB frees space only when
 whole row groups die (measured), and a chunk row is tiny next to a row group, so retention and the
@@ -40,14 +40,22 @@ HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 SETTLE_MS = 2 * MINUTE_MS
 """A window is packed once the clock (or the newest data) is this far past its end."""
+WINDOW_MS = 15 * MINUTE_MS
+"""Live packing packs windows of this length (dividing an hour). The raw rows of the window being
+filled are the file's high-water mark: they take ~9 B/point in `points` and leave that much free
+space once packed (reused by the next window's rows), so a shorter window keeps the file closer to
+the data it holds, while its chunks compress a little worse (fleet data: 0.95 B/point for hour
+windows, 1.02 for 15 min, 1.06 for 10 min, 1.21 for 5 min; docs/peers.md "File on disk")."""
 PACK_MIN_SERIES = 16
 """Fewest series one pack step takes when the budget allows no more (an hour of 16 series at
 1 s: about 50 ms here, of which ~25 ms is the scan of the hot table)."""
 CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("chunk_id", pa.int64()),
                           ("ts_from", pa.int64()), ("t_min", pa.int64()), ("t_max", pa.int64()),
                           ("n", pa.int32()), ("data", pa.list_(pa.binary()))])
-SMALL_TABLE_BYTES = 1 << 20
-"""Below this, the next chunk table spans the rest of the UTC day instead of one hour."""
+SMALL_TABLE_BLOCKS = 4
+"""Below this many of the file's blocks of payload (1 MiB at DuckDB's default 256 KiB, 256 KiB
+at schema.NEW_FILE_BLOCK_SIZE), the next chunk table spans the rest of the UTC day instead of one
+hour; 0: always one hour."""
 PIECE_BYTES = 4000
 """A chunk's blob is stored as a list of pieces of at most this many bytes. DuckDB keeps strings
 under 4 KiB inline and larger ones in overflow blocks, and a column mixing both wasted 33 % of
@@ -85,15 +93,16 @@ def _pack_state(tiers: dict[str, int]) -> tuple[int, int]:
 
 
 def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadline: float,
-         cost: dict[str, float], may_overrun: bool = True, whole_hours: bool = True) -> int:
+         cost: dict[str, float], may_overrun: bool = True, whole_windows: bool = True) -> int:
     """Pack settled windows before `settled_ms`, oldest first, in steps that fit before
     `deadline`; returns points packed.
 
-    A window is a whole UTC hour, never past a minute still waiting for its rollup pass
-    (`dirty`); with `whole_hours` False (an explicit `pack_raw(until_ms=...)`) the last window
-    may end at `settled_ms` (minute-aligned) inside an hour. It is packed in two phases:
-    encoding steps over ranges of series ids (each reads its series' rows of the window and the
-    late rows, writes chunks, deletes those late rows), then deletion steps over slices of time
+    A window is a whole WINDOW_MS of a UTC hour, never past a minute still waiting for its
+    rollup pass (`dirty`); with `whole_windows` False (an explicit `pack_raw(until_ms=...)`) the
+    last window may end at `settled_ms` (minute-aligned) inside a window. It is packed in two
+    phases: encoding steps over ranges of series ids (each reads its series' rows of the window
+    and the late rows, writes chunks, deletes those late rows), then deletion steps over slices
+    of time
     (`DELETE FROM points WHERE ts < slice end`: whole row groups, which a checkpoint frees without
     rewriting anything; deleting a few series from every row group instead made each checkpoint
     rewrite them, 150-550 ms, measured). Readers skip the rows already packed meanwhile.
@@ -104,8 +113,8 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
     limit = settled_ms // MINUTE_MS * MINUTE_MS
     if dirty:
         limit = min(limit, min(dirty) * MINUTE_MS)
-    if whole_hours:  # chunks of minutes would compress far worse than hour-long ones
-        limit = limit // HOUR_MS * HOUR_MS
+    if whole_windows:  # chunks of minutes would compress far worse than longer ones
+        limit = limit // WINDOW_MS * WINDOW_MS
     mark = kept_since(con, "pack")
     sid = kept_since(con, "pack_series")
     until = kept_since(con, "pack_until") if sid else 0
@@ -132,13 +141,13 @@ def pack(con: duckdb.DuckDBPyConnection, dirty: set[int], settled_ms: int, deadl
         cost[kind + "_floor"] = took if took > floor else 0.8 * floor + 0.2 * took
 
     while True:
-        if not sid:  # next window: from the oldest unpacked row to its hour's end (or limit)
+        if not sid:  # next window: from the oldest unpacked row to its window's end (or limit)
             first = con.execute("SELECT min(ts) FROM points WHERE ts >= ?",
                                 [mark]).fetchall()[0][0]
             until = 0
             if first is not None:
                 mark = max(mark, int(first) // MINUTE_MS * MINUTE_MS)
-                until = min((mark // HOUR_MS + 1) * HOUR_MS, limit)
+                until = min((mark // WINDOW_MS + 1) * WINDOW_MS, limit)
             if until <= mark:
                 if not con.execute("SELECT EXISTS (SELECT 1 FROM late_points)").fetchall()[0][0]:
                     return packed
@@ -260,14 +269,15 @@ def chunk_tables(con: duckdb.DuckDBPyConnection) -> list[ChunkTable]:
 def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTable]
                ) -> ChunkTable:
     """The table holding `hour`'s chunks, created if needed: one hour, or the rest of the UTC
-    day when the newest earlier table holds less than SMALL_TABLE_BYTES (a table costs at least
-    one 256 KiB block, which would dwarf the hour of a small fleet)."""
+    day when the newest earlier table holds less than SMALL_TABLE_BLOCKS blocks of payload (a
+    table costs at least one block, which would dwarf the hour of a small fleet; a day table is
+    dropped only once its whole day has expired)."""
     for t in tables:
         if t.start <= hour < t.start + t.span:
             return t
     span = 1
     before = [t for t in tables if t.start < hour]
-    if before and _table_bytes(con, before[-1]) < SMALL_TABLE_BYTES:
+    if before and _table_bytes(con, before[-1]) < small_table_bytes(con):
         span = 24 - hour % 24
         later = [t.start for t in tables if t.start > hour]
         if later:
@@ -277,6 +287,14 @@ def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTabl
     tables.append(table)
     tables.sort()
     return table
+
+
+def small_table_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """Payload below which an hour's chunk table is small: SMALL_TABLE_BLOCKS of the file's
+    blocks."""
+    return SMALL_TABLE_BLOCKS * int(con.execute(
+        "SELECT block_size FROM pragma_database_size() WHERE database_name = "
+        "current_database()").fetchall()[0][0])
 
 
 def _table_bytes(con: duckdb.DuckDBPyConnection, table: ChunkTable) -> int:

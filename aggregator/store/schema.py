@@ -114,6 +114,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 version 1 and migrated, so every migration runs on every new file too."""
 
 
+NEW_FILE_BLOCK_SIZE = 65_536
+"""DuckDB block size of a file this build creates (DuckDB's default is 256 KiB, its smallest
+16 KiB). Every table and index takes whole blocks, so a young or small install paid ~2 MiB for its
+dozen small tables; measured in docs/peers.md ("File on disk"). A file keeps the block size it was
+created with: older files open as they are."""
+
 DB_ALIAS = "legion"
 """The file is attached under this name to an in-memory catalog (the same path with or without
 encryption); every connection and cursor `USE`s it."""
@@ -123,12 +129,14 @@ def open_database(path: Path | str, key: str | None = None) -> duckdb.DuckDBPyCo
     """Open (creating if needed) the database file, encrypted with `key` if given, at
     SCHEMA_VERSION."""
     con = duckdb.connect()
+    new = not Path(path).exists() or Path(path).stat().st_size == 0
+    options = [f"BLOCK_SIZE {NEW_FILE_BLOCK_SIZE}"] if new else []
     try:
         if key is not None:
             load_crypto(con)
-            con.execute(f"ATTACH {_quote(str(path))} AS {DB_ALIAS} (ENCRYPTION_KEY {_quote(key)})")
-        else:
-            con.execute(f"ATTACH {_quote(str(path))} AS {DB_ALIAS}")
+            options.append(f"ENCRYPTION_KEY {_quote(key)}")
+        con.execute(f"ATTACH {_quote(str(path))} AS {DB_ALIAS}"
+                    + (f" ({', '.join(options)})" if options else ""))
         con.execute(f"USE {DB_ALIAS}")
     except duckdb.Error as exc:
         con.close()

@@ -231,7 +231,7 @@ class Store:
         dirty = self._writer.dirty if self.config.rollups_enabled else set()
         try:
             n = packing.pack(con, dirty, settled, deadline, self._pack_cost, may_overrun,
-                             whole_hours=until_ms is None)
+                             whole_windows=until_ms is None)
             self._writer.late_ms = packing.late_horizon(con)
         except duckdb.Error as exc:
             raise StoreError(f"packing raw points failed: {exc}") from exc

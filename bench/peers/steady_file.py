@@ -1,22 +1,30 @@
-"""The DuckDB file in steady state: hour after hour of ingest, each settled hour packed.
+"""The DuckDB file in steady state, measured: hours of ingest until retention deletes as much as
+each hour adds.
 
-    python bench/peers/steady_file.py [--hosts 10] [--hours 4]
+    python bench/peers/steady_file.py [--hosts 10] [--hours 6] [--raw-hours 2]
+        [--rollup-hours 3] [--commit-secs 5] [--block-size BYTES] [--window-min M] [--vm]
 
 The peers bench's storage row loads once and packs once: the worst case, since the blocks the
-packed raw rows free stay in the file. Here hours follow each other as in service (a minute per
-commit, rollups, every settled hour packed by maintenance rounds, checkpoint), and after each hour
-it prints bytes per point of the chunk payload, the used blocks (the data the file holds), the
-free blocks and the whole file, then the free bytes each hour leaves and what they come to
-against the data held after `raw_retention_hours` (48 by default), assuming each further hour
-adds what the last one added.
+packed raw rows free stay in the file. Here hours follow each other as in service, through the real
+Store with the real retention keys (`raw_retention_hours`, `rollup_1m_retention_days`,
+`rollup_1h_retention_days`; short by default so that steady state comes within the run) and its
+own timers on a simulated clock: a write per `--commit-secs` of data, each running the light round
+or maintenance round that is due (rollups, packing, retention, paced checkpoints), as in service.
+After each hour it prints what the file holds (raw points, chunk payload, used blocks) against the
+file and WAL on disk, and at the end the stall a write saw (the write plus the round it ran).
+`--block-size` creates the file with that DuckDB block size first (the before/after of
+`schema.NEW_FILE_BLOCK_SIZE`), `--window-min` sets `packing.WINDOW_MS` (before/after of the
+window); `--vm` imports the raw points held at the end into VictoriaMetrics and prints its `du`.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -30,64 +38,136 @@ from storage import Fleet  # noqa: E402
 HOUR_MS = 3_600_000
 
 
+def create_file(db: Path, block_size: int) -> None:
+    """An empty Legion database file with this DuckDB block size."""
+    import duckdb
+
+    from legion.aggregator.store.schema import ensure_schema
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{db}' AS legion (BLOCK_SIZE {int(block_size)})")
+        con.execute("USE legion")
+        ensure_schema(con, str(db))
+    finally:
+        con.close()
+
+
+def file_state(store: object, db: Path) -> dict[str, float]:
+    """Raw points held, chunk payload, used and free blocks, file and WAL size (bytes)."""
+    st = store.stats()["rows"]  # type: ignore[attr-defined]
+    bs, used, free = store._con.execute(  # type: ignore[attr-defined] # noqa: SLF001
+        "SELECT block_size, block_size * used_blocks, block_size * free_blocks FROM "
+        "pragma_database_size() WHERE database_name = 'legion'").fetchall()[0]
+    wal = Path(str(db) + ".wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    return {"raw_points": st["raw_points"], "chunk_bytes": st["chunk_bytes"], "used": used,
+            "free": free, "file": db.stat().st_size, "block_size": bs, "wal": wal_bytes,
+            "disk": db.stat().st_size + wal_bytes, "points": st["points"],
+            "rollup_1m": st["rollup_1m"], "batches": st["batches"],
+            "chunk_tables": st["chunk_tables"]}
+
+
 def main(argv: list[str] | None = None) -> int:
-    from legion.aggregator.store import IncomingBatch, Store
     from legion.aggregator.config import StorageConfig
+    from legion.aggregator.store import IncomingBatch, Store, packing
     from legion.proto import MetricsBatch
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=10)
-    ap.add_argument("--hours", type=int, default=4)
+    ap.add_argument("--hours", type=int, default=6)
+    ap.add_argument("--raw-hours", type=float, default=2.0, help="raw_retention_hours")
+    ap.add_argument("--rollup-hours", type=float, default=3.0,
+                    help="rollup_1m/1h_retention_days, in hours")
+    ap.add_argument("--block-size", type=int, default=0, help="create the file with this")
+    ap.add_argument("--commit-secs", type=int, default=5, help="seconds of data per write")
+    ap.add_argument("--window-min", type=float, default=0,
+                    help="packing window in minutes (default packing.WINDOW_MS)")
+    ap.add_argument("--vm", action="store_true", help="VictoriaMetrics' du on the held points")
     args = ap.parse_args(argv)
+    if args.window_min:
+        packing.WINDOW_MS = int(args.window_min * 60_000)
     fleet = Fleet(args.hosts, 1.0, seed=3)
     t0 = (int(time.time() * 1000) // HOUR_MS - args.hours - 2) * HOUR_MS
     work = Path(tempfile.mkdtemp(prefix="legion-steady-"))
     db = work / "legion.duckdb"
+    if args.block_size:
+        create_file(db, args.block_size)
     clock = {"ms": t0}
-    cfg = StorageConfig(rollup_interval_ms=10**9, maintenance_interval_secs=10**9)
+    days = args.rollup_hours / 24
+    # Service timers (light round every rollup_interval_ms, maintenance every
+    # maintenance_interval_secs) run inside `write` on the store's clock, as in service.
+    cfg = StorageConfig(raw_retention_hours=args.raw_hours, rollup_1m_retention_days=days,
+                        rollup_1h_retention_days=days)
     store = Store(db, cfg, clock_ms=lambda: clock["ms"])
-    n = seq = 0
-    used_by_hour: list[tuple[int, int, int]] = []  # (points, used bytes, free bytes)
+    kept: deque[tuple[int, np.ndarray]] = deque(maxlen=int(np.ceil(args.raw_hours)) + 2)
+    seq = 0
+    writes_s: list[float] = []
+    s: dict[str, float] = {}
     try:
         for hour in range(args.hours):
-            for _ in range(60):
+            ticks = []
+            for _ in range(3600 // args.commit_secs):
                 group = []
-                for _ in range(60):
+                for _ in range(args.commit_secs):
                     seq += 1
                     ts = t0 + (seq - 1) * 1000
                     vals = fleet.tick()
+                    ticks.append(vals.copy())
                     group += [IncomingBatch(f"host-{k:03d}", 1, seq, MetricsBatch(
                         fleet.names, fleet.label_sets, fleet.name_idx, fleet.label_idx, vals[k],
                         np.full(fleet.n, ts, np.int64)), ts) for k in range(args.hosts)]
-                    n += fleet.n * args.hosts
                 clock["ms"] = ts + 1000
-                store.write(group)
-                store.roll_up(budget_s=10)
-            clock["ms"] += 5 * 60_000  # the hour just written settles
-            for _ in range(20_000):
-                if not store.stats()["rows"]["points"]:
-                    break
-                store.maintain()
-            store.checkpoint()
-            st = store.stats()["rows"]
-            used, free = store._con.execute(  # noqa: SLF001 - the bench reads block counts
-                "SELECT block_size * used_blocks, block_size * free_blocks FROM "
-                "pragma_database_size() WHERE database_name = 'legion'").fetchall()[0]
-            used_by_hour.append((n, int(used), int(free)))
-            print(f"hour {hour + 1}: {n / 1e6:.2f} M points, raw left {st['points']}; B/point: "
-                  f"chunks {st.get('chunk_bytes', 0) / n:.2f}, used {used / n:.2f}, free "
-                  f"{free / n:.2f}, file {db.stat().st_size / n:.2f} (free {free / 2**20:.1f} "
-                  f"MiB, file {db.stat().st_size / 2**20:.1f} MiB)", flush=True)
+                t = time.monotonic()
+                store.write(group)  # and whatever round is due: the stall ingest sees
+                writes_s.append(time.monotonic() - t)
+            kept.append((t0 + hour * HOUR_MS, np.stack(ticks)))
+            s = file_state(store, db)
+            n = max(s["raw_points"], 1)
+            print(f"hour {hour + 1}: raw held {n / 1e6:.2f} M points ({s['chunk_tables']} chunk "
+                  f"tables, unpacked {s['points']}, 1m rows {s['rollup_1m']}, batches "
+                  f"{s['batches']}); B/point held: chunks {s['chunk_bytes'] / n:.2f}, used "
+                  f"{s['used'] / n:.2f}, on disk {s['disk'] / n:.2f}; MiB: used "
+                  f"{s['used'] / 2**20:.1f}, free {s['free'] / 2**20:.1f}, file "
+                  f"{s['file'] / 2**20:.1f}, WAL {s['wal'] / 2**20:.1f}; on disk / used "
+                  f"{s['disk'] / max(s['used'], 1):.2f}", flush=True)
     finally:
         store.close()
-    if len(used_by_hour) >= 2:
-        (_, u1, _), (_, u2, free) = used_by_hour[-2], used_by_hour[-1]
-        hours = cfg.raw_retention_hours
-        held = u2 + (u2 - u1) * (hours - args.hours)
-        print(f"each hour adds {(u2 - u1) / 2**20:.1f} MiB of data and leaves {free / 2**20:.1f} "
-              f"MiB free (the next hour's raw rows reuse it); after {hours:.0f} h: file / data "
-              f"held = {(held + free) / held:.2f}")
+    writes_s.sort()
+    print(f"block size {s['block_size']}, packing window {packing.WINDOW_MS // 60_000} min; "
+          f"{len(writes_s)} writes of {args.commit_secs} s of data, each with the round due: "
+          f"p50 {writes_s[len(writes_s) // 2] * 1000:.0f} ms, p99 "
+          f"{writes_s[int(len(writes_s) * 0.99)] * 1000:.0f} ms, max {writes_s[-1] * 1000:.0f} "
+          f"ms (maintenance_budget_ms {cfg.maintenance_budget_ms})")
+    try:
+        if args.vm:
+            vm_du(work, fleet, kept, s["raw_points"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def vm_du(work: Path, fleet: Fleet, kept: deque[tuple[int, np.ndarray]], legion_n: int) -> None:
+    """Import the hours whose raw points Legion still holds into VictoriaMetrics; print `du`."""
+    import data_rows as d
+    import peers
+
+    per_hour = kept[-1][1].size
+    hours = max(1, round(legion_n / per_hour))
+    kept = deque(list(kept)[-hours:])
+    peer, url = peers.start_victoria_metrics(work)
+    try:
+        n = 0
+        for start, values in kept:
+            lines = d.vm_lines(fleet, values, start)
+            for i in range(0, len(lines), 200):
+                d.vm_post(url, b"\n".join(lines[i:i + 200]))
+            n += values.size
+        du = d.vm_flush_and_size(url, work / "vm-data")
+    finally:
+        peer.stop()
+    print(f"VictoriaMetrics du on the last {len(kept)} hours ({n / 1e6:.2f} M points, Legion "
+          f"holds {legion_n / 1e6:.2f} M raw): {du / n:.2f} B/point ({du / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":

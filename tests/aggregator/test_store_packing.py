@@ -18,7 +18,7 @@ from legion.aggregator.store.packing import (
     chunk_tables,
 )
 from legion.aggregator.store.retention import used_bytes
-from legion.aggregator.store.schema import DDL_V1, SCHEMA_VERSION
+from legion.aggregator.store.schema import DDL_V1, NEW_FILE_BLOCK_SIZE, SCHEMA_VERSION
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
 from tests.aggregator.test_store_tiers import assert_close
@@ -154,11 +154,12 @@ def test_queries_are_identical_before_and_after_packing_and_late_points_land(tmp
         assert report["packed_points"] == len(truth)
         rows = store.stats()["rows"]
         assert rows["points"] == 0 and rows["packed_points"] == len(truth)
-        assert rows["chunks"] == 5 * 8  # one per series and hour
+        windows = 5 * HOUR // packing.WINDOW_MS
+        assert rows["chunks"] == windows * 8  # one per series and window
         with store._cursor() as cur:  # both nodes' 4 series have the same ticks: 1 owner + 7
             shared = cur.execute(" UNION ALL ".join(
                 f"SELECT count(ts_from) FROM {t.name}" for t in chunk_tables(cur))).fetchall()
-        assert sum(r[0] for r in shared) == 7 * 5  # per hour
+        assert sum(r[0] for r in shared) == 7 * windows  # per window
         assert rows["chunk_bytes"] / len(truth) < 2.5  # vs 5-7 bytes per row
         assert raw_rows(store) == before_raw  # exact, floats bit for bit
         for (s, a), want in before.items():
@@ -215,8 +216,9 @@ def test_packing_in_small_steps_is_exact_at_every_intermediate_state(tmp_path):
             rounds += 1
             assert rounds < 200
         assert PACK_MIN_SERIES == 16
-        # per hour: 3 encoding steps (series ranges), then 60 deletion steps of one minute
-        assert rounds == 2 * (3 + 60) and states == {16, 32, ALL_SERIES, 0}
+        # per window: 3 encoding steps (series ranges), then a deletion step per minute
+        windows, minutes = 2 * HOUR // packing.WINDOW_MS, packing.WINDOW_MS // MIN
+        assert rounds == windows * (3 + minutes) and states == {16, 32, ALL_SERIES, 0}
     finally:
         store.close()
 
@@ -274,7 +276,7 @@ def test_reopen_restores_late_horizon_and_latest_from_chunks(tmp_path):
 
 
 def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(packing, "SMALL_TABLE_BYTES", 0)  # hour tables, as for a large fleet
+    monkeypatch.setattr(packing, "SMALL_TABLE_BLOCKS", 0)  # hour tables, as for a large fleet
     rng = np.random.default_rng(11)
     path = tmp_path / "cap.duckdb"
     store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
@@ -338,7 +340,7 @@ def test_a_version_1_file_is_migrated_and_its_points_packed(tmp_path):
 
 
 def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
-    """An hour of a few series would waste most of a 256 KiB block per hour table: after a first
+    """An hour of a few series would waste most of a block per hour table: after a first
     small hour the next table spans the rest of the UTC day; it is dropped only when the whole
     day has expired, and every read is the same."""
     rng = np.random.default_rng(12)
@@ -366,11 +368,13 @@ def test_a_small_fleet_shares_one_table_to_the_end_of_the_day(tmp_path):
         store.close()
 
 
-def test_live_packing_waits_for_the_whole_hour(tmp_path):
+def test_live_packing_waits_for_the_whole_window(tmp_path):
     """Light rounds run every few seconds: packing each newly settled minute would make chunks
-    of a minute, which compress far worse. Only whole settled hours are packed."""
+    of a minute, which compress far worse. Only whole settled windows (WINDOW_MS) are packed,
+    each into its hour's table, and reads are the same whatever was packed."""
+    assert HOUR % packing.WINDOW_MS == 0 and packing.WINDOW_MS == 15 * MIN
     rng = np.random.default_rng(13)
-    clock = {"ms": T0 + HOUR + 40 * MIN}
+    clock = {"ms": T0 + HOUR + 25 * MIN}  # settled up to 01:23: windows before 01:15
     store = Store(tmp_path / "live.duckdb", clock_ms=lambda: clock["ms"])
     try:
         ts_list = [T0 + i * 10_000 for i in range(int(1.5 * 360))]  # 00:00 to 01:30
@@ -379,12 +383,50 @@ def test_live_packing_waits_for_the_whole_hour(tmp_path):
         store.roll_up(budget_s=30)
         store.maintain(budget_s=30)
         rows = store.stats()["rows"]
-        assert rows["packed_points"] == sum(1 for r in truth if r[2] < T0 + HOUR)
-        assert rows["points"] == sum(1 for r in truth if r[2] >= T0 + HOUR)  # 01:xx waits
-        clock["ms"] = T0 + 2 * HOUR + 3 * MIN  # the hour has ended and settled
+        cut = T0 + HOUR + 15 * MIN
+        assert rows["packed_points"] == sum(1 for r in truth if r[2] < cut)
+        assert rows["points"] == sum(1 for r in truth if r[2] >= cut)  # 01:15-01:30 waits
+        assert rows["chunks"] == 4 * 5 * 2  # per series (2 nodes x 4): one per window
+        assert raw_rows(store) == sorted(truth)
+        clock["ms"] = T0 + HOUR + 33 * MIN  # the window has ended and settled
         store.maintain(budget_s=30)
         rows = store.stats()["rows"]
         assert rows["points"] == 0 and rows["packed_points"] == len(truth)
         assert raw_rows(store) == sorted(truth)
     finally:
         store.close()
+
+
+def test_new_files_get_the_small_block_size_and_old_files_keep_theirs(tmp_path):
+    """A file this build creates uses NEW_FILE_BLOCK_SIZE (a table costs a block, not 256 KiB);
+    a file created with DuckDB's default 256 KiB blocks (every earlier build) opens as it is,
+    its points readable and new ones written to it."""
+    new, old = tmp_path / "new.duckdb", tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))  # as the previous build made it: DuckDB's default block size
+    for stmt in DDL_V1:
+        con.execute(stmt)
+    con.execute("INSERT INTO schema_version VALUES (1, 0)")
+    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[[\"cpu\",\"0\"]]', "
+                "MAP {'cpu': '0'}, 0)")
+    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i / 10 FROM range(60) t(i)")
+    con.close()
+    rng = np.random.default_rng(5)
+    batches, truth = batches_for(rng, range(1, 61), [T0 + HOUR + i * 60_000 for i in range(60)])
+    for path, size in ((new, NEW_FILE_BLOCK_SIZE), (old, 262_144)):
+        for _ in range(2):  # created (or migrated), then reopened
+            store = Store(path, StorageConfig(rollups_enabled=False), clock_ms=lambda: T0 + DAY)
+            try:
+                with store._cursor() as cur:
+                    assert cur.execute("SELECT block_size FROM pragma_database_size() WHERE "
+                                       "database_name = current_database()").fetchall()[0][0] \
+                        == size
+                    # a small fleet's day tables: below 4 blocks of payload an hour
+                    assert packing.small_table_bytes(cur) == 4 * size
+                store.write(batches)
+                store.maintain(budget_s=30)
+                want = sorted(truth) if path == new else sorted(
+                    truth + [("old", "0", T0 + i * 60_000, i / 10) for i in range(60)])
+                assert raw_rows(store) == want
+            finally:
+                store.close()
+    assert NEW_FILE_BLOCK_SIZE < 262_144
