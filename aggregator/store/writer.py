@@ -52,9 +52,18 @@ SELECT series_id, max(ts) AS ts, arg_max(value, ts) AS value FROM (
 GROUP BY series_id"""
 
 
+_LABELS_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def labels_key(labels: Labels) -> str:
-    """Canonical text form of a label set (JSON of the sorted pairs)."""
-    return json.dumps([list(p) for p in labels], separators=(",", ":"))
+    """Canonical text form of a label set (JSON of the sorted pairs).
+
+    Plain printable ASCII without quotes or backslashes needs no escaping, so it is formatted
+    directly (a third of the encoder's cost: this runs once per new series)."""
+    text = "".join([k + v for k, v in labels])
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return "[" + ",".join(['["' + k + '","' + v + '"]' for k, v in labels]) + "]"
+    return _LABELS_JSON.encode([list(p) for p in labels])
 
 
 class StoreWriter:

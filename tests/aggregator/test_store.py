@@ -269,3 +269,19 @@ def test_rounds_inside_write_follow_the_injected_clock(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         s.close()
+
+
+def test_labels_key_is_canonical_json_whatever_the_characters():
+    """The plain-ASCII fast path and the JSON encoder give the same text (keys stored before
+    must still match)."""
+    import json
+    import random
+
+    from legion.aggregator.store.writer import labels_key
+
+    alphabet = ["a", "Z", "0", " ", '"', "\\", "\n", "\t", "é", "\u2028", "~", "/", "\x7f", ":"]
+    rng = random.Random(1)
+    for _ in range(5000):
+        labels = tuple(sorted((f"k{i}", "".join(rng.choice(alphabet) for _ in range(
+            rng.randint(0, 6)))) for i in range(rng.randint(0, 3))))
+        assert labels_key(labels) == json.dumps([list(p) for p in labels], separators=(",", ":"))
