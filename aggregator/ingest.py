@@ -242,9 +242,7 @@ class IngestWriter(threading.Thread):
         self.ready.set()
         interval = self._cfg.aggregator.commit_interval_ms / 1000
         max_points = self._cfg.aggregator.commit_max_points
-        # The first self-metrics batch goes in at once: the first commit's one-off costs
-        # (lazy imports, the first statements) are paid at start, not by the first agent.
-        next_self = time.monotonic()
+        next_self = time.monotonic() + SELF_METRICS_SECS
         next_ckpt = time.monotonic() + CHECKPOINT_SECS
         may_commit_early = 0.0  # the monotonic time from which a quiet group is committed
         try:

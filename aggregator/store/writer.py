@@ -123,6 +123,9 @@ class StoreWriter:
         except duckdb.Error as exc:
             raise StoreError(f"cannot load store state: {exc}") from exc
         self._load_dropped()
+        # pyarrow imports pandas the first time it builds an array (~0.3 CPU-s, 1-2 s wall on a
+        # loaded 2-core box): paid here, at open, instead of inside the first agent's commit.
+        pa.array([0], pa.int64())
 
     def _load_dropped(self) -> None:
         """Each node's `dropped`: the newest value of its agent's DROPPED_METRIC series."""
