@@ -12,10 +12,15 @@ node's new-series work, so a flood delays other nodes by at most about one commi
 
 from __future__ import annotations
 
-MIN_CAP = 2000
-"""Never fewer new series per commit than this (~50 ms of work on an idle 2-core box): below
-it, on a loaded machine, a flood took 20x longer to drain (91 s against 4 s for 100 x 1,000
-series, measured) because every commit pays costs that do not shrink with its size."""
+MIN_CAP = 500
+"""Never fewer new series per commit than this. At 2,000 (before commits shrank to 4 statements
+and batches with many new series got a commit of their own, `ingest.HEAVY_NEW_SERIES`) the floor
+overrode the budget on a loaded box (2,000 x 57 us = 114 ms against 50): with 500, a quiet
+node's added latency during a 100,000-series flood fell from p50/p95/max 115-121/1164-1794/
+1513-2099 ms to 23-45/709-770/1009-1266 ms, the flood answered in 10.9-13.7 s against
+10.6-11.0 s (2 runs each, alternating, load ~13; bench/results/ingest_parity.txt). Much lower,
+every commit's fixed cost makes a flood drain slowly (at 5+ statements per commit, 91 s against
+4 s for 100 x 1,000 series)."""
 MAX_CAP = 20_000
 FIRST_COST_S = 25e-6
 """Seconds per new series assumed before the first measurement (measured: 17-73 µs)."""

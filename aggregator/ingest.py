@@ -60,6 +60,9 @@ CHECKPOINT_RETRY_SECS = 0.5
 COMMIT_FAIL_LOG_SECS = 10.0
 OVERSIZE_HEAD_BYTES = 4096
 """Of a frame over `max_message_bytes` only this much is kept (its header, for the ack)."""
+HEAVY_NEW_SERIES = 200
+"""A batch that brings at least this many new series is committed after the rest of its group,
+in a commit of its own: the other batches' commit is not held by its series creation."""
 QUIET_SECS = 0.005
 """A group is committed once nothing more has arrived for this long, if the last commit was at
 least `commit_interval_ms` ago: a lone batch (or a burst) is stored at once, not at the end of an
@@ -245,14 +248,22 @@ class IngestWriter(threading.Thread):
         try:
             while not self._stopping.is_set() or not self._fair.empty():
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
-                group = self._collect(interval, max_points, rejected_acks, may_commit_early)
+                group, heavy, heavy_new = self._collect(interval, max_points, rejected_acks,
+                                                        may_commit_early)
                 self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
                     next_self = now + SELF_METRICS_SECS
                     group.append(self._self_batch())
+                # Batches that bring many new series go last, in a commit of their own: the
+                # rest of the group (other nodes' batches) is acked without waiting for them.
+                stored = True
                 if group:
-                    self._commit(group)
+                    stored = self._commit(group, self.limits.pending - heavy_new)
+                if heavy:
+                    stored = self._commit(heavy, heavy_new)
+                if group or heavy:
+                    self.limits.settle(stored=stored)
                     may_commit_early = time.monotonic() + interval
                 for (node, epoch), seqs in rejected_acks.items():
                     if self._note_rejected(node, epoch, seqs):  # stored first, then acked
@@ -269,8 +280,10 @@ class IngestWriter(threading.Thread):
 
     def _collect(self, interval: float, max_points: int,
                  rejected_acks: dict[tuple[str, int], set[int]],
-                 may_commit_early: float) -> list[IncomingBatch]:
-        """One commit group, taken round-robin per sender until `deadline` or `max_points`.
+                 may_commit_early: float) -> tuple[list[IncomingBatch], list[IncomingBatch], int]:
+        """One commit group, taken round-robin per sender until `deadline` or `max_points`:
+        (batches, batches that bring `HEAVY_NEW_SERIES` or more new series each, how many new
+        series those bring).
 
         New series cost most of a commit, so a group holds at most the budget's cap of them
         (about half an interval of work): the sender that fills it, or whose batch would pass
@@ -280,7 +293,8 @@ class IngestWriter(threading.Thread):
         next commit whatever another node floods. A group waits at most one interval after its
         first batch, and once it holds one, only until the inbox is quiet (`group_wait`)."""
         group: list[IncomingBatch] = []
-        points, cap = 0, self.budget.cap()
+        heavy: list[IncomingBatch] = []
+        points, cap, heavy_new = 0, self.budget.cap(), 0
         done: set[object] = set()  # senders whose turn in this group is over
         deadline = time.monotonic() + interval
         while points < max_points:
@@ -299,13 +313,18 @@ class IngestWriter(threading.Thread):
                 self.budget.deferred += 1
                 done.add(FairInbox.key_of(frame))
             elif isinstance(item, IncomingBatch):
-                if not group:  # a batch waits at most one interval for its commit
+                if not group and not heavy:  # a batch waits at most one interval for its commit
                     deadline = time.monotonic() + interval
-                group.append(item)
+                brought = self.limits.pending - before
+                if brought >= HEAVY_NEW_SERIES:
+                    heavy.append(item)
+                    heavy_new += brought
+                else:
+                    group.append(item)
                 points += len(item.batch)
                 if self.limits.pending >= cap > before:  # this batch filled the group
                     done.add(FairInbox.key_of(frame))
-        return group
+        return group, heavy, heavy_new
 
     def _accept(self, frame: Inbound,
                 rejected_acks: dict[tuple[str, int], set[int]], room: int
@@ -352,21 +371,20 @@ class IngestWriter(threading.Thread):
             self._tm.set(ingest_lag_seconds=max(0.0, lag))
         return IncomingBatch(env.node, env.epoch, env.seq, env.body, frame.received_ms)
 
-    def _commit(self, group: list[IncomingBatch]) -> None:
+    def _commit(self, group: list[IncomingBatch], new_series: int) -> bool:
+        """Store one group (`new_series`: how many series it creates, for the budget) and ack
+        it; False when the commit failed (nothing acked: the agents resend)."""
         t0 = time.perf_counter()
         try:
             result = self._store.write(group)
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
-            self.limits.settle(stored=False)
             self._tm.add(commit_errors=1)
             now = time.monotonic()
             if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited
                 self._next_fail_log = now + COMMIT_FAIL_LOG_SECS
                 log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
                           self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
-            return  # nothing acked: agents resend, and the store keeps nothing half-written
-        new_series = self.limits.pending
-        self.limits.settle(stored=True)
+            return False  # nothing acked: agents resend; the store keeps nothing half-written
         dt = time.perf_counter() - t0
         self.budget.observe(dt, new_series)
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
@@ -387,6 +405,7 @@ class IngestWriter(threading.Thread):
                 self._publish(node, Ack(ACK_COMMITTED, epoch, ranges_of(seqs)))
         for (node, epoch), seqs in checkpointed.items():
             self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+        return True
 
     def _note_rejected(self, node: str, epoch: int, seqs: set[int]) -> bool:
         """Store seqs about to be acked `rejected`; False (no ack: the agent resends, and is

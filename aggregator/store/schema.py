@@ -19,8 +19,9 @@ Why this shape:
   (measured). Per-hour tables because DuckDB frees space only by whole row groups or tables.
 * ``batches(node, epoch, seq, points, received_ms)``: written in the same transaction as the
   points, so a batch is stored exactly once even across crashes; loaded as seq ranges at open.
-* ``nodes``: per-node bookkeeping (first/last seen, points, current epoch, last seq, dropped as
-  reported by the agent), rewritten for the touched nodes in each commit.
+* ``nodes`` (v1-v4; dropped in v5): per-node bookkeeping, rewritten in each commit. Since v5 it
+  is derived from ``batches`` (and ``dropped`` from the agent's own metric) when the file is
+  opened: one statement less per commit.
 * ``dirty_minutes``: minutes whose raw points changed since the last rollup pass, written in the
   same transaction as the points, so rollups are recomputed after a crash too.
 * ``rollup_1m|1h|1d(series_id, bucket, min, max, sum, count, last_ts, last)``: the tiers. 1m is
@@ -48,7 +49,7 @@ import duckdb
 
 from legion.kernel.errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 """Rollup tiers, finest first: name -> bucket width in ms."""
 
@@ -109,6 +110,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v4: seqs acked `rejected` (aggregator/store/rejected.py).
     3: ("""CREATE TABLE rejected_batches (node VARCHAR NOT NULL, epoch BIGINT NOT NULL,
             seq BIGINT NOT NULL, rejected_ms BIGINT NOT NULL)""",),
+    # v5: per-node bookkeeping is derived from `batches` at open (writer._LOAD_NODES).
+    4: ("DROP TABLE nodes",),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

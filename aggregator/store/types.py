@@ -37,7 +37,7 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class NodeInfo:
-    """Per-node bookkeeping, mirrored in the `nodes` table."""
+    """Per-node bookkeeping (derived from the `batches` table when the store is opened)."""
 
     node: str
     first_seen_ms: int

@@ -32,6 +32,14 @@ SELECT node, epoch, min(seq), max(seq) FROM (
     FROM (SELECT DISTINCT node, epoch, seq FROM batches))
 GROUP BY node, epoch, g"""
 
+# Per-node bookkeeping at open, from the batches themselves (written in every commit anyway):
+# no `nodes` row to rewrite per commit. `dropped` comes from the points (`_load_dropped`).
+_LOAD_NODES = """
+SELECT b.node, min(b.received_ms), max(b.received_ms), sum(b.points), e.epoch,
+       max(b.seq) FILTER (WHERE b.epoch = e.epoch)
+FROM batches b JOIN (SELECT node, max(epoch) AS epoch FROM batches GROUP BY node) e USING (node)
+GROUP BY b.node, e.epoch"""
+
 # Newest point per series at open: the 1m tier has every series up to the last rollup pass; raw
 # covers the last hour and whatever minutes are still waiting for a pass.
 _LOAD_LATEST = """
@@ -44,9 +52,18 @@ SELECT series_id, max(ts) AS ts, arg_max(value, ts) AS value FROM (
 GROUP BY series_id"""
 
 
+_LABELS_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def labels_key(labels: Labels) -> str:
-    """Canonical text form of a label set (JSON of the sorted pairs)."""
-    return json.dumps([list(p) for p in labels], separators=(",", ":"))
+    """Canonical text form of a label set (JSON of the sorted pairs).
+
+    Plain printable ASCII without quotes or backslashes needs no escaping, so it is formatted
+    directly (a third of the encoder's cost: this runs once per new series)."""
+    text = "".join([k + v for k, v in labels])
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return "[" + ",".join(['["' + k + '","' + v + '"]' for k, v in labels]) + "]"
+    return _LABELS_JSON.encode([list(p) for p in labels])
 
 
 class StoreWriter:
@@ -86,9 +103,10 @@ class StoreWriter:
                 top = max(top, sid)
             self._next_id = count(top + 1)
             self.seqs.load(con.execute(_LOAD_RANGES).fetchall())
-            for row in con.execute("SELECT node, first_seen_ms, last_seen_ms, points, epoch, "
-                                   "last_seq, dropped FROM nodes").fetchall():
-                self.nodes[row[0]] = NodeInfo(*row)
+            for node, first, last, points, epoch, last_seq in con.execute(
+                    _LOAD_NODES).fetchall():
+                self.nodes[node] = NodeInfo(node, int(first), int(last), int(points),
+                                            int(epoch), int(last_seq), 0)
             self.raw_kept_since_ms = rollup.kept_since(con, "raw")
             self.dirty = {int(r[0]) for r in con.execute(
                 "SELECT DISTINCT minute FROM dirty_minutes").fetchall()}
@@ -104,6 +122,20 @@ class StoreWriter:
                                 rows["value"][order].astype(np.float64))
         except duckdb.Error as exc:
             raise StoreError(f"cannot load store state: {exc}") from exc
+        self._load_dropped()
+        # pyarrow imports pandas the first time it builds an array (~0.3 CPU-s, 1-2 s wall on a
+        # loaded 2-core box): paid here, at open, instead of inside the first agent's commit.
+        pa.array([0], pa.int64())
+
+    def _load_dropped(self) -> None:
+        """Each node's `dropped`: the newest value of its agent's DROPPED_METRIC series."""
+        for skey in self.by_name.get(DROPPED_METRIC, ()):
+            newest = self.latest(self.series[skey])
+            info = self.nodes.get(skey[0])
+            if newest is None or info is None or newest[0] < self._dropped_ts.get(skey[0], -1):
+                continue
+            self._dropped_ts[skey[0]] = newest[0]
+            self.nodes[skey[0]] = dataclasses.replace(info, dropped=int(newest[1]))
 
     def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
         """Store every batch not stored before, all in one transaction."""
@@ -130,7 +162,7 @@ class StoreWriter:
         sid, ts, val = sid[order], ts[order], val[order]
         nodes = self._node_updates(accepted)
         try:
-            self._transaction(accepted, new_series, sid, ts, val, nodes)
+            self._transaction(accepted, new_series, sid, ts, val)
         except (duckdb.Error, pa.ArrowException) as exc:
             if new_series:  # ids of series that were not stored are handed out again
                 self._next_id = count(min(new_series.values()))
@@ -267,8 +299,7 @@ class StoreWriter:
         return int(mb.values[i])
 
     def _transaction(self, accepted: list[IncomingBatch], new_series: dict[SeriesKey, int],
-                     sid: np.ndarray, ts: np.ndarray, val: np.ndarray,
-                     nodes: dict[str, NodeInfo]) -> None:
+                     sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
         con = self._con
         # late points for data retention already dropped
         old_tbl, sid, ts, val = _split_older(self.raw_kept_since_ms, sid, ts, val)
@@ -279,32 +310,30 @@ class StoreWriter:
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
             fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
-        points = pa.table({"series_id": pa.array(sid, pa.int32()),
-                           "ts": pa.array(ts, pa.int64()), "value": pa.array(val, pa.float64())})
-        batch_tbl = pa.table({
-            "node": [b.node for b in accepted], "epoch": [int(b.epoch) for b in accepted],
-            "seq": [int(b.seq) for b in accepted], "points": [len(b.batch) for b in accepted],
-            "received_ms": [int(b.received_ms) for b in accepted]})
-        known = [n for n in nodes.values() if n.node in self.nodes]
-        fresh = [n for n in nodes.values() if n.node not in self.nodes]
-        # from_arrow(...).insert_into and replacement scans of local Arrow tables: half the cost
-        # of register/unregister (measured), which matters at 10 commits/s.
-        _w_nodes = _nodes_table(known)  # noqa: F841 - read by the UPDATE below by name
+        # Read by name by the INSERTs below (replacement scans of local Arrow tables): one
+        # statement each, cheaper than from_arrow(...).insert_into (a bind and a submit) and
+        # than register/unregister (measured). Per commit: BEGIN, points, batches, COMMIT; the
+        # node bookkeeping is not written (derived from `batches` at open: _LOAD_NODES).
+        _w_points = pa.table({  # noqa: F841
+            "series_id": pa.array(sid, pa.int32()), "ts": pa.array(ts, pa.int64()),
+            "value": pa.array(val, pa.float64())})
+        rows = [(b.node, int(b.epoch), int(b.seq), len(b.batch), int(b.received_ms))
+                for b in accepted]
+        _w_batches = pa.table(dict(zip(  # noqa: F841
+            ("node", "epoch", "seq", "points", "received_ms"), zip(*rows, strict=True),
+            strict=True))) if len(rows) > 1 else None
         con.execute("BEGIN TRANSACTION")
         try:
             if new_series:
-                con.from_arrow(_series_table(new_series, max(
-                    b.received_ms for b in accepted))).insert_into("series")
+                _w_series = _series_table(new_series, max(  # noqa: F841
+                    b.received_ms for b in accepted))
+                con.execute("INSERT INTO series SELECT * FROM _w_series")
             if ts.shape[0]:
-                con.from_arrow(points).insert_into("points")
-            con.from_arrow(batch_tbl).insert_into("batches")
-            if known:
-                con.execute("UPDATE nodes SET first_seen_ms = u.first_seen_ms, "
-                            "last_seen_ms = u.last_seen_ms, points = u.points, epoch = u.epoch, "
-                            "last_seq = u.last_seq, dropped = u.dropped "
-                            "FROM _w_nodes u WHERE nodes.node = u.node")
-            if fresh:
-                con.from_arrow(_nodes_table(fresh)).insert_into("nodes")
+                con.execute("INSERT INTO points SELECT * FROM _w_points")
+            if _w_batches is None:  # one batch (one agent's tick): parameters, no table
+                con.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", list(rows[0]))
+            else:
+                con.execute("INSERT INTO batches SELECT * FROM _w_batches")
             if fresh_minutes:  # minutes already marked (the usual case) cost no statement
                 con.from_arrow(pa.table({"minute": pa.array(fresh_minutes, pa.int64())})
                                ).insert_into("dirty_minutes")
@@ -329,12 +358,6 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
     except duckdb.TransactionException:
         pass
-
-
-def _nodes_table(nodes: list[NodeInfo]) -> pa.Table:
-    return pa.table({f.name: pa.array([getattr(n, f.name) for n in nodes],
-                                      pa.string() if f.name == "node" else pa.int64())
-                     for f in dataclasses.fields(NodeInfo)})
 
 
 def _series_table(new: dict[SeriesKey, int], now_ms: int) -> pa.Table:

@@ -103,6 +103,30 @@ def test_dropped_reported_by_agent(store):
     assert store.nodes()[0]["dropped"] == 17
 
 
+def test_node_bookkeeping_is_the_same_after_reopening(tmp_path):
+    """Per-node figures are not written per commit but derived from `batches` (and `dropped`
+    from the agent's own metric) at open: every figure survives a restart as it was."""
+    path = tmp_path / "n.duckdb"
+    s = Store(path)
+    drop = Sample("legion_agent_batches_dropped_total", (), 17.0, T0 + 5000)
+    older = Sample("legion_agent_batches_dropped_total", (), 3.0, T0 + 1000)
+    s.write([batch("a", 1), batch("a", 4, extra=[drop]), batch("b", 2)])
+    s.write([batch("a", 2, epoch=7), batch("a", 30, epoch=1, extra=[older])])
+    before = s.nodes()
+    assert {n["node"]: n["dropped"] for n in before} == {"a": 17, "b": 0}
+    assert [(n["epoch"], n["last_seq"]) for n in before] == [(7, 2), (1, 2)]
+    s.close()
+    s = Store(path)
+    try:
+        assert s.nodes() == before
+        with s._cursor() as cur:
+            tables = {r[0] for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables").fetchall()}
+        assert "nodes" not in tables and "batches" in tables
+    finally:
+        s.close()
+
+
 def test_empty_batch_is_recorded(store):
     empty = IncomingBatch("a", 1, 1, MetricsBatch.from_samples([]), T0)
     assert store.write([empty]).stored == (("a", 1, 1),)
@@ -245,3 +269,19 @@ def test_rounds_inside_write_follow_the_injected_clock(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         s.close()
+
+
+def test_labels_key_is_canonical_json_whatever_the_characters():
+    """The plain-ASCII fast path and the JSON encoder give the same text (keys stored before
+    must still match)."""
+    import json
+    import random
+
+    from legion.aggregator.store.writer import labels_key
+
+    alphabet = ["a", "Z", "0", " ", '"', "\\", "\n", "\t", "é", "\u2028", "~", "/", "\x7f", ":"]
+    rng = random.Random(1)
+    for _ in range(5000):
+        labels = tuple(sorted((f"k{i}", "".join(rng.choice(alphabet) for _ in range(
+            rng.randint(0, 6)))) for i in range(rng.randint(0, 3))))
+        assert labels_key(labels) == json.dumps([list(p) for p in labels], separators=(",", ":"))

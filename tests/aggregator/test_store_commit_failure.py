@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import duckdb
@@ -30,7 +31,11 @@ class ConflictBeforeCommit:
             other.execute(f"USE {DB_ALIAS}")
             other.execute("INSERT INTO series VALUES (1, 'other', 'm', '[]', MAP {}, 0)")
             other.close()
-        return self.con.execute(sql, *args)
+        # The writer's INSERTs read its local Arrow tables (`_w_*`) by name from the frame that
+        # calls `execute` (DuckDB's replacement scans): run the call with the writer's locals.
+        caller = sys._getframe(1)
+        names = {**caller.f_locals, "_con_": self.con, "_sql_": sql, "_args_": args}
+        return eval("_con_.execute(_sql_, *_args_)", caller.f_globals, names)  # noqa: S307
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.con, name)
