@@ -21,6 +21,7 @@ from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
+from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
@@ -162,6 +163,11 @@ class Aggregator:
             out["alerting"] = self.alerts.status()
         return out
 
+    @property
+    def live_feed(self) -> LiveFeed | None:
+        """Agents' batches as ingest accepts them (the gateway's live stream), once started."""
+        return None if self._writer is None else self._writer.live
+
     def samples(self, ts_ms: int) -> list[Any]:
         """Ingest and alerting self-metrics for /metrics."""
         out = list(self.telemetry.samples(ts_ms))
@@ -216,7 +222,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     app = create_app(cfg, store, agg.status, tokens, telemetry=agg,
                      sources=agg.sources(), alert_actions=agg.alerts,
                      analytics_retrain=agg.analytics.request_retrain if agg.analytics else None,
-                     bands=agg.analytics.bands if agg.analytics else None)
+                     bands=agg.analytics.bands if agg.analytics else None,
+                     live_feed=agg.live_feed)
     runner = await start_gateway(app, cfg)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",
