@@ -181,3 +181,56 @@ def test_the_feed_passes_each_seq_on_once_per_node_and_epoch() -> None:
     assert feed.stats == {"published": 5, "duplicates": 3, "listener_errors": 0}
     unsubscribe()
     assert not feed.publish(item("a", 9, 1)) and len(got) == 5
+
+
+def test_an_update_is_encoded_once_for_every_client(tmp_path: Path) -> None:
+    """Two clients of one update get the same data, JSON-encoded once by the hub."""
+    from legion.aggregator.gateway import start_gateway, stop_gateway
+    from legion.aggregator.gateway.app import HUB_KEY
+    from legion.aggregator.store.store import Store
+    from legion.cli.config import config_from_dict
+
+    config = config_from_dict({"security": {"enable_tls": False},
+                               "dashboard_config": {"update_interval_ms": 600_000}},
+                              base_dir=tmp_path).aggregator_settings()
+    store = Store(tmp_path / "legion.duckdb")
+    tokens = TokenStore(tmp_path / "tokens.json")
+    token = tokens.add("viewer", "viewer")
+    now = int(time.time() * 1000)
+
+    def write(seq: int, value: float, ts: int) -> None:
+        store.write([IncomingBatch("web-1", 1, seq, MetricsBatch.from_samples(
+            [Sample("system_cpu_usage_percent", (), value, ts)]), ts)])
+
+    write(1, 20.0, now)
+
+    async def scenario() -> tuple[list[str], int]:
+        app = create_app(config, store, dict, tokens)
+        server: Any = await start_gateway(app, config, port=0)
+        hub = app[HUB_KEY]
+        try:
+            async with aiohttp.ClientSession() as s, \
+                    s.ws_connect(f"{server.url}/ws?token={token}") as a, \
+                    s.ws_connect(f"{server.url}/ws?token={token}") as b:
+                for ws in (a, b):
+                    await ws.send_json({"op": "subscribe", "topics": ["system_health"],
+                                        "history": False})
+                    while (await ws.receive_json(timeout=30)).get("type") != "snapshot":
+                        pass
+                before = hub.status()["encoded"]
+                await asyncio.to_thread(write, 2, 93.0, now + 1000)
+                got = []
+                for ws in (a, b):
+                    while (m := await ws.receive_json(timeout=30)).get("type") != "update":
+                        pass
+                    got.append(json.dumps(m["data"], sort_keys=True))
+                return got, hub.status()["encoded"] - before
+        finally:
+            await stop_gateway(server)
+
+    try:
+        got, encoded = asyncio.run(asyncio.wait_for(scenario(), 90))
+    finally:
+        store.close()
+    assert got[0] == got[1] and '"cpu_usage_percent": 93.0' in got[0]
+    assert encoded == 1  # one encoding, two clients
