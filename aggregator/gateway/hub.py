@@ -473,5 +473,9 @@ class Hub:
             self.publish("alerts", {"resolved": ids})
 
     def status(self) -> dict[str, Any]:
-        """Counters for /api/v1/status and /metrics."""
-        return {**self.stats, "clients": len(self.clients)}
+        """Counters for /api/v1/status and /metrics (with the live feed's, when there is one)."""
+        out: dict[str, Any] = {**self.stats, "clients": len(self.clients)}
+        feed_stats = getattr(self.live_feed, "stats", None)
+        if feed_stats is not None:
+            out["live_feed"] = dict(feed_stats)
+        return out

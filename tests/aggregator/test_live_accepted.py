@@ -21,6 +21,8 @@ import duckdb
 import zmq
 
 from legion.aggregator.gateway import TokenStore, create_app
+from legion.aggregator.gateway.keys import GATEWAY_STATUS_KEY
+from legion.aggregator.gateway.telemetry import samples as gateway_samples
 from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.service import Aggregator
 from legion.aggregator.store.schema import DB_ALIAS
@@ -123,8 +125,14 @@ def test_a_batch_streams_once_across_a_failed_commit_and_a_rejected_one_never(
         web.connect()
         big.connect()
         assert isinstance(agg.live_feed, LiveFeed)
-        with gateway_thread(settings, lambda: create_app(
-                settings, agg.store, agg.status, tokens, live_feed=agg.live_feed)) as server:
+        apps: list[Any] = []
+
+        def make_app() -> Any:
+            apps.append(create_app(settings, agg.store, agg.status, tokens,
+                                   live_feed=agg.live_feed))
+            return apps[0]
+
+        with gateway_thread(settings, make_app) as server:
             client = WsCollector(server.url, token)
             client.start()
             try:
@@ -155,6 +163,11 @@ def test_a_batch_streams_once_across_a_failed_commit_and_a_rejected_one_never(
         assert client.host_points("web-1") == [now, now + 1000]  # each batch exactly once
         assert client.host_points("big") == []  # the rejected batch never streamed
         assert agg.live_feed.stats["duplicates"] >= 1  # the resend reached the feed, held
+        counted = {labels["result"]: v for name, labels, v, _ in
+                   gateway_samples(apps[0][GATEWAY_STATUS_KEY]())
+                   if name == "legion_gateway_live_batches_total"}
+        assert counted["duplicate"] == agg.live_feed.stats["duplicates"]  # on /metrics too
+        assert counted["published"] >= 2
         stored = agg.store.query("system_cpu_usage_percent", node="web-1",
                                  since_ms=now - 1, until_ms=now + 2000)
         assert [r["value"] for r in stored] == [42.0, 7.0]  # stored once each
