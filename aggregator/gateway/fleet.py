@@ -8,7 +8,7 @@ previous counter readings to turn `*_total` counters into `*_per_s` rates.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -173,10 +173,12 @@ class FleetBuilder:
         links = self._links(agent_out, peers)
         hosts_list = [host_out[n] for n in sorted(host_out)]
         summary: dict[str, Any] = {"hosts": len(hosts_list), "agents": len(agent_out)}
+        by_host = Counter(e["health"] for e in hosts_list)
+        by_agent = Counter(e["health"] for e in agent_out)
         for h in HEALTH_ORDER:
-            summary[h] = sum(1 for e in (*hosts_list, *agent_out) if e["health"] == h)
-        for kind, items in (("host_health", hosts_list), ("agent_health", agent_out)):
-            summary[kind] = {h: sum(1 for e in items if e["health"] == h) for h in HEALTH_ORDER}
+            summary[h] = by_host[h] + by_agent[h]
+        for kind, counts in (("host_health", by_host), ("agent_health", by_agent)):
+            summary[kind] = {h: counts[h] for h in HEALTH_ORDER}
         return {"ts": iso_ms(now_ms), "ts_ms": now_ms,
                 "thresholds": {"cpu_usage": self.thresholds.cpu_usage,
                                "memory_usage": self.thresholds.memory_usage,

@@ -172,6 +172,7 @@ class Hub:
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
         self.history: dict[str, dict[str, dict[str, Ring]]] = {
             "system_health": {}, "agent_metrics": {}}
+        self._history_series = 0  # series in `history` (they are never dropped)
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
                       "pushes": 0, "encoded": 0}
@@ -395,7 +396,7 @@ class Hub:
 
     def history_limit(self) -> int:
         """Points kept per series: `max_history_points`, lowered when the fleet is huge."""
-        n = sum(len(s) for h in self.history.values() for s in h.values())
+        n = self._history_series
         return min(self.max_history, max(10, HISTORY_BUDGET_POINTS // max(1, n)))
 
     def _record_history(self, topic: str, diff: Mapping[str, Any]) -> None:
@@ -409,7 +410,10 @@ class Hub:
                 v = e["metrics"].get(k)
                 if v is None:
                     continue
-                ring = series.setdefault(k, Ring())
+                ring = series.get(k)
+                if ring is None:
+                    ring = series[k] = Ring()
+                    self._history_series += 1
                 last = ring.last_ts()
                 if last is None or last < e["ts_ms"]:
                     ring.append(e["ts_ms"], v, keep)
