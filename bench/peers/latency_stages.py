@@ -8,6 +8,8 @@ runs as usual, and each accepted batch is timed, keyed by (node, newest sample t
 * `committed`: the write that holds it returned (`IngestWriter._commit`);
 * `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
 
+It also times the hub's rebuilds (wall and CPU) and Python's garbage collections.
+
 The WebSocket client adds `ws_send` (the message's own `ts_ms`, taken as it is built) and
 `client` (arrival). Wall clock ms on one machine; written to OUT.json at exit. A bench tool: the
 wrappers cost a little and are never installed by the product.
@@ -16,6 +18,7 @@ wrappers cost a little and are never installed by the product.
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import sys
 import time
@@ -74,12 +77,22 @@ def install(out: Path) -> None:
                     rec.setdefault("hub", now)
         publish(self, topic, data, *args)
 
+    gc_passes: list[tuple[int, float]] = []  # (generation, ms) of each collection
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
     IngestWriter._accept = timed_accept  # type: ignore[method-assign]
     IngestWriter._commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
     Hub._refresh = timed_refresh  # type: ignore[method-assign]
-    atexit.register(lambda: out.write_text(json.dumps({"batches": seen,
-                                                       "rebuilds": rebuilds})))
+    atexit.register(lambda: out.write_text(json.dumps({"batches": seen, "rebuilds": rebuilds,
+                                                       "gc": gc_passes})))
 
 
 def breakdown(found: dict[str, Any],
@@ -91,6 +104,11 @@ def breakdown(found: dict[str, Any],
 
     stages: dict[str, dict[str, float]] = found["batches"]
     out: dict[str, dict[str, float]] = {}
+    for gen in (0, 1, 2):
+        ms = [x[1] for x in found.get("gc", ()) if x[0] == gen]
+        if ms:
+            out[f"gc_gen{gen}"] = {"count": len(ms), "max_ms": round(max(ms), 1),
+                                   "total_ms": round(sum(ms), 1)}
     for poll in (0, 1):
         r = [x for x in found["rebuilds"] if x[2] == poll]
         if r:
