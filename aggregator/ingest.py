@@ -30,6 +30,7 @@ from legion.aggregator.commit_budget import CommitBudget
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.limits import DEFER, SeriesLimits
+from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
@@ -225,6 +226,7 @@ class IngestWriter(threading.Thread):
         self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
                                    store.has_series, store.series_counts())
         self.budget = CommitBudget(agg.commit_interval_ms / 1000)
+        self.live = LiveFeed()  # agents' batches as accepted, for the gateway's live stream
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -321,6 +323,8 @@ class IngestWriter(threading.Thread):
                     heavy_new += brought
                 else:
                     group.append(item)
+                if isinstance(frame, Frame):  # an agent's batch: live before it is durable
+                    self.live.publish(item)
                 points += len(item.batch)
                 if self.limits.pending >= cap > before:  # this batch filled the group
                     done.add(FairInbox.key_of(frame))

@@ -33,7 +33,7 @@ from legion.aggregator.gateway.auth import json_error, make_auth_middleware, pub
 from legion.aggregator.gateway.certs import server_ssl_context
 from legion.aggregator.gateway.export_api import EXPORTS_KEY, ExportJobs
 from legion.aggregator.gateway.headers import CSP_KEY, Csp, headers_middleware
-from legion.aggregator.gateway.hub import Hub, Source
+from legion.aggregator.gateway.hub import Hub, LiveSource, Source
 from legion.aggregator.gateway.keys import (
     ALERT_ACTIONS_KEY,
     AUDIT_KEY,
@@ -84,7 +84,8 @@ def create_app(config: Config, store: StoreReader,
                audit: AuditLog | None = None,
                alert_actions: AlertActions | None = None,
                analytics_retrain: Callable[[str | None], bool] | None = None,
-               bands: BandReader | None = None
+               bands: BandReader | None = None,
+               live_feed: LiveSource | None = None
                ) -> web.Application:
     """Build the gateway app (routes, middlewares, hub lifecycle); `start_gateway` serves it."""
     dc, sec = config.dashboard_config, config.security
@@ -94,7 +95,7 @@ def create_app(config: Config, store: StoreReader,
         middlewares=[error_middleware, headers_middleware,
                      make_auth_middleware(token_store, audit, counters.count_failure)],
         client_max_size=64 * 1024, logger=log)
-    hub = Hub(config, store, sources=sources, on_tick=_revalidator(app))
+    hub = Hub(config, store, sources=sources, on_tick=_revalidator(app), live_feed=live_feed)
     dash = Path(dashboard_dir) if dashboard_dir is not None else DEFAULT_DASHBOARD_DIR
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store

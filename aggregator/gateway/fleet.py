@@ -8,7 +8,7 @@ previous counter readings to turn `*_total` counters into `*_per_s` rates.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -90,6 +90,12 @@ class FleetBuilder:
     def build(self, system_rows: Iterable[Mapping[str, Any]],
               agent_rows: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:
         """The fleet snapshot (JSON-ready) at `now_ms`."""
+        return self.assemble(self.host_entries(system_rows, now_ms), agent_rows, now_ms)
+
+    def host_entries(self, system_rows: Iterable[Mapping[str, Any]],
+                     now_ms: int) -> dict[str, dict[str, Any]]:
+        """Each node's host entry (`agents` still empty) from its system rows alone: the hub
+        rebuilds only the nodes a batch touched and keeps the others' entries."""
         hosts: dict[str, _Acc] = defaultdict(_Acc)
         for r in system_rows:
             labels = dict(r.get("labels") or {})
@@ -101,6 +107,18 @@ class FleetBuilder:
                 acc.add(unsplit, float(r["value"]), True, int(r["ts_ms"]))
             if extra and key.endswith("_total"):
                 acc.add_rate((key, unsplit), self._series_rate(("host", r["node"]), r, labels))
+        host_out: dict[str, dict[str, Any]] = {}
+        for node, acc in hosts.items():
+            m = self._with_rates(("host", node), acc.metrics(), acc.last_ms, acc)
+            health, reasons = self.host_health(m, acc.last_ms, now_ms)
+            host_out[node] = {"node": node, "health": health, "reasons": reasons,
+                              "last_seen": iso_ms(acc.last_ms), "last_seen_ms": acc.last_ms,
+                              "ts_ms": acc.last_ms, "metrics": m, "agents": []}
+        return host_out
+
+    def assemble(self, hosts: Mapping[str, dict[str, Any]],
+                 agent_rows: Iterable[Mapping[str, Any]], now_ms: int) -> dict[str, Any]:
+        """The fleet snapshot from host entries (never mutated) and every agent row."""
         agents: dict[str, _Acc] = defaultdict(_Acc)
         agent_node: dict[str, tuple[int, str]] = {}
         peers: dict[tuple[str, str], tuple[int, float]] = {}
@@ -127,13 +145,7 @@ class FleetBuilder:
                 old = peers.get((agent_id, peer), (0, 0.0))
                 peers[(agent_id, peer)] = (max(ts, old[0]), old[1] + float(r["value"]))
 
-        host_out: dict[str, dict[str, Any]] = {}
-        for node, acc in sorted(hosts.items()):
-            m = self._with_rates(("host", node), acc.metrics(), acc.last_ms, acc)
-            health, reasons = self.host_health(m, acc.last_ms, now_ms)
-            host_out[node] = {"node": node, "health": health, "reasons": reasons,
-                              "last_seen": iso_ms(acc.last_ms), "last_seen_ms": acc.last_ms,
-                              "ts_ms": acc.last_ms, "metrics": m, "agents": []}
+        host_out = dict(hosts)
         agent_out: list[dict[str, Any]] = []
         for agent_id, acc in sorted(agents.items()):
             node = agent_node[agent_id][1]
@@ -148,6 +160,8 @@ class FleetBuilder:
                 host_out[node] = {"node": node, "health": "unknown", "reasons": [],
                                   "last_seen": iso_ms(acc.last_ms), "last_seen_ms": acc.last_ms,
                                   "ts_ms": acc.last_ms, "metrics": {}, "agents": []}
+            elif host_out[node] is hosts.get(node):  # a copy: the entries given stay as they are
+                host_out[node] = {**host_out[node], "agents": []}
             host_out[node]["agents"].append(agent_id)
 
         depts: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -157,12 +171,14 @@ class FleetBuilder:
                         "health": max((a["health"] for a in members), key=HEALTH_ORDER.__getitem__)}
                        for d, members in sorted(depts.items())]
         links = self._links(agent_out, peers)
-        hosts_list = list(host_out.values())
+        hosts_list = [host_out[n] for n in sorted(host_out)]
         summary: dict[str, Any] = {"hosts": len(hosts_list), "agents": len(agent_out)}
+        by_host = Counter(e["health"] for e in hosts_list)
+        by_agent = Counter(e["health"] for e in agent_out)
         for h in HEALTH_ORDER:
-            summary[h] = sum(1 for e in (*hosts_list, *agent_out) if e["health"] == h)
-        for kind, items in (("host_health", hosts_list), ("agent_health", agent_out)):
-            summary[kind] = {h: sum(1 for e in items if e["health"] == h) for h in HEALTH_ORDER}
+            summary[h] = by_host[h] + by_agent[h]
+        for kind, counts in (("host_health", by_host), ("agent_health", by_agent)):
+            summary[kind] = {h: counts[h] for h in HEALTH_ORDER}
         return {"ts": iso_ms(now_ms), "ts_ms": now_ms,
                 "thresholds": {"cpu_usage": self.thresholds.cpu_usage,
                                "memory_usage": self.thresholds.memory_usage,

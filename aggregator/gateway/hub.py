@@ -1,11 +1,13 @@
 """The live state behind the WebSocket: polls the store, diffs, keeps history, fans out updates.
 
 Every `dashboard_config.update_interval_ms` the hub reads the latest points (in a thread: DuckDB
-blocks), rebuilds the fleet, and hands each subscribed client only what changed. A store that
-offers `subscribe_commits` (the local `Store`) also pushes what each commit stored: the hub then
-rebuilds the fleet from those rows as soon as they land (no store read), so a sample reaches the
-clients within about one commit interval; the poll then reads only the sources, and the store
-again every `RESYNC_S`. Topics
+blocks), rebuilds the fleet, and hands each subscribed client only what changed. Pushed rows make
+it faster: with a `live_feed` (the ingest writer's `LiveFeed`, in the aggregator process) the hub
+gets each agent batch as ingest accepts it, before its commit (docs/internals.md, "The live
+path"); else a store that offers `subscribe_commits` (the local `Store`) pushes what each commit
+stored. The hub then rebuilds only the hosts those rows touched, as soon as they land (no store
+read); the poll then reads only the sources (and rebuilds the whole fleet: staleness), and the
+store again every `RESYNC_S`. Topics
 `anomalies` and `forecasts` (and extra `alerts`) come from `sources` callables polled the same
 way, or are pushed with `push()`. Memory is bounded: history keeps `max_history_points` per
 series, event lists the same number of newest items.
@@ -14,6 +16,7 @@ series, event lists the same number of newest items.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from array import array
@@ -23,8 +26,9 @@ from typing import Any, Protocol
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
-from legion.aggregator.gateway.live_rows import LiveRows
+from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
+from legion.aggregator.store.types import IncomingBatch
 
 log = logging.getLogger("legion.aggregator.gateway.hub")
 
@@ -38,14 +42,16 @@ LIST_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 """Each list field of topic data and how its items are keyed (updates replace by key)."""
 EVENT_FIELDS = frozenset({"anomalies"})
 Source = Callable[[], Iterable[Mapping[str, Any]]]
-LIVE_PREFIXES = ("system_", "agent_")
-"""Metric prefixes the fleet is built from (the two reads of `_read`)."""
 RESYNC_S = 30.0
 """With commits pushed, the poll re-reads the store's latest points this often (a safety net)."""
 PUSH_DUTY = 0.25
-"""Rebuilds on pushed commits take at most about this share of the hub's time: after one that
-took d seconds the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces commits."""
+"""Rebuilds on pushed rows take at most about this share of the hub's time: after one that
+took d seconds of CPU the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces
+pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not stretch the wait)."""
 
+
+ENCODED_KEPT = 64
+"""The JSON of this many recent updates is kept, for clients still to send them."""
 
 HISTORY_BUDGET_POINTS = 2_000_000
 """All chart series together keep at most this many points (16 bytes each, ~32 MB)."""
@@ -91,6 +97,12 @@ class Subscriber(Protocol):
     topics: set[str]
 
     def offer(self, topic: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class LiveSource(Protocol):
+    """Accepted batches, each once (`legion.aggregator.live_feed.LiveFeed`)."""
+
+    def subscribe(self, listener: Callable[[IncomingBatch], None]) -> Callable[[], None]: ...
 
 
 class LatestReader(Protocol):
@@ -140,11 +152,13 @@ class Hub:
 
     def __init__(self, config: Config, store: LatestReader, *,
                  sources: Mapping[str, Source] | None = None,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_tick: Callable[[], None] | None = None,
+                 live_feed: LiveSource | None = None) -> None:
         dc = config.dashboard_config
         self.interval_s = dc.update_interval_ms / 1000
         self.max_history = dc.max_history_points
         self.store = store
+        self.live_feed = live_feed
         self.builder = FleetBuilder(config)
         self.sources = dict(sources or {})
         unknown = set(self.sources) - {"alerts", "anomalies", "forecasts"}
@@ -158,15 +172,18 @@ class Hub:
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
         self.history: dict[str, dict[str, dict[str, Ring]]] = {
             "system_health": {}, "agent_metrics": {}}
+        self._history_series = 0  # series in `history` (they are never dropped)
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
-                      "pushes": 0}
+                      "pushes": 0, "encoded": 0}
         self._pushed: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in TOPICS}
         self._alert_since: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         # Live rows by (node, metric, labels), fed by the store's reads and pushed commits.
         self._live = LiveRows()
+        self._hosts: dict[str, dict[str, Any]] = {}  # host entries by node, rebuilt when dirty
+        self._encoded: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
         self._wake = asyncio.Event()
         self._wake_pending = False
@@ -178,9 +195,12 @@ class Hub:
         """Start the polling loop, and listen for commits when the store pushes them (no-op
         when running)."""
         if self._task is None or self._task.done():
+            loop = asyncio.get_running_loop()
             subscribe = getattr(self.store, "subscribe_commits", None)
-            if self._unsubscribe is None and callable(subscribe):
-                loop = asyncio.get_running_loop()
+            if self._unsubscribe is None and self.live_feed is not None:
+                self._unsubscribe = self.live_feed.subscribe(
+                    lambda batch: self._on_batch(loop, batch))
+            elif self._unsubscribe is None and callable(subscribe):
                 self._unsubscribe = subscribe(lambda notice: self._on_commit(loop, notice))
             self._task = asyncio.create_task(self._run(), name="legion-gateway-hub")
 
@@ -202,12 +222,21 @@ class Hub:
             except asyncio.CancelledError:
                 pass
 
+    def _on_batch(self, loop: asyncio.AbstractEventLoop, batch: IncomingBatch) -> None:
+        """On the ingest writer thread: queue an accepted batch with fleet series, wake the loop."""
+        if any(name.startswith(LIVE_PREFIXES) for name in batch.batch.names):
+            self._live.push_batch(batch)
+            self._wake_up(loop)
+
     def _on_commit(self, loop: asyncio.AbstractEventLoop, notice: Any) -> None:
         """On the store's writer thread: keep the live rows of a commit, wake the loop once."""
         rows = tuple(r for r in notice.rows if r["metric"].startswith(LIVE_PREFIXES))
-        if not rows:
-            return
-        self._live.push(rows)
+        if rows:
+            self._live.push(rows)
+            self._wake_up(loop)
+
+    def _wake_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wake the loop (once until it wakes; from any thread)."""
         if not self._wake_pending:
             self._wake_pending = True
             try:
@@ -249,7 +278,7 @@ class Hub:
             self._wake_pending = False
             if not self.clients:  # nobody to tell: the rows wait for the next poll
                 continue
-            t0 = time.perf_counter()
+            t0 = time.thread_time()  # CPU time: waits for the GIL on a busy host don't count
             try:
                 await self._refresh(read_store=False, read_sources=False)
             except asyncio.CancelledError:
@@ -258,7 +287,7 @@ class Hub:
                 self.stats["tick_errors"] += 1
                 log.warning("event=hub_push_failed error=%r", exc)
             self.stats["pushes"] += 1
-            rest = (time.perf_counter() - t0) * (1 / PUSH_DUTY - 1)
+            rest = (time.thread_time() - t0) * (1 / PUSH_DUTY - 1)
             await asyncio.sleep(min(rest, max(0.0, until - loop.time())))
 
     # -- state ----------------------------------------------------------------------------------
@@ -268,26 +297,43 @@ class Hub:
 
     async def _refresh(self, read_store: bool, read_sources: bool = True) -> dict[str, Any]:
         """Rebuild the fleet from the live rows (after reading the store's latest points when
-        `read_store`, and the sources when `read_sources`) and publish what changed."""
+        `read_store`, and the sources when `read_sources`) and publish what changed. A poll
+        rebuilds the hosts with new rows and those aging past `stale_ms`; a push only the
+        hosts with new rows."""
+        rows: list[dict[str, Any]] | None = None
+        extra: dict[str, list[Any]] = {}
+        if read_store or read_sources:  # outside the lock: pushes go on during a slow read
+            rows, extra = await asyncio.to_thread(self._read, read_store, read_sources)
         async with self._lock:
-            if read_store or read_sources:
-                rows, extra = await asyncio.to_thread(self._read, read_store, read_sources)
-                if read_sources:
-                    self._extra = extra
-                if rows is not None:
-                    self._live.replace(rows, keep_newer=self._unsubscribe is not None)
+            if read_sources:
+                self._extra = extra
+            if rows is not None:
+                self._live.replace(rows, keep_newer=self._unsubscribe is not None)
             self._live.drain()
-            live = self._live.values()
             now = now_ms()
-            fleet = self.builder.build([r for r in live if r["metric"].startswith("system_")],
-                                       [r for r in live if r["metric"].startswith("agent_")],
-                                       now)
+            dirty = self._live.take_dirty()
+            if read_sources:  # a poll: hosts without new data may have turned stale
+                dirty |= self._aging(now)
+            if dirty:
+                fresh = self.builder.host_entries(self._live.rows("system_", dirty), now)
+                for node in dirty:
+                    if node in fresh:
+                        self._hosts[node] = fresh[node]
+                    else:
+                        self._hosts.pop(node, None)
+            fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
             self.fleet = fleet
             self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now)
             if read_sources:  # a poll; rebuilds on pushed commits count as `pushes`
                 self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
             return fleet
+
+    def _aging(self, now: int) -> set[str]:
+        """Hosts whose health follows the clock now: past `stale_ms` without data (a stale
+        host's reason says for how long)."""
+        limit = now - self.builder.stale_ms
+        return {n for n, h in self._hosts.items() if h["ts_ms"] < limit}
 
     def _read(self, read_store: bool, read_sources: bool
               ) -> tuple[list[dict[str, Any]] | None, dict[str, list[Any]]]:
@@ -318,9 +364,10 @@ class Hub:
             "anomalies": {"anomalies": anomalies[-self.max_history:]},
             "forecasts": {"forecasts": events["forecasts"]},
         }
-        self._record_history(fleet)
         for topic, data in new_state.items():
             diff = self._diff(topic, self.state[topic], data)
+            if topic in self.history:  # a host or agent with a new point is in the diff
+                self._record_history(topic, diff)
             delta = delta_update(self.state[topic], diff) \
                 if diff and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data
@@ -335,7 +382,7 @@ class Hub:
             if keyf is None:
                 continue
             before = {keyf(e): e for e in old.get(field, ())}
-            changed = [e for e in value if before.get(keyf(e)) != e]
+            changed = [e for e in value if (b := before.get(keyf(e))) is not e and b != e]
             if changed:
                 out[field] = changed
             if field == "alerts":
@@ -349,25 +396,27 @@ class Hub:
 
     def history_limit(self) -> int:
         """Points kept per series: `max_history_points`, lowered when the fleet is huge."""
-        n = sum(len(s) for h in self.history.values() for s in h.values())
+        n = self._history_series
         return min(self.max_history, max(10, HISTORY_BUDGET_POINTS // max(1, n)))
 
-    def _record_history(self, fleet: Mapping[str, Any]) -> None:
+    def _record_history(self, topic: str, diff: Mapping[str, Any]) -> None:
         keep = self.history_limit()
-        for topic, items, idkey, keys in (
-                ("system_health", fleet["hosts"], "node", HOST_CHART_KEYS),
-                ("agent_metrics", fleet["agents"], "agent_id", AGENT_CHART_KEYS)):
-            hist = self.history[topic]
-            for e in items:
-                series = hist.setdefault(e[idkey], {})
-                for k in keys:
-                    v = e["metrics"].get(k)
-                    if v is None:
-                        continue
-                    ring = series.setdefault(k, Ring())
-                    last = ring.last_ts()
-                    if last is None or last < e["ts_ms"]:
-                        ring.append(e["ts_ms"], v, keep)
+        field, idkey, keys = (("hosts", "node", HOST_CHART_KEYS) if topic == "system_health"
+                              else ("agents", "agent_id", AGENT_CHART_KEYS))
+        hist = self.history[topic]
+        for e in diff.get(field, ()):
+            series = hist.setdefault(e[idkey], {})
+            for k in keys:
+                v = e["metrics"].get(k)
+                if v is None:
+                    continue
+                ring = series.get(k)
+                if ring is None:
+                    ring = series[k] = Ring()
+                    self._history_series += 1
+                last = ring.last_ts()
+                if last is None or last < e["ts_ms"]:
+                    ring.append(e["ts_ms"], v, keep)
 
     def snapshot(self, topic: str, history: bool = True) -> dict[str, Any]:
         """The full current data of `topic` (plus per-series history for the two metric topics)."""
@@ -392,6 +441,19 @@ class Hub:
                 wants = topic in getattr(c, "delta_topics", ())
                 c.offer(topic, "update", delta if delta is not None and wants else data)
 
+    def encoded(self, data: dict[str, Any]) -> str:
+        """The JSON of an update as published: encoded once, the same text for every client
+        (`data` is never mutated after `publish`)."""
+        hit = self._encoded.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        text = json.dumps(data)
+        self.stats["encoded"] += 1
+        self._encoded[id(data)] = (data, text)
+        while len(self._encoded) > ENCODED_KEPT:
+            del self._encoded[next(iter(self._encoded))]
+        return text
+
     def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:
         """Add or replace items (by `id`) of alerts/anomalies/forecasts; call on the event loop."""
         if topic not in ("alerts", "anomalies", "forecasts"):
@@ -415,5 +477,9 @@ class Hub:
             self.publish("alerts", {"resolved": ids})
 
     def status(self) -> dict[str, Any]:
-        """Counters for /api/v1/status and /metrics."""
-        return {**self.stats, "clients": len(self.clients)}
+        """Counters for /api/v1/status and /metrics (with the live feed's, when there is one)."""
+        out: dict[str, Any] = {**self.stats, "clients": len(self.clients)}
+        feed_stats = getattr(self.live_feed, "stats", None)
+        if feed_stats is not None:
+            out["live_feed"] = dict(feed_stats)
+        return out

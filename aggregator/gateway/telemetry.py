@@ -60,4 +60,9 @@ def samples(g: dict[str, Any]) -> list[Triple]:
         out.append(("legion_gateway_auth_failures_total", {"reason": k}, g[k], None))
     out.append(("legion_gateway_hub_ticks_total", {}, g["hub"]["ticks"], None))
     out.append(("legion_gateway_hub_tick_errors_total", {}, g["hub"]["tick_errors"], None))
+    out.append(("legion_gateway_hub_pushes_total", {}, g["hub"]["pushes"], None))
+    for k, result in (("published", "published"), ("duplicates", "duplicate")):
+        if "live_feed" in g["hub"]:  # batches as accepted by ingest (live_feed.py)
+            out.append(("legion_gateway_live_batches_total", {"result": result},
+                        g["hub"]["live_feed"][k], None))
     return out

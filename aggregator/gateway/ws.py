@@ -88,24 +88,29 @@ class WsClient:
             self.wake.clear()
             while (self.control or self.pending) and not self.closed:
                 if self.control:
-                    msg = self.control.popleft()
+                    text = json.dumps(self.control.popleft())
                 else:
                     topic = next(iter(self.pending))
-                    kind, data, coalesced = self.pending.pop(topic)
-                    ts = now_ms()
-                    msg = {"topic": topic, "type": kind, "ts": iso_ms(ts), "ts_ms": ts,
-                           "data": data}
-                    if kind == "update":
-                        msg["coalesced"] = coalesced
+                    text = self._topic_message(topic, *self.pending.pop(topic))
                 try:
-                    await asyncio.wait_for(self.ws.send_str(json.dumps(msg)),
-                                           self.send_timeout_s)
+                    await asyncio.wait_for(self.ws.send_str(text), self.send_timeout_s)
                 except (TimeoutError, ConnectionError, RuntimeError) as exc:
                     self.stats["slow_closed" if isinstance(exc, asyncio.TimeoutError)
                                else "send_errors"] += 1
                     await self.abort(CLOSE_TOO_SLOW, "client too slow")
                     return
                 self.stats["messages_sent"] += 1
+
+    def _topic_message(self, topic: str, kind: str, data: dict[str, Any], coalesced: int) -> str:
+        """The JSON text of a snapshot or update; an update as published (not merged with
+        another here) reuses the text the hub encoded once for every client."""
+        ts = now_ms()
+        head: dict[str, Any] = {"topic": topic, "type": kind, "ts": iso_ms(ts), "ts_ms": ts}
+        if kind == "update":
+            head["coalesced"] = coalesced
+        body = self.hub.encoded(data) if kind == "update" and not coalesced \
+            else json.dumps(data)
+        return json.dumps(head)[:-1] + ', "data": ' + body + "}"
 
     async def abort(self, code: int, reason: str) -> None:
         """Close the connection, forcibly if the close frame cannot be written."""

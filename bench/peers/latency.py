@@ -63,7 +63,10 @@ def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) ->
     ctx.term()
 
 
-async def _listen(url: str, token: str, secs: float) -> list[float]:
+async def _listen(url: str, token: str, secs: float,
+                  client: dict[str, tuple[float, float]] | None = None) -> list[float]:
+    """Latencies of the first update carrying each (host, ts_ms); with `client`, also each
+    one's key -> (message ts_ms, arrival) for the stage breakdown."""
     import aiohttp
 
     seen: set[tuple[str, int]] = set()
@@ -89,14 +92,19 @@ async def _listen(url: str, token: str, secs: float) -> list[float]:
                 if key not in seen:
                     seen.add(key)
                     lat.append(now - key[1])
+                    if client is not None:
+                        client[f"{key[0]}|{key[1]}"] = (float(body["ts_ms"]), now)
     return lat
 
 
 def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
             update_interval_ms: int | None = None,
-            commit_interval_ms: int | None = None) -> list[dict[str, float]]:
+            commit_interval_ms: int | None = None,
+            stages: dict[str, Any] | None = None) -> list[dict[str, float]]:
     """p50/p99 ms from sample timestamp to WebSocket update at `hosts` hosts, per round (one
-    aggregator and one set of hosts; a fresh WebSocket client per round)."""
+    aggregator and one set of hosts; a fresh WebSocket client per round). With `stages` (a
+    dict), the aggregator runs under `latency_stages.py` and `stages` receives the per-stage
+    breakdown over all rounds."""
     from legion.cli.client import ApiClient
     from legion.cli.config import load_config
     from legion.cli.setup_cmds import add_agent_key
@@ -112,7 +120,16 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
     nodes = [f"h{i:03d}" for i in range(hosts)]
     for n in nodes:
         add_agent_key(cfg, n)
-    proc = ingest_bench.start_aggregator(cfg_path, work / f"lat-{hosts}-agg.log")
+    stage_file = work / f"lat-{hosts}-stages.json"
+    if stages is None:
+        proc = ingest_bench.start_aggregator(cfg_path, work / f"lat-{hosts}-agg.log")
+    else:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "latency_stages.py"), str(stage_file), "aggregator",
+             "run", "--config", str(cfg_path)],
+            stdout=(work / f"lat-{hosts}-agg.log").open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+    client: dict[str, tuple[float, float]] = {}
     procs: list[Any] = []
     try:
         ingest_bench.wait_api(ApiClient(cfg, token))
@@ -134,7 +151,7 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
         go.set()
         time.sleep(3)  # first commits, first snapshot
         url = f"http://127.0.0.1:{cfg.dashboard_config.websocket_port}"
-        lats = [asyncio.run(_listen(url, token, secs)) for _ in range(rounds)]
+        lats = [asyncio.run(_listen(url, token, secs, client)) for _ in range(rounds)]
     finally:
         for p in procs:
             if isinstance(p, subprocess.Popen):
@@ -146,6 +163,38 @@ def measure(work: Path, hosts: int, secs: float, rounds: int = 1,
                     p.terminate()
         proc.terminate()
         proc.wait(30)
+    if stages is not None:
+        import latency_stages
+
+        found = json.loads(stage_file.read_text())
+        stages.update(latency_stages.breakdown(found, client))
+        stages["raw"] = {"found": found, "client": client}
     return [{"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
              "n": float(len(lat))} if lat else
             {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0.0} for lat in lats]
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+    import shutil
+    import tempfile
+
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    mp.set_start_method("fork")
+    ap = argparse.ArgumentParser(description="end-to-end latency with its stage breakdown")
+    ap.add_argument("--hosts", type=int, default=200)
+    ap.add_argument("--secs", type=float, default=20.0)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--raw", type=Path, help="write every sample's stage clocks here (JSON)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="legion-latency-"))
+    try:
+        found: dict[str, Any] = {}
+        res = measure(tmp, args.hosts, args.secs, args.rounds, stages=found)
+        raw = found.pop("raw")
+        if args.raw is not None:
+            args.raw.write_text(json.dumps(raw))
+        print(json.dumps({"hosts": args.hosts, "rounds": res, "stages": found}, indent=1))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""Where the end-to-end latency goes: `legionctl aggregator run` with stage clocks attached.
+
+Run as `python bench/peers/latency_stages.py OUT.json aggregator run --config ...`: the aggregator
+runs as usual, and each accepted batch is timed, keyed by (node, newest sample ts_ms), at
+
+* `received`: the receiver thread took the frame off the socket (`Frame.received_ms`);
+* `accepted`: the writer decoded, authenticated and admitted it (`IngestWriter._accept`);
+* `committed`: the write that holds it returned (`IngestWriter._commit`);
+* `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
+
+It also times the hub's rebuilds (wall and CPU) and Python's garbage collections.
+
+The WebSocket client adds `ws_send` (the message's own `ts_ms`, taken as it is built) and
+`client` (arrival). Wall clock ms on one machine; written to OUT.json at exit. A bench tool: the
+wrappers cost a little and are never installed by the product.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+STAGES = ("received", "accepted", "committed", "hub")
+
+
+def install(out: Path) -> None:
+    """Wrap the stage points of the aggregator; write what they saw to `out` at exit."""
+    from legion.aggregator.gateway.hub import Hub
+    from legion.aggregator.ingest import IngestWriter
+    from legion.aggregator.store.types import IncomingBatch
+
+    seen: dict[str, dict[str, float]] = {}
+
+    def key(node: str, ts: int) -> str:
+        return f"{node}|{ts}"
+
+    accept, commit, publish = IngestWriter._accept, IngestWriter._commit, Hub.publish
+    refresh = Hub._refresh
+    rebuilds: list[tuple[float, float, int]] = []  # (wall ms, CPU ms, poll?) per hub rebuild
+
+    async def timed_refresh(self: Any, read_store: bool, read_sources: bool = True) -> Any:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        try:
+            return await refresh(self, read_store, read_sources)
+        finally:
+            rebuilds.append(((time.perf_counter() - t0) * 1000,
+                             (time.thread_time() - c0) * 1000, int(read_sources)))
+
+    def timed_accept(self: Any, frame: Any, *args: Any) -> Any:
+        item = accept(self, frame, *args)
+        if isinstance(item, IncomingBatch) and len(item.batch) and hasattr(frame, "received_ms"):
+            k = key(item.node, int(item.batch.ts_ms.max()))
+            seen.setdefault(k, {"received": float(frame.received_ms),
+                                "accepted": time.time() * 1000})
+        return item
+
+    def timed_commit(self: Any, group: list[Any]) -> None:
+        commit(self, group)
+        now = time.time() * 1000
+        for b in group:
+            if len(b.batch):
+                rec = seen.get(key(b.node, int(b.batch.ts_ms.max())))
+                if rec is not None:
+                    rec.setdefault("committed", now)
+
+    def timed_publish(self: Any, topic: str, data: dict[str, Any], *args: Any) -> None:
+        if topic == "system_health":
+            now = time.time() * 1000
+            for h in data.get("hosts", ()):
+                rec = seen.get(key(h["node"], int(h["ts_ms"])))
+                if rec is not None:
+                    rec.setdefault("hub", now)
+        publish(self, topic, data, *args)
+
+    gc_passes: list[tuple[int, float]] = []  # (generation, ms) of each collection
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+
+    gc.callbacks.append(on_gc)
+    IngestWriter._accept = timed_accept  # type: ignore[method-assign]
+    IngestWriter._commit = timed_commit  # type: ignore[method-assign]
+    Hub.publish = timed_publish  # type: ignore[method-assign]
+    Hub._refresh = timed_refresh  # type: ignore[method-assign]
+    atexit.register(lambda: out.write_text(json.dumps({"batches": seen, "rebuilds": rebuilds,
+                                                       "gc": gc_passes})))
+
+
+def breakdown(found: dict[str, Any],
+              client: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    """Per stage, p50/p99 ms from the sample's timestamp to reaching it (cumulative), over the
+    samples the client saw (`client` maps key -> (ws_send, arrival)); and the hub's rebuilds
+    (pushes and polls): how many, wall and CPU ms each."""
+    import numpy as np
+
+    stages: dict[str, dict[str, float]] = found["batches"]
+    out: dict[str, dict[str, float]] = {}
+    for gen in (0, 1, 2):
+        ms = [x[1] for x in found.get("gc", ()) if x[0] == gen]
+        if ms:
+            out[f"gc_gen{gen}"] = {"count": len(ms), "max_ms": round(max(ms), 1),
+                                   "total_ms": round(sum(ms), 1)}
+    for poll in (0, 1):
+        r = [x for x in found["rebuilds"] if x[2] == poll]
+        if r:
+            wall, cpu = [x[0] for x in r], [x[1] for x in r]
+            out["hub_" + ("polls" if poll else "pushes")] = {
+                "count": len(r), "wall_p50_ms": round(float(np.percentile(wall, 50)), 2),
+                "wall_p99_ms": round(float(np.percentile(wall, 99)), 2),
+                "cpu_p50_ms": round(float(np.percentile(cpu, 50)), 2),
+                "cpu_p99_ms": round(float(np.percentile(cpu, 99)), 2)}
+    cols: dict[str, list[float]] = {s: [] for s in (*STAGES, "ws_send", "client")}
+    for k, (ws_send, arrival) in client.items():
+        rec = stages.get(k)
+        if rec is None or any(s not in rec for s in STAGES):
+            continue
+        ts = int(k.rsplit("|", 1)[1])
+        for s in STAGES:
+            cols[s].append(rec[s] - ts)
+        cols["ws_send"].append(ws_send - ts)
+        cols["client"].append(arrival - ts)
+    out.update({s: {"p50_ms": round(float(np.percentile(v, 50)), 1),
+                    "p99_ms": round(float(np.percentile(v, 99)), 1), "n": len(v)}
+                for s, v in cols.items() if v})
+    return out
+
+
+if __name__ == "__main__":
+    install(Path(sys.argv[1]))
+    sys.argv = ["legionctl", *sys.argv[2:]]
+    from legion.cli.main import main
+
+    main()
