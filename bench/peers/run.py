@@ -231,7 +231,8 @@ def table(r: dict[str, Any]) -> list[str]:
         f"{f(h['prometheus_cpu_percent'])} %, {h['prometheus_rss_mib']:.0f} MiB | CPU "
         f"{ratio(h['aggregator_cpu_percent'], h['prometheus_cpu_percent'])}, RSS "
         f"{ratio(h['aggregator_rss_mib'], h['prometheus_rss_mib'])} |",
-        "| end to end, sample ts -> WebSocket update (ms; commits pushed to the hub, "
+        "| end to end, sample ts -> WebSocket update (ms; batches published to the hub when "
+        "ingest accepts them, "
         f"`commit_interval_ms` 100) | 1 host p50 "
         f"{lat[1]['p50_ms']:.0f} / p99 {lat[1]['p99_ms']:.0f}; 200 hosts p50 "
         f"{lat[200]['p50_ms']:.0f} / p99 {lat[200]['p99_ms']:.0f} | (target p99 <= 50 at 200) "
@@ -246,11 +247,11 @@ def write_results(path: Path, r: dict[str, Any], args: argparse.Namespace, took:
         "# Legion against its peers (bench/peers/run.py)", "",
         f"Written by `python bench/peers/run.py{' --quick' if args.quick else ''} --rounds "
         f"{args.rounds}` on {r['date']} in {took / 60:.1f} min.", "",
-        f"Machine: {r['machine']}. **The machine was shared with other jobs while this ran**: "
-        "absolute figures are noisy; each timed figure is the median of "
-        f"{args.rounds} rounds, the two sides alternating order per round, and ratios are taken "
-        "within this one run. The agent/receiving-side rows measure all five processes at once "
-        "over the same windows.", "",
+        f"Machine: {r['machine']}. The machine may be shared with other jobs (the load "
+        "average above says how busy it was): absolute figures are noisy; each timed figure "
+        f"is the median of {args.rounds} rounds, the two sides alternating order per round, "
+        "and ratios are taken within this one run. The agent/receiving-side rows measure all "
+        "five processes at once over the same windows.", "",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
         *table(r), "",
         "Sizes: " + ", ".join(f"{k}={v}" for k, v in r["size"].items()) + ".", "",
