@@ -397,7 +397,8 @@ class IngestWriter(threading.Thread):
         committed: dict[tuple[str, int], set[int]] = defaultdict(set)
         checkpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
         for node, epoch, seq in result.stored:
-            self._uncheckpointed[(node, epoch)].add(seq)
+            if node != AGGREGATOR_NODE:  # no one waits for a checkpointed ack of its own batches
+                self._uncheckpointed[(node, epoch)].add(seq)
             committed[(node, epoch)].add(seq)
         for node, epoch, seq in result.duplicates:
             if seq in self._uncheckpointed.get((node, epoch), ()):
@@ -440,8 +441,7 @@ class IngestWriter(threading.Thread):
         self._tm.add(checkpoints=1)
         done, self._uncheckpointed = self._uncheckpointed, defaultdict(set)
         for (node, epoch), seqs in done.items():
-            if node != AGGREGATOR_NODE:
-                self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
+            self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
         return True
 
     def _publish(self, node: str, ack: Ack) -> None:

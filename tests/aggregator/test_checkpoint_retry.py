@@ -54,3 +54,21 @@ def test_checkpoints_meeting_queries_are_retried_not_failed(
           f"{agg.telemetry.snapshot()['checkpoint_retries']}, "
           f"checkpoints {agg.telemetry.snapshot()['checkpoints']}")
     assert reads[0] > 0 and agg.telemetry.snapshot()["checkpoints"] >= 1
+
+
+def test_the_aggregators_own_batches_ask_for_no_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle aggregator commits its self-metrics every few seconds; nobody waits for their
+    `checkpointed` ack, so they must not make the writer checkpoint. An agent's batch still
+    does."""
+    monkeypatch.setattr(ingest, "SELF_METRICS_SECS", 0.2)
+    monkeypatch.setattr(ingest, "CHECKPOINT_SECS", 0.3)
+    cfg = load_config(make_setup(tmp_path / "legion"))
+    add_agent_key(cfg, "late")
+    with aggregator_with_peers(cfg) as (idle, _):
+        wait_for(lambda: idle.telemetry.snapshot()["commits"] >= 5, 60)
+        assert idle.telemetry.snapshot()["checkpoints"] == 0
+    with aggregator_with_peers(cfg, "late") as (agg, [peer]):
+        peer.send(2, series_batch("late_value", 0, 10))
+        wait_for(lambda: (peer.pump(100), 2 in set(peer.acks["checkpointed"]))[1], 60)
+        assert agg.telemetry.snapshot()["checkpoints"] >= 1
