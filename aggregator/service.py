@@ -21,9 +21,10 @@ import zmq
 from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
-from legion.aggregator.ingest import Inbound, IngestWriter, Receiver
+from legion.aggregator.ingest import IngestWriter
 from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out, keep_pandas_out
 from legion.aggregator.live_feed import LiveFeed
+from legion.aggregator.receiver import Inbound, Receiver
 from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store

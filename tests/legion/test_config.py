@@ -108,7 +108,7 @@ def test_thresholds_and_heartbeats_are_validated() -> None:
 
 def test_heartbeat_settings_reach_the_sockets() -> None:
     """`*.heartbeat_interval_secs` set the ZMTP heartbeat of the Curve sockets (were unused)."""
-    from legion.aggregator.ingest import heartbeat_ms
+    from legion.aggregator.receiver import heartbeat_ms
     from legion.kernel.curve import client_socket, server_socket
 
     cfg = config_from_dict({"aggregator": {"heartbeat_interval_secs": 0.5}}).aggregator_settings()

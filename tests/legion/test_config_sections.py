@@ -118,8 +118,8 @@ def test_the_aggregator_takes_its_settings_not_the_whole_file() -> None:
     from legion.aggregator.config import AggregatorSettings
 
     entry_points = [("service", "Aggregator.__init__"), ("service", "run_aggregator"),
-                    ("ingest", "Receiver.__init__"), ("ingest", "IngestWriter.__init__"),
-                    ("ingest", "heartbeat_ms"), ("gateway.app", "create_app"),
+                    ("receiver", "Receiver.__init__"), ("ingest", "IngestWriter.__init__"),
+                    ("receiver", "heartbeat_ms"), ("gateway.app", "create_app"),
                     ("gateway.app", "start_gateway"), ("gateway.hub", "Hub.__init__"),
                     ("alerts.engine", "AlertEngine.__init__"),
                     ("analytics_bridge.bridge", "AnalyticsBridge.__init__"),
