@@ -13,14 +13,11 @@ event loop); an exception from one is counted and logged, never raised into inge
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 
+from legion.aggregator.store.commits import Feed
 from legion.aggregator.store.seqindex import SeqRanges
 from legion.aggregator.store.types import IncomingBatch
-
-log = logging.getLogger("legion.aggregator.live_feed")
 
 EPOCHS_KEPT = 2
 """Per node, the seqs of this many newest epochs are remembered (an agent restart starts one)."""
@@ -32,39 +29,26 @@ class LiveFeed:
     """Accepted batches, each (node, epoch, seq) once, to every listener."""
 
     def __init__(self) -> None:
-        self._listeners: tuple[BatchListener, ...] = ()
-        self._lock = threading.Lock()
+        self._listeners: Feed[IncomingBatch] = Feed("live_listener_failed")
         self._seen: dict[str, dict[int, SeqRanges]] = {}  # node -> epoch -> seqs published
         self.stats = {"published": 0, "duplicates": 0, "listener_errors": 0}
 
     def subscribe(self, listener: BatchListener) -> Callable[[], None]:
         """Call `listener` with every new accepted batch; returns the function that unsubscribes
         it (from any thread)."""
-        with self._lock:
-            self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._listeners = tuple(x for x in self._listeners if x is not listener)
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     def publish(self, batch: IncomingBatch) -> bool:
         """Hand an accepted batch to the listeners unless its seq was published before; True
         when it was handed on. Without listeners nothing is kept (no cost)."""
-        listeners = self._listeners
-        if not listeners:
+        if not self._listeners:
             return False
         if self._is_repeat(batch.node, batch.epoch, batch.seq):
             self.stats["duplicates"] += 1
             return False
         self.stats["published"] += 1
-        for listener in listeners:
-            try:
-                listener(batch)
-            except Exception as exc:  # noqa: BLE001 - a listener must not fail ingest
-                errors = self.stats["listener_errors"] = self.stats["listener_errors"] + 1
-                if errors in (1, 10, 100) or errors % 1000 == 0:
-                    log.warning("event=live_listener_failed errors=%d error=%r", errors, exc)
+        self._listeners.publish(batch)
+        self.stats["listener_errors"] = self._listeners.errors
         return True
 
     def _is_repeat(self, node: str, epoch: int, seq: int) -> bool:

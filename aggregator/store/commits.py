@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("legion.aggregator.store.commits")
 
@@ -27,21 +27,25 @@ class CommitNotice:
 
 
 Listener = Callable[[CommitNotice], None]
+T = TypeVar("T")
 
 
-class CommitFeed:
-    """The listeners of one store; subscribe from any thread, publish from the writer."""
+class Feed(Generic[T]):
+    """Listeners of one kind of item; subscribe from any thread, publish from the writer. A
+    failing listener is counted (`errors`) and logged as `event`, never raised."""
 
-    def __init__(self) -> None:
-        self._listeners: tuple[Listener, ...] = ()
+    def __init__(self, event: str) -> None:
+        self._listeners: tuple[Callable[[T], None], ...] = ()
         self._lock = threading.Lock()
+        self._event = event
         self.errors = 0
 
     def __bool__(self) -> bool:
         return bool(self._listeners)
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call `listener` after every commit; returns the function that unsubscribes it."""
+    def subscribe(self, listener: Callable[[T], None]) -> Callable[[], None]:
+        """Call `listener` with every published item; returns the function that unsubscribes
+        it (from any thread)."""
         with self._lock:
             self._listeners = (*self._listeners, listener)
 
@@ -50,13 +54,17 @@ class CommitFeed:
                 self._listeners = tuple(x for x in self._listeners if x is not listener)
         return unsubscribe
 
-    def publish(self, notice: CommitNotice) -> None:
-        """Hand `notice` to every listener; a failing listener is counted, never raised."""
+    def publish(self, item: T) -> None:
+        """Hand `item` to every listener."""
         for listener in self._listeners:
             try:
-                listener(notice)
-            except Exception as exc:  # noqa: BLE001 - a listener must not fail a commit
+                listener(item)
+            except Exception as exc:  # noqa: BLE001 - a listener must not fail the writer
                 self.errors += 1
                 if self.errors in (1, 10, 100) or self.errors % 1000 == 0:
-                    log.warning("event=commit_listener_failed errors=%d error=%r",
-                                self.errors, exc)
+                    log.warning("event=%s errors=%d error=%r", self._event, self.errors, exc)
+
+
+def commit_feed() -> Feed[CommitNotice]:
+    """The listeners of one store, told after every commit."""
+    return Feed("commit_listener_failed")

@@ -22,7 +22,7 @@ import numpy as np
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
-from legion.aggregator.store.commits import CommitFeed, CommitNotice, Listener
+from legion.aggregator.store.commits import CommitNotice, Listener, commit_feed
 from legion.aggregator.store.head import QueryHead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.light_gate import LightRoundGate
@@ -81,7 +81,7 @@ class Store:
         # (metric, node, labels) -> (series count when selected, sorted (key, id) pairs)
         self._selections: dict[tuple[Any, ...], tuple[int, list[tuple[Any, int]]]] = {}
         self.health = StoreHealth()
-        self.commits = CommitFeed()  # listeners told what each write committed (the live hub)
+        self.commits = commit_feed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
         # in the file too (rejected.py), loaded below.
         self.rejected_seqs = SeqIndex()

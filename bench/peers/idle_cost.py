@@ -32,24 +32,15 @@ sys.path.insert(0, str(HERE.parents[1]))  # the repository
 
 import ingest as ingest_bench  # noqa: E402
 from agent_overhead import Sampler, legionctl, prepare  # noqa: E402
+from latency import connect_hosts  # noqa: E402
 
 
 def _agents(cfg_path: str, nodes: list[str], series: int, secs: float, go: Any,
             ready: Any) -> None:
     """One batch of `series` points per node per second, stamped now."""
-    from legion.cli.config import load_config
-    from legion.kernel.curve import client_socket, load_public, load_secret
     from legion.proto import Sample, canonical_labels, encode_samples
 
-    cfg = load_config(cfg_path)
-    ctx = zmq.Context()
-    server = load_public(cfg.path(cfg.agent.server_public_key_path))
-    socks = {}
-    for n in nodes:
-        s = client_socket(ctx, zmq.XPUB, server,
-                          load_secret(cfg.path(cfg.agent.keys_dir) / f"{n}.key_secret"))
-        ingest_bench.connect_and_wait(s, cfg.agent.aggregator_endpoint)
-        socks[n] = s
+    socks = connect_hosts(cfg_path, nodes)
     labels = [canonical_labels({"cpu": str(i)}) for i in range(series)]
     ready.put(len(socks))
     go.wait()
@@ -65,7 +56,7 @@ def _agents(cfg_path: str, nodes: list[str], series: int, secs: float, go: Any,
         time.sleep(max(0.0, next_tick - time.monotonic()))
     for s in socks.values():
         s.close(linger=1000)
-    ctx.term()
+    zmq.Context.instance().term()
 
 
 def measure(work: Path, hosts: int, series: int, warm_s: float, window_s: float

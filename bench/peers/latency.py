@@ -27,14 +27,13 @@ sys.path.insert(0, str(HERE.parents[1]))  # the repository (tests.conftest)
 import ingest as ingest_bench  # noqa: E402
 
 
-def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) -> None:
-    """One batch per host per second, stamped now (CPU, memory, disk as the agent names them)."""
+def connect_hosts(cfg_path: str, nodes: list[str]) -> dict[str, zmq.Socket[Any]]:
+    """One connected Curve XPUB socket per simulated host, with that host's own key."""
     from legion.cli.config import load_config
     from legion.kernel.curve import client_socket, load_public, load_secret
-    from legion.proto import Sample, canonical_labels, encode_samples
 
     cfg = load_config(cfg_path)
-    ctx = zmq.Context()
+    ctx = zmq.Context.instance()
     server = load_public(cfg.path(cfg.agent.server_public_key_path))
     socks = {}
     for n in nodes:
@@ -42,6 +41,14 @@ def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) ->
                           load_secret(cfg.path(cfg.agent.keys_dir) / f"{n}.key_secret"))
         ingest_bench.connect_and_wait(s, cfg.agent.aggregator_endpoint)
         socks[n] = s
+    return socks
+
+
+def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) -> None:
+    """One batch per host per second, stamped now (CPU, memory, disk as the agent names them)."""
+    from legion.proto import Sample, canonical_labels, encode_samples
+
+    socks = connect_hosts(cfg_path, nodes)
     ready.put(len(socks))
     go.wait()
     rng = np.random.default_rng(0)
@@ -60,7 +67,7 @@ def _hosts(cfg_path: str, nodes: list[str], secs: float, go: Any, ready: Any) ->
         time.sleep(max(0.0, next_tick - time.monotonic()))
     for s in socks.values():
         s.close(linger=1000)
-    ctx.term()
+    zmq.Context.instance().term()
 
 
 async def _listen(url: str, token: str, secs: float,
