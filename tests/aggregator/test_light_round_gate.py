@@ -24,7 +24,9 @@ def test_light_rounds_skip_when_idle_and_pack_the_hour_that_settles(tmp_path, mo
     rng = np.random.default_rng(3)
     clock = {"ms": T0 + HOUR + MIN}
     # Only light rounds here: the maintenance round (which always runs every step) is a day off.
-    cfg = StorageConfig(maintenance_interval_secs=DAY / 1000)
+    # The rounds' budget is real time: a generous one keeps a loaded machine from cutting the
+    # packing short (what is left over waits for the maintenance round, a day away here).
+    cfg = StorageConfig(maintenance_interval_secs=DAY / 1000, maintenance_budget_ms=60_000)
     store = Store(tmp_path / "g.duckdb", cfg, clock_ms=lambda: clock["ms"])
     try:
         hour0 = [T0 + i * 10_000 for i in range(360)]  # 00:00:00 .. 00:59:50
