@@ -110,6 +110,13 @@ class Peer:
         assert body["status"] == "success", body
         return body["data"]
 
+    def flush(self) -> None:
+        """VictoriaMetrics: make what it received searchable now (it buffers new samples for a
+        few seconds; /internal/force_flush is its documented way for tests). Prometheus: no-op."""
+        if self.kind == "victoria-metrics":
+            with self._open(self.base + "/internal/force_flush", timeout=30) as r:
+                assert r.status == 200, r.status
+
     def raw(self, selector: str, since_ms: int, until_ms: int
             ) -> dict[tuple[tuple[str, str], ...], list[tuple[int, float]]]:
         """Every stored raw sample of the matching series in [since, until], by label set."""
@@ -122,6 +129,7 @@ class Peer:
                 key = tuple(sorted(r["metric"].items()))
                 out[key] = [(round(float(t) * 1000), float(v)) for t, v in r["values"]]
             return out
+        self.flush()
         url = self.base + "/api/v1/export?" + urllib.parse.urlencode(
             {"match[]": selector, "start": f"{since_ms / 1000:.3f}",
              "end": f"{until_ms / 1000:.3f}"})

@@ -144,7 +144,8 @@ def test_spool_overflow_reports_exactly_the_dropped(tmp_path: Path, procs) -> No
     cfg = setup(tmp_path, ["n1"], agent={"spool_max_bytes": 64 * 1024,
                                          "collectors": ["cpu", "memory", "load", "network"]})
     agent = procs("agent", "run", "--config", str(cfg), "--node", "n1", name="n1")
-    time.sleep(8)  # overflows the 64 KiB spool with nobody listening
+    # nobody listening: wait until the 64 KiB spool overflows (about 15 batches at 0.25 s)
+    wait_for(lambda: "event=spool_overflow" in agent.output(), timeout=60, interval=0.2)
     assert agent.stop() == 0
     epoch, last = last_allocated(cfg, "n1")
     loaded = load_config(cfg)
