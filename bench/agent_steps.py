@@ -4,8 +4,9 @@ Usage: `python bench/agent_steps.py [--ticks 100] [--interval 0.25] [--json]`
 
 A real `NodeAgent` (keys from `legionctl init` in a temporary directory, its spool there) is built
 but not started: this script drives the steps of its socket loop by hand, against a Curve SUB it
-binds on loopback, and answers each batch with a committed ack the way the aggregator would, so
-the spool and the delivery state stay as small as in production. Every step is timed with
+binds on loopback, and acknowledges batches the way the aggregator does: each one committed at
+once, and all of them checkpointed every `--checkpoint-secs` (the aggregator's CHECKPOINT, 10 s),
+which releases them from the spool. Every step is timed with
 `time.thread_time_ns` (CPU time of this thread, not wall time); ZeroMQ's I/O thread (Curve
 encryption, TCP) is read from `/proc/self/task/*/schedstat` over the whole run. Reported: mean
 CPU microseconds per tick per step, and per sample. The collection interval only has to be long
@@ -61,13 +62,13 @@ def other_threads_ns() -> int:
     return total
 
 
-def run(ticks: int, interval: float) -> dict[str, Any]:
+def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str, Any]:
     """Drive `ticks` ticks of a real NodeAgent's loop by hand; CPU ns per step."""
     from legion.cli.config import load_config
     from legion.node_agent.agent import NodeAgent
     from legion.node_agent.scheduler import Scheduler
     from legion.node_agent.wire_split import split_for_wire
-    from legion.proto import ACK_COMMITTED, Ack, encode_samples
+    from legion.proto import ACK_CHECKPOINTED, ACK_COMMITTED, Ack, encode_samples
 
     d = Path(tempfile.mkdtemp(prefix="legion-steps-"))
     cfg = prepare(d, interval)
@@ -87,9 +88,11 @@ def run(ticks: int, interval: float) -> dict[str, Any]:
     pub = agent._publisher(ctx, f"tcp://127.0.0.1:{port}")
     time.sleep(0.5)  # the Curve handshake
     n_samples = 0
+    first_unchecked = agent.state.peek_next_seq()
+    every = max(1, round(checkpoint_secs / interval))
     io0 = other_threads_ns()
     t = time.thread_time_ns
-    for _ in range(ticks):
+    for k in range(ticks):
         t0 = t()
         sched.run_once()
         acc["scheduler (stamp, check, self-metrics), minus collectors"] += t() - t0
@@ -119,7 +122,14 @@ def run(ticks: int, interval: float) -> dict[str, Any]:
             acc["delivery on_sent"] += t() - t0
             t0 = t()
             agent.delivery.on_ack(Ack(ACK_COMMITTED, agent.state.epoch, ((seq, seq),)))
-            acc["ack applied (spool release)"] += t() - t0
+            acc["committed ack applied"] += t() - t0
+        if (k + 1) % every == 0:
+            last = agent.state.peek_next_seq() - 1
+            t0 = t()
+            agent.delivery.on_ack(Ack(ACK_CHECKPOINTED, agent.state.epoch,
+                                      ((first_unchecked, last),)))
+            acc["checkpoint ack applied (spool release)"] += t() - t0
+            first_unchecked = last + 1
         t0 = t()
         agent.delivery.due_resends(limit=50)
         agent._maybe_switch(ctx, pub)
@@ -151,9 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ticks", type=int, default=100)
     ap.add_argument("--interval", type=float, default=0.25)
+    ap.add_argument("--checkpoint-secs", type=float, default=10.0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    r = run(args.ticks, args.interval)
+    r = run(args.ticks, args.interval, args.checkpoint_secs)
     if args.json:
         print(json.dumps(r, indent=1))
         return 0

@@ -10,6 +10,8 @@ and units, so the collectors and their recorded-psutil tests do not change. Valu
 * `cpu_times(percpu=True)`: the `cpuN` lines of /proc/stat in seconds (clock ticks / CLK_TCK);
 * `virtual_memory()` / `swap_memory()`: psutil 7's formulas over /proc/meminfo (used = total -
   available, percent rounded to 0.1), swap in/out from /proc/vmstat's pswpin/pswpout × 4 KiB;
+  `swap_memory()` called within `MEMINFO_REUSE_SECS` after `virtual_memory()` parses the same
+  read of /proc/meminfo (one snapshot per tick, where psutil reads the file twice);
 * `disk_io_counters(perdisk=True)` / `net_io_counters(pernic=True)`: /proc/diskstats (sectors of
   512 bytes) and /proc/net/dev; with `nowrap`, a counter that went down continues from where it
   was, as psutil does (`psutil._common._WrapNumbers`), until the device disappears;
@@ -31,6 +33,7 @@ PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SECTOR_BYTES = 512  # /proc/diskstats counts 512-byte sectors whatever the device's own size
 SWAP_PAGE_BYTES = 4 * 1024  # psutil's factor for pswpin/pswpout
+MEMINFO_REUSE_SECS = 0.1  # swap_memory() right after virtual_memory() uses the same read
 
 scputimes = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest "
                                     "guest_nice")
@@ -125,6 +128,7 @@ class ProcSource:
         self._files: dict[str, ProcFile] = {}
         self._disk_wrap = _NoWrap()
         self._net_wrap = _NoWrap()
+        self._meminfo: tuple[float, bytes] = (0.0, b"")  # virtual_memory()'s read, for swap
 
     def _read(self, name: str) -> bytes:
         f = self._files.get(name)
@@ -155,6 +159,7 @@ class ProcSource:
     def virtual_memory(self) -> Any:
         """psutil 7's `svmem` from /proc/meminfo."""
         d = self._read("meminfo")
+        self._meminfo = (time.monotonic(), d)
         total = _kib(d, b"MemTotal:") or 0
         free = _kib(d, b"\nMemFree:") or 0
         buffers = _kib(d, b"\nBuffers:") or 0
@@ -171,7 +176,10 @@ class ProcSource:
 
     def swap_memory(self) -> Any:
         """psutil's `sswap` from /proc/meminfo and /proc/vmstat."""
-        d = self._read("meminfo")
+        read_at, d = self._meminfo
+        self._meminfo = (0.0, b"")
+        if time.monotonic() - read_at > MEMINFO_REUSE_SECS:
+            d = self._read("meminfo")
         total = _kib(d, b"\nSwapTotal:") or 0
         free = _kib(d, b"\nSwapFree:") or 0
         used = total - free

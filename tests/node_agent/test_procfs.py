@@ -168,3 +168,23 @@ def test_collectors_on_proc_equal_collectors_on_psutil(build: Build) -> None:
             assert abs(a[key] - v) <= 1.5
         else:
             assert close_enough(a[key], v, 0.02, 64 << 20), (key, a[key], v)
+
+
+def test_swap_right_after_memory_parses_the_same_meminfo_read() -> None:
+    src = ProcSource()
+    reads: list[str] = []
+    real = src._read
+
+    def counting(name: str) -> bytes:
+        reads.append(name)
+        return real(name)
+
+    src._read = counting  # type: ignore[method-assign]
+    try:
+        src.virtual_memory()
+        src.swap_memory()
+        assert reads == ["meminfo", "vmstat"]  # one snapshot of /proc/meminfo per tick
+        src.swap_memory()  # alone: reads afresh
+        assert reads[2:] == ["meminfo", "vmstat"]
+    finally:
+        src.close()
