@@ -16,7 +16,7 @@ and units, so the collectors and their recorded-psutil tests do not change. Valu
   512 bytes) and /proc/net/dev; with `nowrap`, a counter that went down continues from where it
   was, as psutil does (`psutil._common._WrapNumbers`), until the device disappears;
 * `boot_time()`: /proc/stat's btime, computed from the two clocks it is made of (no read);
-* `pids()`: the numeric entries of /proc.
+* `pids()`: the numeric entries of /proc, listed again only when a task was created or reaped.
 
 Open files are closed by `close()` (the collector's own `close()`); one source per collector.
 """
@@ -129,6 +129,9 @@ class ProcSource:
         self._disk_wrap = _NoWrap()
         self._net_wrap = _NoWrap()
         self._meminfo: tuple[float, bytes] = (0.0, b"")  # virtual_memory()'s read, for swap
+        self._init_pid_ns: bool | None = None  # known after the first pids()
+        self._pids: list[int] = []
+        self._pids_marker: bytes | None = None
 
     def _read(self, name: str) -> bytes:
         f = self._files.get(name)
@@ -228,8 +231,32 @@ class ProcSource:
 
     # ---- processes, boot time, load --------------------------------------------------------
     def pids(self) -> list[int]:
-        """Every process id under /proc (threads are not listed there)."""
-        return [int(x) for x in os.listdir(self._proc) if x.isdigit()]
+        """Every process id under /proc (threads are not listed there).
+
+        Listing /proc costs the kernel a lookup per process, the dearest read of a tick. In the
+        initial pid namespace /proc/loadavg's last pid moves with every task created anywhere
+        and its task count with every one reaped: when neither moved since the last listing, no
+        process came or went, and that listing is returned again (exact, not a sample).
+        """
+        marker = self._task_marker()
+        if marker is None or marker != self._pids_marker:
+            self._pids = [int(x) for x in os.listdir(self._proc) if x.isdigit()]
+            self._pids_marker = marker  # read before listing: a fork meanwhile moves it
+        return list(self._pids)
+
+    def _task_marker(self) -> bytes | None:
+        """(tasks, last pid) of /proc/loadavg; None outside the initial pid namespace."""
+        if self._init_pid_ns is None:
+            try:
+                with open(f"{self._proc}/self/status", "rb") as f:
+                    nspid = [ln for ln in f.read().split(b"\n") if ln.startswith(b"NSpid:")]
+                self._init_pid_ns = len(nspid) == 1 and len(nspid[0].split()) == 2
+            except OSError:
+                self._init_pid_ns = False
+        if not self._init_pid_ns:
+            return None
+        running_tasks_last = self._read("loadavg").split(b" ", 3)[3]  # "3/163 20237\n"
+        return running_tasks_last.partition(b"/")[2]  # the running count moves all the time
 
     def boot_time(self) -> float:
         """/proc/stat's btime without reading it: the kernel's btime is the whole seconds of

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -188,3 +190,39 @@ def test_swap_right_after_memory_parses_the_same_meminfo_read() -> None:
         assert reads[2:] == ["meminfo", "vmstat"]
     finally:
         src.close()
+
+
+def test_pids_follow_a_process_that_comes_and_goes(src: ProcSource) -> None:
+    first = src.pids()
+    assert os.getpid() in first
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert child.pid in src.pids()
+    finally:
+        child.communicate(b"")
+    assert child.pid not in src.pids()  # reaped: gone from the next reading
+
+
+def test_pids_are_listed_again_only_when_a_task_came_or_went(
+        src: ProcSource, monkeypatch: pytest.MonkeyPatch) -> None:
+    if src._task_marker() is None:
+        pytest.fail("this suite runs in the initial pid namespace; the marker must be there")
+    listings = []
+    real_listdir = os.listdir
+
+    def counting(path: Any) -> list[str]:
+        listings.append(path)
+        return real_listdir(path)
+
+    monkeypatch.setattr(os, "listdir", counting)
+    marker = [b"100 5000\n"]
+    monkeypatch.setattr(src, "_task_marker", lambda: marker[0])
+    a, b = src.pids(), src.pids()
+    assert a == b and len(listings) == 1  # nothing created or reaped: the same listing
+    marker[0] = b"100 5001\n"  # a task was created (and one reaped: the count is the same)
+    src.pids()
+    assert len(listings) == 2
+    marker[0] = b"99 5001\n"  # one reaped
+    src.pids()
+    assert len(listings) == 3
