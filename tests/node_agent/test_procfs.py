@@ -226,3 +226,40 @@ def test_pids_are_listed_again_only_when_a_task_came_or_went(
     marker[0] = b"99 5001\n"  # one reaped
     src.pids()
     assert len(listings) == 3
+
+
+def test_disk_partitions_and_usage_match_psutil(src: ProcSource) -> None:
+    for all_ in (False, True):
+        ours = [tuple(p) for p in src.disk_partitions(all=all_)]
+        theirs = [tuple(p) for p in psutil.disk_partitions(all=all_)]
+        assert len(ours) == len(theirs) > 0
+        for o, t in zip(ours, theirs, strict=True):
+            assert o[1:] == t[1:]
+            assert o[0] == t[0] or o[0] == "/dev/root"  # psutil may resolve that one
+    assert any(p.mountpoint == "/" for p in src.disk_partitions(all=True))
+    a, b = src.disk_usage("/"), psutil.disk_usage("/")
+    assert a.total == b.total
+    assert close_enough(a.used, b.used, 0, 256 << 20)  # other tests write meanwhile
+    assert close_enough(a.free, b.free, 0, 256 << 20)
+    assert close_enough(a.percent, b.percent, 0, 0.2)
+
+
+def test_mount_fields_are_unescaped(src: ProcSource) -> None:
+    src._read = lambda name: {  # type: ignore[method-assign]
+        "filesystems": b"nodev\tproc\n\text4\n",
+        "self/mounts": b"/dev/vdb1 /mnt/with\\040space ext4 rw 0 0\nproc /proc proc rw 0 0\n"
+                       b"none /x ext4 rw 0 0\n",
+    }[name]
+    assert [tuple(p) for p in src.disk_partitions()] == [
+        ("/dev/vdb1", "/mnt/with space", "ext4", "rw")]
+    assert [p.device for p in src.disk_partitions(all=True)] == ["/dev/vdb1", "proc", ""]
+
+
+def test_the_agent_process_does_not_import_psutil() -> None:
+    """All collectors read /proc themselves now: psutil's ~1.6 MiB stay out of the agent."""
+    code = ("import sys; from legion.node_agent.collectors import available_collectors;"
+            "import legion.node_agent.agent; cs = available_collectors();"
+            "[c.collect() for c in cs]; print('psutil' in sys.modules, len(cs))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.split()[0] == "False"
