@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from legion.node_agent.collectors._base import Reading, add, label_value
+from legion.node_agent.collectors._base import DeviceLabels, Reading, add
 from legion.node_agent.collectors.procfs import ProcSource
-from legion.proto import Labels
 
 # node_exporter's default: RAM disks, loop devices, floppies and partitions (the whole disk is
 # already counted) are skipped.
@@ -41,21 +40,15 @@ class DiskIOCollector:
         """`source`: psutil or anything with its `disk_io_counters`; default /proc."""
         self._owned = ProcSource() if source is None else None
         self._source: Any = source if source is not None else self._owned
-        self._exclude = re.compile(device_exclude)
+        self._labels = DeviceLabels("device", re.compile(device_exclude))
         self._max_devices = max_devices
-        self._labels: dict[str, Labels | None] = {}  # device -> labels, None when excluded
 
     def collect(self) -> list[Reading]:
         """One disk_io_counters(perdisk=True) reading; devices gone since last tick are omitted."""
         out: list[Reading] = []
         per_disk = self._source.disk_io_counters(perdisk=True, nowrap=True) or {}
-        known = self._labels
-        for dev in per_disk.keys() - known.keys():
-            known[dev] = None if self._exclude.search(dev) else (("device", label_value(dev)),)
-        devices = sorted(d for d in per_disk if known[d] is not None)
-        for dev in devices[: self._max_devices]:
-            c, labels = per_disk[dev], known[dev]
-            assert labels is not None
+        for dev, labels in self._labels.kept(per_disk)[: self._max_devices]:
+            c = per_disk[dev]
             for metric, fld, scale in _FIELDS:
                 v = getattr(c, fld, None)
                 if v is not None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from legion.node_agent.collectors._base import Reading, add, label_value
+from legion.node_agent.collectors._base import DeviceLabels, Reading, add
 from legion.node_agent.collectors.procfs import ProcSource
-from legion.proto import Labels
 
 # Container veth pairs come and go with every container: unbounded series for no insight.
 DEFAULT_INTERFACE_EXCLUDE = r"^veth"
@@ -40,21 +39,15 @@ class NetworkCollector:
         """`source`: psutil or anything with its `net_io_counters`; default /proc."""
         self._owned = ProcSource() if source is None else None
         self._source: Any = source if source is not None else self._owned
-        self._exclude = re.compile(interface_exclude)
+        self._labels = DeviceLabels("interface", re.compile(interface_exclude))
         self._max_interfaces = max_interfaces
-        self._labels: dict[str, Labels | None] = {}  # interface -> labels, None when excluded
 
     def collect(self) -> list[Reading]:
         """One net_io_counters(pernic=True) reading."""
         out: list[Reading] = []
         per_nic = self._source.net_io_counters(pernic=True, nowrap=True) or {}
-        known = self._labels
-        for nic in per_nic.keys() - known.keys():
-            known[nic] = None if self._exclude.search(nic) else (("interface", label_value(nic)),)
-        nics = sorted(n for n in per_nic if known[n] is not None)
-        for nic in nics[: self._max_interfaces]:
-            c, labels = per_nic[nic], known[nic]
-            assert labels is not None
+        for nic, labels in self._labels.kept(per_nic)[: self._max_interfaces]:
+            c = per_nic[nic]
             for metric, fld in _FIELDS:
                 add(out, metric, labels, getattr(c, fld, None))
         return out

@@ -263,3 +263,17 @@ def test_the_agent_process_does_not_import_psutil() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.split()[0] == "False"
+
+
+def test_device_labels_are_built_once_and_forgotten_when_gone() -> None:
+    import re
+
+    from legion.node_agent.collectors._base import DeviceLabels
+
+    labels = DeviceLabels("interface", re.compile(r"^veth"))
+    first = labels.kept(["eth0", "veth1", "lo"])
+    assert first == [("eth0", (("interface", "eth0"),)), ("lo", (("interface", "lo"),))]
+    assert labels.kept(["lo", "eth0"])[0][1] is first[0][1]  # the same tuple: built once
+    for i in range(1000):  # containers come and go: the table does not grow with them
+        labels.kept(["eth0", f"veth{i}"])
+    assert len(labels._known) == 2
