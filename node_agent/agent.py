@@ -144,6 +144,8 @@ class NodeAgent:
     def _maybe_switch(self, ctx: zmq.Context[zmq.Socket[Any]],
                       pub: zmq.Socket[Any]) -> zmq.Socket[Any]:
         """Fail over (or back) to another aggregator; unacked batches are resent there."""
+        if len(self.failover.endpoints) < 2:
+            return pub  # one aggregator: nothing to decide, and no stats to build per tick
         age = float(self.delivery.stats()["oldest_unacked_age_seconds"])
         index = self.failover.decide(age, lambda ep: self._publisher(ctx, ep))
         if index is None:

@@ -219,6 +219,14 @@ def _append(samples: list[Sample], readings: object, ts_ms: int) -> int:
         items = list(readings)  # type: ignore[call-overload]
     except TypeError:
         return 1
+    try:  # the usual tick: every value a finite float (v - v is nan for inf and nan)
+        good = [Sample(n, lab, v, ts_ms) for n, lab, v in items
+                if type(v) is float and v - v == 0.0]
+    except (TypeError, ValueError):  # not a 3-tuple somewhere: sort it out one by one
+        good = []
+    if len(good) == len(items):
+        samples += good
+        return 0
     for item in items:
         try:
             name, labels, value = item

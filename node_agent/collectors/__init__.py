@@ -1,7 +1,8 @@
 """Host collectors: one module each, one table (`COLLECTORS`), one protocol (`Collector`).
 
-A collector reads one source (the `psutil` module by default, NVML for GPUs) and returns
-`(name, labels, value)` readings; the scheduler stamps the time and does the failure accounting.
+A collector reads one source (/proc through `procfs.ProcSource` by default, psutil's API; NVML
+for GPUs) and returns `(name, labels, value)` readings; the scheduler stamps the time and does
+the failure accounting.
 Adding one means writing a module and one line in `COLLECTORS`, nothing else.
 """
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 
 from legion.kernel.errors import LegionError
 from legion.proto import Labels
@@ -24,6 +26,25 @@ def label_value(value: object) -> str:
     """Bound a label value to the wire limit (mount paths can be long)."""
     s = str(value)
     return s if len(s) <= MAX_LABEL_VALUE_LEN else s[:MAX_LABEL_VALUE_LEN]
+
+
+class DeviceLabels:
+    """The labels of each device or interface name, built once; excluded names are remembered
+    as such, and names gone from a reading are forgotten (container hosts churn through names)."""
+
+    def __init__(self, key: str, exclude: re.Pattern[str]) -> None:
+        self._key, self._exclude = key, exclude
+        self._known: dict[str, Labels | None] = {}
+
+    def kept(self, names: Iterable[str]) -> list[tuple[str, Labels]]:
+        """(name, labels) of the names not excluded, sorted by name."""
+        known = self._known
+        now = set(names)
+        for gone in known.keys() - now:
+            del known[gone]
+        for new in now - known.keys():
+            known[new] = None if self._exclude.search(new) else ((self._key, label_value(new)),)
+        return sorted((n, lab) for n, lab in known.items() if lab is not None)
 
 
 def add(out: list[Reading], name: str, labels: Labels, value: object) -> None:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 from legion.proto import Labels
 
-# Linux counts guest time inside user/nice as well; adding it again would double count it.
-_NOT_IN_TOTAL = frozenset({"guest", "guest_nice"})
-_IDLE = frozenset({"idle", "iowait"})
 # The kernel counts in jiffies (10 ms): a delta shorter than this per core is quantization noise.
 MIN_DELTA_SECS = 0.05
+_MODE_LABELS: dict[str, Labels] = {}  # one labels tuple per mode, built once
 
 
 def _split(t: Any) -> tuple[float, float]:
     """(total, busy) seconds of one cpu_times reading."""
-    fields = t._asdict()
-    total = sum(v for k, v in fields.items() if k not in _NOT_IN_TOTAL)
-    idle = sum(v for k, v in fields.items() if k in _IDLE)
-    return total, total - idle
+    # Linux counts guest time inside user/nice as well; adding it again would double count it.
+    total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+    return total, total - t.idle - getattr(t, "iowait", 0.0)
 
 
 def _percent(before: tuple[float, float], after: tuple[float, float],
@@ -41,10 +36,13 @@ class CpuCollector:
 
     name = "cpu"
 
-    def __init__(self, source: ModuleType | Any = psutil) -> None:
-        self._source = source
+    def __init__(self, source: Any | None = None) -> None:
+        """`source`: psutil or anything with its `cpu_times`; default /proc (`ProcSource`)."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
         self._prev_total: tuple[float, float] | None = None
         self._prev_cores: list[tuple[float, float]] = []
+        self._core_labels: list[Labels] = []
         self._prime()
 
     def _prime(self) -> None:
@@ -68,17 +66,20 @@ class CpuCollector:
         # /proc/stat lists online CPUs only: when the count changes, indexes no longer match.
         if prev_total is not None and len(prev_cores) == len(now):
             add(out, "system_cpu_usage_percent", (), _percent(prev_total, total, len(now)))
-            for i, (before, cur) in enumerate(zip(prev_cores, now, strict=True)):
-                add(out, "system_cpu_usage_percent", (("cpu", str(i)),), _percent(before, cur))
-        modes: dict[str, float] = {}
-        for c in cores:
-            for k, v in c._asdict().items():
-                modes[k] = modes.get(k, 0.0) + v
-        for mode, secs in modes.items():
-            labels: Labels = (("mode", mode),)
+            while len(self._core_labels) < len(now):
+                self._core_labels.append((("cpu", str(len(self._core_labels))),))
+            for labels, before, cur in zip(self._core_labels, prev_cores, now, strict=False):
+                add(out, "system_cpu_usage_percent", labels, _percent(before, cur))
+        for mode, secs in zip(cores[0]._fields, map(sum, zip(*cores, strict=True)), strict=True):
+            labels = _MODE_LABELS.get(mode) or _MODE_LABELS.setdefault(mode, (("mode", mode),))
             add(out, "system_cpu_seconds_total", labels, secs)
         too_soon = (prev_total is not None and len(prev_cores) == len(now)
                     and 0 <= total[0] - prev_total[0] < MIN_DELTA_SECS * len(now))
         if not too_soon:  # too soon: keep the baseline so the next window is long enough
             self._prev_total, self._prev_cores = total, now
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

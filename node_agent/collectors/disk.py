@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import re
 import time
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import Reading, add, label_value
+from legion.node_agent.collectors.procfs import ProcSource
 
 # node_exporter's defaults: kernel/virtual trees and container storage are not disks to watch.
 # Containers bind-mount single files (/etc/hosts, ...) from the host disk: not filesystems.
@@ -38,12 +36,15 @@ class DiskUsageCollector:
 
     name = "disk"
 
-    def __init__(self, source: ModuleType | Any = psutil,
+    def __init__(self, source: Any | None = None,
                  mount_exclude: str = DEFAULT_MOUNT_EXCLUDE,
                  fstype_exclude: str = DEFAULT_FSTYPE_EXCLUDE,
                  max_mounts: int = MAX_MOUNTS,
                  refresh_secs: float = MOUNTS_REFRESH_SECS) -> None:
-        self._source = source
+        """`source`: psutil or anything with its `disk_partitions` and `disk_usage`; default
+        /proc and statvfs (`ProcSource`)."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
         self._mount_exclude = re.compile(mount_exclude)
         self._fstype_exclude = re.compile(fstype_exclude)
         self._max_mounts = max_mounts
@@ -88,3 +89,8 @@ class DiskUsageCollector:
             add(out, "system_disk_free_bytes", labels, u.free)
             add(out, "system_disk_total_bytes", labels, u.total)
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

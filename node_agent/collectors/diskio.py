@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from types import ModuleType
 from typing import Any
 
-import psutil
-
-from legion.node_agent.collectors._base import Reading, add, label_value
+from legion.node_agent.collectors._base import DeviceLabels, Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 
 # node_exporter's default: RAM disks, loop devices, floppies and partitions (the whole disk is
 # already counted) are skipped.
@@ -36,23 +34,28 @@ class DiskIOCollector:
 
     name = "diskio"
 
-    def __init__(self, source: ModuleType | Any = psutil,
+    def __init__(self, source: Any | None = None,
                  device_exclude: str = DEFAULT_DEVICE_EXCLUDE,
                  max_devices: int = MAX_DEVICES) -> None:
-        self._source = source
-        self._exclude = re.compile(device_exclude)
+        """`source`: psutil or anything with its `disk_io_counters`; default /proc."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
+        self._labels = DeviceLabels("device", re.compile(device_exclude))
         self._max_devices = max_devices
 
     def collect(self) -> list[Reading]:
         """One disk_io_counters(perdisk=True) reading; devices gone since last tick are omitted."""
         out: list[Reading] = []
         per_disk = self._source.disk_io_counters(perdisk=True, nowrap=True) or {}
-        devices = sorted(d for d in per_disk if not self._exclude.search(d))
-        for dev in devices[: self._max_devices]:
+        for dev, labels in self._labels.kept(per_disk)[: self._max_devices]:
             c = per_disk[dev]
-            labels = (("device", label_value(dev)),)
             for metric, fld, scale in _FIELDS:
                 v = getattr(c, fld, None)
                 if v is not None:
                     add(out, metric, labels, v * scale)
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

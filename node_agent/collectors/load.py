@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import CollectorUnavailable, Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 
 
 class LoadCollector:
@@ -15,7 +13,10 @@ class LoadCollector:
 
     name = "load"
 
-    def __init__(self, source: ModuleType | Any = psutil) -> None:
+    def __init__(self, source: Any | None = None) -> None:
+        """`source`: psutil or anything with its `getloadavg`; default `ProcSource` (the C
+        library's)."""
+        source = ProcSource() if source is None else source
         if not hasattr(source, "getloadavg"):
             raise CollectorUnavailable("load average is not available on this platform")
         self._source = source

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 
 # (metric, field of virtual_memory()); fields absent on a platform are simply omitted.
 _MEMORY = (
@@ -33,8 +31,10 @@ class MemoryCollector:
 
     name = "memory"
 
-    def __init__(self, source: ModuleType | Any = psutil) -> None:
-        self._source = source
+    def __init__(self, source: Any | None = None) -> None:
+        """`source`: psutil or anything with its two memory calls; default /proc."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
 
     def collect(self) -> list[Reading]:
         """One virtual_memory() and one swap_memory() reading."""
@@ -49,3 +49,8 @@ class MemoryCollector:
         if getattr(sw, "total", 0):
             add(out, "system_swap_usage_percent", (), getattr(sw, "percent", None))
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import re
-from types import ModuleType
 from typing import Any
 
-import psutil
-
-from legion.node_agent.collectors._base import Reading, add, label_value
+from legion.node_agent.collectors._base import DeviceLabels, Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 
 # Container veth pairs come and go with every container: unbounded series for no insight.
 DEFAULT_INTERFACE_EXCLUDE = r"^veth"
@@ -35,21 +33,26 @@ class NetworkCollector:
 
     name = "network"
 
-    def __init__(self, source: ModuleType | Any = psutil,
+    def __init__(self, source: Any | None = None,
                  interface_exclude: str = DEFAULT_INTERFACE_EXCLUDE,
                  max_interfaces: int = MAX_INTERFACES) -> None:
-        self._source = source
-        self._exclude = re.compile(interface_exclude)
+        """`source`: psutil or anything with its `net_io_counters`; default /proc."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
+        self._labels = DeviceLabels("interface", re.compile(interface_exclude))
         self._max_interfaces = max_interfaces
 
     def collect(self) -> list[Reading]:
         """One net_io_counters(pernic=True) reading."""
         out: list[Reading] = []
         per_nic = self._source.net_io_counters(pernic=True, nowrap=True) or {}
-        nics = sorted(n for n in per_nic if not self._exclude.search(n))
-        for nic in nics[: self._max_interfaces]:
+        for nic, labels in self._labels.kept(per_nic)[: self._max_interfaces]:
             c = per_nic[nic]
-            labels = (("interface", label_value(nic)),)
             for metric, fld in _FIELDS:
                 add(out, metric, labels, getattr(c, fld, None))
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

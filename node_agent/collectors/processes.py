@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import Reading
+from legion.node_agent.collectors.procfs import ProcSource
 
 
 class ProcessCollector:
@@ -15,9 +13,16 @@ class ProcessCollector:
 
     name = "processes"
 
-    def __init__(self, source: ModuleType | Any = psutil) -> None:
-        self._source = source
+    def __init__(self, source: Any | None = None) -> None:
+        """`source`: psutil or anything with its `pids`; default /proc."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
 
     def collect(self) -> list[Reading]:
         """Count pids."""
         return [("system_processes", (), float(len(self._source.pids())))]
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()

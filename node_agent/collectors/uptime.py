@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-import psutil
-
 from legion.node_agent.collectors._base import Reading, add
+from legion.node_agent.collectors.procfs import ProcSource
 
 
 class UptimeCollector:
@@ -17,13 +15,15 @@ class UptimeCollector:
 
     name = "uptime"
 
-    def __init__(self, source: ModuleType | Any = psutil,
+    def __init__(self, source: Any | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
-        self._source = source
+        """`source`: psutil or anything with its `boot_time`; default /proc (`ProcSource`)."""
+        self._owned = ProcSource() if source is None else None
+        self._source: Any = source if source is not None else self._owned
         self._wall_clock = wall_clock
 
     def collect(self) -> list[Reading]:
-        """boot_time() is cached by psutil; uptime is the wall clock minus it."""
+        """Boot time (whole seconds, as /proc/stat says it); uptime is the wall clock minus it."""
         out: list[Reading] = []
         boot = float(self._source.boot_time())
         add(out, "system_boot_time_seconds", (), boot)
@@ -31,3 +31,8 @@ class UptimeCollector:
         if uptime >= 0:  # a wall clock set back before boot says nothing true
             add(out, "system_uptime_seconds", (), uptime)
         return out
+
+    def close(self) -> None:
+        """Close the /proc files of the default source."""
+        if self._owned is not None:
+            self._owned.close()
