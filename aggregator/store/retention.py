@@ -3,7 +3,8 @@
 Each step deletes one chunk of the oldest data of one tier in its own transaction and moves that
 tier's horizon (`tier_state.kept_since_ms`) forward, so ingest (same thread) waits at most one
 chunk. Raw data is never deleted past a minute that still waits for its rollup pass, nor (with
-archiving on) past what the archive has written. Over the disk cap, the oldest raw goes first,
+archiving on) past what the archive has written. Old `batches` rows are folded (`batch_fold.py`)
+in steps paced the same way. Over the disk cap, the oldest raw goes first,
 then the oldest 1m, then 1h; the 1d tier is never deleted by the cap.
 """
 
@@ -17,16 +18,18 @@ from typing import Any
 import duckdb
 
 from legion.aggregator.config import StorageConfig
-from legion.aggregator.store import packing, rollup
+from legion.aggregator.store import batch_fold, packing, rollup
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
 from legion.kernel.errors import StoreError
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY_MS}
+CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY_MS,
+            batch_fold.TIER: HOUR_MS}
 """The most time one deletion step covers per tier (about the same row count each)."""
-MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS}
+MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS,
+                batch_fold.TIER: 60_000}
 """The least: steps shrink towards this when the measured cost says a bigger one would not fit."""
 FILL = 0.6
 """A step is sized to take this share of the time left in the round (estimates are noisy)."""
@@ -125,7 +128,12 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
                 return None
             span = MIN_CHUNK_MS[tier]  # guaranteed progress: one smallest step per round
         t = time.monotonic()
-        n = _step(con, tier, limit, archive_dir, archive_key, report, span)
+        if tier == batch_fold.TIER:
+            n = batch_fold.step(con, limit or 0, span)
+            if n is not None:
+                report["deleted"][tier] = report["deleted"].get(tier, 0) + n
+        else:
+            n = _step(con, tier, limit, archive_dir, archive_key, report, span)
         if n is not None:
             steps += 1
             report["steps"] = steps
@@ -133,7 +141,8 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
         return n
 
     try:
-        for tier in ("raw", "1m", "1h", "1d"):
+        cut[batch_fold.TIER] = batch_fold.horizon_ms(config, now_ms)
+        for tier in ("raw", "1m", "1h", "1d", batch_fold.TIER):
             while cut[tier]:
                 if step(tier, cut[tier]) is None:
                     break
