@@ -128,12 +128,7 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
                 return None
             span = MIN_CHUNK_MS[tier]  # guaranteed progress: one smallest step per round
         t = time.monotonic()
-        if tier == batch_fold.TIER:
-            n = batch_fold.step(con, limit or 0, span)
-            if n is not None:
-                report["deleted"][tier] = report["deleted"].get(tier, 0) + n
-        else:
-            n = _step(con, tier, limit, archive_dir, archive_key, report, span)
+        n = _step(con, tier, limit, archive_dir, archive_key, report, span)
         if n is not None:
             steps += 1
             report["steps"] = steps
@@ -141,11 +136,13 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
         return n
 
     try:
-        cut[batch_fold.TIER] = batch_fold.horizon_ms(config, now_ms)
-        for tier in ("raw", "1m", "1h", "1d", batch_fold.TIER):
+        for tier in ("raw", "1m", "1h", "1d"):
             while cut[tier]:
                 if step(tier, cut[tier]) is None:
                     break
+        folded = fold_batches(con, now_ms, pacer, deadline, batch_fold.CATCH_UP_MS)
+        if folded:
+            report["deleted"][batch_fold.TIER] = folded
         cap = config.max_disk_bytes
         while cap and time.monotonic() < deadline and used_bytes(con, path) > cap:
             report["over_cap"] = True
@@ -159,6 +156,35 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
     except duckdb.Error as exc:
         raise StoreError(f"retention step failed: {exc}") from exc
     return report
+
+
+def fold_batches(con: duckdb.DuckDBPyConnection, now_ms: int, pacer: Pacer,
+                 deadline: float, at_least_ms: int = 0) -> int:
+    """Fold `batches` rows past their horizon in paced steps while they fit before `deadline`;
+    with `at_least_ms` (the maintenance round) the first step covers at least that much even
+    over the deadline, so folding keeps pace however full the rounds are (a step costs ~10-20
+    ms, mostly fixed). Light rounds call it with what is left of their budget. Returns rows
+    folded."""
+    cut = batch_fold.horizon_ms(now_ms)
+    folded = 0
+    first = True
+    try:
+        while (left := deadline - time.monotonic()) > 0 or (first and at_least_ms):
+            span = pacer.span(batch_fold.TIER, left) if left > 0 else None
+            if first and at_least_ms:
+                span = max(span or 0, at_least_ms)
+            first = False
+            if span is None:
+                break
+            t = time.monotonic()
+            n = batch_fold.step(con, cut, span)
+            if n is None:
+                break
+            pacer.record(batch_fold.TIER, span, time.monotonic() - t)
+            folded += n
+    except duckdb.Error as exc:
+        raise StoreError(f"folding batches failed: {exc}") from exc
+    return folded
 
 
 def _oldest(con: duckdb.DuckDBPyConnection, tier: str, table: str, col: str,

@@ -149,7 +149,7 @@ class Store:
     def _light_round(self) -> None:
         """Between maintenance rounds, every `rollup_interval_ms`: the rollup pass, then pack
         steps in what is left of one budget (packing an hour of a large fleet takes many
-        steps; one per maintenance round would fall behind)."""
+        steps; one per maintenance round would fall behind), then `batches` fold steps."""
         budget = self.config.maintenance_budget_ms / 1000
         deadline = time.monotonic() + budget
         minutes = self.roll_up(budget)
@@ -159,7 +159,8 @@ class Store:
         con = self._open()
         hours = self._materialise(con, deadline, may_overrun=False)
         packed = self._pack(con, deadline, may_overrun=minutes == 0 and not hours)
-        self.light_gate.done(bool(minutes or hours or packed), settled)
+        folded = retention.fold_batches(con, self._clock(), self._pacer, deadline)
+        self.light_gate.done(bool(minutes or hours or packed or folded), settled)
 
     def roll_up(self, budget_s: float | None = None, include_open: bool = False) -> int:
         """Recompute rollups of settled minutes written since the last pass (all of them with
@@ -463,7 +464,8 @@ class Store:
         """Sizes and horizons: rows per table, bytes on disk, kept_since per tier."""
         with self._cursor() as cur:
             rows = {t: int(cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
-                    for t in ("series", "points", "late_points", "batches", "dirty_minutes",
+                    for t in ("series", "points", "late_points", "batches", "batch_runs",
+                              "dirty_minutes",
                               *(f"rollup_{t}" for t in TIERS))}
             kept = self._kept(cur)
             rows.update(packing.packed_stats(cur))

@@ -70,6 +70,7 @@ def file_state(store: object, db: Path) -> dict[str, float]:
             "free": free, "file": db.stat().st_size, "block_size": bs, "wal": wal_bytes,
             "disk": db.stat().st_size + wal_bytes, "points": st["points"],
             "rollup_1m": st["rollup_1m"], "batches": st["batches"],
+            "batch_runs": st["batch_runs"],
             "chunk_tables": st["chunk_tables"]}
 
 
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             n = max(s["raw_points"], 1)
             print(f"hour {hour + 1}: raw held {n / 1e6:.2f} M points ({s['chunk_tables']} chunk "
                   f"tables, unpacked {s['points']}, 1m rows {s['rollup_1m']}, batches "
-                  f"{s['batches']}); B/point held: chunks {s['chunk_bytes'] / n:.2f}, used "
+                  f"{s['batches']}, runs {s['batch_runs']}); B/point held: chunks "
+                  f"{s['chunk_bytes'] / n:.2f}, used "
                   f"{s['used'] / n:.2f}, on disk {s['disk'] / n:.2f}; MiB: used "
                   f"{s['used'] / 2**20:.1f}, free {s['free'] / 2**20:.1f}, file "
                   f"{s['file'] / 2**20:.1f}, WAL {s['wal'] / 2**20:.1f} (this hour mean "

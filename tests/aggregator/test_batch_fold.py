@@ -53,8 +53,8 @@ def test_folding_keeps_the_bookkeeping_and_refuses_resends(tmp_path):
     ranges = s.stored_ranges("web", 1)
     assert ranges == [(1, 39), (41, 170)]
     s.maintain(budget_s=30)
-    # rows received before the horizon (1 h) are folded; newer rows stay one per batch
-    horizon = batch_fold.horizon_ms(s.config, NOW)
+    # rows received before the horizon (an hour ago) are folded; newer rows stay one per batch
+    horizon = batch_fold.horizon_ms(NOW)
     assert table(s, "SELECT count(*), min(received_ms) >= "
                  f"{horizon} FROM batches") == [(5 + 170 - 120 + 1, True)]
     assert sorted(table(s, "SELECT node, epoch, first_seq, last_seq, points FROM batch_runs")) \
@@ -115,26 +115,29 @@ def test_a_step_folds_one_bounded_slice(tmp_path):
         s.close()
 
 
-def test_retention_folds_in_paced_slices_and_keeps_48h_when_raw_is_kept_forever(tmp_path):
-    """With raw (and the tiers) kept forever, rows older than 48 h are folded; a round with no
-    budget left makes one smallest step (a minute of rows), a round with budget folds the rest."""
+def test_retention_folds_in_paced_slices_whatever_raw_retention(tmp_path):
+    """With raw (and the tiers) kept forever, rows older than an hour are folded all the same; a
+    maintenance round with no budget left still folds one catch-up slice (5 minutes of rows), a
+    round with budget folds the rest."""
     forever = StorageConfig(raw_retention_hours=0, rollup_1m_retention_days=0,
                             rollup_1h_retention_days=0, rollup_1d_retention_days=0)
     s = Store(tmp_path / "p.duckdb", forever, clock_ms=lambda: NOW)
     try:
-        old = NOW - 50 * HOUR
+        old = NOW - 3 * HOUR
         s.write([batch("n", q, received_ms=old + q * MIN) for q in range(1, 181)])
         con = s._open()
         pacer = retention.Pacer()
         left = []
         for _ in range(3):
             report = retention.run(con, forever, s.path, NOW, 0.0, pacer=pacer)
-            assert report["steps"] == 1
+            assert report["deleted"] == {"batches": 5} and report["steps"] == 0
             left.append(table(s, "SELECT count(*) FROM batches")[0][0])
-        assert left == [179, 178, 177]
+        assert left == [175, 170, 165]
+        # a light round's share: paced steps only while they fit (none with no time left)
+        assert retention.fold_batches(con, NOW, pacer, time.monotonic()) == 0
         report = retention.run(con, forever, s.path, NOW, 30.0, pacer=pacer)
-        # 48 h: rows received from NOW - 48 h on stay (seq 120..180)
-        assert report["deleted"] == {"batches": 120 - 3 - 1}
+        # rows received from an hour ago on stay (seq 120..180)
+        assert report["deleted"] == {"batches": 120 - 15 - 1}
         assert table(s, "SELECT min(seq), count(*) FROM batches") == [(120, 61)]
         assert s.nodes()[0]["points"] == 360 and s.nodes()[0]["missing"] == 0
     finally:
