@@ -3,7 +3,7 @@ each hour adds.
 
     python bench/peers/steady_file.py [--hosts 10] [--hours 6] [--raw-hours 2]
         [--rollup-hours 3] [--commit-secs 5] [--block-size BYTES] [--window-min M] [--vm]
-        [--no-idle-checkpoint]
+        [--no-idle-checkpoint | --idle-wal-kib KIB]
 
 The peers bench's storage row loads once and packs once: the worst case, since the blocks the
 packed raw rows free stay in the file. Here hours follow each other as in service, through the real
@@ -18,7 +18,8 @@ file and WAL on disk, and at the end the stall a write saw (the write plus the r
 window); `--vm` imports the raw points held at the end into VictoriaMetrics and prints its `du`.
 The WAL is sampled after every write (its mean and max per hour, and over the run);
 `--no-idle-checkpoint` turns off the checkpoint an idle writer makes after its round
-(`store/idle_checkpoint.py`), for the before/after. The simulated clock makes the writer idle
+(`store/idle_checkpoint.py`), for the before/after, `--idle-wal-kib` sets its WAL threshold
+(`CHECKPOINT_IDLE_WAL`). The simulated clock makes the writer idle
 (a write takes no simulated time): the low-load service case.
 """
 
@@ -92,11 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vm", action="store_true", help="VictoriaMetrics' du on the held points")
     ap.add_argument("--no-idle-checkpoint", action="store_true",
                     help="no checkpoint by WAL size after an idle writer's round (the before)")
+    ap.add_argument("--idle-wal-kib", type=int, default=0,
+                    help="WAL threshold of that checkpoint (default CHECKPOINT_IDLE_WAL)")
     args = ap.parse_args(argv)
-    if args.no_idle_checkpoint:
-        import legion.aggregator.store.store as store_module
+    import legion.aggregator.store.store as store_module
 
+    if args.no_idle_checkpoint:
         store_module.CHECKPOINT_IDLE_WAL = 1 << 62
+    elif args.idle_wal_kib:
+        store_module.CHECKPOINT_IDLE_WAL = args.idle_wal_kib << 10
     if args.window_min:
         packing.WINDOW_MS = int(args.window_min * 60_000)
     fleet = Fleet(args.hosts, 1.0, seed=3)
@@ -159,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{writes_s[int(len(writes_s) * 0.99)] * 1000:.0f} ms, max {writes_s[-1] * 1000:.0f} "
           f"ms (maintenance_budget_ms {cfg.maintenance_budget_ms})")
     wal_all.sort()
+    idle = ("off" if args.no_idle_checkpoint
+            else f"from {store_module.CHECKPOINT_IDLE_WAL >> 10} KiB")
     print(f"WAL after each write, MiB: mean {np.mean(wal_all) / 2**20:.2f}, p50 "
           f"{wal_all[len(wal_all) // 2] / 2**20:.2f}, p99 "
           f"{wal_all[int(len(wal_all) * 0.99)] / 2**20:.2f}, max {wal_all[-1] / 2**20:.2f} "
-          f"(idle checkpoint {'off' if args.no_idle_checkpoint else 'on'})")
+          f"(idle checkpoint {idle})")
     try:
         if args.vm:
             vm_du(work, fleet, kept, s["raw_points"])
