@@ -3,7 +3,8 @@
 Each step deletes one chunk of the oldest data of one tier in its own transaction and moves that
 tier's horizon (`tier_state.kept_since_ms`) forward, so ingest (same thread) waits at most one
 chunk. Raw data is never deleted past a minute that still waits for its rollup pass, nor (with
-archiving on) past what the archive has written. Over the disk cap, the oldest raw goes first,
+archiving on) past what the archive has written. Old `batches` rows are folded (`batch_fold.py`)
+in steps paced the same way. Over the disk cap, the oldest raw goes first,
 then the oldest 1m, then 1h; the 1d tier is never deleted by the cap.
 """
 
@@ -17,16 +18,18 @@ from typing import Any
 import duckdb
 
 from legion.aggregator.config import StorageConfig
-from legion.aggregator.store import packing, rollup
+from legion.aggregator.store import batch_fold, packing, rollup
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
 from legion.kernel.errors import StoreError
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
-CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY_MS}
+CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY_MS,
+            batch_fold.TIER: HOUR_MS}
 """The most time one deletion step covers per tier (about the same row count each)."""
-MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS}
+MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS,
+                batch_fold.TIER: 60_000}
 """The least: steps shrink towards this when the measured cost says a bigger one would not fit."""
 FILL = 0.6
 """A step is sized to take this share of the time left in the round (estimates are noisy)."""
@@ -137,6 +140,9 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
             while cut[tier]:
                 if step(tier, cut[tier]) is None:
                     break
+        folded = fold_batches(con, now_ms, pacer, deadline, batch_fold.CATCH_UP_MS)
+        if folded:
+            report["deleted"][batch_fold.TIER] = folded
         cap = config.max_disk_bytes
         while cap and time.monotonic() < deadline and used_bytes(con, path) > cap:
             report["over_cap"] = True
@@ -150,6 +156,35 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
     except duckdb.Error as exc:
         raise StoreError(f"retention step failed: {exc}") from exc
     return report
+
+
+def fold_batches(con: duckdb.DuckDBPyConnection, now_ms: int, pacer: Pacer,
+                 deadline: float, at_least_ms: int = 0) -> int:
+    """Fold `batches` rows past their horizon in paced steps while they fit before `deadline`;
+    with `at_least_ms` (the maintenance round) the first step covers at least that much even
+    over the deadline, so folding keeps pace however full the rounds are (a step costs ~10-20
+    ms, mostly fixed). Light rounds call it with what is left of their budget. Returns rows
+    folded."""
+    cut = batch_fold.horizon_ms(now_ms)
+    folded = 0
+    first = True
+    try:
+        while (left := deadline - time.monotonic()) > 0 or (first and at_least_ms):
+            span = pacer.span(batch_fold.TIER, left) if left > 0 else None
+            if first and at_least_ms:
+                span = max(span or 0, at_least_ms)
+            first = False
+            if span is None:
+                break
+            t = time.monotonic()
+            n = batch_fold.step(con, cut, span)
+            if n is None:
+                break
+            pacer.record(batch_fold.TIER, span, time.monotonic() - t)
+            folded += n
+    except duckdb.Error as exc:
+        raise StoreError(f"folding batches failed: {exc}") from exc
+    return folded
 
 
 def _oldest(con: duckdb.DuckDBPyConnection, tier: str, table: str, col: str,

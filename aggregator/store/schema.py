@@ -19,6 +19,9 @@ Why this shape:
   (measured). Per-hour tables because DuckDB frees space only by whole row groups or tables.
 * ``batches(node, epoch, seq, points, received_ms)``: written in the same transaction as the
   points, so a batch is stored exactly once even across crashes; loaded as seq ranges at open.
+* ``batch_runs(node, epoch, first_seq, last_seq, points, first_ms, last_ms)`` (v6,
+  ``batch_fold.py``): `batches` rows past their horizon, folded by maintenance into one row per
+  run of consecutive seqs; loaded with `batches` at open, so a resend is still a duplicate.
 * ``nodes`` (v1-v4; dropped in v5): per-node bookkeeping, rewritten in each commit. Since v5 it
   is derived from ``batches`` (and ``dropped`` from the agent's own metric) when the file is
   opened: one statement less per commit.
@@ -49,7 +52,7 @@ import duckdb
 
 from legion.kernel.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TIERS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000, "1d": 86_400_000}
 """Rollup tiers, finest first: name -> bucket width in ms."""
 
@@ -112,6 +115,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             seq BIGINT NOT NULL, rejected_ms BIGINT NOT NULL)""",),
     # v5: per-node bookkeeping is derived from `batches` at open (writer._LOAD_NODES).
     4: ("DROP TABLE nodes",),
+    # v6: old `batches` rows fold into runs of seqs (aggregator/store/batch_fold.py).
+    5: ("""CREATE TABLE batch_runs (node VARCHAR NOT NULL, epoch BIGINT NOT NULL,
+            first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL, points BIGINT NOT NULL,
+            first_ms BIGINT NOT NULL, last_ms BIGINT NOT NULL)""",),
 }
 """from_version -> statements that bring a file to from_version + 1. A new file is created at
 version 1 and migrated, so every migration runs on every new file too."""

@@ -25,6 +25,7 @@ from legion.aggregator.store import query as q
 from legion.aggregator.store.commits import CommitNotice, Listener, commit_feed
 from legion.aggregator.store.head import QueryHead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
+from legion.aggregator.store.idle_checkpoint import CHECKPOINT_IDLE_WAL, WriterLoad
 from legion.aggregator.store.light_gate import LightRoundGate
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
@@ -105,6 +106,7 @@ class Store:
         now = self._timer()
         self._next_rollup = now + self.config.rollup_interval_ms / 1000
         self._next_maintenance = now + self.config.maintenance_interval_secs
+        self._load = WriterLoad(now)  # idle_checkpoint.py: the WAL folded while ingest is idle
         self.light_gate = LightRoundGate()
         self.rollup_errors = 0
 
@@ -114,6 +116,7 @@ class Store:
         if self.health.due():
             reopen(self)
         self._open()
+        began = self._timer()
         try:
             with self.head.gate if self.head is not None else contextlib.nullcontext():
                 result = self._writer.write(batches)
@@ -121,6 +124,7 @@ class Store:
         except StoreError as exc:
             self.health.note_error(exc)
             raise
+        self._load.note_write(self._timer() - began)
         if self.commits and result.stored:
             self.commits.publish(CommitNotice(frozenset(k[0] for k in result.stored),
                                               tuple(self._writer.last_write_rows())))
@@ -131,6 +135,10 @@ class Store:
         elif now >= self._next_rollup:
             self._next_rollup = now + self.config.rollup_interval_ms / 1000
             self._guarded(self._light_round)
+        else:
+            return result
+        if self._load.idle(now):
+            self._guarded(lambda: self._paced_checkpoint(self._open(), 0.0, idle=True))
         return result
 
     def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
@@ -141,7 +149,7 @@ class Store:
     def _light_round(self) -> None:
         """Between maintenance rounds, every `rollup_interval_ms`: the rollup pass, then pack
         steps in what is left of one budget (packing an hour of a large fleet takes many
-        steps; one per maintenance round would fall behind)."""
+        steps; one per maintenance round would fall behind), then `batches` fold steps."""
         budget = self.config.maintenance_budget_ms / 1000
         deadline = time.monotonic() + budget
         minutes = self.roll_up(budget)
@@ -151,7 +159,8 @@ class Store:
         con = self._open()
         hours = self._materialise(con, deadline, may_overrun=False)
         packed = self._pack(con, deadline, may_overrun=minutes == 0 and not hours)
-        self.light_gate.done(bool(minutes or hours or packed), settled)
+        folded = retention.fold_batches(con, self._clock(), self._pacer, deadline)
+        self.light_gate.done(bool(minutes or hours or packed or folded), settled)
 
     def roll_up(self, budget_s: float | None = None, include_open: bool = False) -> int:
         """Recompute rollups of settled minutes written since the last pass (all of them with
@@ -251,9 +260,11 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"materialising the 1h/1d tiers failed: {exc}") from exc
 
-    def _paced_checkpoint(self, con: duckdb.DuckDBPyConnection, deadline: float) -> bool:
+    def _paced_checkpoint(self, con: duckdb.DuckDBPyConnection, deadline: float,
+                          idle: bool = False) -> bool:
         """Checkpoint now if the WAL holds at least CHECKPOINT_MIN_WAL and the last measured
-        checkpoint time fits before `deadline` (or the WAL passed CHECKPOINT_FORCE_WAL).
+        checkpoint time fits before `deadline` (or the WAL passed CHECKPOINT_FORCE_WAL); with
+        `idle` (the writer has no backlog), whenever it holds CHECKPOINT_IDLE_WAL.
 
         DuckDB checkpoints by itself once the WAL passes `wal_autocheckpoint` (16 MiB), inside
         whichever COMMIT crosses it (an ingest commit as likely as a maintenance step): measured
@@ -264,9 +275,10 @@ class Store:
             size = wal.stat().st_size
         except OSError:
             return False
-        if size < CHECKPOINT_MIN_WAL:
+        if size < (CHECKPOINT_IDLE_WAL if idle else CHECKPOINT_MIN_WAL):
             return False
-        if self._ckpt_cost > 0.6 * (deadline - time.monotonic()) and size < CHECKPOINT_FORCE_WAL:
+        if (not idle and self._ckpt_cost > 0.6 * (deadline - time.monotonic())
+                and size < CHECKPOINT_FORCE_WAL):
             return False
         t = time.monotonic()
         try:
@@ -452,7 +464,8 @@ class Store:
         """Sizes and horizons: rows per table, bytes on disk, kept_since per tier."""
         with self._cursor() as cur:
             rows = {t: int(cur.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0])
-                    for t in ("series", "points", "late_points", "batches", "dirty_minutes",
+                    for t in ("series", "points", "late_points", "batches", "batch_runs",
+                              "dirty_minutes",
                               *(f"rollup_{t}" for t in TIERS))}
             kept = self._kept(cur)
             rows.update(packing.packed_stats(cur))

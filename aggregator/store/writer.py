@@ -26,18 +26,28 @@ SeriesKey = tuple[str, str, Labels]
 MAX_SHAPES = 4096
 NO_TS = np.iinfo(np.int64).min
 
+# Stored seqs: the recent `batches` rows as runs, and the runs older rows were folded into
+# (`batch_fold.py`); SeqIndex merges overlapping and adjacent runs.
 _LOAD_RANGES = """
 SELECT node, epoch, min(seq), max(seq) FROM (
     SELECT node, epoch, seq, seq - row_number() OVER (PARTITION BY node, epoch ORDER BY seq) AS g
     FROM (SELECT DISTINCT node, epoch, seq FROM batches))
-GROUP BY node, epoch, g"""
+GROUP BY node, epoch, g
+UNION ALL
+SELECT node, epoch, first_seq, last_seq FROM batch_runs"""
 
-# Per-node bookkeeping at open, from the batches themselves (written in every commit anyway):
-# no `nodes` row to rewrite per commit. `dropped` comes from the points (`_load_dropped`).
+# Per-node bookkeeping at open, from the batches themselves (written in every commit anyway) and
+# the runs old ones were folded into: no `nodes` row to rewrite per commit. `dropped` comes
+# from the points (`_load_dropped`).
 _LOAD_NODES = """
-SELECT b.node, min(b.received_ms), max(b.received_ms), sum(b.points), e.epoch,
-       max(b.seq) FILTER (WHERE b.epoch = e.epoch)
-FROM batches b JOIN (SELECT node, max(epoch) AS epoch FROM batches GROUP BY node) e USING (node)
+WITH b AS (
+    SELECT node, epoch, seq AS last_seq, points, received_ms AS first_ms, received_ms AS last_ms
+    FROM batches
+    UNION ALL
+    SELECT node, epoch, last_seq, points, first_ms, last_ms FROM batch_runs)
+SELECT b.node, min(b.first_ms), max(b.last_ms), sum(b.points), e.epoch,
+       max(b.last_seq) FILTER (WHERE b.epoch = e.epoch)
+FROM b JOIN (SELECT node, max(epoch) AS epoch FROM b GROUP BY node) e USING (node)
 GROUP BY b.node, e.epoch"""
 
 # Newest point per series at open: the 1m tier has every series up to the last rollup pass; raw

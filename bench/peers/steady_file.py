@@ -3,6 +3,7 @@ each hour adds.
 
     python bench/peers/steady_file.py [--hosts 10] [--hours 6] [--raw-hours 2]
         [--rollup-hours 3] [--commit-secs 5] [--block-size BYTES] [--window-min M] [--vm]
+        [--no-idle-checkpoint | --idle-wal-kib KIB]
 
 The peers bench's storage row loads once and packs once: the worst case, since the blocks the
 packed raw rows free stay in the file. Here hours follow each other as in service, through the real
@@ -15,6 +16,11 @@ file and WAL on disk, and at the end the stall a write saw (the write plus the r
 `--block-size` creates the file with that DuckDB block size first (the before/after of
 `schema.NEW_FILE_BLOCK_SIZE`), `--window-min` sets `packing.WINDOW_MS` (before/after of the
 window); `--vm` imports the raw points held at the end into VictoriaMetrics and prints its `du`.
+The WAL is sampled after every write (its mean and max per hour, and over the run);
+`--no-idle-checkpoint` turns off the checkpoint an idle writer makes after its round
+(`store/idle_checkpoint.py`), for the before/after, `--idle-wal-kib` sets its WAL threshold
+(`CHECKPOINT_IDLE_WAL`). The simulated clock makes the writer idle
+(a write takes no simulated time): the low-load service case.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ def file_state(store: object, db: Path) -> dict[str, float]:
             "free": free, "file": db.stat().st_size, "block_size": bs, "wal": wal_bytes,
             "disk": db.stat().st_size + wal_bytes, "points": st["points"],
             "rollup_1m": st["rollup_1m"], "batches": st["batches"],
+            "batch_runs": st["batch_runs"],
             "chunk_tables": st["chunk_tables"]}
 
 
@@ -84,7 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window-min", type=float, default=0,
                     help="packing window in minutes (default packing.WINDOW_MS)")
     ap.add_argument("--vm", action="store_true", help="VictoriaMetrics' du on the held points")
+    ap.add_argument("--no-idle-checkpoint", action="store_true",
+                    help="no checkpoint by WAL size after an idle writer's round (the before)")
+    ap.add_argument("--idle-wal-kib", type=int, default=0,
+                    help="WAL threshold of that checkpoint (default CHECKPOINT_IDLE_WAL)")
     args = ap.parse_args(argv)
+    import legion.aggregator.store.store as store_module
+
+    if args.no_idle_checkpoint:
+        store_module.CHECKPOINT_IDLE_WAL = 1 << 62
+    elif args.idle_wal_kib:
+        store_module.CHECKPOINT_IDLE_WAL = args.idle_wal_kib << 10
     if args.window_min:
         packing.WINDOW_MS = int(args.window_min * 60_000)
     fleet = Fleet(args.hosts, 1.0, seed=3)
@@ -103,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     kept: deque[tuple[int, np.ndarray]] = deque(maxlen=int(np.ceil(args.raw_hours)) + 2)
     seq = 0
     writes_s: list[float] = []
+    wal_all: list[int] = []
+    wal_path = Path(str(db) + ".wal")
     s: dict[str, float] = {}
     try:
         for hour in range(args.hours):
             ticks = []
+            wal_hour: list[int] = []
             for _ in range(3600 // args.commit_secs):
                 group = []
                 for _ in range(args.commit_secs):
@@ -121,16 +141,20 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.monotonic()
                 store.write(group)  # and whatever round is due: the stall ingest sees
                 writes_s.append(time.monotonic() - t)
+                wal_hour.append(wal_path.stat().st_size if wal_path.exists() else 0)
+            wal_all += wal_hour
             kept.append((t0 + hour * HOUR_MS, np.stack(ticks)))
             s = file_state(store, db)
             n = max(s["raw_points"], 1)
             print(f"hour {hour + 1}: raw held {n / 1e6:.2f} M points ({s['chunk_tables']} chunk "
                   f"tables, unpacked {s['points']}, 1m rows {s['rollup_1m']}, batches "
-                  f"{s['batches']}); B/point held: chunks {s['chunk_bytes'] / n:.2f}, used "
+                  f"{s['batches']}, runs {s['batch_runs']}); B/point held: chunks "
+                  f"{s['chunk_bytes'] / n:.2f}, used "
                   f"{s['used'] / n:.2f}, on disk {s['disk'] / n:.2f}; MiB: used "
                   f"{s['used'] / 2**20:.1f}, free {s['free'] / 2**20:.1f}, file "
-                  f"{s['file'] / 2**20:.1f}, WAL {s['wal'] / 2**20:.1f}; on disk / used "
-                  f"{s['disk'] / max(s['used'], 1):.2f}", flush=True)
+                  f"{s['file'] / 2**20:.1f}, WAL {s['wal'] / 2**20:.1f} (this hour mean "
+                  f"{np.mean(wal_hour) / 2**20:.2f}, max {max(wal_hour) / 2**20:.2f}); on disk / "
+                  f"used {s['disk'] / max(s['used'], 1):.2f}", flush=True)
     finally:
         store.close()
     writes_s.sort()
@@ -139,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {writes_s[len(writes_s) // 2] * 1000:.0f} ms, p99 "
           f"{writes_s[int(len(writes_s) * 0.99)] * 1000:.0f} ms, max {writes_s[-1] * 1000:.0f} "
           f"ms (maintenance_budget_ms {cfg.maintenance_budget_ms})")
+    wal_all.sort()
+    idle = ("off" if args.no_idle_checkpoint
+            else f"from {store_module.CHECKPOINT_IDLE_WAL >> 10} KiB")
+    print(f"WAL after each write, MiB: mean {np.mean(wal_all) / 2**20:.2f}, p50 "
+          f"{wal_all[len(wal_all) // 2] / 2**20:.2f}, p99 "
+          f"{wal_all[int(len(wal_all) * 0.99)] / 2**20:.2f}, max {wal_all[-1] / 2**20:.2f} "
+          f"(idle checkpoint {idle})")
     try:
         if args.vm:
             vm_du(work, fleet, kept, s["raw_points"])

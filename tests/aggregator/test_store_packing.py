@@ -329,7 +329,7 @@ def test_a_version_1_file_is_migrated_and_its_points_packed(tmp_path):
     try:
         with store._cursor() as cur:
             assert cur.execute("SELECT max(version) FROM schema_version").fetchall()[0][0] \
-                == SCHEMA_VERSION == 5
+                == SCHEMA_VERSION == 6
         want = [("old", "0", T0 + i * 60_000, i / 10) for i in range(180)]
         assert raw_rows(store) == want
         assert store.maintain(budget_s=30)["packed_points"] == 180
