@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         _, procs = start_agent(work, 1.0)
         pid = procs[0].pid
         time.sleep(args.warmup)
-        names = py_thread_names(pid) if args.pyspy else {}
+        names = py_thread_names(pid)  # a one-shot dump, before the window
         load0 = os.getloadavg()[0]
         t0, c0 = time.monotonic(), thread_cpu(pid)
         spy = None
