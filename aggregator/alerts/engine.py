@@ -68,6 +68,15 @@ class AlertEngine(threading.Thread):
                                         "evaluation_seconds": 0.0, "round_errors": 0,
                                         "last_round_seconds": 0.0}
         self._loaded = False
+        # Configured and default rules depend on the (frozen) config only: built once, not
+        # every round (0.5 ms of a 2.8 ms round at one agent; issue 17).
+        rules = list(self.cfg.rules)
+        if self.cfg.default_rules:
+            mine = {r.rule_id for r in rules}
+            rules += [r for r in default_rules(self.config.alert_thresholds,
+                                               self.config.collection_interval)
+                      if r.rule_id not in mine]
+        self._config_rules = tuple(rules)
         # The journal's silences, re-read only after this engine (their only writer) changed
         # them: a round reads no table when nothing changed (issue 17). (generation, rows)
         self._silence_gen = 0
@@ -113,12 +122,7 @@ class AlertEngine(threading.Thread):
     # ---- rules ------------------------------------------------------------------------------
     def rules(self) -> tuple[AlertRule, ...]:
         """Configured rules, the defaults, and the rules files (reloaded when they change)."""
-        out = list(self.cfg.rules)
-        if self.cfg.default_rules:
-            mine = {r.rule_id for r in out}
-            out += [r for r in default_rules(self.config.alert_thresholds,
-                                             self.config.collection_interval)
-                    if r.rule_id not in mine]
+        out = list(self._config_rules)
         for f in self.cfg.rules_files:
             out += self._file_rules(f)
         return tuple(out)

@@ -9,6 +9,7 @@ whether the alert is already active.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,13 @@ def fingerprint(labels: Mapping[str, str]) -> str:
     """16 hex digits of the sorted labels (alertname is the rule id, so rule + labels)."""
     raw = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(labels.items()))
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=65536)
+def glob_matches(name: str, pattern: str) -> bool:
+    """`fnmatch.fnmatchcase(name, pattern)`, remembered (metric names and rule patterns are
+    few and stable)."""
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 def alert_labels(rule: AlertRule, node: str, metric: str | None,
@@ -99,8 +107,12 @@ class Evaluator:
 
     def _static(self, rule: AlertRule, rows: list[dict[str, Any]],
                 active: Callable[[str], bool]) -> Iterable[Observation]:
+        matchers = rule.label_matchers()
         for r in rows:
-            if not rule.selects(r["metric"], r["labels"]):
+            # rule.selects, with the glob's answer per metric name remembered: a round asks
+            # it for every rule and every series (9 x 116 at one agent, ~2 ms of 2.8; issue 17)
+            if not glob_matches(r["metric"], rule.metric_pattern) or \
+                    not all(m.matches(r["labels"]) for m in matchers):
                 continue
             labels = alert_labels(rule, r["node"], r["metric"], r["labels"])
             fp = fingerprint(labels)

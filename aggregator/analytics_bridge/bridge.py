@@ -67,6 +67,7 @@ class BridgeStats:
 
     points_scored: int = 0
     anomalies: int = 0
+    passes_without_worker: int = 0  # detect/forecast passes skipped: no worker connected
     by_worker: dict[str, int] = field(default_factory=dict)
 
 
@@ -166,20 +167,35 @@ class AnalyticsBridge(threading.Thread):
                         except zmq.Again:
                             break
                 now = time.monotonic()
+                # No worker connected: a job would only wait in the book for its timeout and
+                # burn its attempts, so detect, forecast and re-dispatch wait for one (issue 17:
+                # no store reads for nobody). Bands are computed here and go on.
+                present = worker_connected(jobs)
                 if ai.anomaly_detection_enabled and now >= next_detect:
-                    left = self._guard(self._schedule_detect)
-                    if acfg.node_detector != "off":
-                        left += self._guard(self._schedule_node_detect)
+                    left = 0
+                    if present:
+                        left = self._guard(self._schedule_detect)
+                        if acfg.node_detector != "off":
+                            left += self._guard(self._schedule_node_detect)
+                    else:
+                        self.counters.passes_without_worker += 1
                     # Work left over (budget spent): the next slice soon, so that a big pass
                     # never holds the GIL against ingest for long in one go.
                     next_detect = now + (SLICE_PAUSE_SECS if left else self._cfg.analysis_interval)
                 if ai.predictive_analytics_enabled and now >= next_forecast:
-                    next_forecast = now + acfg.forecast_interval_secs
-                    self._guard(self._schedule_forecasts)
+                    # Without a worker, try again at the next detect pass rather than a whole
+                    # forecast interval later.
+                    next_forecast = now + (acfg.forecast_interval_secs if present
+                                           else self._cfg.analysis_interval)
+                    if present:
+                        self._guard(self._schedule_forecasts)
+                    else:
+                        self.counters.passes_without_worker += 1
                 if self.bands is not None and now >= next_bands:
                     next_bands = now + self._cfg.analysis_interval
                     self._guard(self.refresh_bands)
-                self._book.resend_expired()
+                if present:
+                    self._book.resend_expired()
         finally:
             jobs.close(0)
             results.close(0)
@@ -292,6 +308,12 @@ class AnalyticsBridge(threading.Thread):
                 "made_ms": int(time.time() * 1000)}
         with self._lock:
             self._forecasts[res.series] = item
+
+
+def worker_connected(jobs: zmq.Socket[Any]) -> bool:
+    """Whether a job sent now has a worker to go to: a PUSH socket is writable only while at
+    least one peer has completed its Curve handshake and has room (ZMQ_EVENTS)."""
+    return bool(int(jobs.get(zmq.EVENTS)) & zmq.POLLOUT)
 
 
 def _pairs(fc: dict[str, Any], field_name: str, every: int = 10) -> list[list[float]]:

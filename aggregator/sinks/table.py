@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.sinks.config import RemoteWriteConfig
-from legion.aggregator.sinks.remote_write import RemoteWriteSink, auth_header
 from legion.aggregator.store import IncomingBatch, Store, WriteResult
 from legion.proto import Sample, canonical_labels
 
@@ -86,6 +85,10 @@ class StoreSink:
 
 
 def _remote_write(config: AggregatorSettings, cfg: RemoteWriteConfig) -> Sink:
+    # Imported only when a remote sink is configured: its snappy codec and durable queue cost
+    # an aggregator without one ~2.4 MiB RSS (issue 17).
+    from legion.aggregator.sinks.remote_write import RemoteWriteSink, auth_header
+
     ca = Path(cfg.tls_ca_path) if cfg.tls_ca_path else None
     return RemoteWriteSink(cfg, queue_dir_of(config, cfg), ca_path=ca,
                            auth_header=auth_header(cfg, lambda p: Path(p).read_text()))

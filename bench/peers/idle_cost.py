@@ -1,14 +1,15 @@
 """The receiving side's cost per 1,000 points/s: CPU % of one core and RSS of a real
-`legionctl aggregator run` (config from `legionctl init`, as the peers host row) at 0 and about
-100, 1,000 and 10,000 points/s from simulated agents.
+`legionctl aggregator run` (config from `legionctl init`, as the peers host row) at 0 points/s
+and at 1, 10 and 50 simulated hosts of 116 series each (one real agent's count at 1 s).
 
-    python bench/peers/idle_cost.py [--window 30] [--levels 0x0,1x100,10x100,100x100]
+    python bench/peers/idle_cost.py [--window 30] [--levels 0x0,1x116,10x116,50x116]
 
 A level `HxS` is H simulated agents (one Curve key and PUB socket each, as the agent) sending
 one batch of S series a second, stamped at send time. Each level runs on a fresh aggregator,
 measured over `--window` seconds after a warm-up (CPU from schedstat, RSS sampled every
-second), with the machine's load average printed beside it. The marginal figure is the slope
-between levels: (CPU % at L - CPU % at 0 pts/s) / (L / 1000).
+second), with the machine's load average printed beside it. Two figures per level: the whole
+cost per 1,000 points/s (CPU % at L / (L / 1000), RSS likewise) and the marginal one, the slope
+above the idle floor: (CPU % at L - CPU % at 0 pts/s) / (L / 1000).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--window", type=float, default=30.0, help="measured seconds per level")
     ap.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
-    ap.add_argument("--levels", default="0x0,1x100,10x100,100x100",
+    ap.add_argument("--levels", default="0x0,1x116,10x116,50x116",
                     help="comma-separated HOSTSxSERIES")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="legion-idle-cost-"))
@@ -131,9 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     if base is not None:
         for r in out:
             if r["pts_per_s"]:
-                slope = (r["cpu_percent"] - base["cpu_percent"]) / (r["pts_per_s"] / 1000)
+                k = r["pts_per_s"] / 1000
+                slope = (r["cpu_percent"] - base["cpu_percent"]) / k
                 print(f"{r['pts_per_s']:>7.0f} pts/s: {r['cpu_percent']:.2f} % CPU, "
-                      f"{r['rss_mib']:.0f} MiB; {slope:.2f} % CPU per 1,000 pts/s above idle "
+                      f"{r['rss_mib']:.0f} MiB; per 1,000 pts/s {r['cpu_percent'] / k:.2f} % "
+                      f"CPU and {r['rss_mib'] / k:.0f} MiB, {slope:.2f} % CPU and "
+                      f"{(r['rss_mib'] - base['rss_mib']) / k:.1f} MiB above idle "
                       f"(load {r['load_avg']})")
     return 0
 

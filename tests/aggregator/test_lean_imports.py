@@ -90,3 +90,28 @@ def test_socketio_serves_when_imported_lean(tmp_path) -> None:
                               '::test_viewer_receives_both_events_then_updates']))""")],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_remote_write_loaded_only_when_a_sink_is_configured(tmp_path) -> None:
+    """Without `sinks.remote_write`, the aggregator's sinks (built as the service builds them)
+    leave the remote-write module and its snappy codec out of the process; with one, it loads
+    and the sink is there."""
+    out = _run(f"""
+        import sys
+        import legion.aggregator.service
+        from legion.aggregator.sinks.table import build_sinks
+        from legion.aggregator.store import Store
+        from legion.cli.config import config_from_dict
+        lazy = ("legion.aggregator.sinks.remote_write", "cramjam")
+        st = Store({str(tmp_path / 'x.duckdb')!r})
+        plain = build_sinks(config_from_dict({{}}, base_dir={str(tmp_path)!r})
+                            .aggregator_settings(), st)
+        print(len(plain.sinks), sorted(m for m in lazy if m in sys.modules))
+        cfg = config_from_dict({{"sinks": {{"remote_write": [
+            {{"name": "prom", "url": "http://127.0.0.1:9/api/v1/write"}}]}}}},
+            base_dir={str(tmp_path)!r})
+        remote = build_sinks(cfg.aggregator_settings(), st)
+        print(len(remote.sinks), sorted(m for m in lazy if m in sys.modules))
+        st.close()""")
+    assert out.split("\n") == ["0 []",
+                               "1 ['cramjam', 'legion.aggregator.sinks.remote_write']"]

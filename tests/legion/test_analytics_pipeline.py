@@ -6,6 +6,8 @@ Real processes: aggregator, node agent, worker pool (killed with SIGKILL and res
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -43,7 +45,12 @@ def test_jobs_scored_stored_and_redispatched_after_worker_kill(tmp_path: Path, p
     assert rows and all(0.0 <= r["value"] <= 1.0 for r in rows)
     assert {r["labels"]["node"] for r in rows} == {"n1"}
 
-    pool.kill9()  # jobs sent now wait for their timeout, then go out again
+    # Frozen, the worker keeps its connection, so jobs still go to it and are never answered;
+    # killed, it takes them along: they wait for their timeout, then go out again. (Without a
+    # worker connected at all the bridge sends nothing, so freezing is what puts jobs in flight.)
+    os.killpg(pool.p.pid, signal.SIGSTOP)
+    time.sleep(3)
+    pool.kill9()
     time.sleep(5)
     procs("analytics", "run", "--config", str(cfg_path), "--workers", "1", name="pool2")
     after = wait_for(lambda: (s := status(cfg_path).get("analytics") or {}) and
