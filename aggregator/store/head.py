@@ -25,6 +25,9 @@ from legion.aggregator.store.query import DIRECT_MAX, SeriesRow, aligned, group_
 
 MIN, MAX, SUM, COUNT, LAST_TS, LAST = range(6)
 MINUTE_MS = 60_000
+NOW_MAX_CELLS = 20_000
+"""The most (minutes x series) a query that must not wait combines (about 2 ms here): more
+is left to a worker thread."""
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
 
 _ROLLED_SQL = """
@@ -149,7 +152,8 @@ class QueryHead:
         with self._lock:
             self._blocks, self._minutes = {}, []
             self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
-            bounds = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True])
+            # run starts of each minute, and the end (an empty file: no runs at all)
+            bounds = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True][:b.shape[0] + 1])
             for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 self._merge(int(b[i]), sid[i:j], tuple(f[i:j] for f in fields))
             self.start = start
@@ -164,16 +168,22 @@ class QueryHead:
     # ---- reading ---------------------------------------------------------------------------
     def stepped(self, sel: list[SeriesRow], step_ms: int, agg: str, since_ms: int | None,
                 until_ms: int | None, kept: Mapping[str, int], group_by: str | None,
-                ensure_loaded: Callable[[int], None]) -> list[tuple[Any, int, float]] | None:
+                ensure_loaded: Callable[[int], None] | None, wait: bool = True
+                ) -> list[tuple[Any, int, float]] | None:
         """`query.stepped`'s rows when the head holds the whole range read from a tier, else
-        None (the caller asks DuckDB). Raises what `query.plan` raises."""
+        None (the caller asks DuckDB). Raises what `query.plan` raises. Without `wait` (for an
+        event loop: `Store.query_now`) it also answers None rather than wait for a write's
+        `apply` or combine more than `NOW_MAX_CELLS`; without `ensure_loaded`, when not
+        loaded."""
         lo, hi = aligned(step_ms, since_ms, until_ms)
         p = plan(step_ms, agg, lo, hi, kept)
         if p.source == "raw" or lo is None:
             return None
-        if self.start is None:
+        if self.start is None and ensure_loaded is not None:
             ensure_loaded(lo)
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             if self.start is None or lo < max(self.start, kept.get("1m", 0)):
                 return None
             if not sel:
@@ -188,8 +198,12 @@ class QueryHead:
             if not minutes:
                 self.hits += 1
                 return []
+            if not wait and len(minutes) * len(sel) > NOW_MAX_CELLS:
+                return None
             arr = np.stack([self._blocks[m][cols] for m in minutes])  # (M, N, 6)
             self.hits += 1
+        finally:
+            self._lock.release()
         if not inside.all():
             arr[:, ~inside, :] = _EMPTY
         return _combine(arr, minutes, step_ms, agg, sel, group_by)
