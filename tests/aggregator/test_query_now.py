@@ -61,6 +61,25 @@ def test_query_now_answers_what_query_answers_once_loaded(tmp_path: Path) -> Non
         store.close()
 
 
+def test_one_series_from_the_head_equals_duckdb(tmp_path: Path) -> None:
+    store, end = loaded_store(tmp_path / "g.duckdb")
+    try:
+        for agg in ("avg", "min", "max", "sum", "count", "last"):
+            for step in (MIN, 5 * MIN):
+                q = {"metric": "cpu_percent", "node": "c", "labels": {"cpu": "1"}, "agg": agg,
+                     "step_ms": step, "since_ms": T0 + 3 * MIN, "until_ms": end - MIN}
+                store.query(**q)
+                got = store.query_now(**q)
+                keep, store.head = store.head, None
+                want = store.query(**q)
+                store.head = keep
+                assert got is not None and len(got) == len(want) > 0, q
+                assert [(r["ts_ms"], r["value"]) for r in got] == \
+                    [(r["ts_ms"], pytest.approx(r["value"], rel=1e-12)) for r in want], q
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("lock", ["store", "head"])
 def test_query_now_never_waits_for_a_write(tmp_path: Path, lock: str) -> None:
     store, end = loaded_store(tmp_path / "b.duckdb")
