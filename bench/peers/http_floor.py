@@ -1,6 +1,7 @@
 """The HTTP floor under `/api/v1/query`, in one run: a bare aiohttp hello-world and the
 aggregator's gateway (`/whoami`, the one-series query, the fleet average) on asyncio's loop and
-on uvloop, beside VictoriaMetrics' `query_range` on the same data.
+on uvloop, beside VictoriaMetrics' `query_range` on the same data and its `/health` (what a
+compiled front end's floor would be).
 
     python bench/peers/http_floor.py [--hosts 10] [--minutes 15] [--rounds 3] [--reps 200]
         [--legion NAME=LOOP[,ENV=VALUE...]]...
@@ -178,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             "vm_one": (vm('avg_over_time(system_cpu_usage_percent{host="host-001",cpu="total"}'
                           '[1m])', 60), vm_peer.pid),
             "vm_fleet": (vm('avg(avg_over_time(system_cpu_usage_percent{cpu="total"}[5m]))',
-                            300), vm_peer.pid)}
+                            300), vm_peer.pid),
+            # a compiled server's floor: VictoriaMetrics' (Go net/http) answer with no query
+            "vm_health": (get(vm_url + "/health"), vm_peer.pid)}
         for loop in LOOPS:
             hp, hurl = start_hello(loop)
             procs.append(hp)
@@ -202,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: round(statistics.median(r[k][1] for r in rounds), 3) for k in targets}
         ratios = {f"{k}_vs_vm": round(med[k] / med[f"vm_{k.split('_')[0]}"], 2)
                   for k in med if k.startswith(("one_", "fleet_"))}
+        # the floors against VictoriaMetrics' whole one-series answer
+        ratios.update({f"{k}_vs_vm_one": round(med[k] / med["vm_one"], 2)
+                       for k in med if k.startswith(("hello_", "whoami_", "vm_health"))})
         print(json.dumps({"machine": peers.machine(), "load_at_end": os.getloadavg(),
                           "load_at_start": load0, "points": int(values.size),
                           "median_ms": med, "ratios": ratios,
