@@ -101,6 +101,7 @@ class AggregatorConfig:
     # (reason `series_limit`, acked `rejected`); 0 = no limit.
     max_series_per_node: int = 10_000
     max_series_per_metric: int = 50_000
+    event_loop: str = "uvloop"  # or "asyncio"; uvloop falls back to asyncio if not importable
 
     def validate(self) -> list[str]:
         """Every problem of the section, with its key path."""
@@ -112,7 +113,9 @@ class AggregatorConfig:
             ("commit_interval_ms", lambda v: v >= 1, POSITIVE),
             ("commit_max_points", lambda v: v >= 1, POSITIVE),
             ("max_series_per_node", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
-            ("max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)")])
+            ("max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
+            ("event_loop", lambda v: v in ("uvloop", "asyncio"),
+             "must be 'uvloop' or 'asyncio'")])
 
     def resolved(self, base_dir: str | Path) -> AggregatorConfig:
         """This section with its endpoints (ipc://) and files resolved against `base_dir`."""

@@ -154,6 +154,13 @@ class RemoteQueryStore:
         rows.sort(key=lambda r: (r["node"], sorted(r["labels"].items()), r["ts_ms"]))
         return rows
 
+    def query_now(self, metric: str, node: str | None = None,
+                  labels: Mapping[str, str] | None = None, since_ms: int | None = None,
+                  until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",
+                  group_by: str | None = None) -> list[dict[str, Any]] | None:
+        """Never: every query goes to the remote store (not to the local query head)."""
+        return None
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.local, name)
 

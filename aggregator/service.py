@@ -21,6 +21,7 @@ import zmq
 from legion.aggregator.allowlist import KeyRegistry, start_authenticator
 from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, worker_registry
 from legion.aggregator.config import AggregatorSettings
+from legion.aggregator.event_loop import run as run_loop
 from legion.aggregator.ingest import IngestWriter
 from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out, keep_pandas_out
 from legion.aggregator.live_feed import LiveFeed
@@ -263,7 +264,7 @@ def run_aggregator(config: AggregatorSettings) -> None:
         await _serve(agg, stop)
 
     try:
-        asyncio.run(main())
+        run_loop(main(), config.aggregator.event_loop)  # uvloop by default: event_loop.py
     finally:
         agg.stop()
         log.info("event=stopped")

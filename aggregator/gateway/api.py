@@ -184,7 +184,11 @@ async def query(request: web.Request) -> web.Response:
         source, width = await _call_store(finest_holding, store, args["since_ms"],
                                           args["until_ms"])
         args["step_ms"] = width
-    rows = await _call_store(store.query, **args)
+    # What the query head holds is answered here, on the loop: a thread hop cost more CPU
+    # than the query itself (docs/peers.md, bench/peers/http_floor.py).
+    rows = store.query_now(**args)
+    if rows is None:
+        rows = await _call_store(store.query, **args)
     if len(rows) > QUERY_MAX_POINTS:
         raise BadRequest(f"query matched {len(rows)} points (max {QUERY_MAX_POINTS}): "
                          "narrow 'since'/'until' or add a 'step'")

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from legion.aggregator.config import AggregatorSettings as Config
+from legion.aggregator.event_loop import loop_name
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.api import error_middleware
 from legion.aggregator.gateway.audit import AuditLog
@@ -159,6 +160,7 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def _on_startup(app: web.Application) -> None:
+    app[TELEMETRY_KEY].event_loop = loop_name(asyncio.get_running_loop())
     await app[HUB_KEY].start()
 
 

@@ -1,8 +1,8 @@
 """`StoreReader`: the part of the aggregator's `Store` the gateway reads.
 
 `legion.aggregator.store.Store` and `legion.aggregator.remote_query.RemoteQueryStore` (remote
-`query`/`series`, everything else from the local store) both satisfy it. Every call blocks, so
-handlers make it in a worker thread (`asyncio.to_thread`).
+`query`/`series`, everything else from the local store) both satisfy it. Every call but
+`query_now` blocks, so handlers make it in a worker thread (`asyncio.to_thread`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ class StoreReader(LatestReader, Protocol):
               until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",
               group_by: str | None = None) -> list[dict[str, Any]]:
         """Points (ts_ms, node, metric, labels, value), raw or per step bucket."""
+        ...
+
+    def query_now(self, metric: str, node: str | None = None,
+                  labels: Mapping[str, str] | None = None, since_ms: int | None = None,
+                  until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",
+                  group_by: str | None = None) -> list[dict[str, Any]] | None:
+        """`query`'s rows if memory answers them at once (never blocks: the event loop calls
+        it), else None."""
         ...
 
     def topk(self, metric: str, k: int = 10, agg: str = "avg", node: str | None = None,

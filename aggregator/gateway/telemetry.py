@@ -25,6 +25,7 @@ class GatewayTelemetry:
         self.max_clients = max_clients
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self.slots_used = 0
+        self.event_loop = ""  # "uvloop" or "asyncio" once the app has started (event_loop.py)
 
     def reserve(self) -> bool:
         """Take a client slot; False when all `dashboard_config.max_ws_clients` are taken."""
@@ -42,9 +43,9 @@ class GatewayTelemetry:
         self.counters[reason] = self.counters.get(reason, 0) + 1
 
     def status(self, ws_clients: int, tls: bool, hub: dict[str, Any]) -> dict[str, Any]:
-        """The gateway's status: clients, limits, TLS, every counter and the hub's status."""
+        """The gateway's status: clients, limits, TLS, its event loop, every counter, the hub."""
         return {"ws_clients": ws_clients, "ws_max_clients": self.max_clients, "tls": tls,
-                **self.counters, "hub": hub}
+                "event_loop": self.event_loop, **self.counters, "hub": hub}
 
 
 def samples(g: dict[str, Any]) -> list[Triple]:

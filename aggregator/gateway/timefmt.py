@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime
@@ -21,8 +22,14 @@ def iso_ms(ts_ms: float | None) -> str | None:
     """ISO 8601 UTC with milliseconds and a `Z`, or None."""
     if ts_ms is None:
         return None
-    dt = datetime.fromtimestamp(int(ts_ms) / 1000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts_ms) % 1000:03d}Z"
+    return _iso(int(ts_ms))
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _iso(ts_ms: int) -> str:
+    # Remembered: query answers repeat the same bucket times (a tenth of formatting's cost).
+    s, ms = divmod(ts_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ms:03d}Z"
 
 
 def parse_duration_ms(text: str) -> int:

@@ -25,6 +25,9 @@ from legion.aggregator.store.query import DIRECT_MAX, SeriesRow, aligned, group_
 
 MIN, MAX, SUM, COUNT, LAST_TS, LAST = range(6)
 MINUTE_MS = 60_000
+NOW_MAX_CELLS = 20_000
+"""The most (minutes x series) a query that must not wait combines (about 2 ms here): more
+is left to a worker thread."""
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
 
 _ROLLED_SQL = """
@@ -49,8 +52,12 @@ class QueryHead:
         self.budget = budget_bytes
         self.gate = threading.Lock()  # held by a write (commit + apply) and by the load
         self._lock = threading.Lock()  # guards the blocks
-        self._blocks: dict[int, np.ndarray] = {}  # minute start (ms) -> (cap, 6)
-        self._minutes: list[int] = []  # the keys of _blocks, sorted
+        # One array for all minutes, so a query gathers its (minutes x series) in one indexing
+        # (a block per minute cost ~3 us per minute and query): slot -> (cap, 6).
+        self._ring = np.empty((0, 1024, 6))
+        self._slots: dict[int, int] = {}  # minute start (ms) -> its slot in _ring
+        self._free: list[int] = []  # slots of _ring no minute holds
+        self._minutes: list[int] = []  # the keys of _slots, sorted
         self._cap = 1024
         self.start: int | None = None  # None: not loaded; else held completely from here
         self.loads = 0
@@ -80,10 +87,7 @@ class QueryHead:
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         ends = np.r_[starts[1:], s.shape[0]] - 1
         u = s[starts]
-        blk = self._blocks.get(m)
-        if blk is None:
-            blk = self._blocks[m] = np.repeat(_EMPTY[None, :], self._cap, axis=0)
-            bisect.insort(self._minutes, m)
+        blk = self._block(m)
         blk[u, MIN] = np.minimum(blk[u, MIN], np.minimum.reduceat(mn, starts))
         blk[u, MAX] = np.maximum(blk[u, MAX], np.maximum.reduceat(mx, starts))
         blk[u, SUM] += np.add.reduceat(sm, starts)
@@ -92,28 +96,53 @@ class QueryHead:
         blk[u[newer], LAST_TS] = lt[ends][newer]
         blk[u[newer], LAST] = last[ends][newer]
 
+    def _block(self, m: int) -> np.ndarray:
+        """Minute `m`'s (cap, 6) partials, a view into the ring (a fresh, empty slot if new)."""
+        slot = self._slots.get(m)
+        if slot is None:
+            if not self._free:  # doubling, up to a slot past the budget (`_evict` packs)
+                n = self._ring.shape[0]
+                more = max(1, min(n, self.max_minutes() + 1 - n))
+                self._ring = np.concatenate([self._ring, np.empty((more, *self._ring.shape[1:]))])
+                self._free = list(range(n + more - 1, n - 1, -1))
+            slot = self._slots[m] = self._free.pop()
+            self._ring[slot] = _EMPTY
+            bisect.insort(self._minutes, m)
+        block: np.ndarray = self._ring[slot]
+        return block
+
     def _grow(self, need: int) -> None:
+        """Room for series ids below `need`: fewer minutes fit the budget, the oldest go."""
         if need <= self._cap:
             return
-        cap = max(need, 2 * self._cap)
-        for m, blk in self._blocks.items():
-            grown = np.repeat(_EMPTY[None, :], cap, axis=0)
-            grown[:self._cap] = blk
-            self._blocks[m] = grown
-        self._cap = cap
+        old, self._cap = self._cap, max(need, 2 * self._cap)
+        self._evict(repack=False)
+        self._repack(old)
+
+    def _repack(self, old_cap: int) -> None:
+        """A ring of exactly the minutes held, at the current capacity (`old_cap`: the one
+        the held minutes have)."""
+        grown = np.empty((len(self._minutes), self._cap, 6))
+        grown[:, old_cap:] = _EMPTY
+        grown[:, :old_cap] = self._ring[[self._slots[m] for m in self._minutes]]
+        self._ring, self._free = grown, []
+        self._slots = {m: i for i, m in enumerate(self._minutes)}
 
     def max_minutes(self, cap: int | None = None) -> int:
         """How many minute blocks fit the budget at the current (or `cap`) series capacity."""
         return max(1, self.budget // (6 * 8 * max(self._cap, cap or 0)))
 
-    def _evict(self) -> None:
-        extra = len(self._blocks) - self.max_minutes()
-        if extra <= 0:
-            return
-        for m in self._minutes[:extra]:
-            del self._blocks[m]
-            self.start = max(self.start or 0, m + MINUTE_MS)
-        del self._minutes[:extra]
+    def _evict(self, repack: bool = True) -> None:
+        """Keep the newest minutes that fit; a ring grown past them by a write that opened
+        several minutes at once is packed again (the budget holds after every write)."""
+        extra = len(self._minutes) - self.max_minutes()
+        if extra > 0:
+            for m in self._minutes[:extra]:
+                self._free.append(self._slots.pop(m))
+                self.start = max(self.start or 0, m + MINUTE_MS)
+            del self._minutes[:extra]
+        if repack and self._ring.shape[0] > self.max_minutes() + 1:
+            self._repack(self._cap)
 
     def load(self, cur: duckdb.DuckDBPyConnection, series_cap: int) -> None:
         """Fill from the file (the newest minutes that fit); call under `gate`, no write
@@ -147,9 +176,11 @@ class QueryHead:
         b, sid = cols["b"][order].astype(np.int64), cols["s"][order].astype(np.int64)
         fields = tuple(np.asarray(cols[c], np.float64)[order] for c in _COLS)
         with self._lock:
-            self._blocks, self._minutes = {}, []
+            self._ring = np.empty((0, self._cap, 6))
+            self._slots, self._free, self._minutes = {}, [], []
             self._grow(int(sid.max()) + 1 if sid.shape[0] else 0)
-            bounds = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True])
+            # run starts of each minute, and the end (an empty file: no runs at all)
+            bounds = np.flatnonzero(np.r_[True, b[1:] != b[:-1], True][:b.shape[0] + 1])
             for i, j in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 self._merge(int(b[i]), sid[i:j], tuple(f[i:j] for f in fields))
             self.start = start
@@ -157,23 +188,29 @@ class QueryHead:
             self._evict()
 
     def nbytes(self) -> int:
-        """Bytes the blocks take."""
+        """Bytes the minutes held take (the ring may have a free slot or so beside them)."""
         with self._lock:
-            return sum(b.nbytes for b in self._blocks.values())
+            return len(self._minutes) * self._cap * 6 * 8
 
     # ---- reading ---------------------------------------------------------------------------
     def stepped(self, sel: list[SeriesRow], step_ms: int, agg: str, since_ms: int | None,
                 until_ms: int | None, kept: Mapping[str, int], group_by: str | None,
-                ensure_loaded: Callable[[int], None]) -> list[tuple[Any, int, float]] | None:
+                ensure_loaded: Callable[[int], None] | None, wait: bool = True
+                ) -> list[tuple[Any, int, float]] | None:
         """`query.stepped`'s rows when the head holds the whole range read from a tier, else
-        None (the caller asks DuckDB). Raises what `query.plan` raises."""
+        None (the caller asks DuckDB). Raises what `query.plan` raises. Without `wait` (for an
+        event loop: `Store.query_now`) it also answers None rather than wait for a write's
+        `apply` or combine more than `NOW_MAX_CELLS`; without `ensure_loaded`, when not
+        loaded."""
         lo, hi = aligned(step_ms, since_ms, until_ms)
         p = plan(step_ms, agg, lo, hi, kept)
         if p.source == "raw" or lo is None:
             return None
-        if self.start is None:
+        if self.start is None and ensure_loaded is not None:
             ensure_loaded(lo)
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             if self.start is None or lo < max(self.start, kept.get("1m", 0)):
                 return None
             if not sel:
@@ -188,8 +225,13 @@ class QueryHead:
             if not minutes:
                 self.hits += 1
                 return []
-            arr = np.stack([self._blocks[m][cols] for m in minutes])  # (M, N, 6)
+            if not wait and len(minutes) * len(sel) > NOW_MAX_CELLS:
+                return None
+            slots = np.array([self._slots[m] for m in minutes])
+            arr = self._ring[slots[:, None], cols]  # (M, N, 6), one gather
             self.hits += 1
+        finally:
+            self._lock.release()
         if not inside.all():
             arr[:, ~inside, :] = _EMPTY
         return _combine(arr, minutes, step_ms, agg, sel, group_by)
@@ -227,6 +269,13 @@ def _combine(arr: np.ndarray, minutes: list[int], step_ms: int, agg: str,
     buckets = [m // step_ms * step_ms for m in minutes]
     b_starts = _segments(buckets)
     parts = _reduce({f: arr[:, :, f] for f in _NEEDS[agg]}, b_starts, axis=0)  # (B, N)
+    if len(sel) == 1 and group_by is None:  # one series (a dashboard panel): nothing to group
+        n1 = parts[COUNT][:, 0]
+        v1 = (parts[SUM][:, 0] / np.where(n1 > 0, n1, 1.0) if agg == "avg" else
+              n1 if agg == "count" else parts[_FIELD[agg]][:, 0])
+        key = group_key(sel[0], None)
+        return [(key, buckets[i], v) for i, v, c in
+                zip(b_starts.tolist(), v1.tolist(), n1.tolist(), strict=True) if c > 0]
     keys = [group_key(s, group_by) for s in sel]
     if group_by is None and len(sel) <= DIRECT_MAX:
         order = sorted(range(len(sel)), key=lambda i: sel[i].id)

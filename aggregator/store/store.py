@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,26 @@ class Store:
                                  group_by, tiers=self.config.rollups_enabled)
         return self._shape(metric, sel, group_by, rows2)
 
+    def query_now(self, metric: str, node: str | None = None,
+                  labels: Mapping[str, str] | None = None, since_ms: int | None = None,
+                  until_ms: int | None = None, step_ms: int | None = None, agg: str = "avg",
+                  group_by: str | None = None) -> list[dict[str, Any]] | None:
+        """`query`'s rows when the loaded query head holds them and they are small (head.py
+        `NOW_MAX_CELLS`), else None (then call `query`, off the event loop). Never waits: not
+        on DuckDB, not on a lock a write holds, so the gateway calls it on its event loop."""
+        head = self.head
+        if head is None or head.start is None or step_ms is None or agg == rate.RATE:
+            return None
+        try:
+            sel = self._select(metric, node, labels, wait=False)
+            with self._locked(wait=False):
+                kept = dict(self._kept_cache)
+        except _Busy:
+            return None
+        rows = head.stepped(sel, step_ms, agg, since_ms, until_ms, kept, group_by, None,
+                            wait=False)
+        return None if rows is None else self._shape(metric, sel, group_by, rows)
+
     def plan(self, step_ms: int | None, agg: str = "avg", since_ms: int | None = None,
              until_ms: int | None = None) -> str:
         """Which source ('raw', '1m', '1h', '1d') a stepped query would read."""
@@ -474,13 +494,14 @@ class Store:
 
     # ---- helpers ---------------------------------------------------------------------------
     def _select(self, metric: str, node: str | None,
-                labels: Mapping[str, str] | None) -> list[q.SeriesRow]:
+                labels: Mapping[str, str] | None, wait: bool = True) -> list[q.SeriesRow]:
         """`query.select_series` for one metric, from the writer's memory (no statement), in
-        the same order (node, metric, labels_key)."""
+        the same order (node, metric, labels_key); `wait` False: `_Busy` if a write holds
+        the lock."""
         want = [(str(k), str(v)) for k, v in (labels or {}).items()]
         # Series are only ever added: a selection stays right while the count is unchanged.
         memo_key = (metric, node, tuple(sorted(want)))
-        with self._lock:
+        with self._locked(wait):
             version = len(self._writer.keys)
             hit = self._selections.get(memo_key)
             if hit is None or hit[0] != version:
@@ -535,6 +556,16 @@ class Store:
                 return
             with self._cursor() as cur:
                 head.load(cur, cap)
+
+    @contextlib.contextmanager
+    def _locked(self, wait: bool) -> Iterator[None]:
+        """The store's lock; `wait` False: raise `_Busy` instead of waiting for it."""
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
         """Retention horizons per tier (cached; only `maintain` moves them)."""
@@ -599,6 +630,10 @@ class Store:
             self.health.note_error(exc)
             raise StoreError(f"query failed: {exc}") from exc
         return _Cursor(cur)
+
+
+class _Busy(Exception):
+    """A lock the caller would not wait for was held (`Store.query_now`)."""
 
 
 class _Cursor:

@@ -92,9 +92,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_get(url: str, timeout: float = 30) -> bytes:
-    """GET a loopback URL."""
-    with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - loopback only
+def http_get(url: str, timeout: float = 30, headers: dict[str, str] | None = None) -> bytes:
+    """GET a loopback URL (a new connection each time, as urllib does)."""
+    req = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback only
         return bytes(r.read())
 
 

@@ -47,7 +47,10 @@ def random_query(rng: np.random.Generator, lo: int, hi: int) -> dict[str, Any]:
             "since_ms": since, "until_ms": int(rng.integers(since + MIN, hi + 2 * MIN)),
             "group_by": GROUPS[int(rng.integers(len(GROUPS)))] if agg != "rate"
             else str(rng.choice(["node", "*"])) if rng.random() < 0.5 else None,
-            "node": str(rng.choice(NODES)) if rng.random() < 0.3 else None}
+            "node": str(rng.choice(NODES)) if rng.random() < 0.3 else None,
+            # one cpu (of one node: a single series, head.py's short path) or all of them
+            "labels": {"cpu": str(rng.choice(CPUS))} if agg != "rate" and rng.random() < 0.4
+            else None}
 
 
 def assert_same(store: Store, rng: np.random.Generator, lo: int, hi: int, n: int) -> int:
@@ -135,6 +138,32 @@ def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
         assert head.nbytes() <= 1 << 20
         assert head.start > T0 + 2 * HOUR
         assert assert_same(store, rng, T0, T0 + 150 * MIN, 60) > 0
+    finally:
+        store.close()
+
+
+def test_more_series_than_its_capacity_keeps_fewer_minutes_and_the_same_answers(
+        tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    store = Store(tmp_path / "g.duckdb", StorageConfig(
+        rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
+        clock_ms=lambda: T0 + 4 * HOUR)
+    try:
+        store.write(batches(rng, T0, T0 + 20 * MIN, 30_000, 1))
+        store.roll_up(budget_s=60, include_open=True)
+        head = store.head
+        assert head is not None and store.query("cpu_percent", since_ms=T0, step_ms=MIN)
+        assert head.start == 0  # loaded: all 20 minutes fit 1 MiB at 1024 series (21)
+        wide = [Sample("wide", canonical_labels({"i": str(i)}), float(i), T0 + 20 * MIN + i)
+                for i in range(1500)]  # series ids past 1024: capacity 2048, 10 minutes fit
+        store.write([IncomingBatch("d", 1, 1, MetricsBatch.from_samples(wide), T0 + 20 * MIN)])
+        store.write(batches(rng, T0 + 20 * MIN, T0 + 25 * MIN, 30_000, 1_000))
+        assert head.nbytes() <= 1 << 20
+        assert head._ring.nbytes <= (1 << 20) + 6 * 8 * 2048  # noqa: SLF001 - one free slot
+        assert T0 + 14 * MIN < head.start <= T0 + 16 * MIN
+        assert assert_same(store, rng, T0 + 16 * MIN, T0 + 30 * MIN, 80) > 0
+        got = store.query("wide", since_ms=T0 + 20 * MIN, step_ms=MIN, agg="sum", group_by="*")
+        assert [r["value"] for r in got] == [sum(range(1500))]
     finally:
         store.close()
 
