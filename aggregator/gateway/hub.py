@@ -223,7 +223,7 @@ class Hub:
                 pass
 
     def _on_batch(self, loop: asyncio.AbstractEventLoop, batch: IncomingBatch) -> None:
-        """On the ingest writer thread: queue an accepted batch with fleet series, wake the loop."""
+        """On the ingest receiver thread: queue an accepted batch with fleet series, wake the loop."""
         if any(name.startswith(LIVE_PREFIXES) for name in batch.batch.names):
             self._live.push_batch(batch)
             self._wake_up(loop)
