@@ -136,8 +136,23 @@ def breakdown(found: dict[str, Any],
     return out
 
 
+def experiment() -> None:
+    """Bench-only knobs from the environment, to compare variants in one run:
+    LEGION_BENCH_GATHER_MS (the hub's `PUSH_GATHER_S`), LEGION_BENCH_SWITCH_MS (Python's GIL
+    switch interval)."""
+    import os
+
+    from legion.aggregator.gateway import hub
+
+    if os.environ.get("LEGION_BENCH_GATHER_MS"):
+        hub.PUSH_GATHER_S = float(os.environ["LEGION_BENCH_GATHER_MS"]) / 1000
+    if os.environ.get("LEGION_BENCH_SWITCH_MS"):
+        sys.setswitchinterval(float(os.environ["LEGION_BENCH_SWITCH_MS"]) / 1000)
+
+
 if __name__ == "__main__":
     install(Path(sys.argv[1]))
+    experiment()
     sys.argv = ["legionctl", *sys.argv[2:]]
     from legion.cli.main import main
 
