@@ -198,7 +198,9 @@ class IngestWriter(threading.Thread):
         group, heavy = Group(), Group()
         points, cap, started = 0, self.budget.cap(), False
         done: set[object] = set()  # senders whose turn in this group is over
-        deadline = idle_until
+        # Nothing to commit yet: sleep until the next timer (stopping: at most one interval, in
+        # case `stop` found the queue full and could not queue its `WAKE`).
+        deadline = time.monotonic() + interval if self._stopping.is_set() else idle_until
         while points < max_points:
             left = group_wait(time.monotonic(), deadline, bool(group.batches), may_commit_early)
             if left <= 0:
