@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 MAX_BACKLOG = 1000
+_NO_SENDER = object()  # `get` found no sender to take from (None is a key: items without one)
 
 
 class FairInbox(Generic[T]):
@@ -33,14 +34,14 @@ class FairInbox(Generic[T]):
         """Next item, one sender at a time, from senders not in `skip`; raise `queue.Empty`
         after `timeout` seconds (at once when only skipped senders have items here)."""
         self._fill()
-        key = next((k for k in self._by_key if k not in skip), None)
-        if key is None:
+        key = next((k for k in self._by_key if k not in skip), _NO_SENDER)
+        if key is _NO_SENDER:
             if skip and self._size:
                 raise queue.Empty
             self._add(self._src.get(timeout=max(0.0, timeout)))  # wait for the first one
             self._fill()
-            key = next((k for k in self._by_key if k not in skip), None)
-            if key is None:
+            key = next((k for k in self._by_key if k not in skip), _NO_SENDER)
+            if key is _NO_SENDER:
                 raise queue.Empty
         items = self._by_key.pop(key)
         item = items.popleft()

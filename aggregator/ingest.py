@@ -1,16 +1,18 @@
-"""Ingest: a receive loop that only receives (`receiver.py`), and one writer that decodes,
-stores and acks.
+"""Ingest: the receiving side accepts (`receiver.py`, `acceptance.py`), one writer commits and
+acks.
 
-    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv → bounded queue] ──▶ [IngestWriter thread]
-                                                      decode · identity check · group ~100 ms
+    agents ──PUB/Curve──▶ [Receiver thread: SUB.recv · decode · identity · limits · dedup
+                           · live feed] ──▶ bounded queue ──▶ [IngestWriter thread]
+                                                      group ~100 ms, round-robin per node
                                                       Store.write (one transaction)
                                                       ◀──PUB acks (topic = node)── committed
                                                       checkpoint → checkpointed acks
 
 Identity comes from Curve: the ZAP handler sets each message's `User-Id` to the sender's public
-key, and the writer accepts a batch only when that key is (still) authorized and bound to the
-batch's `node`. When a key is removed from the allowlist the receiver re-binds its socket, so every
+key, and a batch is accepted only when that key is (still) authorized and bound to the batch's
+`node`. When a key is removed from the allowlist the receiver re-binds its socket, so every
 peer re-handshakes and the revoked one is cut off (ZAP alone only checks at connect time).
+The writer sleeps on its queue until work arrives or a timer (self-metrics, checkpoint) is due.
 """
 
 from __future__ import annotations
@@ -21,17 +23,20 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 
+from legion.aggregator.acceptance import Acceptor
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.commit_budget import CommitBudget
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.fair_inbox import FairInbox
-from legion.aggregator.limits import DEFER, SeriesLimits
+from legion.aggregator.inbound import WAKE, Accepted, Frame, Inbound, Refused, Wake
+from legion.aggregator.limits import SeriesLimits
 from legion.aggregator.live_feed import LiveFeed
-from legion.aggregator.receiver import Frame, Inbound, heartbeat_ms
+from legion.aggregator.receiver import heartbeat_ms
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
@@ -41,16 +46,11 @@ from legion.proto import (
     ACK_COMMITTED,
     ACK_REJECTED,
     KIND_ACK,
-    KIND_METRICS,
     Ack,
     Envelope,
     MetricsBatch,
-    Reason,
-    WireError,
-    decode,
     encode,
 )
-from legion.proto.codec import peek_header
 
 log = logging.getLogger("legion.aggregator.ingest")
 
@@ -88,8 +88,26 @@ def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in out)
 
 
+@dataclass
+class Group:
+    """Batches for one commit: what is stored, and the accepted ones to settle after it."""
+
+    batches: list[IncomingBatch] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
+    new_series: int = 0
+
+    def add(self, item: Accepted | IncomingBatch) -> None:
+        """Add one batch (an `IncomingBatch` is the aggregator's own: nothing to settle)."""
+        if isinstance(item, Accepted):
+            self.accepted.append(item)
+            self.new_series += len(item.new_series)
+            item = item.batch
+        self.batches.append(item)
+
+
 class IngestWriter(threading.Thread):
-    """Decodes, checks identity, writes batches in ~commit_interval groups, publishes acks."""
+    """Commits accepted batches in ~commit_interval groups, then acks them; accepts the bare
+    frames handed straight to its queue (`acceptor`, shared with the receiver)."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: AggregatorSettings,
                  keypair: tuple[bytes, bytes], registry: KeyRegistry,
@@ -110,6 +128,7 @@ class IngestWriter(threading.Thread):
                                    store.has_series, store.series_counts())
         self.budget = CommitBudget(agg.commit_interval_ms / 1000)
         self.live = LiveFeed()  # agents' batches as accepted, for the gateway's live stream
+        self.acceptor = Acceptor(registry, config, self.limits, self.live, telemetry)
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -133,22 +152,20 @@ class IngestWriter(threading.Thread):
         try:
             while not self._stopping.is_set() or not self._fair.empty():
                 rejected_acks: dict[tuple[str, int], set[int]] = defaultdict(set)
-                group, heavy, heavy_new = self._collect(interval, max_points, rejected_acks,
-                                                        may_commit_early)
+                group, heavy = self._collect(interval, max_points, rejected_acks,
+                                             may_commit_early, min(next_self, next_ckpt))
                 self._tm.set(queue_depth=self._fair.qsize())
                 now = time.monotonic()
                 if now >= next_self:
                     next_self = now + SELF_METRICS_SECS
-                    group.append(self._self_batch())
+                    group.add(self._self_batch())
                 # Batches that bring many new series go last, in a commit of their own: the
                 # rest of the group (other nodes' batches) is acked without waiting for them.
-                stored = True
-                if group:
-                    stored = self._commit(group, self.limits.pending - heavy_new)
-                if heavy:
-                    stored = self._commit(heavy, heavy_new)
-                if group or heavy:
-                    self.limits.settle(stored=stored)
+                if group.batches:
+                    self._commit(group)
+                if heavy.batches:
+                    self._commit(heavy)
+                if group.batches or heavy.batches:
                     may_commit_early = time.monotonic() + interval
                 for (node, epoch), seqs in rejected_acks.items():
                     if self._note_rejected(node, epoch, seqs):  # stored first, then acked
@@ -165,10 +182,11 @@ class IngestWriter(threading.Thread):
 
     def _collect(self, interval: float, max_points: int,
                  rejected_acks: dict[tuple[str, int], set[int]],
-                 may_commit_early: float) -> tuple[list[IncomingBatch], list[IncomingBatch], int]:
-        """One commit group, taken round-robin per sender until `deadline` or `max_points`:
-        (batches, batches that bring `HEAVY_NEW_SERIES` or more new series each, how many new
-        series those bring).
+                 may_commit_early: float, idle_until: float) -> tuple[Group, Group]:
+        """One commit group, taken round-robin per sender until its deadline or `max_points`:
+        (batches, batches that bring `HEAVY_NEW_SERIES` or more new series each). Refused
+        batches go to `rejected_acks`. With nothing to commit it sleeps on the queue until work
+        arrives or `idle_until` (the next timer), never polling.
 
         New series cost most of a commit, so a group holds at most the budget's cap of them
         (about half an interval of work): the sender that fills it, or whose batch would pass
@@ -177,103 +195,64 @@ class IngestWriter(threading.Thread):
         fits) and closes (at the deadline at the latest), so a quiet node's batches go into the
         next commit whatever another node floods. A group waits at most one interval after its
         first batch, and once it holds one, only until the inbox is quiet (`group_wait`)."""
-        group: list[IncomingBatch] = []
-        heavy: list[IncomingBatch] = []
-        points, cap, heavy_new = 0, self.budget.cap(), 0
+        group, heavy = Group(), Group()
+        points, cap, started = 0, self.budget.cap(), False
         done: set[object] = set()  # senders whose turn in this group is over
-        deadline = time.monotonic() + interval
+        # Nothing to commit yet: sleep until the next timer (stopping: at most one interval, in
+        # case `stop` found the queue full and could not queue its `WAKE`).
+        deadline = time.monotonic() + interval if self._stopping.is_set() else idle_until
         while points < max_points:
-            left = group_wait(time.monotonic(), deadline, bool(group), may_commit_early)
+            left = group_wait(time.monotonic(), deadline, bool(group.batches), may_commit_early)
             if left <= 0:
                 break
             timeout = 0.0 if done else left
             try:
-                frame = self._fair.get(timeout=timeout, skip=done)
+                got = self._fair.get(timeout=timeout, skip=done)
             except queue.Empty:
                 break
-            before = self.limits.pending
-            item = self._accept(frame, rejected_acks, cap)
-            if item == DEFER:
-                self._fair.put_back(frame)
+            if isinstance(got, Wake):
+                break
+            # a frame handed straight to the queue is accepted here
+            item = self.acceptor.accept(got) if isinstance(got, Frame) else got
+            if item is None:
+                continue
+            if not started:  # a batch waits at most one interval for its commit
+                started, deadline = True, time.monotonic() + interval
+            if isinstance(item, Refused):
+                rejected_acks[(item.node, item.epoch)].add(item.seq)
+                continue
+            new = len(item.new_series) if isinstance(item, Accepted) else 0
+            taken = group.new_series + heavy.new_series
+            if new and taken and taken + new > cap:  # does not fit: it opens the next group
+                self._fair.put_back(item)
                 self.budget.deferred += 1
-                done.add(FairInbox.key_of(frame))
-            elif isinstance(item, IncomingBatch):
-                if not group and not heavy:  # a batch waits at most one interval for its commit
-                    deadline = time.monotonic() + interval
-                brought = self.limits.pending - before
-                if brought >= HEAVY_NEW_SERIES:
-                    heavy.append(item)
-                    heavy_new += brought
-                else:
-                    group.append(item)
-                if isinstance(frame, Frame):  # an agent's batch: live before it is durable
-                    self.live.publish(item)
-                points += len(item.batch)
-                if self.limits.pending >= cap > before:  # this batch filled the group
-                    done.add(FairInbox.key_of(frame))
-        return group, heavy, heavy_new
+                done.add(FairInbox.key_of(item))
+                continue
+            (heavy if new >= HEAVY_NEW_SERIES else group).add(item)
+            points += len(item.batch.batch if isinstance(item, Accepted) else item.batch)
+            if taken + new >= cap > taken:  # this batch filled the group
+                done.add(FairInbox.key_of(item))
+        return group, heavy
 
-    def _accept(self, frame: Inbound,
-                rejected_acks: dict[tuple[str, int], set[int]], room: int
-                ) -> IncomingBatch | Literal["defer"] | None:
-        if isinstance(frame, IncomingBatch):  # produced inside the aggregator (analytics)
-            return frame
-        node = self._registry.node_for(frame.sender)
-        if node is None:
-            self._tm.reject(Reason.UNKNOWN_KEY.value)
-            return None
-        if frame.size > self._cfg.aggregator.max_message_bytes:
-            self._tm.reject(Reason.FRAME_TOO_LARGE.value)
-            head = peek_header(frame.data)
-            log.warning("event=frame_too_large node=%s bytes=%d max=%d seq=%s", node,
-                        frame.size, self._cfg.aggregator.max_message_bytes,
-                        head[3] if head else "?")
-            if head and head[0] == KIND_METRICS and head[1] == node:
-                rejected_acks[(node, head[2])].add(head[3])
-            return None
-        try:
-            env = decode(frame.data)
-        except WireError as exc:
-            self._tm.reject(exc.reason.value)
-            if exc.header and exc.header[0] == KIND_METRICS and exc.header[1] == node:
-                rejected_acks[(node, exc.header[2])].add(exc.header[3])
-            return None
-        if env.node != node:
-            self._tm.reject(Reason.NODE_MISMATCH.value)
-            log.warning("event=node_mismatch key_node=%s claimed=%s", node, env.node)
-            return None
-        if env.kind != KIND_METRICS:
-            self._tm.reject(Reason.UNKNOWN_KIND.value)
-            return None
-        assert isinstance(env.body, MetricsBatch)
-        limited = self.limits.admit(node, env.body, room)
-        if limited == DEFER:
-            return DEFER
-        if limited is not None:  # rejected whole, acked so the agent stops resending it
-            self._tm.reject(limited.value)
-            rejected_acks[(node, env.epoch)].add(env.seq)
-            return None
-        if len(env.body):
-            lag = frame.received_ms / 1000 - float(env.body.ts_ms.max()) / 1000
-            self._tm.set(ingest_lag_seconds=max(0.0, lag))
-        return IncomingBatch(env.node, env.epoch, env.seq, env.body, frame.received_ms)
-
-    def _commit(self, group: list[IncomingBatch], new_series: int) -> bool:
-        """Store one group (`new_series`: how many series it creates, for the budget) and ack
-        it; False when the commit failed (nothing acked: the agents resend)."""
+    def _commit(self, group: Group) -> bool:
+        """Store one group and ack it; False when the commit failed (nothing acked: the agents
+        resend). Either way its accepted batches are settled."""
         t0 = time.perf_counter()
         try:
-            result = self._store.write(group)
+            result = self._store.write(group.batches)
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
+            self.acceptor.settle(group.accepted, stored=False)
             self._tm.add(commit_errors=1)
             now = time.monotonic()
             if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited
                 self._next_fail_log = now + COMMIT_FAIL_LOG_SECS
-                log.error("event=commit_failed batches=%d errors_total=%d error=%s", len(group),
-                          self._tm.snapshot()["commit_errors"], str(exc).splitlines()[0])
+                log.error("event=commit_failed batches=%d errors_total=%d error=%s",
+                          len(group.batches), self._tm.snapshot()["commit_errors"],
+                          str(exc).splitlines()[0])
             return False  # nothing acked: agents resend; the store keeps nothing half-written
         dt = time.perf_counter() - t0
-        self.budget.observe(dt, new_series)
+        self.acceptor.settle(group.accepted, stored=True)
+        self.budget.observe(dt, group.new_series)
         self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
                      points_accepted=result.points, batches_duplicate=len(result.duplicates))
         self._tm.set(commit_seconds_last=dt)
@@ -340,5 +319,9 @@ class IngestWriter(threading.Thread):
         return IncomingBatch(AGGREGATOR_NODE, self._epoch, self._self_seq, batch, now)
 
     def stop(self) -> None:
-        """Finish the current group, checkpoint, and end (idempotent)."""
+        """Finish the current group, checkpoint, and end (idempotent): wakes the writer."""
         self._stopping.set()
+        try:
+            self._in.put_nowait(WAKE)
+        except queue.Full:
+            pass  # a full queue keeps the writer awake

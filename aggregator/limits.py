@@ -7,9 +7,10 @@ limits: a batch that would create series beyond `aggregator.max_series_per_node`
 that only feed series already stored are always admitted: a node at its limit keeps reporting
 what it had.
 
-The writer thread calls `admit` for each decoded batch of a group and `settle` after the group's
-commit: series admitted in a group that failed to commit are given back. `admit` also answers
-`DEFER` for a batch whose new series would not fit the group's `room` (`commit_budget.py`).
+Acceptance (`acceptance.py`, on the receiving side) calls `admit` for each decoded batch, which
+answers the series it brings (held as pending until its commit), and the writer, through the
+acceptor, calls `settle` with them after that commit: series of a commit that failed are given
+back. Callers serialize the two (the acceptor's lock).
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Final, Literal
 
 import numpy as np
 
+from legion.aggregator.inbound import SeriesKey
 from legion.proto import Labels, MetricsBatch, Reason
 
 log = logging.getLogger("legion.aggregator.limits")
 
-SeriesKey = tuple[str, str, Labels]
 MAX_SHAPES = 4096
 LOG_EVERY_SECS = 60.0
-DEFER: Final = "defer"
-"""`admit`: the batch is fine but does not fit this group; offer it to the next one."""
+NO_NEW_SERIES: frozenset[SeriesKey] = frozenset()
 
 
 class SeriesLimits:
@@ -49,15 +48,14 @@ class SeriesLimits:
         self._shapes: set[tuple[str, tuple[str, ...], tuple[Labels, ...]]] = set()
         self._logged: dict[str, float] = {}
 
-    def admit(self, node: str, batch: MetricsBatch, room: int | None = None
-              ) -> Reason | Literal["defer"] | None:
-        """None if the batch may be stored, else the reason to reject it whole, or `DEFER` when
-        its new series would take the group past `room` new series (and it is not the first)."""
-        if len(batch) == 0 or not (self.max_per_node or self.max_per_metric or room):
-            return None
+    def admit(self, node: str, batch: MetricsBatch) -> Reason | frozenset[SeriesKey]:
+        """The reason to reject the batch whole, or the new series it brings (admitted: they
+        are pending until `settle`)."""
+        if len(batch) == 0:
+            return NO_NEW_SERIES
         shape = (node, batch.names, batch.label_sets)
         if shape in self._shapes:  # the usual case: the same series as last tick
-            return None
+            return NO_NEW_SERIES
         width = len(batch.label_sets)
         pairs = np.unique(batch.name_idx.astype(np.int64) * width + batch.label_idx)
         new = [key for p in pairs.tolist()
@@ -67,7 +65,7 @@ class SeriesLimits:
             if len(self._shapes) >= MAX_SHAPES:
                 self._shapes.clear()
             self._shapes.add(shape)
-            return None
+            return NO_NEW_SERIES
         per_metric = Counter(k[1] for k in new)
         over_node = self.max_per_node and self.by_node[node] + len(new) > self.max_per_node
         over_metric = [m for m, n in per_metric.items()
@@ -76,25 +74,21 @@ class SeriesLimits:
             self.rejected[node] += 1
             self._log(node, len(new), over_metric)
             return Reason.SERIES_LIMIT
-        if room is not None and self._pending and len(self._pending) + len(new) > room:
-            return DEFER
         self._pending.update(new)
         self.by_node[node] += len(new)
         self.by_metric.update(per_metric)
-        return None
+        return frozenset(new)
 
-    @property
-    def pending(self) -> int:
-        """New series admitted since the last commit."""
-        return len(self._pending)
-
-    def settle(self, stored: bool) -> None:
-        """After a commit: forget what was stored, or give back what a failed commit held."""
+    def settle(self, keys: frozenset[SeriesKey], stored: bool) -> None:
+        """After the commit of a batch that brought `keys`: forget them (now stored), or give
+        them back when that commit failed."""
+        if not keys:
+            return
+        self._pending -= keys
         if not stored:
-            for node, metric, _ in self._pending:
+            for node, metric, _ in keys:
                 self.by_node[node] -= 1
                 self.by_metric[metric] -= 1
-        self._pending.clear()
 
     def report(self) -> dict[str, object]:
         """For `status`: the limits and the batches refused per node."""

@@ -1,13 +1,14 @@
 """The live feed: each batch as ingest accepts it, once, for the gateway's live stream.
 
-The ingest writer publishes a batch when it has been decoded, authenticated (its Curve key is
-bound to its node) and admitted by the series limits, before the commit that stores it: a live
-view should not wait for durability (docs/internals.md, "The live path"). The store stays the
-source of truth. A batch whose commit fails is not acked, so its agent resends it and ingest
-accepts it again: the feed passes each (node, epoch, seq) on once, so a client never sees a batch
-twice. A rejected batch (bad frame, unknown key, series limit) is never accepted, so never here.
+Acceptance (`acceptance.py`, on the receiver thread) publishes a batch as soon as it has been
+decoded, authenticated (its Curve key is bound to its node) and admitted by the series limits,
+never behind a commit: a live view should not wait for durability (docs/internals.md, "The live
+path"). The store stays the source of truth. A batch whose commit fails is not acked, so its
+agent resends it and ingest accepts it again: the feed passes each (node, epoch, seq) on once,
+so a client never sees a batch twice. A rejected batch (bad frame, unknown key, series limit)
+is never accepted, so never here.
 
-Listeners run on the writer thread and must return at once (the hub queues the batch for its
+Listeners run on the receiver thread and must return at once (the hub queues the batch for its
 event loop); an exception from one is counted and logged, never raised into ingest.
 """
 

@@ -1,7 +1,10 @@
 """The ingest receive loop: owns the agents' SUB socket, receives frames (Curve-authenticated by
-ZAP) and hands them to the writer's bounded queue. It only receives: decoding, identity checks and
-storage are the writer's (`ingest.IngestWriter`). When a key leaves the allowlist it re-binds, so
-every peer re-handshakes and the revoked one is cut off."""
+ZAP), accepts each at once (`acceptance.Acceptor`: decode, identity, limits, live feed) and hands
+what it accepted to the writer's bounded queue. Nothing here waits for DuckDB; when the queue is
+full it stops reading (back-pressure into ZeroMQ's high-water mark, then the agents' spools).
+It sleeps in one `zmq.poll` until a frame arrives, `stop` wakes it, or the allowlist is due for
+its scan. When a key leaves the allowlist it re-binds, so every peer re-handshakes and the
+revoked one is cut off."""
 
 from __future__ import annotations
 
@@ -9,38 +12,29 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.config import AggregatorSettings
-from legion.aggregator.store import IncomingBatch
+from legion.aggregator.inbound import Frame, Inbound
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.kernel.curve import server_socket
+
+__all__ = ["Accept", "Frame", "Inbound", "Receiver", "heartbeat_ms"]
 
 log = logging.getLogger("legion.aggregator.ingest")
 
 ALLOWLIST_POLL_SECS = 1.0
 OVERSIZE_HEAD_BYTES = 4096
 """Of a frame over `max_message_bytes` only this much is kept (its header, for the ack)."""
+FULL_WAIT_SECS = 0.1
+"""While the writer's queue is full, how often the receiver looks whether it was stopped."""
 
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One received message: its bytes, the sender's Curve key (z85), when it arrived and its
-    size on the wire (`data` holds only the head of a frame over `max_message_bytes`)."""
-
-    data: bytes
-    sender: bytes
-    received_ms: int
-    size: int
-
-
-Inbound: TypeAlias = Frame | IncomingBatch
-"""What the writer's queue carries: frames from the agents (Receiver) and batches made inside
-the aggregator (the analytics bridge's results), which are stored as they are."""
+Accept = Callable[[Frame], Inbound | None]
+"""What the receiver does with each frame before queueing it (None: dropped, counted)."""
 
 
 def heartbeat_ms(config: AggregatorSettings) -> int:
@@ -49,15 +43,19 @@ def heartbeat_ms(config: AggregatorSettings) -> int:
 
 
 class Receiver(threading.Thread):
-    """Owns the ingest SUB socket: receives frames and hands them to a bounded queue."""
+    """Owns the ingest SUB socket: receives frames, accepts them (`accept`; without one the
+    frames go on as they are, for the writer to accept) and hands them to a bounded queue."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[Any]], config: AggregatorSettings,
                  keypair: tuple[bytes, bytes], registry: KeyRegistry,
-                 out: queue.Queue[Inbound], telemetry: IngestTelemetry):
+                 out: queue.Queue[Inbound], telemetry: IngestTelemetry,
+                 accept: Accept | None = None):
         super().__init__(name="legion-ingest-recv", daemon=True)
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._out, self._tm = registry, out, telemetry
+        self._accept: Accept = accept or (lambda frame: frame)
         self._stopping = threading.Event()
+        self._wake_addr = f"inproc://legion-ingest-recv-wake-{id(self):x}"
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -97,39 +95,54 @@ class Receiver(threading.Thread):
             self.bind_error = exc
             self.ready.set()
             return
+        wake = self._ctx.socket(zmq.PULL)
+        wake.bind(self._wake_addr)
         self.ready.set()
         known = set(self._registry.nodes())
         next_scan = time.monotonic() + ALLOWLIST_POLL_SECS
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
-                if sock.poll(100):
-                    # Drain what is there; each hand-off waits when the writer is behind, which
-                    # pushes back into ZeroMQ's HWM and finally the agents' spools (never RAM).
-                    for _ in range(1000):
-                        try:
-                            msg = sock.recv(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        frame = self._frame(msg)
-                        self._tm.add(frames_received=1)
-                        while not self._stopping.is_set():
-                            try:
-                                self._out.put(frame, timeout=0.1)
-                                break
-                            except queue.Full:
-                                self._tm.add(queue_full_waits=1)
+                wait_ms = max(0, int((next_scan - time.monotonic()) * 1000) + 1)
+                if sock in dict(poller.poll(wait_ms)):  # a frame, `stop`, or the scan is due
+                    self._drain(sock)
                 if time.monotonic() >= next_scan:
                     next_scan = time.monotonic() + ALLOWLIST_POLL_SECS
                     self._registry.refresh()
                     current = set(self._registry.nodes())
                     if known - current:
                         log.info("event=key_revoked count=%d action=rebind", len(known - current))
+                        poller.unregister(sock)
                         sock.close(linger=0)
                         sock = self._rebind()
+                        poller.register(sock, zmq.POLLIN)
                         self._tm.add(socket_rebinds=1)
                     known = current
         finally:
             sock.close(linger=0)
+            wake.close(linger=0)
+
+    def _drain(self, sock: zmq.Socket[Any]) -> None:
+        """Accept and queue what the socket holds (at most 1,000 frames). Each hand-off waits
+        while the writer's queue is full: the receiver stops reading, which pushes back into
+        ZeroMQ's HWM and finally the agents' spools (accepted data is never dropped)."""
+        for _ in range(1000):
+            try:
+                msg = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self._tm.add(frames_received=1)
+            item = self._accept(self._frame(msg))
+            if item is None:
+                continue
+            while not self._stopping.is_set():
+                try:
+                    self._out.put(item, timeout=FULL_WAIT_SECS)
+                    break
+                except queue.Full:
+                    self._tm.add(queue_full_waits=1)
 
     def _frame(self, msg: zmq.Frame) -> Frame:
         size = len(msg.buffer)
@@ -138,5 +151,13 @@ class Receiver(threading.Thread):
         return Frame(data, str(msg.get("User-Id") or "").encode(), int(time.time() * 1000), size)
 
     def stop(self) -> None:
-        """Ask the loop to end (idempotent)."""
+        """End the loop (idempotent): wakes it from its poll."""
         self._stopping.set()
+        wake = self._ctx.socket(zmq.PUSH)
+        try:
+            wake.connect(self._wake_addr)
+            wake.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the loop has ended (or never started): nothing to wake
+        finally:
+            wake.close(linger=100)

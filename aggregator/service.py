@@ -85,7 +85,8 @@ class Aggregator:
         self._writer = IngestWriter(self._ctx, cfg, keypair, registry, inbox,
                               self.sinks,  # type: ignore[arg-type]
                               self.telemetry)
-        self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry)
+        self._receiver = Receiver(self._ctx, cfg, keypair, registry, inbox, self.telemetry,
+                                  accept=self._writer.acceptor.accept)
         for t, key in ((self._writer, "aggregator.ack_bind"),
                        (self._receiver, "aggregator.ingest_bind")):
             t.start()

@@ -48,7 +48,10 @@ PUSH_DUTY = 0.25
 """Rebuilds on pushed rows take at most about this share of the hub's time: after one that
 took d seconds of CPU the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces
 pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not stretch the wait)."""
-
+PUSH_GATHER_S = 0.005
+"""After a wake-up, a push waits this long for the rest of a burst of batches (200 hosts' batches
+arrive over ~20-40 ms) before rebuilding: about half as many pushes, so less of the hub's CPU
+competes for the GIL with the receiver during the burst (docs/peers.md, issue 17)."""
 
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
@@ -223,7 +226,8 @@ class Hub:
                 pass
 
     def _on_batch(self, loop: asyncio.AbstractEventLoop, batch: IncomingBatch) -> None:
-        """On the ingest writer thread: queue an accepted batch with fleet series, wake the loop."""
+        """On the ingest receiver thread: queue an accepted batch with fleet series, wake the
+        loop."""
         if any(name.startswith(LIVE_PREFIXES) for name in batch.batch.names):
             self._live.push_batch(batch)
             self._wake_up(loop)
@@ -274,6 +278,8 @@ class Hub:
                 await asyncio.wait_for(self._wake.wait(), left)
             except TimeoutError:
                 return
+            if PUSH_GATHER_S:  # the rest of the burst joins this push (wake-ups meanwhile: none)
+                await asyncio.sleep(min(PUSH_GATHER_S, max(0.0, until - loop.time())))
             self._wake.clear()
             self._wake_pending = False
             if not self.clients:  # nobody to tell: the rows wait for the next poll

@@ -4,7 +4,7 @@ Run as `python bench/peers/latency_stages.py OUT.json aggregator run --config ..
 runs as usual, and each accepted batch is timed, keyed by (node, newest sample ts_ms), at
 
 * `received`: the receiver thread took the frame off the socket (`Frame.received_ms`);
-* `accepted`: the writer decoded, authenticated and admitted it (`IngestWriter._accept`);
+* `accepted`: the receiving side decoded, authenticated and admitted it (`Acceptor.accept`);
 * `committed`: the write that holds it returned (`IngestWriter._commit`);
 * `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
 
@@ -30,16 +30,17 @@ STAGES = ("received", "accepted", "committed", "hub")
 
 def install(out: Path) -> None:
     """Wrap the stage points of the aggregator; write what they saw to `out` at exit."""
+    from legion.aggregator.acceptance import Acceptor
     from legion.aggregator.gateway.hub import Hub
+    from legion.aggregator.inbound import Accepted
     from legion.aggregator.ingest import IngestWriter
-    from legion.aggregator.store.types import IncomingBatch
 
     seen: dict[str, dict[str, float]] = {}
 
     def key(node: str, ts: int) -> str:
         return f"{node}|{ts}"
 
-    accept, commit, publish = IngestWriter._accept, IngestWriter._commit, Hub.publish
+    accept, commit, publish = Acceptor.accept, IngestWriter._commit, Hub.publish
     refresh = Hub._refresh
     rebuilds: list[tuple[float, float, int]] = []  # (wall ms, CPU ms, poll?) per hub rebuild
 
@@ -51,22 +52,23 @@ def install(out: Path) -> None:
             rebuilds.append(((time.perf_counter() - t0) * 1000,
                              (time.thread_time() - c0) * 1000, int(read_sources)))
 
-    def timed_accept(self: Any, frame: Any, *args: Any) -> Any:
-        item = accept(self, frame, *args)
-        if isinstance(item, IncomingBatch) and len(item.batch) and hasattr(frame, "received_ms"):
-            k = key(item.node, int(item.batch.ts_ms.max()))
+    def timed_accept(self: Any, frame: Any) -> Any:
+        item = accept(self, frame)
+        if isinstance(item, Accepted) and len(item.batch.batch):
+            k = key(item.batch.node, int(item.batch.batch.ts_ms.max()))
             seen.setdefault(k, {"received": float(frame.received_ms),
                                 "accepted": time.time() * 1000})
         return item
 
-    def timed_commit(self: Any, group: list[Any]) -> None:
-        commit(self, group)
+    def timed_commit(self: Any, group: Any) -> Any:
+        stored = commit(self, group)
         now = time.time() * 1000
-        for b in group:
+        for b in group.batches:
             if len(b.batch):
                 rec = seen.get(key(b.node, int(b.batch.ts_ms.max())))
                 if rec is not None:
                     rec.setdefault("committed", now)
+        return stored
 
     def timed_publish(self: Any, topic: str, data: dict[str, Any], *args: Any) -> None:
         if topic == "system_health":
@@ -87,7 +89,7 @@ def install(out: Path) -> None:
             gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
 
     gc.callbacks.append(on_gc)
-    IngestWriter._accept = timed_accept  # type: ignore[method-assign]
+    Acceptor.accept = timed_accept  # type: ignore[method-assign]
     IngestWriter._commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
     Hub._refresh = timed_refresh  # type: ignore[method-assign]
@@ -134,8 +136,23 @@ def breakdown(found: dict[str, Any],
     return out
 
 
+def experiment() -> None:
+    """Bench-only knobs from the environment, to compare variants in one run:
+    LEGION_BENCH_GATHER_MS (the hub's `PUSH_GATHER_S`), LEGION_BENCH_SWITCH_MS (Python's GIL
+    switch interval)."""
+    import os
+
+    from legion.aggregator.gateway import hub
+
+    if os.environ.get("LEGION_BENCH_GATHER_MS"):
+        hub.PUSH_GATHER_S = float(os.environ["LEGION_BENCH_GATHER_MS"]) / 1000
+    if os.environ.get("LEGION_BENCH_SWITCH_MS"):
+        sys.setswitchinterval(float(os.environ["LEGION_BENCH_SWITCH_MS"]) / 1000)
+
+
 if __name__ == "__main__":
     install(Path(sys.argv[1]))
+    experiment()
     sys.argv = ["legionctl", *sys.argv[2:]]
     from legion.cli.main import main
 
