@@ -274,8 +274,9 @@ class Hub:
         """Until the next poll, rebuild from pushed commits as they come (coalesced, spaced by
         `PUSH_DUTY`); without a commit feed this is a plain sleep."""
         while (left := until - loop.time()) > 0:
-            try:
-                await asyncio.wait_for(self._wake.wait(), left)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
             except TimeoutError:
                 return
             if PUSH_GATHER_S:  # the rest of the burst joins this push (wake-ups meanwhile: none)
