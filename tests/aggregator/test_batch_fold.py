@@ -5,10 +5,6 @@ nothing twice."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -18,6 +14,7 @@ from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store, batch_fold, retention, rollup
 from legion.aggregator.store.schema import DDL_V1, MIGRATIONS, SCHEMA_VERSION
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from tests.aggregator.test_store_crash import run_writer_and_kill
 
 MIN = 60_000
 HOUR = 3_600_000
@@ -216,30 +213,12 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _run_and_kill(path: str, start: int, commits: int) -> set[int]:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(start)],
-                            stdout=subprocess.PIPE, text=True)
-    committed: set[int] = set()
-    deadline = time.monotonic() + 240
-    try:
-        assert proc.stdout is not None
-        for _ in range(commits):
-            line = proc.stdout.readline()
-            assert line, "writer died"
-            committed.update(int(x) for x in line.split())
-            assert time.monotonic() < deadline
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    return committed
-
-
 def test_sigkill_while_folding_keeps_every_batch_once_and_refuses_resends(tmp_path):
     path = str(tmp_path / "crash.duckdb")
     committed: set[int] = set()
     start = 0
     for commits in (45, 37, 41):  # 3 batches a commit, a minute each: hours of data
-        committed |= _run_and_kill(path, start, commits)
+        committed |= run_writer_and_kill(path, start, commits, WRITER, deadline_s=240)
         start = max(committed) + 1  # leaves a gap of one seq each time: `missing` must see it
     con = duckdb.connect(path)  # plain DuckDB replays the WAL like Store does
     try:

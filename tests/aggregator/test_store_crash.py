@@ -39,11 +39,14 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def _run_and_kill(path: str, start: int, commits: int) -> set[int]:
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, path, str(start)],
+def run_writer_and_kill(path: str, start: int, commits: int, writer: str = "",
+                        deadline_s: float = 60) -> set[int]:
+    """Run a writer script (default WRITER) on `path` from seq `start`, SIGKILL it after
+    `commits` printed commits; the seqs those commits stored."""
+    proc = subprocess.Popen([sys.executable, "-c", writer or WRITER, path, str(start)],
                             stdout=subprocess.PIPE, text=True)
     committed: set[int] = set()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + deadline_s
     try:
         assert proc.stdout is not None
         for _ in range(commits):
@@ -62,7 +65,7 @@ def test_sigkill_keeps_committed_batches_exactly_once(tmp_path):
     committed: set[int] = set()
     start = 0
     for round_ in range(3):
-        committed |= _run_and_kill(path, start, commits=20 + 15 * round_)
+        committed |= run_writer_and_kill(path, start, commits=20 + 15 * round_)
         start = max(committed) + 1  # leaves a gap of one seq each round: `missing` must see it
     con = duckdb.connect(path)  # plain DuckDB replays the WAL like Store does
     try:
