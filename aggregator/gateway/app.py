@@ -31,7 +31,6 @@ from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.api import error_middleware
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.auth import json_error, make_auth_middleware, public
-from legion.aggregator.gateway.certs import server_ssl_context
 from legion.aggregator.gateway.export_api import EXPORTS_KEY, ExportJobs
 from legion.aggregator.gateway.headers import CSP_KEY, Csp, headers_middleware
 from legion.aggregator.gateway.hub import Hub, LiveSource, Source
@@ -202,7 +201,9 @@ async def start_gateway(app: web.Application, config: Config, *, host: str | Non
     """Listen on `aggregator.api_host`:`dashboard_config.websocket_port` (TLS if enabled)."""
     sec = config.security
     ssl_ctx = None
-    if sec.enable_tls:
+    if sec.enable_tls:  # certs loads `cryptography` (~8 MiB): only when TLS is on
+        from legion.aggregator.gateway.certs import server_ssl_context
+
         ssl_ctx = server_ssl_context(Path(sec.certificate_path), Path(sec.private_key_path))
     host = host or config.aggregator.api_host
     port = config.dashboard_config.websocket_port if port is None else port

@@ -8,7 +8,8 @@ import textwrap
 
 # Not needed to ingest, store or serve; each costs the aggregator megabytes of RSS.
 HEAVY = ("pandas", "sklearn", "torch", "legion.cli.query_cmds", "legion.cli.keys_cmds",
-         "legion.cli.alerts_cmds", "legion.node_agent.agent")
+         "legion.cli.alerts_cmds", "legion.node_agent.agent",
+         "cryptography")  # TLS certificates only: loaded when `security.enable_tls` is on
 
 
 def _run(code: str) -> str:
@@ -19,12 +20,12 @@ def _run(code: str) -> str:
 
 
 def test_aggregator_run_resolves_alone() -> None:
-    """`legionctl aggregator` loads only run_cmds, and the service module no heavy one."""
+    """`legionctl aggregator` loads only run_cmds, and the service and gateway no heavy module."""
     out = _run(f"""
         import sys, click
         from legion.cli.main import cli
         cmd = cli.get_command(click.Context(cli), 'aggregator')
-        import legion.aggregator.service
+        import legion.aggregator.service, legion.aggregator.gateway.app
         print(cmd.name, sorted(m for m in {HEAVY!r} if m in sys.modules))""")
     assert out == "aggregator []"
 
