@@ -13,7 +13,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.keys import (
@@ -46,14 +45,16 @@ class BadRequest(Exception):
 
 def _params(request: web.Request, allowed: Iterable[str]) -> None:
     allowed = set(allowed)
-    for k in request.query:
+    given = list(request.query)  # one pass: a getall per allowed name cost more
+    for k in given:
         if k not in allowed:
             hint = " (send the token as 'Authorization: Bearer')" if k == "token" else ""
             raise BadRequest(f"unknown parameter {k!r}{hint}; allowed: "
                              f"{', '.join(sorted(allowed)) or 'none'}")
-    for k in allowed - {"label"}:
-        if len(request.query.getall(k, [])) > 1:
-            raise BadRequest(f"parameter {k!r} given more than once")
+    if len(given) != len(set(given)):
+        for k in allowed - {"label"}:
+            if given.count(k) > 1:
+                raise BadRequest(f"parameter {k!r} given more than once")
 
 
 def _opt(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
@@ -283,31 +284,33 @@ async def users_revoke(request: web.Request) -> web.Response:
     return web.json_response({"revoked": name})
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map errors to JSON `{"error": ...}` responses; never leak a traceback."""
-    try:
-        response = await handler(request)
-        if response.status >= 400 and not response.prepared \
-                and response.content_type != "application/json":
-            return json_error(response.status, response.reason or "error")
-        return response
-    except BadRequest as exc:
+def json_answer(response: web.StreamResponse) -> web.StreamResponse:
+    """An error answer not yet sent and not JSON becomes `{"error": reason}`."""
+    if response.status >= 400 and not response.prepared \
+            and response.content_type != "application/json":
+        return json_error(response.status, response.reason or "error")
+    return response
+
+
+def error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON answer to an error a handler raised; never leaks a traceback. Call it in the
+    `except` block: what is not an error to answer (a redirect, a JSON HTTP error, a lost
+    connection) is raised again."""
+    if isinstance(exc, BadRequest):
         return json_error(400, str(exc))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400 or exc.content_type == "application/json":
-            raise
+            raise exc
         return json_error(exc.status, exc.reason)
-    except QueryError as exc:  # a range or step the store cannot answer: the caller's to fix
+    if isinstance(exc, QueryError):  # a range or step the store cannot answer: the caller's
         return json_error(400, str(exc))
-    except StoreError as exc:  # e.g. a database being reopened: try again shortly
+    if isinstance(exc, StoreError):  # e.g. a database being reopened: try again shortly
         request.app.logger.warning("event=api_error path=%s error=%s", request.path, exc)
         return json_error(503, f"storage unavailable: {str(exc).splitlines()[0]}")
-    except LegionError as exc:
+    if isinstance(exc, LegionError):
         request.app.logger.warning("event=api_error path=%s error=%s", request.path, exc)
         return json_error(500, "internal error")
-    except (asyncio.CancelledError, ConnectionError):
-        raise
-    except Exception:
-        request.app.logger.exception("event=api_internal_error path=%s", request.path)
-        return json_error(500, "internal error")
+    if isinstance(exc, ConnectionError):
+        raise exc
+    request.app.logger.error("event=api_internal_error path=%s", request.path, exc_info=exc)
+    return json_error(500, "internal error")

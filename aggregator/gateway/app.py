@@ -6,7 +6,7 @@
     ...                                           # server.url, server.port
     await stop_gateway(server)                    # idempotent
 
-Middlewares (outermost first): JSON errors, security headers (headers.py),
+One middleware (middleware.py): JSON errors, security headers (headers.py),
 authentication/authorization/audit (auth.py). Routes: the table in routes.py, handlers at module
 level reading their dependencies from the app's typed keys (keys.py); docs/api.md;
 WebSocket: docs/ws-protocol.md.
@@ -28,11 +28,10 @@ from aiohttp.abc import AbstractAccessLogger
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.event_loop import loop_name
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
-from legion.aggregator.gateway.api import error_middleware
 from legion.aggregator.gateway.audit import AuditLog
-from legion.aggregator.gateway.auth import json_error, make_auth_middleware, public
+from legion.aggregator.gateway.auth import json_error, public
 from legion.aggregator.gateway.export_api import EXPORTS_KEY, ExportJobs
-from legion.aggregator.gateway.headers import CSP_KEY, Csp, headers_middleware
+from legion.aggregator.gateway.headers import CSP_KEY, Csp
 from legion.aggregator.gateway.hub import Hub, LiveSource, Source
 from legion.aggregator.gateway.keys import (
     ALERT_ACTIONS_KEY,
@@ -51,6 +50,7 @@ from legion.aggregator.gateway.keys import (
     TOKENS_KEY,
     BandReader,
 )
+from legion.aggregator.gateway.middleware import make_middleware
 from legion.aggregator.gateway.routes import ALERT_QUERY_ROUTES, ROUTES, route_defs
 from legion.aggregator.gateway.socketio_api import attach_socketio
 from legion.aggregator.gateway.store_reader import StoreReader
@@ -92,8 +92,7 @@ def create_app(config: Config, store: StoreReader,
     audit = audit or AuditLog(Path(config.aggregator.audit_log_path))
     counters = GatewayTelemetry(dc.max_ws_clients)
     app = web.Application(
-        middlewares=[error_middleware, headers_middleware,
-                     make_auth_middleware(token_store, audit, counters.count_failure)],
+        middlewares=[make_middleware(token_store, audit, counters.count_failure)],
         client_max_size=64 * 1024, logger=log)
     hub = Hub(config, store, sources=sources, on_tick=_revalidator(app), live_feed=live_feed)
     dash = Path(dashboard_dir) if dashboard_dir is not None else DEFAULT_DASHBOARD_DIR

@@ -3,15 +3,14 @@
 Every route handler declares the action it needs with `@requires("read" | "write" |
 "configure" | "delete")`; the middleware refuses (fail closed) any route that declares nothing,
 except static dashboard files. WebSocket ops are mapped to actions in `WS_OPS` and checked with
-`authorize`, the same function the middleware uses. Every non-read request (allowed or refused)
-is written to the audit log.
+`authorize`, the same function the middleware's guard (`make_guard`) uses. Every non-read
+request (allowed or refused) is written to the audit log.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -85,12 +84,16 @@ def principal_of(request: web.Request) -> Principal | None:
     return p if isinstance(p, Principal) else None
 
 
-def make_auth_middleware(tokens: TokenStore, audit: AuditLog,
-                         on_auth_failure: Callable[[str], None] | None = None) -> Any:
-    """Build the aiohttp middleware that authenticates, authorizes and audits every route."""
+Guard = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+"""Calls the handler for a request it lets through; answers 401/403/500 itself."""
 
-    @web.middleware
-    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+
+def make_guard(tokens: TokenStore, audit: AuditLog,
+               on_auth_failure: Callable[[str], None] | None = None) -> Guard:
+    """Build the step of the gateway's middleware (middleware.py) that authenticates,
+    authorizes and audits every route."""
+
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         route_handler = request.match_info.handler
         action = getattr(route_handler, _ATTR, None)
         if action is None:
@@ -137,7 +140,7 @@ def make_auth_middleware(tokens: TokenStore, audit: AuditLog,
         _audit(audit, request, principal, action, outcome, response.status)
         return response
 
-    return auth_middleware
+    return guard
 
 
 def public(handler: Handler) -> Handler:

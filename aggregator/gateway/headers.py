@@ -1,19 +1,23 @@
 """Response headers of every gateway answer: CORS for configured origins and security headers.
 
-`headers_middleware` reads `security.allowed_origins`/`enable_tls` from the app's config and the
-Content-Security-Policy from `CSP_KEY` (a `Csp` over the dashboard's index.html).
+`preflight` and `secure` (called by the gateway's middleware, middleware.py) read
+`security.allowed_origins`/`enable_tls` from the app's config and the Content-Security-Policy
+from `CSP_KEY` (a `Csp` over the dashboard's index.html).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import math
+import os
 import re
+import time
 from pathlib import Path
 
 from aiohttp import web
 
-from legion.aggregator.gateway.auth import Handler, json_error
+from legion.aggregator.gateway.auth import json_error
 from legion.aggregator.gateway.keys import CONFIG_KEY
 
 _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>",
@@ -21,17 +25,27 @@ _INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc\s*=)[^>]*>(.*?)</script>",
 
 
 class Csp:
-    """Content-Security-Policy with hashes of index.html's inline scripts (cached by mtime)."""
+    """Content-Security-Policy with hashes of index.html's inline scripts (cached by mtime,
+    which is looked at once per `RECHECK_S` at most: a stat per request cost more than the
+    rest of the headers together)."""
+
+    RECHECK_S = 1.0
 
     def __init__(self, index: Path) -> None:
         self.index = index
+        self._file = os.fspath(index)
         self._mtime: int | None = None
+        self._checked = -math.inf
         self._value = ""
 
     def value(self) -> str:
-        """The policy for the current index.html."""
+        """The policy for the current index.html (one edited within `RECHECK_S`: the last)."""
+        now = time.monotonic()
+        if now - self._checked < self.RECHECK_S:
+            return self._value
+        self._checked = now
         try:
-            mtime = self.index.stat().st_mtime_ns
+            mtime = os.stat(self._file).st_mtime_ns
         except OSError:
             mtime = -1
         if mtime != self._mtime:
@@ -53,36 +67,48 @@ class Csp:
 CSP_KEY = web.AppKey("legion_csp", Csp)
 
 
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """CORS preflight and headers for `security.allowed_origins`; security headers on all."""
+def cors_origin(request: web.Request) -> str | None:
+    """The request's `Origin` when `security.allowed_origins` lists it, else None."""
     # CORS only for the configured origins (e.g. a Tauri shell at tauri://localhost);
     # the served dashboard is same-origin and needs none. No cookies: no credentials.
-    sec = request.app[CONFIG_KEY].security
     origin = request.headers.get("Origin")
-    cors = origin if origin in sec.allowed_origins else None
-    api_path = request.path.startswith("/api/") or request.path == "/metrics"
-    if request.method == "OPTIONS" and api_path \
+    return origin if origin in request.app[CONFIG_KEY].security.allowed_origins else None
+
+
+def _api_path(path: str) -> bool:
+    return path.startswith("/api/") or path == "/metrics"
+
+
+def preflight(request: web.Request, cors: str | None) -> web.Response | None:
+    """The answer to a CORS preflight of an API path (204, or 403 for an origin not allowed);
+    None for any other request."""
+    if request.method == "OPTIONS" and _api_path(request.path) \
             and "Access-Control-Request-Method" in request.headers:
         if cors is None:
-            return json_error(403, f"origin {origin!r} not allowed")
+            return json_error(403, f"origin {request.headers.get('Origin')!r} not allowed")
         return web.Response(status=204, headers={
             "Access-Control-Allow-Origin": cors, "Vary": "Origin",
             "Access-Control-Allow-Methods": "GET, POST, DELETE",
             "Access-Control-Allow-Headers": "Authorization, Content-Type",
             "Access-Control-Max-Age": "600"})
-    response = await handler(request)
-    if not response.prepared:
-        h = response.headers
-        if cors is not None and api_path:
-            h["Access-Control-Allow-Origin"] = cors
-            h["Vary"] = "Origin"
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("Content-Security-Policy", request.app[CSP_KEY].value())
-        if request.path.startswith("/api/") or request.path == "/metrics":
-            h.setdefault("Cache-Control", "no-store")
-        if sec.enable_tls:
-            h.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return response
+    return None
+
+
+def secure(request: web.Request, response: web.StreamResponse, cors: str | None) -> None:
+    """Add the CORS headers (API paths, allowed origins) and the security headers to a
+    response not yet sent; a header the handler set stays as it is."""
+    if response.prepared:
+        return
+    h = response.headers
+    api_path = _api_path(request.path)
+    if cors is not None and api_path:
+        h["Access-Control-Allow-Origin"] = cors
+        h["Vary"] = "Origin"
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "no-referrer")
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Content-Security-Policy", request.app[CSP_KEY].value())
+    if api_path:
+        h.setdefault("Cache-Control", "no-store")
+    if request.app[CONFIG_KEY].security.enable_tls:
+        h.setdefault("Strict-Transport-Security", "max-age=31536000")

@@ -70,6 +70,7 @@ class TokenStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._file = os.fspath(self.path)  # `os.stat` of a str: a Path's stat costs more
         self._lock = threading.Lock()
         self._users: dict[str, dict[str, Any]] = {}
         self._mtime_ns: int | None = None
@@ -134,7 +135,7 @@ class TokenStore:
     # -- file handling -------------------------------------------------------------------------
     def _reload(self, force: bool = False) -> None:
         try:
-            mtime = self.path.stat().st_mtime_ns
+            mtime = os.stat(self._file).st_mtime_ns
         except FileNotFoundError:
             self._users, self._mtime_ns = {}, None
             return

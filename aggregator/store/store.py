@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class Store:
         self._lock = threading.Lock()
         self._cursor_lock = threading.Lock()
         # (metric, node, labels) -> (series count when selected, sorted (key, id) pairs)
-        self._selections: dict[tuple[Any, ...], tuple[int, list[tuple[Any, int]]]] = {}
+        self._selections: dict[tuple[Any, ...], tuple[int, list[q.SeriesRow]]] = {}
         self.health = StoreHealth()
         self.commits = commit_feed()  # listeners told what each write committed (the live hub)
         # Seqs acked `rejected` (policy, limits): never stored, so not `missing` either; kept
@@ -380,17 +380,16 @@ class Store:
             return rate.query_rate(self, metric, node, labels, since_ms, until_ms, step_ms,
                                    group_by)
         sel = self._select(metric, node, labels)
-        if self.head is not None and step_ms is not None:
-            from_head = self.head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept(),
-                                          group_by, self._load_head)
-            if from_head is not None:
-                return self._shape(metric, sel, group_by, from_head)
+        from_head = self._from_head(metric, sel, step_ms, agg, since_ms, until_ms, group_by,
+                                    wait=True)
+        if from_head is not None:
+            return from_head
         with self._cursor() as cur:
             if step_ms is None:
                 rows = q.raw_points(cur, sel, since_ms, until_ms, self._kept(cur)["raw"])
-                meta = {s.id: s for s in sel}
-                return [{"ts_ms": t, "node": meta[i].node, "metric": metric,
-                         "labels": meta[i].labels, "value": v} for i, t, v in rows]
+                meta = {s.id: (s.node, dict(s.labels)) for s in sel}
+                return [{"ts_ms": t, "node": meta[i][0], "metric": metric,
+                         "labels": meta[i][1], "value": v} for i, t, v in rows]
             _, rows2 = q.stepped(cur, sel, step_ms, agg, since_ms, until_ms, self._kept(cur),
                                  group_by, tiers=self.config.rollups_enabled)
         return self._shape(metric, sel, group_by, rows2)
@@ -402,17 +401,27 @@ class Store:
         """`query`'s rows when the loaded query head holds them and they are small (head.py
         `NOW_MAX_CELLS`), else None (then call `query`, off the event loop). Never waits: not
         on DuckDB, not on a lock a write holds, so the gateway calls it on its event loop."""
-        head = self.head
-        if head is None or head.start is None or step_ms is None or agg == rate.RATE:
-            return None
+        if self.head is None or self.head.start is None:
+            return None  # not loaded: only `query` (a worker thread) loads it
         try:
             sel = self._select(metric, node, labels, wait=False)
-            with self._locked(wait=False):
-                kept = dict(self._kept_cache)
         except _Busy:
             return None
-        rows = head.stepped(sel, step_ms, agg, since_ms, until_ms, kept, group_by, None,
-                            wait=False)
+        return self._from_head(metric, sel, step_ms, agg, since_ms, until_ms, group_by,
+                               wait=False)
+
+    def _from_head(self, metric: str, sel: list[q.SeriesRow], step_ms: int | None, agg: str,
+                   since_ms: int | None, until_ms: int | None, group_by: str | None,
+                   wait: bool) -> list[dict[str, Any]] | None:
+        """The one decision whether the query head answers a query (`query` and `query_now`):
+        its rows, or None (DuckDB's turn). `wait` True loads the head if the range could use
+        it; False never loads and never waits for a write (`QueryHead.stepped`)."""
+        head = self.head
+        if head is None or step_ms is None or agg == rate.RATE:
+            return None
+        # `_refresh_kept` replaces the dict, never changes it: reading it needs no lock
+        rows = head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept_cache, group_by,
+                            self._load_head if wait else None, wait=wait)
         return None if rows is None else self._shape(metric, sel, group_by, rows)
 
     def plan(self, step_ms: int | None, agg: str = "avg", since_ms: int | None = None,
@@ -497,11 +506,14 @@ class Store:
                 labels: Mapping[str, str] | None, wait: bool = True) -> list[q.SeriesRow]:
         """`query.select_series` for one metric, from the writer's memory (no statement), in
         the same order (node, metric, labels_key); `wait` False: `_Busy` if a write holds
-        the lock."""
+        the lock. The rows are remembered and shared between calls: their labels are read
+        only (answers copy them)."""
         want = [(str(k), str(v)) for k, v in (labels or {}).items()]
         # Series are only ever added: a selection stays right while the count is unchanged.
         memo_key = (metric, node, tuple(sorted(want)))
-        with self._locked(wait):
+        if not self._lock.acquire(blocking=wait):
+            raise _Busy
+        try:
             version = len(self._writer.keys)
             hit = self._selections.get(memo_key)
             if hit is None or hit[0] != version:
@@ -510,16 +522,20 @@ class Store:
                 ids = [self._writer.series[k] for k in keys]
                 if len(self._selections) >= 1024:
                     self._selections.clear()
-                hit = self._selections[memo_key] = (version, sorted(
-                    zip(keys, ids, strict=True), key=lambda ki: (ki[0][0], labels_key(ki[0][2]))))
-        return [q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in hit[1]]
+                hit = self._selections[memo_key] = (version, [
+                    q.SeriesRow(sid, k[0], k[1], dict(k[2])) for k, sid in sorted(
+                        zip(keys, ids, strict=True),
+                        key=lambda ki: (ki[0][0], labels_key(ki[0][2])))])
+        finally:
+            self._lock.release()
+        return list(hit[1])
 
     def _shape(self, metric: str, sel: list[q.SeriesRow], group_by: str | None,
                rows: list[tuple[Any, int, float]]) -> list[dict[str, Any]]:
         if group_by is None:
-            meta = {str(s.id): s for s in sel}
-            return [{"ts_ms": b, "node": meta[g].node, "metric": metric,
-                     "labels": meta[g].labels, "value": v} for g, b, v in rows]
+            meta = {str(s.id): (s.node, dict(s.labels)) for s in sel}
+            return [{"ts_ms": b, "node": meta[g][0], "metric": metric,
+                     "labels": meta[g][1], "value": v} for g, b, v in rows]
         keys = q.group_keys(group_by)
         out = []
         for g, b, v in rows:
@@ -556,16 +572,6 @@ class Store:
                 return
             with self._cursor() as cur:
                 head.load(cur, cap)
-
-    @contextlib.contextmanager
-    def _locked(self, wait: bool) -> Iterator[None]:
-        """The store's lock; `wait` False: raise `_Busy` instead of waiting for it."""
-        if not self._lock.acquire(blocking=wait):
-            raise _Busy
-        try:
-            yield
-        finally:
-            self._lock.release()
 
     def _kept(self, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, int]:
         """Retention horizons per tier (cached; only `maintain` moves them)."""

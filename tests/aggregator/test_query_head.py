@@ -115,15 +115,22 @@ def test_head_equals_duckdb_over_packed_late_and_dirty_data(tmp_path: Path) -> N
         store.close()
 
 
+def one_mib_head_store(path: Path, rng: np.random.Generator, until_ms: int) -> Store:
+    """A store with a 1 MiB query head (21 minutes at 1024 series), its clock at T0 + 4 h,
+    holding 30 s points of every series from T0 to `until_ms`, rolled up."""
+    store = Store(path, StorageConfig(
+        rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
+        clock_ms=lambda: T0 + 4 * HOUR)
+    store.write(batches(rng, T0, until_ms, 30_000, 1))
+    store.roll_up(budget_s=60, include_open=True)
+    return store
+
+
 def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
         tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    store = Store(tmp_path / "s.duckdb", StorageConfig(
-        rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
-        clock_ms=lambda: T0 + 4 * HOUR)
+    store = one_mib_head_store(tmp_path / "s.duckdb", rng, T0 + 2 * HOUR)
     try:
-        store.write(batches(rng, T0, T0 + 2 * HOUR, 30_000, 1))
-        store.roll_up(budget_s=60, include_open=True)
         head = store.head
         assert head is not None
         # A range older than the newest 21 minutes it could hold does not load it...
@@ -145,12 +152,8 @@ def test_small_head_keeps_newest_minutes_and_leaves_older_ranges_to_duckdb(
 def test_more_series_than_its_capacity_keeps_fewer_minutes_and_the_same_answers(
         tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
-    store = Store(tmp_path / "g.duckdb", StorageConfig(
-        rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
-        clock_ms=lambda: T0 + 4 * HOUR)
+    store = one_mib_head_store(tmp_path / "g.duckdb", rng, T0 + 20 * MIN)
     try:
-        store.write(batches(rng, T0, T0 + 20 * MIN, 30_000, 1))
-        store.roll_up(budget_s=60, include_open=True)
         head = store.head
         assert head is not None and store.query("cpu_percent", since_ms=T0, step_ms=MIN)
         assert head.start == 0  # loaded: all 20 minutes fit 1 MiB at 1024 series (21)
@@ -184,3 +187,42 @@ def test_query_body_is_json_with_iso_times_and_nan_as_null() -> None:
     assert [r["value"] for r in got] == [i / 3 if i != 3 else None for i in range(6)]
     assert got[0] == {"ts_ms": T0, "node": "a", "metric": "m", "labels": {"cpu": "0"},
                       "value": 0.0, "ts": "2023-11-15T00:00:00.000Z"}
+
+
+@pytest.mark.parametrize("agg", ("avg", "min", "max", "sum", "count", "last"))
+def test_one_series_and_fleet_folds_equal_the_general_fold(agg: str) -> None:
+    """The plain-Python fold of one series and the fold of "*" (head.py) give what the
+    general fold gives, bucket for bucket, with empty minutes, NaN values and tied last_ts."""
+    from legion.aggregator.store.head import _combine, _one_series
+    from legion.aggregator.store.query import SeriesRow
+
+    rng = np.random.default_rng(3)
+    minutes = [T0 + i * MIN for i in range(37)]
+    arr = np.empty((37, 4, 6))
+    arr[..., 0] = rng.normal(size=(37, 4))  # min
+    arr[..., 1] = arr[..., 0] + 1  # max
+    arr[..., 2] = rng.normal(size=(37, 4)) * 10  # sum
+    arr[..., 3] = rng.integers(1, 5, size=(37, 4))  # count
+    arr[..., 4] = T0 + rng.integers(0, 3, size=(37, 4)) * 1000.0  # last_ts: often tied
+    arr[..., 5] = rng.normal(size=(37, 4))  # last
+    arr[5:9, 0] = [np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan]  # empty minutes
+    arr[11, 0, [0, 5]] = np.nan
+    arr[20, 1, 1] = np.nan
+    arr[12:14, 0, 4] = T0 + 5000.0  # the newest of their bucket, tied: the larger last wins
+    arr[12:14, 0, 5] = [np.nan, 0.5]
+    sel = [SeriesRow(i, "n", "m", {"k": str(i)}) for i in range(4)]
+    for step in (MIN, 5 * MIN, 7 * MIN, HOUR):
+        want = _combine(arr[:, :1].copy(), minutes, step, agg, sel[:1], None)
+        got = _one_series(arr[:, 0].tolist(), minutes, step, agg, "0")
+        assert len(got) == len(want) > 0
+        assert [(k, b) for k, b, _ in got] == [(k, b) for k, b, _ in want]
+        if agg in ("avg", "sum"):  # NumPy adds 8 or more values pairwise: the last bits differ
+            np.testing.assert_allclose([v for *_, v in got], [v for *_, v in want], rtol=1e-12)
+        else:
+            np.testing.assert_array_equal([v for *_, v in got], [v for *_, v in want])
+        # "*" folds the series of each minute first: float sums may differ in the last bits
+        whole = _combine(arr.copy(), minutes, step, agg, sel, "*")
+        general = _combine(arr.copy(), minutes, step, agg, sel, "node")  # one node: one group
+        assert [(b, "*") for _, b, _ in general] == [(b, k) for k, b, _ in whole]
+        np.testing.assert_allclose([v for *_, v in whole], [v for *_, v in general],
+                                   rtol=1e-12)
