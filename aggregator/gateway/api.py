@@ -45,15 +45,15 @@ class BadRequest(Exception):
 
 def _params(request: web.Request, allowed: Iterable[str]) -> None:
     allowed = set(allowed)
-    given = list(request.query)  # one pass: a getall per allowed name cost more
-    for k in given:
+    query = request.query
+    for k in query:
         if k not in allowed:
             hint = " (send the token as 'Authorization: Bearer')" if k == "token" else ""
             raise BadRequest(f"unknown parameter {k!r}{hint}; allowed: "
                              f"{', '.join(sorted(allowed)) or 'none'}")
-    if len(given) != len(set(given)):
+    if len(query) != len(set(query)):  # some name repeats: a getall per name only then
         for k in allowed - {"label"}:
-            if given.count(k) > 1:
+            if len(query.getall(k, [])) > 1:
                 raise BadRequest(f"parameter {k!r} given more than once")
 
 

@@ -69,11 +69,18 @@ Telemetry = Any
 
 
 class _AccessLogger(AbstractAccessLogger):
-    """Access log without query strings (a `?token=` must never reach a log file)."""
+    """Access log without query strings (a `?token=` must never reach a log file).
+
+    The record is made without `logging`'s search of the stack for the caller (a quarter of a
+    line's cost; the line format names no function or file), then handled as `info` would."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info("event=http method=%s path=%s status=%s secs=%.3f remote=%s",
-                         request.method, request.path, response.status, time, request.remote)
+        lg = self.logger
+        if lg.isEnabledFor(logging.INFO):
+            lg.handle(lg.makeRecord(
+                lg.name, logging.INFO, "(unknown file)", 0,
+                "event=http method=%s path=%s status=%s secs=%.3f remote=%s",
+                (request.method, request.path, response.status, time, request.remote), None))
 
 
 def create_app(config: Config, store: StoreReader,

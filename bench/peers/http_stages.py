@@ -6,6 +6,10 @@ bench/peers/http_floor.py reads them), and optionally a cProfile of the query re
     python bench/peers/http_stages.py [--reps 1000] [--rounds 3]
         [--profile hello|whoami|one|fleet [--top 40] [--sort tottime]]
 
+`PYTHONPATH=/tmp/base python bench/peers/http_stages.py` measures another build (installed
+there with `pip install --no-deps --target /tmp/base .` from its checkout); "build" in the
+output says which one ran.
+
 The gateway is `create_app` over a real Store (DuckDB file in a temp dir), on uvloop, with
 security.enable_tls off and the access log on, as `legionctl aggregator run` serves it. Prints
 JSON: per target the median over rounds of the loop thread's CPU microseconds per request
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import json
 import logging
@@ -31,11 +36,13 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+import legion.aggregator.store  # noqa: E402,F401 - before data_rows puts the repository first
+
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parents[1]))
 
 import data_rows as d  # noqa: E402
+import peers  # noqa: E402
 
 CLIENT = """
 import sys, urllib.request
@@ -60,6 +67,17 @@ async def _client(url: str, token: str, reps: int) -> None:
     assert await p.wait() == 0, url
 
 
+GC = [0.0, 0.0]
+"""Seconds the garbage collector ran (all generations), and when the running one started."""
+
+
+def _count_gc(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        GC[1] = time.perf_counter()
+    else:
+        GC[0] += time.perf_counter() - GC[1]
+
+
 IN_APP = [0.0]
 """Loop thread CPU seconds spent inside `Application._handle` (routing, middlewares, handler)."""
 
@@ -81,18 +99,19 @@ def _count_in_app() -> None:
 
 
 async def _cpu_per_request(url: str, token: str, reps: int,
-                           prof: cProfile.Profile | None = None) -> tuple[float, float, float]:
-    """(loop thread CPU µs, of it inside the app µs, wall µs) per request while a client
-    process reads `url` `reps` times."""
+                           prof: cProfile.Profile | None = None
+                           ) -> tuple[float, float, float, float]:
+    """(loop thread CPU µs, of it inside the app µs, wall µs, garbage collection µs) per
+    request while a client process reads `url` `reps` times."""
     await _client(url, token, 5)  # warm-up (and the client's own start-up, paid once)
-    c0, w0, a0 = time.thread_time(), time.perf_counter(), IN_APP[0]
+    c0, w0, a0, g0 = time.thread_time(), time.perf_counter(), IN_APP[0], GC[0]
     if prof is not None:
         prof.enable()
     await _client(url, token, reps)
     if prof is not None:
         prof.disable()
     return ((time.thread_time() - c0) * 1e6 / reps, (IN_APP[0] - a0) * 1e6 / reps,
-            (time.perf_counter() - w0) * 1e6 / reps)
+            (time.perf_counter() - w0) * 1e6 / reps, (GC[0] - g0) * 1e6 / reps)
 
 
 async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -103,7 +122,6 @@ async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, A
     from legion.aggregator.gateway.app import start_gateway, stop_gateway
     from legion.aggregator.store.store import Store
     from legion.cli.config import config_from_dict
-    from tests.conftest import free_port
 
     hour = 3_600_000
     t0 = int(time.time() * 1000) // hour * hour - 3 * hour
@@ -118,12 +136,12 @@ async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, A
     tokens = TokenStore(work / "tokens.json")
     token = tokens.add("admin", "admin")
     app = create_app(cfg, store, dict, tokens, audit=AuditLog(work / "audit.log"))
-    server = await start_gateway(app, cfg, host="127.0.0.1", port=free_port())
+    server = await start_gateway(app, cfg, host="127.0.0.1", port=peers.free_port())
     bare = web.Application()
     bare.router.add_get("/", _hello)
     runner = web.AppRunner(bare, access_log=None)
     await runner.setup()
-    hport = free_port()
+    hport = peers.free_port()
     await web.TCPSite(runner, "127.0.0.1", hport).start()
     targets = {"hello": (f"http://127.0.0.1:{hport}/", ""),
                "whoami": (server.url + "/api/v1/whoami", token)}
@@ -148,8 +166,12 @@ async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, A
         store.close()
     med = {k: {"cpu_us": round(statistics.median(r[k][0] for r in rounds), 1),
                "in_app_cpu_us": round(statistics.median(r[k][1] for r in rounds), 1),
-               "wall_us": round(statistics.median(r[k][2] for r in rounds), 1)} for k in targets}
-    return {"load": os.getloadavg(), "reps": args.reps, "per_request": med,
+               "wall_us": round(statistics.median(r[k][2] for r in rounds), 1),
+               "gc_us": round(statistics.median(r[k][3] for r in rounds), 1)} for k in targets}
+    import legion.aggregator.gateway as built
+
+    return {"build": str(Path(built.__file__).parents[2]), "load": os.getloadavg(),
+            "reps": args.reps, "per_request": med,
             "over_hello_cpu_us": {k: round(v["cpu_us"] - med["hello"]["cpu_us"], 1)
                                   for k, v in med.items()},
             "profile": prof_text}
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from legion.aggregator.event_loop import run
 
     _count_in_app()
+    gc.callbacks.append(_count_gc)
 
     with tempfile.TemporaryDirectory(prefix="legion-http-stages-") as tmp:
         result = run(serve_and_measure(Path(tmp), args), "uvloop")
