@@ -44,6 +44,9 @@ sys.path.insert(0, str(HERE.parent))
 import data_rows as d  # noqa: E402
 import peers  # noqa: E402
 
+LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+"""`legionctl`'s (legion/cli/main.py)."""
+
 CLIENT = """
 import sys, urllib.request
 url, token, reps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -186,15 +189,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=("hello", "whoami", "one", "fleet"))
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sort", default="tottime", help="pstats order: tottime, cumulative, ...")
+    ap.add_argument("--access-log", choices=("file", "off"), default="file",
+                    help="file: each line written to a file as `legionctl`'s stderr is by "
+                         "run.py (the default); off: the access logger above INFO")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=io.StringIO())  # access log: formatted, kept
     from legion.aggregator.event_loop import run
 
     _count_in_app()
     gc.callbacks.append(_count_gc)
 
     with tempfile.TemporaryDirectory(prefix="legion-http-stages-") as tmp:
-        result = run(serve_and_measure(Path(tmp), args), "uvloop")
+        with open(Path(tmp) / "aggregator.log", "a") as log_file:  # legionctl's log format
+            logging.basicConfig(level=logging.INFO, stream=log_file, format=LOG_FORMAT)
+            if args.access_log == "off":
+                logging.getLogger("legion.aggregator.gateway.access").setLevel(logging.WARNING)
+            result = run(serve_and_measure(Path(tmp), args), "uvloop")
+            logging.getLogger().handlers.clear()
+        result["access_log"] = args.access_log
     prof = result.pop("profile")
     print(json.dumps(result, indent=1))
     if prof:
