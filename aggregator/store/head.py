@@ -277,15 +277,14 @@ def _one_series(cells: list[list[float]], minutes: list[int], step_ms: int, agg:
     (min, max, sum, count, last_ts, last) folded per step bucket as `_reduce` folds them (NaN
     propagates through min/max; `last` is the largest of the values at the newest `last_ts`).
     A few dozen minutes cost less this way than the NumPy calls did (docs/peers.md)."""
-    out: list[tuple[Any, int, float]] = []
-    bucket = -1
+    folded: list[tuple[int, list[float]]] = []  # (bucket, its partials), in time order
     acc: list[float] = []
+    bucket = -1
     for m, cell in zip(minutes, cells, strict=True):
         b = m // step_ms * step_ms
         if b != bucket:
-            if acc and acc[COUNT] > 0:
-                out.append((key, bucket, _value(acc, agg)))
             bucket, acc = b, cell
+            folded.append((b, acc))
             continue
         mn, mx, sm, n, lt, last = cell
         a = acc
@@ -299,16 +298,10 @@ def _one_series(cells: list[list[float]], minutes: list[int], step_ms: int, agg:
             a[LAST_TS], a[LAST] = lt, last
         elif lt == a[LAST_TS] and (a[LAST] != a[LAST] or last > a[LAST]):  # np.fmax
             a[LAST] = last
-    if acc and acc[COUNT] > 0:
-        out.append((key, bucket, _value(acc, agg)))
-    return out
-
-
-def _value(acc: list[float], agg: str) -> float:
-    """One bucket's answer from its folded partials."""
     if agg == "avg":
-        return acc[SUM] / acc[COUNT]
-    return acc[COUNT] if agg == "count" else acc[_FIELD[agg]]
+        return [(key, b, a[SUM] / a[COUNT]) for b, a in folded if a[COUNT] > 0]
+    f = COUNT if agg == "count" else _FIELD[agg]
+    return [(key, b, a[f]) for b, a in folded if a[COUNT] > 0]
 
 
 def _combine(arr: np.ndarray, minutes: list[int], step_ms: int, agg: str,
