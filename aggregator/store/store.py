@@ -401,8 +401,6 @@ class Store:
         """`query`'s rows when the loaded query head holds them and they are small (head.py
         `NOW_MAX_CELLS`), else None (then call `query`, off the event loop). Never waits: not
         on DuckDB, not on a lock a write holds, so the gateway calls it on its event loop."""
-        if self.head is None or self.head.start is None:
-            return None  # not loaded: only `query` (a worker thread) loads it
         try:
             sel = self._select(metric, node, labels, wait=False)
         except _Busy:
@@ -415,9 +413,11 @@ class Store:
                    wait: bool) -> list[dict[str, Any]] | None:
         """The one decision whether the query head answers a query (`query` and `query_now`):
         its rows, or None (DuckDB's turn). `wait` True loads the head if the range could use
-        it; False never loads and never waits for a write (`QueryHead.stepped`)."""
+        it; False never loads (only `query`, on a worker thread, does) and never waits for a
+        write (`QueryHead.stepped`)."""
         head = self.head
-        if head is None or step_ms is None or agg == rate.RATE:
+        if head is None or step_ms is None or agg == rate.RATE or (
+                not wait and head.start is None):
             return None
         # `_refresh_kept` replaces the dict, never changes it: reading it needs no lock
         rows = head.stepped(sel, step_ms, agg, since_ms, until_ms, self._kept_cache, group_by,
