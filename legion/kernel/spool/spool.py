@@ -14,6 +14,14 @@ appended since the last fsync, i.e. up to ``sync_interval_ms`` of the newest bat
 time until the next `append`/`sync_if_due` call). Those batches were still sent from memory, so
 the aggregator acknowledges what it got.
 
+Release: released seqs are appended to ``released.log`` while their records are still on disk.
+A segment whose records are all released is deleted, except the active one: it is truncated to
+nothing in place and takes the next appends, with no release-log entry (its records are gone).
+So a checkpoint ack that releases everything costs one ``ftruncate``, and an idle spool keeps one
+empty segment file. Released records are never resent after ``kill -9`` (the truncation or the
+log entry is done before `release` returns); after a power loss, those released since the last
+fsync may be resent (the aggregator answers duplicates), as with the release log.
+
 Overflow: when a record does not fit under ``max_bytes``, whole oldest segments are deleted; every
 record in them that was not released counts as a dropped batch and its seq joins
 `dropped_ranges()`. A bad region at open (torn tail, flipped bytes) is copied to ``quarantine/``,
@@ -151,10 +159,15 @@ class Spool:
             if self._closed:
                 return 0
             n = 0
+            touched: set[int] = set()  # ids of the segments the released records are in
             self._arrived(epoch, merged)
             for first, last in merged:
-                n += self._release_range(epoch, first, last)
-            if n:
+                n += self._release_range(epoch, first, last, touched)
+            if not n:
+                return 0
+            self._dirty = True  # an emptied active segment's truncation is synced with it
+            collected = self._collect_released()
+            if any(s.id in touched and s.keys for s in self._segments):  # still on disk
                 entries = b"".join(R.pack_release(epoch, a, b) for a, b in merged)
                 try:
                     os.write(self._release_fd, entries)
@@ -162,9 +175,8 @@ class Spool:
                 except OSError as exc:  # only costs a resend after a crash
                     self._counters["spool_write_errors_total"] += 1
                     log.warning("event=spool_release_log_failed error=%s", exc)
-                self._dirty = self._release_dirty = True
-                if not self._collect_released() \
-                        and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
+                self._release_dirty = True
+                if not collected and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
                     self._compact_release_log()
             return n
 
@@ -328,11 +340,13 @@ class Spool:
         entry = self._index.get(key)
         return entry[0] if entry is not None else None
 
-    def _forget(self, key: Key) -> None:
+    def _forget(self, key: Key) -> Segment | None:
         entry = self._index.pop(key, None)
         self._committed.discard(key)
-        if entry is not None:
-            entry[0].pending -= 1
+        if entry is None:
+            return None
+        entry[0].pending -= 1
+        return entry[0]
 
     def _keys_in(self, epoch: int, first: int, last: int) -> Iterator[Key]:
         if last - first < 4096:  # a small range: probe seq by seq
@@ -346,19 +360,44 @@ class Spool:
                 yield from [k for k in seg.keys
                             if k[0] == epoch and first <= k[1] <= last and k in self._index]
 
-    def _release_range(self, epoch: int, first: int, last: int) -> int:
+    def _release_range(self, epoch: int, first: int, last: int,
+                       touched: set[int] | None = None) -> int:
         keys = list(self._keys_in(epoch, first, last))
         for k in keys:
-            self._forget(k)
+            seg = self._forget(k)
+            if touched is not None and seg is not None:
+                touched.add(seg.id)
         return len(keys)
 
     def _collect_released(self) -> bool:
+        """Free fully released segments; True if any file was deleted (the log was compacted).
+
+        The active segment is emptied in place and takes the next appends: no file is created or
+        deleted and the release log is not rewritten, so a checkpoint ack costs one ftruncate.
+        """
+        active = self._active
+        if active is not None and active.pending <= 0 and active.keys:
+            self._empty_active(active)  # if the disk refuses, it is deleted below instead
         done = [s for s in self._segments if s.pending <= 0 and s.keys]
         for seg in done:
             self._delete_segment(seg)
         if done:
             self._compact_release_log()
         return bool(done)
+
+    def _empty_active(self, seg: Segment) -> None:
+        """Truncate the fully released active segment to nothing (its keys go with it)."""
+        assert seg.fd is not None
+        try:
+            os.ftruncate(seg.fd, 0)
+        except OSError as exc:
+            self._counters["spool_write_errors_total"] += 1
+            log.warning("event=spool_truncate_failed segment=%s error=%s", seg.path.name, exc)
+            return
+        self._bytes -= seg.size
+        seg.size = seg.pending = 0
+        seg.keys.clear()
+        seg.bounds.clear()
 
     def _sync_if_due(self, now: float) -> bool:
         if self._dirty and now - self._last_sync >= self.sync_interval_s:
