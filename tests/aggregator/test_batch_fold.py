@@ -12,8 +12,9 @@ import duckdb
 
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store, batch_fold, retention, rollup
-from legion.aggregator.store.schema import DDL_V1, MIGRATIONS, SCHEMA_VERSION
+from legion.aggregator.store.schema import SCHEMA_VERSION
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from tests.aggregator.old_store_files import old_store_file
 from tests.aggregator.test_store_crash import run_writer_and_kill
 
 MIN = 60_000
@@ -203,16 +204,7 @@ def test_retention_folds_in_paced_slices_whatever_raw_retention(tmp_path):
 
 def test_a_version_5_file_is_migrated_and_folded(tmp_path):
     path = tmp_path / "v5.duckdb"
-    con = duckdb.connect(str(path))
-    for stmt in DDL_V1:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    for version in range(1, 5):  # the statements that made every v5 file
-        for stmt in MIGRATIONS[version]:
-            con.execute(stmt)
-        con.execute("INSERT INTO schema_version VALUES (?, 0)", [version + 1])
-    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[]', MAP {}, 0)")
-    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i FROM range(1, 121) t(i)")
+    con = old_store_file(path, 5, "old", {}, T0, range(1, 121), "i")
     con.execute(f"INSERT INTO batches SELECT 'old', 3, i, 1, {T0} + i * 60000 "
                 "FROM range(1, 121) t(i) WHERE i <> 7")
     tables = {r[0] for r in con.execute(
