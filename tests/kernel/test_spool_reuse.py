@@ -174,3 +174,32 @@ def test_kill9_around_checkpoint_acks_loses_nothing_and_resends_nothing(tmp_path
         assert sp.stats()["batches_dropped_total"] <= rnd + 1
         must_stay = set(got)
         sp.close()
+
+
+@pytest.mark.parametrize("released_too", [False, True])
+def test_quarantine_counts_only_the_seqs_in_the_bad_bytes(tmp_path: Path,
+                                                           released_too: bool) -> None:
+    """Records released and gone from disk (a deleted segment, an emptied active one) leave
+    gaps in the seqs found at open; a quarantine must count only what the bad bytes held, not
+    those gaps (it counted the whole gap between the oldest and newest records found), and
+    not a record in them that was released (the aggregator has it)."""
+    rec = HEADER.size + 300
+    sp = open_spool(tmp_path, segment_bytes=10 * rec)
+    for s in range(1, 31):  # three segments of ten: 1..10, 11..20, 21..30 (active)
+        sp.append(s, payload(s, 300))
+    sp.release(EPOCH, [(11, 30)])  # the middle one deleted, the active one emptied
+    for s in range(31, 36):
+        sp.append(s, payload(s, 300))
+    if released_too:
+        sp.release(EPOCH, [(33, 33)])
+    sp.close()
+    active = segments(tmp_path)[-1]
+    data = bytearray(active.read_bytes())
+    data[2 * rec + HEADER.size + 7] ^= 0x40  # flip a byte of seq 33's payload
+    active.write_bytes(bytes(data))
+    sp = open_spool(tmp_path, segment_bytes=10 * rec)
+    assert [s for s, _ in sp.pending()] == [*range(1, 11), 31, 32, 34, 35]
+    assert sp.dropped_ranges() == (() if released_too else ((EPOCH, 33, 33),))
+    assert sp.stats()["batches_dropped_total"] == (0 if released_too else 1)
+    assert sp.stats()["spool_quarantine_events_total"] == 1
+    sp.close()

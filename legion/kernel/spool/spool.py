@@ -442,11 +442,11 @@ class Spool:
             self._bytes += seg.size
         self._dir_dirty = True
         rpath = self.directory / "released.log"
-        if rpath.exists():
-            for epoch, first, last in R.parse_releases(rpath.read_bytes()):
-                self._release_range(epoch, first, last)
+        released = R.parse_releases(rpath.read_bytes()) if rpath.exists() else []
+        for epoch, first, last in released:
+            self._release_range(epoch, first, last)
         if quarantined:
-            self._count_quarantined([rec for _, records in segments for rec in records])
+            self._count_quarantined(found.bad_gaps, released)
             self._count_torn(found.torn)
         for seg in [s for s in self._segments if s.pending <= 0]:
             self._delete_segment(seg)
@@ -456,17 +456,18 @@ class Spool:
         if quarantined:
             self._ledger.save()
 
-    def _count_quarantined(self, records: list[R.RecordPos]) -> None:
-        """Seqs missing between the records that survived a quarantine were in the bad bytes:
-        lost, so counted as dropped (appends are in seq order; gaps already counted as dropped,
-        e.g. by an overflow, are not counted again)."""
-        by_epoch: dict[int, set[int]] = {}
-        for rec in records:
-            by_epoch.setdefault(rec.epoch, set()).add(rec.seq)
-        known = {(ep, s) for ep, a, b in self._ledger.dropped for s in range(a, b + 1)}
-        lost = [(ep, s) for ep, seqs in by_epoch.items()
-                for s in range(min(seqs), max(seqs) + 1)
-                if s not in seqs and (ep, s) not in known]
+    def _count_quarantined(self, gaps: list[tuple[Key, Key]],
+                           released: list[tuple[int, int, int]]) -> None:
+        """Seqs missing between the good records on either side of a bad region were in the bad
+        bytes: lost, so counted as dropped (appends are in seq order; gaps already counted as
+        dropped, e.g. by an overflow, are not counted again). Gaps away from bad bytes are
+        records released (a deleted or emptied segment) or dropped before: not counted, nor
+        are released seqs in the bad bytes (the aggregator has them)."""
+        known = {(ep, s) for ep, a, b in [*self._ledger.dropped, *released]
+                 for s in range(a, b + 1)}
+        lost = sorted({(ep, s) for (ep, a), (ep2, b) in gaps if ep == ep2
+                       for s in range(a + 1, b)
+                       if (ep, s) not in self._index and (ep, s) not in known})
         if lost:
             self._ledger.note_dropped(lost, events=0)
             log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
