@@ -446,8 +446,8 @@ class Spool:
         for epoch, first, last in released:
             self._release_range(epoch, first, last)
         if quarantined:
-            self._count_quarantined(found.bad_gaps, released)
-            self._count_torn(found.torn)
+            self._ledger.note_quarantined(found.bad_gaps, released, self._index)
+            self._ledger.note_torn(found.torn, self._index)
         for seg in [s for s in self._segments if s.pending <= 0]:
             self._delete_segment(seg)
         self._recovering = False
@@ -455,39 +455,6 @@ class Spool:
         self._sync()
         if quarantined:
             self._ledger.save()
-
-    def _count_quarantined(self, gaps: list[tuple[Key, Key]],
-                           released: list[tuple[int, int, int]]) -> None:
-        """Seqs missing between the good records on either side of a bad region were in the bad
-        bytes: lost, so counted as dropped (appends are in seq order; gaps already counted as
-        dropped, e.g. by an overflow, are not counted again). Gaps away from bad bytes are
-        records released (a deleted or emptied segment) or dropped before: not counted, nor
-        are released seqs in the bad bytes (the aggregator has them)."""
-        known = {(ep, s) for ep, a, b in [*self._ledger.dropped, *released]
-                 for s in range(a, b + 1)}
-        lost = sorted({(ep, s) for (ep, a), (ep2, b) in gaps if ep == ep2
-                       for s in range(a + 1, b)
-                       if (ep, s) not in self._index and (ep, s) not in known})
-        if lost:
-            self._ledger.note_dropped(lost, events=0)
-            log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
-                        lost[0][1])
-
-    def _count_torn(self, torn: list[Key | None]) -> None:
-        """A record cut short at the end of a segment (kill -9 or power loss mid-append) is
-        lost: counted as dropped once, under the seq it held (`R.torn_key`); one whose seq
-        cannot be known still counts in `batches_dropped_total`, with no range."""
-        def counted(k: Key) -> bool:
-            return any(ep == k[0] and a <= k[1] <= b for ep, a, b in self._ledger.dropped)
-        keys = [k for k in torn if k is not None and k not in self._index and not counted(k)]
-        unknown = sum(k is None for k in torn)
-        if keys:
-            self._ledger.note_dropped(keys, events=0)
-        if unknown:
-            self._counters["batches_dropped_total"] += unknown
-        if keys or unknown:
-            log.warning("event=spool_torn_tail_lost batches=%d seqs=%s", len(keys) + unknown,
-                        ",".join(str(k[1]) for k in keys) or "unknown")
 
     def _compact_release_log(self) -> None:
         """Rewrite released.log with only the released seqs of live segments."""
