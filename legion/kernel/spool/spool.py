@@ -166,8 +166,9 @@ class Spool:
             if not n:
                 return 0
             self._dirty = True  # an emptied active segment's truncation is synced with it
-            collected = self._collect_released()
-            if any(s.id in touched and s.keys for s in self._segments):  # still on disk
+            # Logged only while some of them stay on disk: a fully released segment is emptied
+            # or deleted below, its records gone with it.
+            if any(s.id in touched and s.pending > 0 for s in self._segments):
                 entries = b"".join(R.pack_release(epoch, a, b) for a, b in merged)
                 try:
                     os.write(self._release_fd, entries)
@@ -176,8 +177,9 @@ class Spool:
                     self._counters["spool_write_errors_total"] += 1
                     log.warning("event=spool_release_log_failed error=%s", exc)
                 self._release_dirty = True
-                if not collected and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
-                    self._compact_release_log()
+            if not self._collect_released() \
+                    and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
+                self._compact_release_log()
             return n
 
     def mark_committed(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> None:
