@@ -2,9 +2,10 @@
 
 Usage: `python bench/agent_ab.py --before REV [--rounds 3] [--window 60] [--warmup 10] [--json]`
 
-`node_agent/` of git revision REV is exported to a temporary directory; one `legionctl
-aggregator run` + agent stack runs that code ("before": the agent process points
-`legion.node_agent` at the export before anything imports it), another the working tree
+`node_agent/` and `legion/kernel/spool/` of git revision REV are exported to a temporary
+directory; one `legionctl aggregator run` + agent stack runs that code ("before": the agent
+process points `legion.node_agent` and `legion.kernel.spool` at the exports before anything
+imports them), another the working tree
 ("after"), and node_exporter runs scraped every second by Prometheus, all at once at 1 s and
 measured over the same windows (`agent_overhead.Sampler`: schedstat CPU, RSS every second), so the
 shared machine's load falls on all three alike. Per window: CPU % of one core, mean RSS, series
@@ -34,36 +35,39 @@ from host_rows import exporter_series  # noqa: E402
 from peers import start_node_exporter, start_prometheus  # noqa: E402
 
 LAUNCH = (
-    "import sys, legion.node_agent as m; m.__path__[:] = [sys.argv.pop(1)]; "
+    "import sys, legion.node_agent as m, legion.kernel.spool as k; "
+    "m.__path__[:] = [sys.argv.pop(1)]; k.__path__[:] = [sys.argv.pop(1)]; "
     "from legion.cli.main import main; sys.argv[0] = 'legionctl'; main()"
 )
 
 
-def start_stack(d: Path, node_agent_dir: Path | None) -> tuple[Path, list[subprocess.Popen[bytes]]]:
-    """An aggregator and an agent; the agent runs `node_agent_dir` when given."""
+def start_stack(d: Path, old: Path | None) -> tuple[Path, list[subprocess.Popen[bytes]]]:
+    """An aggregator and an agent; the agent runs the export under `old` when given."""
     cfg = prepare(d, 1.0)
     agg = legionctl("aggregator", "run", "--config", str(cfg), log=d / "aggregator.log")
     assert isinstance(agg, subprocess.Popen)
     time.sleep(1.0)
     args = ["agent", "run", "--config", str(cfg), "--node", NODE]
-    if node_agent_dir is None:
+    if old is None:
         agent = legionctl(*args, log=d / "agent.log")
         assert isinstance(agent, subprocess.Popen)
     else:
         log = (d / "agent.log").open("wb")
-        agent = subprocess.Popen([sys.executable, "-c", LAUNCH, str(node_agent_dir), *args],
+        agent = subprocess.Popen([sys.executable, "-c", LAUNCH, str(old / "node_agent"),
+                                  str(old / "legion/kernel/spool"), *args],
                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return cfg, [agg, agent]
 
 
-def export(rev: str, dest: Path) -> Path:
-    """`node_agent/` of `rev` under `dest`."""
+def export(rev: str, dest: Path, path: str = "node_agent") -> Path:
+    """`path` (a folder of the repository) of `rev` under `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
     root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
                           text=True, check=True, cwd=HERE).stdout.strip()
-    archive = subprocess.run(["git", "archive", rev, "node_agent"], capture_output=True,
+    archive = subprocess.run(["git", "archive", rev, path], capture_output=True,
                              check=True, cwd=root).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return dest / "node_agent"
+    return dest / path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     peers = []
     try:
-        old = export(args.before, work)
+        old = work / "old"
+        for path in ("node_agent", "legion/kernel/spool"):
+            export(args.before, old, path)
         cfg_b, p = start_stack(work / "before", old)
         procs += p
         cfg_a, p = start_stack(work / "after", None)

@@ -1,6 +1,6 @@
 """Node agent: CPU time of each step of one tick, measured in-process per step.
 
-Usage: `python bench/agent_steps.py [--ticks 100] [--interval 0.25] [--json]`
+Usage: `python bench/agent_steps.py [--ticks 100] [--interval 0.25] [--spool-from REV] [--json]`
 
 A real `NodeAgent` (keys from `legionctl init` in a temporary directory, its spool there) is built
 but not started: this script drives the steps of its socket loop by hand, against a Curve SUB it
@@ -11,7 +11,10 @@ which releases them from the spool. Every step is timed with
 encryption, TCP) is read from `/proc/self/task/*/schedstat` over the whole run. Reported: mean
 CPU microseconds per tick per step, and per sample. The collection interval only has to be long
 enough for the CPU collector's percentages (>= 50 ms per core); a shorter one than production
-makes fsyncs (every `agent.spool_sync_interval_ms`) look more frequent per tick than they are.
+makes fsyncs (every `agent.spool_sync_interval_ms`) look more frequent per tick than they are,
+so the spool's two periodic costs are also printed per event (per fsync, per checkpoint ack).
+`--spool-from REV` runs `legion/kernel/spool` of git revision REV (the agent code stays the
+working tree's), to compare spool versions in alternating runs.
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ def other_threads_ns() -> int:
     return total
 
 
+def use_spool_of(rev: str) -> None:
+    """Point `legion.kernel.spool` at `legion/kernel/spool` of git revision `rev`."""
+    from agent_ab import export
+
+    import legion.kernel.spool as spool_pkg
+
+    where = export(rev, Path(tempfile.mkdtemp(prefix="legion-spool-")), "legion/kernel/spool")
+    spool_pkg.__path__[:] = [str(where)]
+
+
 def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str, Any]:
     """Drive `ticks` ticks of a real NodeAgent's loop by hand; CPU ns per step."""
     from legion.cli.config import load_config
@@ -91,6 +104,7 @@ def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str,
     first_unchecked = agent.state.peek_next_seq()
     every = max(1, round(checkpoint_secs / interval))
     io0 = other_threads_ns()
+    syncs0, acks = agent.spool.syncs, 0
     t = time.thread_time_ns
     for k in range(ticks):
         t0 = t()
@@ -112,6 +126,9 @@ def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str,
             frame = encode_samples(NODE, agent.state.epoch, seq, int(time.time() * 1000), part)
             acc["encode (msgpack)"] += t() - t0
             t0 = t()
+            agent.spool.sync_if_due()  # the fsync `append` would do when one is due
+            acc["spool fsync when due"] += t() - t0
+            t0 = t()
             agent.spool.append(seq, frame)
             acc["spool append"] += t() - t0
             t0 = t()
@@ -130,6 +147,7 @@ def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str,
                                       ((first_unchecked, last),)))
             acc["checkpoint ack applied (spool release)"] += t() - t0
             first_unchecked = last + 1
+            acks += 1
         t0 = t()
         agent.delivery.due_resends(limit=50)
         agent._maybe_switch(ctx, pub)
@@ -141,6 +159,7 @@ def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str,
             sub.recv()
         time.sleep(interval)
     io_ns = other_threads_ns() - io0
+    syncs = agent.spool.syncs - syncs0
     for name in list(acc):
         if name.startswith("collect "):
             acc["scheduler (stamp, check, self-metrics), minus collectors"] -= acc[name]
@@ -153,7 +172,11 @@ def run(ticks: int, interval: float, checkpoint_secs: float = 10.0) -> dict[str,
     total = sum(per_tick.values())
     return {"ticks": ticks, "interval_s": interval, "samples_per_tick": n_samples / ticks,
             "us_per_tick": per_tick, "total_us_per_tick": total,
-            "us_per_sample": total / (n_samples / ticks), "load1": os.getloadavg()[0]}
+            "us_per_sample": total / (n_samples / ticks), "load1": os.getloadavg()[0],
+            "fsyncs": syncs, "checkpoint_acks": acks,
+            "us_per_fsync": acc["spool fsync when due"] / max(syncs, 1) / 1000,
+            "us_per_checkpoint_ack": (acc["checkpoint ack applied (spool release)"]
+                                      / max(acks, 1) / 1000)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,8 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ticks", type=int, default=100)
     ap.add_argument("--interval", type=float, default=0.25)
     ap.add_argument("--checkpoint-secs", type=float, default=10.0)
+    ap.add_argument("--spool-from", metavar="REV",
+                    help="run legion/kernel/spool of this git revision")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.spool_from:
+        use_spool_of(args.spool_from)
     r = run(args.ticks, args.interval, args.checkpoint_secs)
     if args.json:
         print(json.dumps(r, indent=1))
@@ -173,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in sorted(r["us_per_tick"].items(), key=lambda kv: -kv[1]):
         print(f"  {v:8.1f} us/tick  {k}")
     print(f"  {r['total_us_per_tick']:8.1f} us/tick total, {r['us_per_sample']:.2f} us/sample")
+    print(f"  spool: {r['us_per_fsync']:.1f} us per fsync ({r['fsyncs']}), "
+          f"{r['us_per_checkpoint_ack']:.1f} us per checkpoint ack ({r['checkpoint_acks']})")
     return 0
 
 

@@ -17,8 +17,14 @@ at 200 hosts) against each recent batch's own row (received time, points) for in
 
 Per-commit statements are unchanged (BEGIN, points, batches, COMMIT): the fold runs only in the
 rounds, in slices sized by the rounds' pacer (`retention.Pacer`, tier "batches") in what is left
-of their budget, and one slice of `CATCH_UP_MS` per maintenance round whatever the budget, so
-that folding cannot starve behind checkpoints and the tiers.
+of their budget, and one catch-up slice per maintenance round whatever the budget, so that
+folding cannot starve behind checkpoints and the tiers. The catch-up slice is sized in rows, not
+minutes (`CATCH_UP_ROWS`, within `CATCH_UP_MS`): its cost follows the rows, so at 200 hosts five
+minutes of rows (60,000) took ~112 ms, over a round's 100 ms budget; bounded in rows it stays
+inside at any fleet size, and alone still folds faster than rows come in up to 500 hosts (the
+light rounds' paced steps fold the rest). A step finds the runs to merge with from the slice's
+own (node, epoch) pairs rather than scanning `batches` twice more, and codes nodes with a dict:
+about 3x cheaper per row (bench/batch_fold_slice.py).
 """
 
 from __future__ import annotations
@@ -36,18 +42,24 @@ KEEP_ROWS_MS = 3_600_000
 """Rows received this long ago or less stay one per batch; older ones are folded into runs."""
 CATCH_UP_MS = 5 * 60_000
 """Each maintenance round folds at least this much of the rows (if any are due) whatever its
-budget: five times the rate rows come in at the default 60 s between rounds."""
+budget, up to `CATCH_UP_ROWS` rows: five times the rate rows come in at the default 60 s between
+rounds for a fleet that small."""
+CATCH_UP_ROWS = 30_000
+"""The most rows that catch-up slice folds (one batch a second from each host: 150 s of 200
+hosts, 2.5 times what comes in between two rounds; ~15-25 ms at load 3-4 on 2 cores)."""
 
 _SLICE = "SELECT node, epoch, seq, points, received_ms FROM batches WHERE received_ms < ?"
-# The runs already folded for the (node, epoch) pairs of the slice, to merge with.
-_RUNS_OF_SLICE = """
-SELECT r.* FROM batch_runs r SEMI JOIN (
-    SELECT DISTINCT node, epoch FROM batches WHERE received_ms < $hi) p
-ON r.node = p.node AND r.epoch = p.epoch"""
-_DROP_RUNS_OF_SLICE = """
+# The first `max_rows + 1` received times below a bound: how many, the first and the last.
+_FIRST_ROWS = """
+SELECT count(*), min(r), max(r) FROM (
+    SELECT received_ms r FROM batches WHERE received_ms < ? ORDER BY received_ms LIMIT ?)"""
+# The runs already folded for the (node, epoch) pairs of the slice (`_f_pairs`, found from the
+# slice's own rows rather than by scanning `batches` again), to merge with.
+_RUNS_OF_PAIRS = """
+SELECT r.* FROM batch_runs r SEMI JOIN _f_pairs p ON r.node = p.node AND r.epoch = p.epoch"""
+_DROP_RUNS_OF_PAIRS = """
 DELETE FROM batch_runs WHERE EXISTS (
-    SELECT 1 FROM batches b WHERE b.received_ms < $hi AND b.node = batch_runs.node
-    AND b.epoch = batch_runs.epoch)"""
+    SELECT 1 FROM _f_pairs p WHERE p.node = batch_runs.node AND p.epoch = batch_runs.epoch)"""
 
 Run = tuple[str, int, int, int, int, int, int]
 """(node, epoch, first_seq, last_seq, points, first_ms, last_ms), a `batch_runs` row."""
@@ -58,9 +70,11 @@ def horizon_ms(now_ms: int) -> int:
     return max(0, int(now_ms - KEEP_ROWS_MS) // 60_000 * 60_000)
 
 
-def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int) -> int | None:
+def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int,
+         max_rows: int | None = None) -> int | None:
     """Fold the rows received before min(cut_ms, start + span_ms), where start is where the last
-    step stopped (or the oldest row); returns rows folded, None when nothing is left to fold."""
+    step stopped (or the oldest row), and at most `max_rows` of them (more only if more than
+    that share one millisecond); returns rows folded, None when nothing is left to fold."""
     kept = rollup.kept_since(con, TIER)
     start = kept
     if kept == 0:
@@ -71,12 +85,18 @@ def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int) -> int | Non
     if start >= cut_ms:
         return None
     hi = min(cut_ms, start + span_ms)
+    if max_rows is not None:
+        hi = _row_bound(con, hi, max_rows)
     con.execute("BEGIN TRANSACTION")
     try:
-        merged = merge_runs(runs_of(con.execute(_SLICE, [hi]).fetchnumpy()), [
-            tuple(r) for r in con.execute(_RUNS_OF_SLICE, {"hi": hi}).fetchall()])
+        new = runs_of(con.execute(_SLICE, [hi]).fetchnumpy())
+        pairs = sorted({r[:2] for r in new})
+        _f_pairs = pa.table({"node": pa.array([p[0] for p in pairs], pa.string()),  # noqa: F841
+                             "epoch": pa.array([p[1] for p in pairs], pa.int64())})
+        merged = merge_runs(new, [tuple(r) for r in con.execute(_RUNS_OF_PAIRS).fetchall()]
+                            if pairs else [])
         if merged:
-            con.execute(_DROP_RUNS_OF_SLICE, {"hi": hi})
+            con.execute(_DROP_RUNS_OF_PAIRS)
             _f_runs = pa.table(dict(zip(  # noqa: F841 - read by name below
                 ("node", "epoch", "first_seq", "last_seq", "points", "first_ms", "last_ms"),
                 zip(*merged, strict=True), strict=True)))
@@ -93,13 +113,25 @@ def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int) -> int | Non
     return n
 
 
+def _row_bound(con: duckdb.DuckDBPyConnection, hi: int, max_rows: int) -> int:
+    """The end of a slice of at most `max_rows` rows below `hi` (the received time of the row
+    after them), or past the first millisecond's rows if they alone are more."""
+    n, first, nth = con.execute(_FIRST_ROWS, [hi, max_rows + 1]).fetchall()[0]
+    if n <= max_rows:
+        return hi
+    return int(nth) if nth > first else int(nth) + 1
+
+
 def runs_of(rows: dict[str, np.ndarray]) -> list[Run]:
     """Runs of consecutive seqs per (node, epoch) of `batches` rows (numpy columns, any order);
     a seq present twice counts once in the run and twice in its points, as it did as rows."""
     n = len(rows["seq"])
     if not n:
         return []
-    names, code = np.unique(rows["node"].astype(str), return_inverse=True)
+    index: dict[str, int] = {}  # node -> code, in order of appearance (a dict beats sorting)
+    code = np.fromiter((index.setdefault(x, len(index)) for x in rows["node"].tolist()),
+                       np.int64, n)
+    names = np.array(list(index), dtype=object)
     epoch = rows["epoch"].astype(np.int64)
     seq = rows["seq"].astype(np.int64)
     order = np.lexsort((seq, epoch, code))

@@ -161,26 +161,28 @@ def run(con: duckdb.DuckDBPyConnection, config: StorageConfig, path: Path, now_m
 def fold_batches(con: duckdb.DuckDBPyConnection, now_ms: int, pacer: Pacer,
                  deadline: float, at_least_ms: int = 0) -> int:
     """Fold `batches` rows past their horizon in paced steps while they fit before `deadline`;
-    with `at_least_ms` (the maintenance round) the first step covers at least that much even
-    over the deadline, so folding keeps pace however full the rounds are (a step costs ~10-20
-    ms, mostly fixed). Light rounds call it with what is left of their budget. Returns rows
-    folded."""
+    with `at_least_ms` (the maintenance round) the first step covers that much even over the
+    deadline, up to `batch_fold.CATCH_UP_ROWS` rows, so folding keeps pace however full the
+    rounds are and that step stays within a round's budget at any fleet size. Light rounds call
+    it with what is left of their budget. Returns rows folded."""
     cut = batch_fold.horizon_ms(now_ms)
     folded = 0
     first = True
     try:
         while (left := deadline - time.monotonic()) > 0 or (first and at_least_ms):
             span = pacer.span(batch_fold.TIER, left) if left > 0 else None
-            if first and at_least_ms:
-                span = max(span or 0, at_least_ms)
+            rows = None
+            if first and at_least_ms and (span or 0) < at_least_ms:  # catch-up: rows bound it
+                span, rows = at_least_ms, batch_fold.CATCH_UP_ROWS
             first = False
             if span is None:
                 break
             t = time.monotonic()
-            n = batch_fold.step(con, cut, span)
+            n = batch_fold.step(con, cut, span, rows)
             if n is None:
                 break
-            pacer.record(batch_fold.TIER, span, time.monotonic() - t)
+            if rows is None:  # the catch-up may cover less than `span`: not a measure
+                pacer.record(batch_fold.TIER, span, time.monotonic() - t)
             folded += n
     except duckdb.Error as exc:
         raise StoreError(f"folding batches failed: {exc}") from exc

@@ -12,8 +12,9 @@ import duckdb
 
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store, batch_fold, retention, rollup
-from legion.aggregator.store.schema import DDL_V1, MIGRATIONS, SCHEMA_VERSION
+from legion.aggregator.store.schema import SCHEMA_VERSION
 from legion.proto import MetricsBatch, Sample, canonical_labels
+from tests.aggregator.old_store_files import old_store_file
 from tests.aggregator.test_store_crash import run_writer_and_kill
 
 MIN = 60_000
@@ -112,6 +113,66 @@ def test_a_step_folds_one_bounded_slice(tmp_path):
         s.close()
 
 
+def test_a_row_bound_slice_holds_at_most_that_many_rows_and_folds_exactly(tmp_path):
+    """Slices sized in rows: each holds at most `max_rows` rows (more only when more than that
+    share one millisecond, so a step always moves on), and folding in such slices gives the runs
+    one fold of everything would, with the bookkeeping unchanged across a reopen."""
+    path = tmp_path / "r.duckdb"
+    s = open_store(path)
+    t = T0 + MIN
+    # three nodes interleaved a millisecond apart, a lost seq, a second epoch, then a burst of
+    # 12 rows received in one millisecond
+    s.write([batch(f"n{q % 3}", q // 3 + 1, received_ms=t + q) for q in range(90) if q != 40])
+    s.write([batch("n0", q, epoch=2, received_ms=t + 200) for q in range(1, 13)])
+    s.write([batch("n1", q, received_ms=t + 300 + q) for q in range(31, 41)])
+    want_nodes, want_ranges = s.nodes(), s.stored_ranges("n1", 1)
+    con = s._open()
+    cut = NOW - HOUR
+    sizes = []
+    while (n := batch_fold.step(con, cut, 10 * HOUR, max_rows=7)) is not None:
+        sizes.append(n)
+    # 89 rows in 7s, the last slice stopping short of the burst, the burst whole, then 10 rows
+    assert sizes == [7] * 12 + [5, 12, 7, 3]
+    assert table(s, "SELECT count(*) FROM batches") == [(0,)]
+    assert sorted(table(s, "SELECT node, epoch, first_seq, last_seq, points FROM batch_runs")) \
+        == [("n0", 1, 1, 30, 60), ("n0", 2, 1, 12, 24), ("n1", 1, 1, 13, 26),
+            ("n1", 1, 15, 40, 52), ("n2", 1, 1, 30, 60)]
+    assert s.nodes() == want_nodes and s.stored_ranges("n1", 1) == want_ranges
+    s.close()
+    s = open_store(path)
+    try:
+        assert s.nodes() == want_nodes and s.stored_ranges("n1", 1) == want_ranges
+        assert len(s.write([batch("n1", 14), batch("n0", 12, epoch=2)]).stored) == 1
+    finally:
+        s.close()
+
+
+def test_the_catch_up_slice_is_bounded_in_rows_at_fleet_size(tmp_path):
+    """A maintenance round with no budget left folds one catch-up slice: 5 minutes of rows of a
+    small fleet, but at most `CATCH_UP_ROWS` rows of a large one (400 hosts, one batch a second
+    each: 120,000 rows in 5 minutes), so the step stays within a round's budget."""
+    for hosts, want_s in ((5, 300), (400, batch_fold.CATCH_UP_ROWS // 400)):
+        s = open_store(tmp_path / f"c{hosts}.duckdb")
+        try:
+            con = s._open()
+            t = NOW - 3 * HOUR  # 10 minutes of rows, whole minutes, all past the horizon
+            con.execute(f"""INSERT INTO batches SELECT 'h' || (i % {hosts}), 1,
+                            i // {hosts} + 1, 3, {t} + (i // {hosts}) * 1000
+                            FROM range({hosts} * 600) t(i)""")
+            pacer = retention.Pacer()
+            folded = retention.fold_batches(con, NOW, pacer, time.monotonic(),
+                                            batch_fold.CATCH_UP_MS)
+            assert folded == hosts * want_s <= batch_fold.CATCH_UP_ROWS
+            assert table(s, "SELECT min(received_ms) FROM batches") == [(t + want_s * 1000,)]
+            assert rollup.kept_since(con, batch_fold.TIER) == t + want_s * 1000
+            assert table(s, "SELECT count(*), min(first_seq), max(last_seq), sum(points) "
+                            "FROM batch_runs") == [(hosts, 1, want_s, 3 * hosts * want_s)]
+            # a row-bound step may cover less than its span: it teaches the pacer nothing
+            assert batch_fold.TIER not in pacer.cost
+        finally:
+            s.close()
+
+
 def test_retention_folds_in_paced_slices_whatever_raw_retention(tmp_path):
     """With raw (and the tiers) kept forever, rows older than an hour are folded all the same; a
     maintenance round with no budget left still folds one catch-up slice (5 minutes of rows), a
@@ -143,16 +204,7 @@ def test_retention_folds_in_paced_slices_whatever_raw_retention(tmp_path):
 
 def test_a_version_5_file_is_migrated_and_folded(tmp_path):
     path = tmp_path / "v5.duckdb"
-    con = duckdb.connect(str(path))
-    for stmt in DDL_V1:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    for version in range(1, 5):  # the statements that made every v5 file
-        for stmt in MIGRATIONS[version]:
-            con.execute(stmt)
-        con.execute("INSERT INTO schema_version VALUES (?, 0)", [version + 1])
-    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[]', MAP {}, 0)")
-    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i FROM range(1, 121) t(i)")
+    con = old_store_file(path, 5, "old", {}, T0, range(1, 121), "i")
     con.execute(f"INSERT INTO batches SELECT 'old', 3, i, 1, {T0} + i * 60000 "
                 "FROM range(1, 121) t(i) WHERE i <> 7")
     tables = {r[0] for r in con.execute(

@@ -18,9 +18,10 @@ from legion.aggregator.store.packing import (
     chunk_tables,
 )
 from legion.aggregator.store.retention import used_bytes
-from legion.aggregator.store.schema import DDL_V1, NEW_FILE_BLOCK_SIZE, SCHEMA_VERSION
+from legion.aggregator.store.schema import NEW_FILE_BLOCK_SIZE, SCHEMA_VERSION
 from legion.kernel.errors import StoreError
 from legion.proto import MetricsBatch, canonical_labels
+from tests.aggregator.old_store_files import old_store_file
 from tests.aggregator.test_store_tiers import assert_close
 
 T0 = 1_700_006_400_000  # a UTC midnight
@@ -317,14 +318,7 @@ def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path, monkeypatch):
 
 def test_a_version_1_file_is_migrated_and_its_points_packed(tmp_path):
     path = tmp_path / "v1.duckdb"
-    con = duckdb.connect(str(path))
-    for stmt in DDL_V1:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[[\"cpu\",\"0\"]]', "
-                "MAP {'cpu': '0'}, 0)")
-    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i / 10 FROM range(180) t(i)")
-    con.close()
+    old_store_file(path, 1, "old", {"cpu": "0"}, T0, range(180), "i / 10").close()
     store = Store(path, StorageConfig(rollups_enabled=False), clock_ms=lambda: T0 + DAY)
     try:
         with store._cursor() as cur:
@@ -402,14 +396,8 @@ def test_new_files_get_the_small_block_size_and_old_files_keep_theirs(tmp_path):
     a file created with DuckDB's default 256 KiB blocks (every earlier build) opens as it is,
     its points readable and new ones written to it."""
     new, old = tmp_path / "new.duckdb", tmp_path / "old.duckdb"
-    con = duckdb.connect(str(old))  # as the previous build made it: DuckDB's default block size
-    for stmt in DDL_V1:
-        con.execute(stmt)
-    con.execute("INSERT INTO schema_version VALUES (1, 0)")
-    con.execute("INSERT INTO series VALUES (1, 'old', 'cpu_percent', '[[\"cpu\",\"0\"]]', "
-                "MAP {'cpu': '0'}, 0)")
-    con.execute(f"INSERT INTO points SELECT 1, {T0} + i * 60000, i / 10 FROM range(60) t(i)")
-    con.close()
+    # as the previous build made it: DuckDB's default block size
+    old_store_file(old, 1, "old", {"cpu": "0"}, T0, range(60), "i / 10").close()
     rng = np.random.default_rng(5)
     batches, truth = batches_for(rng, range(1, 61), [T0 + HOUR + i * 60_000 for i in range(60)])
     for path, size in ((new, NEW_FILE_BLOCK_SIZE), (old, 262_144)):

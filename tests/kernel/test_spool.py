@@ -68,10 +68,14 @@ def test_release_frees_whole_segments(tmp_path: Path) -> None:
     assert n_seg > 5
     sp.release(EPOCH, [(1, 100_000)])  # a huge range walks segments instead of seqs
     assert sp.stats()["spool_records"] == 0 and sp.stats()["spool_bytes"] == 0
-    assert segments(tmp_path) == []
+    active = segments(tmp_path)  # only the active segment is left, emptied in place
+    assert len(active) == 1 and active[0].stat().st_size == 0
+    assert sp.stats()["spool_segments"] == 1
     assert n_bytes == 100 * (HEADER.size + 200)
-    sp.append(101, payload(101))  # a fresh segment after everything was freed
+    sp.append(101, payload(101))  # it takes the next appends
     assert [s for s, _ in sp.pending()] == [101]
+    assert segments(tmp_path) == active
+    assert active[0].stat().st_size == sp.stats()["spool_bytes"] == HEADER.size + len(payload(101))
     sp.close()
 
 

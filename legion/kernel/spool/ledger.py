@@ -1,4 +1,5 @@
-"""The spool's lifetime counters and dropped seq ranges, kept in ``meta.json`` across restarts.
+"""The spool's lifetime counters and dropped seq ranges, kept in ``meta.json`` across restarts,
+and how losses found at open (bad bytes, torn tails) are counted into them.
 
 ``batches_dropped_total`` is what the aggregator reports as a node's ``dropped`` (it reads the
 latest ``legion_agent_batches_dropped_total`` sample), so it must not reset when the agent
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Container
 from pathlib import Path
 
 from legion.kernel.durable_files import atomic_write
-from legion.kernel.spool.records import to_ranges
+from legion.kernel.spool.records import Key, to_ranges
 
 log = logging.getLogger("legion.kernel.spool")
 
@@ -79,6 +81,38 @@ class Ledger:
                 0, self.counters["batches_dropped_total"] - removed)
             self.generation += 1
         return removed
+
+    def note_quarantined(self, gaps: list[tuple[Key, Key]],
+                         released: list[tuple[int, int, int]], present: Container[Key]) -> None:
+        """Count the seqs lost in bad bytes found at open: those between the good records on
+        either side of each bad region (appends are in seq order), unless on disk elsewhere
+        (`present`), released (the aggregator has them) or counted as dropped already. Gaps away
+        from bad bytes are records released (a deleted or emptied segment) or dropped before:
+        not counted."""
+        known = {(ep, s) for ep, a, b in [*self.dropped, *released] for s in range(a, b + 1)}
+        lost = sorted({(ep, s) for (ep, a), (ep2, b) in gaps if ep == ep2
+                       for s in range(a + 1, b) if (ep, s) not in present
+                       and (ep, s) not in known})
+        if lost:
+            self.note_dropped(lost, events=0)
+            log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
+                        lost[0][1])
+
+    def note_torn(self, torn: list[Key | None], present: Container[Key]) -> None:
+        """A record cut short at the end of a segment (kill -9 or power loss mid-append) is
+        lost: counted as dropped once, under the seq it held (`records.torn_key`); one whose seq
+        cannot be known still counts in `batches_dropped_total`, with no range."""
+        def counted(k: Key) -> bool:
+            return any(ep == k[0] and a <= k[1] <= b for ep, a, b in self.dropped)
+        keys = [k for k in torn if k is not None and k not in present and not counted(k)]
+        unknown = sum(k is None for k in torn)
+        if keys:
+            self.note_dropped(keys, events=0)
+        if unknown:
+            self.counters["batches_dropped_total"] += unknown
+        if keys or unknown:
+            log.warning("event=spool_torn_tail_lost batches=%d seqs=%s", len(keys) + unknown,
+                        ",".join(str(k[1]) for k in keys) or "unknown")
 
     def save(self) -> None:
         """Write meta.json atomically; a disk error is logged, the next save retries."""

@@ -133,9 +133,9 @@ def torn_key(tail: bytes, before: Key | None) -> Key | None:
 
 
 def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
-                    ) -> tuple[list[RecordPos], int, int, int, bytes | None]:
-    """Scan one segment at open: (good records, clean size, bytes quarantined, bad regions,
-    the bad tail's bytes or None).
+                    ) -> tuple[list[RecordPos], int, list[tuple[int, int]], bytes | None]:
+    """Scan one segment at open: (good records, clean size, bad regions ``[start, end)``, the
+    bad tail's bytes or None).
 
     Each bad region is copied to ``quarantine_dir``; a bad tail is cut off the file; a segment
     with no good record is deleted. The quarantine keeps its newest files within
@@ -160,19 +160,22 @@ def recover_segment(path: Path, quarantine_dir: Path, quarantine_max_bytes: int
         while len(files) > 1 and total > quarantine_max_bytes:
             total -= files[0].stat().st_size
             files.pop(0).unlink()
-    return good, size, sum(e - s for s, e in bad), len(bad), tail
+    return good, size, bad, tail
 
 
 @dataclass(slots=True)
 class Recovered:
     """What `load_segments` found: segments with their good records, the next segment id,
-    bytes quarantined, bad regions, and one entry per torn tail (its key, None if unknown)."""
+    bytes quarantined, bad regions, one entry per torn tail (its key, None if unknown), and the
+    good records on either side of each bad region (`bad_gaps`: the seqs between them were in
+    the bad bytes; gaps elsewhere are records released or dropped, not lost there)."""
 
     segments: list[tuple[Segment, list[RecordPos]]]
     next_id: int
     quarantined_bytes: int
     bad_regions: int
     torn: list[Key | None]
+    bad_gaps: list[tuple[Key, Key]]
 
 
 def load_segments(directory: Path, quarantine_max_bytes: int) -> Recovered:
@@ -180,7 +183,9 @@ def load_segments(directory: Path, quarantine_max_bytes: int) -> Recovered:
     left alone."""
     out: list[tuple[Segment, list[RecordPos]]] = []
     torn: list[Key | None] = []
+    gaps: list[tuple[Key, Key]] = []
     last: Key | None = None
+    in_bad = False  # bad bytes since `last` (a bad tail carries over to the next segment)
     next_id, q_bytes, q_events = 1, 0, 0
     for path in sorted(directory.glob("seg-*.log")):
         try:
@@ -189,18 +194,27 @@ def load_segments(directory: Path, quarantine_max_bytes: int) -> Recovered:
             continue
         next_id = max(next_id, seg_id + 1)
         try:
-            good, size, qb, qe, tail = recover_segment(path, directory / "quarantine",
-                                                       quarantine_max_bytes)
+            good, size, bad, tail = recover_segment(path, directory / "quarantine",
+                                                    quarantine_max_bytes)
         except OSError as exc:
             log.warning("event=spool_segment_unreadable segment=%s error=%s", path.name, exc)
             continue
-        q_bytes, q_events = q_bytes + qb, q_events + qe
+        q_bytes, q_events = q_bytes + sum(e - s for s, e in bad), q_events + len(bad)
         if good:
             out.append((Segment(seg_id, path, size=size), good))
-            last = (good[-1].epoch, good[-1].seq)
+        bad_at = iter(sorted(s for s, _ in bad))
+        nxt = next(bad_at, None)
+        for rec in good:
+            while nxt is not None and nxt < rec.offset:
+                in_bad, nxt = True, next(bad_at, None)
+            key = (rec.epoch, rec.seq)
+            if in_bad and last is not None:
+                gaps.append((last, key))
+            in_bad, last = False, key
         if tail is not None:
             torn.append(torn_key(tail, last))
-    return Recovered(out, next_id, q_bytes, q_events, torn)
+        in_bad = in_bad or nxt is not None
+    return Recovered(out, next_id, q_bytes, q_events, torn, gaps)
 
 
 def _resync(data: bytes, start: int) -> int | None:

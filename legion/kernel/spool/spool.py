@@ -14,6 +14,14 @@ appended since the last fsync, i.e. up to ``sync_interval_ms`` of the newest bat
 time until the next `append`/`sync_if_due` call). Those batches were still sent from memory, so
 the aggregator acknowledges what it got.
 
+Release: released seqs are appended to ``released.log`` while their records are still on disk.
+A segment whose records are all released is deleted, except the active one: it is truncated to
+nothing in place and takes the next appends, with no release-log entry (its records are gone).
+So a checkpoint ack that releases everything costs one ``ftruncate``, and an idle spool keeps one
+empty segment file. Released records are never resent after ``kill -9`` (the truncation or the
+log entry is done before `release` returns); after a power loss, those released since the last
+fsync may be resent (the aggregator answers duplicates), as with the release log.
+
 Overflow: when a record does not fit under ``max_bytes``, whole oldest segments are deleted; every
 record in them that was not released counts as a dropped batch and its seq joins
 `dropped_ranges()`. A bad region at open (torn tail, flipped bytes) is copied to ``quarantine/``,
@@ -151,10 +159,16 @@ class Spool:
             if self._closed:
                 return 0
             n = 0
+            touched: set[int] = set()  # ids of the segments the released records are in
             self._arrived(epoch, merged)
             for first, last in merged:
-                n += self._release_range(epoch, first, last)
-            if n:
+                n += self._release_range(epoch, first, last, touched)
+            if not n:
+                return 0
+            self._dirty = True  # an emptied active segment's truncation is synced with it
+            # Logged only while some of them stay on disk: a fully released segment is emptied
+            # or deleted below, its records gone with it.
+            if any(s.id in touched and s.pending > 0 for s in self._segments):
                 entries = b"".join(R.pack_release(epoch, a, b) for a, b in merged)
                 try:
                     os.write(self._release_fd, entries)
@@ -162,10 +176,10 @@ class Spool:
                 except OSError as exc:  # only costs a resend after a crash
                     self._counters["spool_write_errors_total"] += 1
                     log.warning("event=spool_release_log_failed error=%s", exc)
-                self._dirty = self._release_dirty = True
-                if not self._collect_released() \
-                        and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
-                    self._compact_release_log()
+                self._release_dirty = True
+            if not self._collect_released() \
+                    and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
+                self._compact_release_log()
             return n
 
     def mark_committed(self, epoch: int, ranges: Iterable[tuple[int, int]]) -> None:
@@ -328,11 +342,13 @@ class Spool:
         entry = self._index.get(key)
         return entry[0] if entry is not None else None
 
-    def _forget(self, key: Key) -> None:
+    def _forget(self, key: Key) -> Segment | None:
         entry = self._index.pop(key, None)
         self._committed.discard(key)
-        if entry is not None:
-            entry[0].pending -= 1
+        if entry is None:
+            return None
+        entry[0].pending -= 1
+        return entry[0]
 
     def _keys_in(self, epoch: int, first: int, last: int) -> Iterator[Key]:
         if last - first < 4096:  # a small range: probe seq by seq
@@ -346,19 +362,44 @@ class Spool:
                 yield from [k for k in seg.keys
                             if k[0] == epoch and first <= k[1] <= last and k in self._index]
 
-    def _release_range(self, epoch: int, first: int, last: int) -> int:
+    def _release_range(self, epoch: int, first: int, last: int,
+                       touched: set[int] | None = None) -> int:
         keys = list(self._keys_in(epoch, first, last))
         for k in keys:
-            self._forget(k)
+            seg = self._forget(k)
+            if touched is not None and seg is not None:
+                touched.add(seg.id)
         return len(keys)
 
     def _collect_released(self) -> bool:
+        """Free fully released segments; True if any file was deleted (the log was compacted).
+
+        The active segment is emptied in place and takes the next appends: no file is created or
+        deleted and the release log is not rewritten, so a checkpoint ack costs one ftruncate.
+        """
+        active = self._active
+        if active is not None and active.pending <= 0 and active.keys:
+            self._empty_active(active)  # if the disk refuses, it is deleted below instead
         done = [s for s in self._segments if s.pending <= 0 and s.keys]
         for seg in done:
             self._delete_segment(seg)
         if done:
             self._compact_release_log()
         return bool(done)
+
+    def _empty_active(self, seg: Segment) -> None:
+        """Truncate the fully released active segment to nothing (its keys go with it)."""
+        assert seg.fd is not None
+        try:
+            os.ftruncate(seg.fd, 0)
+        except OSError as exc:
+            self._counters["spool_write_errors_total"] += 1
+            log.warning("event=spool_truncate_failed segment=%s error=%s", seg.path.name, exc)
+            return
+        self._bytes -= seg.size
+        seg.size = seg.pending = 0
+        seg.keys.clear()
+        seg.bounds.clear()
 
     def _sync_if_due(self, now: float) -> bool:
         if self._dirty and now - self._last_sync >= self.sync_interval_s:
@@ -403,12 +444,12 @@ class Spool:
             self._bytes += seg.size
         self._dir_dirty = True
         rpath = self.directory / "released.log"
-        if rpath.exists():
-            for epoch, first, last in R.parse_releases(rpath.read_bytes()):
-                self._release_range(epoch, first, last)
+        released = R.parse_releases(rpath.read_bytes()) if rpath.exists() else []
+        for epoch, first, last in released:
+            self._release_range(epoch, first, last)
         if quarantined:
-            self._count_quarantined([rec for _, records in segments for rec in records])
-            self._count_torn(found.torn)
+            self._ledger.note_quarantined(found.bad_gaps, released, self._index)
+            self._ledger.note_torn(found.torn, self._index)
         for seg in [s for s in self._segments if s.pending <= 0]:
             self._delete_segment(seg)
         self._recovering = False
@@ -416,38 +457,6 @@ class Spool:
         self._sync()
         if quarantined:
             self._ledger.save()
-
-    def _count_quarantined(self, records: list[R.RecordPos]) -> None:
-        """Seqs missing between the records that survived a quarantine were in the bad bytes:
-        lost, so counted as dropped (appends are in seq order; gaps already counted as dropped,
-        e.g. by an overflow, are not counted again)."""
-        by_epoch: dict[int, set[int]] = {}
-        for rec in records:
-            by_epoch.setdefault(rec.epoch, set()).add(rec.seq)
-        known = {(ep, s) for ep, a, b in self._ledger.dropped for s in range(a, b + 1)}
-        lost = [(ep, s) for ep, seqs in by_epoch.items()
-                for s in range(min(seqs), max(seqs) + 1)
-                if s not in seqs and (ep, s) not in known]
-        if lost:
-            self._ledger.note_dropped(lost, events=0)
-            log.warning("event=spool_quarantine_lost batches=%d first_seq=%d", len(lost),
-                        lost[0][1])
-
-    def _count_torn(self, torn: list[Key | None]) -> None:
-        """A record cut short at the end of a segment (kill -9 or power loss mid-append) is
-        lost: counted as dropped once, under the seq it held (`R.torn_key`); one whose seq
-        cannot be known still counts in `batches_dropped_total`, with no range."""
-        def counted(k: Key) -> bool:
-            return any(ep == k[0] and a <= k[1] <= b for ep, a, b in self._ledger.dropped)
-        keys = [k for k in torn if k is not None and k not in self._index and not counted(k)]
-        unknown = sum(k is None for k in torn)
-        if keys:
-            self._ledger.note_dropped(keys, events=0)
-        if unknown:
-            self._counters["batches_dropped_total"] += unknown
-        if keys or unknown:
-            log.warning("event=spool_torn_tail_lost batches=%d seqs=%s", len(keys) + unknown,
-                        ",".join(str(k[1]) for k in keys) or "unknown")
 
     def _compact_release_log(self) -> None:
         """Rewrite released.log with only the released seqs of live segments."""
