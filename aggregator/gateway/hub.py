@@ -48,11 +48,6 @@ PUSH_DUTY = 0.25
 """Rebuilds on pushed rows take at most about this share of the hub's time: after one that
 took d seconds of CPU the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces
 pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not stretch the wait)."""
-PUSH_GATHER_S = 0.0
-"""After a wake-up, a push may wait this long for the rest of a burst of batches. Off: on a quiet
-machine 5 ms doubled the 1-host latency (p50 3.7-4.5 -> 10.0-10.6 ms) and did not lower the
-200-host p99 (43-55 ms without, 56-69 with; `run.py --quick --only latency`, alternating);
-PUSH_DUTY already coalesces pushes when rebuilds get expensive."""
 
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
@@ -280,8 +275,6 @@ class Hub:
                     await self._wake.wait()
             except TimeoutError:
                 return
-            if PUSH_GATHER_S:  # the rest of the burst joins this push (wake-ups meanwhile: none)
-                await asyncio.sleep(min(PUSH_GATHER_S, max(0.0, until - loop.time())))
             self._wake.clear()
             self._wake_pending = False
             if not self.clients:  # nobody to tell: the rows wait for the next poll
