@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
 from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.fleet_patch import HostPatch, host_index, patch_hosts
 from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
@@ -182,6 +183,7 @@ class Hub:
         # Live rows by (node, metric, labels), fed by the store's reads and pushed commits.
         self._live = LiveRows()
         self._hosts: dict[str, dict[str, Any]] = {}  # host entries by node, rebuilt when dirty
+        self._host_index: dict[str, int] = {}  # where each node is in `fleet["hosts"]`
         self._encoded: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
         self._wake = asyncio.Event()
@@ -312,6 +314,7 @@ class Hub:
                 self._live.replace(rows, keep_newer=self._unsubscribe is not None)
             self._live.drain()
             now = now_ms()
+            agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()
             if read_sources:  # a poll: hosts without new data may have turned stale
                 dirty |= self._aging(now)
@@ -322,9 +325,16 @@ class Hub:
                         self._hosts[node] = fresh[node]
                     else:
                         self._hosts.pop(node, None)
-            fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
+            patch = None  # a push of known hosts' system rows: only their entries change
+            if not read_sources and not agents_moved and self.fleet is not None:
+                patch = patch_hosts(self.fleet, self._host_index, self._hosts, dirty, now)
+            if patch is None:
+                fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
+                self._host_index = host_index(fleet)
+            else:
+                fleet = patch.fleet
             self.fleet = fleet
-            self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now)
+            self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now, patch)
             if read_sources:  # a poll; rebuilds on pushed commits count as `pushes`
                 self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
@@ -345,7 +355,10 @@ class Hub:
             if read_sources else {}
         return rows, extra
 
-    def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int) -> None:
+    def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int,
+               patch: HostPatch | None = None) -> None:
+        """Diff each topic's new data against its state and publish what changed; after a
+        `patch` only its changed hosts are diffed (the agents are as they were)."""
         alerts = extra.get("alerts", [])  # the alerting engine's (aggregator/alerts/)
         alerts += list(self._pushed["alerts"].values())
         for a in alerts:
@@ -366,14 +379,26 @@ class Hub:
             "forecasts": {"forecasts": events["forecasts"]},
         }
         for topic, data in new_state.items():
-            diff = self._diff(topic, self.state[topic], data)
+            old: Mapping[str, Any] = self.state[topic]
+            if patch is None or topic != "system_health":
+                diff = self._diff(topic, old, data) \
+                    if patch is None or topic != "agent_metrics" else {}
+            else:  # a patch: only its changed hosts can differ; the delta needs only them
+                diff = {"hosts": patch.changed} if patch.changed else {}
+                if diff or data["summary"] != old.get("summary"):
+                    diff["summary"] = data["summary"]
+                old = {"hosts": patch.before}
             if topic in self.history:  # a host or agent with a new point is in the diff
                 self._record_history(topic, diff)
-            delta = delta_update(self.state[topic], diff) \
-                if diff and any(f in diff for f in DELTA_FIELDS) else None
+            delta = delta_update(old, diff) if diff and self._wants_delta(topic) \
+                and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data
             if diff:
                 self.publish(topic, diff, delta)
+
+    def _wants_delta(self, topic: str) -> bool:
+        """Whether a client takes `topic` as deltas (else none is computed)."""
+        return any(topic in getattr(c, "delta_topics", ()) for c in self.clients)
 
     @staticmethod
     def _diff(topic: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
