@@ -9,8 +9,8 @@ runs as usual, and each accepted batch is timed, keyed by (node, newest sample t
 * `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
 
 It also times the hub's rebuilds (wall and CPU), the CPU of each `accept` (per frame), Python's
-garbage collections, and the CPU of each of the aggregator's threads over the run (named by
-Python's thread names, or the kernel's for native ones: ZeroMQ's I/O thread, DuckDB's).
+garbage collections, and the CPU of each of the aggregator's threads from the first frame on
+(named by Python's thread names, or the kernel's for native ones: ZeroMQ's I/O thread, DuckDB's).
 
 The WebSocket client adds `ws_send` (the message's own `ts_ms`, taken as it is built) and
 `client` (arrival). Wall clock ms on one machine; written to OUT.json at exit. A bench tool: the
@@ -40,6 +40,8 @@ def install(out: Path) -> None:
     from legion.aggregator.ingest import IngestWriter
 
     seen: dict[str, dict[str, float]] = {}
+    threads = ThreadClock()
+    threads.start()
 
     def key(node: str, ts: int) -> str:
         return f"{node}|{ts}"
@@ -59,6 +61,8 @@ def install(out: Path) -> None:
     accept_cpu_us: list[float] = []
 
     def timed_accept(self: Any, frame: Any) -> Any:
+        if not accept_cpu_us:  # the first frame: thread CPU counts from here (not start-up)
+            threads.mark()
         c0 = time.thread_time()
         item = accept(self, frame)
         accept_cpu_us.append((time.thread_time() - c0) * 1e6)
@@ -93,12 +97,10 @@ def install(out: Path) -> None:
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_started[0] = time.perf_counter()
-        else:
+        elif accept_cpu_us:  # from the first frame on, like the thread clocks
             gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
 
     gc.callbacks.append(on_gc)
-    threads = ThreadClock()
-    threads.start()
     Acceptor.accept = timed_accept  # type: ignore[method-assign]
     IngestWriter._commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
@@ -115,6 +117,7 @@ class ThreadClock(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="bench-thread-clock", daemon=True)
         self._cpu: dict[int, tuple[str, float]] = {}
+        self._base: dict[int, float] = {}
         self._tick = os.sysconf("SC_CLK_TCK")
 
     def run(self) -> None:
@@ -136,12 +139,17 @@ class ThreadClock(threading.Thread):
             cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
             self._cpu[tid] = (names.get(tid, self._cpu.get(tid, (comm,))[0]), cpu)
 
+    def mark(self) -> None:
+        """Count CPU from now on."""
+        self.read()
+        self._base = {tid: cpu for tid, (_, cpu) in self._cpu.items()}
+
     def cpu_s(self) -> dict[str, float]:
-        """CPU seconds per thread name (threads of one name summed)."""
+        """CPU seconds per thread name since `mark` (threads of one name summed)."""
         self.read()
         out: dict[str, float] = {}
-        for name, cpu in self._cpu.values():
-            out[name] = round(out.get(name, 0.0) + cpu, 2)
+        for tid, (name, cpu) in self._cpu.items():
+            out[name] = round(out.get(name, 0.0) + cpu - self._base.get(tid, 0.0), 2)
         return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
