@@ -91,14 +91,15 @@ def install(out: Path) -> None:
                     rec.setdefault("hub", now)
         publish(self, topic, data, *args)
 
-    gc_passes: list[tuple[int, float]] = []  # (generation, ms) of each collection
-    gc_started = [0.0]
+    gc_passes: list[tuple[int, float, float]] = []  # (generation, wall ms, CPU ms) of each
+    gc_started = [0.0, 0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            gc_started[0] = time.perf_counter()
+            gc_started[:] = time.perf_counter(), time.thread_time()
         elif accept_cpu_us:  # from the first frame on, like the thread clocks
-            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000,
+                              (time.thread_time() - gc_started[1]) * 1000))
 
     gc.callbacks.append(on_gc)
     Acceptor.accept = timed_accept  # type: ignore[method-assign]
@@ -170,10 +171,13 @@ def breakdown(found: dict[str, Any],
     if found.get("threads"):
         out["thread_cpu_s"] = found["threads"]
     for gen in (0, 1, 2):
-        ms = [x[1] for x in found.get("gc", ()) if x[0] == gen]
-        if ms:
+        passes = [x for x in found.get("gc", ()) if x[0] == gen]
+        if passes:
+            ms, cpu = [x[1] for x in passes], [x[2] for x in passes]
             out[f"gc_gen{gen}"] = {"count": len(ms), "max_ms": round(max(ms), 1),
-                                   "total_ms": round(sum(ms), 1)}
+                                   "total_ms": round(sum(ms), 1),
+                                   "cpu_max_ms": round(max(cpu), 2),
+                                   "cpu_total_ms": round(sum(cpu), 1)}
     for poll in (0, 1):
         r = [x for x in found["rebuilds"] if x[2] == poll]
         if r:
