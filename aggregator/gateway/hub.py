@@ -248,35 +248,40 @@ class Hub:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        # Pushes are served beside the polls, not between them: a poll's reads (the sources,
+        # the store's resync) can wait behind a commit, and no push waits for them.
+        pushes = None if self._unsubscribe is None else asyncio.create_task(
+            self._serve_pushes(), name="legion-gateway-hub-pushes")
         next_at = loop.time()
-        while True:
-            pushed = self._unsubscribe is not None
-            try:
-                await self._refresh(read_store=not pushed or loop.time() >= self._next_resync)
-                if pushed and loop.time() >= self._next_resync:
-                    self._next_resync = loop.time() + RESYNC_S
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never crash after start-up; count and retry next tick
-                self.stats["tick_errors"] += 1
-                errors = self.stats["tick_errors"]
-                if errors in (1, 10, 100) or errors % 1000 == 0:
-                    log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
-            if self.on_tick is not None:
-                self.on_tick()
-            next_at += self.interval_s
-            next_at = max(next_at, loop.time())  # overran: skip, don't burst
-            await self._serve_pushes(loop, next_at)
+        try:
+            while True:
+                pushed = self._unsubscribe is not None
+                try:
+                    await self._refresh(
+                        read_store=not pushed or loop.time() >= self._next_resync)
+                    if pushed and loop.time() >= self._next_resync:
+                        self._next_resync = loop.time() + RESYNC_S
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never crash after start-up; count, retry next tick
+                    self.stats["tick_errors"] += 1
+                    errors = self.stats["tick_errors"]
+                    if errors in (1, 10, 100) or errors % 1000 == 0:
+                        log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
+                if self.on_tick is not None:
+                    self.on_tick()
+                next_at += self.interval_s
+                next_at = max(next_at, loop.time())  # overran: skip, don't burst
+                await asyncio.sleep(next_at - loop.time())
+        finally:
+            if pushes is not None:
+                pushes.cancel()
+                await asyncio.wait([pushes])  # never swallows a cancel of this task
 
-    async def _serve_pushes(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
-        """Until the next poll, rebuild from pushed commits as they come (coalesced, spaced by
-        `PUSH_DUTY`); without a commit feed this is a plain sleep."""
-        while (left := until - loop.time()) > 0:
-            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel
-                async with asyncio.timeout(left):
-                    await self._wake.wait()
-            except TimeoutError:
-                return
+    async def _serve_pushes(self) -> None:
+        """Rebuild from pushed rows as they come (coalesced, spaced by `PUSH_DUTY`)."""
+        while True:
+            await self._wake.wait()
             self._wake.clear()
             self._wake_pending = False
             if not self.clients:  # nobody to tell: the rows wait for the next poll
@@ -290,8 +295,7 @@ class Hub:
                 self.stats["tick_errors"] += 1
                 log.warning("event=hub_push_failed error=%r", exc)
             self.stats["pushes"] += 1
-            rest = (time.thread_time() - t0) * (1 / PUSH_DUTY - 1)
-            await asyncio.sleep(min(rest, max(0.0, until - loop.time())))
+            await asyncio.sleep((time.thread_time() - t0) * (1 / PUSH_DUTY - 1))
 
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
