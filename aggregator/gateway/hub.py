@@ -19,14 +19,14 @@ import asyncio
 import json
 import logging
 import time
-from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
-from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.fleet import FleetBuilder
 from legion.aggregator.gateway.fleet_patch import HostPatch, host_index, patch_hosts
+from legion.aggregator.gateway.history import ChartHistory
 from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
@@ -52,44 +52,6 @@ pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not str
 
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
-
-HISTORY_BUDGET_POINTS = 2_000_000
-"""All chart series together keep at most this many points (16 bytes each, ~32 MB)."""
-SNAPSHOT_HISTORY_MAX_POINTS = 200_000
-"""One snapshot carries at most this many history points (the newest of each series)."""
-
-
-class Ring:
-    """Newest (ts_ms, value) points of one series in two flat arrays (16 bytes per point)."""
-
-    __slots__ = ("ts", "values")
-
-    def __init__(self) -> None:
-        self.ts = array("q")
-        self.values = array("d")
-
-    def append(self, ts_ms: int, value: float, keep: int) -> None:
-        """Add a point; trim to `keep` points when twice that many accumulated (amortized)."""
-        self.ts.append(int(ts_ms))
-        self.values.append(float(value))
-        if len(self.ts) > 2 * keep:
-            del self.ts[:-keep]
-            del self.values[:-keep]
-
-    def last_ts(self) -> int | None:
-        """Timestamp of the newest point, if any."""
-        return self.ts[-1] if self.ts else None
-
-    def points(self, limit: int) -> list[list[float]]:
-        """The newest `limit` points, oldest first, as `[ts_ms, value]` pairs."""
-        n = min(limit, len(self.ts))
-        if n <= 0:
-            return []
-        return [[t, v] for t, v in zip(self.ts[-n:], self.values[-n:], strict=True)]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 class Subscriber(Protocol):
     """What the hub needs from a WebSocket client."""
@@ -170,9 +132,7 @@ class Hub:
             "system_health": {"hosts": [], "departments": [], "summary": {}},
             "agent_metrics": {"agents": [], "links": []}, "alerts": {"alerts": []},
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
-        self.history: dict[str, dict[str, dict[str, Ring]]] = {
-            "system_health": {}, "agent_metrics": {}}
-        self._history_series = 0  # series in `history` (they are never dropped)
+        self.history = ChartHistory(self.max_history)
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
                       "pushes": 0, "encoded": 0}
@@ -393,7 +353,7 @@ class Hub:
                     diff["summary"] = data["summary"]
                 old = {"hosts": patch.before}
             if topic in self.history:  # a host or agent with a new point is in the diff
-                self._record_history(topic, diff)
+                self.history.record(topic, diff)
             delta = delta_update(old, diff) if diff and self._wants_delta(topic) \
                 and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data
@@ -424,40 +384,11 @@ class Hub:
             out["summary"] = new["summary"]  # counts change without a host changing, too
         return out
 
-    def history_limit(self) -> int:
-        """Points kept per series: `max_history_points`, lowered when the fleet is huge."""
-        n = self._history_series
-        return min(self.max_history, max(10, HISTORY_BUDGET_POINTS // max(1, n)))
-
-    def _record_history(self, topic: str, diff: Mapping[str, Any]) -> None:
-        keep = self.history_limit()
-        field, idkey, keys = (("hosts", "node", HOST_CHART_KEYS) if topic == "system_health"
-                              else ("agents", "agent_id", AGENT_CHART_KEYS))
-        hist = self.history[topic]
-        for e in diff.get(field, ()):
-            series = hist.setdefault(e[idkey], {})
-            for k in keys:
-                v = e["metrics"].get(k)
-                if v is None:
-                    continue
-                ring = series.get(k)
-                if ring is None:
-                    ring = series[k] = Ring()
-                    self._history_series += 1
-                last = ring.last_ts()
-                if last is None or last < e["ts_ms"]:
-                    ring.append(e["ts_ms"], v, keep)
-
     def snapshot(self, topic: str, history: bool = True) -> dict[str, Any]:
         """The full current data of `topic` (plus per-series history for the two metric topics)."""
         data = dict(self.state[topic])
         if history and topic in self.history:
-            hist = self.history[topic]
-            n_series = sum(len(s) for s in hist.values())
-            limit = min(self.history_limit(),
-                        max(10, SNAPSHOT_HISTORY_MAX_POINTS // max(1, n_series)))
-            data["history"] = {ent: {k: ring.points(limit) for k, ring in series.items()}
-                               for ent, series in hist.items()}
+            data["history"] = self.history.points(topic)
         return data
 
     # -- fan-out --------------------------------------------------------------------------------
