@@ -234,6 +234,10 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     # Everything made so far lives as long as the process: full GC passes skip it from now
     # on (a pass over the start-up heap took 70-80 ms, the live stream's p99; docs/peers.md).
     gc.freeze()
+    # Then fewer, not longer, passes: a young pass per 5,000 new objects (not 700: ~6 a second
+    # at 200 hosts), a full pass per 50 middle ones (not 10: one every ~20 s, 4-30 ms each,
+    # landed in the live stream's bursts). docs/peers.md, "End to end, CPU on the path".
+    gc.set_threshold(5_000, 10, 50)
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",
              cfg.aggregator.ingest_bind, cfg.aggregator.ack_bind, scheme,

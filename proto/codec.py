@@ -3,10 +3,16 @@
 `decode` is bounded (frame size, string, array and map lengths are capped before allocation) and
 validating: it either returns an `Envelope` or raises `WireError` with a `Reason`. Nothing else
 escapes it, whatever the bytes (a hypothesis fuzz test holds it to that).
+
+Agents send the same metric names and label sets every tick, so the names and each label set
+that passed validation are remembered (`VALIDATED_KEPT` of each, by exact content) and a frame
+that repeats them is not validated again; small batches are range-checked in Python, where
+numpy's fixed cost per call is most of the work (`SMALL_BATCH`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,6 +40,13 @@ if TYPE_CHECKING:  # numpy is imported lazily: only decoding metrics needs it
 
 
 _UINT32, _FLOAT64, _INT64 = "<u4", "<f8", "<i8"
+_ITEMSIZE = {_UINT32: 4, _FLOAT64: 8, _INT64: 8}
+SMALL_BATCH = 32
+"""Batches of at most this many points are range-checked in Python, larger ones with numpy."""
+VALIDATED_KEPT = 4096
+"""Validated name lists and label sets remembered (each cache is emptied when full)."""
+_names_seen: dict[tuple[Any, ...], tuple[str, ...]] = {}
+_labels_seen: dict[tuple[tuple[Any, Any], ...], Labels] = {}
 
 
 class Codec(Protocol):
@@ -172,10 +185,49 @@ def _array(body: dict[str, Any], key: str, dtype: str) -> np.ndarray:
     import numpy as np
 
     raw = _field(body, key, bytes)
-    if len(raw) % np.dtype(dtype).itemsize:
+    if len(raw) % _ITEMSIZE[dtype]:
         raise WireError(Reason.LENGTH_MISMATCH, f"{key} is not a whole number of items")
     arr = np.frombuffer(raw, dtype=dtype)
     return arr  # frombuffer over immutable bytes is read-only already
+
+
+def _known_labels(obj: Any) -> Labels:
+    """`_labels(obj)`, from the label sets validated before when `obj` is one of them."""
+    try:
+        key = tuple(obj.items())
+        hit = _labels_seen.get(key)
+    except (AttributeError, TypeError):  # not a map, or unhashable values: validation says why
+        return _labels(obj)
+    if hit is None:
+        hit = _labels(obj)
+        if len(_labels_seen) >= VALIDATED_KEPT:
+            _labels_seen.clear()
+        _labels_seen[key] = hit
+    return hit
+
+
+def _names(names: list[Any]) -> tuple[str, ...]:
+    """The metric names, validated (or validated before: the same list as an earlier frame)."""
+    try:
+        key = tuple(names)
+        hit = _names_seen.get(key)
+    except TypeError:  # unhashable items: validation says why
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    for n in names:
+        if not isinstance(n, str):
+            raise WireError(Reason.MISTYPED_FIELD, "metric name is not a string")
+        if len(n) > L.MAX_NAME_LEN:
+            raise WireError(Reason.NAME_TOO_LONG, n[:64])
+        if not NAME_RE.match(n):
+            raise WireError(Reason.BAD_NAME, repr(n)[:64])
+    out = tuple(names)
+    if key is not None:
+        if len(_names_seen) >= VALIDATED_KEPT:
+            _names_seen.clear()
+        _names_seen[key] = out
+    return out
 
 
 def _labels(obj: Any) -> Labels:
@@ -196,16 +248,9 @@ def _labels(obj: Any) -> Labels:
 def _decode_metrics(body: dict[str, Any], now_ms: int) -> MetricsBatch:
     import numpy as np
 
-    names = _field(body, "names", list)
+    names = _names(_field(body, "names", list))
     label_list = _field(body, "labels", list)
-    for n in names:
-        if not isinstance(n, str):
-            raise WireError(Reason.MISTYPED_FIELD, "metric name is not a string")
-        if len(n) > L.MAX_NAME_LEN:
-            raise WireError(Reason.NAME_TOO_LONG, n[:64])
-        if not NAME_RE.match(n):
-            raise WireError(Reason.BAD_NAME, repr(n)[:64])
-    label_sets = tuple(_labels(x) for x in label_list)
+    label_sets = tuple(_known_labels(x) for x in label_list)
     name_idx = _array(body, "name_idx", _UINT32)
     label_idx = _array(body, "label_idx", _UINT32)
     values = _array(body, "values", _FLOAT64)
@@ -215,17 +260,29 @@ def _decode_metrics(body: dict[str, Any], now_ms: int) -> MetricsBatch:
         raise WireError(Reason.TOO_MANY_POINTS, str(n))
     if not name_idx.shape[0] == label_idx.shape[0] == ts.shape[0] == n:
         raise WireError(Reason.LENGTH_MISMATCH, "columns differ in length")
-    if n:
-        if int(name_idx.max()) >= len(names) or int(label_idx.max()) >= len(label_sets):
-            raise WireError(Reason.INDEX_OUT_OF_RANGE, "point refers past names/labels")
-        if not np.isfinite(values).all():
-            raise WireError(Reason.NON_FINITE_VALUE, "NaN or Inf in values")
-        if int(ts.min()) < now_ms - L.MAX_PAST_MS or int(ts.max()) > now_ms + L.MAX_FUTURE_MS:
-            raise WireError(Reason.TIMESTAMP_OUT_OF_RANGE, "point timestamp too far from now")
+    if 0 < n <= SMALL_BATCH:
+        t = ts.tolist()
+        _check_ranges(max(name_idx.tolist()), max(label_idx.tolist()),
+                      all(map(math.isfinite, values.tolist())), min(t), max(t),
+                      len(names), len(label_sets), now_ms)
+    elif n:
+        _check_ranges(int(name_idx.max()), int(label_idx.max()), bool(np.isfinite(values).all()),
+                      int(ts.min()), int(ts.max()), len(names), len(label_sets), now_ms)
     return MetricsBatch(
-        names=tuple(names), label_sets=label_sets, name_idx=name_idx,
+        names=names, label_sets=label_sets, name_idx=name_idx,
         label_idx=label_idx, values=values, ts_ms=ts,
     )
+
+
+def _check_ranges(max_name: int, max_labels: int, finite: bool, ts_min: int, ts_max: int,
+                  n_names: int, n_label_sets: int, now_ms: int) -> None:
+    """Every point refers to a sent name and label set, is finite and near `now_ms`."""
+    if max_name >= n_names or max_labels >= n_label_sets:
+        raise WireError(Reason.INDEX_OUT_OF_RANGE, "point refers past names/labels")
+    if not finite:
+        raise WireError(Reason.NON_FINITE_VALUE, "NaN or Inf in values")
+    if ts_min < now_ms - L.MAX_PAST_MS or ts_max > now_ms + L.MAX_FUTURE_MS:
+        raise WireError(Reason.TIMESTAMP_OUT_OF_RANGE, "point timestamp too far from now")
 
 
 def _decode_ack(body: dict[str, Any], now_ms: int) -> Ack:

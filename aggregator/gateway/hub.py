@@ -19,13 +19,14 @@ import asyncio
 import json
 import logging
 import time
-from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
-from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS, FleetBuilder
+from legion.aggregator.gateway.fleet import FleetBuilder
+from legion.aggregator.gateway.fleet_patch import HostPatch, host_index, patch_hosts
+from legion.aggregator.gateway.history import ChartHistory
 from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
@@ -48,52 +49,9 @@ PUSH_DUTY = 0.25
 """Rebuilds on pushed rows take at most about this share of the hub's time: after one that
 took d seconds of CPU the next waits d * (1 / PUSH_DUTY - 1), so a huge fleet coalesces
 pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not stretch the wait)."""
-PUSH_GATHER_S = 0.0
-"""After a wake-up, a push may wait this long for the rest of a burst of batches. Off: on a quiet
-machine 5 ms doubled the 1-host latency (p50 3.7-4.5 -> 10.0-10.6 ms) and did not lower the
-200-host p99 (43-55 ms without, 56-69 with; `run.py --quick --only latency`, alternating);
-PUSH_DUTY already coalesces pushes when rebuilds get expensive."""
 
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
-
-HISTORY_BUDGET_POINTS = 2_000_000
-"""All chart series together keep at most this many points (16 bytes each, ~32 MB)."""
-SNAPSHOT_HISTORY_MAX_POINTS = 200_000
-"""One snapshot carries at most this many history points (the newest of each series)."""
-
-
-class Ring:
-    """Newest (ts_ms, value) points of one series in two flat arrays (16 bytes per point)."""
-
-    __slots__ = ("ts", "values")
-
-    def __init__(self) -> None:
-        self.ts = array("q")
-        self.values = array("d")
-
-    def append(self, ts_ms: int, value: float, keep: int) -> None:
-        """Add a point; trim to `keep` points when twice that many accumulated (amortized)."""
-        self.ts.append(int(ts_ms))
-        self.values.append(float(value))
-        if len(self.ts) > 2 * keep:
-            del self.ts[:-keep]
-            del self.values[:-keep]
-
-    def last_ts(self) -> int | None:
-        """Timestamp of the newest point, if any."""
-        return self.ts[-1] if self.ts else None
-
-    def points(self, limit: int) -> list[list[float]]:
-        """The newest `limit` points, oldest first, as `[ts_ms, value]` pairs."""
-        n = min(limit, len(self.ts))
-        if n <= 0:
-            return []
-        return [[t, v] for t, v in zip(self.ts[-n:], self.values[-n:], strict=True)]
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
 
 class Subscriber(Protocol):
     """What the hub needs from a WebSocket client."""
@@ -174,9 +132,7 @@ class Hub:
             "system_health": {"hosts": [], "departments": [], "summary": {}},
             "agent_metrics": {"agents": [], "links": []}, "alerts": {"alerts": []},
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
-        self.history: dict[str, dict[str, dict[str, Ring]]] = {
-            "system_health": {}, "agent_metrics": {}}
-        self._history_series = 0  # series in `history` (they are never dropped)
+        self.history = ChartHistory(self.max_history)
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
                       "pushes": 0, "encoded": 0}
@@ -187,6 +143,7 @@ class Hub:
         # Live rows by (node, metric, labels), fed by the store's reads and pushed commits.
         self._live = LiveRows()
         self._hosts: dict[str, dict[str, Any]] = {}  # host entries by node, rebuilt when dirty
+        self._host_index: dict[str, int] = {}  # where each node is in `fleet["hosts"]`
         self._encoded: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
         self._wake = asyncio.Event()
@@ -251,37 +208,40 @@ class Hub:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        # Pushes are served beside the polls, not between them: a poll's reads (the sources,
+        # the store's resync) can wait behind a commit, and no push waits for them.
+        pushes = None if self._unsubscribe is None else asyncio.create_task(
+            self._serve_pushes(), name="legion-gateway-hub-pushes")
         next_at = loop.time()
-        while True:
-            pushed = self._unsubscribe is not None
-            try:
-                await self._refresh(read_store=not pushed or loop.time() >= self._next_resync)
-                if pushed and loop.time() >= self._next_resync:
-                    self._next_resync = loop.time() + RESYNC_S
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never crash after start-up; count and retry next tick
-                self.stats["tick_errors"] += 1
-                errors = self.stats["tick_errors"]
-                if errors in (1, 10, 100) or errors % 1000 == 0:
-                    log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
-            if self.on_tick is not None:
-                self.on_tick()
-            next_at += self.interval_s
-            next_at = max(next_at, loop.time())  # overran: skip, don't burst
-            await self._serve_pushes(loop, next_at)
+        try:
+            while True:
+                pushed = self._unsubscribe is not None
+                try:
+                    await self._refresh(
+                        read_store=not pushed or loop.time() >= self._next_resync)
+                    if pushed and loop.time() >= self._next_resync:
+                        self._next_resync = loop.time() + RESYNC_S
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never crash after start-up; count, retry next tick
+                    self.stats["tick_errors"] += 1
+                    errors = self.stats["tick_errors"]
+                    if errors in (1, 10, 100) or errors % 1000 == 0:
+                        log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
+                if self.on_tick is not None:
+                    self.on_tick()
+                next_at += self.interval_s
+                next_at = max(next_at, loop.time())  # overran: skip, don't burst
+                await asyncio.sleep(next_at - loop.time())
+        finally:
+            if pushes is not None:
+                pushes.cancel()
+                await asyncio.wait([pushes])  # never swallows a cancel of this task
 
-    async def _serve_pushes(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
-        """Until the next poll, rebuild from pushed commits as they come (coalesced, spaced by
-        `PUSH_DUTY`); without a commit feed this is a plain sleep."""
-        while (left := until - loop.time()) > 0:
-            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow stop()'s cancel
-                async with asyncio.timeout(left):
-                    await self._wake.wait()
-            except TimeoutError:
-                return
-            if PUSH_GATHER_S:  # the rest of the burst joins this push (wake-ups meanwhile: none)
-                await asyncio.sleep(min(PUSH_GATHER_S, max(0.0, until - loop.time())))
+    async def _serve_pushes(self) -> None:
+        """Rebuild from pushed rows as they come (coalesced, spaced by `PUSH_DUTY`)."""
+        while True:
+            await self._wake.wait()
             self._wake.clear()
             self._wake_pending = False
             if not self.clients:  # nobody to tell: the rows wait for the next poll
@@ -295,8 +255,7 @@ class Hub:
                 self.stats["tick_errors"] += 1
                 log.warning("event=hub_push_failed error=%r", exc)
             self.stats["pushes"] += 1
-            rest = (time.thread_time() - t0) * (1 / PUSH_DUTY - 1)
-            await asyncio.sleep(min(rest, max(0.0, until - loop.time())))
+            await asyncio.sleep((time.thread_time() - t0) * (1 / PUSH_DUTY - 1))
 
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
@@ -319,6 +278,7 @@ class Hub:
                 self._live.replace(rows, keep_newer=self._unsubscribe is not None)
             self._live.drain()
             now = now_ms()
+            agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()
             if read_sources:  # a poll: hosts without new data may have turned stale
                 dirty |= self._aging(now)
@@ -329,9 +289,16 @@ class Hub:
                         self._hosts[node] = fresh[node]
                     else:
                         self._hosts.pop(node, None)
-            fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
+            patch = None  # a push of known hosts' system rows: only their entries change
+            if not read_sources and not agents_moved and self.fleet is not None:
+                patch = patch_hosts(self.fleet, self._host_index, self._hosts, dirty, now)
+            if patch is None:
+                fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
+                self._host_index = host_index(fleet)
+            else:
+                fleet = patch.fleet
             self.fleet = fleet
-            self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now)
+            self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now, patch)
             if read_sources:  # a poll; rebuilds on pushed commits count as `pushes`
                 self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
@@ -352,7 +319,10 @@ class Hub:
             if read_sources else {}
         return rows, extra
 
-    def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int) -> None:
+    def _apply(self, fleet: dict[str, Any], extra: dict[str, list[Any]], now: int,
+               patch: HostPatch | None = None) -> None:
+        """Diff each topic's new data against its state and publish what changed; after a
+        `patch` only its changed hosts are diffed (the agents are as they were)."""
         alerts = extra.get("alerts", [])  # the alerting engine's (aggregator/alerts/)
         alerts += list(self._pushed["alerts"].values())
         for a in alerts:
@@ -373,14 +343,26 @@ class Hub:
             "forecasts": {"forecasts": events["forecasts"]},
         }
         for topic, data in new_state.items():
-            diff = self._diff(topic, self.state[topic], data)
+            old: Mapping[str, Any] = self.state[topic]
+            if patch is None or topic != "system_health":
+                diff = self._diff(topic, old, data) \
+                    if patch is None or topic != "agent_metrics" else {}
+            else:  # a patch: only its changed hosts can differ; the delta needs only them
+                diff = {"hosts": patch.changed} if patch.changed else {}
+                if diff or data["summary"] != old.get("summary"):
+                    diff["summary"] = data["summary"]
+                old = {"hosts": patch.before}
             if topic in self.history:  # a host or agent with a new point is in the diff
-                self._record_history(topic, diff)
-            delta = delta_update(self.state[topic], diff) \
-                if diff and any(f in diff for f in DELTA_FIELDS) else None
+                self.history.record(topic, diff)
+            delta = delta_update(old, diff) if diff and self._wants_delta(topic) \
+                and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data
             if diff:
                 self.publish(topic, diff, delta)
+
+    def _wants_delta(self, topic: str) -> bool:
+        """Whether a client takes `topic` as deltas (else none is computed)."""
+        return any(topic in getattr(c, "delta_topics", ()) for c in self.clients)
 
     @staticmethod
     def _diff(topic: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,40 +384,11 @@ class Hub:
             out["summary"] = new["summary"]  # counts change without a host changing, too
         return out
 
-    def history_limit(self) -> int:
-        """Points kept per series: `max_history_points`, lowered when the fleet is huge."""
-        n = self._history_series
-        return min(self.max_history, max(10, HISTORY_BUDGET_POINTS // max(1, n)))
-
-    def _record_history(self, topic: str, diff: Mapping[str, Any]) -> None:
-        keep = self.history_limit()
-        field, idkey, keys = (("hosts", "node", HOST_CHART_KEYS) if topic == "system_health"
-                              else ("agents", "agent_id", AGENT_CHART_KEYS))
-        hist = self.history[topic]
-        for e in diff.get(field, ()):
-            series = hist.setdefault(e[idkey], {})
-            for k in keys:
-                v = e["metrics"].get(k)
-                if v is None:
-                    continue
-                ring = series.get(k)
-                if ring is None:
-                    ring = series[k] = Ring()
-                    self._history_series += 1
-                last = ring.last_ts()
-                if last is None or last < e["ts_ms"]:
-                    ring.append(e["ts_ms"], v, keep)
-
     def snapshot(self, topic: str, history: bool = True) -> dict[str, Any]:
         """The full current data of `topic` (plus per-series history for the two metric topics)."""
         data = dict(self.state[topic])
         if history and topic in self.history:
-            hist = self.history[topic]
-            n_series = sum(len(s) for s in hist.values())
-            limit = min(self.history_limit(),
-                        max(10, SNAPSHOT_HISTORY_MAX_POINTS // max(1, n_series)))
-            data["history"] = {ent: {k: ring.points(limit) for k, ring in series.items()}
-                               for ent, series in hist.items()}
+            data["history"] = self.history.points(topic)
         return data
 
     # -- fan-out --------------------------------------------------------------------------------

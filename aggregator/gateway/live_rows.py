@@ -27,6 +27,12 @@ def row_key(r: Mapping[str, Any]) -> RowKey:
 
 def batch_rows(item: IncomingBatch) -> list[dict[str, Any]]:
     """The newest point of each fleet series in one batch, as live rows."""
+    return [r for _, r in keyed_batch_rows(item)]
+
+
+def keyed_batch_rows(item: IncomingBatch) -> list[tuple[RowKey, dict[str, Any]]]:
+    """`batch_rows` with each row's key (a batch's label sets are canonical already: sorted
+    pairs, so the key needs no sorting)."""
     b = item.batch
     live = [i for i, name in enumerate(b.names) if name.startswith(LIVE_PREFIXES)]
     if not live:
@@ -39,8 +45,10 @@ def batch_rows(item: IncomingBatch) -> list[dict[str, Any]]:
             cur = newest.get((n, lb))
             if cur is None or t >= cur[0]:
                 newest[(n, lb)] = (t, v)
-    return [{"ts_ms": t, "node": item.node, "metric": b.names[n], "labels": dict(b.label_sets[lb]),
-             "value": v} for (n, lb), (t, v) in newest.items()]
+    node = item.node
+    return [((node, b.names[n], b.label_sets[lb]),
+             {"ts_ms": t, "node": node, "metric": b.names[n], "labels": dict(b.label_sets[lb]),
+              "value": v}) for (n, lb), (t, v) in newest.items()]
 
 
 class LiveRows:
@@ -51,6 +59,7 @@ class LiveRows:
         self._nodes: dict[str, dict[RowKey, Mapping[str, Any]]] = {}
         self._pushed: deque[tuple[Mapping[str, Any], ...] | IncomingBatch] = deque()
         self.dirty: set[str] = set()
+        self.dirty_prefixes: set[str] = set()  # of the rows taken since `take_dirty`
         self._with: dict[str, set[str]] = {p: set() for p in LIVE_PREFIXES}  # prefix -> nodes
 
     def push(self, rows: tuple[Mapping[str, Any], ...]) -> None:
@@ -65,7 +74,10 @@ class LiveRows:
         """Fold every queued commit or batch in."""
         while self._pushed:
             got = self._pushed.popleft()
-            self.merge(batch_rows(got) if isinstance(got, IncomingBatch) else got)
+            if isinstance(got, IncomingBatch):
+                self._merge_keyed(keyed_batch_rows(got))
+            else:
+                self.merge(got)
 
     def replace(self, rows: Iterable[Mapping[str, Any]], keep_newer: bool) -> None:
         """A store read becomes the live set; with `keep_newer`, a row the read lacks or holds
@@ -76,11 +88,14 @@ class LiveRows:
         if keep_newer:
             self.merge(r for rows_of in old.values() for r in rows_of.values())
         self.dirty = set(self._nodes) | set(old)
+        self.dirty_prefixes = set(LIVE_PREFIXES)
 
     def merge(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Take each row that is newer than the one held for its series."""
-        for r in rows:
-            k = row_key(r)
+        self._merge_keyed((row_key(r), r) for r in rows)
+
+    def _merge_keyed(self, pairs: Iterable[tuple[RowKey, Mapping[str, Any]]]) -> None:
+        for k, r in pairs:
             node = self._nodes.get(k[0])
             if node is None:
                 node = self._nodes[k[0]] = {}
@@ -88,9 +103,10 @@ class LiveRows:
             if cur is None or r["ts_ms"] > cur["ts_ms"]:
                 node[k] = r
                 self.dirty.add(k[0])
-                if cur is None:
-                    for p, nodes in self._with.items():
-                        if k[1].startswith(p):
+                for p, nodes in self._with.items():
+                    if k[1].startswith(p):
+                        self.dirty_prefixes.add(p)
+                        if cur is None:
                             nodes.add(k[0])
 
     def values(self) -> list[Mapping[str, Any]]:
@@ -105,6 +121,8 @@ class LiveRows:
                 for r in self._nodes[n].values() if r["metric"].startswith(prefix)]
 
     def take_dirty(self) -> set[str]:
-        """The nodes changed since the last call (then none are)."""
+        """The nodes changed since the last call (then none are; `dirty_prefixes` says which
+        kinds of rows changed until this call)."""
         dirty, self.dirty = self.dirty, set()
+        self.dirty_prefixes = set()
         return dirty

@@ -8,7 +8,9 @@ runs as usual, and each accepted batch is timed, keyed by (node, newest sample t
 * `committed`: the write that holds it returned (`IngestWriter._commit`);
 * `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
 
-It also times the hub's rebuilds (wall and CPU) and Python's garbage collections.
+It also times the hub's rebuilds (wall and CPU), the CPU of each `accept` (per frame), Python's
+garbage collections, and the CPU of each of the aggregator's threads from the first frame on
+(named by Python's thread names, or the kernel's for native ones: ZeroMQ's I/O thread, DuckDB's).
 
 The WebSocket client adds `ws_send` (the message's own `ts_ms`, taken as it is built) and
 `client` (arrival). Wall clock ms on one machine; written to OUT.json at exit. A bench tool: the
@@ -20,7 +22,9 @@ from __future__ import annotations
 import atexit
 import gc
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,8 @@ def install(out: Path) -> None:
     from legion.aggregator.ingest import IngestWriter
 
     seen: dict[str, dict[str, float]] = {}
+    threads = ThreadClock()
+    threads.start()
 
     def key(node: str, ts: int) -> str:
         return f"{node}|{ts}"
@@ -52,8 +58,14 @@ def install(out: Path) -> None:
             rebuilds.append(((time.perf_counter() - t0) * 1000,
                              (time.thread_time() - c0) * 1000, int(read_sources)))
 
+    accept_cpu_us: list[float] = []
+
     def timed_accept(self: Any, frame: Any) -> Any:
+        if not accept_cpu_us:  # the first frame: thread CPU counts from here (not start-up)
+            threads.mark()
+        c0 = time.thread_time()
         item = accept(self, frame)
+        accept_cpu_us.append((time.thread_time() - c0) * 1e6)
         if isinstance(item, Accepted) and len(item.batch.batch):
             k = key(item.batch.node, int(item.batch.batch.ts_ms.max()))
             seen.setdefault(k, {"received": float(frame.received_ms),
@@ -79,22 +91,67 @@ def install(out: Path) -> None:
                     rec.setdefault("hub", now)
         publish(self, topic, data, *args)
 
-    gc_passes: list[tuple[int, float]] = []  # (generation, ms) of each collection
-    gc_started = [0.0]
+    gc_passes: list[tuple[int, float, float]] = []  # (generation, wall ms, CPU ms) of each
+    gc_started = [0.0, 0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            gc_started[0] = time.perf_counter()
-        else:
-            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000))
+            gc_started[:] = time.perf_counter(), time.thread_time()
+        elif accept_cpu_us:  # from the first frame on, like the thread clocks
+            gc_passes.append((info["generation"], (time.perf_counter() - gc_started[0]) * 1000,
+                              (time.thread_time() - gc_started[1]) * 1000))
 
     gc.callbacks.append(on_gc)
     Acceptor.accept = timed_accept  # type: ignore[method-assign]
     IngestWriter._commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
     Hub._refresh = timed_refresh  # type: ignore[method-assign]
-    atexit.register(lambda: out.write_text(json.dumps({"batches": seen, "rebuilds": rebuilds,
-                                                       "gc": gc_passes})))
+    atexit.register(lambda: out.write_text(json.dumps({
+        "batches": seen, "rebuilds": rebuilds, "gc": gc_passes, "accept_cpu_us": accept_cpu_us,
+        "threads": threads.cpu_s()})))
+
+
+class ThreadClock(threading.Thread):
+    """CPU seconds of every thread of this process, read from /proc every 0.5 s (a thread's
+    last reading stays when it ends)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="bench-thread-clock", daemon=True)
+        self._cpu: dict[int, tuple[str, float]] = {}
+        self._base: dict[int, float] = {}
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        while True:
+            self.read()
+            time.sleep(0.5)
+
+    def read(self) -> None:
+        """One reading of every thread."""
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        for task in Path("/proc/self/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            tid = int(task.name)
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+            self._cpu[tid] = (names.get(tid, self._cpu.get(tid, (comm,))[0]), cpu)
+
+    def mark(self) -> None:
+        """Count CPU from now on."""
+        self.read()
+        self._base = {tid: cpu for tid, (_, cpu) in self._cpu.items()}
+
+    def cpu_s(self) -> dict[str, float]:
+        """CPU seconds per thread name since `mark` (threads of one name summed)."""
+        self.read()
+        out: dict[str, float] = {}
+        for tid, (name, cpu) in self._cpu.items():
+            out[name] = round(out.get(name, 0.0) + cpu - self._base.get(tid, 0.0), 2)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def breakdown(found: dict[str, Any],
@@ -106,11 +163,21 @@ def breakdown(found: dict[str, Any],
 
     stages: dict[str, dict[str, float]] = found["batches"]
     out: dict[str, dict[str, float]] = {}
+    acc = found.get("accept_cpu_us") or []
+    if acc:
+        out["accept_cpu_us"] = {"count": len(acc), "mean": round(float(np.mean(acc)), 1),
+                                "p50": round(float(np.percentile(acc, 50)), 1),
+                                "p99": round(float(np.percentile(acc, 99)), 1)}
+    if found.get("threads"):
+        out["thread_cpu_s"] = found["threads"]
     for gen in (0, 1, 2):
-        ms = [x[1] for x in found.get("gc", ()) if x[0] == gen]
-        if ms:
+        passes = [x for x in found.get("gc", ()) if x[0] == gen]
+        if passes:
+            ms, cpu = [x[1] for x in passes], [x[2] for x in passes]
             out[f"gc_gen{gen}"] = {"count": len(ms), "max_ms": round(max(ms), 1),
-                                   "total_ms": round(sum(ms), 1)}
+                                   "total_ms": round(sum(ms), 1),
+                                   "cpu_max_ms": round(max(cpu), 2),
+                                   "cpu_total_ms": round(sum(cpu), 1)}
     for poll in (0, 1):
         r = [x for x in found["rebuilds"] if x[2] == poll]
         if r:
@@ -136,23 +203,8 @@ def breakdown(found: dict[str, Any],
     return out
 
 
-def experiment() -> None:
-    """Bench-only knobs from the environment, to compare variants in one run:
-    LEGION_BENCH_GATHER_MS (the hub's `PUSH_GATHER_S`), LEGION_BENCH_SWITCH_MS (Python's GIL
-    switch interval)."""
-    import os
-
-    from legion.aggregator.gateway import hub
-
-    if os.environ.get("LEGION_BENCH_GATHER_MS"):
-        hub.PUSH_GATHER_S = float(os.environ["LEGION_BENCH_GATHER_MS"]) / 1000
-    if os.environ.get("LEGION_BENCH_SWITCH_MS"):
-        sys.setswitchinterval(float(os.environ["LEGION_BENCH_SWITCH_MS"]) / 1000)
-
-
 if __name__ == "__main__":
     install(Path(sys.argv[1]))
-    experiment()
     sys.argv = ["legionctl", *sys.argv[2:]]
     from legion.cli.main import main
 

@@ -10,7 +10,8 @@ import pytest
 from legion.aggregator.gateway import PERMISSIONS, TokenStore, check_permission
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.fleet import FleetBuilder, metric_key
-from legion.aggregator.gateway.hub import Ring, merge_update
+from legion.aggregator.gateway.history import Ring
+from legion.aggregator.gateway.hub import merge_update
 from legion.aggregator.gateway.prom import flatten_status, render, telemetry_samples
 from legion.aggregator.gateway.timefmt import iso_ms, parse_duration_ms, parse_time_ms
 
