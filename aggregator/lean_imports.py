@@ -1,16 +1,9 @@
 """Keep modules the aggregator never uses out of its process (issue 17: idle RSS).
 
-pandas: pyarrow would import it on the first Arrow array.
-
-pyarrow (26) asks its pandas shim "is this a pandas object?" inside `pa.array` and `pa.table`,
-and the shim imports pandas the first time it is asked, whatever the argument. The aggregator
-never hands pandas objects to pyarrow (nor calls `to_pandas`), yet every commit builds Arrow
-arrays, so pandas (+43 MiB RSS, 29 MiB of it private) was loaded by the first commit.
-
-`keep_pandas_out()` lets the shim make its one attempt while `import pandas` fails, so pyarrow
-settles on "no pandas" for the life of the process. Nothing else changes: `import pandas`
-works afterwards for any code that wants it; only pyarrow's own pandas conversions
-(`to_pandas`, `from_pandas`) are off in this process.
+pyarrow and pandas: the store hands DuckDB numpy columns (`store/columns.py`), so neither is
+imported (pyarrow alone was ~30 MiB of the aggregator's RSS; pandas, which pyarrow's shim
+imported at the first Arrow array, another 43 MiB). `tests/aggregator/test_lean_imports.py`
+checks that a store's every path and the whole service leave both out.
 
 Socket.IO clients: `import socketio` loads its client side too, and engineio's client imports
 `requests` and `websocket-client` when installed (+6 MiB RSS); the gateway only serves. The
@@ -55,14 +48,3 @@ def keep_out(names: Sequence[str]) -> Iterator[None]:
     finally:
         sys.meta_path.remove(finder)
 
-
-def keep_pandas_out() -> bool:
-    """Settle pyarrow's pandas shim on "no pandas" unless pandas is already loaded; returns
-    whether pandas is out of this process afterwards."""
-    if "pandas" in sys.modules:
-        return False
-    with keep_out(["pandas"]):
-        import pyarrow as pa
-
-        pa.array([0])  # the shim's one import attempt, refused
-    return "pandas" not in sys.modules

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from legion.aggregator.store import rollup
+from legion.aggregator.store import columns, rollup
 
 TIER = "batches"
 """The `tier_state` row (and the pacer's tier) of this retention: rows received before it are
@@ -77,9 +76,10 @@ def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int) -> int | Non
             tuple(r) for r in con.execute(_RUNS_OF_SLICE, {"hi": hi}).fetchall()])
         if merged:
             con.execute(_DROP_RUNS_OF_SLICE, {"hi": hi})
-            _f_runs = pa.table(dict(zip(  # noqa: F841 - read by name below
+            node, *ints = zip(*merged, strict=True)
+            _f_runs = dict(zip(  # noqa: F841 - read by name below
                 ("node", "epoch", "first_seq", "last_seq", "points", "first_ms", "last_ms"),
-                zip(*merged, strict=True), strict=True)))
+                [columns.objects(node), *(np.asarray(c, np.int64) for c in ints)], strict=True))
             con.execute("INSERT INTO batch_runs SELECT * FROM _f_runs")
         n = int(con.execute("DELETE FROM batches WHERE received_ms < ?", [hi]).fetchall()[0][0])
         if not n:  # an empty stretch (no agent then): the next step starts at the next row
