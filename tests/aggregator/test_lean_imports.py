@@ -72,11 +72,14 @@ def test_store_paths_load_neither_pyarrow_nor_pandas(tmp_path) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_running_aggregator_maps_no_arrow_library(tmp_path: Path, procs) -> None:
-    """A real `legionctl aggregator run` that stored a real agent's batches has no Arrow or
-    pandas shared library mapped (/proc/PID/maps)."""
+def test_running_aggregator_maps_neither_arrow_nor_cryptography(tmp_path: Path, procs) -> None:
+    """A real `legionctl aggregator run` serving HTTPS (`legionctl init`'s default) that stored
+    a real agent's batches has no Arrow, pandas or `cryptography` library mapped
+    (/proc/PID/maps): the store hands DuckDB numpy columns, the server's TLS context is the
+    standard library's (gateway/tls.py)."""
     cfg_path = make_setup(tmp_path / "legion")
     cfg = load_config(cfg_path)
+    assert cfg.security.enable_tls
     add_agent_key(cfg, "n1")
     agg = procs("aggregator", "run", "--config", str(cfg_path), name="agg")
     procs("agent", "run", "--config", str(cfg_path), "--node", "n1", name="agent")
@@ -90,7 +93,7 @@ def test_running_aggregator_maps_no_arrow_library(tmp_path: Path, procs) -> None
     wait_for(committed, 120, interval=1)
     maps = Path(f"/proc/{agg.p.pid}/maps").read_text()
     assert "_duckdb" in maps  # the right process
-    assert [m for m in ("libarrow", "pyarrow", "pandas") if m in maps] == []
+    assert [m for m in ("libarrow", "pyarrow", "pandas", "cryptography") if m in maps] == []
 
 
 def test_gateway_imported_without_socketio_clients() -> None:
