@@ -30,6 +30,7 @@ from legion.aggregator.remote_query import query_store
 from legion.aggregator.sinks.table import SinkSet, build_sinks
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.telemetry import IngestTelemetry
+from legion.aggregator.working_set import trim_periodically
 from legion.kernel.curve import load_secret, require_curve
 from legion.kernel.errors import AddressInUse, StoreError, TransportError
 
@@ -234,6 +235,8 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     # Everything made so far lives as long as the process: full GC passes skip it from now
     # on (a pass over the start-up heap took 70-80 ms, the live stream's p99; docs/peers.md).
     gc.freeze()
+    # Code pages touched once (start-up, the first maintenance pass) leave RSS: working_set.py
+    trimmer = asyncio.create_task(trim_periodically())
     scheme = "https" if cfg.security.enable_tls else "http"
     log.info("event=started ingest=%s acks=%s api=%s://%s:%d db=%s",
              cfg.aggregator.ingest_bind, cfg.aggregator.ack_bind, scheme,
@@ -241,6 +244,7 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
     try:
         await stop.wait()
     finally:
+        trimmer.cancel()
         await stop_gateway(runner)
 
 
