@@ -3,7 +3,10 @@
 pyarrow and pandas: the store hands DuckDB numpy columns (`store/columns.py`), so neither is
 imported (pyarrow alone was ~30 MiB of the aggregator's RSS; pandas, which pyarrow's shim
 imported at the first Arrow array, another 43 MiB). `tests/aggregator/test_lean_imports.py`
-checks that a store's every path and the whole service leave both out.
+checks that a store's every path and the whole service leave both out. DuckDB 1.5 (the
+`encryption` extra) would still import pandas, and pandas pyarrow, at the first string column
+it scans; it scans them as well without (checked), so `run_aggregator` keeps them out for
+good (`keep_out_for_good(NEVER_USED)`).
 
 Socket.IO clients: `import socketio` loads its client side too, and engineio's client imports
 `requests` and `websocket-client` when installed (+6 MiB RSS); the gateway only serves. The
@@ -20,6 +23,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
 from types import ModuleType
+
+NEVER_USED = ("pandas", "pyarrow")
+"""Not used by any part of the aggregator; DuckDB 1.5 would import them for string columns."""
 
 CLIENT_ONLY = ("requests", "websocket", "urllib3", "charset_normalizer")
 """What Socket.IO's client side would import: needed by no part of the aggregator."""
@@ -48,3 +54,8 @@ def keep_out(names: Sequence[str]) -> Iterator[None]:
     finally:
         sys.meta_path.remove(finder)
 
+
+def keep_out_for_good(names: Sequence[str]) -> None:
+    """For the rest of the process, importing any of `names` (not yet loaded) fails as if not
+    installed: for a process's entry point, never for a library."""
+    sys.meta_path.insert(0, _Refuse([n for n in names if n not in sys.modules]))

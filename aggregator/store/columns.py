@@ -4,8 +4,9 @@ The store used to build pyarrow tables for every insert. DuckDB reads a dict of 
 arrays the same way (by name, as a replacement scan, or through `register`), at least as fast
 for the store's few numeric columns (measured per insert: 116 rows 0.45-0.49 vs 0.60 ms CPU,
 1,000 rows 0.61 vs 0.71-0.78), and without pyarrow, which cost the aggregator ~30 MiB of RSS
-(issue 17, docs/peers.md). Strings, lists of blobs and label lists go in as object arrays;
-a masked array's masked entries are NULL.
+(issue 17, docs/peers.md). Strings, lists of blobs and label lists go in as object arrays.
+No masked arrays: DuckDB 1.5 (the `encryption` extra) reads their masked entries as values
+when pandas is kept out; NULLs are written with a sentinel and `nullif` instead.
 """
 
 from __future__ import annotations

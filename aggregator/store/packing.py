@@ -195,8 +195,8 @@ def _encode_step(con: duckdb.DuckDBPyConnection, mark: int, until: int, sid_lo: 
             for hour in np.unique(hours).tolist():
                 table = _table_for(con, hour, tables)
                 _part = {k: v[hours == hour] for k, v in chunks.items()}  # noqa: F841 - by name
-                con.execute(f"INSERT INTO {table.name} SELECT series_id, chunk_id, ts_from, "
-                            "t_min, t_max, n, data::BLOB[] FROM _part")
+                con.execute(f"INSERT INTO {table.name} SELECT series_id, chunk_id, "
+                            "nullif(ts_from, -1), t_min, t_max, n, data::BLOB[] FROM _part")
             con.execute(f"DELETE FROM late_points WHERE ts < {int(until)} AND {series}")
         set_kept_since(con, "pack", mark)
         set_kept_since(con, "pack_until", until)
@@ -326,10 +326,11 @@ def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray,
     ids = first_id + np.arange(starts.shape[0], dtype=np.int64)
     blobs = [[b[i:i + PIECE_BYTES] for i in range(0, len(b), PIECE_BYTES)]
              for b in chunkcodec.encode_many(ts, values, starts, shared=owner >= 0)]
-    # Columns of a chunk table's rows (CHUNK_DDL); masked `ts_from` entries are NULL.
+    # Columns of a chunk table's rows (CHUNK_DDL); `ts_from` -1 (no shared timeline) is
+    # inserted as NULL (chunk ids are >= 0; no masked array: DuckDB 1.5 without pandas would
+    # read its masked entries as values).
     return {"series_id": sid[starts].astype(np.int32), "chunk_id": ids,
-            "ts_from": np.ma.masked_array(np.where(owner >= 0, first_id + owner, 0),
-                                          mask=owner < 0),
+            "ts_from": np.where(owner >= 0, first_id + owner, -1),
             "t_min": ts[starts], "t_max": ts[ends - 1],
             "n": (ends - starts).astype(np.int32), "data": columns.objects(blobs)}
 
