@@ -1,16 +1,12 @@
 """Keep modules the aggregator never uses out of its process (issue 17: idle RSS).
 
-pandas: pyarrow would import it on the first Arrow array.
-
-pyarrow (26) asks its pandas shim "is this a pandas object?" inside `pa.array` and `pa.table`,
-and the shim imports pandas the first time it is asked, whatever the argument. The aggregator
-never hands pandas objects to pyarrow (nor calls `to_pandas`), yet every commit builds Arrow
-arrays, so pandas (+43 MiB RSS, 29 MiB of it private) was loaded by the first commit.
-
-`keep_pandas_out()` lets the shim make its one attempt while `import pandas` fails, so pyarrow
-settles on "no pandas" for the life of the process. Nothing else changes: `import pandas`
-works afterwards for any code that wants it; only pyarrow's own pandas conversions
-(`to_pandas`, `from_pandas`) are off in this process.
+pyarrow and pandas: the store hands DuckDB numpy columns (`store/columns.py`), so neither is
+imported (pyarrow alone was ~30 MiB of the aggregator's RSS; pandas, which pyarrow's shim
+imported at the first Arrow array, another 43 MiB). `tests/aggregator/test_lean_imports.py`
+checks that a store's every path and the whole service leave both out. DuckDB 1.5 (the
+`encryption` extra) would still import pandas, and pandas pyarrow, at the first string column
+it scans; it scans them as well without (checked), so `run_aggregator` keeps them out for
+good (`keep_out_for_good(NEVER_USED)`).
 
 Socket.IO clients: `import socketio` loads its client side too, and engineio's client imports
 `requests` and `websocket-client` when installed (+6 MiB RSS); the gateway only serves. The
@@ -27,6 +23,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
 from types import ModuleType
+
+NEVER_USED = ("pandas", "pyarrow")
+"""Not used by any part of the aggregator; DuckDB 1.5 would import them for string columns."""
 
 CLIENT_ONLY = ("requests", "websocket", "urllib3", "charset_normalizer")
 """What Socket.IO's client side would import: needed by no part of the aggregator."""
@@ -56,13 +55,7 @@ def keep_out(names: Sequence[str]) -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
-def keep_pandas_out() -> bool:
-    """Settle pyarrow's pandas shim on "no pandas" unless pandas is already loaded; returns
-    whether pandas is out of this process afterwards."""
-    if "pandas" in sys.modules:
-        return False
-    with keep_out(["pandas"]):
-        import pyarrow as pa
-
-        pa.array([0])  # the shim's one import attempt, refused
-    return "pandas" not in sys.modules
+def keep_out_for_good(names: Sequence[str]) -> None:
+    """For the rest of the process, importing any of `names` (not yet loaded) fails as if not
+    installed: for a process's entry point, never for a library."""
+    sys.meta_path.insert(0, _Refuse([n for n in names if n not in sys.modules]))

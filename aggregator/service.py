@@ -23,7 +23,7 @@ from legion.aggregator.analytics_bridge import WORKER_DOMAIN, AnalyticsBridge, w
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.event_loop import run as run_loop
 from legion.aggregator.ingest import IngestWriter
-from legion.aggregator.lean_imports import CLIENT_ONLY, keep_out, keep_pandas_out
+from legion.aggregator.lean_imports import CLIENT_ONLY, NEVER_USED, keep_out, keep_out_for_good
 from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.receiver import Inbound, Receiver
 from legion.aggregator.remote_query import query_store
@@ -250,14 +250,9 @@ async def _serve(agg: Aggregator, stop: asyncio.Event) -> None:
 
 def run_aggregator(config: AggregatorSettings) -> None:
     """Run the aggregator in the foreground until SIGINT/SIGTERM."""
-    keep_pandas_out()  # pyarrow would load pandas (+43 MiB) at the first commit: lean_imports.py
-    # Arrow's arrays here are a commit's few hundred values: glibc's malloc holds them as well
-    # as Arrow's jemalloc, whose arenas kept ~3 MiB more RSS at one agent (docs/peers.md).
-    import pyarrow as pa
-
-    pa.set_memory_pool(pa.system_memory_pool())
     # No MALLOC_ARENA_MAX and no DuckDB memory/thread settings: measured at one agent, neither
     # moved RSS or CPU (docs/peers.md, bench/results/idle_cost.txt), so none is imposed.
+    keep_out_for_good(NEVER_USED)  # DuckDB 1.5 would load pandas + pyarrow: lean_imports.py
     agg = Aggregator(config)
     agg.start()
 

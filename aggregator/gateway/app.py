@@ -207,8 +207,8 @@ async def start_gateway(app: web.Application, config: Config, *, host: str | Non
     """Listen on `aggregator.api_host`:`dashboard_config.websocket_port` (TLS if enabled)."""
     sec = config.security
     ssl_ctx = None
-    if sec.enable_tls:  # certs loads `cryptography` (~8 MiB): only when TLS is on
-        from legion.aggregator.gateway.certs import server_ssl_context
+    if sec.enable_tls:  # tls.py: the standard library's ssl, no `cryptography` (certs.py)
+        from legion.aggregator.gateway.tls import server_ssl_context
 
         ssl_ctx = server_ssl_context(Path(sec.certificate_path), Path(sec.private_key_path))
     host = host or config.aggregator.api_host

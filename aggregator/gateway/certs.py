@@ -1,19 +1,16 @@
-"""Self-signed TLS certificate for local use (127.0.0.1, ::1, localhost), and the server context."""
+"""Self-signed TLS certificate for local use (127.0.0.1, ::1, localhost); contexts: tls.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
 import os
-import ssl
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from legion.kernel.errors import ConfigError
 
 CERT_NAME = "server.crt"
 KEY_NAME = "server.key"
@@ -64,31 +61,6 @@ def generate_self_signed(cert_path: str | Path, key_path: str | Path, *,
     os.chmod(key_path, 0o600)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path
-
-
-def server_ssl_context(cert_path: str | Path, key_path: str | Path) -> ssl.SSLContext:
-    """TLS ≥ 1.2 server context from PEM files; ConfigError naming the key when they are bad."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    for key, p in (("security.certificate_path", cert_path), ("security.private_key_path",
-                                                                key_path)):
-        if not Path(p).is_file():
-            raise ConfigError([f"{key}: {p}: file not found (make a local pair with "
-                               "`legionctl certs init --dir DIR`, or set security.enable_tls "
-                               "to false)"])
-    try:
-        ctx.load_cert_chain(str(cert_path), str(key_path))
-    except (ssl.SSLError, OSError) as exc:
-        raise ConfigError([f"security.certificate_path: cannot load {cert_path} with key "
-                           f"{key_path}: {exc}"]) from exc
-    return ctx
-
-
-def client_ssl_context(cert_path: str | Path) -> ssl.SSLContext:
-    """A client context trusting exactly this (self-signed) certificate, hostname checked."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert_path))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
 
 
 def create_self_signed(cert_path: str | Path, key_path: str | Path, *,

@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from legion.aggregator.store import rollup
+from legion.aggregator.store import columns, rollup
 
 TIER = "batches"
 """The `tier_state` row (and the pacer's tier) of this retention: rows received before it are
@@ -91,15 +90,16 @@ def step(con: duckdb.DuckDBPyConnection, cut_ms: int, span_ms: int,
     try:
         new = runs_of(con.execute(_SLICE, [hi]).fetchnumpy())
         pairs = sorted({r[:2] for r in new})
-        _f_pairs = pa.table({"node": pa.array([p[0] for p in pairs], pa.string()),  # noqa: F841
-                             "epoch": pa.array([p[1] for p in pairs], pa.int64())})
+        _f_pairs = {"node": columns.objects([p[0] for p in pairs]),  # noqa: F841
+                    "epoch": np.asarray([p[1] for p in pairs], np.int64)}
         merged = merge_runs(new, [tuple(r) for r in con.execute(_RUNS_OF_PAIRS).fetchall()]
                             if pairs else [])
         if merged:
             con.execute(_DROP_RUNS_OF_PAIRS)
-            _f_runs = pa.table(dict(zip(  # noqa: F841 - read by name below
+            node, *ints = zip(*merged, strict=True)
+            _f_runs = dict(zip(  # noqa: F841 - read by name below
                 ("node", "epoch", "first_seq", "last_seq", "points", "first_ms", "last_ms"),
-                zip(*merged, strict=True), strict=True)))
+                [columns.objects(node), *(np.asarray(c, np.int64) for c in ints)], strict=True))
             con.execute("INSERT INTO batch_runs SELECT * FROM _f_runs")
         n = int(con.execute("DELETE FROM batches WHERE received_ms < ?", [hi]).fetchall()[0][0])
         if not n:  # an empty stretch (no agent then): the next step starts at the next row

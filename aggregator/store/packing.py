@@ -30,9 +30,8 @@ from typing import Any, NamedTuple
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from legion.aggregator.store import chunkcodec
+from legion.aggregator.store import chunkcodec, columns
 from legion.aggregator.store.rollup import kept_since, set_kept_since
 from legion.kernel.errors import StoreError
 
@@ -49,9 +48,6 @@ windows, 1.02 for 15 min, 1.06 for 10 min, 1.21 for 5 min; docs/peers.md "File o
 PACK_MIN_SERIES = 16
 """Fewest series one pack step takes when the budget allows no more (an hour of 16 series at
 1 s: about 50 ms here, of which ~25 ms is the scan of the hot table)."""
-CHUNK_SCHEMA = pa.schema([("series_id", pa.int32()), ("chunk_id", pa.int64()),
-                          ("ts_from", pa.int64()), ("t_min", pa.int64()), ("t_max", pa.int64()),
-                          ("n", pa.int32()), ("data", pa.list_(pa.binary()))])
 SMALL_TABLE_BLOCKS = 4
 """Below this many of the file's blocks of payload (1 MiB at DuckDB's default 256 KiB, 256 KiB
 at schema.NEW_FILE_BLOCK_SIZE), the next chunk table spans the rest of the UTC day instead of one
@@ -193,13 +189,14 @@ def _encode_step(con: duckdb.DuckDBPyConnection, mark: int, until: int, sid_lo: 
         if n:
             seq = kept_since(con, "chunk_seq")
             chunks = encode_chunks(rows["series_id"], rows["ts"], rows["value"], first_id=seq)
-            set_kept_since(con, "chunk_seq", seq + chunks.num_rows)
-            hours = chunks.column("t_min").to_numpy() // HOUR_MS
+            set_kept_since(con, "chunk_seq", seq + columns.num_rows(chunks))
+            hours = chunks["t_min"] // HOUR_MS
             tables = chunk_tables(con)
             for hour in np.unique(hours).tolist():
                 table = _table_for(con, hour, tables)
-                _part = chunks.filter(pa.array(hours == hour))  # noqa: F841 - read by name
-                con.execute(f"INSERT INTO {table.name} SELECT * FROM _part")
+                _part = {k: v[hours == hour] for k, v in chunks.items()}  # noqa: F841 - by name
+                con.execute(f"INSERT INTO {table.name} SELECT series_id, chunk_id, "
+                            "nullif(ts_from, -1), t_min, t_max, n, data::BLOB[] FROM _part")
             con.execute(f"DELETE FROM late_points WHERE ts < {int(until)} AND {series}")
         set_kept_since(con, "pack", mark)
         set_kept_since(con, "pack_until", until)
@@ -315,7 +312,7 @@ def drop_hours_before(con: duckdb.DuckDBPyConnection, ms: int) -> int:
 
 
 def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray,
-                  first_id: int = 0) -> pa.Table:
+                  first_id: int = 0) -> columns.Columns:
     """One chunk row per series and UTC hour of points sorted by (series_id, ts), with ids from
     `first_id`. A run whose timestamps equal an earlier run's of the same hour (the series of
     one agent tick) stores none and points at that run (`ts_from`)."""
@@ -329,13 +326,13 @@ def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray,
     ids = first_id + np.arange(starts.shape[0], dtype=np.int64)
     blobs = [[b[i:i + PIECE_BYTES] for i in range(0, len(b), PIECE_BYTES)]
              for b in chunkcodec.encode_many(ts, values, starts, shared=owner >= 0)]
-    ts_from = pa.array(np.where(owner >= 0, first_id + owner, 0), pa.int64(),
-                       mask=owner < 0)
-    return pa.table([pa.array(sid[starts], pa.int32()), pa.array(ids), ts_from,
-                     pa.array(ts[starts], pa.int64()), pa.array(ts[ends - 1], pa.int64()),
-                     pa.array(ends - starts, pa.int32()),
-                     pa.array(blobs, pa.list_(pa.binary()))],
-                    schema=CHUNK_SCHEMA)
+    # Columns of a chunk table's rows (CHUNK_DDL); `ts_from` -1 (no shared timeline) is
+    # inserted as NULL (chunk ids are >= 0; no masked array: DuckDB 1.5 without pandas would
+    # read its masked entries as values).
+    return {"series_id": sid[starts].astype(np.int32), "chunk_id": ids,
+            "ts_from": np.where(owner >= 0, first_id + owner, -1),
+            "t_min": ts[starts], "t_max": ts[ends - 1],
+            "n": (ends - starts).astype(np.int32), "data": columns.objects(blobs)}
 
 
 def _timeline_owners(ts: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -364,7 +361,7 @@ def _timeline_owners(ts: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
 
 
 def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int | None,
-                hi: int | None) -> pa.Table:
+                hi: int | None) -> columns.Columns:
     """Decoded points of the chunks of series `ids` (None: all) within [lo, hi), as a table
     (series_id int32, ts int64, value float64) sorted by series then time."""
     tables = [t for t in chunk_tables(con) if (lo is None or t.hi_ms > lo)
@@ -377,7 +374,7 @@ def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int |
     if hi is not None:
         conds.append(f"t_min < {int(hi)}")
     if ids is not None:
-        _chunk_ids = pa.table({"sid": pa.array(ids, pa.int32())})  # noqa: F841
+        _chunk_ids = {"sid": np.asarray(ids, np.int32)}  # noqa: F841
         conds.append("series_id IN (SELECT sid FROM _chunk_ids)")
     where = " AND ".join(conds)
     cols = "series_id, chunk_id, ts_from, t_min, n, data"
@@ -423,15 +420,12 @@ def _timelines(con: duckdb.DuckDBPyConnection, tables: list[ChunkTable],
 
 
 def _points_table(sids: list[np.ndarray], tss: list[np.ndarray],
-                  vals: list[np.ndarray]) -> pa.Table:
+                  vals: list[np.ndarray]) -> columns.Columns:
     if not sids:
-        return pa.table({"series_id": pa.array([], pa.int32()), "ts": pa.array([], pa.int64()),
-                         "value": pa.array([], pa.float64())})
+        return columns.points([], [], [])
     sid, ts, val = np.concatenate(sids), np.concatenate(tss), np.concatenate(vals)
     order = np.lexsort((ts, sid))  # overlapping chunks of one series (stragglers) interleave
-    return pa.table({"series_id": pa.array(sid[order], pa.int32()),
-                     "ts": pa.array(ts[order], pa.int64()),
-                     "value": pa.array(val[order], pa.float64())})
+    return columns.points(sid[order], ts[order], val[order])
 
 
 class RawSource:
@@ -462,7 +456,7 @@ class RawSource:
         if self.lo is not None and self.lo >= packed_before:
             return "(" + " UNION ALL ".join(parts) + ")"
         cold = read_chunks(self.cur, self.ids, self.lo, self.hi)
-        if cold.num_rows:
+        if columns.num_rows(cold):
             self.cur.register(self.COLD, cold)
             self.registered = True
             parts.append(f"SELECT series_id, ts, value FROM {self.COLD}")

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import pyarrow as pa
+import numpy as np
 
+from legion.aggregator.store.columns import objects
 from legion.aggregator.store.packing import RawSource
 from legion.aggregator.store.schema import TIERS
 from legion.kernel.errors import QueryError, StoreError
@@ -139,8 +140,8 @@ def stepped(cur: duckdb.DuckDBPyConnection, sel: list[SeriesRow], step_ms: int |
     bucket = "0" if whole else f"{{t}} // {step_ms} * {step_ms}"
     rng = _range_sql(lo, hi)
     if not direct:
-        cur.register("_q_grp", pa.table({"sid": pa.array(ids, pa.int32()),
-                                         "g": [group_key(s, group_by) for s in sel]}))
+        cur.register("_q_grp", {"sid": np.asarray(ids, np.int32),
+                                "g": objects([group_key(s, group_by) for s in sel])})
     try:
         # One snapshot for the dirty list and the read, so a concurrent write cannot slip
         # between them.

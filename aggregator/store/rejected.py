@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
-import pyarrow as pa
+import numpy as np
 
+from legion.aggregator.store.columns import objects
 from legion.kernel.errors import StoreError
 
 LOAD_RANGES = """
@@ -34,14 +35,14 @@ def load_ranges(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int, int, int
 def record(con: duckdb.DuckDBPyConnection, node: str, epoch: int, seqs: Sequence[int],
            now_ms: int) -> None:
     """Write rejected seqs of one (node, epoch) in one transaction; StoreError on failure."""
-    rows = pa.table({"node": pa.array([node] * len(seqs), pa.string()),
-                     "epoch": pa.array([epoch] * len(seqs), pa.int64()),
-                     "seq": pa.array(list(seqs), pa.int64()),
-                     "rejected_ms": pa.array([now_ms] * len(seqs), pa.int64())})
+    _r_rows = {"node": objects([node] * len(seqs)),  # noqa: F841 - read by name below
+               "epoch": np.full(len(seqs), epoch, np.int64),
+               "seq": np.asarray(list(seqs), np.int64),
+               "rejected_ms": np.full(len(seqs), now_ms, np.int64)}
     try:
         con.execute("BEGIN TRANSACTION")
         try:
-            con.from_arrow(rows).insert_into("rejected_batches")
+            con.execute("INSERT INTO rejected_batches SELECT * FROM _r_rows")
             con.execute("COMMIT")
         except BaseException:
             try:
@@ -49,5 +50,5 @@ def record(con: duckdb.DuckDBPyConnection, node: str, epoch: int, seqs: Sequence
             except duckdb.TransactionException:
                 pass
             raise
-    except (duckdb.Error, pa.ArrowException) as exc:
+    except duckdb.Error as exc:
         raise StoreError(f"cannot record {len(seqs)} rejected seqs of {node}: {exc}") from exc

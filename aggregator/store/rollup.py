@@ -25,8 +25,8 @@ from __future__ import annotations
 import time
 
 import duckdb
-import pyarrow as pa
 
+from legion.aggregator.store.columns import Columns
 from legion.aggregator.store.schema import TIERS
 
 MINUTE_MS = 60_000
@@ -54,7 +54,7 @@ _MATERIALISED = {"1m": None, "1h": "hours_done", "1d": "days_done"}
 """Tier -> the tier_state row up to which it is materialised (1m: always, per minute)."""
 
 
-def merge_partials(con: duckdb.DuckDBPyConnection, points: pa.Table) -> None:
+def merge_partials(con: duckdb.DuckDBPyConnection, points: Columns) -> None:
     """Add late points (older than the raw horizon, or of packed windows) as partial rows to
     every tier that still keeps and already covers their bucket (a bucket not yet materialised
     gets them when it is, from the tier below)."""

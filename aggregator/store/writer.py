@@ -1,4 +1,5 @@
-"""The write path: one transaction per `write`, bulk inserts from Arrow, exactly-once batches."""
+"""The write path: one transaction per `write`, bulk inserts from numpy columns, exactly-once
+batches."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
-from legion.aggregator.store import packing, rollup
+from legion.aggregator.store import columns, packing, rollup
 from legion.aggregator.store.seqindex import SeqIndex
 from legion.aggregator.store.types import BatchKey, IncomingBatch, NodeInfo, WriteResult
 from legion.kernel.errors import StoreError
@@ -133,9 +133,6 @@ class StoreWriter:
         except duckdb.Error as exc:
             raise StoreError(f"cannot load store state: {exc}") from exc
         self._load_dropped()
-        # pyarrow imports pandas the first time it builds an array (~0.3 CPU-s, 1-2 s wall on a
-        # loaded 2-core box): paid here, at open, instead of inside the first agent's commit.
-        pa.array([0], pa.int64())
 
     def _load_dropped(self) -> None:
         """Each node's `dropped`: the newest value of its agent's DROPPED_METRIC series."""
@@ -173,7 +170,7 @@ class StoreWriter:
         nodes = self._node_updates(accepted)
         try:
             self._transaction(accepted, new_series, sid, ts, val)
-        except (duckdb.Error, pa.ArrowException) as exc:
+        except duckdb.Error as exc:
             if new_series:  # ids of series that were not stored are handed out again
                 self._next_id = count(min(new_series.values()))
             raise StoreError(f"write of {len(accepted)} batches failed: {exc}") from exc
@@ -320,24 +317,21 @@ class StoreWriter:
         fresh_minutes: list[int] = []
         if self.rollups and ts.shape[0]:
             fresh_minutes = [m for m in np.unique(ts // 60_000).tolist() if m not in self.dirty]
-        # Read by name by the INSERTs below (replacement scans of local Arrow tables): one
-        # statement each, cheaper than from_arrow(...).insert_into (a bind and a submit) and
-        # than register/unregister (measured). Per commit: BEGIN, points, batches, COMMIT; the
-        # node bookkeeping is not written (derived from `batches` at open: _LOAD_NODES).
-        _w_points = pa.table({  # noqa: F841
-            "series_id": pa.array(sid, pa.int32()), "ts": pa.array(ts, pa.int64()),
-            "value": pa.array(val, pa.float64())})
+        # Read by name by the INSERTs below (replacement scans of local numpy columns,
+        # columns.py): one statement each, cheaper than register/unregister (measured). Per
+        # commit: BEGIN, points, batches, COMMIT; the node bookkeeping is not written (derived
+        # from `batches` at open: _LOAD_NODES).
+        _w_points = columns.points(sid, ts, val)  # noqa: F841
         rows = [(b.node, int(b.epoch), int(b.seq), len(b.batch), int(b.received_ms))
                 for b in accepted]
-        _w_batches = pa.table(dict(zip(  # noqa: F841
-            ("node", "epoch", "seq", "points", "received_ms"), zip(*rows, strict=True),
-            strict=True))) if len(rows) > 1 else None
+        _w_batches = _batches_columns(rows) if len(rows) > 1 else None  # noqa: F841
         con.execute("BEGIN TRANSACTION")
         try:
             if new_series:
-                _w_series = _series_table(new_series, max(  # noqa: F841
+                _w_series = _series_columns(new_series, max(  # noqa: F841
                     b.received_ms for b in accepted))
-                con.execute("INSERT INTO series SELECT * FROM _w_series")
+                con.execute("INSERT INTO series SELECT id, node, name, labels_key, "
+                            "map(lk::VARCHAR[], lv::VARCHAR[]), created_ms FROM _w_series")
             if ts.shape[0]:
                 con.execute("INSERT INTO points SELECT * FROM _w_points")
             if _w_batches is None:  # one batch (one agent's tick): parameters, no table
@@ -345,12 +339,12 @@ class StoreWriter:
             else:
                 con.execute("INSERT INTO batches SELECT * FROM _w_batches")
             if fresh_minutes:  # minutes already marked (the usual case) cost no statement
-                con.from_arrow(pa.table({"minute": pa.array(fresh_minutes, pa.int64())})
-                               ).insert_into("dirty_minutes")
+                _w_minutes = {"minute": np.asarray(fresh_minutes, np.int64)}  # noqa: F841
+                con.execute("INSERT INTO dirty_minutes SELECT * FROM _w_minutes")
             if self.rollups and old_tbl is not None:
                 rollup.merge_partials(con, old_tbl)
             if late_tbl is not None:
-                con.from_arrow(late_tbl).insert_into("late_points")
+                con.execute("INSERT INTO late_points SELECT * FROM late_tbl")
                 if self.rollups:
                     rollup.merge_partials(con, late_tbl)
             con.execute("COMMIT")
@@ -370,24 +364,31 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-def _series_table(new: dict[SeriesKey, int], now_ms: int) -> pa.Table:
+def _series_columns(new: dict[SeriesKey, int], now_ms: int) -> columns.Columns:
+    """New `series` rows, labels as key and value lists (lk, lv) that the INSERT maps."""
     keys = list(new)
-    return pa.table({
-        "id": pa.array([new[k] for k in keys], pa.int32()),
-        "node": [k[0] for k in keys], "name": [k[1] for k in keys],
-        "labels_key": [labels_key(k[2]) for k in keys],
-        "labels": pa.array([list(k[2]) for k in keys], pa.map_(pa.string(), pa.string())),
-        "created_ms": pa.array([now_ms] * len(keys), pa.int64())})
+    return {"id": np.asarray([new[k] for k in keys], np.int32),
+            "node": columns.objects([k[0] for k in keys]),
+            "name": columns.objects([k[1] for k in keys]),
+            "labels_key": columns.objects([labels_key(k[2]) for k in keys]),
+            "lk": columns.objects([[p[0] for p in k[2]] for k in keys]),
+            "lv": columns.objects([[p[1] for p in k[2]] for k in keys]),
+            "created_ms": np.full(len(keys), now_ms, np.int64)}
+
+
+def _batches_columns(rows: list[tuple[str, int, int, int, int]]) -> columns.Columns:
+    """`batches` rows (node, epoch, seq, points, received_ms) as columns."""
+    node, epoch, seq, points, received = zip(*rows, strict=True)
+    return {"node": columns.objects(node), "epoch": np.asarray(epoch, np.int64),
+            "seq": np.asarray(seq, np.int64), "points": np.asarray(points, np.int32),
+            "received_ms": np.asarray(received, np.int64)}
 
 
 def _split_older(horizon_ms: int, sid: np.ndarray, ts: np.ndarray, val: np.ndarray
-                 ) -> tuple[pa.Table | None, np.ndarray, np.ndarray, np.ndarray]:
+                 ) -> tuple[columns.Columns | None, np.ndarray, np.ndarray, np.ndarray]:
     """Points older than `horizon_ms` as a (series_id, ts, value) table (None when there are
     none), and the other points."""
     older = ts < horizon_ms
     if not older.any():
         return None, sid, ts, val
-    tbl = pa.table({"series_id": pa.array(sid[older], pa.int32()),
-                    "ts": pa.array(ts[older], pa.int64()),
-                    "value": pa.array(val[older], pa.float64())})
-    return tbl, sid[~older], ts[~older], val[~older]
+    return columns.points(sid[older], ts[older], val[older]), sid[~older], ts[~older], val[~older]

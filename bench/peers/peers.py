@@ -17,7 +17,7 @@ from pathlib import Path
 APT = {"victoria-metrics": "victoria-metrics", "prometheus": "prometheus",
        "prometheus-node-exporter": "prometheus-node-exporter", "collectd": "collectd"}
 """Binary -> the Debian package that installs it."""
-PIP = ("duckdb", "zmq", "aiohttp", "psutil", "numpy", "pyarrow")
+PIP = ("duckdb", "zmq", "aiohttp", "psutil", "numpy")
 """Python modules the bench imports (all in `pip install -e .`)."""
 
 

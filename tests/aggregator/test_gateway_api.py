@@ -23,7 +23,7 @@ from legion.aggregator.gateway import (
     start_gateway,
     stop_gateway,
 )
-from legion.aggregator.gateway.certs import client_ssl_context
+from legion.aggregator.gateway.tls import client_ssl_context
 from legion.aggregator.store.store import Store
 from legion.aggregator.store.types import IncomingBatch
 from legion.proto import MetricsBatch, Sample, canonical_labels

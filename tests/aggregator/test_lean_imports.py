@@ -1,13 +1,22 @@
-"""The aggregator process stays small (issue 17): no pandas, no other command's modules."""
+"""The aggregator process stays small (issue 17): no pyarrow, no pandas, no other command's
+modules."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
+
+from legion.cli.client import ApiClient
+from legion.cli.config import load_config
+from legion.cli.setup_cmds import add_agent_key
+from tests.conftest import make_setup, wait_for
 
 # Not needed to ingest, store or serve; each costs the aggregator megabytes of RSS.
-HEAVY = ("pandas", "sklearn", "torch", "legion.cli.query_cmds", "legion.cli.keys_cmds",
+HEAVY = ("pandas", "pyarrow", "sklearn", "torch", "legion.cli.query_cmds", "legion.cli.keys_cmds",
          "legion.cli.alerts_cmds", "legion.node_agent.agent",
          "cryptography")  # TLS certificates only: loaded when `security.enable_tls` is on
 
@@ -30,36 +39,61 @@ def test_aggregator_run_resolves_alone() -> None:
     assert out == "aggregator []"
 
 
-def test_commits_do_not_load_pandas(tmp_path) -> None:
-    """After keep_pandas_out, a real Store commits, checkpoints, rolls up, packs and answers
-    queries (all through pyarrow) without pandas; `import pandas` still works afterwards."""
+def test_store_paths_load_neither_pyarrow_nor_pandas(tmp_path) -> None:
+    """A real Store writes (one batch, several, new labelled series, late points into packed
+    windows), rolls up, packs, folds old `batches`, records rejected seqs and answers raw
+    queries over chunks and grouped queries, all through numpy columns: right answers, and
+    neither pyarrow nor pandas loaded."""
     out = _run(f"""
         import sys, time
-        from legion.aggregator.lean_imports import keep_pandas_out
         from legion.aggregator.store import IncomingBatch, Store
         from legion.proto import MetricsBatch, Sample
-        print(keep_pandas_out())
         st = Store({str(tmp_path / 'x.duckdb')!r})
-        now = int(time.time() * 1000) - 7_200_000
-        for seq in range(1, 4):
-            st.write([IncomingBatch('n1', 1, seq, MetricsBatch.from_samples(
-                [Sample(f'm_{{i}}', (), float(i), now + seq * 1000) for i in range(20)]), now)])
-        st.checkpoint(); st.maintain(); st.pack_raw(until_ms=now + 3_600_000)
-        rows = st.query('m_3', since_ms=now)
-        print(len(rows), rows[0]['value'], 'pandas' in sys.modules)
-        st.close()
-        import pandas
-        print('pandas' in sys.modules)""")
-    assert out.split("\n") == ["True", "3 3.0 False", "True"]
+        now = int(time.time() * 1000) // 3_600_000 * 3_600_000 - 7_200_000
+        def batch(seq, v=1.0):
+            return IncomingBatch('n1', 1, seq, MetricsBatch.from_samples(
+                [Sample(f'm_{{i % 4}}', (('cpu', str(i % 2)),), v * i, now + seq * 1000)
+                 for i in range(20)]), now)
+        st.write([batch(1), batch(2), batch(3)])
+        st.write([batch(4)])
+        st.roll_up(budget_s=30, include_open=True)
+        print(st.pack_raw(until_ms=now + 3_600_000))
+        st.write([batch(5, v=10.0)])  # late: its window is packed
+        st.note_rejected('n1', 1, [3, 6])
+        st.maintain()
+        raw = st.query('m_3', since_ms=now)
+        print(len(raw), sum(r['value'] for r in raw))
+        print([(r['labels'], r['value']) for r in st.query(
+            'm_3', since_ms=now, step_ms=3_600_000, agg='sum', group_by='cpu')])
+        print(st.nodes()[0]['rejected'], st.nodes()[0]['points'])
+        print(sorted(m for m in ('pyarrow', 'pandas') if m in sys.modules))
+        st.close()""")
+    assert out.split("\n") == ["80", "25 770.0", "[({'cpu': '1'}, 770.0)]", "1 100", "[]"]
 
 
-def test_keep_pandas_out_is_a_no_op_once_pandas_is_loaded() -> None:
-    """A process that already uses pandas keeps pyarrow's pandas conversions."""
-    out = _run("""
-        import pandas, pyarrow as pa
-        from legion.aggregator.lean_imports import keep_pandas_out
-        print(keep_pandas_out(), pa.table({'a': [1]}).to_pandas().shape)""")
-    assert out == "False (1, 1)"
+@pytest.mark.timeout(240)
+def test_running_aggregator_maps_neither_arrow_nor_cryptography(tmp_path: Path, procs) -> None:
+    """A real `legionctl aggregator run` serving HTTPS (`legionctl init`'s default) that stored
+    a real agent's batches has no Arrow, pandas or `cryptography` library mapped
+    (/proc/PID/maps): the store hands DuckDB numpy columns, the server's TLS context is the
+    standard library's (gateway/tls.py)."""
+    cfg_path = make_setup(tmp_path / "legion")
+    cfg = load_config(cfg_path)
+    assert cfg.security.enable_tls
+    add_agent_key(cfg, "n1")
+    agg = procs("aggregator", "run", "--config", str(cfg_path), name="agg")
+    procs("agent", "run", "--config", str(cfg_path), "--node", "n1", name="agent")
+    client = ApiClient(cfg, (cfg_path.parent / "admin.token").read_text().strip(), timeout=5)
+
+    def committed() -> bool:
+        try:
+            return client.get("/api/v1/status")["ingest"]["batches_accepted"] >= 3
+        except Exception:  # noqa: BLE001 - not up yet
+            return False
+    wait_for(committed, 120, interval=1)
+    maps = Path(f"/proc/{agg.p.pid}/maps").read_text()
+    assert "_duckdb" in maps  # the right process
+    assert [m for m in ("libarrow", "pyarrow", "pandas", "cryptography") if m in maps] == []
 
 
 def test_gateway_imported_without_socketio_clients() -> None:
