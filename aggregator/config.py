@@ -95,7 +95,7 @@ class AggregatorConfig:
     commit_max_points: int = 200_000
     # At low rates a group waits up to this long after its first batch so that several batches
     # (and the self-metrics) share one commit; 0 = commit each group at once (docs/internals.md).
-    commit_max_delay_ms: int = 2_000
+    commit_max_delay_ms: int = 3_000
     api_host: str = "127.0.0.1"
     tokens_path: str = "tokens.json"
     audit_log_path: str = "audit.log"

@@ -49,7 +49,7 @@ def test_gather_wait() -> None:
 
 
 def test_the_key_is_checked() -> None:
-    assert AggregatorConfig().commit_max_delay_ms == 2_000
+    assert AggregatorConfig().commit_max_delay_ms == 3_000
     assert AggregatorConfig(commit_max_delay_ms=0).validate() == []
     assert "aggregator.commit_max_delay_ms" in AggregatorConfig(
         commit_max_delay_ms=-1).validate()[0]
