@@ -258,6 +258,8 @@ class IngestWriter(threading.Thread):
                 done.add(FairInbox.key_of(item))
                 continue
             (heavy if new >= HEAVY_NEW_SERIES else group).add(item)
+            if not new and max_delay > 0 and points < GATHER_POINTS:  # it waits: the head not
+                self._store.feed_ahead(item.batch if isinstance(item, Accepted) else item)
             points += len(item.batch.batch if isinstance(item, Accepted) else item.batch)
             if taken + new >= cap > taken:  # this batch filled the group
                 done.add(FairInbox.key_of(item))

@@ -112,3 +112,26 @@ def test_a_full_group_does_not_wait(tmp_path: Path) -> None:
     commits, acked = _commits_of(5_000, tmp_path, [GATHER_POINTS, 116], gap_s=0.5)
     assert acked == {2, 3}
     assert commits[0] == frozenset({2})
+
+
+def test_a_gathering_batch_is_in_the_query_head_before_its_commit(tmp_path: Path) -> None:
+    cfg = load_config(make_setup(tmp_path / "legion", aggregator={"commit_max_delay_ms": 6_000}))
+    add_agent_key(cfg, NODE)
+    with aggregator_with_peers(cfg, NODE) as (agg, (peer,)):
+        peer.send(2, points_batch(20))  # its series are new: stored at its commit
+        wait_for(lambda: (peer.pump(50), 2 in peer.acks["committed"])[1], timeout=60)
+        now = int(time.time() * 1000)
+        q = {"metric": "gather_value", "agg": "count", "step_ms": 60_000, "group_by": "*",
+             "since_ms": now - 600_000, "until_ms": now + 600_000}
+        agg.store.query(**q)  # loads the head
+
+        def points() -> float | None:
+            rows = agg.store.query_now(**q)
+            return None if rows is None else sum(r["value"] for r in rows)
+        wait_for(lambda: points() == 20, timeout=30)
+        peer.send(3, points_batch(20))  # known series: into the head as the writer takes it
+        wait_for(lambda: points() == 40, timeout=30)
+        peer.pump(50)
+        assert 3 not in peer.acks["committed"]  # the group is still gathering
+        wait_for(lambda: (peer.pump(50), 3 in peer.acks["committed"])[1], timeout=60)
+        assert points() == 40  # not fed again at the commit
