@@ -250,6 +250,8 @@ class IngestWriter(threading.Thread):
             if isinstance(item, Refused):
                 rejected_acks[(item.node, item.epoch)].add(item.seq)
                 continue
+            if isinstance(item, IncomingBatch):  # from inside (analytics results): whoever
+                max_delay = 0.0  # counted them done reads them next, so no gathering
             new = len(item.new_series) if isinstance(item, Accepted) else 0
             taken = group.new_series + heavy.new_series
             if new and taken and taken + new > cap:  # does not fit: it opens the next group
