@@ -275,6 +275,7 @@ class IngestWriter(threading.Thread):
             result = self._store.write(group.batches)
         except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
             self.acceptor.settle(group.accepted, stored=False)
+            self._store.unfeed(group.batches)  # the query head must not keep them
             self._tm.add(commit_errors=1)
             now = time.monotonic()
             if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited

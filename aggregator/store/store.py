@@ -165,6 +165,12 @@ class Store:
                 log.error("event=query_head_failed error=%r", exc)
                 self.head = QueryHead(self.config.query_head_mib << 20)
 
+    def unfeed(self, batches: Sequence[IncomingBatch]) -> None:
+        """After a write of `batches` failed before it reached the store (a sink refused them):
+        a head holding any of them fed ahead is dropped, and reloaded by the next query."""
+        if self.head is not None and self._ahead.take(self.head, (b.key for b in batches)):
+            self.head = QueryHead(self.config.query_head_mib << 20)
+
     def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(CommitNotice)` on the writer thread after every write that stored
         something (see commits.py); returns the function that unsubscribes it."""

@@ -112,3 +112,22 @@ def test_a_failed_commit_drops_what_went_ahead(tmp_path: Path) -> None:
         assert head == duck and dict(head)[end] == 18
     finally:
         store.close()
+
+
+def test_a_write_refused_before_the_store_drops_what_went_ahead(tmp_path: Path) -> None:
+    # a sink that refuses a group fails the write before the store sees it (sinks/table.py)
+    store, end = loaded_store(tmp_path / "d.duckdb")
+    try:
+        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)
+        more = next_batches(end)
+        for b in more:
+            store.feed_ahead(b)
+        store.unfeed(more)
+        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # reloads the head
+        head, duck = counts(store, end - 2 * MIN, end + MIN)
+        assert head is not None and head == duck and end not in dict(head)
+        store.write(more)
+        head, duck = counts(store, end - 2 * MIN, end + MIN)
+        assert head == duck and dict(head)[end] == 18
+    finally:
+        store.close()
