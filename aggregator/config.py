@@ -93,6 +93,9 @@ class AggregatorConfig:
     queue_max_batches: int = 10_000
     commit_interval_ms: int = 100
     commit_max_points: int = 200_000
+    # At low rates a group waits up to this long after its first batch so that several batches
+    # (and the self-metrics) share one commit; 0 = commit each group at once (docs/internals.md).
+    commit_max_delay_ms: int = 3_000
     api_host: str = "127.0.0.1"
     tokens_path: str = "tokens.json"
     audit_log_path: str = "audit.log"
@@ -112,6 +115,7 @@ class AggregatorConfig:
             ("queue_max_batches", lambda v: v >= 1, POSITIVE),
             ("commit_interval_ms", lambda v: v >= 1, POSITIVE),
             ("commit_max_points", lambda v: v >= 1, POSITIVE),
+            ("commit_max_delay_ms", lambda v: 0 <= v <= 60_000, "must be in [0, 60000]"),
             ("max_series_per_node", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
             ("max_series_per_metric", lambda v: v >= 0, "must be >= 0 (0 = no limit)"),
             ("event_loop", lambda v: v in ("uvloop", "asyncio"),

@@ -24,12 +24,13 @@ from legion.aggregator.store import packing, rate, rejected, retention, rollup
 from legion.aggregator.store import query as q
 from legion.aggregator.store.commits import CommitNotice, Listener, commit_feed
 from legion.aggregator.store.head import QueryHead
+from legion.aggregator.store.head_ahead import HeadAhead
 from legion.aggregator.store.health import StoreHealth, is_checkpoint_busy, reopen
 from legion.aggregator.store.idle_checkpoint import CHECKPOINT_IDLE_WAL, WriterLoad
 from legion.aggregator.store.light_gate import LightRoundGate
 from legion.aggregator.store.schema import DB_ALIAS, TIERS, open_database
 from legion.aggregator.store.seqindex import FIRST_SEQ, SeqIndex
-from legion.aggregator.store.types import IncomingBatch, WriteResult
+from legion.aggregator.store.types import BatchKey, IncomingBatch, WriteResult
 from legion.aggregator.store.writer import NO_TS, StoreWriter, labels_key
 from legion.kernel.errors import QueryError, StoreError
 
@@ -96,6 +97,7 @@ class Store:
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
         self.head = (QueryHead(self.config.query_head_mib << 20) if self.config.rollups_enabled
                      and self.config.query_head_mib > 0 else None)
+        self._ahead = HeadAhead()  # batches fed to the head before their commit
         try:
             self._writer.load()
             self.rejected_seqs.load(rejected.load_ranges(self._con))
@@ -117,12 +119,16 @@ class Store:
             reopen(self)
         self._open()
         began = self._timer()
+        in_head: set[BatchKey] = set()
         try:
             with self.head.gate if self.head is not None else contextlib.nullcontext():
-                result = self._writer.write(batches)
+                in_head = self._ahead.take(self.head, (b.key for b in batches))
+                result = self._writer.write(batches, in_head)
                 self._feed_head()
         except StoreError as exc:
             self.health.note_error(exc)
+            if in_head and self.head is not None:  # it holds points that were not stored
+                self.head = QueryHead(self.config.query_head_mib << 20)
             raise
         self._load.note_write(self._timer() - began)
         if self.commits and result.stored:
@@ -140,6 +146,30 @@ class Store:
         if self._load.idle(now):
             self._guarded(lambda: self._paced_checkpoint(self._open(), 0.0, idle=True))
         return result
+
+    def feed_ahead(self, batch: IncomingBatch) -> None:
+        """Give the query head a batch now, before its commit, when its series are all stored
+        (ingest gathers batches for up to `commit_max_delay_ms` at low rates): stepped queries
+        answered from the head see it at once (head_ahead.py). The writer thread only. Never
+        fails: on error the head is dropped and reloaded by the next query."""
+        head = self.head
+        if head is None or head.start is None:  # not loaded: the load will read the commit
+            return
+        with head.gate:
+            try:
+                rows = self._writer.resolved(batch) if head.start is not None else None
+                if rows is not None:
+                    head.apply(*rows)
+                    self._ahead.add(head, batch.key)
+            except Exception as exc:  # noqa: BLE001 - only the head is off; the batch is safe
+                log.error("event=query_head_failed error=%r", exc)
+                self.head = QueryHead(self.config.query_head_mib << 20)
+
+    def unfeed(self, batches: Sequence[IncomingBatch]) -> None:
+        """After a write of `batches` failed before it reached the store (a sink refused them):
+        a head holding any of them fed ahead is dropped, and reloaded by the next query."""
+        if self.head is not None and self._ahead.take(self.head, (b.key for b in batches)):
+            self.head = QueryHead(self.config.query_head_mib << 20)
 
     def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(CommitNotice)` on the writer thread after every write that stored
@@ -548,10 +578,10 @@ class Store:
     def _feed_head(self) -> None:
         """Add the write just committed to the query head (under its gate); a head that
         fails is dropped and reloaded by the next query, never fails the write."""
-        if self.head is None or self._writer.last_write is None:
+        if self.head is None or self._writer.head_rows is None:
             return
         try:
-            self.head.apply(*self._writer.last_write)
+            self.head.apply(*self._writer.head_rows)
         except Exception as exc:  # noqa: BLE001 - the points are stored; only the head is off
             log.error("event=query_head_failed error=%r", exc)
             self.head = QueryHead(self.config.query_head_mib << 20)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from itertools import count
 from typing import Any
 
@@ -88,6 +88,7 @@ class StoreWriter:
         self.keys: dict[int, SeriesKey] = {}  # the inverse of `series`, for commit notices
         self.by_name: dict[str, list[SeriesKey]] = {}  # series per metric name (`latest`)
         self.last_write: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.head_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # for the head
         self.seqs = SeqIndex()
         self.nodes: dict[str, NodeInfo] = {}
         self._dropped_ts: dict[str, int] = {}
@@ -144,9 +145,11 @@ class StoreWriter:
             self._dropped_ts[skey[0]] = newest[0]
             self.nodes[skey[0]] = dataclasses.replace(info, dropped=int(newest[1]))
 
-    def write(self, batches: Sequence[IncomingBatch]) -> WriteResult:
-        """Store every batch not stored before, all in one transaction."""
-        self.last_write = None
+    def write(self, batches: Sequence[IncomingBatch],
+              in_head: Collection[BatchKey] = ()) -> WriteResult:
+        """Store every batch not stored before, all in one transaction; `head_rows` are then
+        the points stored of batches not in `in_head` (already fed to the query head)."""
+        self.last_write = self.head_rows = None
         accepted: list[IncomingBatch] = []
         duplicates: list[BatchKey] = []
         seen: set[BatchKey] = set()
@@ -167,6 +170,8 @@ class StoreWriter:
         # Sorted by (series, ts) within the commit: long runs per series compress and prune well.
         order = np.lexsort((ts, sid))
         sid, ts, val = sid[order], ts[order], val[order]
+        fresh = None if not in_head else np.concatenate(
+            [np.full(len(b.batch), b.key not in in_head) for b in accepted])[order]
         nodes = self._node_updates(accepted)
         try:
             self._transaction(accepted, new_series, sid, ts, val)
@@ -183,8 +188,32 @@ class StoreWriter:
                 self.seqs.add(b.node, int(b.epoch), int(b.seq))
             self.nodes.update(nodes)
             self._update_latest(sid, ts, val)
-        self.last_write = (sid, ts, val)
+        self.last_write = self.head_rows = (sid, ts, val)
+        if fresh is not None:
+            self.head_rows = (sid[fresh], ts[fresh], val[fresh])
         return WriteResult(tuple(b.key for b in accepted), tuple(duplicates), int(ts.shape[0]))
+
+    def resolved(self, b: IncomingBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A batch's points as (series id, ts, value) sorted like a write's when every one of its
+        series is stored and the batch is not (else None): what the query head may take before
+        the batch's commit (`head_ahead.py`)."""
+        mb = b.batch
+        if not len(mb) or self.seqs.contains(b.node, int(b.epoch), int(b.seq)):
+            return None
+        table = self._table(b)
+        sid: np.ndarray = table[mb.name_idx, mb.label_idx]
+        if not sid.all():  # series committed since the table was made, or not stored yet
+            unknown = sid == 0
+            for n_i, l_i in set(zip(mb.name_idx[unknown].tolist(),
+                                    mb.label_idx[unknown].tolist(), strict=True)):
+                committed = self.series.get((b.node, mb.names[n_i], mb.label_sets[l_i]))
+                if committed is None:
+                    return None
+                table[n_i, l_i] = committed
+            sid = table[mb.name_idx, mb.label_idx]
+        ts = mb.ts_ms.astype(np.int64, copy=False)
+        order = np.lexsort((ts, sid))
+        return sid[order], ts[order], mb.values.astype(np.float64, copy=False)[order]
 
     def newest_ms(self) -> int:
         """Timestamp of the newest point stored (0 when none)."""
@@ -245,14 +274,7 @@ class StoreWriter:
         mb = b.batch
         if len(mb) == 0:
             return np.empty(0, np.int32)
-        # An agent sends the same names and label sets every tick: one lookup table per shape
-        # turns series resolution into one numpy gather instead of a dict lookup per point.
-        shape = (b.node, mb.names, mb.label_sets)
-        table = self._shapes.get(shape)
-        if table is None:
-            if len(self._shapes) >= MAX_SHAPES:
-                self._shapes.clear()
-            table = self._shapes[shape] = np.zeros((len(mb.names), len(mb.label_sets)), np.int32)
+        table = self._table(b)
         ids: np.ndarray = table[mb.name_idx, mb.label_idx]
         if ids.all():
             return ids
@@ -273,6 +295,20 @@ class StoreWriter:
                 pending[n_i, l_i] = sid
         resolved: np.ndarray = np.where(table > 0, table, pending)[mb.name_idx, mb.label_idx]
         return resolved
+
+    def _table(self, b: IncomingBatch) -> np.ndarray:
+        """The batch's shape's table of committed series ids (0: none yet), made if new.
+
+        An agent sends the same names and label sets every tick: one lookup table per shape
+        turns series resolution into one numpy gather instead of a dict lookup per point."""
+        mb = b.batch
+        shape = (b.node, mb.names, mb.label_sets)
+        table = self._shapes.get(shape)
+        if table is None:
+            if len(self._shapes) >= MAX_SHAPES:
+                self._shapes.clear()
+            table = self._shapes[shape] = np.zeros((len(mb.names), len(mb.label_sets)), np.int32)
+        return table
 
     def _node_updates(self, accepted: list[IncomingBatch]) -> dict[str, NodeInfo]:
         out: dict[str, NodeInfo] = {}

@@ -1,13 +1,14 @@
 """Where the aggregator's time and memory go at one real agent at 1 s (issue 17).
 
-    python bench/peers/idle_profile.py [--window 30] [--py-spy] [--keep]
+    python bench/peers/idle_profile.py [--window 30] [--py-spy] [--keep] [--set SECTION.KEY=JSON]
 
 Starts `legionctl aggregator run` and `legionctl agent run` as the peers host row does, waits
 `--warmup` seconds, then over `--window` seconds prints CPU per thread (schedstat of each
 `/proc/PID/task/*`, named by py-spy's thread names when `--py-spy` is given), and at the end
 RSS by mapping (`/proc/PID/smaps`: each shared library's resident size, anonymous memory
 and the heap). With `--py-spy` it also records active stacks (`py-spy record -r 100 -f raw
---threads`, not a project dependency) and prints the top frames per thread.
+--threads`, not a project dependency) and prints the top frames per thread. `--set` (repeatable)
+changes one config key before the start, e.g. `--set aggregator.commit_max_delay_ms=0`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # bench/
 
-from agent_overhead import start_agent, stop_proc  # noqa: E402
+from agent_overhead import NODE, legionctl, prepare, stop_proc  # noqa: E402
+
+
+def start_agent(work: Path, interval: float, settings: list[str]) -> list[subprocess.Popen[bytes]]:
+    """`agent_overhead.start_agent` with `settings` ("section.key=json") applied to the config."""
+    cfg = prepare(work, interval)
+    raw = json.loads(cfg.read_text())
+    for item in settings:
+        path, _, value = item.partition("=")
+        section, _, key = path.partition(".")
+        raw[section][key] = json.loads(value)
+    cfg.write_text(json.dumps(raw, indent=2) + "\n")
+    procs = []
+    for args, log in ((("aggregator", "run"), "aggregator.log"),
+                      (("agent", "run", "--node", NODE), "agent.log")):
+        proc = legionctl(*args, "--config", str(cfg), log=work / log)
+        assert isinstance(proc, subprocess.Popen)
+        procs.append(proc)
+        time.sleep(1.0)
+    return procs
 
 
 def thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -90,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=15.0)
     ap.add_argument("--py-spy", action="store_true", dest="pyspy")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="legion-idle-profile-"))
     procs = []
     try:
-        _, procs = start_agent(work, 1.0)
+        procs = start_agent(work, 1.0, args.set)
         pid = procs[0].pid
         time.sleep(args.warmup)
         names = py_thread_names(pid)  # a one-shot dump, before the window

@@ -92,9 +92,11 @@ class WsCollector(threading.Thread):
                     self.subscribed.set()
 
     def host_points(self, node: str) -> list[int]:
-        """The ts_ms of `node` in every snapshot and update received, in order."""
+        """The ts_ms of `node` in every snapshot and update received, in order; updates that
+        only say the host went stale (10 s without data: they repeat its last ts) left out."""
         return [h["ts_ms"] for m in self.messages if m.get("topic") == "system_health"
-                for h in m["data"].get("hosts", ()) if h["node"] == node]
+                for h in m["data"].get("hosts", ()) if h["node"] == node
+                and h.get("health") != "stale"]
 
 
 def _send_until_acked(peer: CurvePeer, seq: int, batch: MetricsBatch, level: str) -> None:

@@ -23,6 +23,11 @@ def run(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_export_round_trips_exactly(setup_dir: Path, procs, tmp_path: Path) -> None:
+    # The export and the query run right after the agent stops: its last batches must not be
+    # still gathering for their commit (`aggregator.commit_max_delay_ms`), so commit at once.
+    raw = json.loads(setup_dir.read_text())
+    raw["aggregator"]["commit_max_delay_ms"] = 0
+    setup_dir.write_text(json.dumps(raw, indent=2))
     add_agent_key(load_config(setup_dir), "n1")
     procs("aggregator", "run", "--config", str(setup_dir))
     agent = procs("agent", "run", "--config", str(setup_dir), "--node", "n1")
