@@ -83,7 +83,7 @@ class FailingCommit:
             self.armed = False
             self.con.execute("ROLLBACK")
             raise duckdb.IOException("injected: could not write the WAL")
-        # the writer's INSERTs read its Arrow tables by name from the calling frame
+        # the writer's INSERTs read its numpy columns by name from the calling frame
         caller = sys._getframe(1)
         names = {**caller.f_locals, "_con_": self.con, "_sql_": sql, "_args_": args}
         return eval("_con_.execute(_sql_, *_args_)", caller.f_globals, names)  # noqa: S307
