@@ -7,9 +7,9 @@ Why this shape:
   strings; ``labels_key`` (canonical JSON of the sorted pairs) makes the identity unique and
   hashable, ``labels`` (``MAP(VARCHAR, VARCHAR)``) keeps them filterable in SQL (``labels['cpu']``).
 * ``points(series_id, ts, value)``: the newest raw points, one row each (fast to insert and to
-  roll up); no index and no key (an ART index would cost more than the
-  data). Each commit is inserted in bulk from numpy columns, sorted by (series_id, ts), so a
-  row group holds long runs of one series with increasing ``ts``: RLE on ``series_id``, bit-packed deltas on
+  roll up); no index and no key (an ART index would cost more than the data). Each commit
+  is inserted in bulk from numpy columns, sorted by (series_id, ts), so a row group holds
+  long runs of one series with increasing ``ts``: RLE on ``series_id``, bit-packed deltas on
   ``ts``, ALP on ``value``, and zone maps (min/max per row group) prune range scans.
 * ``late_points(series_id, ts, value)`` (v2): points that arrived for a window already packed
   (or being packed); packing moves them into chunks with the next window.
