@@ -39,13 +39,29 @@ def next_batches(end: int) -> list[IncomingBatch]:
     return batches(np.random.default_rng(9), end, end + 20_000, 10_000, 1_000)
 
 
+def feed_next_ahead(store: Store, end: int) -> list[IncomingBatch]:
+    """Load the head, then feed it `next_batches` ahead of their commit; returns them."""
+    store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # loads the head
+    more = next_batches(end)
+    for b in more:
+        store.feed_ahead(b)
+    return more
+
+
+def assert_dropped_then_stored_once(store: Store, end: int, more: list[IncomingBatch]) -> None:
+    """The head reloaded after `more` went back out holds none of them; written, once each."""
+    store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # reloads the head
+    head, duck = counts(store, end - 2 * MIN, end + MIN)
+    assert head is not None and head == duck and end not in dict(head)
+    store.write(more)  # the agents resend: stored once, counted once
+    head, duck = counts(store, end - 2 * MIN, end + MIN)
+    assert head == duck and dict(head)[end] == 18
+
+
 def test_fed_ahead_is_queryable_before_its_commit_and_counted_once(tmp_path: Path) -> None:
     store, end = loaded_store(tmp_path / "a.duckdb")
     try:
-        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # loads the head
-        more = next_batches(end)
-        for b in more:
-            store.feed_ahead(b)
+        more = feed_next_ahead(store, end)
         head, duck = counts(store, end - 2 * MIN, end + MIN)
         assert head is not None and duck != head  # the head has them, DuckDB not yet
         assert dict(head)[end] == 2 * 3 * 3  # 2 ticks x 3 nodes x 3 cpus
@@ -95,21 +111,13 @@ class FailingCommit:
 def test_a_failed_commit_drops_what_went_ahead(tmp_path: Path) -> None:
     store, end = loaded_store(tmp_path / "c.duckdb")
     try:
-        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)
-        more = next_batches(end)
-        for b in more:
-            store.feed_ahead(b)
+        more = feed_next_ahead(store, end)
         real = store._writer._con  # noqa: SLF001 - the write connection, wrapped once
         store._writer._con = FailingCommit(real)  # type: ignore[assignment]  # noqa: SLF001
         with pytest.raises(StoreError, match="injected"):
             store.write(more)
         store._writer._con = real  # noqa: SLF001
-        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # reloads the head
-        head, duck = counts(store, end - 2 * MIN, end + MIN)
-        assert head is not None and head == duck and end not in dict(head)
-        store.write(more)  # the agents resend: stored once, counted once
-        head, duck = counts(store, end - 2 * MIN, end + MIN)
-        assert head == duck and dict(head)[end] == 18
+        assert_dropped_then_stored_once(store, end, more)
     finally:
         store.close()
 
@@ -118,16 +126,8 @@ def test_a_write_refused_before_the_store_drops_what_went_ahead(tmp_path: Path) 
     # a sink that refuses a group fails the write before the store sees it (sinks/table.py)
     store, end = loaded_store(tmp_path / "d.duckdb")
     try:
-        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)
-        more = next_batches(end)
-        for b in more:
-            store.feed_ahead(b)
+        more = feed_next_ahead(store, end)
         store.unfeed(more)
-        store.query(**Q, since_ms=end - 5 * MIN, until_ms=end + MIN)  # reloads the head
-        head, duck = counts(store, end - 2 * MIN, end + MIN)
-        assert head is not None and head == duck and end not in dict(head)
-        store.write(more)
-        head, duck = counts(store, end - 2 * MIN, end + MIN)
-        assert head == duck and dict(head)[end] == 18
+        assert_dropped_then_stored_once(store, end, more)
     finally:
         store.close()
