@@ -326,7 +326,8 @@ def recovery(tmp: Path) -> dict:
     """Restart-to-live time and backlog drain rate with real node agents."""
     cfg_path = make_setup(tmp / "rec", collection_interval=0.1,
                           agent={"collectors": ["cpu", "memory", "load"],
-                                 "resend_timeout_secs": 1.0})
+                                 "resend_timeout_secs": 1.0},
+                          aggregator={"commit_max_delay_ms": 0})  # below the 0.8 s resend
     cfg = load_config(cfg_path)
     add_agent_key(cfg, "r1")
     client = ApiClient(cfg, (cfg_path.parent / "admin.token").read_text().strip())
@@ -378,8 +379,8 @@ def main() -> None:
     for points, agent_path in runs:
         name = f"p{points}" + ("-agent" if agent_path else "")
         cfg_path = make_setup(tmp / name, **({"agent": {
-            "spool_max_bytes": args.agent_spool_mib << 20, "resend_timeout_secs": 1.0}}
-            if agent_path else {}))
+            "spool_max_bytes": args.agent_spool_mib << 20, "resend_timeout_secs": 1.0},
+            "aggregator": {"commit_max_delay_ms": 0}} if agent_path else {}))
         cfg = load_config(cfg_path)
         nodes = [f"s{i}" for i in range(args.senders)]
         for n in nodes:

@@ -153,7 +153,8 @@ class NodeAgent:
         endpoint = self.failover.endpoints[index][0]
         log.warning("event=aggregator_switch node=%s to=%s index=%d", self.node, endpoint, index)
         pub.close(linger=0)  # what it still queued is in the spool and will be resent
-        self.delivery.resend_all_now()
+        if self.failover.last_switch == "failover":  # the one left went silent: resend now
+            self.delivery.resend_all_now()
         return self._publisher(ctx, endpoint)
 
     def _open_monitor(self, ctx: zmq.Context[zmq.Socket[Any]]) -> MonitorReceiver | None:

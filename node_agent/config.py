@@ -9,6 +9,9 @@ from pathlib import Path
 
 from legion.kernel.config import POSITIVE, Rule, check_rules, resolve_endpoint, resolve_path
 
+RESEND_JITTER = 0.2
+"""Each resend delay is scaled by a random factor in [1 - RESEND_JITTER, 1 + RESEND_JITTER]."""
+
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
@@ -43,6 +46,10 @@ class AgentConfig:
                      f"{', '.join(sorted(COLLECTORS))})"
                      for n in self.collectors or () if n not in COLLECTORS]
         return problems
+
+    def earliest_resend_ms(self) -> int:
+        """How soon an unacknowledged batch can first be resent: the timeout less its jitter."""
+        return int(self.resend_timeout_secs * (1.0 - RESEND_JITTER) * 1000)
 
     def resolved(self, base_dir: str | Path) -> AgentConfig:
         """This section with its paths and ipc:// endpoints resolved against `base_dir`."""

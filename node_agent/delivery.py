@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from legion.kernel.spool.spool import Spool
+from legion.node_agent.config import RESEND_JITTER
 from legion.proto import ACK_CHECKPOINTED, ACK_COMMITTED, ACK_REJECTED, Ack
 
 Key = tuple[int, int]
@@ -49,8 +50,9 @@ class Delivery:
     """Unacked set, ack handling and resend schedule over one `Spool`; time comes from `clock`."""
 
     def __init__(self, spool: Spool, clock: Callable[[], float] = time.monotonic,
-                 resend_timeout: float = 5.0, *, max_backoff: float = 60.0, jitter: float = 0.2,
-                 checkpoint_timeout: float = 60.0, rng: random.Random | None = None,
+                 resend_timeout: float = 5.0, *, max_backoff: float = 60.0,
+                 jitter: float = RESEND_JITTER, checkpoint_timeout: float = 60.0,
+                 rng: random.Random | None = None,
                  wall_ms: Callable[[], int] | None = None) -> None:
         if resend_timeout <= 0 or max_backoff < resend_timeout or not 0 <= jitter < 1:
             raise ValueError("need resend_timeout > 0, max_backoff >= resend_timeout, "

@@ -10,10 +10,13 @@ from all of them, so an ack still in flight from the previous aggregator is neve
   (the aggregator is up and accepts this agent's key), at most once per `failback_probe_secs`.
 
 Nothing is lost or sent twice by a switch: unacknowledged batches stay in the spool and are
-resent to whichever aggregator is active; each aggregator stores a batch once (its own
-exactly-once bookkeeping). Limit (README "Scale-out"): a batch that aggregator A committed but
-had not checkpointed when it died is resent after `checkpoint_timeout` (60 s); if A is not back
-and active by then, aggregator B stores it too, so across aggregators delivery is at-least-once.
+resent to whichever aggregator is active, at once after a failover. After a failback they are
+resent only when their own timers run out: the aggregator left behind is alive and may still be
+gathering them into a commit (`aggregator.commit_max_delay_ms`, kept below the earliest resend),
+and its acks still count. Each aggregator stores a batch once (its own exactly-once
+bookkeeping). Limit (README "Scale-out"): a batch that aggregator A committed but had not
+checkpointed when it died is resent after `checkpoint_timeout` (60 s); if A is not back and
+active by then, aggregator B stores it too, so across aggregators delivery is at-least-once.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Failover:
         self._probe: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
         self.counters = {"failovers_total": 0, "failbacks_total": 0}
+        self.last_switch = ""  # "failover" or "failback": the reason of the latest switch
 
     def on_ack(self) -> None:
         """An ack arrived (from any aggregator)."""
@@ -64,6 +68,7 @@ class Failover:
         quiet = now - max(self._last_ack, self.switched_at)
         if oldest_unacked_age > self.failover_after and quiet > self.failover_after:
             self.counters["failovers_total"] += 1
+            self.last_switch = "failover"
             return self._switch((self.active + 1) % len(self.endpoints), now)
         if self.active != 0 and now - self.switched_at >= self.failback_after:
             if self._probe is None:
@@ -71,6 +76,7 @@ class Failover:
                 self._monitor = self._probe.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
             if self._handshake_seen():
                 self.counters["failbacks_total"] += 1
+                self.last_switch = "failback"
                 return self._switch(0, now)
         return None
 

@@ -10,6 +10,7 @@ its key path, all at once. Relative paths are resolved against the directory of 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,12 @@ from legion.kernel.config import (
     resolve_path,
 )
 from legion.kernel.errors import ConfigError
-from legion.node_agent.config import COLLECTION_INTERVAL_RULE, AgentConfig, AgentSettings
+from legion.node_agent.config import (
+    COLLECTION_INTERVAL_RULE,
+    RESEND_JITTER,
+    AgentConfig,
+    AgentSettings,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +135,34 @@ def config_from_dict(raw: Any, base_dir: str | Path = ".") -> Config:
     problems += check_rules(freeze(Config, values), "", _TOP_RULES)
     for name, section in SECTIONS.items():
         values[name] = section.parse(raw.get(name), name, problems)
+    if not problems:
+        values["aggregator"] = _gather_within_resend(values["aggregator"], values["agent"],
+                                                     raw.get("aggregator"), problems)
     if problems:
         raise ConfigError(problems)
     return Config(**values, base_dir=str(Path(base_dir).resolve()))
+
+
+GATHER_SHARE_OF_RESEND = 0.75
+"""Commits may gather for at most this share of the agents' earliest resend."""
+
+
+def _gather_within_resend(agg: AggregatorConfig, agent: AgentConfig, raw_agg: Any,
+                          problems: list[str]) -> AggregatorConfig:
+    """Keep commit gathering clear of the agents' resends (a batch resent while it still gathers
+    is stored twice across aggregators when the agent switches between them). The default
+    shrinks to the limit; a value the file sets above it is an error."""
+    limit = int(agent.earliest_resend_ms() * GATHER_SHARE_OF_RESEND)
+    if agg.commit_max_delay_ms <= limit:
+        return agg
+    if isinstance(raw_agg, dict) and "commit_max_delay_ms" in raw_agg:
+        problems.append(
+            f"aggregator.commit_max_delay_ms: {agg.commit_max_delay_ms} must be <= {limit} "
+            f"(3/4 of the agents' earliest resend, {agent.earliest_resend_ms()} ms: "
+            f"agent.resend_timeout_secs {agent.resend_timeout_secs} less its "
+            f"{RESEND_JITTER:.0%} jitter), or 0 to commit each batch at once")
+        return agg
+    return dataclasses.replace(agg, commit_max_delay_ms=limit)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

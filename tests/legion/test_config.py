@@ -61,6 +61,22 @@ def test_every_problem_reported_at_once_with_its_path() -> None:
     assert len(info.value.problems) == 7
 
 
+def test_commit_gathering_stays_below_the_agents_earliest_resend() -> None:
+    # resend 2 s less 20 % jitter: the first resend can come after 1.6 s; gathering gets 3/4
+    assert config_from_dict({}).aggregator.commit_max_delay_ms == 3000
+    short = {"agent": {"resend_timeout_secs": 2.0}}
+    assert config_from_dict(short).aggregator.commit_max_delay_ms == 1200  # the default shrinks
+    for ok in (0, 1200):
+        cfg = config_from_dict({**short, "aggregator": {"commit_max_delay_ms": ok}})
+        assert cfg.aggregator.commit_max_delay_ms == ok
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({**short, "aggregator": {"commit_max_delay_ms": 1201}})
+    assert info.value.problems == [
+        "aggregator.commit_max_delay_ms: 1201 must be <= 1200 (3/4 of the agents' earliest "
+        "resend, 1600 ms: agent.resend_timeout_secs 2.0 less its 20% jitter), or 0 to commit "
+        "each batch at once"]
+
+
 def test_round_trip_and_frozen(tmp_path: Path) -> None:
     cfg = config_from_dict(config_to_dict(Config()), base_dir=tmp_path)
     assert cfg == Config(base_dir=str(tmp_path.resolve()))

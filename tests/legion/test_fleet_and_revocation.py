@@ -21,7 +21,9 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_200_agents_with_their_own_keys_lose_nothing(tmp_path: Path, procs) -> None:
     cfg_path = make_setup(tmp_path / "legion", collection_interval=1.0,
-                          agent={"collectors": ["uptime", "load"], "resend_timeout_secs": 2.0})
+                          agent={"collectors": ["uptime", "load"], "resend_timeout_secs": 2.0},
+                          # gathering must stay within 3/4 of the earliest resend (1.6 s)
+                          aggregator={"commit_max_delay_ms": 1200})
     cfg = load_config(cfg_path)
     n_procs, per_proc = 4, 50
     names = [f"sim-{i:03d}" for i in range(n_procs * per_proc)]

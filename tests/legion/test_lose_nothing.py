@@ -24,14 +24,17 @@ from tests.conftest import LEGIONCTL, make_setup, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
+# Resends after 1 s (0.8 s with jitter) leave no room for gathering commits (which must stay
+# below the earliest resend): these tests compare stores exactly, so each batch commits at once.
 FAST = {"collection_interval": 0.25,
-        "agent": {"resend_timeout_secs": 1.0, "collectors": ["cpu", "memory", "load"]}}
+        "agent": {"resend_timeout_secs": 1.0, "collectors": ["cpu", "memory", "load"]},
+        "aggregator": {"commit_max_delay_ms": 0}}
 
 
 def setup(tmp_path: Path, nodes: list[str], **over: object) -> Path:
     merged = {**FAST, **over}
-    agent = {**FAST["agent"], **over.get("agent", {})}  # type: ignore[dict-item]
-    merged["agent"] = agent
+    for section in ("agent", "aggregator"):
+        merged[section] = {**FAST[section], **over.get(section, {})}  # type: ignore[dict-item]
     cfg_path = make_setup(tmp_path / "legion", **merged)
     cfg = load_config(cfg_path)
     for n in nodes:

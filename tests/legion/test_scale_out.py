@@ -284,9 +284,9 @@ def spooled_seqs(cfg_path: Path, node: str, epoch: int) -> set[int]:
 def test_legionctl_query_remote_equals_local(tmp_path: Path, procs, peers: list[Peer]) -> None:
     prom = Peer("prometheus", tmp_path / "prom").start()
     peers.append(prom)
-    # Local and remote are compared right after the agent stops: its last batches must not be
-    # still gathering for their commit (`aggregator.commit_max_delay_ms`), so commit at once.
-    cfg = setup(tmp_path, ["n1"], sinks=rw(prom), aggregator={"commit_max_delay_ms": 0})
+    # Local and remote are compared right after the agent stops; `setup` commits each batch at
+    # once (no gathering), so none of its last batches is still waiting for a commit.
+    cfg = setup(tmp_path, ["n1"], sinks=rw(prom))
     agg = procs("aggregator", "run", "--config", str(cfg), name="agg")
     agent = procs("agent", "run", "--config", str(cfg), "--node", "n1", name="n1")
     wait_for(lambda: sink_status(cfg).get("samples_sent_total", 0) > 200, timeout=60,

@@ -35,6 +35,7 @@ def test_fails_over_only_when_batches_wait_and_acks_stop() -> None:
     assert f.decide(12.0, no_probe) is None  # an ack 5 s ago: the aggregator is alive
     clock.t += 6
     assert f.decide(12.0, no_probe) == 1 and f.active == 1
+    assert f.last_switch == "failover"  # the agent resends what is unacked at once
     assert f.decide(30.0, no_probe) is None  # the new one gets its own grace period
     clock.t += 11
     assert f.decide(40.0, lambda ep: _unreachable_probe(ep)) == 0  # both silent: round robin
@@ -82,6 +83,7 @@ def test_fails_back_after_a_real_curve_handshake(tmp_path: Path) -> None:
             result = f.decide(0.0, probe)
             time.sleep(0.1)
         assert result == 0 and f.active == 0 and f.counters["failbacks_total"] == 1
+        assert f.last_switch == "failback"  # no resend at once: the one left still acks
     finally:
         f.close_probe()
         server.close(linger=0)
