@@ -55,6 +55,11 @@ def test_the_key_is_checked() -> None:
         commit_max_delay_ms=-1).validate()[0]
 
 
+# Gathering longer than the default needs agents whose first resend comes later (the delay must
+# stay within 3/4 of it: 10 s less 20 % jitter gives 6 s).
+SLOW_RESENDS = {"resend_timeout_secs": 10.0}
+
+
 def test_a_bad_value_is_refused_with_its_key_path(tmp_path: Path) -> None:
     path = make_setup(tmp_path / "legion", aggregator={"commit_max_delay_ms": 120_000})
     with pytest.raises(ConfigError, match="aggregator.commit_max_delay_ms"):
@@ -65,7 +70,7 @@ def _commits_of(delay_ms: int, tmp_path: Path, sizes: list[int], gap_s: float
                 ) -> tuple[list[frozenset[int]], set[int]]:
     """Send one batch per size (seqs 2..) `gap_s` apart from a connected peer; return the seqs
     of each commit that stored any of them, and the seqs acked."""
-    cfg = load_config(make_setup(tmp_path / "legion",
+    cfg = load_config(make_setup(tmp_path / "legion", agent=SLOW_RESENDS,
                                  aggregator={"commit_max_delay_ms": delay_ms}))
     add_agent_key(cfg, NODE)
     with aggregator_with_peers(cfg, NODE) as (agg, (peer,)):
@@ -115,7 +120,8 @@ def test_a_full_group_does_not_wait(tmp_path: Path) -> None:
 
 
 def test_a_gathering_batch_is_in_the_query_head_before_its_commit(tmp_path: Path) -> None:
-    cfg = load_config(make_setup(tmp_path / "legion", aggregator={"commit_max_delay_ms": 6_000}))
+    cfg = load_config(make_setup(tmp_path / "legion", agent=SLOW_RESENDS,
+                                 aggregator={"commit_max_delay_ms": 6_000}))
     add_agent_key(cfg, NODE)
     with aggregator_with_peers(cfg, NODE) as (agg, (peer,)):
         peer.send(2, points_batch(20))  # its series are new: stored at its commit
