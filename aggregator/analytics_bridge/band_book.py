@@ -160,8 +160,10 @@ class BandBook:
                          key=lambda s: s.checked_ms)
         t0 = time.monotonic()
         done = 0
-        for s in due:
-            if done and time.monotonic() - t0 >= budget_s:
+        for i, s in enumerate(due):
+            # every attempt counts against the budget: on a fresh install each series is still
+            # too young for a band, and a pass over all of them at once stalls ingest (issue 17)
+            if i and time.monotonic() - t0 >= budget_s:
                 break
             if self._compute(s, now):
                 done += 1

@@ -191,6 +191,15 @@ def test_schedule_retrain_interval_retry_and_one_series_on_demand(world: World,
     assert book.entries(metric=MEM)[0].computed_ms == int(clock[0] * 1000)
 
 
+def test_series_too_young_for_a_band_are_tried_within_the_budget(world: World) -> None:
+    book = BandBook(world.store, None, retrain_secs=3600)
+    young = [(f"ghost-{i}|cpu|", f"ghost-{i}", CPU, {}) for i in range(5)]  # no data yet
+    assert book.refresh(young, budget_s=0.0) == 0
+    assert book.stats["too_short"] == 1  # one attempt, then the budget is spent
+    assert book.refresh(young, budget_s=0.0) == 0 and book.stats["too_short"] == 2
+    assert book.refresh(young, budget_s=60.0) == 0 and book.stats["too_short"] == 5
+
+
 def test_bands_route_errors(world: World, tmp_path: Path) -> None:
     status, body = run(get(world, None, f"/api/v1/bands?metric={CPU}"))
     assert status == 503 and "ml_threshold_adjustment" in body["error"]
