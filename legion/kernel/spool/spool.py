@@ -103,7 +103,7 @@ class Spool:
         key = (ep, seq)
         with self._lock:
             self._check_open()
-            if key in self._index:  # seqs are never reused: a repeat is the same batch
+            if key in self._index.entries:  # seqs are never reused: a repeat is the same batch
                 return True
             if len(rec) > self.max_bytes:  # larger than the whole spool: lost, and said so
                 self._ledger.note_dropped([(ep, seq)], events=1)
@@ -221,7 +221,7 @@ class Spool:
         return self._ledger.generation
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return key in self._index.entries
 
     def dropped_ranges(self) -> tuple[tuple[int, int, int], ...]:
         """(epoch, first, last) runs of dropped seqs, oldest first (overflow, disk, corruption)."""
