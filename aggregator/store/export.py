@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from legion.aggregator.store.packing import RawSource, chunk_tables
+from legion.aggregator.store.chunk_tables import chunk_tables
+from legion.aggregator.store.packing import RawSource
 from legion.kernel.errors import StoreError
 
 if TYPE_CHECKING:

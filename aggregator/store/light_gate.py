@@ -18,7 +18,7 @@ did before; a maintenance round also re-arms the full light round.
 
 from __future__ import annotations
 
-from legion.aggregator.store.packing import HOUR_MS
+from legion.aggregator.store.chunk_tables import HOUR_MS
 
 
 class LightRoundGate:

@@ -3,11 +3,8 @@
 New points land in `points` (one row each, fast to insert and to roll up). Once a window of data
 has settled (each WINDOW_MS of a UTC hour, two minutes after it ended, once its minutes are rolled
 up), `pack` moves its points into chunk tables: one row per series and window holding a
-`chunkcodec` blob, about 1 byte per point instead of 5-9 (`bench/storage.py`). Chunks are
-partitioned into one table per UTC hour (`chunks_<ts // 3600000>`), or per rest of the UTC day
-when the fleet is small (`chunks_<hour>_<hours>`, see `_table_for`): DuckDB frees space only when
-whole row groups die (measured), and a chunk row is tiny next to a row group, so retention and the
-disk cap drop whole tables instead of deleting rows that would never give space back.
+`chunkcodec` blob, about 1 byte per point instead of 5-9 (`bench/storage.py`); the rows are
+encoded and decoded by chunk_rows.py and kept in one table per UTC hour (chunk_tables.py).
 Windows are done in time order, each in steps of a range of series ids (one transaction per step,
 sized by measured cost to the maintenance budget; progress in `tier_state`: 'pack' = everything
 before it is packed, 'pack_series' = first series id of the window in progress not yet packed,
@@ -26,16 +23,15 @@ range asked for, so every raw read (queries, p50/p95/p99, export, archive) sees 
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import duckdb
-import numpy as np
 
-from legion.aggregator.store import chunkcodec, columns
+from legion.aggregator.store import columns
+from legion.aggregator.store.chunk_rows import encode_chunks, read_chunks
+from legion.aggregator.store.chunk_tables import chunk_tables, insert_chunks
 from legion.aggregator.store.rollup import kept_since, set_kept_since
-from legion.kernel.errors import StoreError
 
-HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
 SETTLE_MS = 2 * MINUTE_MS
 """A window is packed once the clock (or the newest data) is this far past its end."""
@@ -48,16 +44,6 @@ windows, 1.02 for 15 min, 1.06 for 10 min, 1.21 for 5 min; docs/peers.md "File o
 PACK_MIN_SERIES = 16
 """Fewest series one pack step takes when the budget allows no more (an hour of 16 series at
 1 s: about 50 ms here, of which ~25 ms is the scan of the hot table)."""
-SMALL_TABLE_BLOCKS = 4
-"""Below this many of the file's blocks of payload (1 MiB at DuckDB's default 256 KiB, 256 KiB
-at schema.NEW_FILE_BLOCK_SIZE), the next chunk table spans the rest of the UTC day instead of one
-hour; 0: always one hour."""
-PIECE_BYTES = 4000
-"""A chunk's blob is stored as a list of pieces of at most this many bytes. DuckDB keeps strings
-under 4 KiB inline and larger ones in overflow blocks, and a column mixing both wasted 33 % of
-its blocks here (1.33 bytes on disk per byte of blob; 1.02-1.04 with all pieces inline)."""
-
-
 ALL_SERIES = 2 ** 31 - 1
 """'pack_series' during a window's deletion phase: every series of the window is packed."""
 
@@ -190,13 +176,7 @@ def _encode_step(con: duckdb.DuckDBPyConnection, mark: int, until: int, sid_lo: 
             seq = kept_since(con, "chunk_seq")
             chunks = encode_chunks(rows["series_id"], rows["ts"], rows["value"], first_id=seq)
             set_kept_since(con, "chunk_seq", seq + columns.num_rows(chunks))
-            hours = chunks["t_min"] // HOUR_MS
-            tables = chunk_tables(con)
-            for hour in np.unique(hours).tolist():
-                table = _table_for(con, hour, tables)
-                _part = {k: v[hours == hour] for k, v in chunks.items()}  # noqa: F841 - by name
-                con.execute(f"INSERT INTO {table.name} SELECT series_id, chunk_id, "
-                            "nullif(ts_from, -1), t_min, t_max, n, data::BLOB[] FROM _part")
+            insert_chunks(con, chunks)
             con.execute(f"DELETE FROM late_points WHERE ts < {int(until)} AND {series}")
         set_kept_since(con, "pack", mark)
         set_kept_since(con, "pack_until", until)
@@ -223,209 +203,6 @@ def _delete_step(con: duckdb.DuckDBPyConnection, hi: int, done: bool) -> None:
     except BaseException:
         con.execute("ROLLBACK")
         raise
-
-
-CHUNK_DDL = """CREATE TABLE IF NOT EXISTS {table} (series_id INTEGER NOT NULL,
-    chunk_id BIGINT NOT NULL, ts_from BIGINT, t_min BIGINT NOT NULL, t_max BIGINT NOT NULL,
-    n INTEGER NOT NULL, data BLOB[] NOT NULL)"""
-"""`chunk_id` is unique across the file (counter 'chunk_seq' in tier_state); `ts_from` is the
-chunk_id of the chunk (same hour, same table) whose timestamps this one shares, or NULL."""
-
-
-class ChunkTable(NamedTuple):
-    """One table of chunks: hours [start, start + span) (hour = ts // HOUR_MS)."""
-
-    start: int
-    span: int
-
-    @property
-    def name(self) -> str:
-        return f"chunks_{self.start}" if self.span == 1 else f"chunks_{self.start}_{self.span}"
-
-    @property
-    def lo_ms(self) -> int:
-        return self.start * HOUR_MS
-
-    @property
-    def hi_ms(self) -> int:
-        return (self.start + self.span) * HOUR_MS
-
-
-def chunk_tables(con: duckdb.DuckDBPyConnection) -> list[ChunkTable]:
-    """The chunk tables, oldest first (in the caller's snapshot)."""
-    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = "
-                       "current_database() AND schema_name = 'main' AND "
-                       "table_name LIKE 'chunks\\_%' ESCAPE '\\'").fetchall()
-    out = []
-    for (name,) in rows:
-        parts = name.removeprefix("chunks_").split("_")
-        out.append(ChunkTable(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1))
-    return sorted(out)
-
-
-def _table_for(con: duckdb.DuckDBPyConnection, hour: int, tables: list[ChunkTable]
-               ) -> ChunkTable:
-    """The table holding `hour`'s chunks, created if needed: one hour, or the rest of the UTC
-    day when the newest earlier table holds less than SMALL_TABLE_BLOCKS blocks of payload (a
-    table costs at least one block, which would dwarf the hour of a small fleet; a day table is
-    dropped only once its whole day has expired)."""
-    for t in tables:
-        if t.start <= hour < t.start + t.span:
-            return t
-    span = 1
-    before = [t for t in tables if t.start < hour]
-    if before and _table_bytes(con, before[-1]) < small_table_bytes(con):
-        span = 24 - hour % 24
-        later = [t.start for t in tables if t.start > hour]
-        if later:
-            span = min(span, later[0] - hour)
-    table = ChunkTable(hour, span)
-    con.execute(CHUNK_DDL.format(table=table.name))
-    tables.append(table)
-    tables.sort()
-    return table
-
-
-def small_table_bytes(con: duckdb.DuckDBPyConnection) -> int:
-    """Payload below which an hour's chunk table is small: SMALL_TABLE_BLOCKS of the file's
-    blocks."""
-    return SMALL_TABLE_BLOCKS * int(con.execute(
-        "SELECT block_size FROM pragma_database_size() WHERE database_name = "
-        "current_database()").fetchall()[0][0])
-
-
-def _table_bytes(con: duckdb.DuckDBPyConnection, table: ChunkTable) -> int:
-    return int(con.execute(f"SELECT coalesce(sum(list_sum(list_transform(data, lambda x: "
-                           f"octet_length(x)))), 0) FROM {table.name}").fetchall()[0][0])
-
-
-def drop_hours_before(con: duckdb.DuckDBPyConnection, ms: int) -> int:
-    """Drop the chunk tables whose hours all end at or before `ms` (inside the caller's
-    transaction); returns the points they held."""
-    n = 0
-    for t in chunk_tables(con):
-        if t.hi_ms > ms:
-            break
-        n += int(con.execute(f"SELECT coalesce(sum(n), 0) FROM {t.name}").fetchall()[0][0])
-        con.execute(f"DROP TABLE {t.name}")
-    return n
-
-
-def encode_chunks(sid: np.ndarray, ts: np.ndarray, values: np.ndarray,
-                  first_id: int = 0) -> columns.Columns:
-    """One chunk row per series and UTC hour of points sorted by (series_id, ts), with ids from
-    `first_id`. A run whose timestamps equal an earlier run's of the same hour (the series of
-    one agent tick) stores none and points at that run (`ts_from`)."""
-    sid = np.asarray(sid, np.int64)
-    ts = np.asarray(ts, np.int64)
-    values = np.asarray(values, np.float64)
-    hour = ts // HOUR_MS
-    starts = np.flatnonzero(np.r_[True, (sid[1:] != sid[:-1]) | (hour[1:] != hour[:-1])])
-    ends = np.r_[starts[1:], sid.shape[0]]
-    owner = _timeline_owners(ts, starts, ends)
-    ids = first_id + np.arange(starts.shape[0], dtype=np.int64)
-    blobs = [[b[i:i + PIECE_BYTES] for i in range(0, len(b), PIECE_BYTES)]
-             for b in chunkcodec.encode_many(ts, values, starts, shared=owner >= 0)]
-    # Columns of a chunk table's rows (CHUNK_DDL); `ts_from` -1 (no shared timeline) is
-    # inserted as NULL (chunk ids are >= 0; no masked array: DuckDB 1.5 without pandas would
-    # read its masked entries as values).
-    return {"series_id": sid[starts].astype(np.int32), "chunk_id": ids,
-            "ts_from": np.where(owner >= 0, first_id + owner, -1),
-            "t_min": ts[starts], "t_max": ts[ends - 1],
-            "n": (ends - starts).astype(np.int32), "data": columns.objects(blobs)}
-
-
-def _timeline_owners(ts: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Per run, the index of the first earlier run with the very same timestamps (-1: none).
-
-    Candidates are found by a vectorised fingerprint (length, first, last, two weighted sums)
-    and each match is then checked element by element, so a fingerprint collision only costs
-    a missed sharing, never a wrong timestamp."""
-    runs = starts.shape[0]
-    owner = np.full(runs, -1, np.int64)
-    if runs < 2:
-        return owner
-    lengths = ends - starts
-    rel = ts - np.repeat(ts[starts], lengths)
-    pos = np.arange(ts.shape[0]) - np.repeat(starts, lengths)
-    s1 = np.add.reduceat(rel, starts)
-    s2 = np.add.reduceat(rel * (pos + 1), starts)  # wraps on overflow: still a fingerprint
-    keys = np.stack([lengths, ts[starts], ts[ends - 1], s1, s2], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-    cand = first[inverse.ravel()]
-    for i in np.flatnonzero(cand != np.arange(runs)).tolist():
-        j = int(cand[i])
-        if np.array_equal(ts[starts[i]:ends[i]], ts[starts[j]:ends[j]]):
-            owner[i] = j
-    return owner
-
-
-def read_chunks(con: duckdb.DuckDBPyConnection, ids: list[int] | None, lo: int | None,
-                hi: int | None) -> columns.Columns:
-    """Decoded points of the chunks of series `ids` (None: all) within [lo, hi), as a table
-    (series_id int32, ts int64, value float64) sorted by series then time."""
-    tables = [t for t in chunk_tables(con) if (lo is None or t.hi_ms > lo)
-              and (hi is None or t.lo_ms < hi)]
-    if not tables or (ids is not None and not ids):
-        return _points_table([], [], [])
-    conds = ["TRUE"]
-    if lo is not None:
-        conds.append(f"t_max >= {int(lo)}")
-    if hi is not None:
-        conds.append(f"t_min < {int(hi)}")
-    if ids is not None:
-        _chunk_ids = {"sid": np.asarray(ids, np.int32)}  # noqa: F841
-        conds.append("series_id IN (SELECT sid FROM _chunk_ids)")
-    where = " AND ".join(conds)
-    cols = "series_id, chunk_id, ts_from, t_min, n, data"
-    rows = con.execute(" UNION ALL ".join(f"SELECT {cols} FROM {t.name} WHERE {where}"
-                                          for t in tables)).fetchall()
-    timelines = _timelines(con, tables, rows)
-    sids, tss, vals = [], [], []
-    for s, _, ts_from, t_min, n, pieces in rows:
-        t, v = chunkcodec.decode(b"".join(pieces), int(t_min), int(n), timelines.get(ts_from))
-        keep = np.ones(t.shape[0], bool)
-        if lo is not None:
-            keep &= t >= lo
-        if hi is not None:
-            keep &= t < hi
-        if keep.any():
-            sids.append(np.full(int(keep.sum()), s, np.int32))
-            tss.append(t[keep])
-            vals.append(v[keep])
-    return _points_table(sids, tss, vals)
-
-
-def _timelines(con: duckdb.DuckDBPyConnection, tables: list[ChunkTable],
-               rows: list[tuple[Any, ...]]) -> dict[int, np.ndarray]:
-    """Timestamps of the chunks that the given rows share theirs with, by chunk_id."""
-    need = {int(r[2]) for r in rows if r[2] is not None}
-    if not need:
-        return {}
-    have = {int(r[1]): r for r in rows if int(r[1]) in need}
-    missing = need - have.keys()
-    if missing:
-        in_list = ", ".join(str(i) for i in sorted(missing))
-        for r in con.execute(" UNION ALL ".join(
-                f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {t.name} "
-                f"WHERE chunk_id IN ({in_list})" for t in tables)).fetchall():
-            have[int(r[1])] = r
-    out = {}
-    for cid in need:
-        if cid not in have:
-            raise StoreError(f"chunk {cid}, whose timestamps other chunks share, is missing")
-        r = have[cid]
-        out[cid] = chunkcodec.decode(b"".join(r[5]), int(r[3]), int(r[4]))[0]
-    return out
-
-
-def _points_table(sids: list[np.ndarray], tss: list[np.ndarray],
-                  vals: list[np.ndarray]) -> columns.Columns:
-    if not sids:
-        return columns.points([], [], [])
-    sid, ts, val = np.concatenate(sids), np.concatenate(tss), np.concatenate(vals)
-    order = np.lexsort((ts, sid))  # overlapping chunks of one series (stragglers) interleave
-    return columns.points(sid[order], ts[order], val[order])
 
 
 class RawSource:
@@ -466,32 +243,6 @@ class RawSource:
         if self.registered:
             self.cur.unregister(self.COLD)
             self.registered = False
-
-
-def newest_per_series(con: duckdb.DuckDBPyConnection) -> tuple[np.ndarray, np.ndarray,
-                                                               np.ndarray]:
-    """(series_id, ts, value) of the newest packed point of every series, sorted by series."""
-    tables = chunk_tables(con)
-    if not tables:
-        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)
-    # Choose the chunks on their small columns first, then read only those blobs.
-    newest = [int(r[0]) for r in con.execute(f"""
-        SELECT chunk_id FROM ({" UNION ALL ".join(
-            f"SELECT series_id, chunk_id, t_max FROM {t.name}" for t in tables)})
-        QUALIFY row_number() OVER (PARTITION BY series_id ORDER BY t_max DESC) = 1""").fetchall()]
-    in_list = ", ".join(map(str, newest))
-    rows = con.execute(" UNION ALL ".join(
-        f"SELECT series_id, chunk_id, ts_from, t_min, n, data FROM {t.name} "
-        f"WHERE chunk_id IN ({in_list})" for t in tables) + " ORDER BY series_id").fetchall()
-    timelines = _timelines(con, tables, rows)
-    sid = np.empty(len(rows), np.int64)
-    ts = np.empty(len(rows), np.int64)
-    val = np.empty(len(rows))
-    for i, (s, _, ts_from, t_min, n, pieces) in enumerate(rows):
-        t, v = chunkcodec.decode(b"".join(pieces), int(t_min), int(n), timelines.get(ts_from))
-        j = int(np.argmax(t))
-        sid[i], ts[i], val[i] = s, t[j], v[j]
-    return sid, ts, val
 
 
 def count_raw(con: duckdb.DuckDBPyConnection, ids: list[int] | None = None) -> int:

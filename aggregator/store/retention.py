@@ -18,7 +18,8 @@ from typing import Any
 import duckdb
 
 from legion.aggregator.config import StorageConfig
-from legion.aggregator.store import batch_fold, packing, rollup
+from legion.aggregator.store import batch_fold, rollup
+from legion.aggregator.store.chunk_tables import chunk_tables, drop_hours_before
 from legion.aggregator.store.export import archive_chunk
 from legion.aggregator.store.schema import TIERS
 from legion.kernel.errors import StoreError
@@ -197,7 +198,7 @@ def _oldest(con: duckdb.DuckDBPyConnection, tier: str, table: str, col: str,
     if tier == "raw":  # raw also lives in late_points and packed hour tables
         found.append(con.execute("SELECT min(ts) FROM late_points WHERE ts >= ?",
                                  [since]).fetchall()[0][0])
-        found += [max(t.lo_ms, since) for t in packing.chunk_tables(con) if t.hi_ms > since][:1]
+        found += [max(t.lo_ms, since) for t in chunk_tables(con) if t.hi_ms > since][:1]
     found = [int(f) for f in found if f is not None]
     return min(found) if found else None
 
@@ -254,7 +255,7 @@ def _step(con: duckdb.DuckDBPyConnection, tier: str, cut: int | None,
         n = con.execute(f"DELETE FROM {table} WHERE {col} < ?", [hi]).fetchall()[0][0]
         if tier == "raw":  # packed raw goes by whole hours, once the hour has expired
             n += con.execute("DELETE FROM late_points WHERE ts < ?", [hi]).fetchall()[0][0]
-            n += packing.drop_hours_before(con, hi)
+            n += drop_hours_before(con, hi)
         rollup.set_kept_since(con, tier, hi)
         con.execute("COMMIT")
     except BaseException:

@@ -82,7 +82,7 @@ DDL_V1: tuple[str, ...] = (
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v2: raw points may also live in `late_points` and packed in chunk tables `chunks_<hour>`
-    # (created on demand, packing.CHUNK_DDL); a v1 build would not see them.
+    # (created on demand, chunk_tables.CHUNK_DDL); a v1 build would not see them.
     # v2 also materialises 1h/1d once per settled hour/day instead of appending partial rows
     # on every pass: the buckets written so far count as materialised (rolling a minute in one
     # recomputes it from the tier below).

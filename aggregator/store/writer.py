@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from legion.aggregator.store import columns, packing, rollup
+from legion.aggregator.store import chunk_rows, columns, packing, rollup
 from legion.aggregator.store.seqindex import SeqIndex
 from legion.aggregator.store.types import BatchKey, IncomingBatch, NodeInfo, WriteResult
 from legion.kernel.errors import StoreError
@@ -125,7 +125,7 @@ class StoreWriter:
             if not self.rollups:
                 # Packing waits for rollups, so with them on the 1m tier below is newer than any
                 # chunk; with them off the chunks are the only record of older series.
-                self._update_latest(*packing.newest_per_series(con))
+                self._update_latest(*chunk_rows.newest_per_series(con))
             rows = con.execute(_LOAD_LATEST).fetchnumpy()
             order = np.argsort(rows["series_id"], kind="stable")
             self._update_latest(rows["series_id"][order].astype(np.int64),

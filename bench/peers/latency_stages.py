@@ -102,6 +102,7 @@ def install(out: Path) -> None:
                               (time.thread_time() - gc_started[1]) * 1000))
 
     gc.callbacks.append(on_gc)
+    _variant_knobs()
     Acceptor.accept = timed_accept  # type: ignore[method-assign]
     IngestWriter._commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
@@ -109,6 +110,29 @@ def install(out: Path) -> None:
     atexit.register(lambda: out.write_text(json.dumps({
         "batches": seen, "rebuilds": rebuilds, "gc": gc_passes, "accept_cpu_us": accept_cpu_us,
         "threads": threads.cpu_s()})))
+
+
+def _variant_knobs() -> None:
+    """Experiment knobs (environment): LEGION_BENCH_IO_THREADS (ZeroMQ I/O threads of the
+    aggregator's context), LEGION_BENCH_SWITCH_MS (the GIL switch interval)."""
+    io = os.environ.get("LEGION_BENCH_IO_THREADS")
+    if io:
+        import zmq
+
+        plain = zmq.Context
+
+        class IoContext(plain):  # type: ignore[type-arg,misc,valid-type]
+            def __init__(self, io_threads: int = int(io), **kw: Any) -> None:
+                super().__init__(io_threads, **kw)
+
+        zmq.Context = IoContext  # type: ignore[misc]
+    if os.environ.get("LEGION_BENCH_NO_BANDS"):
+        from legion.aggregator.analytics_bridge.band_book import BandBook
+
+        BandBook.refresh = lambda self, *a, **kw: 0  # type: ignore[method-assign]
+    switch = os.environ.get("LEGION_BENCH_SWITCH_MS")
+    if switch:
+        sys.setswitchinterval(float(switch) / 1000)
 
 
 class ThreadClock(threading.Thread):

@@ -10,13 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from legion.aggregator.config import StorageConfig
-from legion.aggregator.store import IncomingBatch, Store, chunkcodec, packing
-from legion.aggregator.store.packing import (
-    ALL_SERIES,
-    PACK_MIN_SERIES,
-    ChunkTable,
-    chunk_tables,
-)
+from legion.aggregator.store import IncomingBatch, Store, chunk_rows, chunkcodec, packing
+from legion.aggregator.store.chunk_tables import ChunkTable, chunk_tables, small_table_bytes
+from legion.aggregator.store.packing import ALL_SERIES, PACK_MIN_SERIES
 from legion.aggregator.store.retention import used_bytes
 from legion.aggregator.store.schema import NEW_FILE_BLOCK_SIZE, SCHEMA_VERSION
 from legion.kernel.errors import StoreError
@@ -96,7 +92,8 @@ def test_only_truly_identical_timestamps_are_shared():
     runs = [[0, 1, 4, 4, 6], [0, 2, 2, 5, 6], [0, 1, 4, 4, 6], [h + HOUR for h in (0, 1, 4, 4, 6)]]
     ts = np.array([T0 + t for r in runs for t in r], np.int64)
     starts = np.array([0, 5, 10, 15])
-    assert packing._timeline_owners(ts, starts, np.r_[starts[1:], 20]).tolist() == [-1, -1, 0, -1]
+    owners = chunk_rows._timeline_owners(ts, starts, np.r_[starts[1:], 20])
+    assert owners.tolist() == [-1, -1, 0, -1]
 
 
 # ---- the store -------------------------------------------------------------------------------
@@ -277,7 +274,8 @@ def test_reopen_restores_late_horizon_and_latest_from_chunks(tmp_path):
 
 
 def test_disk_cap_deletes_oldest_packed_hours_first(tmp_path, monkeypatch):
-    monkeypatch.setattr(packing, "SMALL_TABLE_BLOCKS", 0)  # hour tables, as for a large fleet
+    # hour tables, as for a large fleet
+    monkeypatch.setattr("legion.aggregator.store.chunk_tables.SMALL_TABLE_BLOCKS", 0)
     rng = np.random.default_rng(11)
     path = tmp_path / "cap.duckdb"
     store = Store(path, StorageConfig(raw_retention_hours=500, maintenance_budget_ms=20_000),
@@ -409,7 +407,7 @@ def test_new_files_get_the_small_block_size_and_old_files_keep_theirs(tmp_path):
                                        "database_name = current_database()").fetchall()[0][0] \
                         == size
                     # a small fleet's day tables: below 4 blocks of payload an hour
-                    assert packing.small_table_bytes(cur) == 4 * size
+                    assert small_table_bytes(cur) == 4 * size
                 store.write(batches)
                 store.maintain(budget_s=30)
                 want = sorted(truth) if path == new else sorted(

@@ -40,15 +40,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from legion.kernel.durable_files import atomic_write, fsync_dir
+from legion.kernel.durable_files import fsync_dir
 from legion.kernel.errors import LegionError
 from legion.kernel.spool import records as R
+from legion.kernel.spool.index import RecordIndex
 from legion.kernel.spool.ledger import Ledger
 from legion.kernel.spool.records import Key, Segment
+from legion.kernel.spool.release_log import ReleaseLog
 
 log = logging.getLogger("legion.kernel.spool")
-
-_RELEASE_LOG_COMPACT_BYTES = 1 << 20
 
 
 class Spool:
@@ -73,13 +73,9 @@ class Spool:
         self._clock = clock
         self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
         self._lock = threading.RLock()
-        self._segments: list[Segment] = []
         self._active: Segment | None = None
-        self._index: dict[Key, tuple[Segment, int, int, int]] = {}  # seg, offset, len, ts_ms
-        self._committed: set[Key] = set()
-        self._bytes = 0
+        self._index = RecordIndex()
         self._dirty = False
-        self._release_dirty = False
         self._dir_dirty = False
         self._last_sync = clock()
         self._closed = False
@@ -88,8 +84,7 @@ class Spool:
         self.syncs = 0
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "quarantine").mkdir(exist_ok=True)
-        self._release_fd = -1
-        self._release_log_bytes = 0
+        self._release_log = ReleaseLog(self.directory / "released.log")
         self._ledger = Ledger(self.directory / "meta.json")
         self._counters = self._ledger.counters
         self._recover()
@@ -108,7 +103,7 @@ class Spool:
         key = (ep, seq)
         with self._lock:
             self._check_open()
-            if key in self._index:  # seqs are never reused: a repeat is the same batch
+            if key in self._index.entries:  # seqs are never reused: a repeat is the same batch
                 return True
             if len(rec) > self.max_bytes:  # larger than the whole spool: lost, and said so
                 self._ledger.note_dropped([(ep, seq)], events=1)
@@ -129,9 +124,8 @@ class Spool:
                 self._write_failed(seg, (ep, seq), exc)
                 return False
             seg.size += len(rec)
-            seg.add(key)
-            self._bytes += len(rec)
-            self._index[key] = (seg, offset + R.HEADER.size, len(frame), ts)
+            self._index.bytes += len(rec)
+            self._index.add(seg, key, offset + R.HEADER.size, len(frame), ts)
             self._dirty = True
             if self.sync_interval_s == 0:
                 self._sync()
@@ -162,23 +156,19 @@ class Spool:
             touched: set[int] = set()  # ids of the segments the released records are in
             self._arrived(epoch, merged)
             for first, last in merged:
-                n += self._release_range(epoch, first, last, touched)
+                n += self._index.release_range(epoch, first, last, touched)
             if not n:
                 return 0
             self._dirty = True  # an emptied active segment's truncation is synced with it
             # Logged only while some of them stay on disk: a fully released segment is emptied
             # or deleted below, its records gone with it.
-            if any(s.id in touched and s.pending > 0 for s in self._segments):
-                entries = b"".join(R.pack_release(epoch, a, b) for a, b in merged)
+            if any(s.id in touched and s.pending > 0 for s in self._index.segments):
                 try:
-                    os.write(self._release_fd, entries)
-                    self._release_log_bytes += len(entries)
+                    self._release_log.append(epoch, merged)
                 except OSError as exc:  # only costs a resend after a crash
                     self._counters["spool_write_errors_total"] += 1
                     log.warning("event=spool_release_log_failed error=%s", exc)
-                self._release_dirty = True
-            if not self._collect_released() \
-                    and self._release_log_bytes > _RELEASE_LOG_COMPACT_BYTES:
+            if not self._collect_released() and self._release_log.oversized:
                 self._compact_release_log()
             return n
 
@@ -187,8 +177,8 @@ class Spool:
         with self._lock:
             merged = R.merge_ranges(list(ranges))
             for first, last in merged:
-                for key in self._keys_in(epoch, first, last):
-                    self._committed.add(key)
+                for key in self._index.keys_in(epoch, first, last):
+                    self._index.committed.add(key)
             self._arrived(epoch, merged)
 
     # ---------------------------------------------------------------- reading
@@ -202,13 +192,12 @@ class Spool:
     def pending_keys(self) -> list[tuple[int, int, int]]:
         """(epoch, seq, ts_ms) of every unreleased record, oldest first."""
         with self._lock:
-            return [(k[0], k[1], self._index[k][3])
-                    for seg in self._segments for k in seg.keys if k in self._index]
+            return self._index.pending_keys()
 
     def read(self, epoch: int, seq: int) -> bytes | None:
         """The frame of a pending record, or None if released, dropped or found corrupt."""
         with self._lock:
-            entry = self._index.get((epoch, seq))
+            entry = self._index.entries.get((epoch, seq))
             if entry is None or self._closed:
                 return None
             seg, off, length, _ts = entry
@@ -220,7 +209,7 @@ class Spool:
             if not R.check_payload(header, payload):
                 self._counters["spool_corrupt_reads_total"] += 1
                 self._ledger.note_dropped([(epoch, seq)], events=0)
-                self._forget((epoch, seq))
+                self._index.forget((epoch, seq))
                 self._ledger.save()
                 log.warning("event=spool_corrupt_read epoch=%d seq=%d", epoch, seq)
                 return None
@@ -232,7 +221,7 @@ class Spool:
         return self._ledger.generation
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        return key in self._index.entries
 
     def dropped_ranges(self) -> tuple[tuple[int, int, int], ...]:
         """(epoch, first, last) runs of dropped seqs, oldest first (overflow, disk, corruption)."""
@@ -242,8 +231,8 @@ class Spool:
     def stats(self) -> dict[str, int]:
         """Gauges and lifetime counters, named as `legion_agent_<key>` self-metrics."""
         with self._lock:
-            return {"spool_bytes": self._bytes, "spool_records": len(self._index),
-                    "spool_segments": len(self._segments), **self._counters}
+            return {"spool_bytes": self._index.bytes, "spool_records": len(self._index),
+                    "spool_segments": len(self._index.segments), **self._counters}
 
     def close(self) -> None:
         """fsync, write counters and close files (idempotent)."""
@@ -252,9 +241,9 @@ class Spool:
                 return
             self._sync()
             self._ledger.save()
-            for seg in self._segments:
+            for seg in self._index.segments:
                 self._close_fd(seg)
-            os.close(self._release_fd)
+            self._release_log.close()
             self._closed = True
 
     # ---------------------------------------------------------------- internals
@@ -281,22 +270,22 @@ class Spool:
         seg_id, self._next_id = self._next_id, self._next_id + 1
         seg = Segment(seg_id, self.directory / f"seg-{seg_id:016d}.log")
         seg.fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        self._segments.append(seg)
+        self._index.add_segment(seg)
         self._active = seg
         self._dir_dirty = True
         return seg
 
     def _make_room(self, need: int) -> None:
         dropped = False
-        while self._segments and self._bytes + need > self.max_bytes:
-            self._drop_segment(self._segments[0])
+        while self._index.segments and self._index.bytes + need > self.max_bytes:
+            self._drop_segment(self._index.segments[0])
             dropped = True
         if dropped:
             self._compact_release_log()
 
     def _drop_segment(self, seg: Segment) -> None:
-        live = [k for k in seg.keys if self._owner(k) is seg]
-        lost = [k for k in live if k not in self._committed]
+        live = self._index.live(seg)
+        lost = [k for k in live if k not in self._index.committed]
         evicted = len(live) - len(lost)
         self._counters["spool_committed_evicted_total"] += evicted
         self._delete_segment(seg)
@@ -307,15 +296,10 @@ class Spool:
             self._ledger.save()
 
     def _delete_segment(self, seg: Segment) -> None:
-        for k in seg.keys:
-            if self._owner(k) is seg:
-                del self._index[k]
-                self._committed.discard(k)
+        self._index.remove_segment(seg)
         self._close_fd(seg)
-        self._segments.remove(seg)
         if self._active is seg:
             self._active = None
-        self._bytes -= seg.size
         try:
             seg.path.unlink(missing_ok=True)
         except OSError as exc:  # its records come back at the next open: resent, deduplicated
@@ -338,39 +322,6 @@ class Spool:
         if self._ledger.dropped and sum(self._ledger.arrived(epoch, a, b) for a, b in merged):
             self._ledger.save()
 
-    def _owner(self, key: Key) -> Segment | None:
-        entry = self._index.get(key)
-        return entry[0] if entry is not None else None
-
-    def _forget(self, key: Key) -> Segment | None:
-        entry = self._index.pop(key, None)
-        self._committed.discard(key)
-        if entry is None:
-            return None
-        entry[0].pending -= 1
-        return entry[0]
-
-    def _keys_in(self, epoch: int, first: int, last: int) -> Iterator[Key]:
-        if last - first < 4096:  # a small range: probe seq by seq
-            for s in range(first, last + 1):
-                if (epoch, s) in self._index:
-                    yield (epoch, s)
-            return
-        for seg in list(self._segments):  # a huge range: walk the overlapping segments
-            b = seg.bounds.get(epoch)
-            if b is not None and b[0] <= last and b[1] >= first:
-                yield from [k for k in seg.keys
-                            if k[0] == epoch and first <= k[1] <= last and k in self._index]
-
-    def _release_range(self, epoch: int, first: int, last: int,
-                       touched: set[int] | None = None) -> int:
-        keys = list(self._keys_in(epoch, first, last))
-        for k in keys:
-            seg = self._forget(k)
-            if touched is not None and seg is not None:
-                touched.add(seg.id)
-        return len(keys)
-
     def _collect_released(self) -> bool:
         """Free fully released segments; True if any file was deleted (the log was compacted).
 
@@ -380,7 +331,7 @@ class Spool:
         active = self._active
         if active is not None and active.pending <= 0 and active.keys:
             self._empty_active(active)  # if the disk refuses, it is deleted below instead
-        done = [s for s in self._segments if s.pending <= 0 and s.keys]
+        done = [s for s in self._index.segments if s.pending <= 0 and s.keys]
         for seg in done:
             self._delete_segment(seg)
         if done:
@@ -396,7 +347,7 @@ class Spool:
             self._counters["spool_write_errors_total"] += 1
             log.warning("event=spool_truncate_failed segment=%s error=%s", seg.path.name, exc)
             return
-        self._bytes -= seg.size
+        self._index.bytes -= seg.size
         seg.size = seg.pending = 0
         seg.keys.clear()
         seg.bounds.clear()
@@ -411,9 +362,7 @@ class Spool:
         try:
             if self._active is not None and self._active.fd is not None:
                 os.fsync(self._active.fd)
-            if self._release_dirty:
-                os.fsync(self._release_fd)
-                self._release_dirty = False
+            self._release_log.sync()
             if self._dir_dirty:
                 fsync_dir(self.directory)
                 self._dir_dirty = False
@@ -430,27 +379,18 @@ class Spool:
         for tmp in self.directory.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
         found = R.load_segments(self.directory, max(self.max_bytes // 8, 1 << 20))
-        segments, self._next_id, quarantined = found.segments, found.next_id, found.bad_regions
+        self._next_id, quarantined = found.next_id, found.bad_regions
         self._counters["spool_quarantined_bytes_total"] += found.quarantined_bytes
         self._counters["spool_quarantine_events_total"] += quarantined
-        for seg, records in segments:
-            for rec in records:
-                key = (rec.epoch, rec.seq)
-                if key in self._index:  # never written twice by us; keep the first copy
-                    continue
-                seg.add(key)
-                self._index[key] = (seg, rec.offset + R.HEADER.size, rec.length, rec.ts_ms)
-            self._segments.append(seg)
-            self._bytes += seg.size
+        self._index.load(found.segments)
         self._dir_dirty = True
-        rpath = self.directory / "released.log"
-        released = R.parse_releases(rpath.read_bytes()) if rpath.exists() else []
+        released = self._release_log.read()
         for epoch, first, last in released:
-            self._release_range(epoch, first, last)
+            self._index.release_range(epoch, first, last)
         if quarantined:
             self._ledger.note_quarantined(found.bad_gaps, released, self._index)
             self._ledger.note_torn(found.torn, self._index)
-        for seg in [s for s in self._segments if s.pending <= 0]:
+        for seg in [s for s in self._index.segments if s.pending <= 0]:
             self._delete_segment(seg)
         self._recovering = False
         self._compact_release_log()
@@ -462,23 +402,4 @@ class Spool:
         """Rewrite released.log with only the released seqs of live segments."""
         if self._recovering:
             return  # done once at the end of recovery
-        by_epoch: dict[int, list[int]] = {}
-        for seg in self._segments:
-            for k in seg.keys:
-                if k not in self._index:
-                    by_epoch.setdefault(k[0], []).append(k[1])
-        data = b"".join(R.pack_release(ep, a, b) for ep, seqs in by_epoch.items()
-                        for a, b in R.to_ranges(seqs))
-        path = self.directory / "released.log"
-        try:
-            atomic_write(path, data)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND, 0o600)
-        except OSError as exc:  # keep appending to the old log; compaction retries later
-            log.warning("event=spool_release_log_compact_failed error=%s", exc)
-            if self._release_fd < 0:
-                self._release_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            return
-        if self._release_fd >= 0:
-            os.close(self._release_fd)
-        self._release_fd = fd
-        self._release_log_bytes = len(data)
+        self._release_log.rewrite(self._index.released_seqs())
