@@ -30,9 +30,9 @@ NOW_MAX_CELLS = 20_000
 is left to a worker thread."""
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
 FIRST_CAPACITY = 64
-"""Series rows per minute block before the load sizes them (a power of two, doubling as series
-come): one agent's ~116 series take 128-row minutes (6 KiB), not 1024-row ones (48 KiB, 2.8
-MiB an hour toward `query_head_mib`; issue 17, docs/peers.md)."""
+"""Series rows per minute block at least (the load sizes them to the series ids, writes double
+them as series come): one agent's 116 series take 117-row minutes (5.5 KiB), not 1,024-row
+ones (48 KiB, 2.8 MiB an hour toward `query_head_mib`; issue 17, docs/peers.md)."""
 
 _ROLLED_SQL = """
     SELECT series_id AS s, bucket AS b, min AS mn, max AS mx, sum AS sm, count::DOUBLE AS n,
@@ -151,7 +151,7 @@ class QueryHead:
     def load(self, cur: duckdb.DuckDBPyConnection, series_cap: int) -> None:
         """Fill from the file (the newest minutes that fit); call under `gate`, no write
         running, so that every later write is applied exactly once."""
-        self._cap = max(self._cap, 1 << max(series_cap - 1, 0).bit_length())
+        self._cap = max(self._cap, series_cap)
         k = self.max_minutes()
         cur.execute("BEGIN TRANSACTION")
         try:
