@@ -6,8 +6,8 @@
 Starts `legionctl aggregator run` and `legionctl agent run` as the peers host row does (the
 `legionctl` first on PATH: activate another venv to profile another build), waits `--warmup`
 seconds, then prints the aggregator's `/proc/PID/smaps_rollup` (Rss, Pss, private and shared,
-anonymous), RSS by mapping split into private and shared pages, the anonymous memory by kind
-(glibc arenas are 64 MiB-reserved regions, thread stacks sit above a guard page) and the
+anonymous), RSS by mapping split into private and shared pages, the anonymous memory in and
+out of `[heap]` (with how many glibc arena reserves and thread guard pages there are) and the
 threads by name. `--importtime` runs the aggregator with `PYTHONPROFILEIMPORTTIME=1` and
 prints every top-level package it imported, with the number of its modules. `--env` (repeatable)
 sets a variable for the aggregator only, e.g. `--env MALLOC_ARENA_MAX=1`.
@@ -91,26 +91,22 @@ def mappings(pid: int) -> list[dict[str, object]]:
     return maps
 
 
-def anon_kinds(maps: list[dict[str, object]]) -> dict[str, int]:
-    """Anonymous resident KiB: [heap], thread stacks (an 8 MiB-ish rw mapping just above a
-    ---p guard page), glibc arenas (regions up to 64 MiB whose rw part follows nothing),
-    the rest."""
-    kinds: collections.Counter[str] = collections.Counter()
-    prev: dict[str, object] | None = None
+def anon_kinds(maps: list[dict[str, object]]) -> dict[str, float]:
+    """Anonymous resident MiB in `[heap]` (glibc's main arena) and in the other anonymous
+    mappings (other arenas, pymalloc's 1 MiB arenas, mmap'd blocks, DuckDB's allocator, thread
+    stacks), plus how many glibc arena reserves (---p, ~64 MiB) and thread guard pages (---p,
+    4 KiB) there are: which kind a rw mapping is cannot be told from smaps alone."""
+    out = {"[heap] MiB": 0.0, "other anonymous MiB": 0.0, "arena reserves": 0.0,
+           "guard pages": 0.0}
     for m in maps:
+        size = int(m["size"])  # type: ignore[call-overload]
         if m["name"] == "[heap]":
-            kinds["[heap]"] += int(m.get("Rss", 0))  # type: ignore[call-overload]
+            out["[heap] MiB"] += int(m.get("Rss", 0)) / 1024  # type: ignore[call-overload]
         elif m["name"] == "[anon]" and m["perms"] == "rw-p":
-            rss = int(m.get("Rss", 0))  # type: ignore[call-overload]
-            guard = prev is not None and prev["name"] == "[anon]" and prev["perms"] == "---p"
-            if guard and 2048 <= int(m["size"]) <= 16384:  # type: ignore[call-overload]
-                kinds["thread stacks"] += rss
-            elif guard:
-                kinds["arenas (rw part before ---p reserve)"] += rss
-            else:
-                kinds["other anonymous (python objects, mmap'd blocks, duckdb)"] += rss
-        prev = m
-    return dict(kinds)
+            out["other anonymous MiB"] += int(m.get("Rss", 0)) / 1024  # type: ignore[call-overload]
+        elif m["name"] == "[anon]" and m["perms"] == "---p":
+            out["guard pages" if size == 4 else "arena reserves"] += 1
+    return out
 
 
 def threads(pid: int) -> collections.Counter[str]:
@@ -135,7 +131,7 @@ def imported_packages(log: Path) -> collections.Counter[str]:
 
 
 def report(pid: int) -> None:
-    """Print the rollup, the biggest mappings, anonymous memory by kind and the threads."""
+    """Print the rollup, the biggest mappings, the anonymous memory and the threads."""
     r = rollup(pid)
     print("smaps_rollup MiB: " + ", ".join(f"{k} {r.get(k, 0) / 1024:.1f}" for k in ROLLUP))
     maps = mappings(pid)
@@ -149,8 +145,7 @@ def report(pid: int) -> None:
         priv = c["Private_Clean"] + c["Private_Dirty"]
         print(f"  {c['Rss'] / 1024:7.1f} {priv / 1024:7.1f} {(c['Rss'] - priv) / 1024:7.1f}  "
               f"{name}")
-    print("anonymous by kind (MiB): " + ", ".join(
-        f"{k} {v / 1024:.1f}" for k, v in sorted(anon_kinds(maps).items())))
+    print("anonymous: " + ", ".join(f"{k} {v:.1f}" for k, v in anon_kinds(maps).items()))
     t = threads(pid)
     print(f"threads {sum(t.values())}: " + ", ".join(f"{n} x{c}" for n, c in t.most_common()))
 
