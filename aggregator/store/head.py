@@ -29,6 +29,10 @@ NOW_MAX_CELLS = 20_000
 """The most (minutes x series) a query that must not wait combines (about 2 ms here): more
 is left to a worker thread."""
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
+FIRST_CAPACITY = 64
+"""Series rows per minute block at least (the load sizes them to the series ids, writes double
+them as series come): one agent's 116 series take 117-row minutes (5.5 KiB), not 1,024-row
+ones (48 KiB, 2.8 MiB an hour toward `query_head_mib`; issue 17, docs/peers.md)."""
 
 _ROLLED_SQL = """
     SELECT series_id AS s, bucket AS b, min AS mn, max AS mx, sum AS sm, count::DOUBLE AS n,
@@ -54,11 +58,11 @@ class QueryHead:
         self._lock = threading.Lock()  # guards the blocks
         # One array for all minutes, so a query gathers its (minutes x series) in one indexing
         # (a block per minute cost ~3 us per minute and query): slot -> (cap, 6).
-        self._ring = np.empty((0, 1024, 6))
+        self._ring = np.empty((0, FIRST_CAPACITY, 6))
         self._slots: dict[int, int] = {}  # minute start (ms) -> its slot in _ring
         self._free: list[int] = []  # slots of _ring no minute holds
         self._minutes: list[int] = []  # the keys of _slots, sorted
-        self._cap = 1024
+        self._cap = FIRST_CAPACITY
         self.start: int | None = None  # None: not loaded; else held completely from here
         self.loads = 0
         self.hits = 0  # queries answered here

@@ -18,7 +18,8 @@ from tests.conftest import make_setup, wait_for
 # Not needed to ingest, store or serve; each costs the aggregator megabytes of RSS.
 HEAVY = ("pandas", "pyarrow", "sklearn", "torch", "legion.cli.query_cmds", "legion.cli.keys_cmds",
          "legion.cli.alerts_cmds", "legion.node_agent.agent",
-         "cryptography")  # TLS certificates only: loaded when `security.enable_tls` is on
+         "cryptography",  # TLS certificates only: loaded when `security.enable_tls` is on
+         "smtplib")  # the email notifier imports it when it sends
 
 
 def _run(code: str) -> str:
@@ -71,17 +72,25 @@ def test_store_paths_load_neither_pyarrow_nor_pandas(tmp_path) -> None:
     assert out.split("\n") == ["80", "25 770.0", "[({'cpu': '1'}, 770.0)]", "1 100", "[]"]
 
 
+def imported(log: str) -> set[str]:
+    """The modules a `-X importtime` (PYTHONPROFILEIMPORTTIME) log says were imported."""
+    return {line.rsplit("|", 1)[1].strip() for line in log.splitlines()
+            if line.startswith("import time:") and "imported package" not in line}
+
+
 @pytest.mark.timeout(240)
 def test_running_aggregator_maps_neither_arrow_nor_cryptography(tmp_path: Path, procs) -> None:
     """A real `legionctl aggregator run` serving HTTPS (`legionctl init`'s default) that stored
     a real agent's batches has no Arrow, pandas or `cryptography` library mapped
     (/proc/PID/maps): the store hands DuckDB numpy columns, the server's TLS context is the
-    standard library's (gateway/tls.py)."""
+    standard library's (gateway/tls.py). Nor has it imported any HEAVY module, at start-up or
+    since (its `-X importtime` log)."""
     cfg_path = make_setup(tmp_path / "legion")
     cfg = load_config(cfg_path)
     assert cfg.security.enable_tls
     add_agent_key(cfg, "n1")
-    agg = procs("aggregator", "run", "--config", str(cfg_path), name="agg")
+    agg = procs("aggregator", "run", "--config", str(cfg_path), name="agg",
+                env={"PYTHONPROFILEIMPORTTIME": "1"})
     procs("agent", "run", "--config", str(cfg_path), "--node", "n1", name="agent")
     client = ApiClient(cfg, (cfg_path.parent / "admin.token").read_text().strip(), timeout=5)
 
@@ -94,6 +103,9 @@ def test_running_aggregator_maps_neither_arrow_nor_cryptography(tmp_path: Path, 
     maps = Path(f"/proc/{agg.p.pid}/maps").read_text()
     assert "_duckdb" in maps  # the right process
     assert [m for m in ("libarrow", "pyarrow", "pandas", "cryptography") if m in maps] == []
+    mods = imported(agg.output())
+    assert "legion.aggregator.service" in mods  # the log is the right one
+    assert sorted(mods.intersection(HEAVY)) == []
 
 
 def test_gateway_imported_without_socketio_clients() -> None:

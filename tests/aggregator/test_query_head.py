@@ -116,11 +116,14 @@ def test_head_equals_duckdb_over_packed_late_and_dirty_data(tmp_path: Path) -> N
 
 
 def one_mib_head_store(path: Path, rng: np.random.Generator, until_ms: int) -> Store:
-    """A store with a 1 MiB query head (21 minutes at 1024 series), its clock at T0 + 4 h,
-    holding 30 s points of every series from T0 to `until_ms`, rolled up."""
+    """A store with a 1 MiB query head (21 minutes at 1024 series: 1012 `pad` series beside
+    the 12), its clock at T0 + 4 h, holding 30 s points of every series from T0 to `until_ms`,
+    rolled up."""
     store = Store(path, StorageConfig(
         rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_mib=1),
         clock_ms=lambda: T0 + 4 * HOUR)
+    pad = [Sample("pad", canonical_labels({"i": str(i)}), 0.0, T0) for i in range(1012)]
+    store.write([IncomingBatch("p", 1, 1, MetricsBatch.from_samples(pad), T0)])
     store.write(batches(rng, T0, until_ms, 30_000, 1))
     store.roll_up(budget_s=60, include_open=True)
     return store
@@ -158,7 +161,7 @@ def test_more_series_than_its_capacity_keeps_fewer_minutes_and_the_same_answers(
         assert head is not None and store.query("cpu_percent", since_ms=T0, step_ms=MIN)
         assert head.start == 0  # loaded: all 20 minutes fit 1 MiB at 1024 series (21)
         wide = [Sample("wide", canonical_labels({"i": str(i)}), float(i), T0 + 20 * MIN + i)
-                for i in range(1500)]  # series ids past 1024: capacity 2048, 10 minutes fit
+                for i in range(1000)]  # ids past 1024 (under 2048): capacity 2048, 10 minutes fit
         store.write([IncomingBatch("d", 1, 1, MetricsBatch.from_samples(wide), T0 + 20 * MIN)])
         store.write(batches(rng, T0 + 20 * MIN, T0 + 25 * MIN, 30_000, 1_000))
         assert head.nbytes() <= 1 << 20
@@ -166,7 +169,7 @@ def test_more_series_than_its_capacity_keeps_fewer_minutes_and_the_same_answers(
         assert T0 + 14 * MIN < head.start <= T0 + 16 * MIN
         assert assert_same(store, rng, T0 + 16 * MIN, T0 + 30 * MIN, 80) > 0
         got = store.query("wide", since_ms=T0 + 20 * MIN, step_ms=MIN, agg="sum", group_by="*")
-        assert [r["value"] for r in got] == [sum(range(1500))]
+        assert [r["value"] for r in got] == [sum(range(1000))]
     finally:
         store.close()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import smtplib
 import ssl
 from collections.abc import Mapping
 from email.message import EmailMessage
@@ -30,6 +29,8 @@ class EmailNotifier:
 
     def send(self, n: Any, options: Mapping[str, Any], timeout: float) -> None:
         """Deliver one notification."""
+        import smtplib  # here: loaded only by an aggregator that sends mail
+
         from legion.aggregator.alerts.notifiers import NotifyError
 
         host, _, port = str(options["smarthost"]).rpartition(":")
