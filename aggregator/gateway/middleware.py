@@ -29,11 +29,14 @@ def make_middleware(tokens: TokenStore, audit: AuditLog,
     async def gateway_middleware(request: web.Request, handler: Handler
                                  ) -> web.StreamResponse:
         cors = cors_origin(request)
+        response: web.StreamResponse
         try:
-            response = preflight(request, cors)
-            if response is None:
-                if _static_api(request):  # the dashboard's files never answer an API path
-                    raise web.HTTPNotFound()
+            answer = preflight(request, cors)
+            if answer is not None:
+                response = answer
+            elif _static_api(request):  # the dashboard's files never answer an API path
+                raise web.HTTPNotFound()
+            else:
                 response = json_answer(await guard(request, handler))
         except Exception as exc:  # noqa: BLE001 - error_response answers or raises it again
             response = error_response(request, exc)
