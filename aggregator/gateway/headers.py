@@ -105,11 +105,16 @@ def secure(request: web.Request, response: web.StreamResponse, cors: str | None)
     if cors is not None and api:
         h["Access-Control-Allow-Origin"] = cors
         h["Vary"] = "Origin"
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("Content-Security-Policy", request.app[CSP_KEY].value())
+    for k, v in security_headers(request.app, api):
+        h.setdefault(k, v)
+
+
+def security_headers(app: web.Application, api: bool) -> list[tuple[str, str]]:
+    """The security headers of every answer, in order (`api`: of an API path)."""
+    out = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+           ("X-Frame-Options", "DENY"), ("Content-Security-Policy", app[CSP_KEY].value())]
     if api:
-        h.setdefault("Cache-Control", "no-store")
-    if request.app[CONFIG_KEY].security.enable_tls:
-        h.setdefault("Strict-Transport-Security", "max-age=31536000")
+        out.append(("Cache-Control", "no-store"))
+    if app[CONFIG_KEY].security.enable_tls:
+        out.append(("Strict-Transport-Security", "max-age=31536000"))
+    return out

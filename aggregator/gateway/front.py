@@ -1,0 +1,232 @@
+"""The gateway's listener with a fast path for the hot read: a `GET /api/v1/query` that the query
+head answers is answered here, before aiohttp's request machinery; every other request is aiohttp's.
+
+Each connection starts with `QueryFront`. Its first bytes are answered here only when they are
+one whole, plain HTTP/1.1 request (`plain_query`: nothing after it, a short head, only the
+headers listed, printable values, no Origin) whose bearer token may read, whose parameters parse
+(`api.parse_query`) and whose rows the query head holds now (`query_now`, with a step): the
+200 answer aiohttp's `api.query` would give, byte for byte but the Date (tests/aggregator/
+test_gateway_front.py). Anything else, including every error, a refused token, a head miss, a
+CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched: those answers,
+their audit records and failure counters are aiohttp's own. After a fast answer the connection
+is aiohttp's too (keep-alive), or closed (`Connection: close`). Until its first bytes a
+connection is closed after `KEEPALIVE_S`, as aiohttp's own connections are.
+
+aiohttp's own part of a request costs more CPU than the query (docs/peers.md): this path is
+what brings a one-series query to VictoriaMetrics' latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+import time
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import MultiMapping
+from yarl import URL
+
+from legion.aggregator.gateway import api
+from legion.aggregator.gateway.access_log import ACCESS_LOG, log_access
+from legion.aggregator.gateway.auth import Forbidden, authorize
+from legion.aggregator.gateway.headers import security_headers
+from legion.aggregator.gateway.keys import STORE_KEY, TOKENS_KEY
+from legion.aggregator.gateway.resolution import RESOLUTION_HEADER
+from legion.aggregator.gateway.timefmt import now_ms
+
+KEEPALIVE_S = 3630.0
+"""aiohttp's own keep-alive timeout, also its limit for a connection that sends nothing."""
+MAX_HEAD = 8190
+"""Longest request head answered here (aiohttp's line limit); a longer one is aiohttp's."""
+PATH = "/api/v1/query"
+_START = b"GET " + PATH.encode() + b"?"
+_TARGET = re.compile(rb"/api/v1/query\?[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*\Z")
+_NAME = re.compile(rb"[A-Za-z0-9-]+\Z")
+_VALUE = re.compile(rb"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+_HEADERS = frozenset({b"host", b"authorization", b"user-agent", b"accept", b"accept-encoding",
+                      b"accept-language", b"connection", b"cache-control", b"pragma"})
+"""The only headers a request answered here may carry (each at most once)."""
+
+
+def plain_query(data: bytes) -> tuple[str, dict[bytes, bytes]] | None:
+    """(target, lower-cased headers) of one whole plain `GET /api/v1/query?...` HTTP/1.1 request
+    that is all of `data`; None for anything else (then aiohttp parses it)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data) or end > MAX_HEAD or not data.startswith(_START):
+        return None
+    lines = data[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[2] != b"HTTP/1.1" or not _TARGET.match(parts[1]):
+        return None
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        key = name.lower()
+        value = value.strip(b" ")
+        if (not sep or not _NAME.match(name) or key not in _HEADERS or key in headers
+                or not _VALUE.match(value)):
+            return None
+        headers[key] = value
+    if b"host" not in headers or headers.get(b"connection", b"keep-alive").lower() not in (
+            b"close", b"keep-alive"):
+        return None
+    return parts[1].decode("ascii"), headers
+
+
+class _Query:
+    """What `api.parse_query` reads of a request: the query, decoded as aiohttp decodes it."""
+
+    __slots__ = ("query",)
+
+    def __init__(self, target: str) -> None:
+        path, _, qs = target.partition("?")
+        self.query: MultiMapping[str] = URL.build(path=path, query_string=qs,
+                                                  encoded=True).query
+
+
+class QueryAnswers:
+    """The fast path's answers for one app (the same store, tokens, headers as `api.query`)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._date = (0, b"")
+        self.answered = 0
+        """Requests answered here."""
+        self.enabled = any(r.method == "GET" and r.resource is not None
+                           and r.resource.canonical == PATH and r.handler is api.query
+                           for r in app.router.routes())
+        """Off unless the app routes GET /api/v1/query to `api.query`."""
+
+    def answer(self, data: bytes) -> tuple[bytes, bool] | None:
+        """(the whole 200 answer, close after it) for a request answered here, else None."""
+        head = plain_query(data) if self.enabled else None
+        if head is None:
+            return None
+        target, headers = head
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not token:
+            return None
+        principal = self.app[TOKENS_KEY].verify(token.decode("ascii"))
+        try:
+            authorize(principal, "read")  # api.query's @requires("read")
+            args = api.parse_query(_Query(target), now_ms())
+        except (Forbidden, api.BadRequest):
+            return None
+        if args["step_ms"] is None:  # the finest tier holding `since`: a thread hop, aiohttp's
+            return None
+        rows = self.app[STORE_KEY].query_now(**args)
+        if rows is None or len(rows) > api.QUERY_MAX_POINTS:
+            return None
+        close = headers.get(b"connection", b"").lower() == b"close"
+        self.answered += 1
+        return self._render(api.query_body(rows), close), close
+
+    def _render(self, body: bytes, close: bool) -> bytes:
+        """The answer as aiohttp writes `api.query`'s response after the middleware's headers."""
+        lines = ["HTTP/1.1 200 OK", "Content-Type: application/json",
+                 f"{RESOLUTION_HEADER}: raw"]
+        lines += [f"{k}: {v}" for k, v in security_headers(self.app, True)]
+        lines.append(f"Content-Length: {len(body)}")
+        head = "\r\n".join(lines).encode() + b"\r\nDate: " + self._http_date() + b"\r\nServer: " \
+            + SERVER_SOFTWARE.encode() + (b"\r\nConnection: close" if close else b"")
+        return head + b"\r\n\r\n" + body
+
+    def _http_date(self) -> bytes:
+        now = int(time.time())
+        if now != self._date[0]:
+            self._date = (now, email.utils.formatdate(now, usegmt=True).encode())
+        return self._date[1]
+
+
+class QueryFront(asyncio.Protocol):
+    """One connection until its first bytes: answered here (`QueryAnswers`) or handed to aiohttp."""
+
+    def __init__(self, site: FrontSite) -> None:
+        self._site = site
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self._site.waiting.add(self)
+        self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, t.close)
+
+    def data_received(self, data: bytes) -> None:
+        t = self._transport
+        assert t is not None
+        began = time.monotonic()
+        try:
+            answer = self._site.answers.answer(data)
+        except Exception:  # noqa: BLE001 - aiohttp answers it, and logs what went wrong
+            answer = None
+        if answer is None:
+            self.hand_over(data)
+            return
+        t.write(answer[0])
+        log_access(ACCESS_LOG, "GET", PATH, 200, time.monotonic() - began,
+                   _remote(t.get_extra_info("peername")))
+        if answer[1]:
+            self._forget()
+            t.close()
+        else:
+            self.hand_over(b"")
+
+    def hand_over(self, data: bytes) -> None:
+        """Give the connection, and the bytes received, to aiohttp's request handler."""
+        t = self._transport
+        assert t is not None
+        self._forget()
+        handler = self._site.runner.server
+        assert handler is not None
+        protocol = handler()
+        t.set_protocol(protocol)
+        protocol.connection_made(t)
+        if data:
+            protocol.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._site.waiting.discard(self)
+
+
+def _remote(peer: Any) -> str | None:
+    """`request.remote` of aiohttp: the peer's host."""
+    return str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
+
+
+class FrontSite(web.TCPSite):
+    """aiohttp's TCP site whose connections start with `QueryFront`."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, fast: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self.runner = runner
+        self.answers = QueryAnswers(runner.app)
+        self.answers.enabled &= fast
+        self.waiting: set[QueryFront] = set()
+
+    async def start(self) -> None:
+        """Listen (as `TCPSite.start`, with `QueryFront` as the protocol)."""
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: QueryFront(self), self._host, self._port, ssl=self._ssl_context,
+            backlog=self._backlog, reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close the connections that sent nothing yet."""
+        for front in list(self.waiting):
+            if front._transport is not None:  # noqa: SLF001 - its own module's class
+                front._transport.close()  # noqa: SLF001
+        self.waiting.clear()
+        await super().stop()
