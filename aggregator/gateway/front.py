@@ -47,8 +47,10 @@ _TARGET = re.compile(rb"/api/v1/query\?[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*\Z")
 _NAME = re.compile(rb"[A-Za-z0-9-]+\Z")
 _VALUE = re.compile(rb"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
 _HEADERS = frozenset({b"host", b"authorization", b"user-agent", b"accept", b"accept-encoding",
-                      b"accept-language", b"connection", b"cache-control", b"pragma"})
-"""The only headers a request answered here may carry (each at most once)."""
+                      b"accept-language", b"connection", b"cache-control", b"pragma",
+                      b"content-type"})
+"""The only headers a request answered here may carry (each at most once): none changes
+`api.query`'s answer (a Content-Type without a body: `legionctl`'s client sends one)."""
 
 
 def plain_query(data: bytes) -> tuple[str, dict[bytes, bytes]] | None:
