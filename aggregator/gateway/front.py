@@ -10,7 +10,8 @@ test_gateway_front.py). Anything else, including every error, a refused token, a
 CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched: those answers,
 their audit records and failure counters are aiohttp's own. After a fast answer the connection
 is aiohttp's too (keep-alive), or closed (`Connection: close`). Until its first bytes a
-connection is closed after `KEEPALIVE_S`, as aiohttp's own connections are.
+connection is closed after `KEEPALIVE_S` (looked at every `SWEEP_S`: one timer per listener,
+not one per connection), as aiohttp's own connections are.
 
 aiohttp's own part of a request costs more CPU than the query (docs/peers.md): this path is
 what brings a one-series query to VictoriaMetrics' latency.
@@ -31,7 +32,7 @@ from yarl import URL
 
 from legion.aggregator.gateway import api
 from legion.aggregator.gateway.access_log import ACCESS_LOG, log_access
-from legion.aggregator.gateway.auth import Forbidden, authorize
+from legion.aggregator.gateway.auth import Forbidden, action_of, authorize
 from legion.aggregator.gateway.headers import security_headers
 from legion.aggregator.gateway.keys import STORE_KEY, TOKENS_KEY
 from legion.aggregator.gateway.resolution import RESOLUTION_HEADER
@@ -39,6 +40,8 @@ from legion.aggregator.gateway.timefmt import now_ms
 
 KEEPALIVE_S = 3630.0
 """aiohttp's own keep-alive timeout, also its limit for a connection that sends nothing."""
+SWEEP_S = 30.0
+"""How often connections that sent nothing yet are looked at."""
 MAX_HEAD = 8190
 """Longest request head answered here (aiohttp's line limit); a longer one is aiohttp's."""
 PATH = "/api/v1/query"
@@ -97,10 +100,12 @@ class QueryAnswers:
         self._date = (0, b"")
         self.answered = 0
         """Requests answered here."""
-        self.enabled = any(r.method == "GET" and r.resource is not None
-                           and r.resource.canonical == PATH and r.handler is api.query
-                           for r in app.router.routes())
-        """Off unless the app routes GET /api/v1/query to `api.query`."""
+        self._action = action_of(api.query)
+        self.enabled = self._action is not None and any(
+            r.method == "GET" and r.resource is not None and r.resource.canonical == PATH
+            and r.handler is api.query for r in app.router.routes())
+        """Off unless the app routes GET /api/v1/query to `api.query`, which declares its action
+        (else aiohttp's guard refuses it: so does the front, by not answering)."""
 
     def answer(self, data: bytes) -> tuple[bytes, bool] | None:
         """(the whole 200 answer, close after it) for a request answered here, else None."""
@@ -113,7 +118,7 @@ class QueryAnswers:
             return None
         principal = self.app[TOKENS_KEY].verify(token.decode("ascii"))
         try:
-            authorize(principal, "read")  # api.query's @requires("read")
+            authorize(principal, self._action)  # api.query's @requires
             args = api.parse_query(_Query(target), now_ms())
         except (Forbidden, api.BadRequest):
             return None
@@ -149,12 +154,13 @@ class QueryFront(asyncio.Protocol):
     def __init__(self, site: FrontSite) -> None:
         self._site = site
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self.since = 0.0
+        """When the connection was made (`time.monotonic`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = t = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.since = time.monotonic()
         self._site.waiting.add(self)
-        self._timer = asyncio.get_running_loop().call_later(KEEPALIVE_S, t.close)
 
     def data_received(self, data: bytes) -> None:
         t = self._transport
@@ -182,7 +188,9 @@ class QueryFront(asyncio.Protocol):
         assert t is not None
         self._forget()
         handler = self._site.runner.server
-        assert handler is not None
+        if handler is None:  # the runner is being cleaned up: no more requests
+            t.close()
+            return
         protocol = handler()
         t.set_protocol(protocol)
         protocol.connection_made(t)
@@ -192,10 +200,13 @@ class QueryFront(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._forget()
 
+    def close(self) -> None:
+        """Close a connection that sent nothing yet."""
+        self._forget()
+        if self._transport is not None:
+            self._transport.close()
+
     def _forget(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         self._site.waiting.discard(self)
 
 
@@ -214,6 +225,7 @@ class FrontSite(web.TCPSite):
         self.answers = QueryAnswers(runner.app)
         self.answers.enabled &= fast
         self.waiting: set[QueryFront] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Listen (as `TCPSite.start`, with `QueryFront` as the protocol)."""
@@ -224,11 +236,19 @@ class FrontSite(web.TCPSite):
             backlog=self._backlog, reuse_address=self._reuse_address,
             reuse_port=self._reuse_port)
         self._bound_port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = loop.call_later(SWEEP_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections that sent nothing for `KEEPALIVE_S`."""
+        now = time.monotonic()
+        for front in [f for f in self.waiting if now - f.since >= KEEPALIVE_S]:
+            front.close()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     async def stop(self) -> None:
         """Stop listening and close the connections that sent nothing yet."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for front in list(self.waiting):
-            if front._transport is not None:  # noqa: SLF001 - its own module's class
-                front._transport.close()  # noqa: SLF001
-        self.waiting.clear()
+            front.close()
         await super().stop()

@@ -202,3 +202,25 @@ def test_a_connection_that_sends_nothing_is_closed_on_stop(tmp_path: Path) -> No
         run(scenario())
     finally:
         env.store.close()
+
+
+def test_a_silent_connection_is_closed_after_the_keepalive_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A connection that never sends is closed, as aiohttp closes its own (slowloris)."""
+    from legion.aggregator.gateway import front
+
+    monkeypatch.setattr(front, "KEEPALIVE_S", 0.2)
+    monkeypatch.setattr(front, "SWEEP_S", 0.05)
+    env = Env(tmp_path)
+
+    async def scenario() -> None:
+        async with _serve(env, tmp_path / "audit.log", True) as fast:
+            r, w = await asyncio.open_connection("127.0.0.1", fast.port)
+            assert await asyncio.wait_for(r.read(), 20) == b""  # closed by the server
+            assert not _front(fast).waiting
+            w.close()
+
+    try:
+        run(scenario())
+    finally:
+        env.store.close()
