@@ -48,6 +48,13 @@ def _matrix(env: Env) -> list[tuple[str, list[bytes], bool]]:
         ("legionctl's headers", [_req(Q, bearer, close, "Content-Type: application/json",
                                       "Accept-Encoding: identity",
                                       "User-Agent: Python-urllib/3.11")], True),
+        ("encoded name, plus", [_req(Q.replace("metric=system", "metric=%73ystem")
+                                     + "&node=web%2D1&label=cpu=a+b", bearer, close)], True),
+        ("encoded NUL", [_req(Q + "&node=web%00", bearer, close)], False),
+        ("lower-case method", [_req(Q, bearer, close, method="get")], False),
+        ("absolute form", [_req("http://127.0.0.1" + Q, bearer, close)], False),
+        ("tab in a value", [_req(Q, bearer, close, "Accept:\t*/*")], False),
+        ("space before colon", [_req(Q, "Authorization : Bearer x", close)], False),
         ("admin", [_req(Q, f"Authorization: Bearer {tok['admin']}", close)], True),
         ("bearer in lower case", [_req(Q, f"authorization: bearer {tok['viewer']}", close)], True),
         ("keep-alive then whoami", [_req(Q, bearer),
