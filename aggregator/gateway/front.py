@@ -1,17 +1,20 @@
 """The gateway's listener with a fast path for the hot read: a `GET /api/v1/query` that the query
 head answers is answered here, before aiohttp's request machinery; every other request is aiohttp's.
 
-Each connection starts with `QueryFront`. Its first bytes are answered here only when they are
-one whole, plain HTTP/1.1 request (`plain_query`: nothing after it, a short head, only the
+Each connection starts with `QueryFront`. Each data chunk it receives is answered here only when it
+is one whole, plain HTTP/1.1 request (`plain_query`: nothing after it, a short head, only the
 headers listed, printable values, no Origin) whose bearer token may read, whose parameters parse
-(`api.parse_query`) and whose rows the query head holds now (`query_now`, with a step): the
-200 answer aiohttp's `api.query` would give, byte for byte but the Date (tests/aggregator/
-test_gateway_front.py). Anything else, including every error, a refused token, a head miss, a
-CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched: those answers,
-their audit records and failure counters are aiohttp's own. After a fast answer the connection
-is aiohttp's too (keep-alive), or closed (`Connection: close`). Until its first bytes a
-connection is closed after `KEEPALIVE_S` (looked at every `SWEEP_S`: one timer per listener,
-not one per connection), as aiohttp's own connections are.
+(`api.parse_query`) and whose rows the query head holds now (`query_now`, with a step): the 200
+answer aiohttp's `api.query` would give, byte for byte but the Date
+(tests/aggregator/test_gateway_front.py). Anything else, including every error, a refused token, a
+head miss, a CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched: those
+answers, their audit records and failure counters are aiohttp's own, and from then on the
+connection is aiohttp's. After a fast answer a keep-alive connection stays here for its next
+request (a poller's or `requests.Session`'s), or is closed (`Connection: close`). Requests answer
+in order: a chunk holding more or less than one request (pipelined, split) is handed over whole,
+and while the client does not read its answers the front reads no more. A connection in the front
+is closed after `KEEPALIVE_S` from its start or its last answer (looked at every `SWEEP_S`: one
+timer per listener, not one per connection), as aiohttp's own connections are.
 
 aiohttp's own part of a request costs more CPU than the query (docs/peers.md): this path is
 what brings a one-series query to VictoriaMetrics' latency.
@@ -149,13 +152,15 @@ class QueryAnswers:
 
 
 class QueryFront(asyncio.Protocol):
-    """One connection until its first bytes: answered here (`QueryAnswers`) or handed to aiohttp."""
+    """One connection while its requests are answered here (`QueryAnswers`); the first that is
+    not is handed to aiohttp, with the connection."""
 
     def __init__(self, site: FrontSite) -> None:
         self._site = site
         self._transport: asyncio.Transport | None = None
         self.since = 0.0
-        """When the connection was made (`time.monotonic`)."""
+        """When the connection was made or last answered (`time.monotonic`)."""
+        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -179,8 +184,19 @@ class QueryFront(asyncio.Protocol):
         if answer[1]:
             self._forget()
             t.close()
-        else:
-            self.hand_over(b"")
+        else:  # keep-alive: the next request comes here too
+            self.since = time.monotonic()
+
+    def pause_writing(self) -> None:
+        """The client reads no answers: read no more requests until it does."""
+        assert self._transport is not None
+        self._paused = True
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self._transport is not None
+        self._paused = False
+        self._transport.resume_reading()
 
     def hand_over(self, data: bytes) -> None:
         """Give the connection, and the bytes received, to aiohttp's request handler."""
@@ -194,6 +210,9 @@ class QueryFront(asyncio.Protocol):
         protocol = handler()
         t.set_protocol(protocol)
         protocol.connection_made(t)
+        if self._paused:  # aiohttp waits for the client to read, and reads again itself
+            protocol.pause_writing()
+            t.resume_reading()
         if data:
             protocol.data_received(data)
 
@@ -201,7 +220,7 @@ class QueryFront(asyncio.Protocol):
         self._forget()
 
     def close(self) -> None:
-        """Close a connection that sent nothing yet."""
+        """Close a connection that is idle in the front."""
         self._forget()
         if self._transport is not None:
             self._transport.close()
@@ -239,14 +258,14 @@ class FrontSite(web.TCPSite):
         self._sweeper = loop.call_later(SWEEP_S, self._sweep)
 
     def _sweep(self) -> None:
-        """Close the connections that sent nothing for `KEEPALIVE_S`."""
+        """Close the front's connections idle for `KEEPALIVE_S`."""
         now = time.monotonic()
         for front in [f for f in self.waiting if now - f.since >= KEEPALIVE_S]:
             front.close()
         self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     async def stop(self) -> None:
-        """Stop listening and close the connections that sent nothing yet."""
+        """Stop listening and close the front's connections."""
         if self._sweeper is not None:
             self._sweeper.cancel()
         for front in list(self.waiting):

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from legion.aggregator.gateway.app import GatewayServer, create_app, start_gatew
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.certs import generate_self_signed
 from legion.aggregator.gateway.front import FrontSite
+from legion.aggregator.gateway.timefmt import now_ms
 from legion.aggregator.gateway.tls import client_ssl_context
 from tests.aggregator.test_gateway_api import STATUS, Env, run
 
@@ -224,6 +226,121 @@ def test_a_silent_connection_is_closed_after_the_keepalive_limit(
         async with _serve(env, tmp_path / "audit.log", True) as fast:
             r, w = await asyncio.open_connection("127.0.0.1", fast.port)
             assert await asyncio.wait_for(r.read(), 20) == b""  # closed by the server
+            assert not _front(fast).waiting
+            w.close()
+
+    try:
+        run(scenario())
+    finally:
+        env.store.close()
+
+
+async def _answer(r: asyncio.StreamReader) -> bytes:
+    """One whole answer (head and Content-Length body) read off a keep-alive connection."""
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 20)
+    length = re.search(rb"\r\nContent-Length: (\d+)\r\n", head)
+    assert length is not None, head
+    return head + await asyncio.wait_for(r.readexactly(int(length.group(1))), 20)
+
+
+async def _session(port: int, steps: list[bytes], tls: ssl.SSLContext | None) -> list[bytes]:
+    """Each step's bytes sent on one connection, each after the answers to the one before."""
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    got = []
+    try:
+        for step in steps:
+            w.write(step)
+            await w.drain()
+            for _ in range(step.count(b" HTTP/1.1\r\n")):
+                got.append(await _answer(r))
+        assert await asyncio.wait_for(r.read(), 20) == b""  # the last step said close
+    finally:
+        w.close()
+    return got
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+def test_a_keepalive_connection_stays_fast_until_a_request_is_not(tmp_path: Path,
+                                                                  tls: bool) -> None:
+    """A poller's connection: its fast requests are answered by the front, one after another,
+    as aiohttp answers them; the first one that is not fast (a 401, then /whoami) is aiohttp's,
+    answered on the same connection, and so is every later one, fast or not."""
+    security: dict[str, Any] = {}
+    trust = None
+    if tls:
+        cert, _ = generate_self_signed(tmp_path / "certs" / "server.crt",
+                                       tmp_path / "certs" / "server.key")
+        trust = client_ssl_context(cert)
+        security.update(enable_tls=True, certificate_path="certs/server.crt",
+                        private_key_path="certs/server.key")
+    env = Env(tmp_path, security=security)
+    bearer = f"Authorization: Bearer {env.token['viewer']}"
+    fast_steps = [_req(Q, bearer), _req(Q + "&agg=max&group_by=node", bearer),
+                  _req(Q + "&node=web-1", bearer, "Connection: keep-alive"), _req(Q, bearer)]
+    then = [_req(Q), _req("/api/v1/whoami", bearer), _req(Q, bearer),
+            _req(Q, bearer, "Connection: close")]
+    pipelined = [_req(Q, bearer), _req(Q, bearer) + _req(Q, bearer, "Connection: close")]
+
+    async def scenario() -> dict[str, tuple[list[bytes], list[bytes], int]]:
+        out = {}
+        async with _serve(env, tmp_path / "plain.log", False) as plain, \
+                _serve(env, tmp_path / "fast.log", True) as fast:
+            for name, steps in (("poller", fast_steps + then), ("pipelined", pipelined)):
+                before = _front(fast).answers.answered
+                a = await _session(plain.port, steps, trust)
+                b = await _session(fast.port, steps, trust)
+                out[name] = (a, b, _front(fast).answers.answered - before)
+            assert not _front(fast).waiting  # every connection was closed or handed over
+        return out
+
+    try:
+        out = run(scenario())
+    finally:
+        env.store.close()
+    for name, (a, b, _) in out.items():
+        assert [_masked(x) for x in a] == [_masked(x) for x in b], name
+    a, _, answered = out["poller"]
+    assert answered == len(fast_steps)  # the front's; the fast ones after the 401 are aiohttp's
+    assert all(x.startswith(b"HTTP/1.1 200 OK\r\n") for x in a[:4] + a[5:])
+    assert a[4].startswith(b"HTTP/1.1 401 ")
+    assert json.loads(a[5].split(b"\r\n\r\n", 1)[1])["user"] == "viewer"  # /whoami
+    assert len(a) == 8 and b"\r\nConnection: close\r\n" in a[7]
+    assert out["pipelined"][2] == 1  # the first; the pipelined pair went to aiohttp, in order
+    assert len(out["pipelined"][0]) == 3
+
+
+def test_a_keepalive_connection_idle_after_its_answer_is_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a fast answer the front holds the connection for the next request: silent for
+    `KEEPALIVE_S` from that answer, it is closed; `stop()` closes one that is not yet."""
+    from legion.aggregator.gateway import front
+
+    env = Env(tmp_path)
+    bearer = f"Authorization: Bearer {env.token['viewer']}"
+    env.store.query("system_cpu_usage_percent", step_ms=60_000, since_ms=now_ms() - 900_000)
+    assert env.store.head is not None and env.store.head.start is not None  # the front's
+
+    async def answered_then_held(port: int, site: FrontSite) -> tuple[asyncio.StreamReader,
+                                                                      asyncio.StreamWriter]:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        sent = time.monotonic()
+        w.write(_req(Q, bearer))
+        assert (await _answer(r)).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert site.answers.answered == 1
+        held = list(site.waiting)
+        assert len(held) == 1 and held[0].since >= sent  # measured from the answer
+        return r, w
+
+    async def scenario() -> None:
+        async with _serve(env, tmp_path / "audit.log", True) as fast:
+            r, w = await answered_then_held(fast.port, _front(fast))
+        assert await asyncio.wait_for(r.read(), 20) == b""  # closed on stop
+        w.close()
+        monkeypatch.setattr(front, "KEEPALIVE_S", 0.3)
+        monkeypatch.setattr(front, "SWEEP_S", 0.05)
+        async with _serve(env, tmp_path / "audit.log", True) as fast:
+            r, w = await answered_then_held(fast.port, _front(fast))
+            assert await asyncio.wait_for(r.read(), 20) == b""  # closed by the sweep
             assert not _front(fast).waiting
             w.close()
 
