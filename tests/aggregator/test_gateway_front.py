@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -343,6 +344,60 @@ def test_a_keepalive_connection_idle_after_its_answer_is_closed(
             assert await asyncio.wait_for(r.read(), 20) == b""  # closed by the sweep
             assert not _front(fast).waiting
             w.close()
+
+    try:
+        run(scenario())
+    finally:
+        env.store.close()
+
+
+def test_a_client_that_reads_no_answers_is_not_read_either(tmp_path: Path) -> None:
+    """Fast requests from a client that does not read its answers: once the answers it has not
+    read fill the server's buffer the front stops reading requests (the buffer stays bounded),
+    and when the client reads, every answer comes and the rest are answered."""
+    env = Env(tmp_path)
+    bearer = f"Authorization: Bearer {env.token['viewer']}"
+    env.store.query("system_cpu_usage_percent", step_ms=60_000, since_ms=now_ms() - 900_000)
+
+    async def scenario() -> None:
+        async with _serve(env, tmp_path / "audit.log", True) as fast:
+            site = _front(fast)
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", fast.port))
+            sock.setblocking(False)
+            r, w = await asyncio.open_connection(sock=sock)
+            sent = 0
+            server = None
+            for _ in range(5000):  # bounded: far more than the buffers hold
+                w.write(_req(Q + f"&node=n{sent}", bearer))
+                await w.drain()
+                sent += 1
+                for _ in range(2000):
+                    if site.answers.answered == sent or (server and not server.is_reading()):
+                        break
+                    await asyncio.sleep(0.01)
+                if server is None:  # the server's side of this connection, in the front
+                    server = next(iter(site.waiting))._transport  # noqa: SLF001
+                    assert server is not None
+                    server.get_extra_info("socket").setsockopt(  # fills sooner
+                        socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                if site.answers.answered < sent:  # not read: the front paused reading
+                    break
+            assert site.answers.answered < sent, "the front read on, answers piling up"
+            assert not server.is_reading() and server.get_write_buffer_size() < 2 ** 20
+            w.write(_req(Q, bearer, "Connection: close"))
+            got = []
+            for _ in range(sent + 1):
+                got.append(await _answer(r))
+            assert await asyncio.wait_for(r.read(), 20) == b""
+            w.close()
+            assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in got)
+            # those read at once on resuming went to aiohttp, in order, with the connection
+            assert site.answers.answered >= sent - 1
+            assert b"\r\nConnection: close\r\n" in got[-1]  # the last one sent, last
+            bodies = [json.loads(a.split(b"\r\n\r\n", 1)[1]) for a in got[:-1]]
+            assert bodies == [[]] * sent  # no node n<i> exists: each its own (empty) answer
 
     try:
         run(scenario())
