@@ -4,11 +4,12 @@ head answers is answered here, before aiohttp's request machinery; every other r
 Each connection starts with `QueryFront`. Each data chunk it receives is answered here only when it
 is one whole, plain HTTP/1.1 request (`plain_query`: nothing after it, a short head, only the
 headers listed, printable values, no Origin) whose bearer token may read, whose parameters parse
-(`api.parse_query`) and whose rows the query head holds now (`query_now`, with a step): the 200
-answer aiohttp's `api.query` would give, byte for byte but the Date
-(tests/aggregator/test_gateway_front.py). Anything else, including every error, a refused token, a
-head miss, a CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched: those
-answers, their audit records and failure counters are aiohttp's own, and from then on the
+(`api.parse_query`) with a step: the 200 answer aiohttp's `api.query` would give, from the query
+head (`query_now`) or, when it misses (a write holds the store), from the store on a thread as
+`api.query` does, reading nothing meanwhile (if that fails, aiohttp gets the request), byte for
+byte but the Date (tests/aggregator/test_gateway_front.py). Anything else, including every error, a
+refused token, a CORS request or a HEAD, is handed to aiohttp with the bytes received, untouched:
+those answers, their audit records and failure counters are aiohttp's own, and from then on the
 connection is aiohttp's. After a fast answer a keep-alive connection stays here for its next
 request (a poller's or `requests.Session`'s), or is closed (`Connection: close`). Requests answer
 in order: a chunk holding more or less than one request (pipelined, split) is handed over whole,
@@ -26,7 +27,7 @@ import asyncio
 import email.utils
 import re
 import time
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
@@ -95,6 +96,13 @@ class _Query:
                                                   encoded=True).query
 
 
+class Asked(NamedTuple):
+    """A request the front answers: `api.query`'s arguments, and whether to close after it."""
+
+    args: dict[str, Any]
+    close: bool
+
+
 class QueryAnswers:
     """The fast path's answers for one app (the same store, tokens, headers as `api.query`)."""
 
@@ -110,8 +118,9 @@ class QueryAnswers:
         """Off unless the app routes GET /api/v1/query to `api.query`, which declares its action
         (else aiohttp's guard refuses it: so does the front, by not answering)."""
 
-    def answer(self, data: bytes) -> tuple[bytes, bool] | None:
-        """(the whole 200 answer, close after it) for a request answered here, else None."""
+    def ask(self, data: bytes) -> Asked | None:
+        """The query of a request answered here (a plain one whose token may read, whose
+        parameters parse, with a step), else None: aiohttp's."""
         head = plain_query(data) if self.enabled else None
         if head is None:
             return None
@@ -127,12 +136,14 @@ class QueryAnswers:
             return None
         if args["step_ms"] is None:  # the finest tier holding `since`: a thread hop, aiohttp's
             return None
-        rows = self.app[STORE_KEY].query_now(**args)
-        if rows is None or len(rows) > api.QUERY_MAX_POINTS:
+        return Asked(args, headers.get(b"connection", b"").lower() == b"close")
+
+    def reply(self, rows: list[dict[str, Any]], close: bool) -> bytes | None:
+        """The whole 200 answer of `rows`; None for too many (aiohttp's 400)."""
+        if len(rows) > api.QUERY_MAX_POINTS:
             return None
-        close = headers.get(b"connection", b"").lower() == b"close"
         self.answered += 1
-        return self._render(api.query_body(rows), close), close
+        return self._render(api.query_body(rows), close)
 
     def _render(self, body: bytes, close: bool) -> bytes:
         """The answer as aiohttp writes `api.query`'s response after the middleware's headers."""
@@ -161,6 +172,8 @@ class QueryFront(asyncio.Protocol):
         self.since = 0.0
         """When the connection was made or last answered (`time.monotonic`)."""
         self._paused = False
+        self._later: bytes | None = None
+        """While a request is answered from a thread, what came after it (else None)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -168,24 +181,66 @@ class QueryFront(asyncio.Protocol):
         self._site.waiting.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._later is not None:  # a request is being answered from a thread: after it
+            self._later += data
+            return
+        began = time.monotonic()
+        answers = self._site.answers
+        try:
+            asked = answers.ask(data)
+            rows = None if asked is None else answers.app[STORE_KEY].query_now(**asked.args)
+            answer = None if asked is None or rows is None else answers.reply(rows, asked.close)
+        except Exception:  # noqa: BLE001 - aiohttp answers it, and logs what went wrong
+            asked = answer = None
+        if asked is not None and answer is None and rows is None:
+            self._answer_later(data, asked, began)  # not in the head now (a write holds it)
+        elif asked is None or answer is None:
+            self.hand_over(data)
+        else:
+            self._send(answer, asked.close, began)
+
+    def _send(self, answer: bytes, close: bool, began: float) -> None:
         t = self._transport
         assert t is not None
-        began = time.monotonic()
-        try:
-            answer = self._site.answers.answer(data)
-        except Exception:  # noqa: BLE001 - aiohttp answers it, and logs what went wrong
-            answer = None
-        if answer is None:
-            self.hand_over(data)
-            return
-        t.write(answer[0])
+        t.write(answer)
         log_access(ACCESS_LOG, "GET", PATH, 200, time.monotonic() - began,
                    _remote(t.get_extra_info("peername")))
-        if answer[1]:
+        if close:
             self._forget()
             t.close()
         else:  # keep-alive: the next request comes here too
             self.since = time.monotonic()
+
+    def _answer_later(self, data: bytes, asked: Asked, began: float) -> None:
+        """Answer from the store on a thread, as `api.query` does when the head misses; read
+        nothing meanwhile. If that fails, aiohttp gets the request (and what came after)."""
+        assert self._transport is not None
+        self._later = b""
+        self._transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self._from_store(data, asked, began))
+        self._site.tasks.add(task)
+        task.add_done_callback(self._site.tasks.discard)
+
+    async def _from_store(self, data: bytes, asked: Asked, began: float) -> None:
+        answers = self._site.answers
+        try:
+            rows = await asyncio.to_thread(answers.app[STORE_KEY].query, **asked.args)
+            answer = answers.reply(rows, asked.close)
+        except Exception:  # noqa: BLE001 - aiohttp answers it, and logs what went wrong
+            answer = None
+        t = self._transport
+        assert t is not None
+        after, self._later = self._later or b"", None
+        if t.is_closing():
+            return
+        if not self._paused:
+            t.resume_reading()
+        if answer is None:
+            self.hand_over(data + after)
+            return
+        self._send(answer, asked.close, began)
+        if after and not t.is_closing():
+            self.data_received(after)
 
     def pause_writing(self) -> None:
         """The client reads no answers: read no more requests until it does."""
@@ -196,7 +251,8 @@ class QueryFront(asyncio.Protocol):
     def resume_writing(self) -> None:
         assert self._transport is not None
         self._paused = False
-        self._transport.resume_reading()
+        if self._later is None:
+            self._transport.resume_reading()
 
     def hand_over(self, data: bytes) -> None:
         """Give the connection, and the bytes received, to aiohttp's request handler."""
@@ -244,6 +300,8 @@ class FrontSite(web.TCPSite):
         self.answers = QueryAnswers(runner.app)
         self.answers.enabled &= fast
         self.waiting: set[QueryFront] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        """Answers being read from the store on a thread."""
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
@@ -270,4 +328,5 @@ class FrontSite(web.TCPSite):
             self._sweeper.cancel()
         for front in list(self.waiting):
             front.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await super().stop()

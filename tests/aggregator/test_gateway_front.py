@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -403,3 +404,69 @@ def test_a_client_that_reads_no_answers_is_not_read_either(tmp_path: Path) -> No
         run(scenario())
     finally:
         env.store.close()
+
+
+def test_a_head_miss_on_a_keepalive_connection_is_answered_from_the_store_in_order(
+        tmp_path: Path) -> None:
+    """While a write holds the store (a live aggregator's agents write all the time), the query
+    head cannot answer: the front answers from the store on a thread, as `api.query` does,
+    reading nothing meanwhile; a request sent during it is answered after it, and the
+    connection stays the front's. The same bytes as aiohttp's."""
+    env = Env(tmp_path)
+    bearer = f"Authorization: Bearer {env.token['viewer']}"
+    env.store.query("system_cpu_usage_percent", step_ms=60_000, since_ms=now_ms() - 900_000)
+    first, held, during = (_req(Q, bearer), _req(Q + "&agg=max&group_by=node", bearer),
+                           _req(Q + "&node=web-1", bearer))
+    last = _req(Q, bearer, "Connection: close")
+
+    async def session(port: int, site: FrontSite | None) -> list[bytes]:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(first)
+        got = [await _answer(r)]
+        writing = threading.Event()
+        done = threading.Event()
+
+        def write_in_progress() -> None:  # a write holding the store's lock, in its thread
+            with env.store._lock:  # noqa: SLF001
+                writing.set()
+                done.wait(20)
+
+        holder = threading.Thread(target=write_in_progress)
+        holder.start()
+        try:
+            assert writing.wait(20)
+            w.write(held)
+            await w.drain()
+            for _ in range(2000):  # the front is answering it from a thread, reading nothing
+                if site is None or site.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            assert site is None or site.tasks
+            w.write(during)
+            await w.drain()
+            await asyncio.sleep(0.1)  # it reaches the server while the store is held
+        finally:
+            done.set()
+            holder.join(20)
+        got += [await _answer(r), await _answer(r)]
+        w.write(last)
+        got.append(await _answer(r))
+        assert await asyncio.wait_for(r.read(), 20) == b""
+        w.close()
+        return got
+
+    async def scenario() -> tuple[list[bytes], list[bytes], int]:
+        async with _serve(env, tmp_path / "plain.log", False) as plain, \
+                _serve(env, tmp_path / "fast.log", True) as fast:
+            a = await session(plain.port, None)
+            b = await session(fast.port, _front(fast))
+            return a, b, _front(fast).answers.answered
+
+    try:
+        a, b, answered = run(scenario())
+    finally:
+        env.store.close()
+    assert [_masked(x) for x in a] == [_masked(x) for x in b]
+    assert all(x.startswith(b"HTTP/1.1 200 OK\r\n") for x in a)
+    assert json.loads(a[1].split(b"\r\n\r\n", 1)[1]) != json.loads(a[2].split(b"\r\n\r\n", 1)[1])
+    assert answered == 4  # all by the front: the held one from the store, none handed over
