@@ -55,9 +55,12 @@ _NAME = re.compile(rb"[A-Za-z0-9-]+\Z")
 _VALUE = re.compile(rb"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
 _HEADERS = frozenset({b"host", b"authorization", b"user-agent", b"accept", b"accept-encoding",
                       b"accept-language", b"connection", b"cache-control", b"pragma",
-                      b"content-type"})
+                      b"content-type", b"referer", b"sec-fetch-site", b"sec-fetch-mode",
+                      b"sec-fetch-dest", b"sec-ch-ua", b"sec-ch-ua-mobile",
+                      b"sec-ch-ua-platform", b"dnt", b"priority"})
 """The only headers a request answered here may carry (each at most once): none changes
-`api.query`'s answer (a Content-Type without a body: `legionctl`'s client sends one)."""
+`api.query`'s answer (a Content-Type without a body: `legionctl`'s client sends one; the rest
+of the second line: a browser's same-origin `fetch`, the dashboard's)."""
 
 
 def plain_query(data: bytes) -> tuple[str, dict[bytes, bytes]] | None:

@@ -32,6 +32,16 @@ from tests.aggregator.test_gateway_api import STATUS, Env, run
 
 Q = "/api/v1/query?metric=system_cpu_usage_percent&step=1m&since=15m"
 ORIGIN = "tauri://localhost"
+BROWSER = ('sec-ch-ua-platform: "Linux"',
+           'sec-ch-ua: "Chromium";v="130", "Not?A_Brand";v="99"', "sec-ch-ua-mobile: ?0",
+           "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)",
+           "Accept: application/json", "Sec-Fetch-Site: same-origin", "Sec-Fetch-Mode: cors",
+           "Sec-Fetch-Dest: empty", "Referer: http://127.0.0.1/",
+           "Accept-Encoding: gzip, deflate, br, zstd", "Accept-Language: en-US,en;q=0.9",
+           "Priority: u=1, i")
+"""What Chromium's same-origin `fetch` of the dashboard sends beside Host, Authorization and
+Connection (no Origin on a same-origin GET; seen from Debian's chromium 156, headless, with
+Priority as newer ones add)."""
 
 
 def _req(target: str, *headers: str, method: str = "GET", version: str = "HTTP/1.1") -> bytes:
@@ -52,6 +62,7 @@ def _matrix(env: Env) -> list[tuple[str, list[bytes], bool]]:
         ("legionctl's headers", [_req(Q, bearer, close, "Content-Type: application/json",
                                       "Accept-Encoding: identity",
                                       "User-Agent: Python-urllib/3.11")], True),
+        ("the dashboard's fetch", [_req(Q, *BROWSER[:1], bearer, *BROWSER[1:], close)], True),
         ("encoded name, plus", [_req(Q.replace("metric=system", "metric=%73ystem")
                                      + "&node=web%2D1&label=cpu=a+b", bearer, close)], True),
         ("encoded NUL", [_req(Q + "&node=web%00", bearer, close)], False),
