@@ -219,6 +219,7 @@ class QueryFront(asyncio.Protocol):
         nothing meanwhile. If that fails, aiohttp gets the request (and what came after)."""
         assert self._transport is not None
         self._later = b""
+        self.since = time.monotonic()  # busy, not idle
         self._transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self._from_store(data, asked, began))
         self._site.tasks.add(task)
