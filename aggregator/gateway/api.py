@@ -9,10 +9,11 @@ import asyncio
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
+from multidict import MultiMapping
 
 from legion.aggregator.gateway.auth import AUDIT_DETAILS_KEY, json_error, principal_of, requires
 from legion.aggregator.gateway.keys import (
@@ -37,13 +38,21 @@ _METRIC_RE = within(METRIC_GLOB_RE, MAX_NAME_LEN)
 _LABEL_KEY_RE = within(LABEL_KEY_RE, MAX_LABEL_KEY_LEN)
 
 
+class HasQuery(Protocol):
+    """What the parameter checks read of a request: its decoded query (aiohttp's `Request`,
+    or the fast query front's, front.py)."""
+
+    @property
+    def query(self) -> MultiMapping[str]: ...
+
+
 class BadRequest(Exception):
     """A query parameter or body failed validation (-> 400)."""
 
     status = 400
 
 
-def _params(request: web.Request, allowed: Iterable[str]) -> None:
+def _params(request: HasQuery, allowed: Iterable[str]) -> None:
     allowed = set(allowed)
     query = request.query
     for k in query:
@@ -57,7 +66,7 @@ def _params(request: web.Request, allowed: Iterable[str]) -> None:
                 raise BadRequest(f"parameter {k!r} given more than once")
 
 
-def _opt(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
+def _opt(request: HasQuery, name: str, pattern: re.Pattern[str]) -> str | None:
     v = request.query.get(name)
     if v is None or v == "":
         return None
@@ -66,7 +75,7 @@ def _opt(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | Non
     return v
 
 
-def parse_query(request: web.Request, now: int) -> dict[str, Any]:
+def parse_query(request: HasQuery, now: int) -> dict[str, Any]:
     """Validate /api/v1/query parameters into `Store.query` keyword arguments."""
     _params(request, ("metric", "node", "since", "until", "step", "agg", "label", "group_by"))
     metric = _opt(request, "metric", _METRIC_RE)

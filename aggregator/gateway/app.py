@@ -23,14 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from legion.aggregator.config import AggregatorSettings as Config
 from legion.aggregator.event_loop import loop_name
+from legion.aggregator.gateway.access_log import ACCESS_LOG, AccessLogger
 from legion.aggregator.gateway.alerts_api import AlertActions, offers_queries
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.auth import json_error, public
 from legion.aggregator.gateway.export_api import EXPORTS_KEY, ExportJobs
+from legion.aggregator.gateway.front import KEEPALIVE_S, FrontSite
 from legion.aggregator.gateway.headers import CSP_KEY, Csp
 from legion.aggregator.gateway.hub import Hub, LiveSource, Source
 from legion.aggregator.gateway.keys import (
@@ -66,21 +67,6 @@ _REVALIDATE_EVERY_S = 5.0
 Telemetry = Any
 """A callable returning `(name, labels, value)` triples or `Sample`s, or an object with
 `samples(ts_ms) -> list[Sample]` (e.g. `IngestTelemetry`)."""
-
-
-class _AccessLogger(AbstractAccessLogger):
-    """Access log without query strings (a `?token=` must never reach a log file).
-
-    The record is made without `logging`'s search of the stack for the caller (a quarter of a
-    line's cost; the line format names no function or file), then handled as `info` would."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        lg = self.logger
-        if lg.isEnabledFor(logging.INFO):
-            lg.handle(lg.makeRecord(
-                lg.name, logging.INFO, "(unknown file)", 0,
-                "event=http method=%s path=%s status=%s secs=%.3f remote=%s",
-                (request.method, request.path, response.status, time, request.remote), None))
 
 
 def create_app(config: Config, store: StoreReader,
@@ -203,8 +189,9 @@ class GatewayServer:
 
 
 async def start_gateway(app: web.Application, config: Config, *, host: str | None = None,
-                        port: int | None = None) -> GatewayServer:
-    """Listen on `aggregator.api_host`:`dashboard_config.websocket_port` (TLS if enabled)."""
+                        port: int | None = None, fast_query: bool = True) -> GatewayServer:
+    """Listen on `aggregator.api_host`:`dashboard_config.websocket_port` (TLS if enabled);
+    `fast_query` False: every request through aiohttp (front.py), for tests and benches."""
     sec = config.security
     ssl_ctx = None
     if sec.enable_tls:  # tls.py: the standard library's ssl, no `cryptography` (certs.py)
@@ -213,12 +200,12 @@ async def start_gateway(app: web.Application, config: Config, *, host: str | Non
         ssl_ctx = server_ssl_context(Path(sec.certificate_path), Path(sec.private_key_path))
     host = host or config.aggregator.api_host
     port = config.dashboard_config.websocket_port if port is None else port
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=_AccessLogger,
-                           access_log=logging.getLogger("legion.aggregator.gateway.access"),
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLogger,
+                           access_log=ACCESS_LOG, keepalive_timeout=KEEPALIVE_S,
                            shutdown_timeout=3.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_ctx)
+        site = FrontSite(runner, host, port, ssl_context=ssl_ctx, fast=fast_query)  # front.py
         await site.start()
     except OSError as exc:
         await runner.cleanup()

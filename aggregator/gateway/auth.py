@@ -52,6 +52,12 @@ def requires(action: str, *, deferred_auth: bool = False) -> Callable[[Handler],
     return mark
 
 
+def action_of(handler: Handler) -> str | None:
+    """The action a handler declared with `requires` (None: none)."""
+    action = getattr(handler, _ATTR, None)
+    return action if isinstance(action, str) else None
+
+
 def authorize(principal: Principal | None, action: str | None) -> None:
     """Raise `Forbidden` unless `principal` may perform `action` (None: just authenticated)."""
     if principal is None:

@@ -75,14 +75,15 @@ def cors_origin(request: web.Request) -> str | None:
     return origin if origin in request.app[CONFIG_KEY].security.allowed_origins else None
 
 
-def _api_path(path: str) -> bool:
+def api_path(path: str) -> bool:
+    """Whether a path is the API's (`/api/...`, `/metrics`): JSON answers, no caching."""
     return path.startswith("/api/") or path == "/metrics"
 
 
 def preflight(request: web.Request, cors: str | None) -> web.Response | None:
     """The answer to a CORS preflight of an API path (204, or 403 for an origin not allowed);
     None for any other request."""
-    if request.method == "OPTIONS" and _api_path(request.path) \
+    if request.method == "OPTIONS" and api_path(request.path) \
             and "Access-Control-Request-Method" in request.headers:
         if cors is None:
             return json_error(403, f"origin {request.headers.get('Origin')!r} not allowed")
@@ -100,15 +101,20 @@ def secure(request: web.Request, response: web.StreamResponse, cors: str | None)
     if response.prepared:
         return
     h = response.headers
-    api_path = _api_path(request.path)
-    if cors is not None and api_path:
+    api = api_path(request.path)
+    if cors is not None and api:
         h["Access-Control-Allow-Origin"] = cors
         h["Vary"] = "Origin"
-    h.setdefault("X-Content-Type-Options", "nosniff")
-    h.setdefault("Referrer-Policy", "no-referrer")
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("Content-Security-Policy", request.app[CSP_KEY].value())
-    if api_path:
-        h.setdefault("Cache-Control", "no-store")
-    if request.app[CONFIG_KEY].security.enable_tls:
-        h.setdefault("Strict-Transport-Security", "max-age=31536000")
+    for k, v in security_headers(request.app, api):
+        h.setdefault(k, v)
+
+
+def security_headers(app: web.Application, api: bool) -> list[tuple[str, str]]:
+    """The security headers of every answer, in order (`api`: of an API path)."""
+    out = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+           ("X-Frame-Options", "DENY"), ("Content-Security-Policy", app[CSP_KEY].value())]
+    if api:
+        out.append(("Cache-Control", "no-store"))
+    if app[CONFIG_KEY].security.enable_tls:
+        out.append(("Strict-Transport-Security", "max-age=31536000"))
+    return out

@@ -16,7 +16,7 @@ from aiohttp import web
 from legion.aggregator.gateway.api import error_response, json_answer
 from legion.aggregator.gateway.audit import AuditLog
 from legion.aggregator.gateway.auth import Handler, make_guard
-from legion.aggregator.gateway.headers import cors_origin, preflight, secure
+from legion.aggregator.gateway.headers import api_path, cors_origin, preflight, secure
 from legion.aggregator.gateway.tokens import TokenStore
 
 
@@ -28,15 +28,25 @@ def make_middleware(tokens: TokenStore, audit: AuditLog,
     @web.middleware
     async def gateway_middleware(request: web.Request, handler: Handler
                                  ) -> web.StreamResponse:
+        cors = cors_origin(request)
+        response: web.StreamResponse
         try:
-            cors = cors_origin(request)
             answer = preflight(request, cors)
             if answer is not None:
-                return json_answer(answer)
-            response = await guard(request, handler)
-            secure(request, response, cors)  # not on the errors raised: as before
-            return json_answer(response)
+                response = answer
+            elif _static_api(request):  # the dashboard's files never answer an API path
+                raise web.HTTPNotFound()
+            else:
+                response = json_answer(await guard(request, handler))
         except Exception as exc:  # noqa: BLE001 - error_response answers or raises it again
-            return error_response(request, exc)
+            response = error_response(request, exc)
+        secure(request, response, cors)  # every answer, errors too
+        return response
 
     return gateway_middleware
+
+
+def _static_api(request: web.Request) -> bool:
+    """An API path (headers.py `api_path`) that only the static route matched."""
+    return api_path(request.path) and isinstance(request.match_info.route.resource,
+                                                 web.StaticResource)

@@ -17,12 +17,12 @@ from legion.aggregator.store.query import group_keys
 from legion.kernel.errors import QueryError
 
 if TYPE_CHECKING:
-    from legion.aggregator.store.store import Store
+    from legion.aggregator.store.query_methods import QueryMethods
 
 RATE = "rate"
 
 
-def query_rate(store: Store, metric: str, node: str | None, labels: Mapping[str, str] | None,
+def query_rate(store: QueryMethods, metric: str, node: str | None, labels: Mapping[str, str] | None,
                since_ms: int | None, until_ms: int | None, step_ms: int | None,
                group_by: str | None) -> list[dict[str, Any]]:
     """Rows like `Store.query`'s, each value a rate per second."""

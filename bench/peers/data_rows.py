@@ -156,14 +156,16 @@ def client_average(rows: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def query_round(legion: Callable[[dict[str, Any]], Any], prefix: str, vm_url: str, lo: int,
-                end: int, order: list[str], reps: int) -> dict[str, float]:
+                end: int, order: list[str], reps: int,
+                vm_get: Callable[[str], Any] = http_get) -> dict[str, float]:
     """One series 1 h @ 1 m avg and the fleet average 1 h @ 5 m through `legion` (in-process
-    or HTTP) and VictoriaMetrics' query_range, the two sides in the given order."""
+    or HTTP) and VictoriaMetrics' query_range (`vm_get`: a new connection per request, or
+    `peers.KeepAlive.get_url`), the two sides in the given order."""
 
     def vm(query: str, step: int) -> Callable[[], Any]:
         q = urllib.parse.urlencode({"query": query, "start": lo / 1000, "end": end / 1000,
                                     "step": step})
-        return lambda: http_get(f"{vm_url}/api/v1/query_range?{q}")
+        return lambda: vm_get(f"{vm_url}/api/v1/query_range?{q}")
 
     sides: dict[str, Callable[[], dict[str, float]]] = {
         "legion": lambda: {

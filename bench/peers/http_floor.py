@@ -12,7 +12,9 @@ outside the repository, so that the aggregator's working directory does not shad
 
 Every target is served by its own process on 127.0.0.1 (both aggregators at once, each on its own
 copy of the DuckDB file) and read by the same client: `peers.http_get`, urllib, a new connection
-per request, as bench/peers/run.py's query row does. Each round measures every target in turn
+per request, as bench/peers/run.py's query row does; and the keep-alive row (`*_ka`): the
+same queries on one persistent `http.client.HTTPConnection` per target, as a poller,
+`requests.Session` or a browser asks. Each round measures every target in turn
 (the order reversed every other round), the median of `--reps` requests; the figure is the median
 over rounds and the ratios are against VictoriaMetrics in the same run; beside it, each server's
 on-CPU milliseconds per request (less sensitive to a shared machine's load). Prints JSON.
@@ -32,7 +34,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 
@@ -118,6 +120,12 @@ def start_legion(work: Path, db: Path, loop: str, env: dict[str, str]
     return proc, api.base, token
 
 
+def keepalive_get(url: str, headers: dict[str, str] | None = None) -> Callable[[], bytes]:
+    """GET `url` on its own persistent connection (`peers.KeepAlive`)."""
+    ka = peers.KeepAlive(url, headers)
+    return lambda: ka.get_url(url)
+
+
 def measure(fn: Callable[[], Any], pid: int, reps: int) -> tuple[float, float]:
     """Median wall ms of `reps` calls after 3 warm-up calls, and the server's (`pid`) on-CPU
     ms per call (all its threads, so an idle aggregator's own work is charged too)."""
@@ -170,16 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         def get(url: str, headers: dict[str, str] | None = None) -> Callable[[], Any]:
             return lambda: peers.http_get(url, headers=headers)
 
-        def vm(query: str, step: int) -> Callable[[], Any]:
+        def vm(query: str, step: int, how: Callable[..., Any] = get) -> Callable[[], Any]:
             q = urllib.parse.urlencode({"query": query, "start": lo / 1000,
                                         "end": end / 1000, "step": step})
-            return get(f"{vm_url}/api/v1/query_range?{q}")
+            return cast(Callable[[], Any], how(f"{vm_url}/api/v1/query_range?{q}"))
 
+        vm_one = 'avg_over_time(system_cpu_usage_percent{host="host-001",cpu="total"}[1m])'
+        vm_fleet = 'avg(avg_over_time(system_cpu_usage_percent{cpu="total"}[5m]))'
         targets: dict[str, tuple[Callable[[], Any], int]] = {
-            "vm_one": (vm('avg_over_time(system_cpu_usage_percent{host="host-001",cpu="total"}'
-                          '[1m])', 60), vm_peer.pid),
-            "vm_fleet": (vm('avg(avg_over_time(system_cpu_usage_percent{cpu="total"}[5m]))',
-                            300), vm_peer.pid),
+            "vm_one": (vm(vm_one, 60), vm_peer.pid),
+            "vm_fleet": (vm(vm_fleet, 300), vm_peer.pid),
+            "vm_one_ka": (vm(vm_one, 60, keepalive_get), vm_peer.pid),
+            "vm_fleet_ka": (vm(vm_fleet, 300, keepalive_get), vm_peer.pid),
             # a compiled server's floor: VictoriaMetrics' (Go net/http) answer with no query
             "vm_health": (get(vm_url + "/health"), vm_peer.pid)}
         for loop in LOOPS:
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, q in (("one", d.QUERY_ONE), ("fleet", d.QUERY_FLEET)):
                 qs = urllib.parse.urlencode(d.http_params(q, lo, end), doseq=True)
                 targets[f"{name}_{variant}"] = (get(f"{base}/api/v1/query?{qs}", auth), ap_.pid)
+                targets[f"{name}_{variant}_ka"] = (
+                    keepalive_get(f"{base}/api/v1/query?{qs}", auth), ap_.pid)
         for name, (t, _pid) in targets.items():  # every target answers before any timing
             assert t(), name
         peers.wait_quiet(*(p.pid for p in procs))
@@ -203,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append({k: measure(*targets[k], args.reps) for k in order})
         med = {k: round(statistics.median(r[k][0] for r in rounds), 3) for k in targets}
         cpu = {k: round(statistics.median(r[k][1] for r in rounds), 3) for k in targets}
-        ratios = {f"{k}_vs_vm": round(med[k] / med[f"vm_{k.split('_')[0]}"], 2)
+        ratios = {f"{k}_vs_vm": round(med[k] / med[f"vm_{k.split('_')[0]}"
+                                                  + ("_ka" if k.endswith("_ka") else "")], 2)
                   for k in med if k.startswith(("one_", "fleet_"))}
         # the floors against VictoriaMetrics' whole one-series answer
         ratios.update({f"{k}_vs_vm_one": round(med[k] / med["vm_one"], 2)

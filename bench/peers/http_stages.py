@@ -3,7 +3,7 @@ thread's CPU per request for a bare aiohttp app, `/whoami`, the one-series query
 average, each read by a client in another process (urllib, a new connection per request, as
 bench/peers/http_floor.py reads them), and optionally a cProfile of the query requests.
 
-    python bench/peers/http_stages.py [--reps 1000] [--rounds 3]
+    python bench/peers/http_stages.py [--reps 1000] [--rounds 3] [--front on|off]
         [--profile hello|whoami|one|fleet [--top 40] [--sort tottime]]
 
 `PYTHONPATH=/tmp/base python bench/peers/http_stages.py` measures another build (installed
@@ -14,6 +14,9 @@ The gateway is `create_app` over a real Store (DuckDB file in a temp dir), on uv
 security.enable_tls off and the access log on, as `legionctl aggregator run` serves it. Prints
 JSON: per target the median over rounds of the loop thread's CPU microseconds per request
 (the number the stages are read from: less sensitive to a shared machine than wall clock).
+A query the fast front answers (gateway/front.py) never enters the app: its `in_app_cpu_us` is
+0, and `front_answered` counts those requests; `--front off` serves every request through
+aiohttp, for a comparison in one build.
 """
 
 from __future__ import annotations
@@ -139,7 +142,9 @@ async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, A
     tokens = TokenStore(work / "tokens.json")
     token = tokens.add("admin", "admin")
     app = create_app(cfg, store, dict, tokens, audit=AuditLog(work / "audit.log"))
-    server = await start_gateway(app, cfg, host="127.0.0.1", port=peers.free_port())
+    server = await start_gateway(app, cfg, host="127.0.0.1", port=peers.free_port(),
+                                 **({} if args.front == "on" else {"fast_query": False}))
+    fronts = [s for s in server.runner.sites if hasattr(s, "answers")]
     bare = web.Application()
     bare.router.add_get("/", _hello)
     runner = web.AppRunner(bare, access_log=None)
@@ -174,7 +179,8 @@ async def serve_and_measure(work: Path, args: argparse.Namespace) -> dict[str, A
     import legion.aggregator.gateway as built
 
     return {"build": str(Path(built.__file__).parents[2]), "load": os.getloadavg(),
-            "reps": args.reps, "per_request": med,
+            "reps": args.reps, "front": args.front, "per_request": med,
+            "front_answered": sum(s.answers.answered for s in fronts),
             "over_hello_cpu_us": {k: round(v["cpu_us"] - med["hello"]["cpu_us"], 1)
                                   for k, v in med.items()},
             "profile": prof_text}
@@ -189,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", choices=("hello", "whoami", "one", "fleet"))
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sort", default="tottime", help="pstats order: tottime, cumulative, ...")
+    ap.add_argument("--front", choices=("on", "off"), default="on",
+                    help="off: every request through aiohttp (start_gateway's fast_query)")
     ap.add_argument("--access-log", choices=("file", "off"), default="file",
                     help="file: each line written to a file as `legionctl`'s stderr is by "
                          "run.py (the default); off: the access logger above INFO")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import platform
 import shutil
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -97,6 +99,36 @@ def http_get(url: str, timeout: float = 30, headers: dict[str, str] | None = Non
     req = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - loopback only
         return bytes(r.read())
+
+
+class KeepAlive:
+    """GETs on one persistent HTTP/1.1 connection to a loopback server (as a poller,
+    `requests.Session` or a browser asks), opened on the first; a refused answer or a connection
+    the server closed is an error, never a silent reconnect."""
+
+    def __init__(self, base: str, headers: dict[str, str] | None = None) -> None:
+        parts = urllib.parse.urlsplit(base)
+        assert parts.hostname in ("127.0.0.1", "::1", "localhost"), base  # loopback only
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        self.headers = headers or {}
+        self.opened = False
+
+    def get(self, target: str) -> bytes:
+        """The body of a 200 answer to `GET target` (path and query)."""
+        if self.opened and self.conn.sock is None:
+            raise SystemExit(f"{target}: the server closed the keep-alive connection")
+        self.conn.request("GET", target, headers=self.headers)
+        self.opened = True
+        r = self.conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise SystemExit(f"{target}: {r.status} {body[:200]!r}")
+        return body
+
+    def get_url(self, url: str) -> bytes:
+        """`get` of a whole URL on this connection's server."""
+        parts = urllib.parse.urlsplit(url)
+        return self.get(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def wait_http(url: str, timeout: float = 60) -> None:

@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +112,17 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
                     for r in range(rounds)]
             out["fleet_rows_http"] = len(api.get("/api/v1/query",
                                                  **d.http_params(d.QUERY_FLEET, lo, end)))
+            # keep-alive: one persistent connection to each server (a poller's, a browser's)
+            legion_ka = peers.KeepAlive(api.base, {"Authorization": f"Bearer {api.token}"})
+            vm_ka = peers.KeepAlive(vm_url)
+            res3 = [d.query_round(lambda q: json.loads(legion_ka.get("/api/v1/query?" + (
+                urllib.parse.urlencode(d.http_params(q, lo, end), doseq=True)))), "http_ka",
+                vm_url, lo, end, orders(r), size["query_reps"], vm_get=vm_ka.get_url)
+                    for r in range(rounds)]
         finally:
             agg.terminate()
             agg.wait(30)
-        res = [{**a, **b} for a, b in zip(res, res2, strict=True)]
+        res = [{**a, **b, **c} for a, b, c in zip(res, res2, res3, strict=True)]
         out["queries"] = res
         out.update(median_of(res))
     finally:
@@ -204,14 +212,18 @@ def table(r: dict[str, Any]) -> list[str]:
         f"{f(s['legion_one_inproc_ms'])} in-process, {f(s['legion_one_http_ms'])} HTTP | "
         f"VictoriaMetrics query_range {f(s['vm_one_http_ms'])} | in-process "
         f"{ratio(s['legion_one_inproc_ms'], s['vm_one_inproc_ms'])}, HTTP "
-        f"{ratio(s['legion_one_http_ms'], s['vm_one_http_ms'])} |",
+        f"{ratio(s['legion_one_http_ms'], s['vm_one_http_ms'])}; keep-alive "
+        f"{f(s['legion_one_http_ka_ms'])} against {f(s['vm_one_http_ka_ms'])}, "
+        f"{ratio(s['legion_one_http_ka_ms'], s['vm_one_http_ka_ms'])} |",
         f"| fleet average, {min(60, r['size']['minutes'])} min @ 5 m (ms) | "
         f"{f(s['legion_fleet_inproc_ms'])} in-process, {f(s['legion_fleet_http_ms'])} HTTP "
         f"(`group_by=*`, {s['fleet_rows_http']} rows; without it, every series to the client "
         f"and averaged there: {f(s['legion_fleet_nogroup_http_ms'])}) | "
         f"{f(s['vm_fleet_http_ms'])} | "
         f"in-process {ratio(s['legion_fleet_inproc_ms'], s['vm_fleet_inproc_ms'])}, HTTP "
-        f"{ratio(s['legion_fleet_http_ms'], s['vm_fleet_http_ms'])} |",
+        f"{ratio(s['legion_fleet_http_ms'], s['vm_fleet_http_ms'])}; keep-alive "
+        f"{f(s['legion_fleet_http_ka_ms'])} against {f(s['vm_fleet_http_ka_ms'])}, "
+        f"{ratio(s['legion_fleet_http_ka_ms'], s['vm_fleet_http_ka_ms'])} |",
         f"| node agent @ 1 s | {f(h['agent_cpu_percent'])} % CPU, {h['agent_rss_mib']:.1f} MiB, "
         f"{h['agent_series']:.0f} series, {f(h['agent_cpu_ms_per_1k_samples'])} CPU-ms per 1k "
         f"samples | node_exporter (scraped 1/s) {f(h['node_exporter_cpu_percent'])} %, "

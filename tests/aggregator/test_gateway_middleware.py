@@ -75,3 +75,42 @@ def test_access_log_has_one_line_per_request_and_no_query_string(
         (logging.INFO, "event=http method=GET path=/api/v1/query status=200")]
     assert all(r.getMessage().endswith("remote=127.0.0.1") for r in lines)
     assert not any(token in r.getMessage() for r in caplog.records)
+
+
+def test_error_answers_carry_the_security_headers_and_api_misses_are_json(
+        tmp_path: Path) -> None:
+    """400 (a handler's BadRequest), 404 and 405 (aiohttp's router), a 404 of the static
+    route under /api/ and a CORS answer of an allowed origin: all JSON, all with the security
+    headers every other answer has."""
+    env = Env(tmp_path, security={"allowed_origins": ["tauri://localhost"]})
+
+    async def scenario() -> None:
+        async with env.serve() as srv, aiohttp.ClientSession() as s:
+            for method, path, status in (
+                    ("GET", "/api/v1/query?metric=x&bogus=1", 400),
+                    ("GET", "/api/v1/query", 400),
+                    ("DELETE", "/api/v1/whoami", 405),
+                    ("GET", "/api/v1/no-such-route", 404),
+                    ("GET", "/api/no-such-file.bin", 404),
+                    ("GET", "/metrics/../api/x", 404),
+                    ("HEAD", "/api/v1/no-such-route", 404)):
+                headers = {**env.auth("admin"), "Origin": "tauri://localhost"}
+                async with s.request(method, srv.url + path, headers=headers) as r:
+                    assert r.status == status, (method, path)
+                    assert r.content_type == "application/json", (method, path)
+                    if method != "HEAD":
+                        assert isinstance((await r.json())["error"], str), (method, path)
+                    for k, v in SECURITY.items():
+                        assert r.headers.get(k) == v, (method, path, k)
+                    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+                    assert r.headers["Access-Control-Allow-Origin"] == "tauri://localhost"
+            for origin, status in (("tauri://localhost", 204), ("http://elsewhere", 403)):
+                async with s.options(srv.url + "/api/v1/query", headers={
+                        "Origin": origin, "Access-Control-Request-Method": "GET"}) as r:
+                    assert r.status == status, origin
+                    for k, v in SECURITY.items():
+                        assert r.headers.get(k) == v, (origin, k)
+    try:
+        run(scenario())
+    finally:
+        env.store.close()
