@@ -9,10 +9,18 @@ them together would pass `HISTORY_BUDGET_POINTS`; a snapshot carries at most
 from __future__ import annotations
 
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from legion.aggregator.gateway.fleet import AGENT_CHART_KEYS, HOST_CHART_KEYS
+from legion.aggregator.gateway.fleet import (
+    AGENT_CHART_KEYS,
+    AGENT_PREFIX,
+    HOST_CHART_KEYS,
+    HOST_PREFIX,
+    FleetBuilder,
+    metric_key,
+)
+from legion.aggregator.gateway.live_rows import RowKey
 
 HISTORY_BUDGET_POINTS = 2_000_000
 """All chart series together keep at most this many points (16 bytes each, ~32 MB)."""
@@ -95,3 +103,57 @@ class ChartHistory:
         limit = min(self.limit(), max(10, SNAPSHOT_HISTORY_MAX_POINTS // max(1, n_series)))
         return {ent: {k: ring.points(limit) for k, ring in series.items()}
                 for ent, series in hist.items()}
+
+
+class ChartRecorder:
+    """Feeds a `ChartHistory` from every update of the live rows (an agent's batch, a commit's
+    rows, a store read), watched or not: what a late client's snapshot holds does not depend on
+    how often, or whether, the hub rebuilt the fleet meanwhile.
+
+    It keeps each node's rows of the series that chart keys come from, and after an update
+    rebuilds that node's chart entries from them with its own `FleetBuilder` (the same folds
+    and counter rates as the fleet's, over a handful of rows)."""
+
+    def __init__(self, history: ChartHistory, builder: FleetBuilder) -> None:
+        self.history = history
+        self._builder = builder  # its own: counter rates follow these updates, not the fleet's
+        self._rows: dict[str, dict[RowKey, Mapping[str, Any]]] = {}
+        self._charted: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+
+    def observe(self, pairs: Iterable[tuple[RowKey, Mapping[str, Any]]], now_ms: int) -> None:
+        """Take the newer of `pairs` ((node, metric, labels), row) and record the chart points
+        of each node they touched."""
+        touched: set[str] = set()
+        for k, r in pairs:
+            charted = self._charted.get(k[1:])
+            if charted is None:
+                charted = self._charted[k[1:]] = _charted(k[1], k[2])
+            if not charted:
+                continue
+            rows = self._rows.setdefault(k[0], {})
+            cur = rows.get(k)
+            if cur is None or r["ts_ms"] > cur["ts_ms"]:
+                rows[k] = r
+                touched.add(k[0])
+        for node in touched:
+            self._record(node, now_ms)
+
+    def _record(self, node: str, now_ms: int) -> None:
+        rows = self._rows[node].values()
+        system = [r for r in rows if r["metric"].startswith(HOST_PREFIX)]
+        if system:
+            hosts = self._builder.host_entries(system, now_ms)
+            self.history.record("system_health", {"hosts": list(hosts.values())})
+        agent = [r for r in rows if r["metric"].startswith(AGENT_PREFIX)]
+        if agent:
+            self.history.record("agent_metrics",
+                                {"agents": self._builder.assemble({}, agent, now_ms)["agents"]})
+
+
+def _charted(metric: str, labels: tuple[tuple[str, str], ...]) -> bool:
+    """Whether a series feeds a chart key (directly, folded, or as a counter's rate)."""
+    for prefix, keys in ((HOST_PREFIX, HOST_CHART_KEYS), (AGENT_PREFIX, AGENT_CHART_KEYS)):
+        if metric.startswith(prefix):
+            return any(k is not None and (k in keys or k.removesuffix("_total") + "_per_s" in keys)
+                       for k in metric_key(metric, prefix, dict(labels)))
+    return False
