@@ -7,16 +7,16 @@ gets each agent batch as ingest accepts it, before its commit (docs/internals.md
 path"); else a store that offers `subscribe_commits` (the local `Store`) pushes what each commit
 stored. The hub then rebuilds only the hosts those rows touched, as soon as they land (no store
 read); the poll then reads only the sources (and rebuilds the whole fleet: staleness), and the
-store again every `RESYNC_S`. Topics
-`anomalies` and `forecasts` (and extra `alerts`) come from `sources` callables polled the same
-way, or are pushed with `push()`. Memory is bounded: history keeps `max_history_points` per
-series, event lists the same number of newest items.
+store again every `RESYNC_S`. While nobody watches (no client, no fleet read for
+`WATCH_GRACE_S`), a tick only folds the pushed rows in. Chart history follows every update of
+the live rows either way (`history.ChartRecorder`). Topics `anomalies` and `forecasts` (and
+extra `alerts`) come from `sources` callables polled the same way, or are pushed with `push()`.
+Memory is bounded: history keeps `max_history_points` per series, event lists the same number.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,8 +28,8 @@ from legion.aggregator.gateway.fleet import FleetBuilder
 from legion.aggregator.gateway.fleet_patch import HostPatch, host_index, patch_hosts
 from legion.aggregator.gateway.history import ChartHistory, ChartRecorder
 from legion.aggregator.gateway.hub_topics import TOPICS as TOPICS  # imported from here too
+from legion.aggregator.gateway.hub_topics import EncodedUpdates, topic_diff, topic_states
 from legion.aggregator.gateway.hub_topics import merge_update as merge_update
-from legion.aggregator.gateway.hub_topics import topic_diff
 from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows, RowKey, row_key
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
@@ -107,7 +107,7 @@ class Hub:
         self._live = LiveRows()
         self._hosts: dict[str, dict[str, Any]] = {}  # host entries by node, rebuilt when dirty
         self._host_index: dict[str, int] = {}  # where each node is in `fleet["hosts"]`
-        self._encoded: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
+        self._encoded = EncodedUpdates(ENCODED_KEPT)
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
         self._wake = asyncio.Event()
         self._wake_pending = False
@@ -237,18 +237,16 @@ class Hub:
             await asyncio.sleep((time.thread_time() - t0) * (1 / PUSH_DUTY - 1))
 
     def _unwatched_tick(self) -> None:
-        """Nobody watches: only fold the pushed rows in (which records their chart history),
-        and drop the fleet, so that the next reader rebuilds it (`refresh`) from the store.
-
-        A rebuild and diff per tick was most of the idle aggregator's event loop (issue 17);
-        the chart history a late client gets is the same either way (`ChartRecorder`)."""
+        """Nobody watches: only fold the pushed rows in (their chart history with them), and
+        drop the fleet: its next reader rebuilds it (`refresh`). A rebuild per tick was most of
+        the idle aggregator's event loop (issue 17)."""
         self._live.drain(self._observe)
         self._fleet = None
         self._next_resync = 0.0  # the first watched tick reads the store again
         self.stats["unwatched_ticks"] += 1
 
     def _observe(self, pairs: Sequence[tuple[RowKey, Mapping[str, Any]]]) -> None:
-        self._chart.observe(pairs, now_ms())
+        self._chart.observe(pairs, now_ms())  # chart history: every update, watched or not
 
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
@@ -274,8 +272,9 @@ class Hub:
             now = now_ms()
             agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()
-            if read_sources:  # a poll: hosts without new data may have turned stale
-                dirty |= self._aging(now)
+            if read_sources:  # a poll: hosts past `stale_ms` without data follow the clock
+                dirty |= {n for n, h in self._hosts.items()
+                          if h["ts_ms"] < now - self.builder.stale_ms}
             if dirty:
                 fresh = self.builder.host_entries(self._live.rows("system_", dirty), now)
                 for node in dirty:
@@ -297,12 +296,6 @@ class Hub:
                 self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
             return fleet
-
-    def _aging(self, now: int) -> set[str]:
-        """Hosts whose health follows the clock now: past `stale_ms` without data (a stale
-        host's reason says for how long)."""
-        limit = now - self.builder.stale_ms
-        return {n for n, h in self._hosts.items() if h["ts_ms"] < limit}
 
     def _read(self, read_store: bool, read_sources: bool
               ) -> tuple[list[dict[str, Any]] | None, dict[str, list[Any]]]:
@@ -327,15 +320,8 @@ class Hub:
             del self._alert_since[gone]
         events = {t: extra.get(t, []) + list(self._pushed[t].values())
                   for t in ("anomalies", "forecasts")}
-        anomalies = sorted(events["anomalies"], key=lambda e: e.get("ts_ms", 0))
-        new_state = {
-            "system_health": {"hosts": fleet["hosts"], "departments": fleet["departments"],
-                              "summary": fleet["summary"]},
-            "agent_metrics": {"agents": fleet["agents"], "links": fleet["links"]},
-            "alerts": {"alerts": alerts},
-            "anomalies": {"anomalies": anomalies[-self.max_history:]},
-            "forecasts": {"forecasts": events["forecasts"]},
-        }
+        new_state = topic_states(fleet, alerts, events["anomalies"], events["forecasts"],
+                                 self.max_history)
         for topic, data in new_state.items():
             old: Mapping[str, Any] = self.state[topic]
             if patch is None or topic != "system_health":
@@ -377,14 +363,8 @@ class Hub:
     def encoded(self, data: dict[str, Any]) -> str:
         """The JSON of an update as published: encoded once, the same text for every client
         (`data` is never mutated after `publish`)."""
-        hit = self._encoded.get(id(data))
-        if hit is not None and hit[0] is data:
-            return hit[1]
-        text = json.dumps(data)
-        self.stats["encoded"] += 1
-        self._encoded[id(data)] = (data, text)
-        while len(self._encoded) > ENCODED_KEPT:
-            del self._encoded[next(iter(self._encoded))]
+        text, fresh = self._encoded.text(data)
+        self.stats["encoded"] += fresh
         return text
 
     def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:

@@ -1,8 +1,10 @@
-"""The hub's topic data: how each list field is keyed, how an update merges into what a client
-holds (`merge_update`), and what changed between two versions of a topic (`topic_diff`)."""
+"""The hub's topic data: what each topic holds (`topic_states`), how each list field is keyed,
+how an update merges into what a client holds (`merge_update`), what changed between two
+versions of a topic (`topic_diff`), and each update's JSON, encoded once (`EncodedUpdates`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -75,3 +77,39 @@ def topic_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]
     if "summary" in new and (out or new["summary"] != old.get("summary")):
         out["summary"] = new["summary"]  # counts change without a host changing, too
     return out
+
+
+def topic_states(fleet: Mapping[str, Any], alerts: list[dict[str, Any]],
+                 anomalies: list[dict[str, Any]], forecasts: list[dict[str, Any]],
+                 max_events: int) -> dict[str, dict[str, Any]]:
+    """Each topic's data: the fleet's parts, the alerts, the newest `max_events` anomalies
+    (oldest first) and the forecasts."""
+    anomalies = sorted(anomalies, key=lambda e: e.get("ts_ms", 0))
+    return {
+        "system_health": {"hosts": fleet["hosts"], "departments": fleet["departments"],
+                          "summary": fleet["summary"]},
+        "agent_metrics": {"agents": fleet["agents"], "links": fleet["links"]},
+        "alerts": {"alerts": alerts},
+        "anomalies": {"anomalies": anomalies[-max_events:]},
+        "forecasts": {"forecasts": forecasts},
+    }
+
+
+class EncodedUpdates:
+    """The JSON of the `kept` most recent updates, each encoded once for every client (an
+    update is never mutated after it is published)."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._texts: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
+
+    def text(self, data: dict[str, Any]) -> tuple[str, bool]:
+        """`data`'s JSON, and whether it was encoded just now."""
+        hit = self._texts.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1], False
+        text = json.dumps(data)
+        self._texts[id(data)] = (data, text)
+        while len(self._texts) > self.kept:
+            del self._texts[next(iter(self._texts))]
+        return text, True
