@@ -47,8 +47,9 @@ pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not str
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
 WATCH_GRACE_S = 60.0
-"""The hub counts as watched while it has a client, and this long after its fleet was read
-(`GET /api/v1/fleet`); unwatched, with pushed rows, its ticks only fold them in (`_run`)."""
+"""Watched: a client, or a read of `fleet` (`GET /api/v1/fleet`) this recent (`_run`)."""
+UNWATCHED_TICK_S = 5.0
+"""Unwatched, a tick (only folding pushed rows in) comes this often; a reader refreshes."""
 
 class Subscriber(Protocol):
     """What the hub needs from a WebSocket client."""
@@ -192,9 +193,11 @@ class Hub:
         try:
             while True:
                 pushed = self._unsubscribe is not None
+                step = self.interval_s
                 try:
                     if pushed and self.stats["ticks"] and not self.watched:  # the 1st builds
                         self._unwatched_tick()
+                        step = max(step, UNWATCHED_TICK_S)
                     else:
                         await self._refresh(
                             read_store=not pushed or loop.time() >= self._next_resync)
@@ -209,7 +212,7 @@ class Hub:
                         log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
                 if self.on_tick is not None:
                     self.on_tick()
-                next_at += self.interval_s
+                next_at += step
                 next_at = max(next_at, loop.time())  # overran: skip, don't burst
                 await asyncio.sleep(next_at - loop.time())
         finally:
@@ -242,7 +245,6 @@ class Hub:
         the idle aggregator's event loop (issue 17)."""
         self._live.drain(self._observe)
         self._fleet = None
-        self._next_resync = 0.0  # the first watched tick reads the store again
         self.stats["unwatched_ticks"] += 1
 
     def _observe(self, pairs: Sequence[tuple[RowKey, Mapping[str, Any]]]) -> None:

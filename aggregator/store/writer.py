@@ -162,15 +162,11 @@ class StoreWriter:
             [np.full(len(b.batch), b.key not in in_head) for b in accepted])[order]
         nodes = self._node_updates(accepted)
         try:
-            fresh_minutes = write_transaction(
-                self._con, accepted, new_series, sid, ts, val,
-                raw_kept_since_ms=self.raw_kept_since_ms, late_ms=self.late_ms,
-                rollups=self.rollups, dirty=self.dirty)
+            self._transaction(accepted, new_series, sid, ts, val)
         except duckdb.Error as exc:
             if new_series:  # ids of series that were not stored are handed out again
                 self._next_id = count(min(new_series.values()))
             raise StoreError(f"write of {len(accepted)} batches failed: {exc}") from exc
-        self.dirty.update(fresh_minutes)
         with self._lock:
             self.series.update(new_series)
             self.keys.update((v, k) for k, v in new_series.items())
@@ -184,6 +180,14 @@ class StoreWriter:
         if fresh is not None:
             self.head_rows = (sid[fresh], ts[fresh], val[fresh])
         return WriteResult(tuple(b.key for b in accepted), tuple(duplicates), int(ts.shape[0]))
+
+    def _transaction(self, accepted: list[IncomingBatch], new_series: dict[SeriesKey, int],
+                     sid: np.ndarray, ts: np.ndarray, val: np.ndarray) -> None:
+        """The write's one transaction (transaction.py); the minutes it marked join `dirty`."""
+        self.dirty.update(write_transaction(
+            self._con, accepted, new_series, sid, ts, val,
+            raw_kept_since_ms=self.raw_kept_since_ms, late_ms=self.late_ms,
+            rollups=self.rollups, dirty=self.dirty))
 
     def resolved(self, b: IncomingBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """A batch's points as (series id, ts, value) sorted like a write's when every one of its

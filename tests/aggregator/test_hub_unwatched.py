@@ -10,6 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from legion.aggregator.gateway import hub as hub_mod
 from legion.aggregator.gateway.hub import Hub
 from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.store import IncomingBatch, Store
@@ -47,7 +50,9 @@ def agent_batch(seq: int, ts: int) -> IncomingBatch:
     return IncomingBatch("web-1", 1, seq, MetricsBatch.from_samples(samples), ts)
 
 
-def test_an_unwatched_hub_records_the_same_history_without_rebuilding(tmp_path: Path) -> None:
+def test_an_unwatched_hub_records_the_same_history_without_rebuilding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_mod, "UNWATCHED_TICK_S", 0.05)  # as often as watched, here
     config = config_from_dict({"dashboard_config": {"update_interval_ms": 50}})
     store = Store(tmp_path / "legion.duckdb")
     feeds = {"watched": LiveFeed(), "unwatched": LiveFeed()}
