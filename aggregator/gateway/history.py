@@ -9,7 +9,7 @@ them together would pass `HISTORY_BUDGET_POINTS`; a snapshot carries at most
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from legion.aggregator.gateway.fleet import (
@@ -106,48 +106,56 @@ class ChartHistory:
 
 
 class ChartRecorder:
-    """Feeds a `ChartHistory` from every update of the live rows (an agent's batch, a commit's
-    rows, a store read), watched or not: what a late client's snapshot holds does not depend on
-    how often, or whether, the hub rebuilt the fleet meanwhile.
-
-    It keeps each node's rows of the series that chart keys come from, and after an update
-    rebuilds that node's chart entries from them with its own `FleetBuilder` (the same folds
-    and counter rates as the fleet's, over a handful of rows)."""
+    """Chart points while the hub does not rebuild (nobody watches): after each pushed batch or
+    commit, the chart entries of the nodes it touched, from each node's live rows of the series
+    chart keys come from, with the hub's `FleetBuilder` (the same folds, and counter rates that
+    go on across watched and unwatched stretches). A late client's snapshot so holds a point
+    per batch, as if the hub had rebuilt the fleet for each one (a watched hub records from its
+    diffs, `Hub._apply`)."""
 
     def __init__(self, history: ChartHistory, builder: FleetBuilder) -> None:
         self.history = history
-        self._builder = builder  # its own: counter rates follow these updates, not the fleet's
-        self._rows: dict[str, dict[RowKey, Mapping[str, Any]]] = {}
+        self._builder = builder
+        self._named: dict[str, bool] = {}  # metric name -> may feed a chart key
         self._charted: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
 
-    def observe(self, pairs: Iterable[tuple[RowKey, Mapping[str, Any]]], now_ms: int) -> None:
-        """Take the newer of `pairs` ((node, metric, labels), row) and record the chart points
-        of each node they touched."""
-        touched: set[str] = set()
-        for k, r in pairs:
-            charted = self._charted.get(k[1:])
-            if charted is None:
-                charted = self._charted[k[1:]] = _charted(k[1], k[2])
-            if not charted:
-                continue
-            rows = self._rows.setdefault(k[0], {})
-            cur = rows.get(k)
-            if cur is None or r["ts_ms"] > cur["ts_ms"]:
-                rows[k] = r
-                touched.add(k[0])
-        for node in touched:
-            self._record(node, now_ms)
+    def record(self, pairs: Iterable[tuple[RowKey, Mapping[str, Any]]],
+               rows_of: Callable[[str], Iterable[tuple[RowKey, Mapping[str, Any]]]],
+               now_ms: int) -> None:
+        """After `pairs` ((node, metric, labels), row) were folded into the live rows (each
+        node's: `rows_of`), record the chart points of the nodes whose chart series they
+        touched."""
+        for node in {k[0] for k, _ in pairs if self._is_charted(k)}:
+            rows = [r for k, r in rows_of(node) if self._is_charted(k)]
+            system = [r for r in rows if r["metric"].startswith(HOST_PREFIX)]
+            if system:
+                hosts = self._builder.host_entries(system, now_ms)
+                self.history.record("system_health", {"hosts": list(hosts.values())})
+            agent = [r for r in rows if r["metric"].startswith(AGENT_PREFIX)]
+            if agent:
+                self.history.record("agent_metrics",
+                                    {"agents": self._builder.assemble({}, agent, now_ms)["agents"]})
 
-    def _record(self, node: str, now_ms: int) -> None:
-        rows = self._rows[node].values()
-        system = [r for r in rows if r["metric"].startswith(HOST_PREFIX)]
-        if system:
-            hosts = self._builder.host_entries(system, now_ms)
-            self.history.record("system_health", {"hosts": list(hosts.values())})
-        agent = [r for r in rows if r["metric"].startswith(AGENT_PREFIX)]
-        if agent:
-            self.history.record("agent_metrics",
-                                {"agents": self._builder.assemble({}, agent, now_ms)["agents"]})
+    def _is_charted(self, k: RowKey) -> bool:
+        named = self._named.get(k[1])
+        if named is None:
+            named = self._named[k[1]] = _named(k[1])
+        if not named:  # most series: one lookup by name
+            return False
+        charted = self._charted.get(k[1:])
+        if charted is None:
+            charted = self._charted[k[1:]] = _charted(k[1], k[2])
+        return charted
+
+
+def _named(metric: str) -> bool:
+    """Whether some labels could make `metric` feed a chart key (split labels only append to
+    its name; a counter's rate drops `_total`)."""
+    for prefix, keys in ((HOST_PREFIX, HOST_CHART_KEYS), (AGENT_PREFIX, AGENT_CHART_KEYS)):
+        if metric.startswith(prefix):
+            stem = metric.removeprefix(prefix).removesuffix("_total")
+            return any(k.startswith(stem) for k in keys)
+    return False
 
 
 def _charted(metric: str, labels: tuple[tuple[str, str], ...]) -> bool:

@@ -8,11 +8,10 @@ path"); else a store that offers `subscribe_commits` (the local `Store`) pushes 
 stored. The hub then rebuilds only the hosts those rows touched, as soon as they land (no store
 read); the poll then reads only the sources (and rebuilds the whole fleet: staleness), and the
 store again every `RESYNC_S`. While nobody watches (no client, no fleet read for
-`WATCH_GRACE_S`), a tick only folds the pushed rows in. Chart history follows every update of
-the live rows either way (`history.ChartRecorder`). Topics `anomalies` and `forecasts` (and
-extra `alerts`) come from `sources` callables polled the same way, or are pushed with `push()`.
-Memory is bounded: history keeps `max_history_points` per series, event lists the same number.
-"""
+`WATCH_GRACE_S`), a tick only folds the pushed rows in, with their chart history
+(`history.ChartRecorder`). Topics `anomalies` and `forecasts` (and extra `alerts`) come from
+`sources` callables polled the same way, or are pushed with `push()`. Memory is bounded:
+history keeps `max_history_points` per series, event lists the same number."""
 
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ from legion.aggregator.gateway.history import ChartHistory, ChartRecorder
 from legion.aggregator.gateway.hub_topics import TOPICS as TOPICS  # imported from here too
 from legion.aggregator.gateway.hub_topics import EncodedUpdates, topic_diff, topic_states
 from legion.aggregator.gateway.hub_topics import merge_update as merge_update
-from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows, RowKey, row_key
+from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows, RowKey
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
 
@@ -96,7 +95,7 @@ class Hub:
             "agent_metrics": {"agents": [], "links": []}, "alerts": {"alerts": []},
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
         self.history = ChartHistory(self.max_history)
-        self._chart = ChartRecorder(self.history, FleetBuilder(config))
+        self._chart = ChartRecorder(self.history, self.builder)  # unwatched: no rebuilds
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
                       "pushes": 0, "encoded": 0, "unwatched_ticks": 0}
@@ -240,15 +239,15 @@ class Hub:
             await asyncio.sleep((time.thread_time() - t0) * (1 / PUSH_DUTY - 1))
 
     def _unwatched_tick(self) -> None:
-        """Nobody watches: only fold the pushed rows in (their chart history with them), and
-        drop the fleet: its next reader rebuilds it (`refresh`). A rebuild per tick was most of
-        the idle aggregator's event loop (issue 17)."""
-        self._live.drain(self._observe)
+        """Nobody watches: only fold the pushed rows in, recording their chart points as a
+        rebuild would (`ChartRecorder`), and drop the fleet: its next reader rebuilds it
+        (`refresh`). A rebuild per tick was most of the idle aggregator's event loop (issue 17)."""
+        self._live.drain(self._record_charts)
         self._fleet = None
         self.stats["unwatched_ticks"] += 1
 
-    def _observe(self, pairs: Sequence[tuple[RowKey, Mapping[str, Any]]]) -> None:
-        self._chart.observe(pairs, now_ms())  # chart history: every update, watched or not
+    def _record_charts(self, pairs: Sequence[tuple[RowKey, Mapping[str, Any]]]) -> None:
+        self._chart.record(pairs, self._live.items_of, now_ms())
 
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
@@ -269,8 +268,7 @@ class Hub:
                 self._extra = extra
             if rows is not None:
                 self._live.replace(rows, keep_newer=self._unsubscribe is not None)
-                self._observe([(row_key(r), r) for r in rows])
-            self._live.drain(self._observe)
+            self._live.drain()
             now = now_ms()
             agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()
@@ -334,6 +332,8 @@ class Hub:
                 if diff or data["summary"] != old.get("summary"):
                     diff["summary"] = data["summary"]
                 old = {"hosts": patch.before}
+            if topic in self.history:  # a host or agent with a new point is in the diff
+                self.history.record(topic, diff)
             delta = delta_update(old, diff) if diff and self._wants_delta(topic) \
                 and any(f in diff for f in DELTA_FIELDS) else None
             self.state[topic] = data

@@ -124,6 +124,10 @@ class LiveRows:
         return [r for n in (having if nodes is None else having.intersection(nodes))
                 for r in self._nodes[n].values() if r["metric"].startswith(prefix)]
 
+    def items_of(self, node: str) -> Iterable[tuple[RowKey, Mapping[str, Any]]]:
+        """One node's (key, row) pairs."""
+        return self._nodes.get(node, {}).items()
+
     def take_dirty(self) -> set[str]:
         """The nodes changed since the last call (then none are; `dirty_prefixes` says which
         kinds of rows changed until this call)."""
