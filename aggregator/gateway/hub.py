@@ -109,8 +109,7 @@ class Hub:
         self._host_index: dict[str, int] = {}  # where each node is in `fleet["hosts"]`
         self._encoded = EncodedUpdates(ENCODED_KEPT)
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
-        self._wake = asyncio.Event()
-        self._wake_pending = False
+        self._wake, self._wake_pending = asyncio.Event(), False
         self._unsubscribe: Callable[[], None] | None = None
         self._next_resync = 0.0
 
@@ -268,7 +267,8 @@ class Hub:
                 self._extra = extra
             if rows is not None:
                 self._live.replace(rows, keep_newer=self._unsubscribe is not None)
-            self._live.drain()
+            # unwatched until now: queued rows get chart points per batch (no diff records them)
+            self._live.drain(self._record_charts if self._fleet is None else None)
             now = now_ms()
             agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()

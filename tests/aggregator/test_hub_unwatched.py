@@ -110,3 +110,41 @@ def test_an_unwatched_hub_records_the_same_history_without_rebuilding(
         asyncio.run(asyncio.wait_for(go(), 120))
     finally:
         store.close()
+
+
+def test_the_first_reader_after_an_unwatched_stretch_keeps_every_batch_in_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches still queued when a reader comes (the unwatched tick is far away) get a chart
+    point each, not one for all of them."""
+    monkeypatch.setattr(hub_mod, "UNWATCHED_TICK_S", 600.0)
+    config = config_from_dict({"dashboard_config": {"update_interval_ms": 50}})
+    store = Store(tmp_path / "legion.duckdb")
+    feed = LiveFeed()
+    hub = Hub(config, store, live_feed=feed)
+
+    async def go() -> None:
+        await hub.start()
+        try:
+            deadline = time.monotonic() + 30
+            while hub.stats["unwatched_ticks"] < 1:  # then it sleeps for 10 minutes
+                assert time.monotonic() < deadline, "no unwatched tick"
+                await asyncio.sleep(0.02)
+            t0 = int(time.time() * 1000) - 60_000
+            for seq in (1, 2, 3):
+                sender = threading.Thread(target=feed.publish,
+                                          args=(agent_batch(seq, t0 + 1000 * seq),))
+                sender.start()
+                sender.join(30)
+            assert len(hub._live._pushed) == 3  # noqa: SLF001 - all three still queued
+            assert hub.fleet is None
+            fleet = await hub.refresh()
+            assert fleet["hosts"][0]["metrics"]["cpu_usage_percent"] == 13.0
+            cpu = hub.snapshot("system_health")["history"]["web-1"]["cpu_usage_percent"]
+            assert [v for _, v in cpu] == [11.0, 12.0, 13.0]
+        finally:
+            await hub.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 120))
+    finally:
+        store.close()
