@@ -14,9 +14,9 @@ from __future__ import annotations
 
 MIN_CAP = 500
 """Never fewer new series per commit than this. At 2,000 (before commits shrank to 4 statements
-and batches with many new series got a commit of their own, `ingest.HEAVY_NEW_SERIES`) the floor
-overrode the budget on a loaded box (2,000 x 57 us = 114 ms against 50): with 500, a quiet
-node's added latency during a 100,000-series flood fell from p50/p95/max 115-121/1164-1794/
+and batches with many new series got a commit of their own, `commit_groups.HEAVY_NEW_SERIES`)
+the floor overrode the budget on a loaded box (2,000 x 57 us = 114 ms against 50): with 500, a
+quiet node's added latency during a 100,000-series flood fell from p50/p95/max 115-121/1164-1794/
 1513-2099 ms to 23-45/709-770/1009-1266 ms, the flood answered in 10.9-13.7 s against
 10.6-11.0 s (2 runs each, alternating, load ~13; bench/results/ingest_parity.txt). Much lower,
 every commit's fixed cost makes a flood drain slowly (at 5+ statements per commit, 91 s against

@@ -22,8 +22,6 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
@@ -31,6 +29,14 @@ import zmq
 from legion.aggregator.acceptance import Acceptor
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.commit_budget import CommitBudget
+from legion.aggregator.commit_groups import (
+    AGGREGATOR_NODE,
+    CommitGroups,
+    Group,
+    gather_wait,
+    group_wait,
+    ranges_of,
+)
 from legion.aggregator.config import AggregatorSettings
 from legion.aggregator.fair_inbox import FairInbox
 from legion.aggregator.inbound import WAKE, Accepted, Frame, Inbound, Refused, Wake
@@ -38,12 +44,9 @@ from legion.aggregator.limits import SeriesLimits
 from legion.aggregator.live_feed import LiveFeed
 from legion.aggregator.receiver import heartbeat_ms
 from legion.aggregator.store import IncomingBatch, Store
-from legion.aggregator.store.health import is_checkpoint_busy
 from legion.aggregator.telemetry import IngestTelemetry
 from legion.kernel.curve import server_socket
 from legion.proto import (
-    ACK_CHECKPOINTED,
-    ACK_COMMITTED,
     ACK_REJECTED,
     KIND_ACK,
     Ack,
@@ -54,72 +57,9 @@ from legion.proto import (
 
 log = logging.getLogger("legion.aggregator.ingest")
 
-AGGREGATOR_NODE = "aggregator"
 SELF_METRICS_SECS = 5.0
 CHECKPOINT_SECS = 10.0
 CHECKPOINT_RETRY_SECS = 0.5
-COMMIT_FAIL_LOG_SECS = 10.0
-HEAVY_NEW_SERIES = 200
-"""A batch that brings at least this many new series is committed after the rest of its group,
-in a commit of its own: the other batches' commit is not held by its series creation."""
-QUIET_SECS = 0.005
-"""A group is committed once nothing more has arrived for this long, if the last commit was at
-least `commit_interval_ms` ago: a lone batch (or a burst) is stored at once, not at the end of an
-interval, and commits stay at most one per interval."""
-GATHER_POINTS = 2_000
-"""With `commit_max_delay_ms`, a group of fewer points than this (a low rate: one agent sends ~116
-a second) keeps gathering batches until that long after its first one, so that several share one
-commit; from this size it is committed as without the delay. A commit's cost is nearly all fixed
-(BEGIN, points, batches, COMMIT: ~2.5 ms of CPU whether it holds 1 or 5 agent batches, measured),
-so at one agent this is most of the writer's CPU. At 200 hosts a 100 ms group holds ~2,300 points:
-commits there are unchanged."""
-
-
-def group_wait(now: float, deadline: float, has_group: bool, may_commit_early: float) -> float:
-    """How long the writer waits for the next frame of a group (<= 0: commit it now): until the
-    group's deadline (one interval after its first batch), and once it holds a batch, only
-    `QUIET_SECS` more (not before `may_commit_early`, one interval after the last commit)."""
-    if not has_group:
-        return deadline - now
-    return min(deadline - now, max(0.0, may_commit_early - now) + QUIET_SECS)
-
-
-def gather_wait(now: float, first_at: float, points: int, max_delay: float) -> float:
-    """How long a group whose first batch came at `first_at` still waits to gather more batches
-    (<= 0: not at all): until `max_delay` after it while it holds fewer than `GATHER_POINTS`."""
-    if max_delay <= 0 or points >= GATHER_POINTS:
-        return 0.0
-    return first_at + max_delay - now
-
-
-def ranges_of(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:
-    """Compress integers into sorted inclusive (first, last) runs."""
-    out: list[list[int]] = []
-    for s in sorted(set(seqs)):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return tuple((a, b) for a, b in out)
-
-
-@dataclass
-class Group:
-    """Batches for one commit: what is stored, and the accepted ones to settle after it."""
-
-    batches: list[IncomingBatch] = field(default_factory=list)
-    accepted: list[Accepted] = field(default_factory=list)
-    new_series: int = 0
-
-    def add(self, item: Accepted | IncomingBatch) -> None:
-        """Add one batch (an `IncomingBatch` is the aggregator's own: nothing to settle)."""
-        if isinstance(item, Accepted):
-            self.accepted.append(item)
-            self.new_series += len(item.new_series)
-            item = item.batch
-        self.batches.append(item)
-
-
 class IngestWriter(threading.Thread):
     """Commits accepted batches in ~commit_interval groups, then acks them; accepts the bare
     frames handed straight to its queue (`acceptor`, shared with the receiver)."""
@@ -131,20 +71,19 @@ class IngestWriter(threading.Thread):
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._registry, self._in, self._store, self._tm = registry, inbox, store, telemetry
         self._fair: FairInbox[Inbound] = FairInbox(inbox)  # one sender at a time
-        self._next_fail_log = 0.0
         self._stopping = threading.Event()
         self._ack_seq = 0
         self._epoch = int(time.time() * 1000)
         self._self_seq = 0
-        # (node, epoch) -> seqs committed since the last checkpoint: not yet safe to free.
-        self._uncheckpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
         agg = config.aggregator
         self.limits = SeriesLimits(agg.max_series_per_node, agg.max_series_per_metric,
                                    store.has_series, store.series_counts())
         self.budget = CommitBudget(agg.commit_interval_ms / 1000)
-        self._max_delay = agg.commit_max_delay_ms / 1000  # low rates: gather (`gather_wait`)
         self.live = LiveFeed()  # agents' batches as accepted, for the gateway's live stream
         self.acceptor = Acceptor(registry, config, self.limits, self.live, telemetry)
+        # A group's life from here on: gathered, fed ahead, committed, acked (commit_groups.py)
+        self.groups = CommitGroups(store, self.acceptor, self.budget, telemetry, self._publish,
+                                   agg.commit_max_delay_ms / 1000)
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
 
@@ -179,20 +118,20 @@ class IngestWriter(threading.Thread):
                 # Batches that bring many new series go last, in a commit of their own: the
                 # rest of the group (other nodes' batches) is acked without waiting for them.
                 if group.batches:
-                    self._commit(group)
+                    self.groups.commit(group)
                 if heavy.batches:
-                    self._commit(heavy)
+                    self.groups.commit(heavy)
                 if group.batches or heavy.batches:
                     may_commit_early = time.monotonic() + interval
                 for (node, epoch), seqs in rejected_acks.items():
                     if self._note_rejected(node, epoch, seqs):  # stored first, then acked
                         self._publish(node, Ack(ACK_REJECTED, epoch, ranges_of(seqs)))
                 if now >= next_ckpt:  # a deferred checkpoint is retried soon, not in 10 s
-                    done = self.checkpoint()
+                    done = self.groups.checkpoint()
                     next_ckpt = now + (CHECKPOINT_SECS if done else CHECKPOINT_RETRY_SECS)
         finally:
             for _ in range(50):  # readers finish within moments; never wait unbounded
-                if self.checkpoint():
+                if self.groups.checkpoint():
                     break
                 time.sleep(CHECKPOINT_RETRY_SECS / 5)
             acks.close(linger=200)
@@ -222,7 +161,7 @@ class IngestWriter(threading.Thread):
         # case `stop` found the queue full and could not queue its `WAKE`).
         deadline = time.monotonic() + interval if self._stopping.is_set() else idle_until
         first_at = time.monotonic()
-        max_delay = 0.0 if self._stopping.is_set() else self._max_delay
+        max_delay = 0.0 if self._stopping.is_set() else self.groups.max_delay_s
         if seed is not None:
             group.add(seed)
             started, deadline = True, first_at + interval
@@ -259,54 +198,10 @@ class IngestWriter(threading.Thread):
                 self.budget.deferred += 1
                 done.add(FairInbox.key_of(item))
                 continue
-            (heavy if new >= HEAVY_NEW_SERIES else group).add(item)
-            if not new and max_delay > 0 and points < GATHER_POINTS:  # it waits: the head not
-                self._store.feed_ahead(item.batch if isinstance(item, Accepted) else item)
-            points += len(item.batch.batch if isinstance(item, Accepted) else item.batch)
+            points += self.groups.take(group, heavy, item, max_delay > 0, points)
             if taken + new >= cap > taken:  # this batch filled the group
                 done.add(FairInbox.key_of(item))
         return group, heavy
-
-    def _commit(self, group: Group) -> bool:
-        """Store one group and ack it; False when the commit failed (nothing acked: the agents
-        resend). Either way its accepted batches are settled."""
-        t0 = time.perf_counter()
-        try:
-            result = self._store.write(group.batches)
-        except Exception as exc:  # noqa: BLE001 - a failed commit must not kill ingest
-            self.acceptor.settle(group.accepted, stored=False)
-            self._store.unfeed(group.batches)  # the query head must not keep them
-            self._tm.add(commit_errors=1)
-            now = time.monotonic()
-            if now >= self._next_fail_log:  # a full disk fails every commit: rate-limited
-                self._next_fail_log = now + COMMIT_FAIL_LOG_SECS
-                log.error("event=commit_failed batches=%d errors_total=%d error=%s",
-                          len(group.batches), self._tm.snapshot()["commit_errors"],
-                          str(exc).splitlines()[0])
-            return False  # nothing acked: agents resend; the store keeps nothing half-written
-        dt = time.perf_counter() - t0
-        self.acceptor.settle(group.accepted, stored=True)
-        self.budget.observe(dt, group.new_series)
-        self._tm.add(commits=1, commit_seconds_total=dt, batches_accepted=len(result.stored),
-                     points_accepted=result.points, batches_duplicate=len(result.duplicates))
-        self._tm.set(commit_seconds_last=dt)
-        committed: dict[tuple[str, int], set[int]] = defaultdict(set)
-        checkpointed: dict[tuple[str, int], set[int]] = defaultdict(set)
-        for node, epoch, seq in result.stored:
-            if node != AGGREGATOR_NODE:  # no one waits for a checkpointed ack of its own batches
-                self._uncheckpointed[(node, epoch)].add(seq)
-            committed[(node, epoch)].add(seq)
-        for node, epoch, seq in result.duplicates:
-            if seq in self._uncheckpointed.get((node, epoch), ()):
-                committed[(node, epoch)].add(seq)
-            else:
-                checkpointed[(node, epoch)].add(seq)
-        for (node, epoch), seqs in committed.items():
-            if node != AGGREGATOR_NODE:
-                self._publish(node, Ack(ACK_COMMITTED, epoch, ranges_of(seqs)))
-        for (node, epoch), seqs in checkpointed.items():
-            self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
-        return True
 
     def _note_rejected(self, node: str, epoch: int, seqs: set[int]) -> bool:
         """Store seqs about to be acked `rejected`; False (no ack: the agent resends, and is
@@ -318,26 +213,6 @@ class IngestWriter(threading.Thread):
             log.warning("event=rejected_not_recorded node=%s seqs=%d error=%s", node, len(seqs),
                         str(exc).splitlines()[0])
             return False
-        return True
-
-    def checkpoint(self) -> bool:
-        """Checkpoint the database, then tell agents which batches they may free; False when
-        it has to be tried again (a query held a transaction open: not an error)."""
-        if not self._uncheckpointed:
-            return True
-        try:
-            self._store.checkpoint()
-        except Exception as exc:  # noqa: BLE001
-            if is_checkpoint_busy(exc):
-                self._tm.add(checkpoint_retries=1)
-                log.debug("event=checkpoint_deferred reason=transactions_active")
-                return False
-            log.error("event=checkpoint_failed error=%s", exc)
-            return False
-        self._tm.add(checkpoints=1)
-        done, self._uncheckpointed = self._uncheckpointed, defaultdict(set)
-        for (node, epoch), seqs in done.items():
-            self._publish(node, Ack(ACK_CHECKPOINTED, epoch, ranges_of(seqs)))
         return True
 
     def _publish(self, node: str, ack: Ack) -> None:

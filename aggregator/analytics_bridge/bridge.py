@@ -59,6 +59,10 @@ log = logging.getLogger("legion.aggregator.analytics")
 WORKER_DOMAIN = b"workers"
 BAND_BUDGET_SECS = 0.5  # band work per analysis_interval tick (the rest waits for the next)
 SLICE_PAUSE_SECS = 0.1  # between detect passes while series are left over from the last
+WORKER_POLL_SECS = 0.5
+"""With a worker connected, the loop wakes at least this often (job re-dispatch); without one,
+only when a pass is due or `stop` wakes it (idle: ~10 wake-ups per analysis_interval were most
+of this thread's CPU, issue 17)."""
 
 
 @dataclass
@@ -68,6 +72,7 @@ class BridgeStats:
     points_scored: int = 0
     anomalies: int = 0
     passes_without_worker: int = 0  # detect/forecast passes skipped: no worker connected
+    wakeups: int = 0  # of the loop (idle, without a worker: one per due pass)
     by_worker: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,6 +86,7 @@ class AnalyticsBridge(threading.Thread):
         self._ctx, self._cfg, self._keypair = ctx, config, keypair
         self._store, self._submit = store, submit
         self._stopping = threading.Event()
+        self._wake_addr = f"inproc://legion-analytics-bridge-wake-{id(self):x}"
         self._series: Known = {}
         self.news = NewPoints(store, select_watched)  # watched set and what each series took
         self._epoch = int(time.time() * 1000)
@@ -135,6 +141,12 @@ class AnalyticsBridge(threading.Thread):
             self.bind_error = exc
             self.ready.set()
             return
+        wake = self._ctx.socket(zmq.PULL)
+        wake.bind(self._wake_addr)
+        poller = zmq.Poller()
+        poller.register(results, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+
         def send(frame: bytes) -> None:
             try:
                 jobs.send(frame, zmq.NOBLOCK)
@@ -155,12 +167,18 @@ class AnalyticsBridge(threading.Thread):
         next_forecast = (time.monotonic() + min(acfg.forecast_interval_secs, 30.0)
                          if ai.predictive_analytics_enabled else never)
         next_bands = time.monotonic() if self.bands is not None else never
+        present = False
         try:
             while not self._stopping.is_set():
-                # Results wake the poll at once; otherwise sleep until the next due pass (at
-                # most 0.5 s, the re-dispatch and stop granularity): few wake-ups when idle.
+                # Results and `stop` wake the poll at once; otherwise sleep until the next due
+                # pass (with a worker, at most WORKER_POLL_SECS: re-dispatch).
                 due = min(next_detect, next_forecast, next_bands) - time.monotonic()
-                if results.poll(int(1000 * min(0.5, max(0.02, due)))):
+                wait = min(due, WORKER_POLL_SECS if present else 60.0)
+                events = dict(poller.poll(int(1000 * max(0.02, wait))))
+                self.counters.wakeups += 1
+                if wake in events:
+                    wake.recv(zmq.NOBLOCK)
+                if results in events:
                     for _ in range(1000):
                         try:
                             self._on_result(results.recv(zmq.NOBLOCK))
@@ -199,6 +217,7 @@ class AnalyticsBridge(threading.Thread):
         finally:
             jobs.close(0)
             results.close(0)
+            wake.close(0)
 
     def request_retrain(self, series: str | None = None) -> bool:
         """Retrain a series' model (None: every series) on its next detect job, and recompute its
@@ -228,8 +247,16 @@ class AnalyticsBridge(threading.Thread):
         return [(key, s) for key, s, _ in self.news.watched]
 
     def stop(self) -> None:
-        """Ask the loop to end (idempotent)."""
+        """Ask the loop to end (idempotent): wakes it from its poll."""
         self._stopping.set()
+        wake = self._ctx.socket(zmq.PUSH)
+        try:
+            wake.connect(self._wake_addr)
+            wake.send(b"", zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the loop has ended (or never started): nothing to wake
+        finally:
+            wake.close(linger=100)
 
     def _guard(self, fn: Callable[[], object]) -> int:
         """Run a pass; what it returns if an int (work left), else 0; failures logged."""

@@ -7,41 +7,34 @@ gets each agent batch as ingest accepts it, before its commit (docs/internals.md
 path"); else a store that offers `subscribe_commits` (the local `Store`) pushes what each commit
 stored. The hub then rebuilds only the hosts those rows touched, as soon as they land (no store
 read); the poll then reads only the sources (and rebuilds the whole fleet: staleness), and the
-store again every `RESYNC_S`. Topics
-`anomalies` and `forecasts` (and extra `alerts`) come from `sources` callables polled the same
-way, or are pushed with `push()`. Memory is bounded: history keeps `max_history_points` per
-series, event lists the same number of newest items.
-"""
+store again every `RESYNC_S`. While nobody watches (no client, no fleet read for
+`WATCH_GRACE_S`), a tick only folds the pushed rows in, with their chart history
+(`history.ChartRecorder`). Topics `anomalies` and `forecasts` (and extra `alerts`) come from
+`sources` callables polled the same way, or are pushed with `push()`. Memory is bounded:
+history keeps `max_history_points` per series, event lists the same number."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from legion.aggregator.config import AggregatorSettings as Config
-from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update, merge_entity
+from legion.aggregator.gateway.delta import DELTA_FIELDS, delta_update
 from legion.aggregator.gateway.fleet import FleetBuilder
 from legion.aggregator.gateway.fleet_patch import HostPatch, host_index, patch_hosts
-from legion.aggregator.gateway.history import ChartHistory
-from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows
+from legion.aggregator.gateway.history import ChartHistory, ChartRecorder
+from legion.aggregator.gateway.hub_topics import TOPICS as TOPICS  # imported from here too
+from legion.aggregator.gateway.hub_topics import EncodedUpdates, topic_diff, topic_states
+from legion.aggregator.gateway.hub_topics import merge_update as merge_update
+from legion.aggregator.gateway.live_rows import LIVE_PREFIXES, LiveRows, RowKey
 from legion.aggregator.gateway.timefmt import iso_ms, now_ms
 from legion.aggregator.store.types import IncomingBatch
 
 log = logging.getLogger("legion.aggregator.gateway.hub")
 
-TOPICS = ("agent_metrics", "system_health", "alerts", "anomalies", "forecasts")
-LIST_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "agents": lambda e: e["agent_id"], "hosts": lambda e: e["node"],
-    "departments": lambda e: e["name"], "alerts": lambda e: e["id"],
-    "anomalies": lambda e: e["id"], "forecasts": lambda e: e["id"],
-    "links": lambda e: (e["source"], e["target"]),
-}
-"""Each list field of topic data and how its items are keyed (updates replace by key)."""
-EVENT_FIELDS = frozenset({"anomalies"})
 Source = Callable[[], Iterable[Mapping[str, Any]]]
 RESYNC_S = 30.0
 """With commits pushed, the poll re-reads the store's latest points this often (a safety net)."""
@@ -52,6 +45,10 @@ pushes (CPU, not wall time: on a loaded machine waiting for the GIL must not str
 
 ENCODED_KEPT = 64
 """The JSON of this many recent updates is kept, for clients still to send them."""
+WATCH_GRACE_S = 60.0
+"""Watched: a client, or a read of `fleet` (`GET /api/v1/fleet`) this recent (`_run`)."""
+UNWATCHED_TICK_S = 5.0
+"""Unwatched, a tick (only folding pushed rows in) comes this often; a reader refreshes."""
 
 class Subscriber(Protocol):
     """What the hub needs from a WebSocket client."""
@@ -73,42 +70,6 @@ class LatestReader(Protocol):
     def latest(self, metric_glob: str = "*", node: str | None = None) -> list[dict[str, Any]]: ...
 
 
-def merge_update(base: dict[str, Any], update: Mapping[str, Any],
-                 max_events: int) -> dict[str, Any]:
-    """A new dict: `update`'s keyed items replace `base`'s, other fields overwrite; no mutation.
-
-    A delta update (`"delta": true`, see delta.py) merges its hosts/agents into `base`'s field by
-    field instead; the result stays a delta when `base` was one.
-    """
-    delta, base_delta = bool(update.get("delta")), bool(base.get("delta"))
-    out = dict(base)
-    out.pop("resolved", None)
-    resolved = set(base.get("resolved", ())) | set(update.get("resolved", ()))
-    for field, value in update.items():
-        if field == "resolved":
-            continue
-        keyf = LIST_KEYS.get(field)
-        if keyf is None or field not in base:
-            out[field] = value
-            continue
-        items = {keyf(e): e for e in base[field]}
-        for e in value:
-            k = keyf(e)
-            old = items.get(k)
-            items[k] = merge_entity(old, e, keep_removed=base_delta) \
-                if delta and field in DELTA_FIELDS and old is not None else e
-            resolved.discard(k)
-        merged = list(items.values())
-        if field in EVENT_FIELDS and len(merged) > max_events:
-            merged = merged[-max_events:]
-        out[field] = merged
-    if "alerts" in out and resolved:
-        out["alerts"] = [a for a in out["alerts"] if a["id"] not in resolved]
-    if resolved:
-        out["resolved"] = sorted(resolved)
-    return out
-
-
 class Hub:
     """Live topic state for every WebSocket client; `start()`/`stop()` are idempotent."""
 
@@ -127,15 +88,17 @@ class Hub:
         if unknown:
             raise ValueError(f"unknown hub sources {sorted(unknown)}")
         self.on_tick = on_tick
-        self.fleet: dict[str, Any] | None = None
+        self._fleet: dict[str, Any] | None = None
+        self._fleet_read = float("-inf")  # monotonic time `fleet` was last read
         self.state: dict[str, dict[str, Any]] = {
             "system_health": {"hosts": [], "departments": [], "summary": {}},
             "agent_metrics": {"agents": [], "links": []}, "alerts": {"alerts": []},
             "anomalies": {"anomalies": []}, "forecasts": {"forecasts": []}}
         self.history = ChartHistory(self.max_history)
+        self._chart = ChartRecorder(self.history, self.builder)  # unwatched: no rebuilds
         self.clients: set[Subscriber] = set()
         self.stats = {"ticks": 0, "tick_errors": 0, "updates": 0, "last_tick_ms": 0,
-                      "pushes": 0, "encoded": 0}
+                      "pushes": 0, "encoded": 0, "unwatched_ticks": 0}
         self._pushed: dict[str, dict[Any, dict[str, Any]]] = {t: {} for t in TOPICS}
         self._alert_since: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
@@ -144,10 +107,9 @@ class Hub:
         self._live = LiveRows()
         self._hosts: dict[str, dict[str, Any]] = {}  # host entries by node, rebuilt when dirty
         self._host_index: dict[str, int] = {}  # where each node is in `fleet["hosts"]`
-        self._encoded: dict[int, tuple[dict[str, Any], str]] = {}  # id(update) -> its JSON
+        self._encoded = EncodedUpdates(ENCODED_KEPT)
         self._extra: dict[str, list[Any]] = {t: [] for t in self.sources}
-        self._wake = asyncio.Event()
-        self._wake_pending = False
+        self._wake, self._wake_pending = asyncio.Event(), False
         self._unsubscribe: Callable[[], None] | None = None
         self._next_resync = 0.0
 
@@ -170,6 +132,18 @@ class Hub:
         """Whether the polling loop runs (its snapshot is then at most one tick old)."""
         return self._task is not None and not self._task.done()
 
+    @property
+    def fleet(self) -> dict[str, Any] | None:
+        """The fleet of the last rebuild; None before the first, and while nobody watches
+        (then `refresh()` makes one). Reading it keeps the hub watched for `WATCH_GRACE_S`."""
+        self._fleet_read = time.monotonic()
+        return self._fleet
+
+    @property
+    def watched(self) -> bool:
+        """Whether anyone uses the fleet: a client, or a read of `fleet` in `WATCH_GRACE_S`."""
+        return bool(self.clients) or time.monotonic() - self._fleet_read < WATCH_GRACE_S
+
     async def stop(self) -> None:
         """Stop the polling loop (safe before start, safe twice)."""
         task, self._task = self._task, None
@@ -188,7 +162,8 @@ class Hub:
         loop."""
         if any(name.startswith(LIVE_PREFIXES) for name in batch.batch.names):
             self._live.push_batch(batch)
-            self._wake_up(loop)
+            if self.clients:  # else nobody to tell: the next tick folds it in
+                self._wake_up(loop)
 
     def _on_commit(self, loop: asyncio.AbstractEventLoop, notice: Any) -> None:
         """On the store's writer thread: keep the live rows of a commit, wake the loop once."""
@@ -216,9 +191,14 @@ class Hub:
         try:
             while True:
                 pushed = self._unsubscribe is not None
+                step = self.interval_s
                 try:
-                    await self._refresh(
-                        read_store=not pushed or loop.time() >= self._next_resync)
+                    if pushed and self.stats["ticks"] and not self.watched:  # the 1st builds
+                        self._unwatched_tick()
+                        step = max(step, UNWATCHED_TICK_S)
+                    else:
+                        await self._refresh(
+                            read_store=not pushed or loop.time() >= self._next_resync)
                     if pushed and loop.time() >= self._next_resync:
                         self._next_resync = loop.time() + RESYNC_S
                 except asyncio.CancelledError:
@@ -230,7 +210,7 @@ class Hub:
                         log.warning("event=hub_tick_failed errors=%d error=%r", errors, exc)
                 if self.on_tick is not None:
                     self.on_tick()
-                next_at += self.interval_s
+                next_at += step
                 next_at = max(next_at, loop.time())  # overran: skip, don't burst
                 await asyncio.sleep(next_at - loop.time())
         finally:
@@ -257,6 +237,17 @@ class Hub:
             self.stats["pushes"] += 1
             await asyncio.sleep((time.thread_time() - t0) * (1 / PUSH_DUTY - 1))
 
+    def _unwatched_tick(self) -> None:
+        """Nobody watches: only fold the pushed rows in, recording their chart points as a
+        rebuild would (`ChartRecorder`), and drop the fleet: its next reader rebuilds it
+        (`refresh`). A rebuild per tick was most of the idle aggregator's event loop (issue 17)."""
+        self._live.drain(self._record_charts)
+        self._fleet = None
+        self.stats["unwatched_ticks"] += 1
+
+    def _record_charts(self, pairs: Sequence[tuple[RowKey, Mapping[str, Any]]]) -> None:
+        self._chart.record(pairs, self._live.items_of, now_ms())
+
     # -- state ----------------------------------------------------------------------------------
     async def refresh(self) -> dict[str, Any]:
         """Poll the store and sources once, publish what changed; return the fleet."""
@@ -276,12 +267,14 @@ class Hub:
                 self._extra = extra
             if rows is not None:
                 self._live.replace(rows, keep_newer=self._unsubscribe is not None)
-            self._live.drain()
+            # unwatched until now: queued rows get chart points per batch (no diff records them)
+            self._live.drain(self._record_charts if self._fleet is None else None)
             now = now_ms()
             agents_moved = "agent_" in self._live.dirty_prefixes
             dirty = self._live.take_dirty()
-            if read_sources:  # a poll: hosts without new data may have turned stale
-                dirty |= self._aging(now)
+            if read_sources:  # a poll: hosts past `stale_ms` without data follow the clock
+                dirty |= {n for n, h in self._hosts.items()
+                          if h["ts_ms"] < now - self.builder.stale_ms}
             if dirty:
                 fresh = self.builder.host_entries(self._live.rows("system_", dirty), now)
                 for node in dirty:
@@ -290,25 +283,19 @@ class Hub:
                     else:
                         self._hosts.pop(node, None)
             patch = None  # a push of known hosts' system rows: only their entries change
-            if not read_sources and not agents_moved and self.fleet is not None:
-                patch = patch_hosts(self.fleet, self._host_index, self._hosts, dirty, now)
+            if not read_sources and not agents_moved and self._fleet is not None:
+                patch = patch_hosts(self._fleet, self._host_index, self._hosts, dirty, now)
             if patch is None:
                 fleet = self.builder.assemble(self._hosts, self._live.rows("agent_"), now)
                 self._host_index = host_index(fleet)
             else:
                 fleet = patch.fleet
-            self.fleet = fleet
+            self._fleet = fleet
             self._apply(fleet, {t: list(v) for t, v in self._extra.items()}, now, patch)
             if read_sources:  # a poll; rebuilds on pushed commits count as `pushes`
                 self.stats["ticks"] += 1
             self.stats["last_tick_ms"] = now
             return fleet
-
-    def _aging(self, now: int) -> set[str]:
-        """Hosts whose health follows the clock now: past `stale_ms` without data (a stale
-        host's reason says for how long)."""
-        limit = now - self.builder.stale_ms
-        return {n for n, h in self._hosts.items() if h["ts_ms"] < limit}
 
     def _read(self, read_store: bool, read_sources: bool
               ) -> tuple[list[dict[str, Any]] | None, dict[str, list[Any]]]:
@@ -333,19 +320,12 @@ class Hub:
             del self._alert_since[gone]
         events = {t: extra.get(t, []) + list(self._pushed[t].values())
                   for t in ("anomalies", "forecasts")}
-        anomalies = sorted(events["anomalies"], key=lambda e: e.get("ts_ms", 0))
-        new_state = {
-            "system_health": {"hosts": fleet["hosts"], "departments": fleet["departments"],
-                              "summary": fleet["summary"]},
-            "agent_metrics": {"agents": fleet["agents"], "links": fleet["links"]},
-            "alerts": {"alerts": alerts},
-            "anomalies": {"anomalies": anomalies[-self.max_history:]},
-            "forecasts": {"forecasts": events["forecasts"]},
-        }
+        new_state = topic_states(fleet, alerts, events["anomalies"], events["forecasts"],
+                                 self.max_history)
         for topic, data in new_state.items():
             old: Mapping[str, Any] = self.state[topic]
             if patch is None or topic != "system_health":
-                diff = self._diff(topic, old, data) \
+                diff = topic_diff(old, data) \
                     if patch is None or topic != "agent_metrics" else {}
             else:  # a patch: only its changed hosts can differ; the delta needs only them
                 diff = {"hosts": patch.changed} if patch.changed else {}
@@ -363,26 +343,6 @@ class Hub:
     def _wants_delta(self, topic: str) -> bool:
         """Whether a client takes `topic` as deltas (else none is computed)."""
         return any(topic in getattr(c, "delta_topics", ()) for c in self.clients)
-
-    @staticmethod
-    def _diff(topic: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for field, value in new.items():
-            keyf = LIST_KEYS.get(field)
-            if keyf is None:
-                continue
-            before = {keyf(e): e for e in old.get(field, ())}
-            changed = [e for e in value if (b := before.get(keyf(e))) is not e and b != e]
-            if changed:
-                out[field] = changed
-            if field == "alerts":
-                now_ids = {keyf(e) for e in value}
-                resolved = sorted(k for k in before if k not in now_ids)
-                if resolved:
-                    out["resolved"] = resolved
-        if "summary" in new and (out or new["summary"] != old.get("summary")):
-            out["summary"] = new["summary"]  # counts change without a host changing, too
-        return out
 
     def snapshot(self, topic: str, history: bool = True) -> dict[str, Any]:
         """The full current data of `topic` (plus per-series history for the two metric topics)."""
@@ -405,14 +365,8 @@ class Hub:
     def encoded(self, data: dict[str, Any]) -> str:
         """The JSON of an update as published: encoded once, the same text for every client
         (`data` is never mutated after `publish`)."""
-        hit = self._encoded.get(id(data))
-        if hit is not None and hit[0] is data:
-            return hit[1]
-        text = json.dumps(data)
-        self.stats["encoded"] += 1
-        self._encoded[id(data)] = (data, text)
-        while len(self._encoded) > ENCODED_KEPT:
-            del self._encoded[next(iter(self._encoded))]
+        text, fresh = self._encoded.text(data)
+        self.stats["encoded"] += fresh
         return text
 
     def push(self, topic: str, items: Iterable[Mapping[str, Any]]) -> None:

@@ -10,7 +10,7 @@ the hub rebuilds only those.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from legion.aggregator.store.types import IncomingBatch
@@ -70,14 +70,18 @@ class LiveRows:
         """Queue one accepted batch (thread-safe; its rows are made and folded in by `drain`)."""
         self._pushed.append(item)
 
-    def drain(self) -> None:
-        """Fold every queued commit or batch in."""
+    def drain(self, observe: Callable[[Sequence[tuple[RowKey, Mapping[str, Any]]]], None]
+              | None = None) -> None:
+        """Fold every queued commit or batch in, in order; `observe` gets each one's keyed rows
+        after it is folded in (the hub's chart history)."""
         while self._pushed:
             got = self._pushed.popleft()
-            if isinstance(got, IncomingBatch):
-                self._merge_keyed(keyed_batch_rows(got))
-            else:
-                self.merge(got)
+            pairs: Sequence[tuple[RowKey, Mapping[str, Any]]] = keyed_batch_rows(got) \
+                if isinstance(got, IncomingBatch) \
+                else [(row_key(r), r) for r in got]
+            self._merge_keyed(pairs)
+            if observe is not None:
+                observe(pairs)
 
     def replace(self, rows: Iterable[Mapping[str, Any]], keep_newer: bool) -> None:
         """A store read becomes the live set; with `keep_newer`, a row the read lacks or holds
@@ -119,6 +123,10 @@ class LiveRows:
         having = self._with[prefix]
         return [r for n in (having if nodes is None else having.intersection(nodes))
                 for r in self._nodes[n].values() if r["metric"].startswith(prefix)]
+
+    def items_of(self, node: str) -> Iterable[tuple[RowKey, Mapping[str, Any]]]:
+        """One node's (key, row) pairs."""
+        return self._nodes.get(node, {}).items()
 
     def take_dirty(self) -> set[str]:
         """The nodes changed since the last call (then none are; `dirty_prefixes` says which

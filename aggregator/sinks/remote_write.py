@@ -1,6 +1,6 @@
 """`RemoteWriteSink`: committed batches → durable on-disk queue → Prometheus remote-write 1.0.
 
-    IngestWriter._commit ─▶ SinkSet.write ─▶ DuckDB (exactly-once) ─▶ RemoteWriteSink.write
+    CommitGroups.commit  ─▶ SinkSet.write ─▶ DuckDB (exactly-once) ─▶ RemoteWriteSink.write
                                                                  encode · shard by series
                                                                  append to shard queue (disk)
                     shard thread ×N: read queue ─▶ snappy ─▶ HTTP POST ─▶ release

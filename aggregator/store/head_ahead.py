@@ -1,13 +1,14 @@
 """Which batches went into the query head before their commit.
 
 At low rates the ingest writer gathers batches for up to `aggregator.commit_max_delay_ms` before
-it commits them (`ingest.gather_wait`). So that stepped queries answered from the query head are
-not that much staler, the writer hands each batch to `Store.feed_ahead` as it takes it: a batch
-whose series are all stored already goes into the head at once (the others at their commit, as
-before). The head's partials are sums, so the commit must not feed such a batch again: this
-remembers the keys fed ahead together with the head they went into; a head replaced meanwhile
-(a failed feed) gets them at commit like any other batch. When the commit of a batch fed ahead
-fails, the store drops the head, which the next query reloads from the file.
+it commits them (`commit_groups.gather_wait`). So that stepped queries answered from the query
+head are not that much staler, the writer hands each batch to `Store.feed_ahead` as it takes it
+(`CommitGroups.take`): a batch whose series are all stored already goes into the head at once
+(the others at their commit, as before). The head's partials are sums, so the commit must not
+feed such a batch again: this remembers the keys fed ahead together with the head they went
+into; a head replaced meanwhile (a failed feed) gets them at commit like any other batch. When
+the commit of a batch fed ahead fails, the store drops the head, which the next query reloads
+from the file.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ runs as usual, and each accepted batch is timed, keyed by (node, newest sample t
 
 * `received`: the receiver thread took the frame off the socket (`Frame.received_ms`);
 * `accepted`: the receiving side decoded, authenticated and admitted it (`Acceptor.accept`);
-* `committed`: the write that holds it returned (`IngestWriter._commit`);
+* `committed`: the write that holds it returned (`CommitGroups.commit`);
 * `hub`: the hub published the first `system_health` update carrying that (node, ts_ms).
 
 It also times the hub's rebuilds (wall and CPU), the CPU of each `accept` (per frame), Python's
@@ -35,9 +35,9 @@ STAGES = ("received", "accepted", "committed", "hub")
 def install(out: Path) -> None:
     """Wrap the stage points of the aggregator; write what they saw to `out` at exit."""
     from legion.aggregator.acceptance import Acceptor
+    from legion.aggregator.commit_groups import CommitGroups
     from legion.aggregator.gateway.hub import Hub
     from legion.aggregator.inbound import Accepted
-    from legion.aggregator.ingest import IngestWriter
 
     seen: dict[str, dict[str, float]] = {}
     threads = ThreadClock()
@@ -46,7 +46,7 @@ def install(out: Path) -> None:
     def key(node: str, ts: int) -> str:
         return f"{node}|{ts}"
 
-    accept, commit, publish = Acceptor.accept, IngestWriter._commit, Hub.publish
+    accept, commit, publish = Acceptor.accept, CommitGroups.commit, Hub.publish
     refresh = Hub._refresh
     rebuilds: list[tuple[float, float, int]] = []  # (wall ms, CPU ms, poll?) per hub rebuild
 
@@ -104,7 +104,7 @@ def install(out: Path) -> None:
     gc.callbacks.append(on_gc)
     _variant_knobs()
     Acceptor.accept = timed_accept  # type: ignore[method-assign]
-    IngestWriter._commit = timed_commit  # type: ignore[method-assign]
+    CommitGroups.commit = timed_commit  # type: ignore[method-assign]
     Hub.publish = timed_publish  # type: ignore[method-assign]
     Hub._refresh = timed_refresh  # type: ignore[method-assign]
     atexit.register(lambda: out.write_text(json.dumps({

@@ -89,3 +89,29 @@ def test_no_jobs_without_a_worker_then_jobs_reach_one(tmp_path: Path) -> None:
         bridge.join(10)
         store.close()
         ctx.term()
+
+
+def test_an_idle_bridge_sleeps_until_a_pass_is_due_and_stop_wakes_it(tmp_path: Path) -> None:
+    """Without a worker the loop wakes only for due passes (here 10 minutes away), not every
+    0.5 s; `stop` wakes it at once all the same."""
+    cfg_path = make_setup(tmp_path / "legion", analysis_interval=600.0)
+    config = load_config(cfg_path)
+    keypair = load_secret(Path(config.aggregator.secret_key_path))
+    store = _store_with_history(tmp_path / "x.duckdb")
+    ctx = zmq.Context()
+    bridge = AnalyticsBridge(ctx, config, keypair, store, lambda batch: None)
+    try:
+        bridge.start()
+        assert bridge.ready.wait(10) and bridge.bind_error is None
+        wait_for(lambda: bridge.counters.wakeups >= 1, timeout=30)  # the first pass is done
+        woke = bridge.counters.wakeups
+        time.sleep(3.0)  # polling every 0.5 s would wake it ~6 times
+        assert bridge.counters.wakeups - woke <= 1
+        bridge.stop()
+        bridge.join(20)  # far less than the sleep it was in: woken
+        assert not bridge.is_alive()
+    finally:
+        bridge.stop()
+        bridge.join(70)
+        store.close()
+        ctx.term()

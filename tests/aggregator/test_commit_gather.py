@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from legion.aggregator import ingest
+from legion.aggregator.commit_groups import GATHER_POINTS, gather_wait
 from legion.aggregator.config import AggregatorConfig
-from legion.aggregator.ingest import GATHER_POINTS, gather_wait
 from legion.aggregator.store.commits import CommitNotice
 from legion.cli.config import load_config
 from legion.cli.setup_cmds import add_agent_key

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from legion.aggregator.ingest import QUIET_SECS, group_wait
+from legion.aggregator.commit_groups import QUIET_SECS, group_wait
 
 
 def test_an_empty_group_waits_until_its_deadline() -> None:

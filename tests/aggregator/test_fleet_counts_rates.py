@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from legion.aggregator.gateway.fleet import FleetBuilder
-from legion.aggregator.gateway.hub import Hub
-
+from legion.aggregator.gateway.hub_topics import topic_diff
 from legion.cli.config import Config
 
 
@@ -55,5 +54,5 @@ def test_summary_counts_hosts_and_agents_by_health() -> None:
 def test_summary_is_sent_when_only_counts_change() -> None:
     old = {"hosts": [{"node": "h1", "x": 1}], "summary": {"ok": 1}}
     new = {"hosts": [{"node": "h1", "x": 1}], "summary": {"ok": 0}}
-    assert Hub._diff("system_health", old, new) == {"summary": {"ok": 0}}
-    assert Hub._diff("system_health", new, new) == {}
+    assert topic_diff(old, new) == {"summary": {"ok": 0}}
+    assert topic_diff(new, new) == {}

@@ -13,7 +13,8 @@ from pathlib import Path
 import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
-from legion.aggregator.ingest import HEAVY_NEW_SERIES, IngestWriter
+from legion.aggregator.commit_groups import HEAVY_NEW_SERIES
+from legion.aggregator.ingest import IngestWriter
 from legion.aggregator.receiver import Frame, Inbound
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.commits import CommitNotice

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from legion.aggregator.ingest import ranges_of
+from legion.aggregator.commit_groups import ranges_of
 from legion.aggregator.service import Aggregator
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store import health as store_health
