@@ -24,6 +24,9 @@ from tests.aggregator.curve_peer import aggregator_with_peers
 from tests.conftest import make_setup, wait_for
 
 NODE = "web-1"
+# Gathering must stay within 3/4 of the agents' earliest resend (config rule); the peers here
+# resend nothing, and a 10 s resend leaves room for the 5-6 s delays below.
+ROOM = {"resend_timeout_secs": 10.0}
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +68,7 @@ def _commits_of(delay_ms: int, tmp_path: Path, sizes: list[int], gap_s: float
                 ) -> tuple[list[frozenset[int]], set[int]]:
     """Send one batch per size (seqs 2..) `gap_s` apart from a connected peer; return the seqs
     of each commit that stored any of them, and the seqs acked."""
-    cfg = load_config(make_setup(tmp_path / "legion",
+    cfg = load_config(make_setup(tmp_path / "legion", agent=ROOM,
                                  aggregator={"commit_max_delay_ms": delay_ms}))
     add_agent_key(cfg, NODE)
     with aggregator_with_peers(cfg, NODE) as (agg, (peer,)):
@@ -115,7 +118,8 @@ def test_a_full_group_does_not_wait(tmp_path: Path) -> None:
 
 
 def test_a_gathering_batch_is_in_the_query_head_before_its_commit(tmp_path: Path) -> None:
-    cfg = load_config(make_setup(tmp_path / "legion", aggregator={"commit_max_delay_ms": 6_000}))
+    cfg = load_config(make_setup(tmp_path / "legion", agent=ROOM,
+                                 aggregator={"commit_max_delay_ms": 6_000}))
     add_agent_key(cfg, NODE)
     with aggregator_with_peers(cfg, NODE) as (agg, (peer,)):
         peer.send(2, points_batch(20))  # its series are new: stored at its commit
