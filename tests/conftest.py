@@ -103,8 +103,12 @@ def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.2) -> 
     raise AssertionError(f"timed out after {timeout}s (last value {last!r})")
 
 
-def make_setup(directory: Path, **overrides: Any) -> Path:
-    """`legionctl init` into `directory` with every port free; return the config path."""
+def make_setup(directory: Path, *, gather_commits: bool = False, **overrides: Any) -> Path:
+    """`legionctl init` into `directory` with every port free; return the config path.
+
+    Commits are not gathered (`aggregator.commit_max_delay_ms` 0), so a test that waits for
+    stored data does not wait up to the production 3 s per wait; `gather_commits=True` keeps what
+    `legionctl init` writes, for tests whose subject is production timing. `overrides` win."""
     from legion.cli.setup_cmds import write_setup
 
     made = write_setup(directory, force=True, port=free_port())
@@ -117,6 +121,8 @@ def make_setup(directory: Path, **overrides: Any) -> Path:
     cfg["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{ack}"
     cfg["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
     cfg["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
+    if not gather_commits:
+        cfg["aggregator"]["commit_max_delay_ms"] = 0
     for section, values in overrides.items():
         if isinstance(values, dict):
             cfg[section].update(values)
