@@ -1,15 +1,19 @@
-"""Failover decisions with a manual clock; failback with a real Curve handshake on loopback."""
+"""Failover decisions with a manual clock; failback with a real Curve handshake on loopback;
+what the agent resends at each kind of switch, on a real spool, delivery and Curve sockets."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import zmq
 
 from legion.kernel.curve import client_socket, server_socket
+from legion.node_agent.agent import NodeAgent
 from legion.node_agent.failover import Failover, endpoints_of
 from tests.conftest import free_port
+from tests.node_agent.test_delivery import make, send_live
 
 
 class Clock:
@@ -108,3 +112,52 @@ def test_endpoint_lists_must_pair_up() -> None:
     with pytest.raises(ConfigError, match="agent: aggregator_endpoints and ack_endpoints"):
         config_from_dict({"agent": {"aggregator_endpoints": ["tcp://a:1", "tcp://b:1"],
                                     "ack_endpoints": ["tcp://a:2"]}})
+
+
+def test_a_failover_resends_at_once_a_failback_leaves_batches_to_their_timers(
+        tmp_path: Path) -> None:
+    # After a failback the aggregator left behind still acks; resending everything unacked to
+    # the first one at once would store what the second was still gathering twice (issue 17).
+    ctx = zmq.Context()
+    server_keys, client_keys = zmq.curve_keypair(), zmq.curve_keypair()
+    first, second = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    sp, delivery, dclock = make(tmp_path, timeout=10.0)
+    fclock = Clock()
+    agent = object.__new__(NodeAgent)  # only the parts `_maybe_switch` uses
+    agent.node, agent.delivery = "n1", delivery
+    agent.config = SimpleNamespace(heartbeat_interval_secs=1.0)
+    agent._server_public, agent._keypair = server_keys[0], client_keys
+    agent.failover = Failover([(first, "tcp://127.0.0.1:1"), (second, "tcp://127.0.0.1:2")],
+                              5.0, 2.0, fclock)
+    servers = []
+    for ep in (first, second):
+        servers.append(server_socket(ctx, zmq.SUB, server_keys))
+        servers[-1].bind(ep)
+    pub = agent._publisher(ctx, first)
+    try:
+        for seq in (1, 2, 3):
+            send_live(sp, delivery, dclock, seq)
+        dclock.t += 6
+        fclock.t += 6  # no ack for 6 s, batches waiting 6 s: the first aggregator is gone
+        pub = agent._maybe_switch(ctx, pub)
+        assert agent.failover.active == 1 and agent.failover.last_switch == "failover"
+        assert [s for s, _ in delivery.due_resends()] == [1, 2, 3]  # resent at once
+
+        dclock.t += 1
+        fclock.t += 3  # the second acks; the first is back and the probe's handshake succeeds
+        deadline = time.monotonic() + 30
+        while agent.failover.active != 0 and time.monotonic() < deadline:
+            agent.failover.on_ack()
+            pub = agent._maybe_switch(ctx, pub)
+            time.sleep(0.05)
+        assert agent.failover.active == 0 and agent.failover.last_switch == "failback"
+        assert delivery.due_resends() == []  # left to their own timers
+        dclock.t += 30
+        assert [s for s, _ in delivery.due_resends()] == [1, 2, 3]  # which still fire
+    finally:
+        agent.failover.close_probe()
+        pub.close(linger=0)
+        for s in servers:
+            s.close(linger=0)
+        sp.close()
+        ctx.term()
