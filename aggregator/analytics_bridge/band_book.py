@@ -8,6 +8,13 @@ has none yet (retried every `retry_secs` while the series is too short), when it
 spends at most `budget_s`, oldest bands first, so a large fleet is worked through over several
 calls instead of blocking the bridge.
 
+A series that appears after the book's first refresh is new: it cannot hold `MIN_POINTS` buckets
+of `step_ms` before that many buckets have passed, so its first attempt waits until then instead
+of querying the store for a band it cannot have yet (on a fresh install, one query per series
+right away was the 200-host end-to-end p99's tail, issue 17). The series of the first refresh
+are of unknown age (a restart) and are tried at once. The cost: a new series whose agent
+delivers older spooled points gets its band up to that long later than it could have.
+
 Every band is saved as a versioned model file (`legion.analytics.models`, kind "band", no
 pickle) in `models_dir/bands/<sha256(series)[:40]>.npz` and loaded back at construction, so a
 restarted aggregator serves its bands at once and recomputes them only when they are due.
@@ -36,6 +43,8 @@ from legion.analytics.bands import DAY_MS, NormalBand, band_from_record, band_re
 log = logging.getLogger("legion.aggregator.bands")
 
 LabelKey = tuple[tuple[str, str], ...]
+MIN_POINTS = 48
+"""A band needs this many buckets (`band_from_store`'s `min_points`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,7 @@ class _Seen:
     metric: str
     labels: dict[str, str]
     checked_ms: int = 0         # last attempt, successful or not
+    new_ms: int = 0             # when the book first saw it appear (0: of unknown age)
 
 
 def _label_key(labels: Mapping[str, str]) -> LabelKey:
@@ -68,7 +78,7 @@ def _label_key(labels: Mapping[str, str]) -> LabelKey:
 def band_from_store(store: SeriesReader, node: str, metric: str,
                     labels: Mapping[str, str] | None = None, *, now_ms: int | None = None,
                     days: float = 7.0, step_ms: int | None = 60_000, agg: str = "avg",
-                    min_points: int = 48, **band_params: Any) -> NormalBand | None:
+                    min_points: int = MIN_POINTS, **band_params: Any) -> NormalBand | None:
     """Fit the normal band of one series (exact `labels`, {} = none) from the store's last `days`.
 
     Values are `agg` per `step_ms` bucket (None: raw points), so compare like-aggregated values
@@ -101,8 +111,9 @@ class BandBook:
         self._seen: dict[tuple[str, str, LabelKey], _Seen] = {}
         self._requested: set[str] = set()
         self._requested_all_ms = 0
+        self._listed = False        # a refresh has listed the series once
         self.stats = {"computed": 0, "too_short": 0, "failed": 0, "loaded": 0,
-                      "bad_files": 0, "saved": 0}
+                      "bad_files": 0, "saved": 0, "deferred_new": 0}
         if self.dir is not None:
             self.load()
 
@@ -143,8 +154,11 @@ class BandBook:
         k = (seen.node, seen.metric, _label_key(seen.labels))
         if seen.series in self._requested or seen.checked_ms < self._requested_all_ms:
             return True
-        wait = self.retrain_secs if k in self._entries else self.retry_secs
-        return now - seen.checked_ms >= wait * 1000
+        if k in self._entries:
+            return now - seen.checked_ms >= self.retrain_secs * 1000
+        if now - seen.new_ms < MIN_POINTS * self.step_ms:
+            return False  # too young for MIN_POINTS buckets: no query (module docstring)
+        return now - seen.checked_ms >= self.retry_secs * 1000
 
     def refresh(self, series: Iterable[tuple[str, str, str, Mapping[str, str]]],
                 budget_s: float = 0.5) -> int:
@@ -152,10 +166,13 @@ class BandBook:
         `budget_s` of work, least recently checked first. Returns how many were computed."""
         now = self._now_ms()
         with self._lock:
+            born = now if self._listed else 0
             for key, node, metric, labels in series:
                 k = (node, metric, _label_key(labels))
                 if k not in self._seen:
-                    self._seen[k] = _Seen(key, node, metric, dict(labels))
+                    self._seen[k] = _Seen(key, node, metric, dict(labels), new_ms=born)
+                    self.stats["deferred_new"] += born != 0
+            self._listed = True
             due = sorted((s for s in self._seen.values() if self._due(s, now)),
                          key=lambda s: s.checked_ms)
         t0 = time.monotonic()

@@ -279,3 +279,18 @@ def test_retrain_accepts_only_watched_series_and_keeps_nothing_else(world: World
     assert answers[51][0] == 202 and answers[52][0] == 202
     assert bridge.bands is not None
     assert bridge.bands._requested == {"web-1|" + MEM + "|"}  # noqa: SLF001 - nothing else kept
+
+
+def test_a_series_new_after_the_first_listing_waits_until_it_can_hold_a_band(
+        world: World) -> None:
+    clock = [time.time()]
+    book = BandBook(world.store, None, retrain_secs=3600, retry_secs=600,
+                    clock=lambda: clock[0])
+    cpu, mem = ("web-1|cpu|", "web-1", CPU, {}), ("web-1|mem|", "web-1", MEM, {})
+    assert book.refresh([cpu]) == 1                 # listed first: of unknown age, tried at once
+    assert book.refresh([cpu, mem]) == 0            # appeared later: no store query for it yet
+    assert book.stats["deferred_new"] == 1 and book.stats["too_short"] == 0
+    clock[0] += 47 * 60
+    assert book.refresh([cpu, mem]) == 0 and book.stats["too_short"] == 0
+    clock[0] += 61                                  # 48 one-minute buckets could exist now
+    assert book.refresh([cpu, mem]) == 1 and book.band_for("web-1", MEM) is not None
