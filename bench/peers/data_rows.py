@@ -155,25 +155,32 @@ def client_average(rows: list[dict[str, Any]]) -> dict[int, float]:
     return {t: sum(v) / len(v) for t, v in acc.items()}
 
 
-def query_round(legion: Callable[[dict[str, Any]], Any], prefix: str, vm_url: str, lo: int,
-                end: int, order: list[str], reps: int,
-                vm_get: Callable[[str], Any] = http_get) -> dict[str, float]:
-    """One series 1 h @ 1 m avg and the fleet average 1 h @ 5 m through `legion` (in-process
-    or HTTP) and VictoriaMetrics' query_range (`vm_get`: a new connection per request, or
-    `peers.KeepAlive.get_url`), the two sides in the given order."""
+def query_round(legion: Callable[[dict[str, Any]], Callable[[], Any]], prefix: str, vm_url: str,
+                lo: int, end: int, order: list[str], reps: int,
+                vm_get: Callable[[str], Any] = http_get,
+                rows_of: Callable[[Any], list[dict[str, Any]]] = lambda r: r) -> dict[str, float]:
+    """One series 1 h @ 1 m avg and the fleet average 1 h @ 5 m through Legion (in-process or
+    HTTP) and VictoriaMetrics' query_range (`vm_get`: a new connection per request, or
+    `peers.KeepAlive.get_url`), the two sides in the given order.
+
+    `legion(q)` returns the call to time, made before the clock starts, as each VictoriaMetrics
+    URL is: over HTTP both sides then time the same work, one GET of a ready URL and its body
+    read (neither parses it). `rows_of` turns a Legion answer into rows, for the client-side
+    average of the row without group_by (the one row that times parsing: its client must)."""
 
     def vm(query: str, step: int) -> Callable[[], Any]:
         q = urllib.parse.urlencode({"query": query, "start": lo / 1000, "end": end / 1000,
                                     "step": step})
         return lambda: vm_get(f"{vm_url}/api/v1/query_range?{q}")
 
+    one, fleet = legion(QUERY_ONE), legion(QUERY_FLEET)
+    nogroup = legion({**QUERY_FLEET, "group_by": None})  # before group_by: averaged client-side
     sides: dict[str, Callable[[], dict[str, float]]] = {
         "legion": lambda: {
-            f"legion_one_{prefix}_ms": timed_ms(lambda: legion(QUERY_ONE), reps),
-            f"legion_fleet_{prefix}_ms": timed_ms(lambda: legion(QUERY_FLEET), reps),
-            # before group_by: every series to the client, averaged there
-            f"legion_fleet_nogroup_{prefix}_ms": timed_ms(lambda: client_average(legion(
-                {**QUERY_FLEET, "group_by": None})), reps)},
+            f"legion_one_{prefix}_ms": timed_ms(one, reps),
+            f"legion_fleet_{prefix}_ms": timed_ms(fleet, reps),
+            f"legion_fleet_nogroup_{prefix}_ms": timed_ms(
+                lambda: client_average(rows_of(nogroup())), reps)},
         "vm": lambda: {
             f"vm_one_{prefix}_ms": timed_ms(vm('avg_over_time(system_cpu_usage_percent'
                                                '{host="host-001",cpu="total"}[1m])', 60), reps),

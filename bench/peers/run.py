@@ -90,7 +90,7 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
 
         store = Store(db)
         try:
-            res = [d.query_round(lambda q: store.query(since_ms=lo, until_ms=end, **q),
+            res = [d.query_round(lambda q: lambda: store.query(since_ms=lo, until_ms=end, **q),
                                  "inproc", vm_url, lo, end, orders(r), size["query_reps"])
                    for r in range(rounds)]
         finally:
@@ -107,17 +107,31 @@ def run_storage_and_queries(work: Path, size: dict[str, Any], rounds: int) -> di
             # past its start-up work (hub, analytics, alerting): polled, not a fixed 3 s sleep
             print(f"  (aggregator quiet {peers.wait_quiet(agg.pid):.1f} s after answering)",
                   flush=True)
-            res2 = [d.query_round(lambda q: api.get("/api/v1/query", **d.http_params(q, lo, end)),
-                                  "http", vm_url, lo, end, orders(r), size["query_reps"])
+            auth = {"Authorization": f"Bearer {api.token}"}
+
+            def url(q: dict[str, Any]) -> str:
+                return f"{api.base}/api/v1/query?" + urllib.parse.urlencode(
+                    d.http_params(q, lo, end), doseq=True)
+
+            def fresh(q: dict[str, Any]) -> Any:  # a new connection per request, as urllib
+                u = url(q)
+                return lambda: peers.http_get(u, headers=auth)
+
+            res2 = [d.query_round(fresh, "http", vm_url, lo, end, orders(r),
+                                  size["query_reps"], rows_of=json.loads)
                     for r in range(rounds)]
             out["fleet_rows_http"] = len(api.get("/api/v1/query",
                                                  **d.http_params(d.QUERY_FLEET, lo, end)))
             # keep-alive: one persistent connection to each server (a poller's, a browser's)
-            legion_ka = peers.KeepAlive(api.base, {"Authorization": f"Bearer {api.token}"})
+            legion_ka = peers.KeepAlive(api.base, auth)
             vm_ka = peers.KeepAlive(vm_url)
-            res3 = [d.query_round(lambda q: json.loads(legion_ka.get("/api/v1/query?" + (
-                urllib.parse.urlencode(d.http_params(q, lo, end), doseq=True)))), "http_ka",
-                vm_url, lo, end, orders(r), size["query_reps"], vm_get=vm_ka.get_url)
+
+            def kept(q: dict[str, Any]) -> Any:
+                u = url(q)
+                return lambda: legion_ka.get_url(u)
+
+            res3 = [d.query_round(kept, "http_ka", vm_url, lo, end, orders(r),
+                                  size["query_reps"], vm_get=vm_ka.get_url, rows_of=json.loads)
                     for r in range(rounds)]
         finally:
             agg.terminate()
