@@ -158,6 +158,7 @@ class StorageConfig:
     remote_read_bearer_token_file: str | None = None
     remote_read_tls_ca_path: str | None = None
     query_head_mib: int = 64  # recent rollup minutes kept in memory for queries; 0 = off
+    query_head_hours: float = 24.0  # and at most this many hours of them; 0 = only the MiB bound
 
     def validate(self) -> list[str]:
         """Every problem of the section, with its key path (retention tiers checked together)."""
@@ -195,6 +196,7 @@ _STORAGE_RULES: list[Rule] = [
     ("rollup_1d_retention_days", lambda v: v >= 0, "must be >= 0"),
     ("max_disk_bytes", lambda v: v >= 0, "must be >= 0 (0 = no cap)"),
     ("query_head_mib", lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    ("query_head_hours", lambda v: v >= 0, "must be >= 0 (0 = no bound in time)"),
     ("remote_read_url", lambda v: v.startswith(("http://", "https://")),
      "must be an http:// or https:// URL"),
 ]

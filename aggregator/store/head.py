@@ -5,10 +5,13 @@ Per minute, one float64 block of shape (series capacity, 6): min, max, sum, coun
 last, indexed by series id. It is loaded once from the 1m tier (and from raw for the minutes
 still dirty) by the first query that could use it, while writes wait; after that every write
 adds its points (`apply`, on the writer thread, right after COMMIT), so the head holds exactly
-what the tiers hold. It keeps the newest minutes that fit `storage.query_head_mib` and covers
-[start, now): a query whose aligned range starts before `start`, reads raw, or has no step
-goes to DuckDB. Answers equal the tier SQL's; float sums may differ in the last bits (the
-same values added in another order).
+what the tiers hold. It keeps the newest minutes that fit `storage.query_head_mib`, and at most
+`storage.query_head_hours` of them (plus `ALIGN_MINUTES`), and covers [start, now): a query
+whose aligned range starts before `start`, reads raw, or has no step goes to DuckDB. The bound
+in time is what keeps a small install's head small: at one agent's 116 series the MiB bound
+alone was reached after ~8 days (64 MiB); 24 h (the dashboard's longest range) is ~8 MiB.
+Answers equal the tier SQL's; float sums may differ in the last bits (the same values added in
+another order).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ MINUTE_MS = 60_000
 NOW_MAX_CELLS = 20_000
 """The most (minutes x series) a query that must not wait combines (about 2 ms here): more
 is left to a worker thread."""
+ALIGN_MINUTES = 60
+"""Minutes kept beyond `query_head_hours`: a range of exactly that many hours, aligned down to
+its step (up to an hour), still starts inside the head."""
 _EMPTY = np.array([np.inf, -np.inf, 0.0, 0.0, -np.inf, np.nan])
 FIRST_CAPACITY = 64
 """Series rows per minute block at least (the load sizes them to the series ids, writes double
@@ -52,8 +58,9 @@ _COLS = ("mn", "mx", "sm", "n", "lt", "l")
 class QueryHead:
     """Recent minute partials of every series, bounded to `budget_bytes`."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, max_hours: float = 0.0) -> None:
         self.budget = budget_bytes
+        self.span_minutes = int(max_hours * 60) + ALIGN_MINUTES if max_hours > 0 else 0
         self.gate = threading.Lock()  # held by a write (commit + apply) and by the load
         self._lock = threading.Lock()  # guards the blocks
         # One array for all minutes, so a query gathers its (minutes x series) in one indexing
@@ -133,8 +140,10 @@ class QueryHead:
         self._slots = {m: i for i, m in enumerate(self._minutes)}
 
     def max_minutes(self, cap: int | None = None) -> int:
-        """How many minute blocks fit the budget at the current (or `cap`) series capacity."""
-        return max(1, self.budget // (6 * 8 * max(self._cap, cap or 0)))
+        """How many minute blocks fit the budget at the current (or `cap`) series capacity, at
+        most `span_minutes` (when bounded in time)."""
+        fit = max(1, self.budget // (6 * 8 * max(self._cap, cap or 0)))
+        return min(fit, self.span_minutes) if self.span_minutes else fit
 
     def _evict(self, repack: bool = True) -> None:
         """Keep the newest minutes that fit; a ring grown past them by a write that opened

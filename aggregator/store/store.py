@@ -92,7 +92,7 @@ class Store(QueryMethods):
             derived = base64.b64encode(hashlib.sha256(b"legion-archive:" + key.encode()).digest())
             self._con.execute(f"PRAGMA add_parquet_key('legion_archive', '{derived.decode()}')")
         self._writer = StoreWriter(self._con, self._lock, rollups=self.config.rollups_enabled)
-        self.head = (QueryHead(self.config.query_head_mib << 20) if self.config.rollups_enabled
+        self.head = (self._new_head() if self.config.rollups_enabled
                      and self.config.query_head_mib > 0 else None)
         self._ahead = HeadAhead()  # batches fed to the head before their commit
         try:
@@ -125,7 +125,7 @@ class Store(QueryMethods):
         except StoreError as exc:
             self.health.note_error(exc)
             if in_head and self.head is not None:  # it holds points that were not stored
-                self.head = QueryHead(self.config.query_head_mib << 20)
+                self.head = self._new_head()
             raise
         self._load.note_write(self._timer() - began)
         if self.commits and result.stored:
@@ -160,13 +160,13 @@ class Store(QueryMethods):
                     self._ahead.add(head, batch.key)
             except Exception as exc:  # noqa: BLE001 - only the head is off; the batch is safe
                 log.error("event=query_head_failed error=%r", exc)
-                self.head = QueryHead(self.config.query_head_mib << 20)
+                self.head = self._new_head()
 
     def unfeed(self, batches: Sequence[IncomingBatch]) -> None:
         """After a write of `batches` failed before it reached the store (a sink refused them):
         a head holding any of them fed ahead is dropped, and reloaded by the next query."""
         if self.head is not None and self._ahead.take(self.head, (b.key for b in batches)):
-            self.head = QueryHead(self.config.query_head_mib << 20)
+            self.head = self._new_head()
 
     def subscribe_commits(self, listener: Listener) -> Callable[[], None]:
         """Call `listener(CommitNotice)` on the writer thread after every write that stored
@@ -371,7 +371,10 @@ class Store(QueryMethods):
             self.head.apply(*self._writer.head_rows)
         except Exception as exc:  # noqa: BLE001 - the points are stored; only the head is off
             log.error("event=query_head_failed error=%r", exc)
-            self.head = QueryHead(self.config.query_head_mib << 20)
+            self.head = self._new_head()
+
+    def _new_head(self) -> QueryHead:
+        return QueryHead(self.config.query_head_mib << 20, self.config.query_head_hours)
 
     def _refresh_kept(self, con: duckdb.DuckDBPyConnection) -> None:
         kept = {"raw": 0, **{t: 0 for t in TIERS}}

@@ -46,3 +46,27 @@ def test_one_agent_head_takes_rows_for_its_series_then_doubles(tmp_path: Path) -
         assert [r["value"] for r in got] == [150.0] * 5
     finally:
         store.close()
+
+
+def test_head_keeps_at_most_query_head_hours_plus_the_alignment_hour(tmp_path: Path) -> None:
+    # One agent's series fit the 64 MiB for days: the bound in time is what stops the growth.
+    store = Store(tmp_path / "h.duckdb", StorageConfig(
+        rollup_interval_ms=10**9, maintenance_interval_secs=10**9, query_head_hours=1.0),
+        clock_ms=lambda: T0 + 4 * HOUR)
+    try:
+        store.write([host_batch(m + 1, T0 + m * MIN, 10) for m in range(150)])
+        store.roll_up(budget_s=60, include_open=True)
+        head = store.head
+        assert head is not None and head.span_minutes == 120
+        assert store.query("host", since_ms=T0 + 100 * MIN, step_ms=MIN)  # loads the head
+        rows = head._ring.shape[1]  # noqa: SLF001
+        assert head.start == T0 + 30 * MIN and head.nbytes() == 120 * rows * ROW_BYTES
+        store.write([host_batch(151 + m, T0 + (150 + m) * MIN, 10) for m in range(10)])
+        assert head.start == T0 + 40 * MIN and head.nbytes() == 120 * rows * ROW_BYTES
+        hits = head.hits
+        store.query("host", since_ms=T0 + 100 * MIN, step_ms=5 * MIN)
+        store.query("host", since_ms=T0, step_ms=5 * MIN)  # older than the head: DuckDB's
+        assert head.hits == hits + 1
+        assert assert_same(store, np.random.default_rng(5), T0, T0 + 160 * MIN, 40) > 0
+    finally:
+        store.close()
