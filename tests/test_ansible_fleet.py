@@ -143,7 +143,11 @@ class Deployment:
                            cwd=self.ctl)
         secs = time.monotonic() - t0
         (self.ctl / f"play-{time.time():.0f}-{secs:.0f}s.log").write_text(r.stdout + r.stderr)
-        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+        # what failed first (the tail alone once showed only the recap of a failed replay)
+        failed = "\n".join(m[0] for m in re.finditer(
+            r"^TASK \[[^\n]*\n(?:(?!TASK \[)[^\n]*\n)*?(?:fatal|failed): [^\n]*", r.stdout,
+            re.MULTILINE))
+        assert r.returncode == 0, failed[:6000] + "\n...\n" + r.stdout[-3000:] + r.stderr[-3000:]
         recap = {m[1]: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m[2])}
                  for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", r.stdout, re.MULTILINE)}
         assert recap, r.stdout[-3000:]
