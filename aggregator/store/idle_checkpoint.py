@@ -1,7 +1,7 @@
 """When to fold the WAL while ingest is idle: a small install should not carry MiBs of WAL.
 
 The maintenance round checkpoints at its start only when the measured cost of a checkpoint fits
-its budget (forced from `store.CHECKPOINT_FORCE_WAL`), so on a loaded machine a young install
+its budget (forced from `rounds.CHECKPOINT_FORCE_WAL`), so on a loaded machine a young install
 carried 0.7-7.3 MiB of WAL at any time (docs/peers.md, "File on disk"). A checkpoint cannot be
 split and holds the writer; it only hurts ingest when batches are waiting. So after each round
 (light or maintenance) the store also checkpoints once the WAL holds `CHECKPOINT_IDLE_WAL`, if
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 CHECKPOINT_IDLE_WAL = 1 << 20
 """From this WAL size (bytes) an idle writer checkpoints after its round, whatever the budget
-(the budgeted rule's floor, `store.CHECKPOINT_MIN_WAL`). 256 KiB was measured too: WAL mean 0.12
+(the budgeted rule's floor, `rounds.CHECKPOINT_MIN_WAL`). 256 KiB was measured too: WAL mean 0.12
 instead of 0.47 MiB, but a checkpoint about four times as often, each costing about the same
 (mostly fixed), and writes' p99 stall higher (docs/peers.md, "File on disk")."""
 IDLE_BUSY_SHARE = 0.25
