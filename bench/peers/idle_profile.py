@@ -1,7 +1,7 @@
 """Where the aggregator's time and memory go at one real agent at 1 s (issue 17).
 
     python bench/peers/idle_profile.py [--window 30] [--py-spy [--spy-rate 1000]] [--keep]
-        [--set SECTION.KEY=JSON]
+        [--set SECTION.KEY=JSON] [--no-agent]
 
 Starts `legionctl aggregator run` and `legionctl agent run` as the peers host row does, waits
 `--warmup` seconds, then over `--window` seconds prints CPU per thread (schedstat of each
@@ -32,8 +32,10 @@ sys.path.insert(0, str(HERE.parent))  # bench/
 from agent_overhead import NODE, legionctl, prepare, stop_proc  # noqa: E402
 
 
-def start_agent(work: Path, interval: float, settings: list[str]) -> list[subprocess.Popen[bytes]]:
-    """`agent_overhead.start_agent` with `settings` ("section.key=json") applied to the config."""
+def start_agent(work: Path, interval: float, settings: list[str], agent: bool = True
+                ) -> list[subprocess.Popen[bytes]]:
+    """`agent_overhead.start_agent` with `settings` ("section.key=json") applied to the config
+    (without `agent`: the aggregator alone, its floor)."""
     cfg = prepare(work, interval)
     raw = json.loads(cfg.read_text())
     for item in settings:
@@ -43,7 +45,7 @@ def start_agent(work: Path, interval: float, settings: list[str]) -> list[subpro
     cfg.write_text(json.dumps(raw, indent=2) + "\n")
     procs = []
     for args, log in ((("aggregator", "run"), "aggregator.log"),
-                      (("agent", "run", "--node", NODE), "agent.log")):
+                      (("agent", "run", "--node", NODE), "agent.log"))[:2 if agent else 1]:
         proc = legionctl(*args, "--config", str(cfg), log=work / log)
         assert isinstance(proc, subprocess.Popen)
         procs.append(proc)
@@ -113,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-spy", action="store_true", dest="pyspy")
     ap.add_argument("--spy-rate", type=int, default=1000, help="py-spy samples per second")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--no-agent", action="store_true", help="the aggregator alone (its floor)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="legion-idle-profile-"))
     procs = []
     try:
-        procs = start_agent(work, 1.0, args.set)
+        procs = start_agent(work, 1.0, args.set, agent=not args.no_agent)
         pid = procs[0].pid
         time.sleep(args.warmup)
         names = py_thread_names(pid)  # a one-shot dump, before the window
