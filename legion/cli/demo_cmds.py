@@ -6,6 +6,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import click
@@ -47,7 +48,7 @@ def demo_cmd(directory: str | None, port: int | None, hosts: int, workers: int,
                    "monitoring_config.json")
         click.echo(f"  logs       {demo.directory}/logs/   (Ctrl-C stops everything)")
         started = time.monotonic()
-        last: dict[str, float] = {}
+        seen: deque[tuple[float, float]] = deque()
         tty = sys.stdout.isatty()
         while not stop.wait(STATUS_EVERY_SECS):
             dead = demo.dead()
@@ -55,7 +56,7 @@ def demo_cmd(directory: str | None, port: int | None, hosts: int, workers: int,
                 raise LegionError(f"{dead[0].name} exited (code {dead[0].popen.returncode}); "
                                   f"see {dead[0].log}")
             try:
-                line = status_line(client.get, last)
+                line = status_line(client.get, seen)
             except LegionError as exc:
                 line = f"waiting for the aggregator ({exc})"
             click.echo(("\r" + line.ljust(100)) if tty else line, nl=not tty)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,15 +176,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def status_line(get: Callable[[str], Any], last: dict[str, float]) -> str:
-    """One compact line: points/s, hosts, agents, alerts, rejections."""
+RATE_WINDOW_SECS = 10.0
+"""points/s is taken over this much of the past: the aggregator gathers commits at low rates
+(`aggregator.commit_max_delay_ms`, 3 s), so over one 2 s status interval alone the rate read 0
+between two commits."""
+
+
+def status_line(get: Callable[[str], Any], seen: deque[tuple[float, float]],
+                clock: Callable[[], float] = time.monotonic) -> str:
+    """One compact line: points/s (over `RATE_WINDOW_SECS`; `seen` keeps the (time, points)
+    samples between calls), hosts, agents, alerts, rejections."""
     st = get("/api/v1/status")
     ingest = st.get("ingest", {})
-    now = time.monotonic()
+    now = clock()
     pts = float(ingest.get("points_accepted", 0))
-    rate = (pts - last.get("points", pts)) / max(1e-9, now - last.get("t", now)) \
-        if "t" in last else 0.0
-    last.update(points=pts, t=now)
+    seen.append((now, pts))
+    while len(seen) > 2 and now - seen[1][0] >= RATE_WINDOW_SECS:
+        seen.popleft()  # the oldest kept is the newest sample at least a window old
+    t0, p0 = seen[0]
+    rate = (pts - p0) / (now - t0) if now > t0 else 0.0
     try:
         fleet = get("/api/v1/fleet")
         summary = fleet.get("summary", {})

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from legion.cli.client import ApiClient
 from legion.cli.config import load_config
+from legion.demo.runner import status_line
 from tests.conftest import Proc, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -62,3 +65,24 @@ def test_demo_stores_all_agents_and_stops_cleanly(tmp_path: Path) -> None:
         else True
     assert left and not demo_processes(d)
     assert "stopped: no demo process left running" in (tmp_path / "demo.log").read_text()
+
+
+def test_status_line_rate_spans_the_aggregators_commit_gathering() -> None:
+    # The status source is a stand-in for /api/v1/status and /api/v1/fleet (the real demo is
+    # the test above): the aggregator commits every 3 s, the demo asks every 2 s.
+    t = [0.0]
+
+    def get(path: str) -> dict[str, Any]:
+        if path == "/api/v1/status":
+            return {"ingest": {"points_accepted": 300 * (t[0] // 3), "rejected_total": 0}}
+        return {"summary": {"hosts": 3, "agents": 18}, "alerts": []}
+
+    seen: deque[tuple[float, float]] = deque()
+    rates = []
+    for _ in range(30):
+        line = status_line(get, seen, clock=lambda: t[0])
+        rates.append(float(line.split("|")[0].split()[1]))
+        t[0] += 2.0
+    assert rates[0] == 0.0  # nothing to compare with yet
+    assert all(80 <= r <= 120 for r in rates[6:]), rates  # 100 points/s, never a 0 between
+    assert "hosts 3 | agents 18" in line and len(seen) <= 7
