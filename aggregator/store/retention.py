@@ -32,6 +32,11 @@ CHUNK_MS = {"raw": 15 * 60_000, "1m": DAY_MS, "1h": 30 * DAY_MS, "1d": 365 * DAY
 MIN_CHUNK_MS = {"raw": 60_000, "1m": HOUR_MS, "1h": DAY_MS, "1d": DAY_MS,
                 batch_fold.TIER: 60_000}
 """The least: steps shrink towards this when the measured cost says a bigger one would not fit."""
+HORIZON_STEP_MS = {"raw": 15 * 60_000, "1m": HOUR_MS}
+"""Raw and 1m expire in whole steps of this much (other tiers: their bucket width), so data
+lives up to one step past its retention: the horizon then moves four times an hour (raw) and
+once an hour (1m) instead of every minute, and the maintenance rounds in between open no
+transaction for it (issue 17: at one agent that was most of retention's cost)."""
 FILL = 0.6
 """A step is sized to take this share of the time left in the round (estimates are noisy)."""
 RESERVE = 0.1
@@ -58,15 +63,16 @@ def used_bytes(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 
 def cutoffs(config: StorageConfig, now_ms: int) -> dict[str, int]:
-    """Per tier, the time before which data has expired (0 = keep forever)."""
+    """Per tier, the time before which data has expired (0 = keep forever), in whole
+    `HORIZON_STEP_MS` steps."""
     ret = {"raw": config.raw_retention_hours * HOUR_MS,
            "1m": config.rollup_1m_retention_days * DAY_MS,
            "1h": config.rollup_1h_retention_days * DAY_MS,
            "1d": config.rollup_1d_retention_days * DAY_MS}
     out = {}
     for tier, keep in ret.items():
-        width = TIERS.get(tier, 60_000)
-        out[tier] = 0 if keep <= 0 else max(0, int(now_ms - keep) // width * width)
+        step = HORIZON_STEP_MS.get(tier) or TIERS[tier]
+        out[tier] = 0 if keep <= 0 else max(0, int(now_ms - keep) // step * step)
     return out
 
 

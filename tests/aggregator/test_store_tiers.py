@@ -305,6 +305,33 @@ def test_materialising_one_bucket_per_round_is_exact_at_every_step(tmp_path):
         store.close()
 
 
+def test_raw_expires_in_quarter_hour_steps_so_rounds_between_touch_no_horizon(tmp_path):
+    """The raw horizon moves by whole `HORIZON_STEP_MS` (15 min), not every minute: three
+    horizons over 40 minutes of rounds, and what lies between the step and the exact retention
+    is still served."""
+    now = [T0 + 2 * HOUR]
+    store = Store(tmp_path / "q.duckdb", StorageConfig(raw_retention_hours=1,
+                                                       maintenance_budget_ms=10_000),
+                  clock_ms=lambda: now[0])
+    try:
+        samples = [Sample("cpu_percent", canonical_labels({"cpu": "0"}), float(m), T0 + m * MIN)
+                   for m in range(120)]
+        store.write([IncomingBatch("a", 1, 1, MetricsBatch.from_samples(samples), T0)])
+        store.roll_up(budget_s=30, include_open=True)
+        horizons = []
+        for k in range(40):
+            now[0] = T0 + 2 * HOUR + k * MIN
+            store.maintain()
+            kept = store.stats()["kept_since_ms"]["raw"]
+            horizons.append(kept)
+            served = [r["ts_ms"] for r in store.query("cpu_percent", since_ms=kept)]
+            assert served == [T0 + m * MIN for m in range(120) if T0 + m * MIN >= kept]
+        assert sorted(set(horizons)) == [T0 + HOUR, T0 + 75 * MIN, T0 + 90 * MIN]
+        assert horizons.index(T0 + 75 * MIN) == 15 and horizons.index(T0 + 90 * MIN) == 30
+    finally:
+        store.close()
+
+
 def test_retention_with_no_budget_still_progresses_one_small_step_per_round(tmp_path):
     rng = np.random.default_rng(23)
     store = Store(tmp_path / "p.duckdb", StorageConfig(raw_retention_hours=24 * 20,
