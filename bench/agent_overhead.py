@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from typing import Any
 
 import psutil
 import zmq
+
+from legion.kernel.ports import free_port
 
 NODE = "bench-node"
 TARGET_CPU_PERCENT = 0.3
@@ -107,13 +108,6 @@ def send(samples):
 
 Scheduler(available_collectors(), interval, send).run()
 '''
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def legionctl(*args: str, log: Path | None = None) -> subprocess.Popen[bytes] | str:

@@ -8,13 +8,14 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from legion.kernel.ports import free_port  # noqa: F401 - used by the row modules too
 
 APT = {"victoria-metrics": "victoria-metrics", "prometheus": "prometheus",
        "prometheus-node-exporter": "prometheus-node-exporter", "collectd": "collectd"}
@@ -85,13 +86,6 @@ def machine() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{model}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, Linux {platform.release()}, "
             f"load average at start {load}")
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 30, headers: dict[str, str] | None = None) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 from legion.cli.config import Config, load_config
 from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.errors import LegionError
+from legion.kernel.ports import free_port
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
 STOP_TIMEOUT_SECS = 10.0
@@ -167,13 +167,6 @@ def _last_line(log: Path) -> str:
     except OSError:
         return f"see {log}"
     return lines[-1][:300] if lines else f"no output; see {log}"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 RATE_WINDOW_SECS = 10.0
