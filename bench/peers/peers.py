@@ -72,6 +72,38 @@ def versions() -> dict[str, str]:
             **{b: f"{pkg} {deb(pkg)} (Debian)" for b, pkg in APT.items()}}
 
 
+def wake_cost(sleeps: int = 5) -> dict[str, float]:
+    """CPU microseconds of one fixed Python step (read /proc/stat and /proc/meminfo, build and
+    msgpack-encode 120 samples), median of 30 back to back ("hot") and of `sleeps` each taken
+    after 1 s asleep ("cold", as a process working once a second runs): a marker of the
+    machine's state printed with every table. On one host in one day the cold figure moved
+    several-fold with no code change, and every CPU row of the 1 s processes with it
+    (docs/peers.md, session 11): compare it before comparing CPU rows of two tables."""
+    import msgpack
+
+    def step() -> None:
+        with open("/proc/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/meminfo", "rb") as f:
+            f.read()
+        msgpack.packb([(f"m_{i % 20}", (("cpu", str(i)),), float(len(stat) + i), i)
+                       for i in range(120)])
+
+    def timed() -> float:
+        t = time.thread_time_ns()
+        step()
+        return (time.thread_time_ns() - t) / 1000
+
+    for _ in range(3):
+        step()
+    hot = sorted(timed() for _ in range(30))[15]
+    cold = []
+    for _ in range(sleeps):
+        time.sleep(1.0)
+        cold.append(timed())
+    return {"hot_us": hot, "cold_us": sorted(cold)[len(cold) // 2]}
+
+
 def machine() -> str:
     """One line: CPU model, cores, memory, kernel, load at start."""
     model = "?"

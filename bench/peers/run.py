@@ -279,6 +279,10 @@ def write_results(path: Path, r: dict[str, Any], args: argparse.Namespace, took:
         "and ratios are taken within this one run. The agent/receiving-side rows measure all "
         "five processes at once over the same windows.", "",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
+        f"Machine state (`peers.wake_cost`): a fixed Python step costs "
+        f"{r['wake_cost']['hot_us']:.0f} us of CPU back to back and {r['wake_cost']['cold_us']:.0f}"
+        " us after 1 s asleep; compare this line before comparing the CPU rows of two tables.",
+        "",
         *table(r), "",
         "Sizes: " + ", ".join(f"{k}={v}" for k, v in r["size"].items()) + ".", "",
         "Every figure per round, as JSON:", "", "```json",
@@ -305,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="legion-peers-"))
     started = time.monotonic()
     r: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                         "machine": peers.machine(), "versions": peers.versions(), "size": size}
+                         "machine": peers.machine(), "versions": peers.versions(), "size": size,
+                         "wake_cost": peers.wake_cost()}
     try:
         for name, fn, where in (("storage", run_storage_and_queries, work / "storage"),
                                 ("ingest", run_ingest, work / "ingest"),
