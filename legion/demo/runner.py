@@ -23,7 +23,7 @@ from typing import Any
 from legion.cli.config import Config, load_config
 from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.errors import LegionError
-from legion.kernel.ports import free_port
+from legion.kernel.ports import free_ports
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
 STOP_TIMEOUT_SECS = 10.0
@@ -107,14 +107,14 @@ def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) ->
     if not cfg_path.exists():
         # Free ports for everything the demo starts (the web port too unless --port), so it
         # runs beside an aggregator, a test run or another demo.
-        write_setup(d, port=port or free_port())
+        web, ingest, acks, jobs, results = free_ports(5, avoid=[port] if port else [])
+        write_setup(d, port=port or web)
         raw = json.loads(cfg_path.read_text())
-        ingest, acks = free_port(), free_port()
         raw["aggregator"]["ingest_bind"] = raw["agent"]["aggregator_endpoint"] = \
             f"tcp://127.0.0.1:{ingest}"
         raw["aggregator"]["ack_bind"] = raw["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{acks}"
-        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
-        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
+        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
+        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
         # one monitor socket per simulated host, since the demo runs several on one machine
         raw["agent"]["monitor_endpoint"] = "ipc://" + str(d / "run" / "{node}-monitor.sock")
         cfg_path.write_text(json.dumps(raw, indent=2) + "\n")

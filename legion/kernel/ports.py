@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 LOWEST = 10_000
@@ -27,19 +28,34 @@ def ephemeral_start() -> int:
         return 32_768
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on `host`, outside the ephemeral range, that was free a moment ago."""
+def free_ports(n: int, host: str = "127.0.0.1", avoid: Collection[int] = ()) -> list[int]:
+    """`n` distinct TCP ports on `host`, outside the ephemeral range and not in `avoid`, each
+    free a moment ago. Ports for one setup are picked together: none is bound until later, so
+    separate picks could hand out the same port twice (a CI run lost the demo test to its ingest
+    port drawn equal to the web port it had been given)."""
     hi = ephemeral_start()
     lo = LOWEST if hi > LOWEST + 1_000 else 1_024
     rng = random.SystemRandom()
-    for _ in range(200):
+    taken = set(avoid)
+    out: list[int] = []
+    for _ in range(200 * n):
+        if len(out) == n:
+            break
         port = rng.randrange(lo, hi)
+        if port in taken:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
-    with socket.socket() as s:  # a crowded host: let the kernel pick
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        taken.add(port)
+        out.append(port)
+    if len(out) < n:
+        raise OSError(f"no {n} free ports on {host} in {lo}-{hi - 1}")
+    return out
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One TCP port on `host`, outside the ephemeral range, that was free a moment ago."""
+    return free_ports(1, host)[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from legion.kernel.ports import LOWEST, ephemeral_start, free_port
+from legion.kernel.ports import LOWEST, ephemeral_start, free_port, free_ports
 
 
 def test_free_ports_lie_below_the_ephemeral_range_and_can_be_bound() -> None:
@@ -28,3 +28,17 @@ def test_outgoing_connections_draw_their_local_port_from_the_ephemeral_range() -
         server.listen()
         with socket.create_connection(server.getsockname()) as client:
             assert client.getsockname()[1] >= ephemeral_start()
+
+
+def test_ports_picked_together_differ_from_each_other_and_from_those_to_avoid(
+        monkeypatch) -> None:
+    # A narrow range (1,040 ports): independent picks of 20 would repeat one in ~17 % of the
+    # calls, so in 50 calls a repeat is near certain unless picks are kept apart.
+    from legion.kernel import ports
+    monkeypatch.setattr(ports, "LOWEST", 20_000)
+    monkeypatch.setattr(ports, "ephemeral_start", lambda: 21_040)
+    avoid = list(range(20_000, 20_005))
+    for _ in range(50):
+        picked = free_ports(20, avoid=avoid)
+        assert len(set(picked)) == 20 and not set(picked) & set(avoid)
+        assert all(20_000 <= p < 21_040 for p in picked)
