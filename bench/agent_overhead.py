@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 import zmq
 
-from legion.kernel.ports import free_port
+from legion.kernel.ports import free_ports
 
 NODE = "bench-node"
 TARGET_CPU_PERCENT = 0.3
@@ -131,16 +131,16 @@ def prepare(d: Path, interval: float) -> Path:
     cfg_path = d / "monitoring_config.json"
     legionctl("keys", "add-agent", NODE, "--config", str(cfg_path))
     raw = json.loads(cfg_path.read_text())
-    ingest, acks = free_port(), free_port()
+    web, ingest, acks, jobs, results = free_ports(5)  # distinct: none is bound yet
     raw["collection_interval"] = interval
-    raw["dashboard_config"]["websocket_port"] = free_port()
+    raw["dashboard_config"]["websocket_port"] = web
     raw["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
     raw["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{acks}"
     raw["agent"]["aggregator_endpoint"] = f"tcp://127.0.0.1:{ingest}"
     raw["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{acks}"
     if "analytics" in raw:
-        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
-        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
+        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
+        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
     cfg_path.write_text(json.dumps(raw, indent=2) + "\n")
     return cfg_path
 
