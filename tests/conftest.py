@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from legion.kernel.ports import free_port  # noqa: F401 - the tests' import point
+from legion.kernel.ports import free_port, free_ports  # noqa: F401 - the tests' import point
 
 LEGIONCTL = [sys.executable, "-m", "legion.cli"]
 
@@ -105,16 +105,16 @@ def make_setup(directory: Path, *, gather_commits: bool = False, **overrides: An
     `legionctl init` writes, for tests whose subject is production timing. `overrides` win."""
     from legion.cli.setup_cmds import write_setup
 
-    made = write_setup(directory, force=True, port=free_port())
+    web, ingest, ack, jobs, results = free_ports(5)  # picked together: all distinct
+    made = write_setup(directory, force=True, port=web)
     path = Path(made["config"])
     cfg = json.loads(path.read_text())
-    ingest, ack = free_port(), free_port()
     cfg["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
     cfg["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{ack}"
     cfg["agent"]["aggregator_endpoint"] = f"tcp://127.0.0.1:{ingest}"
     cfg["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{ack}"
-    cfg["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{free_port()}"
-    cfg["analytics"]["results_bind"] = f"tcp://127.0.0.1:{free_port()}"
+    cfg["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
+    cfg["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
     if not gather_commits:
         cfg["aggregator"]["commit_max_delay_ms"] = 0
     for section, values in overrides.items():

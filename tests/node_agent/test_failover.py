@@ -12,7 +12,7 @@ import zmq
 from legion.kernel.curve import client_socket, server_socket
 from legion.node_agent.agent import NodeAgent
 from legion.node_agent.failover import Failover, endpoints_of
-from tests.conftest import free_port
+from tests.conftest import free_port, free_ports
 from tests.node_agent.test_delivery import make, send_live
 
 
@@ -120,7 +120,7 @@ def test_a_failover_resends_at_once_a_failback_leaves_batches_to_their_timers(
     # the first one at once would store what the second was still gathering twice (issue 17).
     ctx = zmq.Context()
     server_keys, client_keys = zmq.curve_keypair(), zmq.curve_keypair()
-    first, second = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    first, second = (f"tcp://127.0.0.1:{p}" for p in free_ports(2))
     sp, delivery, dclock = make(tmp_path, timeout=10.0)
     fclock = Clock()
     agent = object.__new__(NodeAgent)  # only the parts `_maybe_switch` uses
