@@ -72,13 +72,25 @@ def versions() -> dict[str, str]:
             **{b: f"{pkg} {deb(pkg)} (Debian)" for b, pkg in APT.items()}}
 
 
+PROBE_PAGES = 1024
+"""Pages (4 MiB) the marker's page probe reads."""
+
+
 def wake_cost(sleeps: int = 5) -> dict[str, float]:
-    """CPU microseconds of one fixed Python step (read /proc/stat and /proc/meminfo, build and
-    msgpack-encode 120 samples), median of 30 back to back ("hot") and of `sleeps` each taken
-    after 1 s asleep ("cold", as a process working once a second runs): a marker of the
-    machine's state printed with every table. On one host in one day the cold figure moved
-    several-fold with no code change, and every CPU row of the 1 s processes with it
-    (docs/peers.md, session 11): compare it before comparing CPU rows of two tables."""
+    """A marker of the machine's state printed with every table: what work costs when done
+    after 1 s asleep, as a process working once a second does it, against back to back.
+
+    * `hot_us` / `cold_us`: CPU microseconds of one fixed Python step (read /proc/stat and
+      /proc/meminfo, build and msgpack-encode 120 samples), median of 30 back to back and of
+      `sleeps` each taken after 1 s asleep;
+    * `page_hot_ns` / `page_cold_ns`: wall nanoseconds per 4 KiB page to read one byte of each of
+      `PROBE_PAGES` pages of an anonymous mapping, back to back and after 1 s asleep.
+
+    On one host in one day the cold figures moved several-fold with no code change, and every CPU
+    row of the 1 s processes with them (docs/peers.md, sessions 11-12): compare this line before
+    comparing the CPU rows of two tables."""
+    import mmap
+
     import msgpack
 
     def step() -> None:
@@ -94,14 +106,32 @@ def wake_cost(sleeps: int = 5) -> dict[str, float]:
         step()
         return (time.thread_time_ns() - t) / 1000
 
+    buf = mmap.mmap(-1, PROBE_PAGES * mmap.PAGESIZE)
+    offsets = range(0, PROBE_PAGES * mmap.PAGESIZE, mmap.PAGESIZE)
+    for off in offsets:
+        buf[off] = 1  # every page present before the probe
+
+    def touch_ns() -> float:
+        t = time.perf_counter_ns()
+        for off in offsets:
+            buf[off]  # noqa: B018 - the read is the probe
+        return (time.perf_counter_ns() - t) / PROBE_PAGES
+
     for _ in range(3):
         step()
+        touch_ns()
     hot = sorted(timed() for _ in range(30))[15]
-    cold = []
+    page_hot = sorted(touch_ns() for _ in range(30))[15]
+    cold, page_cold = [], []
     for _ in range(sleeps):
         time.sleep(1.0)
         cold.append(timed())
-    return {"hot_us": hot, "cold_us": sorted(cold)[len(cold) // 2]}
+        time.sleep(1.0)
+        page_cold.append(touch_ns())
+    buf.close()
+    mid = len(cold) // 2
+    return {"hot_us": hot, "cold_us": sorted(cold)[mid],
+            "page_hot_ns": page_hot, "page_cold_ns": sorted(page_cold)[mid]}
 
 
 def machine() -> str:

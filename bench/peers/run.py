@@ -279,9 +279,9 @@ def write_results(path: Path, r: dict[str, Any], args: argparse.Namespace, took:
         "and ratios are taken within this one run. The agent/receiving-side rows measure all "
         "five processes at once over the same windows.", "",
         "Versions: " + "; ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".", "",
-        f"Machine state (`peers.wake_cost`): a fixed Python step costs "
-        f"{r['wake_cost']['hot_us']:.0f} us of CPU back to back and {r['wake_cost']['cold_us']:.0f}"
-        " us after 1 s asleep; compare this line before comparing the CPU rows of two tables.",
+        "Machine state (`peers.wake_cost`), at the start and at the end of the run: "
+        + "; ".join(marker(r[k]) for k in ("wake_cost", "wake_cost_end") if k in r)
+        + ". Compare this line before comparing the CPU rows of two tables.",
         "",
         *table(r), "",
         "Sizes: " + ", ".join(f"{k}={v}" for k, v in r["size"].items()) + ".", "",
@@ -290,6 +290,13 @@ def write_results(path: Path, r: dict[str, Any], args: argparse.Namespace, took:
                    indent=1, default=lambda x: round(x, 3) if isinstance(x, float) else str(x)),
         "```", ""]
     path.write_text("\n".join(lines))
+
+
+def marker(w: dict[str, float]) -> str:
+    """One `peers.wake_cost` reading in words."""
+    return (f"a fixed Python step costs {w['hot_us']:.0f} us of CPU back to back and "
+            f"{w['cold_us']:.0f} us after 1 s asleep, reading a 4 KiB page {w['page_hot_ns']:.0f}"
+            f" and {w['page_cold_ns']:.0f} ns")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,12 +328,14 @@ def main(argv: list[str] | None = None) -> int:
             r[name] = fn(where, size, args.rounds)
             r.setdefault("seconds", {})[name] = round(time.monotonic() - t, 1)
             print(f"  ({name}: {r['seconds'][name]:.0f} s)", flush=True)
+        r["wake_cost_end"] = peers.wake_cost()  # the host's state moves within minutes
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     took = time.monotonic() - started
     if args.only is not None:
-        print(json.dumps({"seconds": round(took), args.only: r[args.only]}, indent=1,
+        print(json.dumps({"seconds": round(took), args.only: r[args.only],
+                          "wake_cost": [r["wake_cost"], r["wake_cost_end"]]}, indent=1,
                          default=str))
         return 0
     write_results(args.out, r, args, took)
