@@ -87,8 +87,9 @@ def wake_cost(sleeps: int = 5) -> dict[str, float]:
       `PROBE_PAGES` pages of an anonymous mapping, back to back and after 1 s asleep.
 
     On one host in one day the cold figures moved several-fold with no code change, and every CPU
-    row of the 1 s processes with them (docs/peers.md, sessions 11-12): compare this line before
-    comparing the CPU rows of two tables."""
+    row of the 1 s processes with them (docs/peers.md, sessions 11-12;
+    bench/results/host_footprint_s12.txt): compare this line before comparing the CPU rows of two
+    tables."""
     import mmap
 
     import msgpack
