@@ -36,8 +36,6 @@ from typing import Any
 import psutil
 import zmq
 
-from legion.kernel.ports import free_ports
-
 NODE = "bench-node"
 TARGET_CPU_PERCENT = 0.3
 TARGET_RSS_MIB = 30.0
@@ -127,20 +125,14 @@ def legionctl(*args: str, log: Path | None = None) -> subprocess.Popen[bytes] | 
 
 def prepare(d: Path, interval: float) -> Path:
     """init + add-agent, then move every port off the defaults (other runs share this host)."""
+    from legion.cli.setup_cmds import use_free_ports
+
     legionctl("init", "--dir", str(d))
     cfg_path = d / "monitoring_config.json"
     legionctl("keys", "add-agent", NODE, "--config", str(cfg_path))
     raw = json.loads(cfg_path.read_text())
-    web, ingest, acks, jobs, results = free_ports(5)  # distinct: none is bound yet
     raw["collection_interval"] = interval
-    raw["dashboard_config"]["websocket_port"] = web
-    raw["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
-    raw["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{acks}"
-    raw["agent"]["aggregator_endpoint"] = f"tcp://127.0.0.1:{ingest}"
-    raw["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{acks}"
-    if "analytics" in raw:
-        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
-        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
+    use_free_ports(raw)
     cfg_path.write_text(json.dumps(raw, indent=2) + "\n")
     return cfg_path
 

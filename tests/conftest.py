@@ -103,18 +103,12 @@ def make_setup(directory: Path, *, gather_commits: bool = False, **overrides: An
     Commits are not gathered (`aggregator.commit_max_delay_ms` 0), so a test that waits for
     stored data does not wait up to the production 3 s per wait; `gather_commits=True` keeps what
     `legionctl init` writes, for tests whose subject is production timing. `overrides` win."""
-    from legion.cli.setup_cmds import write_setup
+    from legion.cli.setup_cmds import use_free_ports, write_setup
 
-    web, ingest, ack, jobs, results = free_ports(5)  # picked together: all distinct
-    made = write_setup(directory, force=True, port=web)
+    made = write_setup(directory, force=True)
     path = Path(made["config"])
     cfg = json.loads(path.read_text())
-    cfg["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
-    cfg["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{ack}"
-    cfg["agent"]["aggregator_endpoint"] = f"tcp://127.0.0.1:{ingest}"
-    cfg["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{ack}"
-    cfg["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
-    cfg["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
+    use_free_ports(cfg)
     if not gather_commits:
         cfg["aggregator"]["commit_max_delay_ms"] = 0
     for section, values in overrides.items():

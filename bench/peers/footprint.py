@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))  # bench/
 
-from agent_overhead import series_of_node  # noqa: E402
+import psutil  # noqa: E402
+from agent_overhead import cpu_seconds, series_of_node  # noqa: E402
 from host_rows import HostRows, exporter_series  # noqa: E402
 
 PAGE_KIB = 4
@@ -52,30 +53,20 @@ def referenced_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_ns(pid: int) -> int:
-    """On-CPU nanoseconds of every thread of `pid` (schedstat)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except OSError:
-            continue
-    return total
-
-
 def measure(pids: dict[str, int], windows: int, window_s: float) -> dict[str, dict]:
     """Per process: touched pages per second per window, CPU % per window, KiB per mapping."""
     res: dict[str, dict] = {k: {"pages_per_s": [], "cpu_percent": [], "maps_kib": {}}
                             for k in pids}
     for _ in range(windows):
-        before = {k: cpu_ns(p) for k, p in pids.items()}
+        procs = {k: psutil.Process(p) for k, p in pids.items()}
+        before = {k: cpu_seconds(proc) for k, proc in procs.items()}
         for p in pids.values():
             Path(f"/proc/{p}/clear_refs").write_text("1")
         time.sleep(window_s)
         for k, p in pids.items():
             maps = referenced_kib(p)
             res[k]["pages_per_s"].append(sum(maps.values()) / PAGE_KIB / window_s)
-            res[k]["cpu_percent"].append((cpu_ns(p) - before[k]) / window_s / 1e7)
+            res[k]["cpu_percent"].append((cpu_seconds(procs[k]) - before[k]) / window_s * 100)
             for name, kib in maps.items():
                 res[k]["maps_kib"][name] = res[k]["maps_kib"].get(name, 0) + kib / windows
     return res

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,7 @@ from legion.cli.output import format_option, render
 from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.curve import create_keypair, read_node_binding, require_curve
 from legion.kernel.errors import LegionError
+from legion.kernel.ports import free_ports
 from legion.node_agent.config import AgentConfig
 from legion.proto.names import NODE_RE
 
@@ -84,6 +86,32 @@ def write_setup(d: Path, force: bool = False, port: int | None = None) -> dict[s
             "aggregator_secret_key": str(secret), "certificate": cfg.security.certificate_path,
             "tokens": str(tokens_path), "admin_token_file": str(token_file),
             "admin_token": token}
+
+
+_LISTENERS = (("aggregator", "ingest_bind"), ("aggregator", "ack_bind"),
+              ("analytics", "jobs_bind"), ("analytics", "results_bind"))
+"""The setup's ZeroMQ listeners, each on its own loopback port."""
+_AGENT_ENDPOINTS = {"ingest_bind": "aggregator_endpoint", "ack_bind": "ack_endpoint"}
+"""The agent's endpoints that follow the aggregator's listeners."""
+
+
+def use_free_ports(raw: dict[str, Any], web: int | None = None, agent: bool = True) -> None:
+    """Put the listeners of a setup's raw config (and, with `agent`, the agent's endpoints to them)
+    and its dashboard (`web`, else a free one) on loopback ports picked together, so that it runs
+    beside a test run, an aggregator or another demo. The ports `raw` names now are kept clear of:
+    a copied setup's may belong to one that is not bound yet."""
+    named = [raw.get("dashboard_config", {}).get("websocket_port"), web]
+    named += [str(raw.get(section, {}).get(key, "")).rpartition(":")[2]
+              for section, key in _LISTENERS]
+    *listeners, free_web = free_ports(len(_LISTENERS) + 1,
+                                      avoid={int(p) for p in named if str(p).isdigit()})
+    raw["dashboard_config"]["websocket_port"] = web or free_web
+    for (section, key), port in zip(_LISTENERS, listeners, strict=True):
+        if section not in raw:
+            continue
+        raw[section][key] = f"tcp://127.0.0.1:{port}"
+        if agent and key in _AGENT_ENDPOINTS:
+            raw["agent"][_AGENT_ENDPOINTS[key]] = raw[section][key]
 
 
 def check_name(name: str, what: str) -> None:

@@ -23,7 +23,6 @@ from typing import Any
 from legion.cli.config import Config, load_config
 from legion.kernel.config import CONFIG_FILENAME
 from legion.kernel.errors import LegionError
-from legion.kernel.ports import free_ports
 
 DEMO_HOSTS = ("legion-hq", "gpu-node-1", "vps-eu-1")
 STOP_TIMEOUT_SECS = 10.0
@@ -99,7 +98,7 @@ def _signal_group(pid: int, sig: int) -> None:
 def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) -> Demo:
     """Create (or reuse) the demo directory with keys for every simulated host."""
     from legion.cli.client import TOKEN_FILENAME
-    from legion.cli.setup_cmds import add_agent_key, write_setup
+    from legion.cli.setup_cmds import add_agent_key, use_free_ports, write_setup
 
     d = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="legion-demo-"))
     d = d.expanduser().resolve()
@@ -107,14 +106,9 @@ def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) ->
     if not cfg_path.exists():
         # Free ports for everything the demo starts (the web port too unless --port), so it
         # runs beside an aggregator, a test run or another demo.
-        web, ingest, acks, jobs, results = free_ports(5, avoid=[port] if port else [])
-        write_setup(d, port=port or web)
+        write_setup(d)
         raw = json.loads(cfg_path.read_text())
-        raw["aggregator"]["ingest_bind"] = raw["agent"]["aggregator_endpoint"] = \
-            f"tcp://127.0.0.1:{ingest}"
-        raw["aggregator"]["ack_bind"] = raw["agent"]["ack_endpoint"] = f"tcp://127.0.0.1:{acks}"
-        raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
-        raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
+        use_free_ports(raw, web=port)
         # one monitor socket per simulated host, since the demo runs several on one machine
         raw["agent"]["monitor_endpoint"] = "ipc://" + str(d / "run" / "{node}-monitor.sock")
         cfg_path.write_text(json.dumps(raw, indent=2) + "\n")

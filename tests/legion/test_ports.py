@@ -4,6 +4,8 @@ the port between the pick and the bind (a CI run once lost a test to exactly tha
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
+from pathlib import Path
 
 from legion.kernel.ports import LOWEST, ephemeral_start, free_port, free_ports
 
@@ -42,3 +44,41 @@ def test_ports_picked_together_differ_from_each_other_and_from_those_to_avoid(
         picked = free_ports(20, avoid=avoid)
         assert len(set(picked)) == 20 and not set(picked) & set(avoid)
         assert all(20_000 <= p < 21_040 for p in picked)
+
+
+def test_a_setup_moved_to_free_ports_keeps_clear_of_the_ports_it_named(
+        tmp_path: Path, monkeypatch) -> None:
+    """`use_free_ports` on a copy of a setup (as a second aggregator is made): new listeners,
+    none on a port the copy named (the first one may not be bound yet), the agent following."""
+    import json
+
+    from legion.cli import setup_cmds
+    from legion.cli.setup_cmds import use_free_ports, write_setup
+
+    avoided: list[set[int]] = []  # what each pick was told to keep clear of
+
+    def spy(n: int, host: str = "127.0.0.1", avoid: Collection[int] = ()) -> list[int]:
+        avoided.append(set(avoid))
+        return free_ports(n, host, avoid)
+
+    monkeypatch.setattr(setup_cmds, "free_ports", spy)
+    raw = json.loads(Path(write_setup(tmp_path)["config"]).read_text())
+    use_free_ports(raw)
+    first = json.loads(json.dumps(raw))
+    use_free_ports(raw, agent=False)
+    keys = (("aggregator", "ingest_bind"), ("aggregator", "ack_bind"),
+            ("analytics", "jobs_bind"), ("analytics", "results_bind"))
+
+    def ports(cfg: dict) -> set[int]:
+        return {int(cfg[s][k].rpartition(":")[2]) for s, k in keys} \
+            | {cfg["dashboard_config"]["websocket_port"]}
+
+    assert len(ports(first)) == 5 and len(ports(raw)) == 5
+    assert not ports(first) & ports(raw)
+    assert ports(first) <= avoided[1]  # kept clear by design, not by the luck of the draw
+    assert first["agent"]["aggregator_endpoint"] == first["aggregator"]["ingest_bind"]
+    assert first["agent"]["ack_endpoint"] == first["aggregator"]["ack_bind"]
+    assert raw["agent"] == first["agent"]  # agent=False: it still points at the first
+    kept = free_port()
+    use_free_ports(raw, web=kept)
+    assert raw["dashboard_config"]["websocket_port"] == kept and kept in avoided[2]

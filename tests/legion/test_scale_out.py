@@ -6,7 +6,6 @@ while the sink has a backlog, an agent failing over between two aggregators and 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -20,9 +19,10 @@ from legion.aggregator.sinks.prompb import series_labels
 from legion.aggregator.store import Store
 from legion.cli.client import ApiClient, resolve_token
 from legion.cli.config import load_config
+from legion.cli.setup_cmds import use_free_ports
 from legion.kernel.errors import LegionError
 from tests.aggregator.remote_peers import Peer
-from tests.conftest import LEGIONCTL, free_ports, wait_for
+from tests.conftest import LEGIONCTL, wait_for
 from tests.legion.test_lose_nothing import drained, last_allocated, setup
 
 pytestmark = pytest.mark.timeout(240)
@@ -193,14 +193,7 @@ def second_aggregator(first: Path, directory: Path) -> Path:
     path = directory / first.name
     raw = json.loads(path.read_text().replace(json.dumps(str(first.parent))[1:-1],
                                               json.dumps(str(directory))[1:-1]))
-    # picked together and apart from the first's ports, which may not be bound yet
-    taken = [int(n) for n in re.findall(r"\b\d{4,5}\b", first.read_text())]
-    ingest, ack, web, jobs, results = free_ports(5, avoid=taken)
-    raw["aggregator"]["ingest_bind"] = f"tcp://127.0.0.1:{ingest}"
-    raw["aggregator"]["ack_bind"] = f"tcp://127.0.0.1:{ack}"
-    raw["dashboard_config"]["websocket_port"] = web
-    raw["analytics"]["jobs_bind"] = f"tcp://127.0.0.1:{jobs}"
-    raw["analytics"]["results_bind"] = f"tcp://127.0.0.1:{results}"
+    use_free_ports(raw, agent=False)  # the agent keeps pointing at the first
     path.write_text(json.dumps(raw, indent=2))
     return path
 
