@@ -222,3 +222,11 @@ def robust_scale(win: SortedWindow, floor: float) -> tuple[float, float]:
     else:
         mid = (_kth_deviation(s, med, n // 2 - 1) + _kth_deviation(s, med, n // 2)) / 2
     return med, max(mid * 1.4826, floor)
+
+
+def spread_floor(spread: float, level: float) -> float:
+    """A floor for robust scales: 1/1000 of the series' 5-95 % spread, and 1e-9 of its level
+    (float precision, not a sensitivity). Not 1/1000 of the level itself: a score must not depend
+    on where zero is (the same series in Celsius and in Kelvin, or a byte counter with a large
+    offset, scores the same); bench/nab_perturb.py measures it."""
+    return 1e-3 * spread + 1e-9 * (abs(level) + 1.0)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from legion.analytics.calibration import Rarity
+from legion.analytics.calibration import Rarity, spread_floor
 from legion.analytics.detectors.base import WindowModelDetector
 
 
@@ -74,7 +74,7 @@ class KnnDetector(WindowModelDetector):
         self.center = float(np.median(v))
         mad = float(np.median(np.abs(v - self.center))) * 1.4826
         spread = float(np.quantile(v, 0.95) - np.quantile(v, 0.05))
-        self.scale = max(mad, 1e-3 * max(abs(self.center), spread), 1e-9)
+        self.scale = max(mad, spread_floor(spread, self.center))
         z = self._smooth((v - self.center) / self.scale)
         w = np.lib.stride_tricks.sliding_window_view(z, (self.lag - 1) * self.stride + 1)
         w = w[:-1, ::self.stride]  # exclude the newest

@@ -25,16 +25,15 @@ from typing import Any
 
 import numpy as np
 
-from legion.analytics.calibration import SortedWindow, robust_scale
+from legion.analytics.calibration import SortedWindow, robust_scale, spread_floor
 from legion.analytics.detectors.base import PeriodTracker, StreamingDetector
 
 
 def scale_floor(win: SortedWindow) -> float:
-    """A floor for robust scales: a small fraction of the series' level and spread."""
+    """The window's `spread_floor`."""
     if len(win) == 0:
         return 1e-9
-    spread = win.quantile(0.95) - win.quantile(0.05)
-    return 1e-3 * max(abs(win.median()), spread) + 1e-9
+    return spread_floor(win.quantile(0.95) - win.quantile(0.05), win.median())
 
 
 class MadDetector(StreamingDetector):

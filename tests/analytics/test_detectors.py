@@ -242,3 +242,14 @@ def test_fisher_combination_is_the_chi_square_tail() -> None:
     # ... two members that agree are worth more than either, and negatives count as p = 1.
     assert fisher_log10((3.0, 3.0, 0.0)) > 3.0
     assert fisher_log10((3.0, -2.0, -1.0)) == fisher_log10((3.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize("name", ["ensemble", "knn", "mad", "shift"])
+def test_scores_do_not_depend_on_units_or_offset(name: str,
+                                                 series: tuple[np.ndarray, np.ndarray]) -> None:
+    """The same series in other units and with its zero moved (Celsius and Kelvin, a byte counter
+    far from 0) scores the same: the robust scales' floors follow the spread, not the level."""
+    ts, v = series
+    base = make_detector(name).score(ts, v)
+    for scaled in (v * 1000.0 + 1e7, v * 0.001 - 5.0):
+        assert np.allclose(make_detector(name).score(ts, scaled), base, atol=1e-6)
