@@ -224,9 +224,9 @@ def robust_scale(win: SortedWindow, floor: float) -> tuple[float, float]:
     return med, max(mid * 1.4826, floor)
 
 
-def spread_floor(spread: float, level: float) -> float:
+def spread_floor(spread: Any, level: Any) -> Any:
     """A floor for robust scales: 1/1000 of the series' 5-95 % spread, and 1e-9 of its level
     (float precision, not a sensitivity). Not 1/1000 of the level itself: a score must not depend
     on where zero is (the same series in Celsius and in Kelvin, or a byte counter with a large
-    offset, scores the same); bench/nab_perturb.py measures it."""
+    offset, scores the same); bench/nab_perturb.py measures it. Floats or numpy arrays."""
     return 1e-3 * spread + 1e-9 * (abs(level) + 1.0)

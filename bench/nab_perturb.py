@@ -12,7 +12,8 @@ threshold). A detector that generalises loses little on each; where it loses, th
 names the assumption.
 
     python bench/nab_perturb.py                       # default ensemble, every transform
-    python bench/nab_perturb.py --detectors ensemble,fisher --transforms as-is,every-2nd
+    python bench/nab_perturb.py --detectors ensemble,fisher --transforms as-is,pair-means
+    python bench/nab_perturb.py --detectors "" --ablations   # each ensemble addition undone
 
 The transforms are deterministic (the noise is seeded per file name).
 """
@@ -23,13 +24,14 @@ import argparse
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from nab import DEFAULT_ROOT, load_corpus
-from nab_cv import cross_validate_scores
+from nab_cv import DEFAULT, VARIANTS, cross_validate_scores, member_traces, recombine, step_seconds
 
 from legion.analytics.config import AnalyticsConfig
 from legion.analytics.detectors import make_detector
@@ -58,10 +60,25 @@ def _noise(f: Series) -> Series:
     return name, ts, v + rng.normal(0.0, 0.5 * sd, len(v)), w
 
 
-def _every_2nd(f: Series) -> Series:
-    """Half the sampling rate: the same days in half the rows, windows mapped to the kept rows."""
+def _pair_means(f: Series) -> Series:
+    """Half the sampling rate: each two rows averaged into one (a spike stays, at half height;
+    keeping every 2nd row instead would delete half of the one-row spikes with their labels)."""
     name, ts, v, w = f
-    return name, ts[::2], v[::2], [(a // 2, b // 2) for a, b in w]
+    n = len(v) // 2 * 2
+    return (name, ts[1:n:2], (v[0:n:2] + v[1:n:2]) / 2.0,
+            [(a // 2, min(b // 2, n // 2 - 1)) for a, b in w if a // 2 < n // 2])
+
+
+def _twice_sampled(f: Series) -> Series:
+    """Twice the sampling rate: a row linearly interpolated between every two (nothing lost)."""
+    name, ts, v, w = f
+    mid_t = (ts[:-1] + ts[1:]) // 2
+    mid_v = (v[:-1] + v[1:]) / 2.0
+    ts2 = np.empty(2 * len(v) - 1, dtype=ts.dtype)
+    v2 = np.empty(2 * len(v) - 1)
+    ts2[0::2], ts2[1::2] = ts, mid_t
+    v2[0::2], v2[1::2] = v, mid_v
+    return name, ts2, v2, [(2 * a, 2 * b) for a, b in w]
 
 
 def _cut_start(f: Series) -> Series:
@@ -78,7 +95,8 @@ TRANSFORMS: dict[str, Callable[[Series], Series] | None] = {
     "units-offset": _affine,
     "negated": _negated,
     "noise": _noise,
-    "every-2nd": _every_2nd,
+    "pair-means": _pair_means,
+    "twice-sampled": _twice_sampled,
     "cut-start": _cut_start,
 }
 
@@ -88,30 +106,63 @@ def _score(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, np.ndarr
     return name, make_detector(det).score(ts, v)
 
 
+def _traces(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, str, np.ndarray]:
+    variant, name, ts, v = args
+    return variant, name, member_traces(ts, v, **VARIANTS[variant])
+
+
+def _map(fn: Callable, todo: list, jobs: int) -> list:
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as ex:
+            return list(ex.map(fn, todo))
+    return list(map(fn, todo))
+
+
+def candidates(files: list[Series], detectors: list[str], ablations: bool,
+               jobs: int) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """(label, {file: scores}) for each detector, then, with `ablations`, the default ensemble
+    and each of bench/nab_transfer.ABLATIONS recombined from member traces (bench/nab_cv.py)."""
+    for det in detectors:
+        yield det, dict(_map(_score, [(det, n, ts, v) for n, ts, v, _ in files], jobs))
+    if not ablations:
+        return
+    from nab_transfer import ABLATIONS
+    cfgs = [("default ensemble", DEFAULT)] + [(n, replace(DEFAULT, **kw)) for n, kw in ABLATIONS]
+    variants = sorted({c.variant for _, c in cfgs})
+    traces: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
+    for v, n, tr in _map(_traces, [(v, n, ts, x) for v in variants for n, ts, x, _ in files],
+                         jobs):
+        traces[v][n] = tr
+    steps = step_seconds(files)
+    for label, c in cfgs:
+        yield label, {n: recombine(traces[c.variant][n], c, steps[n]) for n, *_ in files}
+
+
 def run(detectors: list[str], transforms: list[str], root: Path = DEFAULT_ROOT,
-        jobs: int = 2, fixed: float | None = None) -> dict:
-    """{(detector, transform): protocol result} (bench/nab_cv.cross_validate_scores), printed."""
+        jobs: int = 2, fixed: float | None = None, ablations: bool = False) -> dict:
+    """{(candidate, transform): protocol result} (bench/nab_cv.cross_validate_scores), printed
+    per row and, at the end, as a table of the LOCO CV figures."""
     fixed = AnalyticsConfig().anomaly_threshold if fixed is None else fixed
     corpus = load_corpus(root)
     out = {}
-    print(f"{'detector':<10}{'transform':<14}{'windows':>8}{'plain':>8}{'thr':>7}{'LOCO CV':>9}"
-          f"{'at ' + format(fixed, 'g'):>8}{'s':>6}")
+    print(f"{'candidate':<46}{'transform':<14}{'windows':>8}{'plain':>8}{'thr':>7}"
+          f"{'LOCO CV':>9}{'at ' + format(fixed, 'g'):>8}{'s':>6}")
     for t in transforms:
         fn = TRANSFORMS[t]
         files = corpus if fn is None else [fn(f) for f in corpus]
-        for det in detectors:
-            t0 = time.perf_counter()
-            todo = [(det, name, ts, v) for name, ts, v, _ in files]
-            if jobs > 1:
-                with ProcessPoolExecutor(jobs) as ex:
-                    scores = dict(ex.map(_score, todo))
-            else:
-                scores = dict(map(_score, todo))
-            res = cross_validate_scores(files, [(det, scores)], fixed)
-            out[(det, t)] = res
-            print(f"{det:<10}{t:<14}{sum(len(w) for *_, w in files):>8}{res['plain']:>8.2f}"
-                  f"{res['plain_thr']:>7.3f}{res['cv']:>9.2f}{res['plain_fixed']:>8.2f}"
-                  f"{time.perf_counter() - t0:>6.0f}", flush=True)
+        t0 = time.perf_counter()
+        for label, scores in candidates(files, detectors, ablations, jobs):
+            res = cross_validate_scores(files, [(label, scores)], fixed)
+            out[(label, t)] = res
+            print(f"{label[:45]:<46}{t:<14}{sum(len(w) for *_, w in files):>8}"
+                  f"{res['plain']:>8.2f}{res['plain_thr']:>7.3f}{res['cv']:>9.2f}"
+                  f"{res['plain_fixed']:>8.2f}{time.perf_counter() - t0:>6.0f}", flush=True)
+    labels = list(dict.fromkeys(lab for lab, _ in out))
+    print(f"\nLOCO CV\n{'candidate':<46}" + "".join(f"{t[:12]:>13}" for t in transforms)
+          + f"{'mean':>8}")
+    for lab in labels:
+        cv = [out[(lab, t)]["cv"] for t in transforms]
+        print(f"{lab[:45]:<46}" + "".join(f"{x:>13.2f}" for x in cv) + f"{np.mean(cv):>8.2f}")
     return out
 
 
@@ -122,11 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--transforms", default=",".join(TRANSFORMS),
                     help="comma-separated, from: " + ", ".join(TRANSFORMS))
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--ablations", action="store_true",
+                    help="also the default ensemble with each addition undone "
+                         "(bench/nab_transfer.ABLATIONS), from member traces")
     a = ap.parse_args(argv)
     unknown = [t for t in a.transforms.split(",") if t not in TRANSFORMS]
     if unknown:
         raise SystemExit(f"--transforms: unknown {unknown}; choose from {', '.join(TRANSFORMS)}")
-    run(a.detectors.split(","), a.transforms.split(","), a.root, a.jobs)
+    run([d for d in a.detectors.split(",") if d], a.transforms.split(","), a.root, a.jobs,
+        ablations=a.ablations)
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from legion.analytics.calibration import spread_floor
 from legion.analytics.detectors.base import StreamingDetector
 
 
@@ -111,8 +112,7 @@ class MultivariateDetector(StreamingDetector):
         self.center = np.median(x, axis=0)
         mad = 1.4826 * np.median(np.abs(x - self.center), axis=0)
         spread = np.quantile(x, 0.95, axis=0) - np.quantile(x, 0.05, axis=0)
-        self.scale = np.maximum.reduce([mad, 1e-3 * np.maximum(np.abs(self.center), spread),
-                                        np.full(self.dim, 1e-9)])
+        self.scale = np.maximum(mad, spread_floor(spread, self.center))
         z = self._z(x)
         wins = np.lib.stride_tricks.sliding_window_view(z, self.lag, axis=0)  # (n-lag+1, d, lag)
         wins = np.transpose(wins, (0, 2, 1))[:-1]                            # inputs

@@ -244,7 +244,7 @@ def test_fisher_combination_is_the_chi_square_tail() -> None:
     assert fisher_log10((3.0, -2.0, -1.0)) == fisher_log10((3.0, 0.0, 0.0))
 
 
-@pytest.mark.parametrize("name", ["ensemble", "knn", "mad", "shift"])
+@pytest.mark.parametrize("name", ["ensemble", "fisher", "knn", "mad", "shift", "residual"])
 def test_scores_do_not_depend_on_units_or_offset(name: str,
                                                  series: tuple[np.ndarray, np.ndarray]) -> None:
     """The same series in other units and with its zero moved (Celsius and Kelvin, a byte counter
