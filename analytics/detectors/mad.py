@@ -33,7 +33,7 @@ def scale_floor(win: SortedWindow) -> float:
     """The window's `spread_floor`."""
     if len(win) == 0:
         return 1e-9
-    return spread_floor(win.quantile(0.95) - win.quantile(0.05), win.median())
+    return float(spread_floor(win.quantile(0.95) - win.quantile(0.05), win.median()))
 
 
 class MadDetector(StreamingDetector):
