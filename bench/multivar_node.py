@@ -1,6 +1,6 @@
 """The multivariate node detector against per-metric detectors on a synthetic node with faults.
 
-    python bench/multivar_node.py [--seeds 3] [--days 14]
+    python bench/multivar_node.py [--seeds 3] [--days 14] [--step 300]
 
 A node with six metrics at a 5-minute step (daily cycle, realistic couplings): cpu %, load1
 (follows cpu), memory % (slow drift), disk % (slow growth), network rx (follows cpu, noisy), p95
@@ -13,6 +13,10 @@ twice per seed, at random places, never overlapping):
     joint      cpu, load, rx, response +1.5 sigma each for 24 points (small on each metric)
     latency    response time x2 with cpu normal, 6 points
     freeze     cpu, load and rx frozen at their last value for 36 points (an agent/exporter stall)
+
+`--step` samples the same node every that many seconds instead (the live agents' default is 1 s):
+the daily cycle, the slow wander and every fault keep their length in time (a leak ramps over 3
+hours at any step), only the spike stays one point; the noise stays per point.
 
 Every detector runs causally with its default parameters (no labels, nothing tuned per seed):
 `multivar` on the node's 6-vector, and `ensemble` / `mad` per metric with the node score = the max
@@ -30,35 +34,38 @@ import numpy as np
 
 from legion.analytics.detectors import DETECTORS, make_detector
 
-STEP_MS = 300_000
-PER_DAY = 288
+REF_STEP_S = 300  # the step every length below is written in (points of 5 minutes)
 KINDS = ("spike", "decouple", "leak", "joint", "latency", "freeze")
 NAMES = ("cpu", "load1", "mem", "disk", "rx", "resp")
 
 
-def make_node(days: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int, int]]]:
-    """(ts_ms, x (n, 6), events [(kind, start, end)]) of one synthetic node."""
+def make_node(days: int, seed: int, step_s: int = REF_STEP_S
+              ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int, int]]]:
+    """(ts_ms, x (n, 6), events [(kind, start, end)]) of one synthetic node sampled every
+    `step_s` seconds."""
     rng = np.random.default_rng(seed)
-    n = days * PER_DAY
+    k = REF_STEP_S // step_s  # points per 5 minutes
+    per_day = 86_400 // step_s
+    n = days * per_day
     t = np.arange(n)
-    day = np.sin(2 * np.pi * (t % PER_DAY) / PER_DAY - np.pi / 2)
+    day = np.sin(2 * np.pi * (t % per_day) / per_day - np.pi / 2)
     cpu = 35 + 20 * np.clip(day, -0.3, 1) + rng.normal(0, 3, n)
-    cpu += np.convolve(rng.normal(0, 1.5, n), np.ones(6) / 6, "same")   # slow wander
+    cpu += np.convolve(rng.normal(0, 1.5, n), np.ones(6 * k) / (6 * k), "same")   # slow wander
     load = cpu / 25 + rng.normal(0, 0.08, n)
-    mem = 55 + 3 * np.sin(2 * np.pi * t / (3 * PER_DAY)) + rng.normal(0, 0.4, n)
-    disk = 40 + 0.002 * t + rng.normal(0, 0.05, n)
+    mem = 55 + 3 * np.sin(2 * np.pi * t / (3 * per_day)) + rng.normal(0, 0.4, n)
+    disk = 40 + 0.002 * t / k + rng.normal(0, 0.05, n)
     rx = 2e6 * (0.5 + cpu / 60) * np.exp(rng.normal(0, 0.15, n))
     resp = 120 * np.exp(cpu / 40) + rng.normal(0, 8, n)
     x = np.c_[cpu, load, mem, disk, rx, resp]
-    sd = np.std(x[:PER_DAY], axis=0)
+    sd = np.std(x[:per_day], axis=0)
     events: list[tuple[str, int, int]] = []
     taken = np.zeros(n, bool)
     for kind in KINDS * 2:
-        length = {"spike": 1, "decouple": 12, "leak": 36, "joint": 24, "latency": 6,
-                  "freeze": 36}[kind]
+        length = 1 if kind == "spike" else k * {"decouple": 12, "leak": 36, "joint": 24,
+                                                  "latency": 6, "freeze": 36}[kind]
         while True:
-            a = int(rng.integers(3 * PER_DAY, n - 100))
-            if not taken[max(0, a - 150):a + length + 150].any():
+            a = int(rng.integers(3 * per_day, n - 100 * k))
+            if not taken[max(0, a - 150 * k):a + length + 150 * k].any():
                 break
         b = a + length
         taken[a:b] = True
@@ -67,7 +74,7 @@ def make_node(days: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[
         elif kind == "decouple":
             x[a:b, 1] *= 2.5
         elif kind == "leak":
-            x[a:b, 2] += 0.4 * np.arange(1, length + 1)
+            x[a:b, 2] += 0.4 / k * np.arange(1, length + 1)
         elif kind == "joint":
             for j in (0, 1, 4, 5):
                 x[a:b, j] += 1.5 * sd[j]
@@ -76,7 +83,7 @@ def make_node(days: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[
         else:
             x[a:b, [0, 1, 4]] = x[a - 1, [0, 1, 4]]
         events.append((kind, a, b))
-    return np.int64(1_700_000_000_000) + t.astype(np.int64) * STEP_MS, x, sorted(
+    return np.int64(1_700_000_000_000) + t.astype(np.int64) * step_s * 1000, x, sorted(
         events, key=lambda e: e[1])
 
 
@@ -87,23 +94,24 @@ def node_scores(name: str, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.max([make_detector(name).score(ts, x[:, j]) for j in range(x.shape[1])], axis=0)
 
 
-def evaluate(scores: np.ndarray, events: list[tuple[str, int, int]], thr: float = 0.8
-             ) -> tuple[dict[str, int], float]:
+def evaluate(scores: np.ndarray, events: list[tuple[str, int, int]], thr: float = 0.8,
+             step_s: int = REF_STEP_S) -> tuple[dict[str, int], float]:
     """(detected events per kind, false alarms per day after the warm-up days)."""
+    k, per_day = REF_STEP_S // step_s, 86_400 // step_s
     hit = dict.fromkeys(KINDS, 0)
     quiet = np.ones(len(scores), bool)
-    quiet[:3 * PER_DAY] = False  # warm-up days are not scored either way
+    quiet[:3 * per_day] = False  # warm-up days are not scored either way
     for kind, a, b in events:
-        hit[kind] += int(scores[a:b + 6].max() >= thr)
-        quiet[a:b + 24] = False
-    fa = float((scores[quiet] >= thr).sum()) / (quiet.sum() / PER_DAY)
+        hit[kind] += int(scores[a:b + 6 * k].max() >= thr)
+        quiet[a:b + 24 * k] = False
+    fa = float((scores[quiet] >= thr).sum()) / (quiet.sum() / per_day)
     return hit, fa
 
 
-def warm_up_alarms(scores: np.ndarray, thr: float = 0.8) -> int:
+def warm_up_alarms(scores: np.ndarray, thr: float = 0.8, step_s: int = REF_STEP_S) -> int:
     """Points at or above thr in the first 3 days (no fault is injected there): what a new
     node costs in alerts while its detectors learn."""
-    return int((scores[:3 * PER_DAY] >= thr).sum())
+    return int((scores[:3 * 86_400 // step_s] >= thr).sum())
 
 
 def main() -> None:
@@ -112,22 +120,26 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--days", type=int, default=14)
     ap.add_argument("--detectors", default="multivar,ensemble,mad")
+    ap.add_argument("--step", type=int, default=REF_STEP_S,
+                    help="seconds between samples; a divisor of 300")
     args = ap.parse_args()
+    if args.step <= 0 or REF_STEP_S % args.step:
+        raise SystemExit(f"--step must divide {REF_STEP_S}")
     names = [d for d in args.detectors.split(",") if d in DETECTORS]
     total = {d: (dict.fromkeys(KINDS, 0), 0.0, 0.0, 0) for d in names}
     for seed in range(args.seeds):
-        ts, x, events = make_node(args.days, seed)
+        ts, x, events = make_node(args.days, seed, args.step)
         for d in names:
             t0 = time.perf_counter()
             s = node_scores(d, ts, x)
             el = time.perf_counter() - t0
-            hit, fa = evaluate(s, events)
+            hit, fa = evaluate(s, events, step_s=args.step)
             h, f, e, w = total[d]
             total[d] = ({k: h[k] + hit[k] for k in KINDS}, f + fa / args.seeds, e + el,
-                        w + warm_up_alarms(s))
+                        w + warm_up_alarms(s, step_s=args.step))
     n_each = 2 * args.seeds
-    print(f"{args.seeds} seeds x {args.days} days x 6 metrics; detected / {n_each} per kind "
-          "at score >= 0.8")
+    print(f"{args.seeds} seeds x {args.days} days x 6 metrics every {args.step} s; detected / "
+          f"{n_each} per kind at score >= 0.8")
     print("| detector | " + " | ".join(KINDS)
           + " | all | false alarms/day | warm-up alarms/node | s |")
     print("|---|" + "---:|" * (len(KINDS) + 4))
