@@ -63,10 +63,13 @@ def make_node(days: int, seed: int, step_s: int = REF_STEP_S
     for kind in KINDS * 2:
         length = 1 if kind == "spike" else k * {"decouple": 12, "leak": 36, "joint": 24,
                                                   "latency": 6, "freeze": 36}[kind]
-        while True:
+        for _ in range(10_000):
             a = int(rng.integers(3 * per_day, n - 100 * k))
             if not taken[max(0, a - 150 * k):a + length + 150 * k].any():
                 break
+        else:
+            raise SystemExit(f"{days} days leave no room for 12 faults 150 x 5 minutes apart: "
+                             "use more --days")
         b = a + length
         taken[a:b] = True
         if kind == "spike":
