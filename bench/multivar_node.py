@@ -38,6 +38,7 @@ import numpy as np
 from legion.analytics.detectors import DETECTORS, make_detector
 
 REF_STEP_S = 300  # the step every length below is written in (points of 5 minutes)
+DAY_S = 86_400
 KINDS = ("spike", "decouple", "leak", "joint", "latency", "freeze")
 NAMES = ("cpu", "load1", "mem", "disk", "rx", "resp")
 
@@ -48,7 +49,7 @@ def make_node(days: int, seed: int, step_s: int = REF_STEP_S
     `step_s` seconds."""
     rng = np.random.default_rng(seed)
     k = REF_STEP_S // step_s  # points per 5 minutes
-    per_day = 86_400 // step_s
+    per_day = DAY_S // step_s
     n = days * per_day
     t = np.arange(n)
     day = np.sin(2 * np.pi * (t % per_day) / per_day - np.pi / 2)
@@ -103,7 +104,7 @@ def node_scores(name: str, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
 def evaluate(scores: np.ndarray, events: list[tuple[str, int, int]], thr: float = 0.8,
              step_s: int = REF_STEP_S) -> tuple[dict[str, int], float]:
     """(detected events per kind, false alarms per day after the warm-up days)."""
-    k, per_day = REF_STEP_S // step_s, 86_400 // step_s
+    k, per_day = REF_STEP_S // step_s, DAY_S // step_s
     hit = dict.fromkeys(KINDS, 0)
     quiet = np.ones(len(scores), bool)
     quiet[:3 * per_day] = False  # warm-up days are not scored either way
@@ -117,7 +118,7 @@ def evaluate(scores: np.ndarray, events: list[tuple[str, int, int]], thr: float 
 def warm_up_alarms(scores: np.ndarray, thr: float = 0.8, step_s: int = REF_STEP_S) -> int:
     """Points at or above thr in the first 3 days (no fault is injected there): what a new
     node costs in alerts while its detectors learn."""
-    return int((scores[:3 * 86_400 // step_s] >= thr).sum())
+    return int((scores[:3 * DAY_S // step_s] >= thr).sum())
 
 
 def bucketed(ts: np.ndarray, x: np.ndarray, events: list[tuple[str, int, int]], m: int,

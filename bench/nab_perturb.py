@@ -30,11 +30,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from nab import DEFAULT_ROOT, load_corpus
-from nab_cv import DEFAULT, VARIANTS, cross_validate_scores, member_traces, recombine, step_seconds
+from nab import DEFAULT_ROOT, _run_one, load_corpus
+from nab_cv import DEFAULT, _trace_job, cross_validate_scores, recombine, step_seconds
 
 from legion.analytics.config import AnalyticsConfig
-from legion.analytics.detectors import make_detector
 from legion.analytics.scoring import probation
 
 Series = tuple[str, np.ndarray, np.ndarray, list[tuple[int, int]]]
@@ -101,16 +100,6 @@ TRANSFORMS: dict[str, Callable[[Series], Series] | None] = {
 }
 
 
-def _score(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, np.ndarray]:
-    det, name, ts, v = args
-    return name, make_detector(det).score(ts, v)
-
-
-def _traces(args: tuple[str, str, np.ndarray, np.ndarray]) -> tuple[str, str, np.ndarray]:
-    variant, name, ts, v = args
-    return variant, name, member_traces(ts, v, **VARIANTS[variant])
-
-
 def _map(fn: Callable, todo: list, jobs: int) -> list:
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as ex:
@@ -123,15 +112,16 @@ def candidates(files: list[Series], detectors: list[str], ablations: bool,
     """(label, {file: scores}) for each detector, then, with `ablations`, the default ensemble
     and each of bench/nab_transfer.ABLATIONS recombined from member traces (bench/nab_cv.py)."""
     for det in detectors:
-        yield det, dict(_map(_score, [(det, n, ts, v) for n, ts, v, _ in files], jobs))
+        runs = _map(_run_one, [(det, n, ts, v) for n, ts, v, _ in files], jobs)
+        yield det, {n: scores for _, n, scores, _ in runs}
     if not ablations:
         return
     from nab_transfer import ABLATIONS
     cfgs = [("default ensemble", DEFAULT)] + [(n, replace(DEFAULT, **kw)) for n, kw in ABLATIONS]
     variants = sorted({c.variant for _, c in cfgs})
     traces: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
-    for v, n, tr in _map(_traces, [(v, n, ts, x) for v in variants for n, ts, x, _ in files],
-                         jobs):
+    for v, n, tr, _ in _map(_trace_job,
+                            [(v, n, ts, x) for v in variants for n, ts, x, _ in files], jobs):
         traces[v][n] = tr
     steps = step_seconds(files)
     for label, c in cfgs:
