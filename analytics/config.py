@@ -55,6 +55,10 @@ class AnalyticsConfig:
     detector: str = "ensemble"
     node_detector: str = "off"  # or "multivar": one model over each node's host metrics
     anomaly_threshold: float = 0.8
+    # Live detection scores the max of each whole step bucket (0 = every raw point): the
+    # detectors were built and measured on 5-minute rows (docs/analytics.md, "Live detection
+    # on 5-minute maxima").
+    detect_step_secs: float = 300.0
     forecast_interval_secs: float = 60.0
     job_timeout_secs: float = 30.0
     band_days: float = 7.0          # learned normal bands: history per (re)computation
@@ -84,6 +88,8 @@ _RULES: list[Rule] = [
     ("node_detector", lambda v: v in ("off", "multivar"), "must be 'off' or 'multivar'"),
     ("band_days", lambda v: v > 0, POSITIVE),
     ("band_step_secs", lambda v: v >= 1, "must be >= 1"),
+    ("detect_step_secs", lambda v: v == 0 or (v >= 1 and float(v).is_integer()),
+     "must be 0 (raw points) or a whole number of seconds >= 1"),
 ]
 # The seed's top-level `analysis_interval` paces analysis: checked where the file is composed.
 ANALYSIS_INTERVAL_RULE: Rule = ("analysis_interval", lambda v: v > 0, POSITIVE)

@@ -1,8 +1,10 @@
 """Feeds the analytics worker pool: windows out over PUSH, scores and forecasts back over PULL.
 
 Every `analysis_interval` the dispatcher sends a detect job for each watched series that has new
-points (only the new points plus the detector state from the previous result, so any worker can
-take any job; a series with no point newer than its last job is not even read: new_points.py);
+rows (only the new rows plus the detector state from the previous result, so any worker can take
+any job). The rows are the maxima of whole `analytics.detect_step_secs` buckets (bucketed.py,
+default 300 s: the time scale the detectors were measured on), or with a step of 0 the raw points
+(a series with no point newer than its last job is not even read: new_points.py);
 every `analytics.forecast_interval_secs` a forecast job per `prediction_config` entry. The job
 bookkeeping (state per series, jobs in flight, re-dispatch after `analytics.job_timeout_secs`,
 first result wins) is `JobBook` (jobs.py), which series are analysed and the store queries that
@@ -37,7 +39,8 @@ import zmq
 
 from legion.aggregator.allowlist import KeyRegistry
 from legion.aggregator.analytics_bridge.band_book import BandBook
-from legion.aggregator.analytics_bridge.jobs import JobBook
+from legion.aggregator.analytics_bridge.bucketed import BucketedDetect
+from legion.aggregator.analytics_bridge.jobs import JobBook, model_folder
 from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import (
     ANALYTICS_NODE,
@@ -95,6 +98,7 @@ class AnalyticsBridge(threading.Thread):
         self._anomalies: deque[dict[str, Any]] = deque(maxlen=500)
         self._forecasts: dict[str, dict[str, Any]] = {}
         self._book: JobBook | None = None
+        self._bucketed: BucketedDetect | None = None  # with analytics.detect_step_secs
         self.counters = BridgeStats()
         self.ready = threading.Event()
         self.bind_error: Exception | None = None
@@ -110,6 +114,8 @@ class AnalyticsBridge(threading.Thread):
         and the scheduling reads (`scheduling`: watched series, nodes, series read)."""
         out: dict[str, Any] = dict(self._book.stats) if self._book else {}
         out["scheduling"] = dict(self.news.stats())
+        if self._bucketed is not None:
+            out["scheduling"]["stepped_reads"] = self._bucketed.queries
         out.update(dataclasses.asdict(self.counters))
         if self.bands is not None:
             out["bands"] = {**self.bands.stats, "series": len(self.bands.entries())}
@@ -158,9 +164,13 @@ class AnalyticsBridge(threading.Thread):
         self._book = JobBook(send, timeout_secs=self._cfg.analytics.job_timeout_secs,
                              max_attempts=5,
                              models_dir=Path(self._cfg.analytics.models_dir),
-                             retrain_secs=self._cfg.ai_settings.model_retrain_interval)
-        self.ready.set()
+                             retrain_secs=self._cfg.ai_settings.model_retrain_interval,
+                             folder=model_folder(self._cfg.analytics.detect_step_secs))
         acfg, ai = self._cfg.analytics, self._cfg.ai_settings
+        if acfg.detect_step_secs > 0:
+            self._bucketed = BucketedDetect(self._store, self.news, self._book, self._series,
+                                            acfg)
+        self.ready.set()
         never = float("inf")  # the next pass of what is switched off
         next_detect = (time.monotonic() + self._cfg.analysis_interval
                        if ai.anomaly_detection_enabled else never)
@@ -269,11 +279,15 @@ class AnalyticsBridge(threading.Thread):
 
     def _schedule_detect(self) -> int:
         assert self._book is not None
+        if self._bucketed is not None:
+            return self._bucketed.schedule()
         return schedule_detect(self.news, self._book, self._series, self._cfg.analytics,
                         self._cfg.collection_interval)
 
     def _schedule_node_detect(self) -> int:
         assert self._book is not None
+        if self._bucketed is not None:
+            return self._bucketed.schedule_nodes()
         return schedule_node_detect(self.news, self._book, self._series, self._cfg.analytics,
                              self._cfg.collection_interval)
 

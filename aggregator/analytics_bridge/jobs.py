@@ -15,8 +15,10 @@ not arrived within `timeout_secs` is simply sent again (any worker may take it),
 Model lifecycle: with `retrain_secs` every detect job asks the worker to retrain a series' model
 once its last retrain is that old (in data time); `request_retrain(series)` forces it on that
 series' next job (all series with None). With `models_dir`, every new state is written to
-`models_dir/detectors/<sha256 of series>.npz` (atomically, next to a `.series` file holding the
+`models_dir/<folder>/<sha256 of series>.npz` (atomically, next to a `.series` file holding the
 key) and loaded back at construction, so an aggregator restart continues each series' model.
+`folder` is `detectors` for models of raw points and `detectors-<step>s` for models of bucket
+maxima (`model_folder`): a model only ever continues on the rows it was trained on.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ from legion.proto.jobs import Job, JobError, Result, decode_result, encode_job
 log = logging.getLogger("legion.aggregator.analytics.jobs")
 
 
+def model_folder(detect_step_secs: float) -> str:
+    """The folder under `models_dir` of the detector models for this detect step."""
+    return "detectors" if detect_step_secs == 0 else f"detectors-{int(detect_step_secs)}s"
+
+
 @dataclass(slots=True)
 class _Pending:
     job: Job
@@ -50,7 +57,8 @@ class JobBook:
 
     def __init__(self, send: Callable[[bytes], object], timeout_secs: float = 30.0,
                  max_attempts: int = 3, clock: Callable[[], float] = time.monotonic,
-                 models_dir: str | Path | None = None, retrain_secs: float = 0.0) -> None:
+                 models_dir: str | Path | None = None, retrain_secs: float = 0.0,
+                 folder: str = "detectors") -> None:
         self.send, self.timeout, self.max_attempts, self.clock = (send, timeout_secs,
                                                                   max_attempts, clock)
         self.pending: dict[str, _Pending] = {}
@@ -63,7 +71,7 @@ class JobBook:
         self.model_of: dict[str, str] = {}              # series -> detector name of its state
         self.retrain_secs = float(retrain_secs)
         self._retrain: set[str] = set()
-        self.models_dir = Path(models_dir) / "detectors" if models_dir else None
+        self.models_dir = Path(models_dir) / folder if models_dir else None
         if self.models_dir is not None:
             self.load_models()
 

@@ -90,7 +90,8 @@ def series_key(node: str, metric: str, labels: Mapping[str, str]) -> str:
     return f"{node}|{metric}|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
-def _selected(labels: Mapping[str, str], want: Mapping[str, str | None]) -> bool:
+def selected(labels: Mapping[str, str], want: Mapping[str, str | None]) -> bool:
+    """Whether a series' labels have the required values (None: the label is absent)."""
     return all(labels.get(k) == v for k, v in want.items())
 
 
@@ -99,13 +100,13 @@ def select_watched(store: NewPointsReader) -> Selection[WatchedSeries]:
     watched = []
     for metric, want in WATCHED.items():
         for row in store.series_of(metric):
-            if row.node != ANALYTICS_NODE and _selected(row.labels, want):
+            if row.node != ANALYTICS_NODE and selected(row.labels, want):
                 key = series_key(row.node, metric, row.labels)
                 watched.append((key, WatchedSeries(row.node, metric, dict(row.labels)), row.id))
     columns: dict[str, list[list[int]]] = {}
     for c, (metric, want) in enumerate(NODE_VECTOR):
         for row in store.series_of(metric):
-            if row.node != ANALYTICS_NODE and _selected(row.labels, want):
+            if row.node != ANALYTICS_NODE and selected(row.labels, want):
                 cols = columns.setdefault(row.node, [[] for _ in NODE_VECTOR])
                 cols[c].append(row.id)
     nodes = {node: [tuple(ids) for ids in cols] for node, cols in sorted(columns.items())
@@ -209,10 +210,10 @@ def schedule_forecasts(store: SeriesReader, book: JobBook, known: Known,
     for name, target in acfg.prediction_config.items():
         metric, want = PREDICTED.get(name, (name, {}))
         if metric not in by_metric:
-            by_metric[metric] = _per_series(metric, store.query(
+            by_metric[metric] = per_series(metric, store.query(
                 metric, since_ms=now_ms - 24 * 3600_000, step_ms=60_000, agg="avg"))
         for key, (s, ts, vals) in by_metric[metric].items():
-            if s.node == ANALYTICS_NODE or not _selected(s.labels, want) or len(ts) < 10:
+            if s.node == ANALYTICS_NODE or not selected(s.labels, want) or len(ts) < 10:
                 continue
             known.setdefault(key, s)
             book.submit(book.forecast_job(
@@ -220,8 +221,8 @@ def schedule_forecasts(store: SeriesReader, book: JobBook, known: Known,
                 horizon=int(target.horizon_hours * 60), thresholds=[target.alert_threshold]))
 
 
-def _per_series(metric: str, rows: list[dict[str, Any]]
-                ) -> dict[str, tuple[WatchedSeries, list[int], list[float]]]:
+def per_series(metric: str, rows: list[dict[str, Any]]
+               ) -> dict[str, tuple[WatchedSeries, list[int], list[float]]]:
     """Rows of one metric's stepped query, split per series (key order), in time order."""
     out: dict[str, tuple[WatchedSeries, list[int], list[float]]] = {}
     for r in sorted(rows, key=lambda r: (series_key(r["node"], metric, r["labels"]),

@@ -153,6 +153,13 @@ class QueryMethods:
         return q.plan(step_ms, agg, lo, hi, kept, whole=step_ms is None,
                       tiers=self.config.rollups_enabled).source
 
+    def horizon_ms(self, step_ms: int | None, agg: str = "avg") -> int:
+        """The earliest time a query with this step and aggregation may start at: the
+        retention horizon of the source it reads (`plan`); 0 when nothing was deleted yet."""
+        kept = self._kept()
+        return kept.get(q.plan(step_ms, agg, None, None, kept, whole=step_ms is None,
+                               tiers=self.config.rollups_enabled).source, 0)
+
     def topk(self, metric: str, k: int = 10, agg: str = "avg", node: str | None = None,
              labels: Mapping[str, str] | None = None, since_ms: int | None = None,
              until_ms: int | None = None, bottom: bool = False) -> list[dict[str, Any]]:

@@ -29,7 +29,10 @@ def status(cfg: Path) -> dict:
 
 def test_jobs_scored_stored_and_redispatched_after_worker_kill(tmp_path: Path, procs) -> None:
     cfg_path = make_setup(tmp_path / "legion", collection_interval=0.5, analysis_interval=1.0,
-                          analytics={"job_timeout_secs": 3.0, "window_size": 40},
+                          # 1 s buckets: the bucketed read path end to end in a test's minutes
+                          # (at the default 300 s a first model needs 50 buckets, over 4 h)
+                          analytics={"job_timeout_secs": 3.0, "window_size": 40,
+                                     "detect_step_secs": 1},
                           # jobs follow commits: gathered commits (every 3 s at one agent) can
                           # leave the 3 s freeze below without a job in flight to resend
                           aggregator={"commit_max_delay_ms": 0})

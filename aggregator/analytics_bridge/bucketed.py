@@ -1,0 +1,178 @@
+"""Detect jobs on the maxima of fixed time buckets (`analytics.detect_step_secs`, issue 14).
+
+Every detector was built and measured on rows 5 minutes apart, while agents sample every second.
+Raw points would make each of its row constants (2000 points of history, 100 of warm-up, lags)
+300 times shorter in time; on the synthetic node bench that meant 59 false alarms a day at a
+10 s step against none at 300 s (docs/analytics.md, "Live detection on 5-minute maxima"). So,
+with a step, every watched series (and every node vector) is scored on the max of each whole
+step bucket, stamped at the bucket's start (buckets are aligned to the epoch like every stepped
+query). The max keeps a one-second spike visible in its bucket.
+
+A bucket is scored once, after it has ended and `SETTLE_MS` more have passed (points in flight),
+with one stepped query per metric (the store answers those from its rollup tiers). A point that
+arrives for a bucket already scored is stored like any other but not scored again. A series
+without a model yet gets up to `MAX_HISTORY_POINTS` buckets of history (as far back as the store
+keeps them), and needs `window_size // 4` buckets before its first job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from legion.aggregator.analytics_bridge.jobs import JobBook
+from legion.aggregator.analytics_bridge.new_points import NO_TS, NewPoints
+from legion.aggregator.analytics_bridge.watched import (
+    MAX_HISTORY_POINTS,
+    NODE_VECTOR,
+    NODE_VECTOR_METRIC,
+    SCHEDULE_BUDGET_SECS,
+    Known,
+    SeriesReader,
+    WatchedSeries,
+    per_series,
+    selected,
+    series_key,
+)
+from legion.analytics.config import AnalyticsConfig
+
+SETTLE_MS = 15_000
+"""A bucket is read this long after it ends: the points stamped inside it are stored by then."""
+FIRST_SCORED = 30
+"""A first job scores its newest buckets only; the ones before train the model."""
+
+Buckets = dict[str, tuple[WatchedSeries, list[int], list[float]]]
+"""Per series key: the series, its bucket starts and maxima, in time order."""
+
+
+class StepReader(SeriesReader, Protocol):
+    """The part of `Store` the bucketed scheduler reads."""
+
+    def horizon_ms(self, step_ms: int | None, agg: str = "avg") -> int: ...
+
+
+def whole_buckets_end(now_ms: int, step_ms: int) -> int:
+    """The end (exclusive) of the settled whole buckets at `now_ms`."""
+    return (now_ms - SETTLE_MS) // step_ms * step_ms
+
+
+def history_start(store: StepReader, end_ms: int, step_ms: int) -> int:
+    """The first bucket a model-less series reads: MAX_HISTORY_POINTS back, or the first whole
+    bucket the store still keeps."""
+    kept = store.horizon_ms(step_ms, "max")
+    return max(end_ms - MAX_HISTORY_POINTS * step_ms, -(-kept // step_ms) * step_ms)
+
+
+def stepped_max(store: StepReader, metric: str, since_ms: int, end_ms: int, step_ms: int,
+                node: str | None = None, labels: Mapping[str, str] | None = None) -> Buckets:
+    """Bucket maxima of a metric's series (or of those on `node` with `labels` among theirs)
+    over [since_ms, end_ms), by series key."""
+    return per_series(metric, store.query(metric, node=node, labels=labels, since_ms=since_ms,
+                                          until_ms=end_ms, step_ms=step_ms, agg="max"))
+
+
+class BucketedDetect:
+    """Schedules bucketed detect jobs; remembers up to which bucket each key was handled."""
+
+    def __init__(self, store: StepReader, news: NewPoints[WatchedSeries], book: JobBook,
+                 known: Known, acfg: AnalyticsConfig) -> None:
+        self.store, self.news, self.book, self.known, self.acfg = (store, news, book, known,
+                                                                   acfg)
+        self.step_ms = int(acfg.detect_step_secs * 1000)
+        self.done: dict[str, int] = {}  # key -> end of the buckets it was last handled to
+        self.queries = 0  # stepped reads, for tests and stats
+
+    def schedule(self, now_ms: int | None = None, budget_s: float = SCHEDULE_BUDGET_SECS
+                 ) -> int:
+        """A job per watched series with a new whole bucket; returns how many metrics are left
+        for another pass (the budget ran out)."""
+        end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
+                                self.step_ms)
+        self.news.refresh()
+        pending: dict[str, list[tuple[str, WatchedSeries]]] = {}
+        for key, s, _ in self.news.watched:
+            self.known.setdefault(key, s)
+            if self._due(key, end):
+                pending.setdefault(s.metric, []).append((key, s))
+        deadline = time.monotonic() + budget_s
+        left = len(pending)
+        for metric, series in pending.items():
+            if left < len(pending) and time.monotonic() >= deadline:
+                break
+            left -= 1
+            fresh = [(k, s) for k, s in series if k not in self.book.state]
+            going = [k for k, _ in series if k in self.book.state]
+            got: Buckets = {}
+            if going:
+                since = min(self.book.state[k][1] for k in going) + self.step_ms
+                got.update(self._read(metric, since, end))
+            for key, s in fresh:  # its own read: the long history for this series only
+                one = self._read(metric, history_start(self.store, end, self.step_ms), end,
+                                 node=s.node, labels=s.labels)
+                if key in one:
+                    got[key] = one[key]
+            for key, _ in series:
+                _, ts, vals = got.get(key, (None, [], []))
+                self._submit(key, ts, vals, self.acfg.detector)
+                self.done[key] = end
+        return left
+
+    def schedule_nodes(self, now_ms: int | None = None) -> int:
+        """A job per node with a new whole bucket: rows of NODE_VECTOR bucket maxima at the
+        buckets every column has. Returns 0 (one read per column metric covers every node)."""
+        end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
+                                self.step_ms)
+        self.news.refresh()
+        nodes = []
+        for node in self.news.node_columns:
+            key = series_key(node, NODE_VECTOR_METRIC, {})
+            self.known.setdefault(key, WatchedSeries(node, NODE_VECTOR_METRIC, {}))
+            if self._due(key, end):
+                nodes.append((node, key))
+        if not nodes:
+            return 0
+        first = history_start(self.store, end, self.step_ms)
+        since = min(self.book.state[k][1] + self.step_ms if k in self.book.state else first
+                    for _, k in nodes)
+        columns = [self._read(metric, since, end) for metric, _ in NODE_VECTOR]
+        for node, key in nodes:
+            per_column = [_column(got, node, want)
+                          for got, (_, want) in zip(columns, NODE_VECTOR, strict=True)]
+            common = sorted(set.intersection(*(set(c) for c in per_column)))
+            rows = [[c[t] for c in per_column] for t in common]
+            self._submit(key, common, rows, self.acfg.node_detector)
+            self.done[key] = end
+        return 0
+
+    def _due(self, key: str, end: int) -> bool:
+        return key not in self.book.in_flight and self.done.get(key, NO_TS) < end
+
+    def _read(self, metric: str, since: int, end: int, node: str | None = None,
+              labels: Mapping[str, str] | None = None) -> Buckets:
+        if since >= end:
+            return {}
+        self.queries += 1
+        return stepped_max(self.store, metric, since, end, self.step_ms, node, labels)
+
+    def _submit(self, key: str, ts: Sequence[int], values: Sequence[float] | Sequence[list[float]],
+                model: str) -> None:
+        if not ts or (key not in self.book.state and len(ts) < self.acfg.window_size // 4):
+            return  # nothing new, or not enough history to say anything yet
+        job = self.book.detect_job(key, np.array(ts, dtype=np.int64),
+                                   np.array(values, dtype=np.float64), model=model,
+                                   warmup=max(0, len(ts) - FIRST_SCORED))
+        if job is not None:
+            self.book.submit(job)
+
+
+def _column(got: Buckets, node: str, want: Mapping[str, str | None]) -> dict[int, float]:
+    """One node's column: bucket -> max over its series that the column selects."""
+    column: dict[int, float] = {}
+    for s, ts, vals in got.values():
+        if s.node == node and selected(s.labels, want):
+            for t, v in zip(ts, vals, strict=True):
+                column[t] = max(v, column.get(t, v))
+    return column

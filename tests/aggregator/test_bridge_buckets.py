@@ -1,0 +1,216 @@
+"""Live detection on the maxima of whole time buckets (`analytics.detect_step_secs`, issue 14).
+
+A real Store on a temp DuckDB file; jobs are answered by the real worker code
+(`legion.analytics.worker.process`) with the `mad` detector. The expected maxima are computed
+here from the points written, with numpy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from legion.aggregator.analytics_bridge import JobBook
+from legion.aggregator.analytics_bridge.bucketed import SETTLE_MS, BucketedDetect
+from legion.aggregator.analytics_bridge.jobs import model_folder
+from legion.aggregator.analytics_bridge.new_points import NewPoints
+from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, WatchedSeries, select_watched
+from legion.aggregator.config import StorageConfig
+from legion.aggregator.store import IncomingBatch, Store
+from legion.analytics.config import AnalyticsConfig
+from legion.analytics.worker import process
+from legion.proto import MetricsBatch, Sample
+from legion.proto.jobs import Job, decode_job, encode_result
+
+METRIC = "system_memory_usage_percent"  # watched, no required labels
+STEP_MS = 60_000
+NOW = 1_800_000_000_000  # the stores' clock: retention is measured from it
+T0 = NOW - 3 * 3600_000  # aligned to the minute: the first bucket starts here
+
+
+class Rig:
+    def __init__(self, tmp: Path, storage: StorageConfig | None = None) -> None:
+        self.store = Store(tmp / "legion.duckdb", storage or StorageConfig(),
+                           clock_ms=lambda: NOW)
+        self.sent: list[bytes] = []
+        self.book = JobBook(self.sent.append, timeout_secs=30, models_dir=tmp / "models",
+                            folder=model_folder(STEP_MS / 1000))
+        self.known: dict[str, WatchedSeries] = {}
+        self.acfg = AnalyticsConfig(detector="mad", window_size=40,
+                                    detect_step_secs=STEP_MS / 1000)
+        self.news: NewPoints[WatchedSeries] = NewPoints(self.store, select_watched)
+        self.det = BucketedDetect(self.store, self.news, self.book, self.known, self.acfg)
+        self.seq = 0
+        self.values: dict[str, dict[int, float]] = {}  # node -> ts -> value written
+
+    def write(self, node: str, seconds: range, rng: np.random.Generator,
+              metrics: tuple[str, ...] = (METRIC,)) -> None:
+        samples = []
+        for t in seconds:
+            ts = T0 + t * 1000
+            for m in metrics:
+                v = float(rng.normal(50, 5))
+                samples.append(Sample(m, (), v, ts))
+                if m == METRIC:
+                    self.values.setdefault(node, {})[ts] = v
+        self.seq += 1
+        self.store.write([IncomingBatch(node, 1, self.seq, MetricsBatch.from_samples(samples),
+                                        T0 + seconds.stop * 1000)])
+
+    def expected(self, node: str, buckets: range) -> tuple[list[int], list[float]]:
+        """Bucket starts and maxima of what was written, for these bucket numbers."""
+        vals = self.values[node]
+        starts = [T0 + b * STEP_MS for b in buckets]
+        return starts, [max(v for t, v in vals.items() if s <= t < s + STEP_MS) for s in starts]
+
+    def tick(self, now_ms: int, nodes: bool = False) -> list[Job]:
+        """One pass; the jobs it sent, answered by the real worker code."""
+        before = len(self.sent)
+        if nodes:
+            self.det.schedule_nodes(now_ms=now_ms)
+        else:
+            self.det.schedule(now_ms=now_ms)
+        jobs = [decode_job(f) for f in self.sent[before:]]
+        for job in jobs:
+            res = process(job, "w1")
+            assert res.ok, res.error
+            self.book.on_result(encode_result(res))
+        return jobs
+
+
+@pytest.fixture
+def rig(tmp_path: Path):
+    r = Rig(tmp_path)
+    try:
+        yield r
+    finally:
+        r.store.close()
+
+
+def at(minutes: float) -> int:
+    """The time at which the buckets before minute `minutes` have settled."""
+    return T0 + int(minutes * STEP_MS) + SETTLE_MS
+
+
+def test_a_job_carries_the_max_of_each_whole_settled_bucket(rig: Rig) -> None:
+    rng = np.random.default_rng(1)
+    rig.write("n1", range(0, 12 * 60 + 30), rng)  # 12.5 minutes of 1 s points
+    rig.values["n1"][T0 + 5 * STEP_MS + 17_000] = 500.0  # one-second spike in bucket 5
+    rig.store.write([IncomingBatch("n1", 1, 99, MetricsBatch.from_samples(
+        [Sample(METRIC, (), 500.0, T0 + 5 * STEP_MS + 17_000)]), T0)])
+    # Bucket 11 has ended but not settled yet: only buckets 0-10 are read.
+    jobs = rig.tick(at(12) - 1)
+    assert len(jobs) == 1
+    ts, vals = rig.expected("n1", range(11))
+    assert jobs[0].ts_ms.tolist() == ts
+    assert jobs[0].values.tolist() == pytest.approx(vals)
+    assert jobs[0].values[5] == 500.0
+    assert jobs[0].warmup == 0  # fewer buckets than FIRST_SCORED: all of them scored
+
+    # Nothing new settled: no job, and no store read.
+    reads = rig.det.queries
+    assert rig.tick(at(12) - 1) == [] and rig.det.queries == reads
+    # Bucket 11 settles, then 12 (its last points written later): each goes out once.
+    assert [j.ts_ms.tolist() for j in rig.tick(at(12))] == [[T0 + 11 * STEP_MS]]
+    rig.write("n1", range(12 * 60 + 30, 14 * 60), rng)
+    jobs = rig.tick(at(14))
+    ts, vals = rig.expected("n1", range(12, 14))
+    assert [j.ts_ms.tolist() for j in jobs] == [ts]
+    assert jobs[0].values.tolist() == pytest.approx(vals)
+
+
+def test_a_point_for_a_bucket_already_scored_is_stored_not_scored_again(rig: Rig) -> None:
+    rng = np.random.default_rng(2)
+    rig.write("n1", range(0, 11 * 60), rng)
+    assert len(rig.tick(at(11))) == 1
+    rig.write("n1", range(3 * 60, 3 * 60 + 5), rng)  # late points for bucket 3
+    rig.write("n1", range(11 * 60, 12 * 60), rng)
+    jobs = rig.tick(at(12))
+    assert [j.ts_ms.tolist() for j in jobs] == [[T0 + 11 * STEP_MS]]
+    # stored beside the first five points of those seconds
+    assert len(rig.store.query(METRIC, since_ms=T0 + 3 * STEP_MS,
+                               until_ms=T0 + 3 * STEP_MS + 5000)) == 10
+
+
+def test_a_new_series_waits_for_enough_buckets_then_gets_its_history(rig: Rig) -> None:
+    rng = np.random.default_rng(3)
+    need = rig.acfg.window_size // 4
+    rig.write("n1", range(0, (need - 1) * 60), rng)
+    assert rig.tick(at(need - 1)) == []  # one bucket short
+    rig.write("n1", range((need - 1) * 60, (need + 40) * 60), rng)
+    jobs = rig.tick(at(need + 40))
+    ts, _ = rig.expected("n1", range(need + 40))
+    assert [j.ts_ms.tolist() for j in jobs] == [ts]
+    assert jobs[0].warmup == need + 40 - 30  # trains on the history, scores the newest 30
+
+
+def test_series_already_modelled_and_new_ones_are_read_together(rig: Rig) -> None:
+    rng = np.random.default_rng(4)
+    rig.write("n1", range(0, 120 * 60), rng)
+    assert len(rig.tick(at(120))) == 1
+    rig.write("n1", range(120 * 60, 121 * 60), rng)
+    rig.write("n2", range(0, 121 * 60), rng)  # a new node with two hours of history
+    jobs = {j.series.split("|")[0]: j for j in rig.tick(at(121))}
+    assert jobs["n1"].ts_ms.tolist() == [T0 + 120 * STEP_MS]
+    assert jobs["n2"].ts_ms.tolist() == rig.expected("n2", range(121))[0]
+
+
+def test_history_starts_where_the_store_still_keeps_points(tmp_path: Path) -> None:
+    # Without rollups a 1 min step reads raw points, kept here for one hour only: a history of
+    # MAX_HISTORY_POINTS minutes would be refused by the store.
+    r = Rig(tmp_path, StorageConfig(raw_retention_hours=1, rollups_enabled=False))
+    try:
+        rng = np.random.default_rng(5)
+        r.write("n1", range(0, 180 * 60), rng)
+        r.store.maintain(budget_s=30)
+        kept = r.store.horizon_ms(STEP_MS, "max")
+        assert T0 < kept <= NOW - 3600_000
+        jobs = r.tick(at(180))
+        assert len(jobs) == 1
+        first = -(-kept // STEP_MS) * STEP_MS
+        assert jobs[0].ts_ms[0] == first and jobs[0].ts_ms[-1] == T0 + 179 * STEP_MS
+    finally:
+        r.store.close()
+
+
+def test_node_rows_are_the_column_maxima_at_buckets_every_column_has(rig: Rig) -> None:
+    rng = np.random.default_rng(6)
+    metrics = tuple(m for m, _ in NODE_VECTOR)
+    rig.write("n1", range(0, 15 * 60), rng, metrics)
+    # one column stops a minute early: its last bucket is not a row
+    rig.write("n1", range(15 * 60, 16 * 60), rng, metrics[1:])
+    rig.acfg = AnalyticsConfig(detector="mad", node_detector="multivar", window_size=40,
+                               detect_step_secs=STEP_MS / 1000)
+    rig.det.acfg = rig.acfg
+    before = len(rig.sent)
+    rig.det.schedule_nodes(now_ms=at(16))
+    jobs = [decode_job(f) for f in rig.sent[before:]]
+    assert len(jobs) == 1 and jobs[0].model == "multivar"
+    assert jobs[0].ts_ms.tolist() == [T0 + b * STEP_MS for b in range(15)]
+    mem = metrics.index(METRIC)
+    assert jobs[0].values[:, mem].tolist() == pytest.approx(rig.expected("n1", range(15))[1])
+
+
+def test_models_of_buckets_and_of_raw_points_live_apart(tmp_path: Path) -> None:
+    sent: list[bytes] = []
+    book = JobBook(sent.append, models_dir=tmp_path, folder=model_folder(60))
+    key = f"n|{METRIC}|"
+    job = book.detect_job(key, np.arange(20, dtype=np.int64) * STEP_MS, np.ones(20), model="mad")
+    assert job is not None
+    book.submit(job)
+    book.on_result(encode_result(process(job, "w1")))
+    assert book.stats["models_saved"] == 1 and (tmp_path / "detectors-60s").is_dir()
+    assert JobBook(sent.append, models_dir=tmp_path, folder=model_folder(0)).state == {}
+    assert JobBook(sent.append, models_dir=tmp_path, folder=model_folder(300)).state == {}
+    assert set(JobBook(sent.append, models_dir=tmp_path, folder=model_folder(60)).state) == {key}
+
+
+@pytest.mark.parametrize(("step", "ok"), [(0, True), (300, True), (1, True), (0.5, False),
+                                          (-60, False), (90.5, False)])
+def test_detect_step_is_zero_or_whole_seconds(step: float, ok: bool) -> None:
+    problems = AnalyticsConfig(detect_step_secs=step).validate()
+    assert (problems == []) is ok, problems
+    if not ok:
+        assert "analytics.detect_step_secs" in problems[0]
