@@ -105,7 +105,9 @@ class Deployment:
                 "legion_aggregator_collection_interval": 0.5,
                 "legion_aggregator_config_extra": {
                     "analysis_interval": 1.0,
-                    "analytics": {"job_timeout_secs": 3.0, "window_size": 40}}}}},
+                    # 1 s detect buckets: scores within the test (300 s needs 4 h of buckets)
+                    "analytics": {"job_timeout_secs": 3.0, "window_size": 40,
+                                  "detect_step_secs": 1}}}}},
             "legion_agents": {
                 "vars": {"legion_agent_aggregator_endpoint": f"tcp://{agg}:5555",
                          "legion_agent_ack_endpoint": f"tcp://{agg}:5556",

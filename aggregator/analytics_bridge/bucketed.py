@@ -41,6 +41,8 @@ from legion.analytics.config import AnalyticsConfig
 
 SETTLE_MS = 15_000
 """A bucket is read this long after it ends: the points stamped inside it are stored by then."""
+FEW_SERIES = 4
+"""Up to this many series that need the same range are read one by one, more with one read."""
 FIRST_SCORED = 30
 """A first job scores its newest buckets only; the ones before train the model."""
 
@@ -92,32 +94,26 @@ class BucketedDetect:
         end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
                                 self.step_ms)
         self.news.refresh()
-        pending: dict[str, list[tuple[str, WatchedSeries]]] = {}
-        for key, s, _ in self.news.watched:
+        newest = self.news.newest([sid for _, _, sid in self.news.watched])
+        # metric -> first bucket to read -> the series that need it
+        pending: dict[str, dict[int, list[tuple[str, WatchedSeries]]]] = {}
+        for (key, s, _), last in zip(self.news.watched, newest, strict=True):
             self.known.setdefault(key, s)
-            if self._due(key, end):
-                pending.setdefault(s.metric, []).append((key, s))
+            since = self._since(key, last, end)
+            if since is not None:
+                pending.setdefault(s.metric, {}).setdefault(since, []).append((key, s))
         deadline = time.monotonic() + budget_s
         left = len(pending)
-        for metric, series in pending.items():
+        for metric, groups in pending.items():
             if left < len(pending) and time.monotonic() >= deadline:
                 break
             left -= 1
-            fresh = [(k, s) for k, s in series if k not in self.book.state]
-            going = [k for k, _ in series if k in self.book.state]
-            got: Buckets = {}
-            if going:
-                since = min(self.book.state[k][1] for k in going) + self.step_ms
-                got.update(self._read(metric, since, end))
-            for key, s in fresh:  # its own read: the long history for this series only
-                one = self._read(metric, history_start(self.store, end, self.step_ms), end,
-                                 node=s.node, labels=s.labels)
-                if key in one:
-                    got[key] = one[key]
-            for key, _ in series:
-                _, ts, vals = got.get(key, (None, [], []))
-                self._submit(key, ts, vals, self.acfg.detector)
-                self.done[key] = end
+            for since, series in groups.items():
+                got = self._read_for(metric, since, end, series)
+                for key, _ in series:
+                    _, ts, vals = got.get(key, (None, [], []))
+                    self._submit(key, ts, vals, self.acfg.detector)
+                    self.done[key] = end
         return left
 
     def schedule_nodes(self, now_ms: int | None = None) -> int:
@@ -126,18 +122,21 @@ class BucketedDetect:
         end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
                                 self.step_ms)
         self.news.refresh()
-        nodes = []
-        for node in self.news.node_columns:
+        cols = list(self.news.node_columns.items())
+        newest = iter(self.news.newest([sid for _, c in cols for ids in c for sid in ids]))
+        nodes, starts = [], []
+        for node, c in cols:
+            # a row needs every column: the node's newest row is at most its slowest column's
+            last = min(max(next(newest) for _ in ids) for ids in c)
             key = series_key(node, NODE_VECTOR_METRIC, {})
             self.known.setdefault(key, WatchedSeries(node, NODE_VECTOR_METRIC, {}))
-            if self._due(key, end):
+            since = self._since(key, last, end)
+            if since is not None:
                 nodes.append((node, key))
+                starts.append(since)
         if not nodes:
             return 0
-        first = history_start(self.store, end, self.step_ms)
-        since = min(self.book.state[k][1] + self.step_ms if k in self.book.state else first
-                    for _, k in nodes)
-        columns = [self._read(metric, since, end) for metric, _ in NODE_VECTOR]
+        columns = [self._read(metric, min(starts), end) for metric, _ in NODE_VECTOR]
         for node, key in nodes:
             per_column = [_column(got, node, want)
                           for got, (_, want) in zip(columns, NODE_VECTOR, strict=True)]
@@ -147,8 +146,31 @@ class BucketedDetect:
             self.done[key] = end
         return 0
 
-    def _due(self, key: str, end: int) -> bool:
-        return key not in self.book.in_flight and self.done.get(key, NO_TS) < end
+    def _since(self, key: str, newest: int, end: int) -> int | None:
+        """The first bucket `key` needs read, or None: handled up to `end` already, a job in
+        flight, or no point stored since its last scored bucket (then it is handled)."""
+        if key in self.book.in_flight or self.done.get(key, NO_TS) >= end:
+            return None
+        st = self.book.state.get(key)
+        since = (history_start(self.store, end, self.step_ms) if st is None
+                 else st[1] + self.step_ms)
+        if newest == NO_TS or newest < since:
+            self.done[key] = end  # a series that stopped reporting costs no read
+            return None
+        return since
+
+    def _read_for(self, metric: str, since: int, end: int,
+                  series: list[tuple[str, WatchedSeries]]) -> Buckets:
+        """The buckets these series of `metric` need from `since`: a read per series when they
+        are few (a new node's), else one read of the whole metric."""
+        if len(series) > FEW_SERIES:
+            return self._read(metric, since, end)
+        got: Buckets = {}
+        for key, s in series:
+            one = self._read(metric, since, end, node=s.node, labels=s.labels)
+            if key in one:  # `labels` selects by subset: keep the exact series only
+                got[key] = one[key]
+        return got
 
     def _read(self, metric: str, since: int, end: int, node: str | None = None,
               labels: Mapping[str, str] | None = None) -> Buckets:

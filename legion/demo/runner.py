@@ -111,6 +111,9 @@ def prepare(directory: Path | None, port: int | None, hosts: tuple[str, ...]) ->
         use_free_ports(raw, web=port)
         # one monitor socket per simulated host, since the demo runs several on one machine
         raw["agent"]["monitor_endpoint"] = "ipc://" + str(d / "run" / "{node}-monitor.sock")
+        # Raw points, not 5-minute maxima: a first model of maxima needs 50 buckets (over 4 h),
+        # and the demo's faults last 90 s (docs/analytics.md, "Live detection on 5-minute maxima").
+        raw["analytics"]["detect_step_secs"] = 0
         cfg_path.write_text(json.dumps(raw, indent=2) + "\n")
     config = load_config(cfg_path)
     for host in hosts:

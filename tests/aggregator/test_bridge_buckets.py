@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from legion.aggregator.analytics_bridge import JobBook
-from legion.aggregator.analytics_bridge.bucketed import SETTLE_MS, BucketedDetect
+from legion.aggregator.analytics_bridge.bucketed import FEW_SERIES, SETTLE_MS, BucketedDetect
 from legion.aggregator.analytics_bridge.jobs import model_folder
 from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, WatchedSeries, select_watched
@@ -155,6 +155,33 @@ def test_series_already_modelled_and_new_ones_are_read_together(rig: Rig) -> Non
     jobs = {j.series.split("|")[0]: j for j in rig.tick(at(121))}
     assert jobs["n1"].ts_ms.tolist() == [T0 + 120 * STEP_MS]
     assert jobs["n2"].ts_ms.tolist() == rig.expected("n2", range(121))[0]
+
+
+def test_a_series_that_stopped_reporting_costs_no_read(rig: Rig) -> None:
+    rng = np.random.default_rng(7)
+    rig.write("n1", range(0, 11 * 60), rng)
+    assert len(rig.tick(at(11))) == 1
+    reads = rig.det.queries
+    for minutes in range(12, 40):
+        assert rig.tick(at(minutes)) == []
+    assert rig.det.queries == reads
+
+
+def test_series_needing_the_same_range_share_a_read_when_many(rig: Rig) -> None:
+    rng = np.random.default_rng(8)
+    for n in range(FEW_SERIES + 2):
+        rig.write(f"n{n}", range(0, 11 * 60), rng)
+    jobs = rig.tick(at(11))
+    assert len(jobs) == FEW_SERIES + 2 and rig.det.queries == 1
+    for job in jobs:
+        node = job.series.split("|")[0]
+        assert job.values.tolist() == pytest.approx(rig.expected(node, range(11))[1])
+    for n in ("m1", "m2"):  # two new nodes: a read each, of their own series only
+        rig.write(n, range(0, 12 * 60), rng)
+    for n in range(FEW_SERIES + 2):
+        rig.write(f"n{n}", range(11 * 60, 12 * 60), rng)
+    jobs = rig.tick(at(12))
+    assert len(jobs) == FEW_SERIES + 4 and rig.det.queries == 1 + 1 + 2
 
 
 def test_history_starts_where_the_store_still_keeps_points(tmp_path: Path) -> None:

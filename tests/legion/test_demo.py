@@ -56,6 +56,11 @@ def test_demo_stores_all_agents_and_stops_cleanly(tmp_path: Path) -> None:
             "/api/v1/query", metric="system_cpu_usage_percent", since="2m")}
         assert {"legion-hq", "gpu-node-1", "vps-eu-1"} <= hosts
         assert len(demo_processes(d)) >= 5  # aggregator, 3 agents, simulator (+ workers)
+        # the demo scores raw points, so its hosts are scored within its first minutes (a
+        # deployment's 5-minute maxima would take hours: runner.py)
+        scored = wait_for(lambda: client.get("/api/v1/query", metric="legion_anomaly_score",
+                                             since="5m"), timeout=120, interval=3)
+        assert {r["labels"]["node"] for r in scored} <= hosts and scored
         text = (tmp_path / "demo.log").read_text()
         assert "#token=" in text and "dashboard" in text
     finally:
