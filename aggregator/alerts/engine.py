@@ -24,6 +24,7 @@ from legion.aggregator.alerts.matchers import parse_matcher, parse_matchers
 from legion.aggregator.alerts.notifiers import Notification
 from legion.aggregator.alerts.router import Router, digest
 from legion.aggregator.alerts.rules import SEVERITY_RANK, AlertRule, default_rules
+from legion.aggregator.analytics_bridge.bucketed import score_lag_ms
 from legion.aggregator.config import AggregatorSettings
 from legion.kernel.errors import ConfigError
 from legion.proto import Sample, canonical_labels
@@ -53,7 +54,8 @@ class AlertEngine(threading.Thread):
         self.clock_ms = clock_ms
         self.interval_s = self.cfg.evaluation_interval_secs or config.analysis_interval
         self.journal = Journal(store)
-        self.evaluator = Evaluator(config.collection_interval, config.agent_heartbeat_secs)
+        self.evaluator = Evaluator(config.collection_interval, config.agent_heartbeat_secs,
+                                   score_lag_ms=score_lag_ms(config.analytics.detect_step_secs))
         self.lifecycle = Lifecycle(self.cfg.flap_window_secs, self.cfg.flap_threshold,
                                    self._past_firings)
         self.dispatcher = Dispatcher(self.cfg.receivers, self.journal.attempt,

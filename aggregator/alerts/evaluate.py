@@ -78,10 +78,13 @@ class Evaluator:
     """Turns rules and inputs into observations."""
 
     def __init__(self, collection_interval: float, heartbeat_secs: float = 2.0,
-                 stale_after_secs: float | None = None) -> None:
+                 stale_after_secs: float | None = None, score_lag_ms: int = 0) -> None:
+        """`score_lag_ms`: how much older anomaly scores are than the points they score
+        (bucketed detection stamps a score at its bucket's start: `bucketed.score_lag_ms`)."""
         self.interval_s = collection_interval
         self.heartbeat_s = max(collection_interval, heartbeat_secs)
         self.stale_ms = int(1000 * (stale_after_secs or max(30.0, 10 * collection_interval)))
+        self.score_stale_ms = self.stale_ms + score_lag_ms
 
     def evaluate(self, rules: Iterable[AlertRule], inp: Inputs,
                  active: Callable[[str], bool]) -> list[Observation]:
@@ -89,7 +92,7 @@ class Evaluator:
         fresh = [r for r in inp.latest if inp.now_ms - r["ts_ms"] <= self.stale_ms
                  and r["node"] not in INTERNAL_NODES]
         scores = [r for r in inp.latest if r["metric"] == ANOMALY_METRIC
-                  and inp.now_ms - r["ts_ms"] <= self.stale_ms]
+                  and inp.now_ms - r["ts_ms"] <= self.score_stale_ms]
         out: list[Observation] = []
         for rule in rules:
             kind = rule.threshold_type

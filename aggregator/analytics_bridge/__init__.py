@@ -5,7 +5,8 @@
 
 Modules, one idea each: `bridge` (the PUSH/PULL sockets, the loop, results -> series of node
 `analytics`), `watched` (which series are analysed and the store queries that build their jobs),
-`new_points` (`NewPoints`: what each pass reads, only what is new),
+`new_points` (`NewPoints`: what each pass reads, only what is new), `bucketed`
+(`BucketedDetect`: jobs on the maxima of whole `analytics.detect_step_secs` buckets),
 `jobs` (`JobBook`: job bookkeeping, detector states, re-dispatch), `band_book` (`BandBook` and
 `band_from_store`: learned normal bands). `legion.analytics` holds only the worker-side
 algorithms and never imports this package.

@@ -56,6 +56,12 @@ class StepReader(SeriesReader, Protocol):
     def horizon_ms(self, step_ms: int | None, agg: str = "avg") -> int: ...
 
 
+def score_lag_ms(detect_step_secs: float) -> int:
+    """How much older than now a series' newest score can be while no newer one is due: its
+    bucket, the next bucket and `SETTLE_MS` (0 for raw points, scored as they come)."""
+    return 0 if detect_step_secs == 0 else int(2 * detect_step_secs * 1000) + SETTLE_MS
+
+
 def whole_buckets_end(now_ms: int, step_ms: int) -> int:
     """The end (exclusive) of the settled whole buckets at `now_ms`."""
     return (now_ms - SETTLE_MS) // step_ms * step_ms

@@ -41,7 +41,8 @@ class Feed:
 
 
 def make_engine(tmp_path: Any, alerting: dict[str, Any], clock: Clock, store: Store | None = None,
-                **kw: Any) -> tuple[AlertEngine, Store]:
-    cfg = config_from_dict({"collection_interval": 1.0, "alerting": alerting}, base_dir=tmp_path)
+                analytics: dict[str, Any] | None = None, **kw: Any) -> tuple[AlertEngine, Store]:
+    cfg = config_from_dict({"collection_interval": 1.0, "alerting": alerting,
+                            "analytics": analytics or {}}, base_dir=tmp_path)
     store = store or Store(tmp_path / "legion.duckdb")
     return AlertEngine(cfg.aggregator_settings(), store, clock_ms=clock, **kw), store

@@ -142,6 +142,29 @@ def test_ml_based_from_stored_score_and_band(tmp_path):
         store.close()
 
 
+def test_ml_based_on_bucketed_scores_stamped_at_their_bucket_start(tmp_path):
+    # With analytics.detect_step_secs a score is stamped at its bucket's start and stored after
+    # the bucket ends (and settles): it stays the series' newest until the next bucket's.
+    clock = Clock()
+    for step, age_s, fires in ((300, 330, True), (300, 650, False), (0, 330, False),
+                               (0, 5, True)):
+        (tmp_path / f"{step}-{age_s}").mkdir()
+        eng, store = make_engine(tmp_path / f"{step}-{age_s}", {
+            "default_rules": False, "receivers": LOG, "rules": [
+                {"rule_id": "cpu_anomaly", "metric_pattern": "system_cpu_usage_percent",
+                 "threshold_type": "ml_based", "ai_confidence_threshold": 0.8}]},
+            clock, analytics={"detect_step_secs": step})
+        try:
+            t = clock.advance(1)
+            Feed(store).put("analytics", t - age_s * 1000, (
+                "legion_anomaly_score", {"node": "web-1", "metric": "system_cpu_usage_percent"},
+                0.93))
+            eng.evaluate_once()
+            assert bool(eng.alerts("firing")) is fires, (step, age_s)
+        finally:
+            store.close()
+
+
 def test_predictive_says_when(tmp_path):
     clock = Clock()
     fc = []
