@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zmq
 
 from legion.aggregator.analytics_bridge.bridge import AnalyticsBridge, worker_connected
@@ -57,9 +58,11 @@ def test_worker_connected_follows_curve_peers(tmp_path: Path) -> None:
         ctx.term()
 
 
-def test_no_jobs_without_a_worker_then_jobs_reach_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("step", [0, 1])  # raw points; 1 s bucket maxima (bucketed.py)
+def test_no_jobs_without_a_worker_then_jobs_reach_one(tmp_path: Path, step: int) -> None:
     cfg_path = make_setup(tmp_path / "legion", analysis_interval=0.2,
-                          analytics={"job_timeout_secs": 2.0, "window_size": 40})
+                          analytics={"job_timeout_secs": 2.0, "window_size": 40,
+                                     "detect_step_secs": step})
     config = load_config(cfg_path)
     keypair = load_secret(Path(config.aggregator.secret_key_path))
     store = _store_with_history(tmp_path / "x.duckdb")
@@ -75,6 +78,7 @@ def test_no_jobs_without_a_worker_then_jobs_reach_one(tmp_path: Path) -> None:
         st = bridge.stats()
         assert st["sent"] == 0 and st["given_up"] == 0
         assert st["scheduling"]["series_read"] == 0
+        assert st["scheduling"].get("stepped_reads", 0) == 0
 
         worker = Worker(config.analytics.jobs_bind, config.analytics.results_bind, keypair[0],
                         zmq.curve_keypair(), name="w1", ctx=ctx, poll_ms=50)
