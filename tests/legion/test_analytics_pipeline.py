@@ -12,9 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from legion.aggregator.store import IncomingBatch, Store
 from legion.cli.config import load_config
+from legion.proto import MetricsBatch, Sample
 from legion.cli.setup_cmds import add_agent_key
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 
@@ -76,3 +79,45 @@ def test_jobs_scored_stored_and_redispatched_after_worker_kill(tmp_path: Path, p
                              capture_output=True, text=True, timeout=30)
     assert retrain.returncode == 0, retrain.stderr
     assert "retrain requested for all" in retrain.stdout
+
+
+def test_the_default_step_scores_five_minute_maxima_of_stored_history(tmp_path: Path,
+                                                                       procs) -> None:
+    """An aggregator with the default `detect_step_secs` (300) and a store that already holds
+    five hours of a host's 1 s points (an aggregator restarted on its data, a host added with
+    its past): the first pass reads that history as 5-minute maxima and the worker scores the
+    newest 30 buckets at once, each stamped at its bucket's start."""
+    cfg_path = make_setup(tmp_path / "legion", analysis_interval=1.0)
+    config = load_config(cfg_path)
+    assert config.analytics.detect_step_secs == 300  # the default, as `legionctl init` writes it
+    add_agent_key(config, "n1")
+    step_ms = 300_000
+    now = int(time.time() * 1000)
+    ts = np.arange(now - 5 * 3600_000, now - 20_000, 1000, dtype=np.int64)
+    values = 40 + 5 * np.sin(ts / 3600_000) + np.random.default_rng(0).normal(0, 1, len(ts))
+    store = Store(config.storage.db_path)
+    try:
+        for seq, part in enumerate(np.array_split(np.arange(len(ts)), 10), start=1):
+            samples = [Sample("system_memory_usage_percent", (), float(values[i]), int(ts[i]))
+                       for i in part]
+            store.write([IncomingBatch("n1", 1, seq, MetricsBatch.from_samples(samples),
+                                       int(ts[part[-1]]))])
+    finally:
+        store.close()
+    procs("aggregator", "run", "--config", str(cfg_path), name="agg")
+    procs("analytics", "run", "--config", str(cfg_path), "--workers", "1", name="pool")
+
+    def scores() -> list[dict]:
+        out = subprocess.run(LEGIONCTL + ["query", "legion_anomaly_score", "--since", "6h",
+                                          "--config", str(cfg_path), "--format", "json"],
+                             capture_output=True, text=True, timeout=30)
+        return json.loads(out.stdout) if out.returncode == 0 else []
+
+    rows = wait_for(scores, timeout=90, interval=1)
+    stamps = sorted(r["ts_ms"] for r in rows)
+    assert {r["labels"]["metric"] for r in rows} == {"system_memory_usage_percent"}
+    assert all(t % step_ms == 0 for t in stamps)
+    assert stamps == list(range(stamps[0], stamps[-1] + 1, step_ms)) and len(stamps) == 30
+    # only whole buckets that ended (and settled) before the pass: the newest starts at least
+    # one step before the last point written
+    assert stamps[-1] + step_ms <= ts[-1] + 1000
