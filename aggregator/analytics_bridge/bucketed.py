@@ -158,8 +158,10 @@ class BucketedDetect:
         if key in self.book.in_flight or self.done.get(key, NO_TS) >= end:
             return None
         st = self.book.state.get(key)
-        since = (history_start(self.store, end, self.step_ms) if st is None
-                 else st[1] + self.step_ms)
+        # a model's next bucket, unless the store no longer keeps it (an aggregator that was
+        # down for longer than the retention): then as far back as a new series would read
+        first = history_start(self.store, end, self.step_ms)
+        since = first if st is None else max(st[1] + self.step_ms, first)
         if newest == NO_TS or newest < since:
             self.done[key] = end  # a series that stopped reporting costs no read
             return None

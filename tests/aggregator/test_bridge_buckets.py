@@ -202,6 +202,26 @@ def test_history_starts_where_the_store_still_keeps_points(tmp_path: Path) -> No
         r.store.close()
 
 
+def test_a_model_behind_the_store_horizon_reads_from_the_horizon(tmp_path: Path) -> None:
+    # The aggregator scored 30 minutes, then was down while two and a half hours came in and raw
+    # retention (one hour, no rollups) deleted the buckets after its model's last one.
+    r = Rig(tmp_path, StorageConfig(raw_retention_hours=1, rollups_enabled=False))
+    try:
+        rng = np.random.default_rng(9)
+        r.write("n1", range(0, 30 * 60), rng)
+        assert len(r.tick(at(30))) == 1
+        r.write("n1", range(30 * 60, 180 * 60), rng)
+        r.store.maintain(budget_s=30)
+        kept = r.store.horizon_ms(STEP_MS, "max")
+        assert kept > T0 + 30 * STEP_MS
+        jobs = r.tick(at(180))
+        assert len(jobs) == 1 and jobs[0].state is not None  # the model goes on
+        assert jobs[0].ts_ms[0] == -(-kept // STEP_MS) * STEP_MS
+        assert jobs[0].ts_ms[-1] == T0 + 179 * STEP_MS
+    finally:
+        r.store.close()
+
+
 def test_node_rows_are_the_column_maxima_at_buckets_every_column_has(rig: Rig) -> None:
     rng = np.random.default_rng(6)
     metrics = tuple(m for m, _ in NODE_VECTOR)
