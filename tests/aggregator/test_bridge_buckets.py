@@ -23,6 +23,7 @@ from legion.analytics.config import AnalyticsConfig
 from legion.analytics.worker import process
 from legion.proto import MetricsBatch, Sample
 from legion.proto.jobs import Job, decode_job, encode_result
+from tests.aggregator.worker_answers import answer
 
 METRIC = "system_memory_usage_percent"  # watched, no required labels
 STEP_MS = 60_000
@@ -65,19 +66,11 @@ class Rig:
         starts = [T0 + b * STEP_MS for b in buckets]
         return starts, [max(v for t, v in vals.items() if s <= t < s + STEP_MS) for s in starts]
 
-    def tick(self, now_ms: int, nodes: bool = False) -> list[Job]:
+    def tick(self, now_ms: int) -> list[Job]:
         """One pass; the jobs it sent, answered by the real worker code."""
         before = len(self.sent)
-        if nodes:
-            self.det.schedule_nodes(now_ms=now_ms)
-        else:
-            self.det.schedule(now_ms=now_ms)
-        jobs = [decode_job(f) for f in self.sent[before:]]
-        for job in jobs:
-            res = process(job, "w1")
-            assert res.ok, res.error
-            self.book.on_result(encode_result(res))
-        return jobs
+        self.det.schedule(now_ms=now_ms)
+        return answer(self.book, self.sent[before:])
 
 
 @pytest.fixture
@@ -96,7 +89,7 @@ def at(minutes: float) -> int:
 
 def test_a_job_carries_the_max_of_each_whole_settled_bucket(rig: Rig) -> None:
     rng = np.random.default_rng(1)
-    rig.write("n1", range(0, 12 * 60 + 30), rng)  # 12.5 minutes of 1 s points
+    rig.write("n1", range(12 * 60 + 30), rng)  # 12.5 minutes of 1 s points
     rig.values["n1"][T0 + 5 * STEP_MS + 17_000] = 500.0  # one-second spike in bucket 5
     rig.store.write([IncomingBatch("n1", 1, 99, MetricsBatch.from_samples(
         [Sample(METRIC, (), 500.0, T0 + 5 * STEP_MS + 17_000)]), T0)])
@@ -123,7 +116,7 @@ def test_a_job_carries_the_max_of_each_whole_settled_bucket(rig: Rig) -> None:
 
 def test_a_point_for_a_bucket_already_scored_is_stored_not_scored_again(rig: Rig) -> None:
     rng = np.random.default_rng(2)
-    rig.write("n1", range(0, 11 * 60), rng)
+    rig.write("n1", range(11 * 60), rng)
     assert len(rig.tick(at(11))) == 1
     rig.write("n1", range(3 * 60, 3 * 60 + 5), rng)  # late points for bucket 3
     rig.write("n1", range(11 * 60, 12 * 60), rng)
@@ -137,7 +130,7 @@ def test_a_point_for_a_bucket_already_scored_is_stored_not_scored_again(rig: Rig
 def test_a_new_series_waits_for_enough_buckets_then_gets_its_history(rig: Rig) -> None:
     rng = np.random.default_rng(3)
     need = rig.acfg.window_size // 4
-    rig.write("n1", range(0, (need - 1) * 60), rng)
+    rig.write("n1", range((need - 1) * 60), rng)
     assert rig.tick(at(need - 1)) == []  # one bucket short
     rig.write("n1", range((need - 1) * 60, (need + 40) * 60), rng)
     jobs = rig.tick(at(need + 40))
@@ -148,10 +141,10 @@ def test_a_new_series_waits_for_enough_buckets_then_gets_its_history(rig: Rig) -
 
 def test_series_already_modelled_and_new_ones_are_read_together(rig: Rig) -> None:
     rng = np.random.default_rng(4)
-    rig.write("n1", range(0, 120 * 60), rng)
+    rig.write("n1", range(120 * 60), rng)
     assert len(rig.tick(at(120))) == 1
     rig.write("n1", range(120 * 60, 121 * 60), rng)
-    rig.write("n2", range(0, 121 * 60), rng)  # a new node with two hours of history
+    rig.write("n2", range(121 * 60), rng)  # a new node with two hours of history
     jobs = {j.series.split("|")[0]: j for j in rig.tick(at(121))}
     assert jobs["n1"].ts_ms.tolist() == [T0 + 120 * STEP_MS]
     assert jobs["n2"].ts_ms.tolist() == rig.expected("n2", range(121))[0]
@@ -159,7 +152,7 @@ def test_series_already_modelled_and_new_ones_are_read_together(rig: Rig) -> Non
 
 def test_a_series_that_stopped_reporting_costs_no_read(rig: Rig) -> None:
     rng = np.random.default_rng(7)
-    rig.write("n1", range(0, 11 * 60), rng)
+    rig.write("n1", range(11 * 60), rng)
     assert len(rig.tick(at(11))) == 1
     reads = rig.det.queries
     for minutes in range(12, 40):
@@ -170,14 +163,14 @@ def test_a_series_that_stopped_reporting_costs_no_read(rig: Rig) -> None:
 def test_series_needing_the_same_range_share_a_read_when_many(rig: Rig) -> None:
     rng = np.random.default_rng(8)
     for n in range(FEW_SERIES + 2):
-        rig.write(f"n{n}", range(0, 11 * 60), rng)
+        rig.write(f"n{n}", range(11 * 60), rng)
     jobs = rig.tick(at(11))
     assert len(jobs) == FEW_SERIES + 2 and rig.det.queries == 1
     for job in jobs:
         node = job.series.split("|")[0]
         assert job.values.tolist() == pytest.approx(rig.expected(node, range(11))[1])
     for n in ("m1", "m2"):  # two new nodes: a read each, of their own series only
-        rig.write(n, range(0, 12 * 60), rng)
+        rig.write(n, range(12 * 60), rng)
     for n in range(FEW_SERIES + 2):
         rig.write(f"n{n}", range(11 * 60, 12 * 60), rng)
     jobs = rig.tick(at(12))
@@ -190,7 +183,7 @@ def test_history_starts_where_the_store_still_keeps_points(tmp_path: Path) -> No
     r = Rig(tmp_path, StorageConfig(raw_retention_hours=1, rollups_enabled=False))
     try:
         rng = np.random.default_rng(5)
-        r.write("n1", range(0, 180 * 60), rng)
+        r.write("n1", range(180 * 60), rng)
         r.store.maintain(budget_s=30)
         kept = r.store.horizon_ms(STEP_MS, "max")
         assert T0 < kept <= NOW - 3600_000
@@ -208,7 +201,7 @@ def test_a_model_behind_the_store_horizon_reads_from_the_horizon(tmp_path: Path)
     r = Rig(tmp_path, StorageConfig(raw_retention_hours=1, rollups_enabled=False))
     try:
         rng = np.random.default_rng(9)
-        r.write("n1", range(0, 30 * 60), rng)
+        r.write("n1", range(30 * 60), rng)
         assert len(r.tick(at(30))) == 1
         r.write("n1", range(30 * 60, 180 * 60), rng)
         r.store.maintain(budget_s=30)
@@ -225,7 +218,7 @@ def test_a_model_behind_the_store_horizon_reads_from_the_horizon(tmp_path: Path)
 def test_node_rows_are_the_column_maxima_at_buckets_every_column_has(rig: Rig) -> None:
     rng = np.random.default_rng(6)
     metrics = tuple(m for m, _ in NODE_VECTOR)
-    rig.write("n1", range(0, 15 * 60), rng, metrics)
+    rig.write("n1", range(15 * 60), rng, metrics)
     # one column stops a minute early: its last bucket is not a row
     rig.write("n1", range(15 * 60, 16 * 60), rng, metrics[1:])
     rig.acfg = AnalyticsConfig(detector="mad", node_detector="multivar", window_size=40,

@@ -28,9 +28,9 @@ from legion.aggregator.analytics_bridge.watched import (
 from legion.aggregator.store import IncomingBatch, Store
 from legion.aggregator.store.query import SeriesRow
 from legion.analytics.config import AnalyticsConfig
-from legion.analytics.worker import process
 from legion.proto import MetricsBatch, Sample, canonical_labels
-from legion.proto.jobs import decode_job, encode_result
+from legion.proto.jobs import decode_job
+from tests.aggregator.worker_answers import answer
 
 METRIC = "system_memory_usage_percent"  # watched, no required labels
 
@@ -81,12 +81,7 @@ class Rig:
         """One detect pass; the jobs it sent, answered by the real worker code."""
         before = len(self.sent)
         schedule_detect(self.news, self.book, self.known, self.acfg, 1.0)
-        jobs = [decode_job(f) for f in self.sent[before:]]
-        for job in jobs:
-            res = process(job, "w1")
-            assert res.ok, res.error
-            self.book.on_result(encode_result(res))
-        return jobs
+        return answer(self.book, self.sent[before:])
 
 
 @pytest.fixture
