@@ -124,13 +124,14 @@ class BucketedDetect:
 
     def schedule_nodes(self, now_ms: int | None = None) -> int:
         """A job per node with a new whole bucket: rows of NODE_VECTOR bucket maxima at the
-        buckets every column has. Returns 0 (one read per column metric covers every node)."""
+        buckets every column has. Nodes that need the same range share the column reads when
+        many, as series do (`_read_for`). Returns 0 (no budget: one pass reads every node)."""
         end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
                                 self.step_ms)
         self.news.refresh()
         cols = list(self.news.node_columns.items())
         newest = iter(self.news.newest([sid for _, c in cols for ids in c for sid in ids]))
-        nodes, starts = [], []
+        groups: dict[int, list[str]] = {}  # first bucket to read -> the nodes that need it
         for node, c in cols:
             # a row needs every column: the node's newest row is at most its slowest column's
             last = min(max(next(newest) for _ in ids) for ids in c)
@@ -138,18 +139,21 @@ class BucketedDetect:
             self.known.setdefault(key, WatchedSeries(node, NODE_VECTOR_METRIC, {}))
             since = self._since(key, last, end)
             if since is not None:
-                nodes.append((node, key))
-                starts.append(since)
-        if not nodes:
-            return 0
-        columns = [self._read(metric, min(starts), end) for metric, _ in NODE_VECTOR]
-        for node, key in nodes:
-            per_column = [_column(got, node, want)
-                          for got, (_, want) in zip(columns, NODE_VECTOR, strict=True)]
-            common = sorted(set.intersection(*(set(c) for c in per_column)))
-            rows = [[c[t] for c in per_column] for t in common]
-            self._submit(key, common, rows, self.acfg.node_detector)
-            self.done[key] = end
+                groups.setdefault(since, []).append(node)
+        for since, nodes in groups.items():
+            wide = len(nodes) > FEW_SERIES
+            columns = [self._read(metric, since, end) if wide else
+                       {k: v for n in nodes for k, v in
+                        self._read(metric, since, end, node=n).items()}
+                       for metric, _ in NODE_VECTOR]
+            for node in nodes:
+                per_column = [_column(got, node, want)
+                              for got, (_, want) in zip(columns, NODE_VECTOR, strict=True)]
+                common = sorted(set.intersection(*(set(c) for c in per_column)))
+                rows = [[c[t] for c in per_column] for t in common]
+                key = series_key(node, NODE_VECTOR_METRIC, {})
+                self._submit(key, common, rows, self.acfg.node_detector)
+                self.done[key] = end
         return 0
 
     def _since(self, key: str, newest: int, end: int) -> int | None:

@@ -233,6 +233,31 @@ def test_node_rows_are_the_column_maxima_at_buckets_every_column_has(rig: Rig) -
     assert jobs[0].values[:, mem].tolist() == pytest.approx(rig.expected("n1", range(15))[1])
 
 
+def test_node_vectors_share_column_reads_when_many_and_a_new_node_reads_alone(rig: Rig
+                                                                             ) -> None:
+    rng = np.random.default_rng(10)
+    metrics = tuple(m for m, _ in NODE_VECTOR)
+    nodes = [f"n{i}" for i in range(FEW_SERIES + 1)]
+    for n in nodes:
+        rig.write(n, range(15 * 60), rng, metrics)
+    rig.acfg = rig.det.acfg = AnalyticsConfig(detector="mad", node_detector="multivar",
+                                              window_size=40, detect_step_secs=STEP_MS / 1000)
+    before = len(rig.sent)
+    rig.det.schedule_nodes(now_ms=at(15))
+    assert len(answer(rig.book, rig.sent[before:])) == len(nodes)
+    assert rig.det.queries == len(NODE_VECTOR)  # one read per column for all of them
+    for n in nodes:
+        rig.write(n, range(15 * 60, 16 * 60), rng, metrics)
+    rig.write("new", range(16 * 60), rng, metrics)
+    before, reads = len(rig.sent), rig.det.queries
+    rig.det.schedule_nodes(now_ms=at(16))
+    jobs = {j.series.split("|")[0]: j for j in answer(rig.book, rig.sent[before:])}
+    assert set(jobs) == {*nodes, "new"}
+    assert rig.det.queries - reads == 2 * len(NODE_VECTOR)  # the modelled nodes, then the new
+    assert jobs["new"].ts_ms.tolist() == [T0 + b * STEP_MS for b in range(16)]
+    assert jobs["n0"].ts_ms.tolist() == [T0 + 15 * STEP_MS]
+
+
 def test_models_of_buckets_and_of_raw_points_live_apart(tmp_path: Path) -> None:
     sent: list[bytes] = []
     book = JobBook(sent.append, models_dir=tmp_path, folder=model_folder(60))
