@@ -101,11 +101,12 @@ class BucketedDetect:
                                 self.step_ms)
         self.news.refresh()
         newest = self.news.newest([sid for _, _, sid in self.news.watched])
+        first = history_start(self.store, end, self.step_ms)
         # metric -> first bucket to read -> the series that need it
         pending: dict[str, dict[int, list[tuple[str, WatchedSeries]]]] = {}
         for (key, s, _), last in zip(self.news.watched, newest, strict=True):
             self.known.setdefault(key, s)
-            since = self._since(key, last, end)
+            since = self._since(key, last, end, first)
             if since is not None:
                 pending.setdefault(s.metric, {}).setdefault(since, []).append((key, s))
         deadline = time.monotonic() + budget_s
@@ -115,7 +116,7 @@ class BucketedDetect:
                 break
             left -= 1
             for since, series in groups.items():
-                got = self._read_for(metric, since, end, series)
+                got = self._read_for(metric, since, end, [(s.node, s.labels) for _, s in series])
                 for key, _ in series:
                     _, ts, vals = got.get(key, (None, [], []))
                     self._submit(key, ts, vals, self.acfg.detector)
@@ -124,27 +125,25 @@ class BucketedDetect:
 
     def schedule_nodes(self, now_ms: int | None = None) -> int:
         """A job per node with a new whole bucket: rows of NODE_VECTOR bucket maxima at the
-        buckets every column has. Nodes that need the same range share the column reads when
-        many, as series do (`_read_for`). Returns 0 (no budget: one pass reads every node)."""
+        buckets every column has. Nodes that need the same range are read like series
+        (`_read_for`). Returns 0 (no budget: one pass reads every node)."""
         end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
                                 self.step_ms)
         self.news.refresh()
         cols = list(self.news.node_columns.items())
         newest = iter(self.news.newest([sid for _, c in cols for ids in c for sid in ids]))
+        first = history_start(self.store, end, self.step_ms)
         groups: dict[int, list[str]] = {}  # first bucket to read -> the nodes that need it
         for node, c in cols:
             # a row needs every column: the node's newest row is at most its slowest column's
             last = min(max(next(newest) for _ in ids) for ids in c)
             key = series_key(node, NODE_VECTOR_METRIC, {})
             self.known.setdefault(key, WatchedSeries(node, NODE_VECTOR_METRIC, {}))
-            since = self._since(key, last, end)
+            since = self._since(key, last, end, first)
             if since is not None:
                 groups.setdefault(since, []).append(node)
         for since, nodes in groups.items():
-            wide = len(nodes) > FEW_SERIES
-            columns = [self._read(metric, since, end) if wide else
-                       {k: v for n in nodes for k, v in
-                        self._read(metric, since, end, node=n).items()}
+            columns = [self._read_for(metric, since, end, [(n, None) for n in nodes])
                        for metric, _ in NODE_VECTOR]
             for node in nodes:
                 per_column = [_column(got, node, want)
@@ -156,15 +155,15 @@ class BucketedDetect:
                 self.done[key] = end
         return 0
 
-    def _since(self, key: str, newest: int, end: int) -> int | None:
+    def _since(self, key: str, newest: int, end: int, first: int) -> int | None:
         """The first bucket `key` needs read, or None: handled up to `end` already, a job in
-        flight, or no point stored since its last scored bucket (then it is handled)."""
+        flight, or no point stored since its last scored bucket (then it is handled). `first`:
+        `history_start`, where a series without a model starts."""
         if key in self.book.in_flight or self.done.get(key, NO_TS) >= end:
             return None
         st = self.book.state.get(key)
         # a model's next bucket, unless the store no longer keeps it (an aggregator that was
         # down for longer than the retention): then as far back as a new series would read
-        first = history_start(self.store, end, self.step_ms)
         since = first if st is None else max(st[1] + self.step_ms, first)
         if newest == NO_TS or newest < since:
             self.done[key] = end  # a series that stopped reporting costs no read
@@ -172,16 +171,15 @@ class BucketedDetect:
         return since
 
     def _read_for(self, metric: str, since: int, end: int,
-                  series: list[tuple[str, WatchedSeries]]) -> Buckets:
-        """The buckets these series of `metric` need from `since`: a read per series when they
-        are few (a new node's), else one read of the whole metric."""
-        if len(series) > FEW_SERIES:
+                  wanted: list[tuple[str, Mapping[str, str] | None]]) -> Buckets:
+        """The buckets of `metric` from `since` for these (node, labels) selections: one read
+        per selection when they are few (a new node's), else one read of the whole metric.
+        Labels select by subset, so the answer may hold more series than asked for."""
+        if len(wanted) > FEW_SERIES:
             return self._read(metric, since, end)
         got: Buckets = {}
-        for key, s in series:
-            one = self._read(metric, since, end, node=s.node, labels=s.labels)
-            if key in one:  # `labels` selects by subset: keep the exact series only
-                got[key] = one[key]
+        for node, labels in wanted:
+            got.update(self._read(metric, since, end, node=node, labels=labels))
         return got
 
     def _read(self, metric: str, since: int, end: int, node: str | None = None,
