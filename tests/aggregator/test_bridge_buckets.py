@@ -19,6 +19,7 @@ from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, WatchedSeries, select_watched
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
+from legion.analytics.buckets import bucket_max
 from legion.analytics.config import AnalyticsConfig
 from legion.analytics.worker import process
 from legion.proto import MetricsBatch, Sample
@@ -112,6 +113,20 @@ def test_a_job_carries_the_max_of_each_whole_settled_bucket(rig: Rig) -> None:
     ts, vals = rig.expected("n1", range(12, 14))
     assert [j.ts_ms.tolist() for j in jobs] == [ts]
     assert jobs[0].values.tolist() == pytest.approx(vals)
+
+
+def test_offline_bucket_max_equals_the_stored_maxima_live_jobs_carry(rig: Rig) -> None:
+    """`legionctl detect --step` scores the same rows as the live path."""
+    rng = np.random.default_rng(11)
+    rig.write("n1", range(0, 9 * 60, 3), rng)  # every 3 s, then a gap, then every 7 s
+    rig.write("n1", range(13 * 60 + 5, 20 * 60, 7), rng)
+    live = rig.tick(at(20))
+    assert len(live) == 1
+    written = sorted(rig.values["n1"].items())
+    starts, maxima = bucket_max(np.array([t for t, _ in written]),
+                                np.array([v for _, v in written]), STEP_MS)
+    assert live[0].ts_ms.tolist() == starts.tolist()
+    assert live[0].values.tolist() == pytest.approx(maxima.tolist())
 
 
 def test_a_point_for_a_bucket_already_scored_is_stored_not_scored_again(rig: Rig) -> None:
