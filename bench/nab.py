@@ -8,6 +8,11 @@
     python bench/nab.py --cv base,ablations --cache /tmp/nabcache
         # the leave-one-category-out protocol (bench/nab_cv.py): the figures every decision uses
     python bench/nab.py --cv members --cache /tmp/nabcache   # + `art` as a fourth member
+    python bench/nab.py --root DIR --detectors ensemble --per-category
+        # any folder in the same layout (data/<category>/<file>.csv, labels/windows.json), such
+        # as the files kept for independent evaluation: the same scores `legionctl detect`
+        # writes file by file; per category also the windows found and FP rows at the best
+        # threshold of the whole folder
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The `jobs/s` column is the worker's incremental rate (60-point jobs
@@ -28,7 +33,7 @@ import numpy as np
 
 from legion.analytics.csvio import parse_ts, read_csv
 from legion.analytics.detectors import DETECTORS, make_detector
-from legion.analytics.scoring import PROFILES, score_corpus
+from legion.analytics.scoring import PROFILES, prepare, score_corpus
 from legion.analytics.config import AnalyticsConfig
 from nab_constants import TUNED
 from nab_speed import incremental_jobs_per_s
@@ -121,10 +126,27 @@ def load_cached(cache: Path, name: str, corpus: list) -> dict[str, np.ndarray]:
     return out
 
 
+def found_at(pairs: list[tuple[np.ndarray, list[tuple[int, int]]]], thr: float
+             ) -> tuple[int, int]:
+    """(windows with a detection, rows at or above `thr` outside every window), after each
+    file's probation: the per-category breakdown at the corpus' best threshold."""
+    found = fps = 0
+    for scores, wins in pairs:
+        f = prepare(scores, wins, 1.0, 0.11)
+        hit = f.scores >= thr
+        found += len(set(f.window[hit & (f.window >= 0)].tolist()))
+        fps += int((hit & (f.window < 0)).sum())
+    return found, fps
+
+
 def baselines(root: Path) -> list[tuple[str, list[str]]]:
-    """Rows of the BASELINES.md table: (detector, [standard, low FP, low FN, ...])."""
+    """Rows of the BASELINES.md table: (detector, [standard, low FP, low FN, ...]); none for a
+    corpus without one (files kept for independent evaluation, in the same layout)."""
+    path = root / "BASELINES.md"
+    if not path.exists():
+        return []
     rows = []
-    for line in (root / "BASELINES.md").read_text().splitlines():
+    for line in path.read_text().splitlines():
         m = re.match(r"^\|\s*([A-Za-z]\w*)\s*\|\s*(-?[\d.]+)\s*\|", line)
         if m:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -172,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = sum(len(v) for _, _, v, _ in corpus)
     hdr = f"{'detector':<22}{'Standard':>9}{'Low FP':>9}{'Low FN':>9}{'std thr':>9}" \
           f"{'windows':>9}{'FP rows':>8}{'rows/s':>9}{'tuned':>6}{'jobs/s':>8}"
-    print(f"NAB dev subset: {len(corpus)} files, {n_rows} rows, "
+    print(f"NAB {'dev subset' if a.root == DEFAULT_ROOT else a.root}: {len(corpus)} files, "
+          f"{n_rows} rows, "
           f"{sum(len(w) for *_, w in corpus)} windows")
     print(hdr)
     for name in a.detectors.split(","):
@@ -208,9 +231,14 @@ def main(argv: list[str] | None = None) -> int:
             for c in cats:
                 sub = [(scores[f], w) for f, _, _, w in corpus if f.startswith(c)]
                 r = score_corpus(sub, "standard")
-                print(f"    {c:<24} {r.score:7.2f}  {r.windows_found}/{r.n_windows} fp={r.fp_rows}")
-    print("published (BASELINES.md, same subset, same rules):")
-    for name, cells in baselines(a.root):
+                found, fps = found_at(sub, std.threshold)
+                print(f"    {c:<24} {r.score:7.2f}  {r.windows_found}/{r.n_windows} fp={r.fp_rows}"
+                      f" (own best threshold); at {std.threshold:.4f}: {found}/{r.n_windows}"
+                      f" fp={fps}")
+    published = baselines(a.root)
+    if published:
+        print("published (BASELINES.md, same subset, same rules):")
+    for name, cells in published:
         print(f"  {name:<20}" + "".join(f"{c:>9}" for c in cells[:6]))
     return 0
 

@@ -3,6 +3,7 @@ traces, vectorised debounce, vectorised sweep) must reproduce the detector and t
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -95,3 +96,31 @@ def test_per_time_rarity_moves_coarser_series_up() -> None:
     five = nab_cv.recombine(tr, cfg, 300.0)
     assert np.array_equal(five, nab_cv.recombine(tr, nab_cv.DEFAULT))
     assert nab_cv.recombine(tr, cfg, 3600.0).sum() > five.sum()
+
+
+def test_bench_scores_any_folder_in_nab_layout(tmp_path: Path, series_factory, capsys) -> None:
+    """The independent evaluation runs `bench/nab.py --root DIR` on files kept apart, laid out
+    as shared/data/nab but without its BASELINES.md."""
+    import nab
+
+    labels = {}
+    for j, cat in enumerate(("x", "x", "y")):
+        ts, v = series_factory(900, seed=20 + j)
+        path = tmp_path / "data" / cat / f"s{j}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = [str(np.datetime64(int(t), "ms")).replace("T", " ") for t in ts]
+        path.write_text("timestamp,value\n" + "".join(
+            f"{s},{x:.4f}\n" for s, x in zip(stamp, v.tolist(), strict=True)))
+        labels[f"{cat}/s{j}.csv"] = [[stamp[490], stamp[520]], [stamp[640], stamp[670]]]
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "windows.json").write_text(json.dumps(labels))
+    assert nab.main(["--root", str(tmp_path), "--detectors", "mad", "--no-speed",
+                     "--per-category", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    corpus = nab.load_corpus(tmp_path)
+    pairs = [(make_detector("mad").score(ts, v), w) for _, ts, v, w in corpus]
+    ref = score_corpus(pairs, "standard")
+    assert f"mad{ref.score:>28.2f}" in out and "published" not in out
+    assert nab.found_at(pairs, ref.threshold) == (ref.windows_found, ref.fp_rows)
+    for cat in ("x", "y"):
+        assert f"    {cat} " in out
