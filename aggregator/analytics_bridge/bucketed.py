@@ -1,12 +1,13 @@
-"""Detect jobs on the maxima of fixed time buckets (`analytics.detect_step_secs`, issue 14).
+"""Detect jobs on the worst value of fixed time buckets (`analytics.detect_step_secs`, issue 14).
 
 Every detector was built and measured on rows 5 minutes apart, while agents sample every second.
 Raw points would make each of its row constants (2000 points of history, 100 of warm-up, lags)
 300 times shorter in time; on the synthetic node bench that meant 59 false alarms a day at a
 10 s step against none at 300 s (docs/analytics.md, "Live detection on 5-minute maxima"). So,
 with a step, every watched series (and every node vector) is scored on the max of each whole
-step bucket, stamped at the bucket's start (buckets are aligned to the epoch like every stepped
-query). The max keeps a one-second spike visible in its bucket.
+step bucket (the min for a metric where low is bad, `watched.worst_of_bucket`), stamped at the
+bucket's start (buckets are aligned to the epoch like every stepped query). The max keeps a
+one-second spike visible in its bucket, the min a short dip of the success rate.
 
 A bucket is scored once, after it has ended and `SETTLE_MS` more have passed (points in flight),
 with one stepped query per metric (the store answers those from its rollup tiers). A point that
@@ -36,6 +37,7 @@ from legion.aggregator.analytics_bridge.watched import (
     per_series,
     selected,
     series_key,
+    worst_of_bucket,
 )
 from legion.analytics.config import AnalyticsConfig
 
@@ -47,7 +49,7 @@ FIRST_SCORED = 30
 """A first job scores its newest buckets only; the ones before train the model."""
 
 Buckets = dict[str, tuple[WatchedSeries, list[int], list[float]]]
-"""Per series key: the series, its bucket starts and maxima, in time order."""
+"""Per series key: the series, its bucket starts and worst values, in time order."""
 
 
 class StepReader(SeriesReader, Protocol):
@@ -74,12 +76,13 @@ def history_start(store: StepReader, end_ms: int, step_ms: int) -> int:
     return max(end_ms - MAX_HISTORY_POINTS * step_ms, -(-kept // step_ms) * step_ms)
 
 
-def stepped_max(store: StepReader, metric: str, since_ms: int, end_ms: int, step_ms: int,
-                node: str | None = None, labels: Mapping[str, str] | None = None) -> Buckets:
-    """Bucket maxima of a metric's series (or of those on `node` with `labels` among theirs)
-    over [since_ms, end_ms), by series key."""
+def stepped_worst(store: StepReader, metric: str, since_ms: int, end_ms: int, step_ms: int,
+                  node: str | None = None, labels: Mapping[str, str] | None = None) -> Buckets:
+    """The worst value of each bucket (`worst_of_bucket`) of a metric's series (or of those on
+    `node` with `labels` among theirs) over [since_ms, end_ms), by series key."""
     return per_series(metric, store.query(metric, node=node, labels=labels, since_ms=since_ms,
-                                          until_ms=end_ms, step_ms=step_ms, agg="max"))
+                                          until_ms=end_ms, step_ms=step_ms,
+                                          agg=worst_of_bucket(metric)))
 
 
 class BucketedDetect:
@@ -187,7 +190,7 @@ class BucketedDetect:
         if since >= end:
             return {}
         self.queries += 1
-        return stepped_max(self.store, metric, since, end, self.step_ms, node, labels)
+        return stepped_worst(self.store, metric, since, end, self.step_ms, node, labels)
 
     def _submit(self, key: str, ts: Sequence[int], values: Sequence[float] | Sequence[list[float]],
                 model: str) -> None:

@@ -42,6 +42,18 @@ WATCHED: dict[str, dict[str, str | None]] = {
     "agent_success_rate_percent": {},
     "agent_task_queue_depth": {},
 }
+# How a watched metric's bucket is summed up when detection runs on buckets
+# (`analytics.detect_step_secs`): its worst value. That is the max for every metric where high
+# is bad (a one-second spike stays whole), the min where low is bad, so that a dip of the success
+# rate shorter than a bucket is not hidden behind the bucket's good seconds.
+LOWER_IS_WORSE: frozenset[str] = frozenset({"agent_success_rate_percent"})
+
+
+def worst_of_bucket(metric: str) -> str:
+    """The stepped-query aggregation of a watched metric's buckets: "min" or "max"."""
+    return "min" if metric in LOWER_IS_WORSE else "max"
+
+
 # The node vector of `analytics.node_detector` (one multivariate model per node), in column
 # order: metric -> required labels. The agent stamps a whole tick with one time, so the rows
 # are the timestamps every column has.

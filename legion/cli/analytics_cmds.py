@@ -6,9 +6,10 @@
 
 Input: a CSV with `timestamp,value` (a header row, ISO timestamps or epoch seconds/ms). `detect`
 writes every input row with its causal anomaly score (fresh detector state per file); with
-`--step SECS` it scores the max of each epoch-aligned bucket instead, one row per bucket stamped
-at its start, as the live path does (`analytics.detect_step_secs`). A progress bar goes to
-stderr for long files. `forecast-csv` writes the forecast path with its 80 % interval.
+`--step SECS` it scores the max (`--agg min`: the min) of each epoch-aligned bucket instead, one
+row per bucket stamped at its start, as the live path does (`analytics.detect_step_secs`). A
+progress bar goes to stderr for long files. `forecast-csv` writes the forecast path with its
+80 % interval.
 """
 
 from __future__ import annotations
@@ -73,19 +74,22 @@ def _detector_names() -> list[str]:
 @click.option("--step", "step_s", type=click.IntRange(min=1), default=None, metavar="SECS",
               help="Score the max of each SECS-second bucket (one row per bucket, stamped at "
                    "its start), as the live path does; default: every row.")
+@click.option("--agg", type=click.Choice(["max", "min"]), default="max", show_default=True,
+              help="With --step: each bucket's max, or its min for a series where low is bad "
+                   "(a success rate).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: on for long files on a terminal).")
-def detect(file: str, detector: str, fmt: str, output: str, step_s: int | None,
+def detect(file: str, detector: str, fmt: str, output: str, step_s: int | None, agg: str,
            progress: bool | None) -> None:
     """Score FILE (timestamp,value) causally; write timestamp,value,anomaly_score."""
-    from legion.analytics.buckets import bucket_max
+    from legion.analytics.buckets import bucket_extreme
     from legion.analytics.config import AnalyticsConfig
     from legion.analytics.csvio import read_csv
     from legion.analytics.detectors import make_detector
 
     raw_ts, ts, vals = read_csv(file)
     if step_s is not None:
-        ts, vals = bucket_max(ts, vals, step_s * 1000)
+        ts, vals = bucket_extreme(ts, vals, step_s * 1000, agg)
         raw_ts = [_iso(int(t)) for t in ts]
     else:
         _hint_fine_rows(ts, AnalyticsConfig().detect_step_secs)

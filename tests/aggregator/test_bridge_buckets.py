@@ -19,7 +19,7 @@ from legion.aggregator.analytics_bridge.new_points import NewPoints
 from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, WatchedSeries, select_watched
 from legion.aggregator.config import StorageConfig
 from legion.aggregator.store import IncomingBatch, Store
-from legion.analytics.buckets import bucket_max
+from legion.analytics.buckets import bucket_extreme
 from legion.analytics.config import AnalyticsConfig
 from legion.analytics.worker import process
 from legion.proto import MetricsBatch, Sample
@@ -115,7 +115,7 @@ def test_a_job_carries_the_max_of_each_whole_settled_bucket(rig: Rig) -> None:
     assert jobs[0].values.tolist() == pytest.approx(vals)
 
 
-def test_offline_bucket_max_equals_the_stored_maxima_live_jobs_carry(rig: Rig) -> None:
+def test_offline_bucket_extreme_equals_the_stored_maxima_live_jobs_carry(rig: Rig) -> None:
     """`legionctl detect --step` scores the same rows as the live path."""
     rng = np.random.default_rng(11)
     rig.write("n1", range(0, 9 * 60, 3), rng)  # every 3 s, then a gap, then every 7 s
@@ -123,10 +123,27 @@ def test_offline_bucket_max_equals_the_stored_maxima_live_jobs_carry(rig: Rig) -
     live = rig.tick(at(20))
     assert len(live) == 1
     written = sorted(rig.values["n1"].items())
-    starts, maxima = bucket_max(np.array([t for t, _ in written]),
-                                np.array([v for _, v in written]), STEP_MS)
+    starts, maxima = bucket_extreme(np.array([t for t, _ in written]),
+                                    np.array([v for _, v in written]), STEP_MS)
     assert live[0].ts_ms.tolist() == starts.tolist()
     assert live[0].values.tolist() == pytest.approx(maxima.tolist())
+
+
+def test_a_success_rate_is_scored_on_bucket_minima(rig: Rig) -> None:
+    """Low is bad for a success rate: a 20 s dip must not hide behind the bucket's good seconds."""
+    rate = "agent_success_rate_percent"
+    written: dict[int, float] = {}
+    for t in range(12 * 60):
+        written[T0 + t * 1000] = 30.0 if 5 * 60 + 10 <= t < 5 * 60 + 30 else 99.0 + t % 3 / 10
+    rig.store.write([IncomingBatch("n1", 1, 1, MetricsBatch.from_samples(
+        [Sample(rate, (), v, ts) for ts, v in written.items()]), T0 + 12 * STEP_MS)])
+    jobs = rig.tick(at(12))
+    assert len(jobs) == 1 and rate in jobs[0].series
+    starts, minima = bucket_extreme(np.array(list(written)), np.array(list(written.values())),
+                                    STEP_MS, "min")
+    assert jobs[0].ts_ms.tolist() == starts.tolist()
+    assert jobs[0].values.tolist() == pytest.approx(minima.tolist())
+    assert jobs[0].values[5] == 30.0 and max(jobs[0].values) < 99.5
 
 
 def test_a_point_for_a_bucket_already_scored_is_stored_not_scored_again(rig: Rig) -> None:

@@ -98,6 +98,9 @@ def test_detect_step_scores_bucket_maxima_as_the_live_path(tmp_path: Path) -> No
     quiet = np.delete(scores, range(fault_bucket - 1, fault_bucket + 3))
     # The same 0.8 means far fewer false alarms on the rows the detectors were built for.
     assert (quiet >= 0.8).sum() * 5 < (quiet_raw >= 0.8).sum()
+    low = CliRunner().invoke(detect, [str(src), "--step", "300", "--agg", "min"])
+    assert [float(r[1]) for r in list(csv.reader(io.StringIO(low.stdout)))[1:]] == [
+        float(v[(ts >= s) & (ts < s + step)].min()) for s in starts]
 
 
 def test_no_step_hint_for_five_minute_rows(tmp_path: Path, series_factory: SeriesFactory
