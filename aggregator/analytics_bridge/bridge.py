@@ -314,6 +314,9 @@ class AnalyticsBridge(threading.Thread):
         if s is None:
             return
         thr = self._cfg.analytics.anomaly_threshold
+        # a bucketed score is stamped at its bucket's start; the event also says when the bucket
+        # ended, so "recent" is counted from there (the dashboard's halos), not 5 minutes early
+        span_ms = int(self._cfg.analytics.detect_step_secs * 1000)
         labels = canonical_labels({**s.labels, "node": s.node, "metric": s.metric})
         samples = []
         for t, score in zip(res.ts_ms.tolist(), res.scores.tolist(), strict=True):
@@ -326,7 +329,8 @@ class AnalyticsBridge(threading.Thread):
                     self._anomalies.append({
                         "id": f"{res.series}|{t}", "node": s.node,
                         "agent_id": s.labels.get("agent_id"), "metric": s.metric,
-                        "labels": s.labels, "score": round(score, 4), "ts_ms": t})
+                        "labels": s.labels, "score": round(score, 4), "ts_ms": t,
+                        "end_ms": t + span_ms})
         self.counters.points_scored += len(res.ts_ms)
         if samples:
             self._seq += 1

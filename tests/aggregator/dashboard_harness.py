@@ -115,10 +115,13 @@ class LiveGateway:
         self.store.write([batch(n, self.seq, now) for n in HOSTS])
 
     def _anomalies(self) -> list[dict[str, Any]]:
-        """What an analytics worker would report: the slow agent's latency is anomalous."""
+        """What an analytics worker would report: the slow agent's latency is anomalous, in
+        the 10-minute bucket that ended a minute ago (`analytics.detect_step_secs` 600): stamped
+        at its start, 11 minutes back, older than the dashboard's 10-minute halo window."""
         return [{"id": f"iforest:{SLOW_AGENT}:response_time_ms_p95", "node": host_of(4),
                  "agent_id": SLOW_AGENT, "metric": "response_time_ms_p95", "score": 0.94,
-                 "value": 6200.0, "ts_ms": self.t0, "detector": "isolation_forest"}]
+                 "value": 6200.0, "ts_ms": self.t0 - 660_000, "end_ms": self.t0 - 60_000,
+                 "detector": "isolation_forest"}]
 
     def _forecasts(self) -> list[dict[str, Any]]:
         """A CPU forecast for the hot host that crosses its threshold."""

@@ -7,6 +7,7 @@ here from the points written, with numpy.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,10 @@ from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.buckets import bucket_extreme
 from legion.analytics.config import AnalyticsConfig
 from legion.analytics.worker import process
+from legion.cli.config import config_from_dict
 from legion.proto import MetricsBatch, Sample
 from legion.proto.jobs import Job, decode_job, encode_result
-from tests.aggregator.worker_answers import answer
+from tests.aggregator.worker_answers import answer, unstarted_bridge
 
 METRIC = "system_memory_usage_percent"  # watched, no required labels
 STEP_MS = 60_000
@@ -311,3 +313,36 @@ def test_detect_step_is_zero_or_whole_seconds(step: float, ok: bool) -> None:
     assert (problems == []) is ok, problems
     if not ok:
         assert "analytics.detect_step_secs" in problems[0]
+
+
+def test_anomaly_events_say_when_their_bucket_ended(tmp_path: Path) -> None:
+    """A bucketed score is stamped at its bucket's start but known only after the bucket ends:
+    the anomaly event carries `end_ms`, from which the dashboard counts it recent."""
+    config = config_from_dict({"security": {"enable_tls": False},
+                               "analytics": {"detector": "mad", "window_size": 40,
+                                             "detect_step_secs": 60}},
+                              base_dir=tmp_path).aggregator_settings()
+    now = int(time.time() * 1000)
+    t0 = now // STEP_MS * STEP_MS - 180 * STEP_MS  # 3 h of whole minutes, a spike near the end
+    rng = np.random.default_rng(12)
+    samples = [Sample(METRIC, (), float(rng.normal(50, 1)), t0 + s * 1000)
+               for s in range(0, 180 * 60, 10)]
+    samples.append(Sample(METRIC, (), 400.0, t0 + 178 * STEP_MS + 20_000))
+    store = Store(tmp_path / "legion.duckdb")
+    try:
+        store.write([IncomingBatch("n1", 1, 1, MetricsBatch.from_samples(samples), now)])
+        bridge, sent, _ = unstarted_bridge(config, store)
+        assert bridge._book is not None
+        bridge._bucketed = BucketedDetect(store, bridge.news, bridge._book, bridge._series,
+                                          config.analytics)
+        bridge._bucketed.schedule(now_ms=t0 + 180 * STEP_MS + SETTLE_MS)
+        assert len(sent) == 1
+        res = process(decode_job(sent[0]), "w1")
+        assert res.ok, res.error
+        bridge._on_result(encode_result(res))
+        events = bridge.recent_anomalies()
+        spike = [e for e in events if e["ts_ms"] == t0 + 178 * STEP_MS]
+        assert spike and spike[0]["end_ms"] == spike[0]["ts_ms"] + STEP_MS
+        assert all(e["end_ms"] == e["ts_ms"] + STEP_MS for e in events)
+    finally:
+        store.close()

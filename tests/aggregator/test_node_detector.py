@@ -12,10 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
-from legion.aggregator.analytics_bridge import JobBook
-from legion.aggregator.analytics_bridge.bridge import AnalyticsBridge
 from legion.aggregator.analytics_bridge.watched import NODE_VECTOR, NODE_VECTOR_METRIC
 from legion.aggregator.store import IncomingBatch, Store
 from legion.analytics.detectors import DETECTORS
@@ -24,6 +21,7 @@ from legion.cli.config import config_from_dict
 from legion.kernel.errors import ConfigError
 from legion.proto import MetricsBatch, Sample, canonical_labels
 from legion.proto.jobs import Job, JobError, decode_job, encode_job, encode_result
+from tests.aggregator.worker_answers import unstarted_bridge
 
 needs_torch = pytest.mark.skipif("multivar" not in DETECTORS,
                                  reason="torch (legion-monitor[deep]) is not installed")
@@ -80,11 +78,7 @@ def test_node_jobs_from_the_store_scored_and_stored(tmp_path: Path) -> None:
         samples.append(Sample("system_load1", (), 1.0, int(ts[-1]) + 500))  # a lone timestamp
         store.write([IncomingBatch("web-1", 1, 1, MetricsBatch.from_samples(samples), now)])
 
-        sent: list[bytes] = []
-        submitted: list[IncomingBatch] = []
-        bridge = AnalyticsBridge(zmq.Context.instance(), config, (b"", b""), store,
-                                 submitted.append)
-        bridge._book = JobBook(sent.append, timeout_secs=30)  # what run() sets up
+        bridge, sent, submitted = unstarted_bridge(config, store)
         bridge._schedule_node_detect()
         assert len(sent) == 1
         job = decode_job(sent[0])

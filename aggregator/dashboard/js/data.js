@@ -99,6 +99,7 @@ function normAnomaly(r) {
   return {
     id: str(r.id), node: r.node ?? null, agentId: r.agent_id ?? null, metric: str(r.metric),
     score: num(r.score) ?? 0, value: num(r.value), tsMs: num(r.ts_ms) ?? 0,
+    endMs: num(r.end_ms) ?? num(r.ts_ms) ?? 0, // a bucketed score's bucket end
     detector: str(r.detector ?? r.model), summary: str(r.summary ?? r.message), state: str(r.state),
   };
 }
@@ -366,12 +367,16 @@ export class Fleet extends EventTarget {
     return [...this.alerts.values()].filter((a) => (ref.kind === 'agent' ? a.agentId === ref.id : a.node === ref.id && !a.agentId));
   }
 
-  /** Ids of entities with a recent anomaly (score >= minScore within windowMs), with max score. */
+  /**
+   * Ids of entities with a recent anomaly (score >= minScore, ended within windowMs), with max
+   * score. A score of a 5-minute bucket is stamped at the bucket's start and arrives after its
+   * end: recency counts from the end, or a 10-minute bucket's anomaly would never show.
+   */
   anomalousSet(nowMs, windowMs = 10 * 60 * 1000, minScore = 0.5) {
     const out = new Map();
     for (const a of this.anomalies.values()) {
       if (a.state === 'resolved' || a.score < minScore) continue;
-      if (a.tsMs && nowMs - a.tsMs > windowMs) continue;
+      if (a.endMs && nowMs - a.endMs > windowMs) continue;
       const key = a.agentId ? `agent:${a.agentId}` : `host:${a.node}`;
       out.set(key, Math.max(out.get(key) || 0, a.score));
     }
