@@ -13,6 +13,8 @@
         # as the files kept for independent evaluation: the same scores `legionctl detect`
         # writes file by file; per category also the windows found and FP rows at the best
         # threshold of the whole folder
+    python bench/nab.py --root DIR --cv none --cache /tmp/dircache
+        # the same folder by the protocol, with its false alarms per day at 0.8 per category
 
 Each file is processed from scratch by a fresh detector with the one default parameter set; the
 labels only reach the scorer. The `jobs/s` column is the worker's incremental rate (60-point jobs
@@ -188,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         from nab_cv import run_cv
         if a.cache is None:
             raise SystemExit("--cv needs --cache DIR (member traces are cached there)")
+        if len({f.split("/")[0] for f, *_ in corpus}) < 2:
+            raise SystemExit("--cv needs files of at least two categories: it leaves one "
+                             "category out at a time")
         grids = [g for g in a.cv.split(",") if g and g != "none"]
         run_cv(corpus, a.cache, a.jobs, a.threshold, grids, a.cv_check)
         return 0

@@ -124,3 +124,15 @@ def test_bench_scores_any_folder_in_nab_layout(tmp_path: Path, series_factory, c
     assert nab.found_at(pairs, ref.threshold) == (ref.windows_found, ref.fp_rows)
     for cat in ("x", "y"):
         assert f"    {cat} " in out
+    # The protocol and the calibration table on the same folder (two categories: two folds).
+    assert nab.main(["--root", str(tmp_path), "--cv", "none", "--cache", str(tmp_path / "c"),
+                     "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "LOCO CV (T=0.8)" in out and "false alarms at 0.8" in out
+    for cat in ("x", "y"):
+        assert any(line.split()[:1] == [cat] and len(line.split()) == 7
+                   for line in out.splitlines())  # its row of the calibration table
+    (tmp_path / "labels" / "windows.json").write_text(json.dumps(
+        {k: v for k, v in labels.items() if k.startswith("x/")}))
+    with pytest.raises(SystemExit, match="two categories"):
+        nab.main(["--root", str(tmp_path), "--cv", "none", "--cache", str(tmp_path / "c")])
