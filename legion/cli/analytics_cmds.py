@@ -74,22 +74,24 @@ def _detector_names() -> list[str]:
 @click.option("--step", "step_s", type=click.IntRange(min=1), default=None, metavar="SECS",
               help="Score the max of each SECS-second bucket (one row per bucket, stamped at "
                    "its start), as the live path does; default: every row.")
-@click.option("--agg", type=click.Choice(["max", "min"]), default="max", show_default=True,
-              help="With --step: each bucket's max, or its min for a series where low is bad "
-                   "(a success rate).")
+@click.option("--agg", type=click.Choice(["max", "min"]), default=None,
+              help="With --step: each bucket's max (the default), or its min for a series "
+                   "where low is bad (a success rate).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: on for long files on a terminal).")
-def detect(file: str, detector: str, fmt: str, output: str, step_s: int | None, agg: str,
-           progress: bool | None) -> None:
+def detect(file: str, detector: str, fmt: str, output: str, step_s: int | None,
+           agg: str | None, progress: bool | None) -> None:
     """Score FILE (timestamp,value) causally; write timestamp,value,anomaly_score."""
     from legion.analytics.buckets import bucket_extreme
     from legion.analytics.config import AnalyticsConfig
     from legion.analytics.csvio import read_csv
     from legion.analytics.detectors import make_detector
 
+    if agg is not None and step_s is None:
+        raise click.UsageError("--agg needs --step: without it every row is scored")
     raw_ts, ts, vals = read_csv(file)
     if step_s is not None:
-        ts, vals = bucket_extreme(ts, vals, step_s * 1000, agg)
+        ts, vals = bucket_extreme(ts, vals, step_s * 1000, agg or "max")
         raw_ts = [_iso(int(t)) for t in ts]
     else:
         _hint_fine_rows(ts, AnalyticsConfig().detect_step_secs)

@@ -101,6 +101,8 @@ def test_detect_step_scores_bucket_maxima_as_the_live_path(tmp_path: Path) -> No
     low = CliRunner().invoke(detect, [str(src), "--step", "300", "--agg", "min"])
     assert [float(r[1]) for r in list(csv.reader(io.StringIO(low.stdout)))[1:]] == [
         float(v[(ts >= s) & (ts < s + step)].min()) for s in starts]
+    alone = CliRunner().invoke(detect, [str(src), "--agg", "min"])
+    assert alone.exit_code == 2 and "--agg needs --step" in alone.output
 
 
 def test_no_step_hint_for_five_minute_rows(tmp_path: Path, series_factory: SeriesFactory
