@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from legion.aggregator.analytics_bridge.bucketed import SETTLE_MS
 from legion.aggregator.store import IncomingBatch, Store
 from legion.cli.config import load_config
-from legion.proto import MetricsBatch, Sample
 from legion.cli.setup_cmds import add_agent_key
+from legion.proto import MetricsBatch, Sample
 from tests.conftest import LEGIONCTL, make_setup, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -114,10 +115,13 @@ def test_the_default_step_scores_five_minute_maxima_of_stored_history(tmp_path: 
         return json.loads(out.stdout) if out.returncode == 0 else []
 
     rows = wait_for(scores, timeout=90, interval=1)
+    seen = int(time.time() * 1000)
     stamps = sorted(r["ts_ms"] for r in rows)
     assert {r["labels"]["metric"] for r in rows} == {"system_memory_usage_percent"}
     assert all(t % step_ms == 0 for t in stamps)
     assert stamps == list(range(stamps[0], stamps[-1] + 1, step_ms)) and len(stamps) == 30
-    # only whole buckets that ended (and settled) before the pass: the newest starts at least
-    # one step before the last point written
-    assert stamps[-1] + step_ms <= ts[-1] + 1000
+    # Only whole buckets that had ended and settled before the pass, and the newest of those
+    # that hold points: the bucket of the last point written, or (when that one had not ended
+    # yet) the one before it.
+    assert stamps[-1] + step_ms + SETTLE_MS <= seen
+    assert stamps[-1] <= ts[-1] < stamps[-1] + 2 * step_ms
