@@ -100,11 +100,8 @@ class BucketedDetect:
                  ) -> int:
         """A job per watched series with a new whole bucket; returns how many metrics are left
         for another pass (the budget ran out)."""
-        end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
-                                self.step_ms)
-        self.news.refresh()
+        end, first = self._begin_pass(now_ms)
         newest = self.news.newest([sid for _, _, sid in self.news.watched])
-        first = history_start(self.store, end, self.step_ms)
         # metric -> first bucket to read -> the series that need it
         pending: dict[str, dict[int, list[tuple[str, WatchedSeries]]]] = {}
         for (key, s, _), last in zip(self.news.watched, newest, strict=True):
@@ -130,12 +127,9 @@ class BucketedDetect:
         """A job per node with a new whole bucket: rows of NODE_VECTOR bucket maxima at the
         buckets every column has. Nodes that need the same range are read like series
         (`_read_for`). Returns 0 (no budget: one pass reads every node)."""
-        end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
-                                self.step_ms)
-        self.news.refresh()
+        end, first = self._begin_pass(now_ms)
         cols = list(self.news.node_columns.items())
         newest = iter(self.news.newest([sid for _, c in cols for ids in c for sid in ids]))
-        first = history_start(self.store, end, self.step_ms)
         groups: dict[int, list[str]] = {}  # first bucket to read -> the nodes that need it
         for node, c in cols:
             # a row needs every column: the node's newest row is at most its slowest column's
@@ -149,14 +143,21 @@ class BucketedDetect:
             columns = [self._read_for(metric, since, end, [(n, None) for n in nodes])
                        for metric, _ in NODE_VECTOR]
             for node in nodes:
-                per_column = [_column(got, node, want)
-                              for got, (_, want) in zip(columns, NODE_VECTOR, strict=True)]
+                per_column = [_column(got, node, metric, want)
+                              for got, (metric, want) in zip(columns, NODE_VECTOR, strict=True)]
                 common = sorted(set.intersection(*(set(c) for c in per_column)))
                 rows = [[c[t] for c in per_column] for t in common]
                 key = series_key(node, NODE_VECTOR_METRIC, {})
                 self._submit(key, common, rows, self.acfg.node_detector)
                 self.done[key] = end
         return 0
+
+    def _begin_pass(self, now_ms: int | None) -> tuple[int, int]:
+        """The watched set refreshed; (end of the settled whole buckets, `history_start`)."""
+        end = whole_buckets_end(int(time.time() * 1000) if now_ms is None else now_ms,
+                                self.step_ms)
+        self.news.refresh()
+        return end, history_start(self.store, end, self.step_ms)
 
     def _since(self, key: str, newest: int, end: int, first: int) -> int | None:
         """The first bucket `key` needs read, or None: handled up to `end` already, a job in
@@ -203,11 +204,14 @@ class BucketedDetect:
             self.book.submit(job)
 
 
-def _column(got: Buckets, node: str, want: Mapping[str, str | None]) -> dict[int, float]:
-    """One node's column: bucket -> max over its series that the column selects."""
+def _column(got: Buckets, node: str, metric: str, want: Mapping[str, str | None]
+            ) -> dict[int, float]:
+    """One node's column: bucket -> the worst (`worst_of_bucket`) over its series that the
+    column selects."""
+    worst = min if worst_of_bucket(metric) == "min" else max
     column: dict[int, float] = {}
     for s, ts, vals in got.values():
         if s.node == node and selected(s.labels, want):
             for t, v in zip(ts, vals, strict=True):
-                column[t] = max(v, column.get(t, v))
+                column[t] = worst(v, column.get(t, v))
     return column
