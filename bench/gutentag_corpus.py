@@ -11,17 +11,24 @@ The design was fixed and committed before any detector was run on its output; no
 `analytics/` may be chosen on it (see docs/analytics.md, "An independent corpus").
 
     python -m venv /tmp/gt && /tmp/gt/bin/pip install timeeval-gutentag==1.5.0
-    /tmp/gt/bin/python bench/gutentag_corpus.py /tmp/gutentag_nab      # ~1 min
-    python bench/nab.py --root /tmp/gutentag_nab --cv none --cache /tmp/gtcache
+    TQDM_DISABLE=1 /tmp/gt/bin/python bench/gutentag_corpus.py /tmp/gt_nab     # ~10 s
+    python bench/nab.py --root /tmp/gt_nab --per-category --no-speed --cache /tmp/gtcache
+    python bench/nab.py --root /tmp/gt_nab --cv ablations --no-speed --cache /tmp/gtcache
+    python bench/gutentag_corpus.py /tmp/gt_nab --found-per-kind /tmp/gtcache \
+        --thresholds ensemble=0.6041,residual=0.6596        # each one's best threshold
+
+(GutenTAG is imported only to write the corpus; scoring runs in the product's environment.)
 
 Design: 7 kinds x 5 files x 4032 rows 5 minutes apart (14 days, NAB's most common shape);
 periodic kinds repeat once a day (288 rows) or twice; GutenTAG's relative white noise on every
 series; 1 to 3 anomalies per file, each of a kind GutenTAG's compatibility table allows on that
 base, from 1 row (an extremum) to 144 (a frequency change: half a day), in the base's own scale,
 placed after NAB's probation (the first 15 %) and apart from each other. Seven kinds: sine,
-square, sawtooth, ecg, cylinder-bell-funnel, random-walk, polynomial (a slowly filling gauge). Windows follow NAB's
-rule: 10 % of the file's length shared out between its anomalies, centred on the anomaly's first
-row (and stretched to its last row when it is longer). Everything is drawn from one seed.
+square, sawtooth, ecg, cylinder-bell-funnel, random-walk, polynomial (a slowly filling gauge).
+Windows follow NAB's rule: 10 % of the file's length shared out between its anomalies, centred
+on the anomaly's first row (and stretched to its last row when it is longer). Each seed's 35
+files are drawn from that seed alone; the default pools seeds 14, 15 and 16 (105 files), since
+one seed's 35 files move a detector's score by several points (docs/analytics.md).
 """
 
 from __future__ import annotations
@@ -166,31 +173,70 @@ def generate(name: str, kind: str, rng: np.random.Generator) -> tuple[dict, obje
 KINDS = ["sine", "square", "sawtooth", "ecg", "cylinder-bell-funnel", "random-walk", "polynomial"]
 
 
+def write_corpus(out: Path, seeds: list[int]) -> None:
+    """Every seed's 35 files under `out` (`<kind>/s<seed>_<kind>_<i>.csv`), NAB's
+    `labels/windows.json`, and `labels/kinds.json` (each window's anomaly kind, in order)."""
+    stamps = [(START + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in range(ROWS)]
+    labels_out: dict[str, list[list[str]]] = {}
+    kinds_out: dict[str, list[str]] = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for kind in KINDS:
+            for i in range(FILES_PER_KIND):
+                path = f"{kind}/s{seed}_{kind}_{i}.csv"
+                cfg, frame = generate(f"{kind}_{i}", kind, rng)
+                values = frame[[c for c in frame.columns if c != "is_anomaly"][0]].to_numpy(float)
+                target = out / "data" / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text("timestamp,value\n" + "".join(
+                    f"{t},{v:.6g}\n" for t, v in zip(stamps, values, strict=True)))
+                labels_out[path] = [[stamps[a] + ".000000", stamps[b] + ".000000"]
+                                    for a, b in windows(frame["is_anomaly"].to_numpy() > 0)]
+                kinds_out[path] = [a["kinds"][0]["kind"] for a in cfg["anomalies"]]
+                print(f"{path}: {len(labels_out[path])} window(s) {kinds_out[path]}",
+                      file=sys.stderr, flush=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    (out / "labels" / "windows.json").write_text(json.dumps(labels_out, indent=1))
+    (out / "labels" / "kinds.json").write_text(json.dumps(kinds_out, indent=1))
+
+
+def found_per_kind(root: Path, cache: Path, thresholds: dict[str, float]) -> None:
+    """Windows found per anomaly kind: a window counts when the detector's cached score
+    (`bench/nab.py --cache`) reaches its threshold inside it."""
+    from nab import cache_file, load_corpus
+    kinds = json.loads((root / "labels" / "kinds.json").read_text())
+    total: dict[str, int] = {}
+    found: dict[tuple[str, str], int] = {}
+    for name, _, _, wins in load_corpus(root):
+        scores = {d: np.load(cache_file(cache, d, name)) for d in thresholds}
+        for (a, b), kind in zip(wins, kinds[name], strict=True):
+            total[kind] = total.get(kind, 0) + 1
+            for d, thr in thresholds.items():
+                found[kind, d] = found.get((kind, d), 0) + int(scores[d][a:b + 1].max() >= thr)
+    print(f"{'kind':<15}{'windows':>8}" + "".join(f"{d[:12]:>13}" for d in thresholds))
+    for kind in sorted(total):
+        print(f"{kind:<15}{total[kind]:>8}"
+              + "".join(f"{found[kind, d]:>13}" for d in thresholds))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path)
-    ap.add_argument("--seed", type=int, default=14)
+    ap.add_argument("--seeds", default="14,15,16", help="comma-separated; 35 files per seed")
+    ap.add_argument("--found-per-kind", metavar="CACHE", type=Path,
+                    help="instead of writing: windows found per anomaly kind, from the scores "
+                         "`bench/nab.py --root OUT --cache CACHE` kept")
+    ap.add_argument("--thresholds", default="",
+                    help="with --found-per-kind: detector=threshold,... (each one's best "
+                         "standard threshold, as bench/nab.py prints it)")
     args = ap.parse_args()
-
-    rng = np.random.default_rng(args.seed)
-    stamps = [(START + i * STEP).strftime("%Y-%m-%d %H:%M:%S") for i in range(ROWS)]
-    labels_out: dict[str, list[list[str]]] = {}
-    for kind in KINDS:
-        for i in range(FILES_PER_KIND):
-            path = f"{kind}/{kind}_{i}"
-            cfg, frame = generate(f"{kind}_{i}", kind, rng)
-            values = frame[[c for c in frame.columns if c != "is_anomaly"][0]].to_numpy(float)
-            labels = frame["is_anomaly"].to_numpy() > 0
-            target = args.out / "data" / f"{path}.csv"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text("timestamp,value\n" + "".join(
-                f"{t},{v:.6g}\n" for t, v in zip(stamps, values, strict=True)))
-            labels_out[f"{path}.csv"] = [[stamps[a] + ".000000", stamps[b] + ".000000"]
-                                         for a, b in windows(labels)]
-            kinds = ",".join(a["kinds"][0]["kind"] for a in cfg["anomalies"])
-            print(f"{path}: {len(labels_out[f'{path}.csv'])} window(s) [{kinds}]", file=sys.stderr)
-    (args.out / "labels").mkdir(parents=True, exist_ok=True)
-    (args.out / "labels" / "windows.json").write_text(json.dumps(labels_out, indent=1))
+    if args.found_per_kind:
+        thr = {d: float(t) for d, t in (x.split("=") for x in args.thresholds.split(",") if x)}
+        if not thr:
+            raise SystemExit("--found-per-kind needs --thresholds detector=threshold,...")
+        found_per_kind(args.out, args.found_per_kind, thr)
+        return 0
+    write_corpus(args.out, [int(x) for x in args.seeds.split(",")])
     return 0
 
 
