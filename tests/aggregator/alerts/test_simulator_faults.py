@@ -115,23 +115,32 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
     sim = Simulator(ep, seed=1, board=FaultBoard(**BOARD),
                     faults=[FaultSpec(f, a, start_at, FAULT) for f, a in PLAN.items()])
     seq = 0
-    t0 = time.monotonic()
+    t0 = last_write = time.monotonic()
+    gaps: list[tuple[float, float]] = []  # (seconds since the last write, at second) per write
     marks: dict[str, int] = {}
     try:
         sim.start()
         while time.monotonic() - t0 < start_at + FAULT + TAIL:
             time.sleep(0.5)
+            el = time.monotonic() - t0
+            if el >= WARM + LEARN and "learnt" not in marks:
+                # Learnt before this round's write: the loop stands in for the aggregator's
+                # ingest, which never waits for band learning. Once in CI, node_down fired at
+                # the first evaluation after the learn (the node silent for over 10 s); the
+                # learn takes 0.1 s on an idle machine, so the cause is not proven. `gaps`
+                # names the harness's own stalls if it happens again.
+                bands.learn(store, int(time.time() * 1000))
+                marks["learnt"] = int(time.time() * 1000)
             samples = recv.drain()
             if samples:
                 seq += 1
+                now = time.monotonic()
+                gaps.append((round(now - last_write, 1), round(now - t0, 1)))
+                last_write = now
                 store.write([IncomingBatch(NODE, 1, seq, MetricsBatch.from_samples(samples),
                                            int(time.time() * 1000))])
-            el = time.monotonic() - t0
             if el < WARM + LEARN:
                 continue
-            if "learnt" not in marks:
-                bands.learn(store, int(time.time() * 1000))
-                marks["learnt"] = int(time.time() * 1000)
             if el >= start_at and "faults" not in marks:
                 marks["faults"] = int(time.time() * 1000)
             engine.evaluate_once()
@@ -143,7 +152,8 @@ def test_each_fault_one_incident_quiet_run_none(tmp_path):
         why = [(a["rule_id"], a["agent_id"], a["labels"].get("metric"), a["value"],
                 a["annotations"].get("summary")) for a in engine.alerts()
                if any(a["id"] in i["alerts"] for i in quiet_only.values())]
-        assert quiet_only == {}, f"quiet window raised incidents: {why}"
+        assert quiet_only == {}, (f"quiet window raised incidents: {why}; the harness's longest "
+                                  f"gaps between writes (s, at s): {sorted(gaps)[-3:]}")
         got = incidents_by_agent(engine, marks["faults"])
         assert len(bands.bands) >= 2 * 17
         dbg = []
