@@ -102,10 +102,11 @@ def source_key() -> str:
 
 def member_traces(ts: np.ndarray, vals: np.ndarray, trim: int = 1,
                   tolerance: float = 1 / 24, window: int = 2000,
-                  tail_se: bool = True) -> np.ndarray:
+                  tail_se: bool = True, knn: KnnDetector | None = None) -> np.ndarray:
     """Log-rarity of every member per row (shape (4, n), rows `MEMBERS`; NaN = value not
-    finite, the ensemble skips the row), computed exactly as inside `EnsembleDetector`."""
-    knn = KnnDetector(k=5, episodes=False, blocks=4, debounce=0)
+    finite, the ensemble skips the row), computed exactly as inside `EnsembleDetector`
+    (`knn`: another kNN member in its place, bench/nab_local_views.py)."""
+    knn = knn or KnnDetector(k=5, episodes=False, blocks=4, debounce=0)
     mad = MadDetector(tolerance=tolerance, debounce=0)
     sh = ShiftDetector(debounce=0)
     for r in (knn.rarity, knn.rarity_blocks, mad.rarity, sh.rarity):

@@ -1,13 +1,13 @@
 """A fourth ensemble member under the leave-one-category-out protocol (`bench/nab.py --cv members`).
 
 Each detector of `EXTRA` (`art`: adaptive resonance in the spirit of ARTime; `context`:
-contextOSE) runs once per file; its log-rarity trace is stacked under the three members' traces
-(variant = its name, 5 rows) and recombined like them (`nab_cv.recombine` with `Config.art`,
-the fifth row). Printed per detector: it alone, today's default, the default plus it at a few
-discounts and multiplicity costs (each with the threshold as the only choice per fold, plus the
-synthetic node at the fixed threshold), and the whole set chosen per fold; for `context` also
-contextOSE's own uncalibrated score (`calibrated=False`), alone and chosen per fold against the
-calibrated one.
+contextOSE; `residual`, the local view of bench/nab_local_views.py) runs once per file; its
+log-rarity trace is stacked under the three members' traces (variant = its name, 5 rows) and
+recombined like them (`nab_cv.recombine` with `Config.art`, the fifth row). Printed per
+detector: it alone, today's default, the default plus it at a few discounts and multiplicity
+costs (each with the threshold as the only choice per fold, plus the synthetic node at the fixed
+threshold), and the whole set chosen per fold; for `context` also contextOSE's own uncalibrated
+score (`calibrated=False`), alone and chosen per fold against the calibrated one.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from nab_transfer import node_eval, node_traces, print_false_alarms
 from legion.analytics.detectors.art import ArtDetector
 from legion.analytics.detectors.base import StreamingDetector
 from legion.analytics.detectors.context import ContextDetector
+from legion.analytics.detectors.residual import ResidualDetector
 
 # The fourth members measured: name -> (modules their trace depends on, a fresh detector).
 EXTRA: dict[str, tuple[tuple[str, ...], Callable[[], StreamingDetector]]] = {
@@ -43,6 +44,9 @@ EXTRA: dict[str, tuple[tuple[str, ...], Callable[[], StreamingDetector]]] = {
     "art_adaptive": (("calibration.py", "detectors/base.py", "detectors/art.py",
                       "detectors/art_vigilance.py"),
                      lambda: ArtDetector(adaptive=True, debounce=0)),
+    "residual": (("calibration.py", "detectors/base.py", "detectors/residual.py",
+                  "detectors/mad.py"),
+                 lambda: ResidualDetector(debounce=0)),
 }
 # The same detectors with their own (uncalibrated) score, as published.
 RAW: dict[str, Callable[[], StreamingDetector]] = {

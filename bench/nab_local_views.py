@@ -1,0 +1,99 @@
+"""Does judging a point against its neighbours generalise? (issue 14, seventh round)
+
+The ensemble's three members judge a point by its level against a long reference, and on the
+independent GutenTAG corpus (bench/gutentag_corpus.py) it misses local spikes, shape and noise
+changes that `residual` finds. This script scores two local views on any folders in the NAB
+layout, each by the leave-one-category-out protocol (plain / LOCO CV / at the fixed 0.8):
+* `residual` (one-step robust forecast residual) as a fourth member (bench/nab_members.py);
+* a shape view of the kNN member: every window (reference and current) centred on its own
+  median, so that the distance sees its shape and not its level; instead of the kNN member, and
+  its plain view as a fourth member.
+
+    python bench/nab_local_views.py                              # NAB dev
+    python bench/nab_local_views.py --root /tmp/gt_nab --cache /tmp/gtcache
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from nab import DEFAULT_ROOT, load_corpus
+from nab_cv import Config, cross_validate, load_traces, member_traces
+from nab_members import candidates, with_member
+
+from legion.analytics.detectors.knn import KnnDetector
+
+
+class ShapeKnn(KnnDetector):
+    """The ensemble's kNN member on windows centred on their own median."""
+
+    def _fit(self) -> None:
+        super()._fit()
+        if len(self.ref) > self.k + 1:
+            self.ref = self.ref - np.median(self.ref, axis=1, keepdims=True)
+            n = len(self.ref)
+            idx = np.linspace(0, n - 1, min(n, 200)).astype(int)
+            d = np.sqrt(((self.ref[idx, None, :] - self.ref[None]) ** 2).sum(2))
+            self.dscale = max(float(np.median(np.partition(d, self.k + 1, axis=1)[:, self.k + 1])),
+                              1e-3)
+
+    def _surprise(self, ts_ms: int, value: float) -> float:
+        self.vals.append(value)
+        self.count += 1
+        r = self._block_r = math.nan
+        if len(self.ref) > self.k and len(self.vals) >= self.span:
+            f = (np.asarray(list(self.vals)[-self.span:]) - self.center) / self.scale
+            d = np.sqrt(((self.ref - (f - np.median(f))) ** 2).sum(1))
+            r = float(np.partition(d, self.k - 1)[self.k - 1]) / self.dscale
+            kb = self._block_second(d)
+            self._block_r = kb / self.dscale if math.isfinite(kb) else math.nan
+        if self.count >= self.min_train and (self.count - self.min_train) % self.retrain == 0:
+            self._fit()
+        return r
+
+
+def shape_traces(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """nab_cv.member_traces with the kNN member's windows centred on their own median."""
+    return member_traces(*args, knn=ShapeKnn(k=5, episodes=False, blocks=4, debounce=0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/nab_local_views"))
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args(argv)
+    corpus = load_corpus(args.root)
+    tr = load_traces(corpus, ["base"], args.cache, args.jobs)
+    tr["residual"] = with_member(corpus, tr["base"], args.cache, "residual", args.jobs)
+    shape_dir = args.cache / "shape-knn"
+    shape_dir.mkdir(parents=True, exist_ok=True)
+    files = {f: shape_dir / (f.replace("/", "__") + ".npy") for f, *_ in corpus}
+    todo = [(f, ts, v) for f, ts, v, _ in corpus if not files[f].exists()]
+    with ProcessPoolExecutor(args.jobs) as ex:
+        for (f, _, _), t in zip(todo, ex.map(shape_traces, [(ts, v) for _, ts, v in todo]),
+                                strict=True):
+            np.save(files[f], t, allow_pickle=False)
+    tr["shape"] = {f: np.load(p, allow_pickle=False) for f, p in files.items()}
+    tr["shape4"] = {f: np.vstack([tr["base"][f], tr["shape"][f][:1]]) for f, *_ in corpus}
+    rows = [*candidates("residual"),
+            ("shape kNN instead of kNN", Config(variant="shape")),
+            *[(f"default + shape kNN (plain view) - {d:g}, cost {c:.3g}",
+               Config(variant="shape4", art=True, art_discount=d, cost=c))
+              for d, c in ((0.0, 0.45), (0.0, 0.575), (0.5, 0.45))]]
+    print(f"{args.root}: {len(corpus)} files")
+    print(f"  {'configuration':<52}{'plain':>7}{'CV':>7}{'T=0.8':>7}")
+    for label, c in rows:
+        res = cross_validate(corpus, tr, [c], 0.8)
+        print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}",
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
