@@ -7,7 +7,8 @@ layout, each by the leave-one-category-out protocol (plain / LOCO CV / at the fi
 * `residual` (one-step robust forecast residual) as a fourth member (bench/nab_members.py);
 * a shape view of the kNN member: every window (reference and current) centred on its own
   median, so that the distance sees its shape and not its level; instead of the kNN member, and
-  its plain view as a fourth member.
+  its plain view as a fourth member;
+* either one allowed only to confirm: the runner-up of the agreement, never the largest.
 
     python bench/nab_local_views.py                              # NAB dev
     python bench/nab_local_views.py --root /tmp/gt_nab --cache /tmp/gtcache
@@ -23,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 from nab import DEFAULT_ROOT, load_corpus
-from nab_cv import Config, cross_validate, load_traces, member_traces
+from nab_cv import (
+    DEFAULT,
+    Config,
+    cross_validate,
+    cross_validate_scores,
+    debounce,
+    load_traces,
+    member_traces,
+)
 from nab_members import candidates, with_member
 
 from legion.analytics.detectors.knn import KnnDetector
@@ -62,6 +71,22 @@ def shape_traces(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return member_traces(*args, knn=ShapeKnn(k=5, episodes=False, blocks=4, debounce=0))
 
 
+def confirming(tr5: np.ndarray, discount: float) -> np.ndarray:
+    """The default ensemble (`nab_cv.DEFAULT`) where the fifth trace row may only confirm: it
+    can be the runner-up that the agreement adds, up to the largest level member, never the
+    largest itself (a local oddity alone is no anomaly; beside a level surprise it is more)."""
+    ok = np.isfinite(tr5[0])
+    t = tr5[:, ok]
+    level = np.sort(np.vstack([np.minimum(t[0], t[1]), t[2] - DEFAULT.mad_discount,
+                               t[3] - DEFAULT.shift_discount]), axis=0)
+    local = np.nan_to_num(t[4] - discount, nan=0.0)
+    runner = np.maximum(level[-2], np.minimum(local, level[-1]))
+    lp = level[-1] + DEFAULT.agree * np.maximum(runner, 0.0) - DEFAULT.cost
+    out = np.zeros(tr5.shape[1])
+    out[ok] = debounce(np.clip(lp / DEFAULT.decades, 0.0, 1.0))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT)
@@ -92,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
         res = cross_validate(corpus, tr, [c], 0.8)
         print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}",
               flush=True)
+    for name, variant in (("residual", "residual"), ("shape kNN", "shape4")):
+        for d in (0.0, 0.5, 1.0):
+            label = f"{name} may only confirm - {d:g}"
+            res = cross_validate_scores(
+                corpus, [(label, {f: confirming(tr[variant][f], d) for f, *_ in corpus})], 0.8)
+            print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}",
+                  flush=True)
     return 0
 
 
