@@ -49,7 +49,6 @@ PER_DAY = 100.0 / DAY          # GutenTAG frequency = periods per 100 points
 FILES_PER_KIND = 5
 
 
-
 def allowed_anomalies(base_kind: str) -> list[str]:
     """The univariate anomaly kinds GutenTAG's own compatibility table allows on a base."""
     from gutenTAG.utils.compatibility import Compatibility

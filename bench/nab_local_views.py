@@ -17,13 +17,12 @@ layout, each by the leave-one-category-out protocol (plain / LOCO CV / at the fi
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from nab import DEFAULT_ROOT, load_corpus
+from nab import DEFAULT_ROOT, cache_file, load_corpus
 from nab_cv import (
     DEFAULT,
     Config,
@@ -41,29 +40,9 @@ from legion.analytics.detectors.knn import KnnDetector
 class ShapeKnn(KnnDetector):
     """The ensemble's kNN member on windows centred on their own median."""
 
-    def _fit(self) -> None:
-        super()._fit()
-        if len(self.ref) > self.k + 1:
-            self.ref = self.ref - np.median(self.ref, axis=1, keepdims=True)
-            n = len(self.ref)
-            idx = np.linspace(0, n - 1, min(n, 200)).astype(int)
-            d = np.sqrt(((self.ref[idx, None, :] - self.ref[None]) ** 2).sum(2))
-            self.dscale = max(float(np.median(np.partition(d, self.k + 1, axis=1)[:, self.k + 1])),
-                              1e-3)
-
-    def _surprise(self, ts_ms: int, value: float) -> float:
-        self.vals.append(value)
-        self.count += 1
-        r = self._block_r = math.nan
-        if len(self.ref) > self.k and len(self.vals) >= self.span:
-            f = (np.asarray(list(self.vals)[-self.span:]) - self.center) / self.scale
-            d = np.sqrt(((self.ref - (f - np.median(f))) ** 2).sum(1))
-            r = float(np.partition(d, self.k - 1)[self.k - 1]) / self.dscale
-            kb = self._block_second(d)
-            self._block_r = kb / self.dscale if math.isfinite(kb) else math.nan
-        if self.count >= self.min_train and (self.count - self.min_train) % self.retrain == 0:
-            self._fit()
-        return r
+    def _windows(self, w: np.ndarray) -> np.ndarray:
+        centred: np.ndarray = w - np.median(w, axis=-1, keepdims=True)
+        return centred
 
 
 def shape_traces(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -96,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(args.root)
     tr = load_traces(corpus, ["base"], args.cache, args.jobs)
     tr["residual"] = with_member(corpus, tr["base"], args.cache, "residual", args.jobs)
-    shape_dir = args.cache / "shape-knn"
-    shape_dir.mkdir(parents=True, exist_ok=True)
-    files = {f: shape_dir / (f.replace("/", "__") + ".npy") for f, *_ in corpus}
+    files = {f: cache_file(args.cache, "shape-knn", f) for f, *_ in corpus}
+    files[corpus[0][0]].parent.mkdir(parents=True, exist_ok=True)
     todo = [(f, ts, v) for f, ts, v, _ in corpus if not files[f].exists()]
     with ProcessPoolExecutor(args.jobs) as ex:
         for (f, _, _), t in zip(todo, ex.map(shape_traces, [(ts, v) for _, ts, v in todo]),
@@ -113,17 +91,14 @@ def main(argv: list[str] | None = None) -> int:
               for d, c in ((0.0, 0.45), (0.0, 0.575), (0.5, 0.45))]]
     print(f"{args.root}: {len(corpus)} files")
     print(f"  {'configuration':<52}{'plain':>7}{'CV':>7}{'T=0.8':>7}")
-    for label, c in rows:
-        res = cross_validate(corpus, tr, [c], 0.8)
-        print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}",
-              flush=True)
+    results = [(label, cross_validate(corpus, tr, [c], 0.8)) for label, c in rows]
     for name, variant in (("residual", "residual"), ("shape kNN", "shape4")):
         for d in (0.0, 0.5, 1.0):
             label = f"{name} may only confirm - {d:g}"
-            res = cross_validate_scores(
-                corpus, [(label, {f: confirming(tr[variant][f], d) for f, *_ in corpus})], 0.8)
-            print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}",
-                  flush=True)
+            results.append((label, cross_validate_scores(
+                corpus, [(label, {f: confirming(tr[variant][f], d) for f, *_ in corpus})], 0.8)))
+    for label, res in results:
+        print(f"  {label:<52}{res['plain']:7.2f}{res['cv']:7.2f}{res['plain_fixed']:7.2f}")
     return 0
 
 

@@ -78,13 +78,18 @@ class KnnDetector(WindowModelDetector):
         z = self._smooth((v - self.center) / self.scale)
         w = np.lib.stride_tricks.sliding_window_view(z, (self.lag - 1) * self.stride + 1)
         w = w[:-1, ::self.stride]  # exclude the newest
-        self.ref = w[-self.train_window:].copy()
+        self.ref = self._windows(w[-self.train_window:].copy())
         n = len(self.ref)
         if n > self.k + 1:
             idx = np.linspace(0, n - 1, min(n, 200)).astype(int)
             d = np.sqrt(((self.ref[idx, None, :] - self.ref[None]) ** 2).sum(2))
             kk = min(self.k + 1, n - 1)  # +1: each sample matches itself at distance 0
             self.dscale = max(float(np.median(np.partition(d, kk, axis=1)[:, kk])), 1e-3)
+
+    def _windows(self, w: np.ndarray) -> np.ndarray:
+        """The features compared, from windows of normalised values (the last axis): as they are
+        here; bench/nab_local_views.py centres each on its own median."""
+        return w
 
     def _episode_kth(self, d: np.ndarray) -> float:
         """Distance to the k-th nearest of mutually non-overlapping reference windows (greedy)."""
@@ -134,7 +139,7 @@ class KnnDetector(WindowModelDetector):
         self._block_r = math.nan
         if len(self.ref) > self.k and len(self.vals) >= self.span:
             last = np.asarray(list(self.vals)[-self.span:])
-            f = self._smooth((last - self.center) / self.scale)[::self.stride]
+            f = self._windows(self._smooth((last - self.center) / self.scale)[::self.stride])
             d = np.sqrt(((self.ref - f) ** 2).sum(1))
             if self.episodes:
                 kth = self._episode_kth(d)
