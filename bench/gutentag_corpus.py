@@ -8,7 +8,7 @@ seven kinds of base signal with injected anomalies of its own kinds, and writes 
 exactly as it scores NAB (same scorer, same windows rule, leave-one-kind-out CV).
 
 The design was fixed and committed before any detector was run on its output; nothing in
-`analytics/` may be chosen on it (see docs/analytics.md, "An independent corpus").
+`analytics/` may be chosen on it (see docs/detector-evaluation.md, "An independent corpus").
 
     python -m venv /tmp/gt && /tmp/gt/bin/pip install timeeval-gutentag==1.5.0
     TQDM_DISABLE=1 /tmp/gt/bin/python bench/gutentag_corpus.py /tmp/gt_nab     # ~10 s
@@ -28,7 +28,7 @@ square, sawtooth, ecg, cylinder-bell-funnel, random-walk, polynomial (a slowly f
 Windows follow NAB's rule: 10 % of the file's length shared out between its anomalies, centred
 on the anomaly's first row (and stretched to its last row when it is longer). Each seed's 35
 files are drawn from that seed alone; the default pools seeds 14, 15 and 16 (105 files), since
-one seed's 35 files move a detector's score by several points (docs/analytics.md).
+one seed's 35 files move a detector's score by several points (docs/detector-evaluation.md).
 """
 
 from __future__ import annotations

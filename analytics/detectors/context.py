@@ -31,7 +31,7 @@ calibrated one); with `calibrated=True` the raw anomaly is the surprise of the s
 detector here), which is the better choice at the fixed threshold 0.8 (with
 `range_points=0`). With the file's min and max given in advance (look-ahead, a diagnosis only)
 this reading scores 74.00 on the NAB dev files, the published contextOSE 74.05
-(docs/analytics.md).
+(docs/detector-evaluation.md).
 
 The context memory grows with the number of distinct contexts seen (no forgetting, as in the
 original): a NAB file of 4,000 points keeps a few thousand.

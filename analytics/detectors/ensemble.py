@@ -19,8 +19,8 @@ plus agreement is not a calibrated -log10 p (on the NAB dev subset and the synth
 log10 3 = 0.48), so without it the fixed alert threshold 0.8 fires several times as often as
 "1 in 1,600" says (bench/multivar_node.py: 0.29 false alarms/day at `agree=0.8`, cost 0; 0.00
 with the cost).
-Chosen by measurement on the NAB dev subset (docs/analytics.md); one parameter set for every
-series.
+Chosen by measurement on the NAB dev subset (docs/detector-evaluation.md); one parameter set
+for every series.
 """
 
 from __future__ import annotations

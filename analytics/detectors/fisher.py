@@ -10,7 +10,7 @@ the NAB dev files 0.67 points per 1,000 reach 0.8 against 0.63 nominal (the `ens
 
 The members are not independent (they see the same values), which makes the combination
 somewhat liberal; it has no constant to absorb that. Measured with the leave-one-category-out
-protocol (`bench/nab.py --cv ablations`, docs/analytics.md) it scores below the `ensemble`
+protocol (`bench/nab.py --cv ablations`, docs/detector-evaluation.md) it scores below the `ensemble`
 on the dev files, so it is an opt-in alternative with four fewer tuned constants, not the default.
 """
 

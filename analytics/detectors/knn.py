@@ -25,7 +25,7 @@ while the plain view's calibration history is not changed by it (as the `mad` ti
 tolerance). The block distance is never above the plain 5th one (5 windows span at least two
 blocks), so the view can only lower the score. Replacing the plain view by it, or scoring the
 smaller raw distance against the plain history, did not gain on both halves of the NAB dev
-subset (docs/analytics.md). `dscale` stays the median plain (k+1)-th
+subset (docs/detector-evaluation.md). `dscale` stays the median plain (k+1)-th
 neighbour distance inside the reference set: a normaliser only (`Rarity` calibrates), and the
 same statistic with episodes (each sample's own episode left out) scored lower on NAB (64.35
 against 66.23), for a loop of 200 greedy searches per refit.
