@@ -33,10 +33,24 @@ ABLATIONS: list[tuple[str, dict]] = [
 ]
 
 
-def false_alarms(corpus: list, scores: dict, thr: float) -> list[tuple]:
-    """Per category: (category, quiet rows, days, rows >= thr, alarms/day, per 1000 rows,
-    nominal alarms/day). Quiet = after probation, outside every window and outside one window
-    width after it; nominal = what "1 in 10**(thr*4) points" gives at that sampling rate."""
+# Age of a series in rows: `Rarity` keeps 2000 surprises, so before row 2000 a score is calibrated
+# on a history that is still filling (a week of 5-minute rows).
+AGES: tuple[tuple[str, int, int], ...] = (("age: rows 0-999", 0, 1000),
+                                          ("age: rows 1000-1999", 1000, 2000),
+                                          ("age: rows 2000+", 2000, 1 << 62))
+
+
+def _groups(fname: str, n: int, by: str) -> list[tuple[str, slice]]:
+    if by == "age":
+        return [(label, slice(a, min(b, n))) for label, a, b in AGES if a < n]
+    return [(fname.split("/")[0], slice(0, n))]
+
+
+def false_alarms(corpus: list, scores: dict, thr: float, by: str = "category") -> list[tuple]:
+    """Per category (`by="age"`: per age of the series, `AGES`): (group, quiet rows, days,
+    rows >= thr, alarms/day, per 1000 rows, nominal alarms/day). Quiet = after probation,
+    outside every window and outside one window width after it; nominal = what "1 in
+    10**(thr*4) points" gives at that sampling rate."""
     from legion.analytics.scoring import probation
     acc: dict[str, list[float]] = {}
     for fname, ts, vals, wins in corpus:
@@ -46,32 +60,38 @@ def false_alarms(corpus: list, scores: dict, thr: float) -> list[tuple]:
         for a, b in wins:
             quiet[a:min(n, b + 1 + (b - a + 1))] = False
         step = float(np.median(np.diff(ts))) if n > 1 else 0.0
-        rows = int(quiet.sum())
-        alarms = int((scores[fname][quiet] >= thr).sum())
-        a = acc.setdefault(fname.split("/")[0], [0, 0.0, 0, 0.0])
-        a[0] += rows
-        a[1] += rows * step / 86_400_000
-        a[2] += alarms
-        a[3] += rows * step / 86_400_000 * (86_400_000 / step) / 10 ** (4 * thr)
+        for group, sel in _groups(fname, n, by):
+            q = quiet[sel]
+            rows = int(q.sum())
+            alarms = int((scores[fname][sel][q] >= thr).sum())
+            a = acc.setdefault(group, [0, 0.0, 0, 0.0])
+            a[0] += rows
+            a[1] += rows * step / 86_400_000
+            a[2] += alarms
+            a[3] += rows / 10 ** (4 * thr)
     out = []
     tot = [0, 0.0, 0, 0.0]
-    for cat in sorted(acc):
-        r, d, al, nom = acc[cat]
+    for group in (sorted(acc) if by == "category" else [g for g, *_ in AGES if g in acc]):
+        r, d, al, nom = acc[group]
         tot = [tot[0] + r, tot[1] + d, tot[2] + al, tot[3] + nom]
-        out.append((cat, r, d, al, al / d, 1000 * al / r, nom / d))
+        out.append((group, r, d, al, al / d if d else 0.0, 1000 * al / r if r else 0.0,
+                    nom / d if d else 0.0))
     r, d, al, nom = tot
     out.append(("all", r, d, al, al / d, 1000 * al / r, nom / d))
     return out
 
 
 def print_false_alarms(corpus: list, scores: dict, thr: float) -> None:
-    """The calibration table: false alarms at `thr` on the quiet stretches, per category."""
+    """The calibration table: false alarms at `thr` on the quiet stretches, per category and
+    per age of the series (does 0.8 mean the same on a new series as on an old one?)."""
     print(f"    false alarms at {thr:g} on quiet stretches (after probation, outside windows and "
           f"one window width after them):")
     print(f"      {'category':<22}{'rows':>8}{'days':>8}{'alarms':>7}{'/day':>7}{'/1000 rows':>11}"
           f"{'nominal/day':>12}")
-    for cat, r, d, al, pd, pk, nom in false_alarms(corpus, scores, thr):
-        print(f"      {cat:<22}{r:8d}{d:8.1f}{al:7d}{pd:7.2f}{pk:11.3f}{nom:12.3f}")
+    for by in ("category", "age"):
+        rows = false_alarms(corpus, scores, thr, by)
+        for cat, r, d, al, pd, pk, nom in rows if by == "category" else rows[:-1]:
+            print(f"      {cat:<22}{r:8d}{d:8.1f}{al:7d}{pd:7.2f}{pk:11.3f}{nom:12.3f}")
 
 
 def node_traces(cache: Path, variant: str = "base", seeds: int = 3, days: int = 14) -> list:

@@ -136,3 +136,18 @@ def test_bench_scores_any_folder_in_nab_layout(tmp_path: Path, series_factory, c
         {k: v for k, v in labels.items() if k.startswith("x/")}))
     with pytest.raises(SystemExit, match="two categories"):
         nab.main(["--root", str(tmp_path), "--cv", "none", "--cache", str(tmp_path / "c")])
+
+
+def test_false_alarms_count_quiet_rows_by_category_and_by_age() -> None:
+    import nab_transfer
+    n = 3000  # probation 450 rows; one window 1500-1599, quiet again from row 1700
+    ts = np.arange(n, dtype=np.int64) * 300_000
+    s = np.zeros(n)
+    s[[100, 600, 1200, 1550, 1650, 2500, 2600]] = 0.9  # 100: probation, 1550/1650: window
+    corpus = [("catA/f.csv", ts, np.zeros(n), [(1500, 1599)])]
+    by_cat = nab_transfer.false_alarms(corpus, {"catA/f.csv": s}, 0.8)
+    by_age = nab_transfer.false_alarms(corpus, {"catA/f.csv": s}, 0.8, by="age")
+    assert [(g, r, al) for g, r, _, al, *_ in by_cat] == [("catA", 2350, 4), ("all", 2350, 4)]
+    assert [(g, r, al) for g, r, _, al, *_ in by_age] == [
+        ("age: rows 0-999", 550, 1), ("age: rows 1000-1999", 800, 1),
+        ("age: rows 2000+", 1000, 2), ("all", 2350, 4)]
